@@ -1,0 +1,96 @@
+// The CPU op set. csrc/kernels/cuda/ops.h mirrors these signatures.
+//
+// Every op has a scalar reference and, where it pays, AVX2 and AVX-512 paths;
+// the path is chosen at run time (isa.h) and can be forced for testing.
+//
+// note: batch invariance. Each output element is reduced in an order that
+// depends only on its own inputs, never on how many rows are in the batch or
+// how the work is split across threads, so a request yields bit-identical
+// results whether it runs alone or inside any batch (the engine's tests rely
+// on this).
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/cpu/isa.h"
+#include "kernels/cpu/threadpool.h"
+
+namespace lmrt::cpu {
+
+// Element types of weights and of the KV cache. BF16 is the upper half of an
+// IEEE fp32 word, stored as uint16_t.
+enum class DType : int { F32 = 0, BF16 = 1 };
+
+// y[m, n] = sum_k x[m, k] * w[n, k] (+ bias[n])
+//   x    [M, K] fp32, row stride ldx
+//   w    [N, K] (wdt), rows contiguous (row stride K)
+//   bias [N] fp32 or nullptr
+//   y    [M, N] fp32, row stride ldy; must not alias x
+void linear(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx,
+            const void* w, DType wdt, int64_t N, const float* bias, float* y, int64_t ldy);
+
+// y[m, :] = x[m, :] / sqrt(mean(x[m, :]^2) + eps) * w[:]
+//   x [M, H] stride ldx, w [H], y [M, H] stride ldy (y == x allowed)
+void rmsnorm(const float* x, int64_t M, int64_t H, int64_t ldx, const float* w, float eps,
+             float* y, int64_t ldy);
+
+// Rotary embedding, HF "rotate_half" layout (pairs are i and i + head_dim/2), in place.
+//   x        [M, n_heads * head_dim] stride ldx
+//   pos      [M] token positions
+//   inv_freq [head_dim / 2] fp32
+// angle = float(pos) * inv_freq[i] in fp32; cos and sin are multiplied by attn_scale.
+void rope(float* x, int64_t M, int64_t ldx, int n_heads, int head_dim, const int32_t* pos,
+          const float* inv_freq, float attn_scale);
+
+// out[m, i] = silu(gu[m, i]) * gu[m, I + i]   (gate in the first I columns, up in the next I)
+//   gu [M, 2I] stride ldg, out [M, I] stride ldo
+void silu_mul(const float* gu, int64_t M, int64_t I, int64_t ldg, float* out, int64_t ldo);
+
+// One layer's paged KV cache. Element (block b, kv head h, slot s, dim d) is at
+//   ((b * n_kv_heads + h) * block_size + s) * head_dim + d
+// in k and in v (each num_blocks * n_kv_heads * block_size * head_dim elements of dtype).
+struct KVLayer {
+  void* k;
+  void* v;
+  DType dtype;
+  int n_kv_heads;
+  int head_dim;
+  int block_size;
+};
+
+// Writes the K and V rows of M tokens into the cache.
+//   k, v        [M, n_kv_heads * head_dim] fp32, row strides ldk, ldv
+//   slot        [M] absolute cache slot of each token: block_id * block_size + offset
+void kv_store(const KVLayer& kv, const float* k, int64_t ldk, const float* v, int64_t ldv,
+              int64_t M, const int64_t* slot);
+
+// Causal attention of one sequence's new tokens over its paged cache.
+//   q           [M, n_heads * head_dim] stride ldq
+//   out         [M, n_heads * head_dim] stride ldo
+//   block_table [ceil((max(pos) + 1) / block_size)] block ids of the sequence
+//   pos         [M] position of each query token; token m attends to cache positions 0..pos[m]
+// The cache must already hold K/V for every position attended to (kv_store first).
+// GQA: query head h reads kv head h / (n_heads / n_kv_heads).
+// Softmax in fp32 with the running max subtracted; scale is usually 1/sqrt(head_dim).
+struct AttnSeq {
+  const float* q;
+  int64_t ldq;
+  float* out;
+  int64_t ldo;
+  const int32_t* block_table;
+  const int32_t* pos;
+  int64_t M;
+};
+void paged_attention(ThreadPool& pool, const KVLayer& kv, const AttnSeq* seqs, int64_t num_seqs,
+                     int n_heads, float scale);
+
+// Row gather from an embedding table: out[m, :] = table[ids[m], :] as fp32.
+//   table [V, H] (dt), out [M, H] stride ldo
+void embedding(const void* table, DType dt, int64_t H, const int32_t* ids, int64_t M, float* out,
+               int64_t ldo);
+
+// Conversions used by loaders and tests (round to nearest even).
+uint16_t f32_to_bf16(float x);
+float bf16_to_f32(uint16_t x);
+
+}  // namespace lmrt::cpu

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Developer build: compiles lmrt._core into build/dev and copies it next to the
+# sources, so `PYTHONPATH=. pytest tests/` runs against this tree without pip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cmake -S . -B build/dev -DCMAKE_BUILD_TYPE=Release \
+  -Dpybind11_DIR="$(python -m pybind11 --cmakedir)" -DPython_EXECUTABLE="$(which python)" >/dev/null
+cmake --build build/dev -j"${JOBS:-2}"
+cp build/dev/_core*.so lmrt/

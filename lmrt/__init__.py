@@ -1,2 +1,30 @@
 """lmrt: a quantization-first LLM inference runtime."""
+from lmrt.config import ConfigError, EngineConfig, GenerationConfig
+
 __version__ = "0.1.0"
+
+__all__ = ["pipeline", "Pipeline", "Response", "EngineConfig", "GenerationConfig", "ConfigError", "system_info"]
+
+
+def __getattr__(name):
+    # The compiled core is imported on first use, so `import lmrt` stays cheap and
+    # configs can be built (and validated) without it.
+    if name in ("pipeline", "Pipeline", "Response", "RequestError"):
+        from lmrt import api as _p
+
+        return getattr(_p, name)
+    raise AttributeError(f"module 'lmrt' has no attribute {name!r}")
+
+
+def system_info() -> dict:
+    """Which CPU kernel path is in use, what this CPU supports, and the thread count."""
+    from lmrt import _core
+
+    k = _core.kernels
+    return {
+        "kernel_isa": k.active_isa(),
+        "best_isa": k.best_isa(),
+        "supported_isas": [n for n in ("scalar", "avx2", "avx512") if k.isa_supported(n)],
+        "physical_cores": k.physical_cores(),
+        "version": __version__,
+    }

@@ -1,0 +1,268 @@
+#include "engine/engine.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <random>
+
+namespace lmrt {
+
+Engine::Engine(ModelSpec spec, Weights weights, EngineOptions options)
+    : options_(options),
+      model_(std::move(spec), std::move(weights)),
+      kv_(model_.spec().num_layers, options.num_blocks, options.block_size, model_.spec().num_kv_heads,
+          model_.spec().head_dim, options.kv_dtype),
+      blocks_(options.num_blocks, options.block_size, options.enable_prefix_caching),
+      scheduler_(SchedulerConfig{options.max_batch_size, options.max_num_batched_tokens}, blocks_),
+      pool_(std::max(1, options.num_threads)) {
+  if (options_.session_len <= 1) throw std::invalid_argument("session_len must be at least 2");
+  thread_ = std::thread([this] { loop(); });
+}
+
+Engine::~Engine() { shutdown(); }
+
+void Engine::shutdown() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (stop_) return;
+    stop_ = true;
+  }
+  work_cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  std::lock_guard<std::mutex> lk(mu_);
+  std::vector<int64_t> live;
+  for (auto& kv : requests_) live.push_back(kv.first);
+  for (int64_t id : live) finish(requests_.at(id).get(), FinishReason::Abort);
+  out_cv_.notify_all();
+}
+
+int64_t Engine::submit(std::vector<int32_t> prompt, RequestParams params) {
+  const ModelSpec& s = model_.spec();
+  const int n = static_cast<int>(prompt.size());
+  if (n == 0) throw std::invalid_argument("prompt is empty: at least one token is needed");
+  for (int32_t t : prompt)
+    if (t < 0 || t >= s.vocab_size)
+      throw std::invalid_argument("prompt token id " + std::to_string(t) + " is outside the vocabulary [0, " +
+                                  std::to_string(s.vocab_size) + ")");
+  const SamplingParams& sp = params.sampling;
+  if (!(sp.temperature >= 0.f) || !std::isfinite(sp.temperature))
+    throw std::invalid_argument("temperature must be a finite number >= 0");
+  if (!(sp.top_p > 0.f && sp.top_p <= 1.f)) throw std::invalid_argument("top_p must be in (0, 1]");
+  if (!(sp.min_p >= 0.f && sp.min_p <= 1.f)) throw std::invalid_argument("min_p must be in [0, 1]");
+  if (sp.top_k < 0) throw std::invalid_argument("top_k must be >= 0 (0 disables it)");
+  if (!(sp.repetition_penalty > 0.f)) throw std::invalid_argument("repetition_penalty must be > 0");
+  if (params.max_new_tokens < 0 || params.min_new_tokens < 0)
+    throw std::invalid_argument("max_new_tokens and min_new_tokens must be >= 0");
+  const bool scoring = params.max_new_tokens == 0;
+  if (scoring ? n > options_.session_len : n >= options_.session_len)
+    throw std::invalid_argument("prompt has " + std::to_string(n) + " tokens but session_len is " +
+                                std::to_string(options_.session_len) + (scoring ? "" : " (one more is needed to generate)") +
+                                ": shorten the prompt or raise session_len");
+  if (blocks_.blocks_for(n + (scoring ? 0 : 1)) > options_.num_blocks)
+    throw std::invalid_argument("prompt has " + std::to_string(n) + " tokens but the KV cache holds " +
+                                std::to_string(capacity_tokens()) + ": give the cache more memory");
+  for (int32_t t : params.stop_token_ids)
+    if (t < 0 || t >= s.vocab_size) throw std::invalid_argument("stop token id " + std::to_string(t) + " is outside the vocabulary");
+
+  auto r = std::make_unique<Request>();
+  r->tokens = std::move(prompt);
+  r->num_prompt_tokens = n;
+  r->max_total_tokens = std::min({n + params.max_new_tokens, options_.session_len, capacity_tokens()});
+  r->rng.seed(sp.has_seed ? sp.seed : std::random_device{}());
+  if (params.prompt_logprobs) r->prompt_logprobs.assign(n > 0 ? n - 1 : 0, 0.f);
+  if (params.prompt_logits) r->prompt_logits.assign(static_cast<size_t>(n) * s.vocab_size, 0.f);
+  r->params = std::move(params);
+
+  int64_t id;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (stop_) throw std::runtime_error("engine is shut down");
+    id = r->id = next_id_++;
+    streams_[id].pending.num_prompt_tokens = n;
+    scheduler_.add(r.get());
+    requests_[id] = std::move(r);
+  }
+  work_cv_.notify_one();
+  return id;
+}
+
+StreamChunk Engine::get(int64_t id, double timeout_s) {
+  std::unique_lock<std::mutex> lk(mu_);
+  if (streams_.find(id) == streams_.end()) throw UnknownRequestError("unknown request id " + std::to_string(id));
+  auto ready = [&] {
+    const Stream& st = streams_.at(id);
+    return st.done || !st.pending.token_ids.empty();
+  };
+  if (timeout_s < 0) out_cv_.wait(lk, ready);
+  else out_cv_.wait_for(lk, std::chrono::duration<double>(timeout_s), ready);
+  Stream& st = streams_.at(id);
+  StreamChunk out = std::move(st.pending);
+  st.pending = StreamChunk{};
+  st.pending.num_prompt_tokens = out.num_prompt_tokens;
+  if (st.done) streams_.erase(id);
+  return out;
+}
+
+void Engine::abort(int64_t id) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto it = requests_.find(id);
+    if (it == requests_.end()) {
+      if (streams_.count(id)) return;  // already finished, output not yet taken
+      throw UnknownRequestError("unknown request id " + std::to_string(id));
+    }
+    it->second->abort_requested = true;
+    has_aborts_ = true;
+  }
+  work_cv_.notify_one();
+}
+
+EngineStats Engine::stats() {
+  std::lock_guard<std::mutex> lk(mu_);
+  return EngineStats{scheduler_.num_running(), scheduler_.num_waiting(), blocks_.num_free_blocks(),
+                     blocks_.num_blocks(), blocks_.block_size(), num_steps_, scheduler_.num_preemptions(),
+                     scheduler_.prefix_hit_tokens(), scheduler_.prefix_query_tokens(), num_prefill_tokens_,
+                     num_decode_tokens_, kv_.bytes(), model_.weights().bytes()};
+}
+
+void Engine::loop() {
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lk(mu_);
+      work_cv_.wait(lk, [&] { return stop_ || has_aborts_ || !scheduler_.empty(); });
+      if (stop_) return;
+    }
+    if (!step()) {
+      // Work exists but none can run now: wait for a change instead of spinning.
+      std::unique_lock<std::mutex> lk(mu_);
+      work_cv_.wait_for(lk, std::chrono::milliseconds(50));
+    }
+  }
+}
+
+// One step of the persistent batch: schedule, run, sample, publish.
+bool Engine::step() {
+  std::vector<ScheduledSeq> plan;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    handle_aborts();
+    plan = scheduler_.schedule();
+  }
+  if (plan.empty()) return false;
+  build_batch(plan);
+  const float* logits = nullptr;
+  std::string error;
+  try {
+    logits = model_.forward(batch_, kv_, pool_);
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    ++num_steps_;
+    if (error.empty()) postprocess(plan, logits);
+    else
+      for (const ScheduledSeq& s : plan) finish(s.req, FinishReason::Error, "forward pass failed: " + error);
+  }
+  out_cv_.notify_all();
+  return true;
+}
+
+void Engine::build_batch(const std::vector<ScheduledSeq>& plan) {
+  const int bs = options_.block_size;
+  batch_.clear();
+  logit_base_.assign(plan.size(), -1);
+  int32_t num_logit_rows = 0;
+  for (size_t s = 0; s < plan.size(); ++s) {
+    const Request& r = *plan[s].req;
+    const int n = plan[s].num_tokens, first = r.num_computed_tokens;
+    const int64_t first_row = batch_.num_tokens();
+    for (int pos = first; pos < first + n; ++pos) {
+      batch_.tokens.push_back(r.tokens[pos]);
+      batch_.positions.push_back(pos);
+      batch_.slots.push_back(static_cast<int64_t>(r.block_table[pos / bs]) * bs + pos % bs);
+    }
+    batch_.seqs.push_back(SeqRows{first_row, n, r.block_table.data()});
+    if (r.wants_prompt_outputs() && first < r.num_prompt_tokens) {
+      logit_base_[s] = num_logit_rows;
+      for (int j = 0; j < n; ++j) batch_.logit_rows.push_back(static_cast<int32_t>(first_row + j));
+      num_logit_rows += n;
+    } else if (first + n == r.num_tokens()) {
+      logit_base_[s] = num_logit_rows;
+      batch_.logit_rows.push_back(static_cast<int32_t>(first_row + n - 1));
+      num_logit_rows += 1;
+    }
+  }
+}
+
+void Engine::postprocess(const std::vector<ScheduledSeq>& plan, const float* logits) {
+  const int V = model_.spec().vocab_size;
+  static const std::vector<int32_t> kNoBans;
+  for (size_t s = 0; s < plan.size(); ++s) {
+    Request* r = plan[s].req;
+    const int n = plan[s].num_tokens, first = r->num_computed_tokens;
+    r->num_computed_tokens += n;
+    (first < r->num_prompt_tokens ? num_prefill_tokens_ : num_decode_tokens_) += n;
+    blocks_.register_full_blocks(r->tokens, r->num_computed_tokens, r->block_table, r->num_hashed_blocks,
+                                 r->last_block_hash);
+    if (logit_base_[s] < 0) continue;
+    float* rows = const_cast<float*>(logits) + static_cast<size_t>(logit_base_[s]) * V;
+    if (r->wants_prompt_outputs() && first < r->num_prompt_tokens) {
+      for (int j = 0; j < n && first + j < r->num_prompt_tokens; ++j) {
+        const int pos = first + j;
+        const float* row = rows + static_cast<size_t>(j) * V;
+        if (r->params.prompt_logits) std::memcpy(&r->prompt_logits[static_cast<size_t>(pos) * V], row, V * sizeof(float));
+        if (r->params.prompt_logprobs && pos + 1 < r->num_prompt_tokens)
+          r->prompt_logprobs[pos] = Sampler::logprob(row, V, r->tokens[pos + 1]);
+      }
+      rows += static_cast<size_t>(n - 1) * V;  // the last row samples
+    }
+    if (r->num_computed_tokens < r->num_tokens()) continue;  // prefill continues next step
+    if (r->abort_requested) {
+      finish(r, FinishReason::Abort);
+      continue;
+    }
+    if (r->num_generated() >= r->params.max_new_tokens || r->num_tokens() >= r->max_total_tokens) {
+      finish(r, FinishReason::Length);
+      continue;
+    }
+    std::vector<int32_t> bans;
+    if (r->num_generated() < r->params.min_new_tokens) {
+      bans = r->params.stop_token_ids;
+      if (!r->params.ignore_eos) bans.insert(bans.end(), r->params.eos_token_ids.begin(), r->params.eos_token_ids.end());
+    }
+    const int32_t tok = sampler_.sample(rows, V, r->params.sampling, r->tokens, bans.empty() ? kNoBans : bans, r->rng);
+    r->tokens.push_back(tok);
+    streams_.at(r->id).pending.token_ids.push_back(tok);
+    auto contains = [tok](const std::vector<int32_t>& v) { return std::find(v.begin(), v.end(), tok) != v.end(); };
+    if (contains(r->params.stop_token_ids) || (!r->params.ignore_eos && contains(r->params.eos_token_ids)))
+      finish(r, FinishReason::Stop);
+    else if (r->num_generated() >= r->params.max_new_tokens || r->num_tokens() >= r->max_total_tokens)
+      finish(r, FinishReason::Length);
+  }
+}
+
+void Engine::finish(Request* r, FinishReason reason, const std::string& error) {
+  Stream& st = streams_.at(r->id);
+  st.pending.finish_reason = reason;
+  st.pending.error = error;
+  st.pending.num_cached_tokens = r->num_cached_tokens;
+  st.pending.num_preemptions = r->num_preemptions;
+  st.pending.prompt_logprobs = std::move(r->prompt_logprobs);
+  st.pending.prompt_logits = std::move(r->prompt_logits);
+  st.done = true;
+  scheduler_.remove(r);
+  requests_.erase(r->id);  // r is gone after this
+}
+
+void Engine::handle_aborts() {
+  if (!has_aborts_) return;
+  has_aborts_ = false;
+  std::vector<Request*> aborted;
+  for (auto& kv : requests_)
+    if (kv.second->abort_requested) aborted.push_back(kv.second.get());
+  for (Request* r : aborted) finish(r, FinishReason::Abort);
+}
+
+}  // namespace lmrt

@@ -1,0 +1,116 @@
+// The engine: owns the model, the KV pool, the scheduler and the loop thread.
+// Thread-safe: submit / get / abort / stats may be called from any thread.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "engine/block_manager.h"
+#include "engine/kv_cache.h"
+#include "engine/request.h"
+#include "engine/sampler.h"
+#include "engine/scheduler.h"
+#include "kernels/cpu/threadpool.h"
+#include "model/batch.h"
+#include "model/llama.h"
+
+namespace lmrt {
+
+struct EngineOptions {
+  int num_blocks = 0;
+  int block_size = 64;
+  cpu::DType kv_dtype = cpu::DType::F32;
+  int max_batch_size = 16;
+  int max_num_batched_tokens = 512;
+  int num_threads = 1;
+  int session_len = 4096;  // prompt + generated tokens per request at most
+  bool enable_prefix_caching = true;
+};
+
+// What get() hands back: tokens sampled since the previous call, and the end.
+struct StreamChunk {
+  std::vector<int32_t> token_ids;
+  FinishReason finish_reason = FinishReason::None;  // None while running
+  std::string error;                                // set when finish_reason is Error
+  int num_prompt_tokens = 0;
+  int num_cached_tokens = 0;
+  int num_preemptions = 0;
+  std::vector<float> prompt_logprobs;  // [num_prompt_tokens - 1], final chunk only
+  std::vector<float> prompt_logits;    // [num_prompt_tokens, V], final chunk only
+};
+
+struct EngineStats {
+  int num_running, num_waiting, num_free_blocks, num_blocks, block_size;
+  int64_t num_steps, num_preemptions, prefix_hit_tokens, prefix_query_tokens, num_prefill_tokens,
+      num_decode_tokens;
+  size_t kv_cache_bytes, weights_bytes;
+};
+
+class UnknownRequestError : public std::out_of_range {
+ public:
+  using std::out_of_range::out_of_range;
+};
+
+class Engine {
+ public:
+  Engine(ModelSpec spec, Weights weights, EngineOptions options);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Queues a request; throws std::invalid_argument naming what is wrong with it.
+  int64_t submit(std::vector<int32_t> prompt, RequestParams params);
+  // Waits up to timeout_s for news of request id (timeout_s < 0 waits forever).
+  // After the chunk with a finish reason the id is forgotten.
+  StreamChunk get(int64_t id, double timeout_s);
+  // Ends a running or waiting request; it finishes with reason Abort.
+  void abort(int64_t id);
+  EngineStats stats();
+  void shutdown();
+
+  const ModelSpec& spec() const { return model_.spec(); }
+  int capacity_tokens() const { return options_.num_blocks * options_.block_size; }
+
+ private:
+  struct Stream {
+    StreamChunk pending;
+    bool done = false;
+  };
+
+  void loop();
+  bool step();
+  void build_batch(const std::vector<ScheduledSeq>& plan);
+  void postprocess(const std::vector<ScheduledSeq>& plan, const float* logits);
+  void finish(Request* r, FinishReason reason, const std::string& error = "");
+  void handle_aborts();
+
+  EngineOptions options_;
+  LlamaModel model_;
+  KVCache kv_;
+  BlockManager blocks_;
+  Scheduler scheduler_;
+  Sampler sampler_;
+  cpu::ThreadPool pool_;
+  Batch batch_;
+  std::vector<int32_t> logit_base_;  // [num scheduled seqs] first logits row of each, or -1
+
+  std::mutex mu_;                    // guards everything below
+  std::condition_variable work_cv_;  // the loop waits for work
+  std::condition_variable out_cv_;   // get() waits for output
+  std::unordered_map<int64_t, std::unique_ptr<Request>> requests_;  // live requests
+  std::unordered_map<int64_t, Stream> streams_;                     // until the final chunk is taken
+  int64_t next_id_ = 1;
+  bool has_aborts_ = false;
+  bool stop_ = false;
+  int64_t num_steps_ = 0, num_prefill_tokens_ = 0, num_decode_tokens_ = 0;
+  std::thread thread_;
+};
+
+}  // namespace lmrt

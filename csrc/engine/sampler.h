@@ -1,0 +1,30 @@
+// Token selection from one row of logits.
+#pragma once
+
+#include <cstdint>
+#include <random>
+#include <utility>
+#include <vector>
+
+#include "engine/request.h"
+
+namespace lmrt {
+
+class Sampler {
+ public:
+  // Picks the next token. logits [V] is modified in place (penalties, bans).
+  // Order as HF transformers: repetition penalty over `context`, bans, then
+  // temperature, top-k, top-p, min-p, and a draw from `rng`. Temperature 0 is greedy
+  // (the first index of the maximum, as torch.argmax).
+  int32_t sample(float* logits, int vocab_size, const SamplingParams& p, const std::vector<int32_t>& context,
+                 const std::vector<int32_t>& banned, std::mt19937_64& rng);
+
+  // log softmax(logits)[token], computed in double.
+  static float logprob(const float* logits, int vocab_size, int32_t token);
+
+ private:
+  std::vector<std::pair<float, int32_t>> cand_;  // [V] (logit or probability, token id)
+  std::vector<char> seen_;                       // [V] scratch for the repetition penalty
+};
+
+}  // namespace lmrt

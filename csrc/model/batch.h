@@ -1,0 +1,33 @@
+// One step's ragged batch: the rows of every scheduled sequence, back to back.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace lmrt {
+
+// One sequence's rows in the batch.
+struct SeqRows {
+  int64_t first_row = 0;             // index of its first row in Batch::tokens
+  int64_t num_rows = 0;
+  const int32_t* block_table = nullptr;  // [ceil(positions of its last row + 1 / block_size)]
+};
+
+struct Batch {
+  std::vector<int32_t> tokens;      // [T]
+  std::vector<int32_t> positions;   // [T]
+  std::vector<int64_t> slots;       // [T] KV cache slot: block_id * block_size + offset
+  std::vector<SeqRows> seqs;        // [num_seqs], rows of a sequence are contiguous
+  std::vector<int32_t> logit_rows;  // [R] rows whose logits are computed, ascending
+
+  int64_t num_tokens() const { return static_cast<int64_t>(tokens.size()); }
+  void clear() {
+    tokens.clear();
+    positions.clear();
+    slots.clear();
+    seqs.clear();
+    logit_rows.clear();
+  }
+};
+
+}  // namespace lmrt

@@ -1,0 +1,45 @@
+// Llama-family forward pass over a ragged batch (Llama, Mistral, Qwen2).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "common/buffer.h"
+#include "engine/kv_cache.h"
+#include "kernels/cpu/ops.h"
+#include "model/batch.h"
+#include "model/model_spec.h"
+#include "model/weights.h"
+
+namespace lmrt {
+
+class LlamaModel {
+ public:
+  LlamaModel(ModelSpec spec, Weights weights);
+
+  // Writes K/V of every batch row into `kv` and returns logits [R, V] for
+  // batch.logit_rows (valid until the next call).
+  // note: the cache must already own the blocks that batch.slots point to.
+  const float* forward(const Batch& batch, KVCache& kv, cpu::ThreadPool& pool);
+
+  const ModelSpec& spec() const { return spec_; }
+  const Weights& weights() const { return weights_; }
+
+ private:
+  void reserve(int64_t num_rows, int64_t num_logit_rows);
+
+  ModelSpec spec_;
+  Weights weights_;
+  // Workspaces grow to the largest batch seen and are reused; nothing is allocated per step otherwise.
+  Buffer x_;       // [T, H] residual stream
+  Buffer h_;       // [T, H] normed input / sublayer output
+  Buffer qkv_;     // [T, qkv_dim]
+  Buffer attn_;    // [T, nh hd]
+  Buffer gu_;      // [T, 2 I]
+  Buffer act_;     // [T, I]
+  Buffer sel_;     // [R, H] final hidden rows that need logits
+  Buffer logits_;  // [R, V]
+  std::vector<cpu::AttnSeq> attn_seqs_;  // [num_seqs]
+};
+
+}  // namespace lmrt

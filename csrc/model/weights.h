@@ -1,0 +1,54 @@
+// The model's weights in the core layout (see lmrt/checkpoint.py for the names).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "common/buffer.h"
+#include "model/model_spec.h"
+
+namespace lmrt {
+
+// A borrowed view of a host array handed in by the bindings.
+struct RawTensor {
+  const void* data = nullptr;
+  cpu::DType dtype = cpu::DType::F32;
+  std::vector<int64_t> shape;
+};
+
+// A row-major matrix [rows, cols] owned by the model.
+struct Matrix {
+  Buffer data;  // [rows, cols] of dtype
+  cpu::DType dtype = cpu::DType::F32;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  bool empty() const { return rows == 0; }
+};
+
+struct LayerWeights {
+  std::vector<float> input_norm;      // [H]
+  Matrix qkv;                         // [(nh + 2 nkv) hd, H]  q rows, then k, then v
+  std::vector<float> qkv_bias;        // [(nh + 2 nkv) hd] or empty
+  Matrix o;                           // [H, nh hd]
+  std::vector<float> post_attn_norm;  // [H]
+  Matrix gate_up;                     // [2 I, H]  gate rows, then up
+  Matrix down;                        // [H, I]
+};
+
+struct Weights {
+  Matrix embed;                       // [V, H]
+  std::vector<LayerWeights> layers;   // [num_layers]
+  std::vector<float> norm;            // [H]
+  Matrix lm_head;                     // [V, H]; empty when tied to embed
+
+  const Matrix& output_matrix() const { return lm_head.empty() ? embed : lm_head; }
+  size_t bytes() const;
+};
+
+// Copies and checks every tensor the spec needs; throws std::invalid_argument
+// naming a missing tensor, a wrong shape or a wrong dtype.
+Weights load_weights(const ModelSpec& spec, const std::map<std::string, RawTensor>& tensors);
+
+}  // namespace lmrt

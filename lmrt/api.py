@@ -1,0 +1,249 @@
+"""`lmrt.pipeline(...)`: load a model into the C++ engine and generate from Python (the public API).
+
+The engine runs on its own thread; this module turns text into token ids, submits
+requests, and turns the streamed ids back into text (UTF-8 safe, stop strings).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import AsyncIterator, Iterator, List, Optional, Sequence, Union
+
+import numpy as np
+
+from lmrt import _core
+from lmrt.checkpoint import load_checkpoint
+from lmrt.config import EngineConfig, GenerationConfig
+from lmrt.detokenizer import IncrementalDetokenizer, StopStringMatcher
+from lmrt.tokenizer import Tokenizer
+
+Messages = List[dict]
+Prompt = Union[str, Messages, Sequence[int]]
+
+_DEFAULT_MAX_NUM_BATCHED_TOKENS = 512
+_DEFAULT_CACHE_FRACTION = 0.10  # of available RAM, when cache_memory_gib is not given
+_POLL_S = 0.1  # get() wakes this often so Ctrl-C reaches a waiting caller
+
+
+@dataclass
+class Response:
+    """One output. From stream(): `text` and `token_ids` are what is new since the previous item."""
+
+    text: str
+    token_ids: List[int]
+    finish_reason: Optional[str] = None  # "stop" | "length" | "abort" | None while streaming
+    num_prompt_tokens: int = 0
+    num_generated_tokens: int = 0
+    num_cached_tokens: int = 0  # prompt tokens served by the prefix cache
+    index: int = 0  # position in the batch given to __call__
+
+
+class RequestError(RuntimeError):
+    """The engine failed a request (the others keep running)."""
+
+
+def _available_ram_bytes() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+
+
+class Pipeline:
+    """A loaded model and its engine. Thread-safe: many callers may stream at once."""
+
+    def __init__(self, model: Optional[Union[str, Path]] = None, engine_config: Optional[EngineConfig] = None):
+        self.engine_config = engine_config or EngineConfig()
+        if model is None:
+            from lmrt.default_model import default_model_path
+
+            model = default_model_path()
+        self.model_path = Path(model)
+        cfg = self.engine_config
+        self.spec, weights = load_checkpoint(self.model_path, dtype=cfg.weight_dtype)
+        self.tokenizer = Tokenizer.from_pretrained(self.model_path)
+        self.num_parameters = int(sum(a.size for a in weights.values()))
+        self.session_len = cfg.session_len or self.spec.max_position_embeddings
+        self.num_threads = cfg.num_threads or _core.kernels.physical_cores()
+        bytes_per_block = _core.kv_bytes_per_block(self.spec.num_layers, cfg.block_size, self.spec.num_kv_heads,
+                                                   self.spec.head_dim, cfg.kv_dtype)
+        self.num_blocks = self._num_kv_blocks(bytes_per_block)
+        options = dict(
+            weight_dtype=cfg.weight_dtype, kv_dtype=cfg.kv_dtype, num_blocks=self.num_blocks,
+            block_size=cfg.block_size, max_batch_size=cfg.max_batch_size,
+            max_num_batched_tokens=cfg.max_num_batched_tokens or _DEFAULT_MAX_NUM_BATCHED_TOKENS,
+            num_threads=self.num_threads, session_len=self.session_len,
+            enable_prefix_caching=cfg.enable_prefix_caching,
+        )
+        self._engine = _core.Engine(self.spec.to_core_dict(), weights, options)
+        del weights
+        self._eos = tuple(dict.fromkeys(tuple(self.spec.eos_token_ids) + tuple(self.tokenizer.eos_token_ids)))
+
+    def _num_kv_blocks(self, bytes_per_block: int) -> int:
+        cfg = self.engine_config
+        blocks_per_session = -(-self.session_len // cfg.block_size)
+        if cfg.cache_memory_gib is not None:
+            budget = int(cfg.cache_memory_gib * 2**30)
+            num = budget // bytes_per_block
+            if num < 1:
+                raise ValueError(f"cache_memory_gib={cfg.cache_memory_gib} holds no KV block "
+                                 f"(one block of {cfg.block_size} tokens takes {bytes_per_block} bytes)")
+            return int(num)
+        budget = int(_available_ram_bytes() * _DEFAULT_CACHE_FRACTION)
+        return int(max(1, min(budget // bytes_per_block, blocks_per_session * cfg.max_batch_size)))
+
+    # ---- prompts ----
+    def encode_prompt(self, prompt: Prompt) -> List[int]:
+        """A str is a raw prompt, a list of {"role", "content"} dicts a chat, a list of ints token ids."""
+        if isinstance(prompt, str):
+            return self.tokenizer.encode(prompt, add_special_tokens=True)
+        if isinstance(prompt, (list, tuple)) and prompt and all(isinstance(m, dict) for m in prompt):
+            text = self.tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True, tokenize=False)
+            return self.tokenizer.encode(text, add_special_tokens=False)
+        if isinstance(prompt, (list, tuple, np.ndarray)) and all(isinstance(t, (int, np.integer)) for t in prompt):
+            return [int(t) for t in prompt]
+        raise TypeError("prompt must be a str, a list of {'role', 'content'} messages, or a list of token ids")
+
+    def _submit(self, ids: List[int], gen: GenerationConfig, **extra) -> int:
+        params = dict(
+            max_new_tokens=gen.max_new_tokens, min_new_tokens=gen.min_new_tokens, temperature=gen.temperature,
+            top_k=gen.top_k, top_p=gen.top_p, min_p=gen.min_p, repetition_penalty=gen.repetition_penalty,
+            seed=gen.seed, eos_token_ids=list(self._eos), stop_token_ids=list(gen.stop_token_ids),
+            ignore_eos=gen.ignore_eos, prompt_logprobs=False, prompt_logits=False,
+        )
+        params.update(extra)
+        return self._engine.submit(ids, params)
+
+    def _get(self, rid: int) -> dict:
+        while True:
+            chunk = self._engine.get(rid, _POLL_S)
+            if chunk["token_ids"] or chunk["finish_reason"] is not None:
+                if chunk["finish_reason"] == "error":
+                    raise RequestError(chunk["error"])
+                return chunk
+
+    # ---- generation ----
+    def stream(self, prompt: Prompt, gen_config: Optional[GenerationConfig] = None) -> Iterator[Response]:
+        """Yields Responses as tokens are sampled; each carries only the new text and ids."""
+        gen = gen_config or GenerationConfig()
+        ids = self.encode_prompt(prompt)
+        rid = self._submit(ids, gen)
+        detok = IncrementalDetokenizer(self.tokenizer, prompt_ids=ids, skip_special_tokens=gen.skip_special_tokens)
+        stops = StopStringMatcher(gen.stop) if gen.stop else None
+        num_generated = 0
+        finished = False
+        try:
+            while not finished:
+                chunk = self._get(rid)
+                new_ids = chunk["token_ids"]
+                num_generated += len(new_ids)
+                reason = chunk["finish_reason"]
+                text = detok.step(new_ids)
+                if reason is not None:
+                    text += detok.flush()
+                if stops is not None:
+                    text = stops.feed(text)
+                    if stops.stopped:
+                        self._engine.abort(rid)
+                        while self._engine.get(rid, -1.0)["finish_reason"] is None:
+                            pass
+                        reason = "stop"
+                    elif reason is not None:
+                        text += stops.flush()
+                finished = reason is not None
+                if text or new_ids or finished:
+                    yield Response(text, list(new_ids), reason, len(ids), num_generated, chunk["num_cached_tokens"])
+        finally:
+            if not finished:  # the consumer stopped early (break, exception, disconnect)
+                try:
+                    self._engine.abort(rid)
+                except KeyError:
+                    pass
+
+    async def astream(self, prompt: Prompt, gen_config: Optional[GenerationConfig] = None) -> AsyncIterator[Response]:
+        """asyncio variant of stream(): the blocking waits run in a worker thread."""
+        loop = asyncio.get_running_loop()
+        it = self.stream(prompt, gen_config)
+        sentinel = object()
+        try:
+            while True:
+                item = await loop.run_in_executor(None, next, it, sentinel)
+                if item is sentinel:
+                    return
+                yield item
+        finally:
+            it.close()
+
+    def __call__(self, prompts: Union[Prompt, Sequence[Prompt]], gen_config: Optional[GenerationConfig] = None
+                 ) -> Union[Response, List[Response]]:
+        """Generates whole responses. One prompt gives a Response; a list of prompts a list (run as one batch)."""
+        single = isinstance(prompts, str) or (
+            isinstance(prompts, (list, tuple)) and prompts and (isinstance(prompts[0], dict) or isinstance(prompts[0], int)))
+        batch = [prompts] if single else list(prompts)
+        gens = [self.stream(p, gen_config) for p in batch]
+        # Pull the first item of each stream so that all requests are in the engine before we wait on any.
+        firsts = [next(g, None) for g in gens]
+        out = []
+        for i, (g, first) in enumerate(zip(gens, firsts)):
+            items = ([first] if first is not None else []) + list(g)
+            last = items[-1]
+            out.append(Response("".join(r.text for r in items), [t for r in items for t in r.token_ids],
+                                last.finish_reason, last.num_prompt_tokens, last.num_generated_tokens,
+                                last.num_cached_tokens, i))
+        return out[0] if single else out
+
+    # ---- scoring ----
+    def get_logprobs(self, token_ids: Sequence[int]) -> np.ndarray:
+        """log p(token_ids[i+1] | token_ids[:i+1]) for every i: float32 [len - 1]."""
+        ids = self.encode_prompt(list(token_ids))
+        if len(ids) < 2:
+            raise ValueError("scoring needs at least 2 tokens")
+        rid = self._submit(ids, GenerationConfig(max_new_tokens=0), prompt_logprobs=True)
+        chunk = self._get(rid)
+        return np.asarray(chunk["prompt_logprobs"], dtype=np.float32)
+
+    def get_logits(self, token_ids: Sequence[int]) -> np.ndarray:
+        """Logits at every position of token_ids: float32 [len, vocab]."""
+        rid = self._submit(self.encode_prompt(list(token_ids)), GenerationConfig(max_new_tokens=0), prompt_logits=True)
+        return self._get(rid)["prompt_logits"]
+
+    def get_ppl(self, token_ids: Union[Sequence[int], Sequence[Sequence[int]]]) -> Union[float, List[float]]:
+        """Perplexity of one token sequence (a float) or of each of several (a list), as LMDeploy's get_ppl."""
+        if token_ids and not isinstance(token_ids[0], (int, np.integer)):
+            return [self.get_ppl(t) for t in token_ids]
+        return float(np.exp(-np.mean(self.get_logprobs(token_ids).astype(np.float64))))
+
+    # ---- introspection and lifetime ----
+    def stats(self) -> dict:
+        return self._engine.stats()
+
+    def info(self) -> dict:
+        s = self._engine.stats()
+        return dict(
+            model=str(self.model_path), architecture=self.spec.architecture, num_parameters=self.num_parameters,
+            weight_dtype=self.engine_config.weight_dtype, kv_cache_dtype=self.engine_config.kv_dtype,
+            kv_capacity_tokens=self._engine.capacity_tokens(), block_size=self.engine_config.block_size,
+            num_threads=self.num_threads, kernel_isa=_core.kernels.active_isa(), session_len=self.session_len,
+            weights_bytes=s["weights_bytes"], kv_cache_bytes=s["kv_cache_bytes"],
+            max_batch_size=self.engine_config.max_batch_size,
+        )
+
+    def close(self) -> None:
+        self._engine.shutdown()
+
+    def __enter__(self) -> "Pipeline":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def pipeline(model: Optional[Union[str, Path]] = None, engine_config: Optional[EngineConfig] = None) -> Pipeline:
+    """Loads `model` (an HF checkpoint directory; None = the default model, SmolLM2-135M-Instruct)."""
+    return Pipeline(model, engine_config)

@@ -3,8 +3,12 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cstring>
 #include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,8 +20,301 @@
 namespace py = pybind11;
 
 // ---- kernels: thin wrappers over csrc/kernels/cpu/ops.h, used by tests/test_kernels.py ----
+namespace kern {
+namespace cpu = lmrt::cpu;
+using F32In = py::array_t<float, py::array::c_style | py::array::forcecast>;
+using I32In = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
+using I64In = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
+
+[[noreturn]] void bad(const std::string& msg) { throw py::value_error(msg); }
+
+cpu::DType parse_dtype(const std::string& s) {
+  if (s == "f32" || s == "float32") return cpu::DType::F32;
+  if (s == "bf16" || s == "bfloat16") return cpu::DType::BF16;
+  bad("dtype must be 'f32' or 'bf16', got '" + s + "'");
+}
+
+// A tensor of dtype dt as numpy holds it: float32, or uint16 bit patterns for bf16.
+void check_storage(const py::array& a, cpu::DType dt, const char* what, bool writable) {
+  const bool ok = dt == cpu::DType::F32 ? py::isinstance<py::array_t<float>>(a)
+                                        : py::isinstance<py::array_t<uint16_t>>(a);
+  if (!ok)
+    bad(std::string(what) + " must be a " + (dt == cpu::DType::F32 ? "float32" : "uint16 (bf16 bits)") +
+        " array, got dtype " + std::string(py::str(a.dtype())));
+  if (!(a.flags() & py::array::c_style)) bad(std::string(what) + " must be C-contiguous");
+  if (writable && !a.writeable()) bad(std::string(what) + " must be writable");
+}
+
+std::string shape_str(const py::array& a) {
+  std::string s = "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
+  return s + (a.ndim() == 1 ? ",)" : ")");
+}
+
+// The binding keeps one pool, rebuilt when a call asks for another thread count;
+// the mutex serialises callers because parallel_for has a single caller.
+std::mutex g_pool_mu;
+cpu::ThreadPool& pool_for(int n) {
+  static std::unique_ptr<cpu::ThreadPool> pool;
+  if (!pool || pool->num_threads() != n) pool = std::make_unique<cpu::ThreadPool>(n);
+  return *pool;
+}
+void check_threads(int n) {
+  if (n < 1 || n > 1024) bad("num_threads must be in [1, 1024], got " + std::to_string(n));
+}
+
+cpu::Isa isa_arg(const std::string& name) {
+  try {
+    return cpu::parse_isa(name.c_str());
+  } catch (const std::invalid_argument& e) {
+    bad(e.what());
+  }
+}
+
+py::array_t<float> linear(F32In x, py::array w, std::optional<F32In> bias, const std::string& wdtype,
+                          int num_threads) {
+  const cpu::DType dt = parse_dtype(wdtype);
+  check_threads(num_threads);
+  check_storage(w, dt, "w", false);
+  if (x.ndim() != 2) bad("x must be 2-D [M, K], got shape " + shape_str(x));
+  if (w.ndim() != 2) bad("w must be 2-D [N, K], got shape " + shape_str(w));
+  const int64_t M = x.shape(0), K = x.shape(1), N = w.shape(0);
+  if (w.shape(1) != K)
+    bad("w must be [N, K] with K = x.shape[1] = " + std::to_string(K) + ", got " + shape_str(w));
+  if (bias && (bias->ndim() != 1 || bias->shape(0) != N))
+    bad("bias must be [N] = [" + std::to_string(N) + "], got " + shape_str(*bias));
+  py::array_t<float> y({M, N});
+  const float* xp = x.data();
+  const void* wp = w.data();
+  const float* bp = bias ? bias->data() : nullptr;
+  float* yp = y.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    std::lock_guard<std::mutex> lk(g_pool_mu);
+    cpu::linear(pool_for(num_threads), xp, M, K, K, wp, dt, N, bp, yp, N);
+  }
+  return y;
+}
+
+py::array_t<float> rmsnorm(F32In x, F32In w, float eps) {
+  if (x.ndim() != 2) bad("x must be 2-D [M, H], got shape " + shape_str(x));
+  const int64_t M = x.shape(0), H = x.shape(1);
+  if (w.ndim() != 1 || w.shape(0) != H) bad("w must be [H] = [" + std::to_string(H) + "], got " + shape_str(w));
+  py::array_t<float> y({M, H});
+  const float *xp = x.data(), *wp = w.data();
+  float* yp = y.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    cpu::rmsnorm(xp, M, H, H, wp, eps, yp, H);
+  }
+  return y;
+}
+
+py::array_t<float> rope(F32In x, I32In pos, F32In inv_freq, int n_heads, int head_dim, float attn_scale) {
+  if (x.ndim() != 2) bad("x must be 2-D [M, n_heads * head_dim], got shape " + shape_str(x));
+  if (n_heads < 1 || head_dim < 2 || head_dim % 2) bad("need n_heads >= 1 and an even head_dim >= 2");
+  const int64_t M = x.shape(0);
+  if (x.shape(1) != static_cast<int64_t>(n_heads) * head_dim)
+    bad("x must be [M, n_heads * head_dim] = [M, " + std::to_string(n_heads * head_dim) + "], got " +
+        shape_str(x));
+  if (pos.ndim() != 1 || pos.shape(0) != M) bad("pos must be [M] = [" + std::to_string(M) + "], got " + shape_str(pos));
+  if (inv_freq.ndim() != 1 || inv_freq.shape(0) != head_dim / 2)
+    bad("inv_freq must be [head_dim / 2] = [" + std::to_string(head_dim / 2) + "], got " + shape_str(inv_freq));
+  py::array_t<float> y({M, x.shape(1)});
+  std::copy(x.data(), x.data() + x.size(), y.mutable_data());
+  float* yp = y.mutable_data();
+  const int32_t* pp = pos.data();
+  const float* fp = inv_freq.data();
+  {
+    py::gil_scoped_release nogil;
+    cpu::rope(yp, M, n_heads * head_dim, n_heads, head_dim, pp, fp, attn_scale);
+  }
+  return y;
+}
+
+py::array_t<float> silu_mul(F32In gu) {
+  if (gu.ndim() != 2 || gu.shape(1) % 2) bad("gu must be 2-D [M, 2I], got shape " + shape_str(gu));
+  const int64_t M = gu.shape(0), I = gu.shape(1) / 2;
+  py::array_t<float> out({M, I});
+  const float* gp = gu.data();
+  float* op = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    cpu::silu_mul(gp, M, I, 2 * I, op, I);
+  }
+  return out;
+}
+
+// A cache tensor: [num_blocks, n_kv_heads, block_size, head_dim] or any shape
+// with that many elements in total; returns num_blocks.
+int64_t check_cache(const py::array& c, cpu::DType dt, const char* what, int n_kv_heads, int head_dim,
+                    int block_size) {
+  check_storage(c, dt, what, true);
+  if (n_kv_heads < 1 || head_dim < 1 || block_size < 1) bad("n_kv_heads, head_dim and block_size must be >= 1");
+  const int64_t per_block = static_cast<int64_t>(n_kv_heads) * head_dim * block_size;
+  if (c.size() % per_block)
+    bad(std::string(what) + " must hold whole blocks of n_kv_heads * block_size * head_dim = " +
+        std::to_string(per_block) + " elements, got shape " + shape_str(c));
+  return c.size() / per_block;
+}
+
+void kv_store(py::array k_cache, py::array v_cache, F32In k, F32In v, I64In slots, int n_kv_heads,
+              int head_dim, int block_size, const std::string& dtype) {
+  const cpu::DType dt = parse_dtype(dtype);
+  const int64_t nb = check_cache(k_cache, dt, "k_cache", n_kv_heads, head_dim, block_size);
+  if (check_cache(v_cache, dt, "v_cache", n_kv_heads, head_dim, block_size) != nb)
+    bad("k_cache and v_cache must have the same number of blocks");
+  const int64_t row = static_cast<int64_t>(n_kv_heads) * head_dim;
+  if (k.ndim() != 2 || k.shape(1) != row) bad("k must be [M, n_kv_heads * head_dim], got " + shape_str(k));
+  const int64_t M = k.shape(0);
+  if (v.ndim() != 2 || v.shape(0) != M || v.shape(1) != row) bad("v must have the shape of k, got " + shape_str(v));
+  if (slots.ndim() != 1 || slots.shape(0) != M) bad("slots must be [M] = [" + std::to_string(M) + "], got " + shape_str(slots));
+  const int64_t* sp = slots.data();
+  for (int64_t m = 0; m < M; ++m)
+    if (sp[m] < 0 || sp[m] >= nb * block_size)
+      bad("slots[" + std::to_string(m) + "] = " + std::to_string(sp[m]) + " is outside the cache's " +
+          std::to_string(nb * block_size) + " slots");
+  cpu::KVLayer kv{k_cache.mutable_data(), v_cache.mutable_data(), dt, n_kv_heads, head_dim, block_size};
+  const float *kp = k.data(), *vp = v.data();
+  {
+    py::gil_scoped_release nogil;
+    cpu::kv_store(kv, kp, row, vp, row, M, sp);
+  }
+}
+
+// q: one [M_i, n_heads * head_dim] array per sequence, or a single array of all
+// sequences' rows stacked in order (split by len(positions[i])).
+py::list paged_attention(py::object q, py::array k_cache, py::array v_cache, std::vector<I32In> block_tables,
+                         std::vector<I32In> positions, int n_heads, int n_kv_heads, int head_dim,
+                         int block_size, float scale, const std::string& dtype, int num_threads) {
+  const cpu::DType dt = parse_dtype(dtype);
+  check_threads(num_threads);
+  const int64_t nb = check_cache(k_cache, dt, "k_cache", n_kv_heads, head_dim, block_size);
+  if (check_cache(v_cache, dt, "v_cache", n_kv_heads, head_dim, block_size) != nb)
+    bad("k_cache and v_cache must have the same number of blocks");
+  if (n_heads < 1 || n_heads % n_kv_heads)
+    bad("n_heads must be a positive multiple of n_kv_heads (GQA), got " + std::to_string(n_heads) + " and " +
+        std::to_string(n_kv_heads));
+  const size_t S = positions.size();
+  if (block_tables.size() != S) bad("block_tables and positions must have one entry per sequence");
+  const int64_t row = static_cast<int64_t>(n_heads) * head_dim;
+
+  std::vector<F32In> qs;
+  if (py::isinstance<py::list>(q) || py::isinstance<py::tuple>(q)) {
+    for (auto item : q) qs.push_back(F32In::ensure(item));
+    if (qs.size() != S) bad("q must have one array per sequence");
+  } else {
+    F32In all = F32In::ensure(q);
+    if (!all || all.ndim() != 2) bad("q must be a 2-D array or a list of 2-D arrays");
+    int64_t total = 0;
+    for (auto& p : positions) total += p.size();
+    if (all.shape(0) != total) bad("q has " + std::to_string(all.shape(0)) + " rows, positions " + std::to_string(total));
+    int64_t r = 0;
+    for (auto& p : positions) {
+      qs.push_back(F32In::ensure(all[py::slice(r, r + p.size(), 1)]));
+      r += p.size();
+    }
+  }
+  py::list outs;
+  std::vector<py::array_t<float>> out_arrays;
+  std::vector<cpu::AttnSeq> seqs(S);
+  for (size_t s = 0; s < S; ++s) {
+    const std::string tag = "sequence " + std::to_string(s) + ": ";
+    const F32In& qa = qs[s];
+    if (!qa || qa.ndim() != 2 || qa.shape(1) != row)
+      bad(tag + "q must be [M, n_heads * head_dim] = [M, " + std::to_string(row) + "]");
+    const int64_t M = qa.shape(0);
+    const I32In& pa = positions[s];
+    const I32In& ta = block_tables[s];
+    if (pa.ndim() != 1 || pa.shape(0) != M) bad(tag + "positions must be [M] = [" + std::to_string(M) + "]");
+    if (ta.ndim() != 1) bad(tag + "block_table must be 1-D");
+    for (int64_t m = 0; m < M; ++m) {
+      const int32_t p = pa.data()[m];
+      if (p < 0) bad(tag + "negative position");
+      if (p / block_size >= ta.shape(0))
+        bad(tag + "position " + std::to_string(p) + " needs " + std::to_string(p / block_size + 1) +
+            " blocks, block_table has " + std::to_string(ta.shape(0)));
+    }
+    for (int64_t b = 0; b < ta.shape(0); ++b)
+      if (ta.data()[b] < 0 || ta.data()[b] >= nb)
+        bad(tag + "block id " + std::to_string(ta.data()[b]) + " outside the cache's " + std::to_string(nb) + " blocks");
+    out_arrays.emplace_back(std::vector<py::ssize_t>{M, row});
+    seqs[s] = cpu::AttnSeq{qa.data(), row, out_arrays.back().mutable_data(), row, ta.data(), pa.data(), M};
+  }
+  cpu::KVLayer kv{k_cache.mutable_data(), v_cache.mutable_data(), dt, n_kv_heads, head_dim, block_size};
+  {
+    py::gil_scoped_release nogil;
+    std::lock_guard<std::mutex> lk(g_pool_mu);
+    cpu::paged_attention(pool_for(num_threads), kv, seqs.data(), static_cast<int64_t>(S), n_heads, scale);
+  }
+  for (auto& a : out_arrays) outs.append(a);
+  return outs;
+}
+
+py::array_t<float> embedding(py::array table, I32In ids, const std::string& dtype) {
+  const cpu::DType dt = parse_dtype(dtype);
+  check_storage(table, dt, "table", false);
+  if (table.ndim() != 2) bad("table must be 2-D [V, H], got shape " + shape_str(table));
+  const int64_t V = table.shape(0), H = table.shape(1);
+  if (ids.ndim() != 1) bad("ids must be 1-D, got shape " + shape_str(ids));
+  const int64_t M = ids.shape(0);
+  const int32_t* ip = ids.data();
+  for (int64_t m = 0; m < M; ++m)
+    if (ip[m] < 0 || ip[m] >= V) bad("ids[" + std::to_string(m) + "] = " + std::to_string(ip[m]) + " outside [0, " + std::to_string(V) + ")");
+  py::array_t<float> out({M, H});
+  const void* tp = table.data();
+  float* op = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    cpu::embedding(tp, dt, H, ip, M, op, H);
+  }
+  return out;
+}
+
+py::array_t<uint16_t> to_bf16(F32In a) {
+  py::array_t<uint16_t> out(std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()));
+  const float* src = a.data();
+  uint16_t* dst = out.mutable_data();
+  for (py::ssize_t i = 0; i < a.size(); ++i) dst[i] = cpu::f32_to_bf16(src[i]);
+  return out;
+}
+
+py::array_t<float> from_bf16(py::array_t<uint16_t, py::array::c_style> a) {
+  py::array_t<float> out(std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()));
+  const uint16_t* src = a.data();
+  float* dst = out.mutable_data();
+  for (py::ssize_t i = 0; i < a.size(); ++i) dst[i] = cpu::bf16_to_f32(src[i]);
+  return out;
+}
+
+}  // namespace kern
+
 static void bind_kernels(py::module_& m) {
-  // (kernel bindings go here)
+  using namespace py::literals;
+  namespace cpu = lmrt::cpu;
+  m.def("set_isa", [](const std::string& name) {
+    const cpu::Isa isa = kern::isa_arg(name);
+    if (!cpu::isa_supported(isa)) kern::bad("ISA '" + name + "' is not supported by this CPU/OS or build");
+    cpu::set_isa(isa);
+  }, "name"_a, "Force the kernel path: 'scalar' | 'avx2' | 'avx512'.");
+  m.def("active_isa", [] { return std::string(cpu::isa_name(cpu::active_isa())); });
+  m.def("best_isa", [] { return std::string(cpu::isa_name(cpu::best_isa())); });
+  m.def("isa_supported", [](const std::string& name) { return cpu::isa_supported(kern::isa_arg(name)); }, "name"_a);
+  m.def("physical_cores", &cpu::physical_cores);
+  m.def("linear", &kern::linear, "x"_a, "w"_a, "bias"_a = py::none(), "wdtype"_a = "f32", "num_threads"_a = 1,
+        "y = x @ w.T (+ bias). x [M, K] float32; w [N, K] float32, or uint16 bf16 bits with wdtype='bf16'.");
+  m.def("rmsnorm", &kern::rmsnorm, "x"_a, "w"_a, "eps"_a);
+  m.def("rope", &kern::rope, "x"_a, "pos"_a, "inv_freq"_a, "n_heads"_a, "head_dim"_a, "attn_scale"_a = 1.0f,
+        "HF rotate_half rotary embedding; returns a new array.");
+  m.def("silu_mul", &kern::silu_mul, "gu"_a, "silu(gu[:, :I]) * gu[:, I:].");
+  m.def("kv_store", &kern::kv_store, "k_cache"_a, "v_cache"_a, "k"_a, "v"_a, "slots"_a, "n_kv_heads"_a,
+        "head_dim"_a, "block_size"_a, "dtype"_a = "f32", "Writes k/v rows into the caches in place.");
+  m.def("paged_attention", &kern::paged_attention, "q"_a, "k_cache"_a, "v_cache"_a, "block_tables"_a,
+        "positions"_a, "n_heads"_a, "n_kv_heads"_a, "head_dim"_a, "block_size"_a, "scale"_a, "dtype"_a = "f32",
+        "num_threads"_a = 1, "Causal paged attention; returns one [M_i, n_heads * head_dim] array per sequence.");
+  m.def("embedding", &kern::embedding, "table"_a, "ids"_a, "dtype"_a = "f32");
+  m.def("f32_to_bf16", &kern::to_bf16, "a"_a, "float32 -> bf16 bits (uint16), round to nearest even.");
+  m.def("bf16_to_f32", &kern::from_bf16, "a"_a);
 }
 
 // ---- engine: model, KV cache, scheduler, sampler behind one Engine object ----

@@ -1,0 +1,115 @@
+// paged_attention: work split and ISA dispatch, plus the scalar per-head kernel.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "kernels/cpu/bf16.h"
+#include "kernels/cpu/isa_kernels.h"
+#include "kernels/cpu/ops.h"
+
+namespace lmrt::cpu {
+
+namespace scalar {
+namespace {
+
+inline float val(const float* p, int64_t i) { return p[i]; }
+inline float val(const uint16_t* p, int64_t i) { return bf16_bits_to_f32(p[i]); }
+
+// Online softmax over the sequence's blocks in position order: one running max
+// and denominator per (token, head), so its result depends only on its own q,
+// pos and cache contents.
+template <typename T>
+void attend(const AttnTask& t, const T* kc, const T* vc) {  // kc, vc: the layer's cache
+  const int hd = t.head_dim, bs = t.block_size;
+  float* s = t.scratch;         // [block_size]
+  float* acc = t.scratch + bs;  // [head_dim]
+  std::fill(acc, acc + hd, 0.0f);
+  float run_max = -INFINITY, denom = 0.0f;
+  const int n_blocks = t.pos / bs + 1;
+  for (int b = 0; b < n_blocks; ++b) {
+    const int n = b == n_blocks - 1 ? t.pos - b * bs + 1 : bs;
+    const int64_t base = (static_cast<int64_t>(t.block_table[b]) * t.n_kv_heads + t.kv_head) * bs * hd;
+    float block_max = -INFINITY;
+    for (int j = 0; j < n; ++j) {
+      const T* kr = kc + base + static_cast<int64_t>(j) * hd;
+      float d = 0.0f;
+      for (int i = 0; i < hd; ++i) d += t.q[i] * val(kr, i);
+      s[j] = d * t.scale;
+      block_max = std::max(block_max, s[j]);
+    }
+    const float new_max = std::max(run_max, block_max);
+    if (new_max > run_max) {
+      const float corr = std::exp(run_max - new_max);  // 0 on the first block
+      denom *= corr;
+      for (int i = 0; i < hd; ++i) acc[i] *= corr;
+      run_max = new_max;
+    }
+    for (int j = 0; j < n; ++j) {
+      const float p = std::exp(s[j] - run_max);
+      denom += p;
+      const T* vr = vc + base + static_cast<int64_t>(j) * hd;
+      for (int i = 0; i < hd; ++i) acc[i] += p * val(vr, i);
+    }
+  }
+  const float inv = 1.0f / denom;
+  for (int i = 0; i < hd; ++i) t.out[i] = acc[i] * inv;
+}
+
+}  // namespace
+
+void attention_one(const AttnTask& t) {
+  if (t.dtype == kBF16)
+    attend(t, static_cast<const uint16_t*>(t.k), static_cast<const uint16_t*>(t.v));
+  else
+    attend(t, static_cast<const float*>(t.k), static_cast<const float*>(t.v));
+}
+
+}  // namespace scalar
+
+namespace {
+
+AttnFn attention_for(Isa isa) {
+#ifdef LMRT_X86
+  if (isa == Isa::Avx512) return avx512::attention_one;
+  if (isa == Isa::Avx2) return avx2::attention_one;
+#endif
+  return scalar::attention_one;
+}
+
+}  // namespace
+
+void paged_attention(ThreadPool& pool, const KVLayer& kv, const AttnSeq* seqs, int64_t num_seqs,
+                     int n_heads, float scale) {
+  const AttnFn fn = attention_for(active_isa());
+  const int group = n_heads / kv.n_kv_heads;
+  // Work item i is (sequence, token, head), sequences laid end to end.
+  std::vector<int64_t> first(num_seqs + 1, 0);  // first item of each sequence
+  for (int64_t s = 0; s < num_seqs; ++s) first[s + 1] = first[s] + seqs[s].M * n_heads;
+  pool.parallel_for(first[num_seqs], 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scratch(static_cast<size_t>(kv.block_size + kv.head_dim));
+    AttnTask t{};
+    t.k = kv.k;
+    t.v = kv.v;
+    t.scratch = scratch.data();
+    t.dtype = kv.dtype == DType::BF16 ? kBF16 : kF32;
+    t.n_kv_heads = kv.n_kv_heads;
+    t.head_dim = kv.head_dim;
+    t.block_size = kv.block_size;
+    t.scale = scale;
+    int64_t s = std::upper_bound(first.begin(), first.end(), begin) - first.begin() - 1;
+    for (int64_t i = begin; i < end; ++i) {
+      while (i >= first[s + 1]) ++s;
+      const AttnSeq& q = seqs[s];
+      const int64_t m = (i - first[s]) / n_heads;
+      const int h = static_cast<int>((i - first[s]) % n_heads);
+      t.q = q.q + m * q.ldq + static_cast<int64_t>(h) * kv.head_dim;
+      t.out = q.out + m * q.ldo + static_cast<int64_t>(h) * kv.head_dim;
+      t.block_table = q.block_table;
+      t.pos = q.pos[m];
+      t.kv_head = h / group;
+      fn(t);
+    }
+  });
+}
+
+}  // namespace lmrt::cpu

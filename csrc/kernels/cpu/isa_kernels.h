@@ -1,0 +1,69 @@
+// Raw per-ISA kernels behind the dispatching ops in ops.h.
+//
+// note: the *_avx2.cpp / *_avx512.cpp files that define these are compiled with
+// wider -m flags. They must not instantiate STL templates or shared inline
+// functions: the linker keeps one copy of each such entity, and if it picked an
+// AVX2-compiled copy the scalar path would fault on older CPUs. So this header is
+// plain declarations over raw pointers and PODs, and everything ISA-specific
+// lives in its own namespace (scalar / avx2 / avx512).
+#pragma once
+
+#include <cstdint>
+
+namespace lmrt::cpu {
+
+// Element type codes as in DType (ops.h): 0 = F32, 1 = BF16. An int here so
+// this header does not pull in ops.h (and <functional>) into ISA files.
+enum : int { kF32 = 0, kBF16 = 1 };
+
+// y[m, n] = sum_k x[m, k] * w[n, k] (+ bias[n]) for m in [m0, m1), n in [n0, n1).
+//   x    [M, K] fp32, row stride ldx
+//   w    [N, K] (wdt), row stride K
+//   bias [N] or nullptr
+//   y    [M, N] row stride ldy
+// note: each y element is reduced in vector lanes over K in ascending chunks
+// followed by one fixed horizontal sum, whatever tile shape computes it, so the
+// result of an element does not depend on m0/m1/n0/n1 (batch invariance).
+using LinearTileFn = void (*)(const float* x, int64_t ldx, int64_t K, const void* w, int wdt,
+                              const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1,
+                              int64_t n0, int64_t n1);
+
+// One (query token, query head) of paged attention.
+struct AttnTask {
+  const float* q;              // [head_dim]
+  float* out;                  // [head_dim]
+  const void* k;               // layer K cache, layout as KVLayer in ops.h
+  const void* v;               // layer V cache
+  const int32_t* block_table;  // [pos / block_size + 1]
+  float* scratch;              // [block_size + head_dim]: block scores, then the accumulator
+  int dtype;
+  int n_kv_heads;
+  int head_dim;
+  int block_size;
+  int kv_head;
+  int pos;  // attends to cache positions 0..pos
+  float scale;
+};
+using AttnFn = void (*)(const AttnTask& t);
+
+namespace scalar {
+void linear_tile(const float* x, int64_t ldx, int64_t K, const void* w, int wdt, const float* bias,
+                 float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
+void attention_one(const AttnTask& t);
+}  // namespace scalar
+
+#ifdef LMRT_X86
+namespace avx2 {
+void linear_tile(const float* x, int64_t ldx, int64_t K, const void* w, int wdt, const float* bias,
+                 float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
+void attention_one(const AttnTask& t);
+}  // namespace avx2
+
+namespace avx512 {
+void linear_tile(const float* x, int64_t ldx, int64_t K, const void* w, int wdt, const float* bias,
+                 float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
+void attention_one(const AttnTask& t);
+}  // namespace avx512
+#endif
+
+}  // namespace lmrt::cpu

@@ -1,0 +1,93 @@
+// AVX-512 (F + BW + VL + DQ) linear tile. Raw pointers and intrinsics only (see isa_kernels.h).
+#include <immintrin.h>
+
+#include "kernels/cpu/isa_kernels.h"
+
+namespace lmrt::cpu::avx512 {
+namespace {
+
+inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+// bf16 -> fp32 in registers: widen to 32 bits and shift into the high half.
+inline __m512 load16(const uint16_t* p) {
+  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+// The last K % 16 elements, zero-padded, so the tail is one more full-width FMA.
+inline __m512 load_tail(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+inline __m512 load_tail(const uint16_t* p, __mmask16 m) {
+  const __m256i h = _mm256_maskz_loadu_epi16(m, p);
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+// The one horizontal sum every element goes through: fixed pairing of lanes.
+inline float hsum(__m512 v) {
+  const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// R rows of x against C rows of w, one accumulator per output element; every
+// element sees the same FMA sequence whatever R and C are (batch invariance).
+template <int R, int C, typename WT>
+inline void kernel(const float* x, int64_t ldx, const WT* w, int64_t K, const float* bias,
+                   float* y, int64_t ldy) {  // x [R, K], w [C, K], bias [C] or null, y [R, C]
+  __m512 acc[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 16 <= K; k += 16) {
+    __m512 wv[C];
+    for (int c = 0; c < C; ++c) wv[c] = load16(w + c * K + k);
+    for (int r = 0; r < R; ++r) {
+      const __m512 xv = _mm512_loadu_ps(x + r * ldx + k);
+      for (int c = 0; c < C; ++c) acc[r][c] = _mm512_fmadd_ps(xv, wv[c], acc[r][c]);
+    }
+  }
+  if (k < K) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (K - k)) - 1u);
+    __m512 wv[C];
+    for (int c = 0; c < C; ++c) wv[c] = load_tail(w + c * K + k, m);
+    for (int r = 0; r < R; ++r) {
+      const __m512 xv = load_tail(x + r * ldx + k, m);
+      for (int c = 0; c < C; ++c) acc[r][c] = _mm512_fmadd_ps(xv, wv[c], acc[r][c]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) y[r * ldy + c] = hsum(acc[r][c]) + (bias ? bias[c] : 0.0f);
+}
+
+template <typename WT>
+void tile(const float* x, int64_t ldx, int64_t K, const WT* w, const float* bias, float* y,
+          int64_t ldy, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+  // 4x6 uses 24 accumulators + 6 W + 1 x of the 32 zmm registers.
+  int64_t m = m0;
+  for (; m + 4 <= m1; m += 4) {
+    int64_t n = n0;
+    for (; n + 6 <= n1; n += 6)
+      kernel<4, 6>(x + m * ldx, ldx, w + n * K, K, bias ? bias + n : nullptr, y + m * ldy + n, ldy);
+    for (; n < n1; ++n)
+      kernel<4, 1>(x + m * ldx, ldx, w + n * K, K, bias ? bias + n : nullptr, y + m * ldy + n, ldy);
+  }
+  for (; m < m1; ++m) {
+    int64_t n = n0;
+    for (; n + 4 <= n1; n += 4)
+      kernel<1, 4>(x + m * ldx, ldx, w + n * K, K, bias ? bias + n : nullptr, y + m * ldy + n, ldy);
+    for (; n < n1; ++n)
+      kernel<1, 1>(x + m * ldx, ldx, w + n * K, K, bias ? bias + n : nullptr, y + m * ldy + n, ldy);
+  }
+}
+
+}  // namespace
+
+void linear_tile(const float* x, int64_t ldx, int64_t K, const void* w, int wdt, const float* bias,
+                 float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+  if (wdt == kBF16)
+    tile(x, ldx, K, static_cast<const uint16_t*>(w), bias, y, ldy, m0, m1, n0, n1);
+  else
+    tile(x, ldx, K, static_cast<const float*>(w), bias, y, ldy, m0, m1, n0, n1);
+}
+
+}  // namespace lmrt::cpu::avx512

@@ -1,0 +1,36 @@
+#include <cmath>
+#include <vector>
+
+#include "kernels/cpu/ops.h"
+
+namespace lmrt::cpu {
+
+// Matches HF LlamaRotaryEmbedding + apply_rotary_pos_emb in fp32:
+//   angle = float(pos) * inv_freq[i];  c = cos(angle) * scale;  s = sin(angle) * scale
+//   x1' = x1 * c - x2 * s;  x2' = x2 * c + x1 * s   (x1 = x[:half], x2 = x[half:])
+// Scalar only: the cos/sin per token dominate and are shared by all heads.
+void rope(float* x, int64_t M, int64_t ldx, int n_heads, int head_dim, const int32_t* pos,
+          const float* inv_freq, float attn_scale) {
+  const int half = head_dim / 2;
+  std::vector<float> c(half), s(half);
+  for (int64_t m = 0; m < M; ++m) {
+    const float p = static_cast<float>(pos[m]);
+    for (int i = 0; i < half; ++i) {
+      const float a = p * inv_freq[i];
+      c[i] = std::cos(a) * attn_scale;
+      s[i] = std::sin(a) * attn_scale;
+    }
+    for (int h = 0; h < n_heads; ++h) {
+      float* xh = x + m * ldx + static_cast<int64_t>(h) * head_dim;  // [head_dim]
+      for (int i = 0; i < half; ++i) {
+        const float x1 = xh[i], x2 = xh[i + half];
+        // Separate roundings of each product, like torch's q * cos + rotate_half(q) * sin.
+        const float a1 = x1 * c[i], b1 = x2 * s[i], a2 = x2 * c[i], b2 = x1 * s[i];
+        xh[i] = a1 - b1;
+        xh[i + half] = a2 + b2;
+      }
+    }
+  }
+}
+
+}  // namespace lmrt::cpu

@@ -67,7 +67,9 @@ class Pipeline:
         self.model_path = Path(model)
         cfg = self.engine_config
         self.spec, weights = load_checkpoint(self.model_path, dtype=cfg.weight_dtype)
-        self.tokenizer = Tokenizer.from_pretrained(self.model_path)
+        # A checkpoint without tokenizer files still runs on token-id prompts (tests, benchmarks).
+        has_tokenizer = (self.model_path / "tokenizer.json").exists()
+        self.tokenizer = Tokenizer.from_pretrained(self.model_path) if has_tokenizer else None
         self.num_parameters = int(sum(a.size for a in weights.values()))
         self.session_len = cfg.session_len or self.spec.max_position_embeddings
         self.num_threads = cfg.num_threads or _core.kernels.physical_cores()
@@ -83,7 +85,8 @@ class Pipeline:
         )
         self._engine = _core.Engine(self.spec.to_core_dict(), weights, options)
         del weights
-        self._eos = tuple(dict.fromkeys(tuple(self.spec.eos_token_ids) + tuple(self.tokenizer.eos_token_ids)))
+        tok_eos = tuple(self.tokenizer.eos_token_ids) if self.tokenizer else ()
+        self._eos = tuple(dict.fromkeys(tuple(self.spec.eos_token_ids) + tok_eos))
 
     def _num_kv_blocks(self, bytes_per_block: int) -> int:
         cfg = self.engine_config
@@ -101,6 +104,8 @@ class Pipeline:
     # ---- prompts ----
     def encode_prompt(self, prompt: Prompt) -> List[int]:
         """A str is a raw prompt, a list of {"role", "content"} dicts a chat, a list of ints token ids."""
+        if self.tokenizer is None and (isinstance(prompt, str) or (prompt and isinstance(prompt[0], dict))):
+            raise ValueError(f"{self.model_path} has no tokenizer.json: pass token ids, or use a checkpoint with a tokenizer")
         if isinstance(prompt, str):
             return self.tokenizer.encode(prompt, add_special_tokens=True)
         if isinstance(prompt, (list, tuple)) and prompt and all(isinstance(m, dict) for m in prompt):
@@ -134,7 +139,8 @@ class Pipeline:
         gen = gen_config or GenerationConfig()
         ids = self.encode_prompt(prompt)
         rid = self._submit(ids, gen)
-        detok = IncrementalDetokenizer(self.tokenizer, prompt_ids=ids, skip_special_tokens=gen.skip_special_tokens)
+        detok = (IncrementalDetokenizer(self.tokenizer, prompt_ids=ids, skip_special_tokens=gen.skip_special_tokens)
+                 if self.tokenizer else None)
         stops = StopStringMatcher(gen.stop) if gen.stop else None
         num_generated = 0
         finished = False
@@ -144,8 +150,8 @@ class Pipeline:
                 new_ids = chunk["token_ids"]
                 num_generated += len(new_ids)
                 reason = chunk["finish_reason"]
-                text = detok.step(new_ids)
-                if reason is not None:
+                text = detok.step(new_ids) if detok else ""
+                if detok and reason is not None:
                     text += detok.flush()
                 if stops is not None:
                     text = stops.feed(text)

@@ -1,0 +1,329 @@
+"""The engine against HF transformers fp32 on tiny random models, and the persistent
+batch's guarantees: batching, preemption and prefix caching change no token."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+import transformers
+from conftest import LLAMA3_ROPE_SCALING, make_tiny_llama, make_tiny_qwen2
+
+import lmrt
+from lmrt import _core
+from lmrt.config import ConfigError
+
+# fp32 logits: the same math in another reduction order. Per-element error ~ K * 2^-24
+# through 2 layers; 1e-4 relative to the largest logit leaves >10x margin over what we see (~1e-6).
+FP32_REL_TOL = 1e-4
+# bf16 weights, fp32 compute: identical to HF on the same bf16-rounded weights up to fp32 reordering.
+BF16_SAME_WEIGHTS_REL_TOL = 1e-4
+# bf16 weights vs the fp32 original: each weight moves by up to 2^-9 relative; through 2 layers
+# of random weights that gives ~0.5% of the logit range; 3% is the bound we hold.
+BF16_VS_FP32_REL_TOL = 3e-2
+# bf16 KV cache on top: K/V rounded to 8 mantissa bits before attention.
+BF16_KV_REL_TOL = 3e-2
+
+
+def rel_err(a: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.abs(a - ref).max() / np.abs(ref).max())
+
+
+def hf_logits(path, ids, dtype=torch.float32) -> np.ndarray:
+    model = transformers.AutoModelForCausalLM.from_pretrained(path, torch_dtype=dtype).float().eval()
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0].double().numpy()
+
+
+def engine_config(**kw) -> lmrt.EngineConfig:
+    base = dict(block_size=16, num_threads=2, max_batch_size=8, max_num_batched_tokens=48, cache_memory_gib=0.05)
+    base.update(kw)
+    return lmrt.EngineConfig(**base)
+
+
+def prompt(n: int, seed: int, vocab: int = 128) -> list[int]:
+    return np.random.RandomState(seed).randint(3, vocab, size=n).tolist()
+
+
+GREEDY = lmrt.GenerationConfig(max_new_tokens=24, ignore_eos=True)
+
+MODELS = {
+    "llama-tied": lambda p: make_tiny_llama(p, tied=True),
+    "llama-untied": lambda p: make_tiny_llama(p, tied=False),
+    "llama3-rope-scaling": lambda p: make_tiny_llama(p, tied=False, rope_scaling=LLAMA3_ROPE_SCALING),
+    "qwen2-qkv-bias": lambda p: make_tiny_qwen2(p),
+}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    return {name: make(root / name) for name, make in MODELS.items()}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_prompt_logits_match_hf_fp32(models, name):
+    # 150 tokens cross 10 KV blocks and 4 prefill chunks of 48: paging and chunking are exercised.
+    ids = prompt(150, seed=1)
+    with lmrt.pipeline(models[name], engine_config()) as pipe:
+        ours = pipe.get_logits(ids)
+    assert rel_err(ours, hf_logits(models[name], ids)) < FP32_REL_TOL
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_greedy_tokens_match_hf_generate(models, name):
+    ids = prompt(20, seed=2)
+    model = transformers.AutoModelForCausalLM.from_pretrained(models[name]).eval()
+    with torch.no_grad():
+        ref = model.generate(torch.tensor([ids]), max_new_tokens=24, do_sample=False, min_new_tokens=24)[0, 20:].tolist()
+    with lmrt.pipeline(models[name], engine_config()) as pipe:
+        assert pipe(ids, GREEDY).token_ids == ref
+
+
+def test_bf16_weights(models, tmp_path):
+    ids = prompt(80, seed=3)
+    src = models["llama-untied"]
+    ref32 = hf_logits(src, ids)
+    # The same bf16-rounded weights computed by HF in fp32: the reference for our bf16 path.
+    bf16_dir = make_tiny_llama(tmp_path / "bf16", tied=False, dtype=torch.bfloat16)
+    ref_bf16 = hf_logits(bf16_dir, ids, dtype=torch.bfloat16)
+    with lmrt.pipeline(src, engine_config(dtype="bfloat16", kv_cache_dtype="float32")) as pipe:
+        ours = pipe.get_logits(ids)
+    assert rel_err(ours, ref_bf16) < BF16_SAME_WEIGHTS_REL_TOL
+    assert rel_err(ours, ref32) < BF16_VS_FP32_REL_TOL
+    with lmrt.pipeline(src, engine_config(dtype="bfloat16")) as pipe:  # auto KV = bf16
+        assert pipe.info()["kv_cache_dtype"] == "bfloat16"
+        assert rel_err(pipe.get_logits(ids), ref_bf16) < BF16_KV_REL_TOL
+
+
+def test_get_ppl_matches_hf_loss(models):
+    ids = prompt(100, seed=4)
+    model = transformers.AutoModelForCausalLM.from_pretrained(models["llama-tied"]).eval()
+    with torch.no_grad():
+        loss = model(torch.tensor([ids]), labels=torch.tensor([ids])).loss.item()
+    with lmrt.pipeline(models["llama-tied"], engine_config()) as pipe:
+        assert pipe.get_ppl(ids) == pytest.approx(np.exp(loss), rel=1e-4)
+        assert pipe.get_ppl([ids, ids]) == pytest.approx([np.exp(loss)] * 2, rel=1e-4)
+
+
+def test_repetition_penalty_matches_hf(models):
+    ids = prompt(12, seed=5)
+    model = transformers.AutoModelForCausalLM.from_pretrained(models["llama-tied"]).eval()
+    with torch.no_grad():
+        ref = model.generate(torch.tensor([ids]), max_new_tokens=24, min_new_tokens=24, do_sample=False,
+                             repetition_penalty=1.5)[0, 12:].tolist()
+    with lmrt.pipeline(models["llama-tied"], engine_config()) as pipe:
+        out = pipe(ids, lmrt.GenerationConfig(max_new_tokens=24, ignore_eos=True, repetition_penalty=1.5))
+    assert out.token_ids == ref
+
+
+def test_sampling_seeds_and_degenerate_filters(models):
+    ids = prompt(10, seed=6)
+    with lmrt.pipeline(models["llama-tied"], engine_config()) as pipe:
+        greedy = pipe(ids, GREEDY).token_ids
+        sample = lambda **kw: pipe(ids, lmrt.GenerationConfig(max_new_tokens=24, ignore_eos=True, **kw)).token_ids
+        assert sample(temperature=1.0, top_k=1, seed=1) == greedy
+        assert sample(temperature=1.0, top_p=1e-6, seed=1) == greedy
+        assert sample(temperature=1.0, min_p=1.0, seed=1) == greedy
+        assert sample(temperature=1.0, seed=7) == sample(temperature=1.0, seed=7)
+        runs = {tuple(sample(temperature=1.5, seed=s)) for s in range(4)}
+        assert len(runs) > 1, "different seeds should give different samples at temperature 1.5"
+
+
+def test_min_new_tokens_bans_eos(models):
+    ids = prompt(10, seed=7)
+    with lmrt.pipeline(models["llama-tied"], engine_config()) as pipe:
+        first = pipe(ids, GREEDY).token_ids[0]
+        # Declare the first greedy token a stop token: it ends the request at once, unless min_new_tokens forbids it.
+        stopped = pipe(ids, lmrt.GenerationConfig(max_new_tokens=8, stop_token_ids=(first,)))
+        assert stopped.token_ids == [first] and stopped.finish_reason == "stop"
+        held = pipe(ids, lmrt.GenerationConfig(max_new_tokens=8, min_new_tokens=4, stop_token_ids=(first,)))
+        assert len(held.token_ids) >= 4 and first not in held.token_ids[:4]
+
+
+# ---- the persistent batch ----
+
+def run_alone(path, prompts, gen, **cfg):
+    with lmrt.pipeline(path, engine_config(enable_prefix_caching=False, **cfg)) as pipe:
+        return [pipe(p, gen).token_ids for p in prompts]
+
+
+def run_staggered(pipe, prompts, gen):
+    """Each request starts at its own moment, while the earlier ones are running."""
+    results = [None] * len(prompts)
+
+    def worker(i):
+        time.sleep(0.01 * i)
+        results[i] = [t for r in pipe.stream(prompts[i], gen) for t in r.token_ids]
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(prompts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+@pytest.fixture(scope="module")
+def sixteen(models):
+    path = models["llama-untied"]
+    prompts = [prompt(5 + 9 * i, seed=100 + i) for i in range(16)]
+    return path, prompts, run_alone(path, prompts, GREEDY)
+
+
+def test_batching_changes_nothing(sixteen):
+    path, prompts, alone = sixteen
+    with lmrt.pipeline(path, engine_config()) as pipe:
+        assert run_staggered(pipe, prompts, GREEDY) == alone
+        assert pipe.stats()["num_steps"] < sum(len(p) + 24 for p in prompts)  # rows really were batched
+
+
+def test_preemption_changes_nothing(sixteen):
+    path, prompts, alone = sixteen
+    # 12 blocks of 16 tokens: the longest request (140 + 24 tokens) fits alone, 16 together cannot.
+    bytes_per_block = _core.kv_bytes_per_block(2, 16, 2, 16, "float32")
+    cfg = engine_config(cache_memory_gib=12 * bytes_per_block / 2**30)
+    with lmrt.pipeline(path, cfg) as pipe:
+        assert pipe.info()["kv_capacity_tokens"] == 12 * 16
+        assert run_staggered(pipe, prompts, GREEDY) == alone
+        assert pipe.stats()["num_preemptions"] > 0
+
+
+def test_prefix_caching_changes_nothing(models):
+    path = models["llama-untied"]
+    shared = prompt(40, seed=9)
+    prompts = [shared + prompt(3 + i, seed=200 + i) for i in range(8)]
+    alone = run_alone(path, prompts, GREEDY)
+    with lmrt.pipeline(path, engine_config(enable_prefix_caching=True)) as pipe:
+        assert pipe(prompts[0], GREEDY).token_ids == alone[0]  # fills the cache
+        assert run_staggered(pipe, prompts, GREEDY) == alone
+        stats = pipe.stats()
+    assert stats["prefix_cache_hit_tokens"] > 0
+
+
+def test_abort_and_the_others_keep_going(models):
+    path = models["llama-untied"]
+    prompts = [prompt(30, seed=300 + i) for i in range(3)]
+    alone = run_alone(path, prompts, GREEDY)
+    with lmrt.pipeline(path, engine_config()) as pipe:
+        long_gen = lmrt.GenerationConfig(max_new_tokens=200, ignore_eos=True)
+        victim = pipe.stream(prompts[0], long_gen)
+        next(victim)
+        others = run_staggered(pipe, prompts[1:], GREEDY)
+        victim.close()  # the consumer leaves: the request is aborted
+        assert others == alone[1:]
+        rid = pipe._submit(prompts[0], long_gen)
+        pipe._engine.abort(rid)
+        while (chunk := pipe._engine.get(rid, 1.0))["finish_reason"] is None:
+            pass
+        assert chunk["finish_reason"] == "abort"
+        with pytest.raises(KeyError, match="unknown request id 123456"):
+            pipe._engine.abort(123456)
+        assert pipe(prompts[1], GREEDY).token_ids == alone[1]
+        assert pipe.stats()["num_running"] == 0 and pipe.stats()["num_free_blocks"] == pipe.stats()["num_blocks"]
+
+
+def test_gil_is_released_while_generating(models):
+    with lmrt.pipeline(models["llama-untied"], engine_config()) as pipe:
+        rid = pipe._submit(prompt(60, seed=10), lmrt.GenerationConfig(max_new_tokens=100, ignore_eos=True))
+        ticks = 0
+        deadline = time.time() + 0.3
+        while time.time() < deadline:  # Python keeps running while the engine thread computes
+            ticks += 1
+        while pipe._engine.get(rid, 1.0)["finish_reason"] is None:
+            pass
+        assert ticks > 1000
+
+
+def test_asyncio_stream(models):
+    import asyncio
+
+    ids = prompt(20, seed=11)
+    with lmrt.pipeline(models["llama-tied"], engine_config()) as pipe:
+        expected = pipe(ids, GREEDY).token_ids
+
+        async def main():
+            async def one():
+                return [t async for r in pipe.astream(ids, GREEDY) for t in r.token_ids]
+            return await asyncio.gather(one(), one())
+
+        assert asyncio.run(main()) == [expected, expected]
+
+
+# ---- bad input: a clear error, and the engine keeps serving ----
+
+def test_bad_requests_are_refused_and_serving_goes_on(models):
+    path = models["llama-tied"]
+    ids = prompt(20, seed=12)
+    with lmrt.pipeline(path, engine_config(session_len=64)) as pipe:
+        expected = pipe(ids, GREEDY).token_ids
+        with pytest.raises(ValueError, match="prompt has 64 tokens but session_len is 64"):
+            pipe(prompt(64, seed=13), GREEDY)
+        with pytest.raises(ValueError, match="outside the vocabulary"):
+            pipe([5, 128], GREEDY)
+        with pytest.raises(ValueError, match="no tokenizer.json"):
+            pipe("text needs a tokenizer", GREEDY)
+        with pytest.raises(ValueError, match="top_p must be in"):  # the core checks too, not only the config
+            pipe._engine.submit(ids, dict(pipe_params(), top_p=0.0))
+        assert pipe(ids, GREEDY).token_ids == expected
+        # A request reaching session_len ends with "length".
+        out = pipe(prompt(50, seed=14), lmrt.GenerationConfig(max_new_tokens=100, ignore_eos=True))
+        assert out.finish_reason == "length" and len(out.token_ids) == 64 - 50
+
+
+def pipe_params():
+    return dict(max_new_tokens=4, min_new_tokens=0, temperature=0.0, top_k=0, top_p=1.0, min_p=0.0,
+                repetition_penalty=1.0, seed=None, eos_token_ids=[], stop_token_ids=[], ignore_eos=False,
+                prompt_logprobs=False, prompt_logits=False)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(temperature=-1.0), "temperature"),
+    (dict(top_p=0.0), "top_p"),
+    (dict(top_p=1.5), "top_p"),
+    (dict(top_k=-1), "top_k"),
+    (dict(min_p=2.0), "min_p"),
+    (dict(repetition_penalty=0.0), "repetition_penalty"),
+    (dict(max_new_tokens=-1), "max_new_tokens"),
+    (dict(max_new_tokens=2, min_new_tokens=3), "min_new_tokens"),
+    (dict(seed=-1), "seed"),
+])
+def test_invalid_sampling_values(kw, match):
+    with pytest.raises(ConfigError, match=match):
+        lmrt.GenerationConfig(**kw)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(dtype="float16"), "dtype"),
+    (dict(kv_cache_dtype="int8"), "not in this build yet"),
+    (dict(quant_policy=3), "quant_policy"),
+    (dict(block_size=0), "block_size"),
+    (dict(max_batch_size=0), "max_batch_size"),
+    (dict(backend="cuda"), "backend"),
+])
+def test_invalid_engine_config(kw, match):
+    with pytest.raises(ConfigError, match=match):
+        lmrt.EngineConfig(**kw)
+
+
+def test_bad_checkpoints(tmp_path, models):
+    with pytest.raises(FileNotFoundError):
+        lmrt.pipeline(tmp_path / "nowhere")
+    import json
+    import shutil
+
+    bad = tmp_path / "arch"
+    shutil.copytree(models["llama-tied"], bad)
+    cfg = json.loads((bad / "config.json").read_text())
+    cfg["architectures"] = ["GPT2LMHeadModel"]
+    (bad / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="GPT2LMHeadModel"):
+        lmrt.pipeline(bad)
+    cut = tmp_path / "cut"
+    shutil.copytree(models["llama-tied"], cut)
+    f = cut / "model.safetensors"
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    with pytest.raises(ValueError, match="model.safetensors"):
+        lmrt.pipeline(cut)

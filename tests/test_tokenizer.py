@@ -328,6 +328,19 @@ def test_detokenizer_with_prompt_context(tok):
         assert "".join(pieces) == tok.decode(prompt + gen)[len(tok.decode(prompt)) :]
 
 
+def test_detokenizer_sentencepiece_leading_space():
+    # Metaspace decoders drop the leading space of a string's first token; mid-stream tokens must keep theirs.
+    from tokenizers import Tokenizer as Backend, decoders, models
+
+    words = ["<unk>", "\u2581Hello", "\u2581world", "!", "\u2581\u2581"]
+    backend = Backend(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    backend.decoder = decoders.Metaspace()
+    ids = [1, 2, 3, 4, 1, 2]
+    assert "".join(_stream(backend, [[i] for i in ids])) == backend.decode(ids) == "Hello world!   Hello world"
+    pieces = _stream(backend, [[i] for i in ids[3:]], prompt_ids=ids[:3])
+    assert "".join(pieces) == "   Hello world"
+
+
 def test_detokenizer_window_stays_small(tok):
     class Counting:
         longest = 0

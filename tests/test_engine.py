@@ -89,11 +89,12 @@ def test_bf16_weights(models, tmp_path):
     # The same bf16-rounded weights computed by HF in fp32: the reference for our bf16 path.
     bf16_dir = make_tiny_llama(tmp_path / "bf16", tied=False, dtype=torch.bfloat16)
     ref_bf16 = hf_logits(bf16_dir, ids, dtype=torch.bfloat16)
+    with lmrt.pipeline(bf16_dir, engine_config(dtype="bfloat16", kv_cache_dtype="float32")) as pipe:
+        assert rel_err(pipe.get_logits(ids), ref_bf16) < BF16_SAME_WEIGHTS_REL_TOL
+    # fp32 checkpoint loaded as bf16 (norms stay fp32): against the fp32 original.
     with lmrt.pipeline(src, engine_config(dtype="bfloat16", kv_cache_dtype="float32")) as pipe:
-        ours = pipe.get_logits(ids)
-    assert rel_err(ours, ref_bf16) < BF16_SAME_WEIGHTS_REL_TOL
-    assert rel_err(ours, ref32) < BF16_VS_FP32_REL_TOL
-    with lmrt.pipeline(src, engine_config(dtype="bfloat16")) as pipe:  # auto KV = bf16
+        assert rel_err(pipe.get_logits(ids), ref32) < BF16_VS_FP32_REL_TOL
+    with lmrt.pipeline(bf16_dir, engine_config(dtype="bfloat16")) as pipe:  # auto KV = bf16
         assert pipe.info()["kv_cache_dtype"] == "bfloat16"
         assert rel_err(pipe.get_logits(ids), ref_bf16) < BF16_KV_REL_TOL
 

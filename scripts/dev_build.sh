@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cmake -S . -B build/dev -DCMAKE_BUILD_TYPE=Release \
-  -Dpybind11_DIR="$(python -m pybind11 --cmakedir)" -DPython_EXECUTABLE="$(which python)" >/dev/null
+  -Dpybind11_DIR="$(${PYTHON:-python3} -m pybind11 --cmakedir)" -DPython_EXECUTABLE="$(which ${PYTHON:-python3})" >/dev/null
 cmake --build build/dev -j"${JOBS:-2}"
 cp build/dev/_core*.so lmrt/

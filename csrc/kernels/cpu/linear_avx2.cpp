@@ -3,6 +3,8 @@
 
 #include "kernels/cpu/isa_kernels.h"
 
+
+
 namespace lmrt::cpu::avx2 {
 namespace {
 
@@ -24,6 +26,9 @@ inline __m256 load_tail(const uint16_t* p, int r) {
   return load8(buf);
 }
 
+// How many tiles ahead the decode kernel prefetches W (see kernel()).
+constexpr int kPrefetchTiles = 4;
+
 // The one horizontal sum every element goes through: fixed pairing of lanes.
 inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -43,6 +48,15 @@ inline void kernel(const float* x, int64_t ldx, const WT* w, int64_t K, const fl
     for (int c = 0; c < C; ++c) acc[r][c] = _mm256_setzero_ps();
   int64_t k = 0;
   for (; k + 8 <= K; k += 8) {
+    if (R == 1) {
+      // Decode streams W from DRAM as C interleaved short runs, which the hardware
+      // prefetcher follows poorly; pull in the W rows of a later tile in order,
+      // spread evenly over this tile's K loop. (A prefetch never faults, so
+      // running past the end of W is harmless.)
+      const WT* ahead = w + kPrefetchTiles * C * K + k * C;
+      for (int off = 0; off < C * 8; off += 64 / static_cast<int>(sizeof(WT)))
+        _mm_prefetch(reinterpret_cast<const char*>(ahead + off), _MM_HINT_T0);
+    }
     __m256 wv[C];
     for (int c = 0; c < C; ++c) wv[c] = load8(w + c * K + k);
     for (int r = 0; r < R; ++r) {

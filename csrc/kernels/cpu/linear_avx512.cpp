@@ -20,6 +20,9 @@ inline __m512 load_tail(const uint16_t* p, __mmask16 m) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
+// How many tiles ahead the decode kernel prefetches W (see kernel()).
+constexpr int kPrefetchTiles = 4;
+
 // The one horizontal sum every element goes through: fixed pairing of lanes.
 inline float hsum(__m512 v) {
   const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
@@ -39,6 +42,14 @@ inline void kernel(const float* x, int64_t ldx, const WT* w, int64_t K, const fl
     for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
   int64_t k = 0;
   for (; k + 16 <= K; k += 16) {
+    if (R == 1) {
+      // Decode streams W from DRAM as C interleaved short runs, which the hardware
+      // prefetcher follows poorly; pull in the W rows of a later tile in order,
+      // spread evenly over this tile's K loop. (A prefetch never faults.)
+      const WT* ahead = w + kPrefetchTiles * C * K + k * C;
+      for (int off = 0; off < C * 16; off += 64 / static_cast<int>(sizeof(WT)))
+        _mm_prefetch(reinterpret_cast<const char*>(ahead + off), _MM_HINT_T0);
+    }
     __m512 wv[C];
     for (int c = 0; c < C; ++c) wv[c] = load16(w + c * K + k);
     for (int r = 0; r < R; ++r) {

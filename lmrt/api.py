@@ -138,7 +138,9 @@ class Pipeline:
         """Yields Responses as tokens are sampled; each carries only the new text and ids."""
         gen = gen_config or GenerationConfig()
         ids = self.encode_prompt(prompt)
-        rid = self._submit(ids, gen)
+        return self._follow(self._submit(ids, gen), ids, gen)
+
+    def _follow(self, rid: int, ids: List[int], gen: GenerationConfig) -> Iterator[Response]:
         detok = (IncrementalDetokenizer(self.tokenizer, prompt_ids=ids, skip_special_tokens=gen.skip_special_tokens)
                  if self.tokenizer else None)
         stops = StopStringMatcher(gen.stop) if gen.stop else None
@@ -192,12 +194,12 @@ class Pipeline:
         single = isinstance(prompts, str) or (
             isinstance(prompts, (list, tuple)) and prompts and (isinstance(prompts[0], dict) or isinstance(prompts[0], int)))
         batch = [prompts] if single else list(prompts)
-        gens = [self.stream(p, gen_config) for p in batch]
-        # Pull the first item of each stream so that all requests are in the engine before we wait on any.
-        firsts = [next(g, None) for g in gens]
+        gen = gen_config or GenerationConfig()
+        # Every request is in the engine before we wait on any: they run as one batch.
+        encoded = [self.encode_prompt(p) for p in batch]
+        followers = [self._follow(self._submit(ids, gen), ids, gen) for ids in encoded]
         out = []
-        for i, (g, first) in enumerate(zip(gens, firsts)):
-            items = ([first] if first is not None else []) + list(g)
+        for i, items in enumerate(list(f) for f in followers):
             last = items[-1]
             out.append(Response("".join(r.text for r in items), [t for r in items for t in r.token_ids],
                                 last.finish_reason, last.num_prompt_tokens, last.num_generated_tokens,

@@ -152,12 +152,20 @@ def run_alone(path, prompts, gen, **cfg):
 
 
 def run_staggered(pipe, prompts, gen):
-    """Each request starts at its own moment, while the earlier ones are running."""
+    """Request i is submitted once request i-1 has streamed its first token, so each one
+    joins a batch that is already running (on any machine speed)."""
     results = [None] * len(prompts)
+    started = [threading.Event() for _ in prompts]
 
     def worker(i):
-        time.sleep(0.01 * i)
-        results[i] = [t for r in pipe.stream(prompts[i], gen) for t in r.token_ids]
+        if i > 0:
+            started[i - 1].wait(timeout=60)
+        out = []
+        for r in pipe.stream(prompts[i], gen):
+            started[i].set()
+            out += r.token_ids
+        started[i].set()
+        results[i] = out
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(prompts))]
     for t in threads:
@@ -188,8 +196,10 @@ def test_preemption_changes_nothing(sixteen):
     cfg = engine_config(cache_memory_gib=12 * bytes_per_block / 2**30)
     with lmrt.pipeline(path, cfg) as pipe:
         assert pipe.info()["kv_capacity_tokens"] == 12 * 16
-        assert run_staggered(pipe, prompts, GREEDY) == alone
+        # All 16 at once: admission fills the pool, and decoding then outgrows it.
+        assert [r.token_ids for r in pipe(prompts, GREEDY)] == alone
         assert pipe.stats()["num_preemptions"] > 0
+        assert run_staggered(pipe, prompts, GREEDY) == alone
 
 
 def test_prefix_caching_changes_nothing(models):

@@ -26,7 +26,8 @@ using F32In = py::array_t<float, py::array::c_style | py::array::forcecast>;
 using I32In = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
 using I64In = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
 
-[[noreturn]] void bad(const std::string& msg) { throw py::value_error(msg); }
+// std::invalid_argument becomes ValueError through pybind11's own translator.
+[[noreturn]] void bad(const std::string& msg) { throw std::invalid_argument(msg); }
 
 cpu::DType parse_dtype(const std::string& s) {
   if (s == "f32" || s == "float32") return cpu::DType::F32;
@@ -63,13 +64,7 @@ void check_threads(int n) {
   if (n < 1 || n > 1024) bad("num_threads must be in [1, 1024], got " + std::to_string(n));
 }
 
-cpu::Isa isa_arg(const std::string& name) {
-  try {
-    return cpu::parse_isa(name.c_str());
-  } catch (const std::invalid_argument& e) {
-    bad(e.what());
-  }
-}
+cpu::Isa isa_arg(const std::string& name) { return cpu::parse_isa(name.c_str()); }
 
 py::array_t<float> linear(F32In x, py::array w, std::optional<F32In> bias, const std::string& wdtype,
                           int num_threads) {

@@ -1,18 +1,17 @@
 #include "kernels/cpu/threadpool.h"
 
-#include <dirent.h>
+#include <unistd.h>
+
+#include <cstdio>
 
 #include <algorithm>
-#include <cctype>
 #include <cstdlib>
 #include <cstring>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <exception>
-#include <fstream>
 #include <mutex>
-#include <set>
 #include <string>
 #include <thread>
 #include <utility>
@@ -156,36 +155,42 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain,
   if (s.err) std::rethrow_exception(std::exchange(s.err, nullptr));
 }
 
-int physical_cores() {
+namespace {
+
+// Reads one integer from a small sysfs/procfs file; -1 when absent.
+int read_int_file(const char* path) {
+  FILE* f = std::fopen(path, "r");
+  if (!f) return -1;
+  int v = -1;
+  if (std::fscanf(f, "%d", &v) != 1) v = -1;
+  std::fclose(f);
+  return v;
+}
+
+int count_physical_cores() {
   // Distinct (package, core) pairs of the online CPUs; SMT siblings share one.
-  std::set<std::pair<int, int>> cores;
-  if (DIR* d = opendir("/sys/devices/system/cpu")) {
-    while (const dirent* e = readdir(d)) {
-      const char* name = e->d_name;
-      if (std::strncmp(name, "cpu", 3) != 0 || !std::isdigit(static_cast<unsigned char>(name[3])))
-        continue;
-      const std::string dir = std::string("/sys/devices/system/cpu/") + name + "/topology/";
-      std::ifstream pkg(dir + "physical_package_id"), core(dir + "core_id");
-      int p = -1, c = -1;
-      if (pkg >> p && core >> c) cores.emplace(p, c);  // offline CPUs have no topology/
-    }
-    closedir(d);
-  }
-  if (cores.empty()) {
-    std::ifstream info("/proc/cpuinfo");
-    std::string line;
-    int p = 0;
-    while (std::getline(info, line)) {
-      const auto colon = line.find(':');
-      if (colon == std::string::npos) continue;
-      const std::string key = line.substr(0, line.find_last_not_of(" \t", colon - 1) + 1);
-      if (key == "physical id") p = std::atoi(line.c_str() + colon + 1);
-      if (key == "core id") cores.emplace(p, std::atoi(line.c_str() + colon + 1));
-    }
+  const long num_cpus = sysconf(_SC_NPROCESSORS_CONF);
+  std::vector<std::pair<int, int>> cores;
+  for (long cpu = 0; cpu < num_cpus && cpu < 65536; ++cpu) {
+    char path[128];
+    std::snprintf(path, sizeof(path), "/sys/devices/system/cpu/cpu%ld/topology/physical_package_id", cpu);
+    const int pkg = read_int_file(path);
+    std::snprintf(path, sizeof(path), "/sys/devices/system/cpu/cpu%ld/topology/core_id", cpu);
+    const int core = read_int_file(path);
+    if (pkg < 0 || core < 0) continue;  // offline CPUs have no topology/
+    const std::pair<int, int> id(pkg, core);
+    if (std::find(cores.begin(), cores.end(), id) == cores.end()) cores.push_back(id);
   }
   if (!cores.empty()) return static_cast<int>(cores.size());
-  const unsigned hc = std::thread::hardware_concurrency();
-  return hc ? static_cast<int>(hc) : 1;
+  const long online = sysconf(_SC_NPROCESSORS_ONLN);
+  return online > 0 ? static_cast<int>(online) : 1;
+}
+
+}  // namespace
+
+int physical_cores() {
+  static const int n = count_physical_cores();
+  return n;
 }
 
 }  // namespace lmrt::cpu

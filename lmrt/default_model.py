@@ -134,9 +134,7 @@ def _hf_config(reader) -> dict:
     architecture = field("general.architecture")
     if architecture != "llama":
         raise ValueError(f"GGUF architecture {architecture!r} is not supported here; only 'llama' converts")
-    if field("llama.rope.scaling.type", "none") not in ("none", "linear") or "rope_freqs.weight" in {
-        t.name for t in reader.tensors
-    }:
+    if field("llama.rope.scaling.type", "none") != "none" or any(t.name == "rope_freqs.weight" for t in reader.tensors):
         raise ValueError("GGUF RoPE scaling is not supported by the converter")
     hidden_size = field("llama.embedding_length")
     num_heads = field("llama.attention.head_count")

@@ -75,8 +75,8 @@ def load_checkpoint(path: str | Path, dtype: str = "float32") -> tuple[ModelSpec
 # ---------------------------------------------------------------------- safetensors
 
 
-def read_safetensors_header(file: Path) -> tuple[dict[str, _TensorRef], dict[str, str]]:
-    """Map one .safetensors file and validate its header: (tensors by name, ``__metadata__``)."""
+def read_safetensors(file: Path) -> dict[str, _TensorRef]:
+    """Map one .safetensors file and validate its header; tensors by name."""
     file = Path(file)
     size = file.stat().st_size
     if size < 8:
@@ -94,7 +94,7 @@ def read_safetensors_header(file: Path) -> tuple[dict[str, _TensorRef], dict[str
         raise CheckpointError(f"{file}: header is not valid JSON ({e})") from e
     if not isinstance(header, dict):
         raise CheckpointError(f"{file}: header is not a JSON object")
-    metadata = header.pop("__metadata__", None) or {}
+    header.pop("__metadata__", None)
 
     data_start = 8 + header_len
     data_size = size - data_start
@@ -117,7 +117,7 @@ def read_safetensors_header(file: Path) -> tuple[dict[str, _TensorRef], dict[str
                 f"its offsets span {end - begin}"
             )
         tensors[name] = _TensorRef(file, dtype, shape, mapped[data_start + begin : data_start + end])
-    return tensors, metadata
+    return tensors
 
 
 def _index_tensors(path: Path) -> dict[str, _TensorRef]:
@@ -138,7 +138,7 @@ def _index_tensors(path: Path) -> dict[str, _TensorRef]:
             raise FileNotFoundError(f"no *.safetensors files in {path} (expected model.safetensors or shards)")
     tensors: dict[str, _TensorRef] = {}
     for file in files:
-        tensors.update(read_safetensors_header(file)[0])
+        tensors.update(read_safetensors(file))
     return tensors
 
 

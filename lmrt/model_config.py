@@ -128,11 +128,20 @@ class ModelSpec:
     def from_hf_config(cls, config: Mapping[str, Any], generation_config: Mapping[str, Any] | None = None) -> "ModelSpec":
         """Build from a parsed HF ``config.json`` (and optionally ``generation_config.json``)."""
         architectures = config.get("architectures") or []
+        if not architectures:
+            raise UnsupportedModelError(
+                f"config.json has no 'architectures' field; supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
+            )
         architecture = architectures[0] if len(architectures) == 1 else architectures
         if architecture not in SUPPORTED_ARCHITECTURES:
             raise UnsupportedModelError(
                 f"architecture {architecture!r} in config.json is not supported; "
                 f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
+            )
+        if architecture != "Qwen2ForCausalLM" and config.get("attention_bias"):
+            raise UnsupportedModelError(
+                "attention_bias=true is not supported: in Llama/Mistral it also puts a bias on o_proj, "
+                "and the core has biases on q/k/v only"
             )
         if config.get("mlp_bias"):
             raise UnsupportedModelError("mlp_bias=true is not supported: the core's MLP has no bias")
@@ -156,7 +165,6 @@ class ModelSpec:
         num_heads = config["num_attention_heads"]
         hidden_size = config["hidden_size"]
         rope_theta, rope_scaling = _read_rope(config)
-        qkv_bias = architecture == "Qwen2ForCausalLM" or bool(config.get("attention_bias", False))
         return cls(
             architecture=architecture,
             vocab_size=config["vocab_size"],
@@ -171,7 +179,7 @@ class ModelSpec:
             rope_scaling=rope_scaling,
             max_position_embeddings=max_positions,
             tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
-            qkv_bias=qkv_bias,
+            qkv_bias=architecture == "Qwen2ForCausalLM",
             bos_token_id=config.get("bos_token_id"),
             eos_token_ids=_merge_eos(config, generation_config),
         )

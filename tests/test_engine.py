@@ -32,7 +32,7 @@ def rel_err(a: np.ndarray, ref: np.ndarray) -> float:
 
 
 def hf_logits(path, ids, dtype=torch.float32) -> np.ndarray:
-    model = transformers.AutoModelForCausalLM.from_pretrained(path, torch_dtype=dtype).float().eval()
+    model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=dtype).float().eval()
     with torch.no_grad():
         return model(torch.tensor([ids])).logits[0].double().numpy()
 

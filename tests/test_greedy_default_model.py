@@ -36,7 +36,7 @@ def chats():
 
 
 def hf_greedy(path, ids):
-    model = transformers.AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32).eval()
+    model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     out = []
     with torch.no_grad():
         for p in ids:

@@ -416,6 +416,8 @@ static void bind_engine(py::module_& m) {
           py::arg("id"), py::arg("timeout") = -1.0,
           "Waits for news of a request: new token ids, and a finish_reason on the last chunk.")
       .def("abort", &Engine::abort, py::arg("id"))
+      .def("detach", &Engine::detach, py::arg("id"), "Abort if running and drop the output: the caller reads no more.")
+      .def("num_streams", &Engine::num_streams)
       .def("stats",
            [](Engine& e) {
              EngineStats s = e.stats();

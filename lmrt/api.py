@@ -134,45 +134,12 @@ class Pipeline:
                 return chunk
 
     # ---- generation ----
-    def stream(self, prompt: Prompt, gen_config: Optional[GenerationConfig] = None) -> Iterator[Response]:
-        """Yields Responses as tokens are sampled; each carries only the new text and ids."""
+    def stream(self, prompt: Prompt, gen_config: Optional[GenerationConfig] = None) -> "RequestStream":
+        """Submits now; iterating yields Responses as tokens are sampled, each with only the new text and ids.
+        Closing the stream (or dropping it) before the end aborts the request."""
         gen = gen_config or GenerationConfig()
         ids = self.encode_prompt(prompt)
-        return self._follow(self._submit(ids, gen), ids, gen)
-
-    def _follow(self, rid: int, ids: List[int], gen: GenerationConfig) -> Iterator[Response]:
-        detok = (IncrementalDetokenizer(self.tokenizer, prompt_ids=ids, skip_special_tokens=gen.skip_special_tokens)
-                 if self.tokenizer else None)
-        stops = StopStringMatcher(gen.stop) if gen.stop else None
-        num_generated = 0
-        finished = False
-        try:
-            while not finished:
-                chunk = self._get(rid)
-                new_ids = chunk["token_ids"]
-                num_generated += len(new_ids)
-                reason = chunk["finish_reason"]
-                text = detok.step(new_ids) if detok else ""
-                if detok and reason is not None:
-                    text += detok.flush()
-                if stops is not None:
-                    text = stops.feed(text)
-                    if stops.stopped:
-                        self._engine.abort(rid)
-                        while self._engine.get(rid, -1.0)["finish_reason"] is None:
-                            pass
-                        reason = "stop"
-                    elif reason is not None:
-                        text += stops.flush()
-                finished = reason is not None
-                if text or new_ids or finished:
-                    yield Response(text, list(new_ids), reason, len(ids), num_generated, chunk["num_cached_tokens"])
-        finally:
-            if not finished:  # the consumer stopped early (break, exception, disconnect)
-                try:
-                    self._engine.abort(rid)
-                except KeyError:
-                    pass
+        return RequestStream(self, self._submit(ids, gen), ids, gen)
 
     async def astream(self, prompt: Prompt, gen_config: Optional[GenerationConfig] = None) -> AsyncIterator[Response]:
         """asyncio variant of stream(): the blocking waits run in a worker thread."""
@@ -197,7 +164,7 @@ class Pipeline:
         gen = gen_config or GenerationConfig()
         # Every request is in the engine before we wait on any: they run as one batch.
         encoded = [self.encode_prompt(p) for p in batch]
-        followers = [self._follow(self._submit(ids, gen), ids, gen) for ids in encoded]
+        followers = [RequestStream(self, self._submit(ids, gen), ids, gen) for ids in encoded]
         out = []
         for i, items in enumerate(list(f) for f in followers):
             last = items[-1]
@@ -250,6 +217,66 @@ class Pipeline:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class RequestStream:
+    """An iterator over one request's output. The request is already in the engine; close() or
+    garbage collection before the end aborts it and drops its output."""
+
+    def __init__(self, pipe: Pipeline, rid: int, ids: List[int], gen: GenerationConfig):
+        self._pipe, self.request_id = pipe, rid
+        self._state = {"finished": False}
+        # The generator must not reference self, or dropping an unread stream would leave a cycle
+        # for the garbage collector instead of aborting the request at once.
+        self._it = _follow(pipe, rid, ids, gen, self._state)
+
+    @property
+    def finished(self) -> bool:
+        return self._state["finished"]
+
+    def __iter__(self) -> "RequestStream":
+        return self
+
+    def __next__(self) -> Response:
+        return next(self._it)
+
+    def close(self) -> None:
+        self._it.close()
+        if not self.finished:
+            self._state["finished"] = True
+            self._pipe._engine.detach(self.request_id)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown or a closed engine: nothing left to free
+            pass
+
+
+def _follow(pipe: Pipeline, rid: int, ids: List[int], gen: GenerationConfig, state: dict) -> Iterator[Response]:
+    """Turns one request's token chunks into Responses: incremental text, stop strings."""
+    detok = (IncrementalDetokenizer(pipe.tokenizer, prompt_ids=ids, skip_special_tokens=gen.skip_special_tokens)
+             if pipe.tokenizer else None)
+    stops = StopStringMatcher(gen.stop) if gen.stop else None
+    num_generated = 0
+    while not state["finished"]:
+        chunk = pipe._get(rid)
+        new_ids = chunk["token_ids"]
+        num_generated += len(new_ids)
+        reason = chunk["finish_reason"]
+        text = detok.step(new_ids) if detok else ""
+        if detok and reason is not None:
+            text += detok.flush()
+        if stops is not None:
+            text = stops.feed(text)
+            if stops.stopped:
+                pipe._engine.detach(rid)
+                reason = "stop"
+            elif reason is not None:
+                text += stops.flush()
+        state["finished"] = reason is not None
+        if text or new_ids or state["finished"]:
+            yield Response(text, list(new_ids), reason, len(ids), num_generated, chunk["num_cached_tokens"])
 
 
 def pipeline(model: Optional[Union[str, Path]] = None, engine_config: Optional[EngineConfig] = None) -> Pipeline:

@@ -233,7 +233,19 @@ def test_abort_and_the_others_keep_going(models):
         with pytest.raises(KeyError, match="unknown request id 123456"):
             pipe._engine.abort(123456)
         assert pipe(prompts[1], GREEDY).token_ids == alone[1]
-        assert pipe.stats()["num_running"] == 0 and pipe.stats()["num_free_blocks"] == pipe.stats()["num_blocks"]
+        # A stream dropped before it is read is aborted, and its output is not kept.
+        dropped = pipe.stream(prompts[2], long_gen)
+        del dropped
+        stop_at_text = pipe.stream(prompts[2], long_gen)  # closed mid-way by the consumer
+        next(stop_at_text)
+        stop_at_text.close()
+        deadline = time.time() + 10
+        while pipe.stats()["num_running"] + pipe.stats()["num_waiting"] > 0 and time.time() < deadline:
+            time.sleep(0.01)
+        stats = pipe.stats()
+        assert stats["num_running"] == 0 and stats["num_waiting"] == 0
+        assert stats["num_free_blocks"] == stats["num_blocks"]
+        assert pipe._engine.num_streams() == 0
 
 
 def test_gil_is_released_while_generating(models):

@@ -3,6 +3,8 @@ token for token, for 8 varied chat prompts x 64 new tokens. A divergence is acce
 near-tie: HF's two best logits at that step within NEAR_TIE of each other."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -64,3 +66,22 @@ def test_greedy_text_equals_hf_fp32(chats):
                                 f"where HF's top-2 logit gap is {gap:.3g}, not a near-tie")
         assert ref_logits[j][r.token_ids[j]] >= top2[0], "lmrt picked a token outside HF's top 2"
     print(f"{exact}/{len(PROMPTS)} prompts token-for-token identical")
+
+
+def test_stream_text_and_stop_strings(chats):
+    path, tok, ids = chats
+    gen = lmrt.GenerationConfig(max_new_tokens=32)
+    with lmrt.pipeline(path, lmrt.EngineConfig(dtype="float32")) as pipe:
+        whole = pipe(ids[0], gen)
+        pieces = list(pipe.stream(ids[0], gen))
+        assert "".join(p.text for p in pieces) == whole.text == tok.decode(whole.token_ids, skip_special_tokens=True)
+        assert pieces[-1].finish_reason == whole.finish_reason
+        # Cut at the first word of the reply: the text stops before it and the request ends.
+        word = whole.text.split()[1]
+        cut = pipe(ids[0], lmrt.GenerationConfig(max_new_tokens=32, stop=(word,)))
+        assert cut.finish_reason == "stop"
+        assert cut.text == whole.text[: whole.text.index(word)]
+        deadline = time.time() + 10  # the engine drops the aborted request at its next step
+        while pipe._engine.num_streams() and time.time() < deadline:
+            time.sleep(0.01)
+        assert pipe._engine.num_streams() == 0 and pipe.stats()["num_running"] == 0

@@ -118,6 +118,27 @@ void Engine::abort(int64_t id) {
   work_cv_.notify_one();
 }
 
+void Engine::detach(int64_t id) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto st = streams_.find(id);
+    if (st == streams_.end()) return;
+    if (st->second.done) {
+      streams_.erase(st);
+      return;
+    }
+    st->second.detached = true;
+    requests_.at(id)->abort_requested = true;
+    has_aborts_ = true;
+  }
+  work_cv_.notify_one();
+}
+
+int Engine::num_streams() {
+  std::lock_guard<std::mutex> lk(mu_);
+  return static_cast<int>(streams_.size());
+}
+
 EngineStats Engine::stats() {
   std::lock_guard<std::mutex> lk(mu_);
   return EngineStats{scheduler_.num_running(), scheduler_.num_waiting(), blocks_.num_free_blocks(),
@@ -252,6 +273,7 @@ void Engine::finish(Request* r, FinishReason reason, const std::string& error) {
   st.pending.prompt_logprobs = std::move(r->prompt_logprobs);
   st.pending.prompt_logits = std::move(r->prompt_logits);
   st.done = true;
+  if (st.detached) streams_.erase(r->id);
   scheduler_.remove(r);
   requests_.erase(r->id);  // r is gone after this
 }

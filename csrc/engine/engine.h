@@ -72,7 +72,12 @@ class Engine {
   StreamChunk get(int64_t id, double timeout_s);
   // Ends a running or waiting request; it finishes with reason Abort.
   void abort(int64_t id);
+  // The caller will read no more of this request: abort it if it still runs and forget its
+  // output. Unknown ids are ignored (so it is safe from destructors).
+  void detach(int64_t id);
   EngineStats stats();
+  // Streams whose final chunk has not been taken yet (leak checks in tests).
+  int num_streams();
   void shutdown();
 
   const ModelSpec& spec() const { return model_.spec(); }
@@ -82,6 +87,7 @@ class Engine {
   struct Stream {
     StreamChunk pending;
     bool done = false;
+    bool detached = false;  // nobody will call get(): drop it when done
   };
 
   void loop();

@@ -84,6 +84,28 @@ struct AttnSeq {
 void paged_attention(ThreadPool& pool, const KVLayer& kv, const AttnSeq* seqs, int64_t num_seqs,
                      int n_heads, float scale);
 
+// 4-bit weights with a (scale, min) pair per group of `group_size` inputs (32, 64 or 128;
+// K a multiple of it): w[n, k] = code[n, k] * scales[n, k / g] + mins[n, k / g], code in 0..15.
+// AutoAWQ (min = -zero * scale) and GGUF Q4_0 / Q4_1 (group 32) map onto it exactly.
+struct W4Matrix {
+  const uint8_t* codes;  // [N, K / 2]: in each run of 32 inputs of a row, byte j holds input j
+                         // (low nibble) and input j + 16 (high nibble)
+  const float* scales;   // [N, K / group_size]
+  const float* mins;     // [N, K / group_size]
+  int group_size;
+};
+// y = x w^T (+ bias) for 4-bit w [N, K]; same contract as linear().
+void linear_w4(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const W4Matrix& w, int64_t N,
+               const float* bias, float* y, int64_t ldy);
+
+// int8 weights with one scale per output row: w[n, k] = q[n, k] * scale[n].
+struct I8Matrix {
+  const int8_t* q;      // [N, K]
+  const float* scales;  // [N]
+};
+void linear_i8(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const I8Matrix& w, int64_t N,
+               const float* bias, float* y, int64_t ldy);
+
 // Row gather from an embedding table: out[m, :] = table[ids[m], :] as fp32.
 //   table [V, H] (dt), out [M, H] stride ldo
 void embedding(const void* table, DType dt, int64_t H, const int32_t* ids, int64_t M, float* out,

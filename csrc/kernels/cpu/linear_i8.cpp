@@ -31,8 +31,8 @@ struct I8Path {
 
 I8Path i8_path(Isa isa) {
 #ifdef LMRT_X86
-  if (isa == Isa::Avx512) return {avx512::linear_tile, scalar::i8_dequant, nullptr};
-  if (isa == Isa::Avx2) return {avx2::linear_tile, scalar::i8_dequant, nullptr};
+  if (isa == Isa::Avx512) return {avx512::linear_tile, avx512::i8_dequant, avx512::i8_tile};
+  if (isa == Isa::Avx2) return {avx2::linear_tile, avx2::i8_dequant, avx2::i8_tile};
 #endif
   return {scalar::linear_tile, scalar::i8_dequant, nullptr};
 }

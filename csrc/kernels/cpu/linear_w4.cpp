@@ -54,8 +54,8 @@ struct W4Path {
 
 W4Path w4_path(Isa isa) {
 #ifdef LMRT_X86
-  if (isa == Isa::Avx512) return {avx512::linear_tile, scalar::w4_dequant, nullptr};
-  if (isa == Isa::Avx2) return {avx2::linear_tile, scalar::w4_dequant, nullptr};
+  if (isa == Isa::Avx512) return {avx512::linear_tile, avx512::w4_dequant, avx512::w4_tile};
+  if (isa == Isa::Avx2) return {avx2::linear_tile, avx2::w4_dequant, avx2::w4_tile};
 #endif
   return {scalar::linear_tile, scalar::w4_dequant, nullptr};
 }

@@ -21,15 +21,16 @@ inline float hsum(__m256 v) {
 }
 
 // One run of 32 inputs (16 bytes) -> w[0..3] = inputs 0-7, 8-15, 16-23, 24-31 as fp32.
+// Bytes are zero-extended straight into 32-bit lanes (byte j holds inputs j and j + 16),
+// so one and + one shift split the nibbles without byte shuffles.
 inline void dequant32(const uint8_t* p, __m256 s, __m256 mn, __m256 w[4]) {
-  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  const __m128i mask = _mm_set1_epi8(0x0F);
-  const __m128i lo = _mm_and_si128(b, mask);                    // inputs 0..15
-  const __m128i hi = _mm_and_si128(_mm_srli_epi16(b, 4), mask);  // inputs 16..31
-  w[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo)), s, mn);
-  w[1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(lo, lo))), s, mn);
-  w[2] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi)), s, mn);
-  w[3] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(hi, hi))), s, mn);
+  const __m256i mask = _mm256_set1_epi32(0x0F);
+  const __m256i b0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));      // bytes 0-7
+  const __m256i b1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 8)));  // 8-15
+  w[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(b0, mask)), s, mn);
+  w[1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(b1, mask)), s, mn);
+  w[2] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(b0, 4)), s, mn);
+  w[3] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(b1, 4)), s, mn);
 }
 
 inline int group_shift(int gs) { return gs == 32 ? 5 : gs == 64 ? 6 : 7; }

@@ -22,13 +22,11 @@ inline float hsum(__m512 v) {
 }
 
 // One run of 32 inputs (16 bytes) -> w[0] = inputs 0-15, w[1] = inputs 16-31 as fp32.
+// Bytes are zero-extended straight into 32-bit lanes (byte j holds inputs j and j + 16).
 inline void dequant32(const uint8_t* p, __m512 s, __m512 mn, __m512 w[2]) {
-  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  const __m128i mask = _mm_set1_epi8(0x0F);
-  const __m128i lo = _mm_and_si128(b, mask);
-  const __m128i hi = _mm_and_si128(_mm_srli_epi16(b, 4), mask);
-  w[0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(lo)), s, mn);
-  w[1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(hi)), s, mn);
+  const __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  w[0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_and_si512(b, _mm512_set1_epi32(0x0F))), s, mn);
+  w[1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(b, 4)), s, mn);
 }
 
 inline int group_shift(int gs) { return gs == 32 ? 5 : gs == 64 ? 6 : 7; }

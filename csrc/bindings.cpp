@@ -91,6 +91,79 @@ py::array_t<float> linear(F32In x, py::array w, std::optional<F32In> bias, const
   return y;
 }
 
+// A 2-D C-contiguous array of exactly type T (no silent casts: a wider integer array
+// would wrap when cast to 4-bit codes or int8).
+template <typename T>
+py::array_t<T> exact_2d(const py::array& a, const char* what, const char* tname) {
+  if (!py::isinstance<py::array_t<T>>(a))
+    bad(std::string(what) + " must be a " + tname + " array, got dtype " + std::string(py::str(a.dtype())));
+  if (!(a.flags() & py::array::c_style)) bad(std::string(what) + " must be C-contiguous");
+  if (a.ndim() != 2) bad(std::string(what) + " must be 2-D, got shape " + shape_str(a));
+  return py::reinterpret_borrow<py::array_t<T>>(a);
+}
+
+void check_bias(const std::optional<F32In>& bias, int64_t N) {
+  if (bias && (bias->ndim() != 1 || bias->shape(0) != N))
+    bad("bias must be [N] = [" + std::to_string(N) + "], got " + shape_str(*bias));
+}
+
+// codes [N, K/2] uint8 (W4Matrix nibble layout), scales/mins [N, K/group_size] float32.
+py::array_t<float> linear_w4(F32In x, py::array codes, F32In scales, F32In mins, int group_size,
+                             std::optional<F32In> bias, int num_threads) {
+  check_threads(num_threads);
+  if (group_size != 32 && group_size != 64 && group_size != 128)
+    bad("group_size must be 32, 64 or 128, got " + std::to_string(group_size));
+  if (x.ndim() != 2) bad("x must be 2-D [M, K], got shape " + shape_str(x));
+  const int64_t M = x.shape(0), K = x.shape(1);
+  if (K <= 0 || K % group_size != 0)
+    bad("K = x.shape[1] = " + std::to_string(K) + " must be a positive multiple of group_size " +
+        std::to_string(group_size));
+  auto c = exact_2d<uint8_t>(codes, "codes", "uint8");
+  const int64_t N = c.shape(0), G = K / group_size;
+  if (c.shape(1) != K / 2)
+    bad("codes must be [N, K/2] with K/2 = " + std::to_string(K / 2) + ", got " + shape_str(c));
+  for (auto* a : {&scales, &mins})
+    if (a->ndim() != 2 || a->shape(0) != N || a->shape(1) != G)
+      bad(std::string(a == &scales ? "scales" : "mins") + " must be [N, K/group_size] = [" + std::to_string(N) +
+          ", " + std::to_string(G) + "], got " + shape_str(*a));
+  check_bias(bias, N);
+  py::array_t<float> y({M, N});
+  const float* xp = x.data();
+  const cpu::W4Matrix w{c.data(), scales.data(), mins.data(), group_size};
+  const float* bp = bias ? bias->data() : nullptr;
+  float* yp = y.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    std::lock_guard<std::mutex> lk(g_pool_mu);
+    cpu::linear_w4(pool_for(num_threads), xp, M, K, K, w, N, bp, yp, N);
+  }
+  return y;
+}
+
+// q [N, K] int8, scales [N] float32.
+py::array_t<float> linear_i8(F32In x, py::array q, F32In scales, std::optional<F32In> bias, int num_threads) {
+  check_threads(num_threads);
+  if (x.ndim() != 2) bad("x must be 2-D [M, K], got shape " + shape_str(x));
+  const int64_t M = x.shape(0), K = x.shape(1);
+  auto qa = exact_2d<int8_t>(q, "q", "int8");
+  const int64_t N = qa.shape(0);
+  if (qa.shape(1) != K) bad("q must be [N, K] with K = x.shape[1] = " + std::to_string(K) + ", got " + shape_str(qa));
+  if (scales.ndim() != 1 || scales.shape(0) != N)
+    bad("scales must be [N] = [" + std::to_string(N) + "], got " + shape_str(scales));
+  check_bias(bias, N);
+  py::array_t<float> y({M, N});
+  const float* xp = x.data();
+  const cpu::I8Matrix w{qa.data(), scales.data()};
+  const float* bp = bias ? bias->data() : nullptr;
+  float* yp = y.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    std::lock_guard<std::mutex> lk(g_pool_mu);
+    cpu::linear_i8(pool_for(num_threads), xp, M, K, K, w, N, bp, yp, N);
+  }
+  return y;
+}
+
 py::array_t<float> rmsnorm(F32In x, F32In w, float eps) {
   if (x.ndim() != 2) bad("x must be 2-D [M, H], got shape " + shape_str(x));
   const int64_t M = x.shape(0), H = x.shape(1);
@@ -298,6 +371,12 @@ static void bind_kernels(py::module_& m) {
   m.def("physical_cores", &cpu::physical_cores);
   m.def("linear", &kern::linear, "x"_a, "w"_a, "bias"_a = py::none(), "wdtype"_a = "f32", "num_threads"_a = 1,
         "y = x @ w.T (+ bias). x [M, K] float32; w [N, K] float32, or uint16 bf16 bits with wdtype='bf16'.");
+  m.def("linear_w4", &kern::linear_w4, "x"_a, "codes"_a, "scales"_a, "mins"_a, "group_size"_a,
+        "bias"_a = py::none(), "num_threads"_a = 1,
+        "y = x @ w.T (+ bias) for 4-bit w[n, k] = code * scales[n, k // g] + mins[n, k // g]. codes [N, K/2] "
+        "uint8: in each run of 32 inputs byte j holds input j (low nibble) and j + 16 (high nibble).");
+  m.def("linear_i8", &kern::linear_i8, "x"_a, "q"_a, "scales"_a, "bias"_a = py::none(), "num_threads"_a = 1,
+        "y = x @ w.T (+ bias) for int8 w[n, k] = q[n, k] * scales[n]. q [N, K] int8, scales [N] float32.");
   m.def("rmsnorm", &kern::rmsnorm, "x"_a, "w"_a, "eps"_a);
   m.def("rope", &kern::rope, "x"_a, "pos"_a, "inv_freq"_a, "n_heads"_a, "head_dim"_a, "attn_scale"_a = 1.0f,
         "HF rotate_half rotary embedding; returns a new array.");

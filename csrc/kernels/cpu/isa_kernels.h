@@ -46,10 +46,33 @@ struct AttnTask {
 };
 using AttnFn = void (*)(const AttnTask& t);
 
+// Quantised linear (linear_w4.cpp, linear_i8.cpp). Both dequantise W to fp32 and then
+// reduce exactly like LinearTileFn, so every output element has one reduction order.
+//
+// Writes w[n, k] for n in [n0, n1) as fp32 into out[(n - n0) * K + k]:
+//   4-bit: w = fma(float(code), scale, min) (one rounding), codes/scales/mins laid out as
+//   W4Matrix in ops.h; K a multiple of group_size (32, 64 or 128).
+using W4DequantFn = void (*)(const uint8_t* codes, const float* scales, const float* mins, int group_size,
+                             int64_t K, int64_t n0, int64_t n1, float* out);
+// The same outputs as w4 dequant + LinearTileFn over the dequantised rows, bit for bit,
+// but dequantising in registers (decode: few rows of x, W streamed once).
+using W4TileFn = void (*)(const float* x, int64_t ldx, int64_t K, const uint8_t* codes, const float* scales,
+                          const float* mins, int group_size, const float* bias, float* y, int64_t ldy,
+                          int64_t m0, int64_t m1, int64_t n0, int64_t n1);
+//   int8: out = float(q) (exact); the per-row scale is applied by the caller afterwards.
+using I8DequantFn = void (*)(const int8_t* q, int64_t K, int64_t n0, int64_t n1, float* out);
+// Raw dots y[m, n] = sum_k x[m, k] * float(q[n, k]), bit-identical to i8 dequant +
+// LinearTileFn with bias = nullptr.
+using I8TileFn = void (*)(const float* x, int64_t ldx, int64_t K, const int8_t* q, float* y, int64_t ldy,
+                          int64_t m0, int64_t m1, int64_t n0, int64_t n1);
+
 namespace scalar {
 void linear_tile(const float* x, int64_t ldx, int64_t K, const void* w, int wdt, const float* bias,
                  float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
 void attention_one(const AttnTask& t);
+void w4_dequant(const uint8_t* codes, const float* scales, const float* mins, int group_size, int64_t K,
+                int64_t n0, int64_t n1, float* out);
+void i8_dequant(const int8_t* q, int64_t K, int64_t n0, int64_t n1, float* out);
 }  // namespace scalar
 
 #ifdef LMRT_X86
@@ -57,12 +80,28 @@ namespace avx2 {
 void linear_tile(const float* x, int64_t ldx, int64_t K, const void* w, int wdt, const float* bias,
                  float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
 void attention_one(const AttnTask& t);
+void w4_dequant(const uint8_t* codes, const float* scales, const float* mins, int group_size, int64_t K,
+                int64_t n0, int64_t n1, float* out);
+void i8_dequant(const int8_t* q, int64_t K, int64_t n0, int64_t n1, float* out);
+void w4_tile(const float* x, int64_t ldx, int64_t K, const uint8_t* codes, const float* scales,
+             const float* mins, int group_size, const float* bias, float* y, int64_t ldy, int64_t m0,
+             int64_t m1, int64_t n0, int64_t n1);
+void i8_tile(const float* x, int64_t ldx, int64_t K, const int8_t* q, float* y, int64_t ldy, int64_t m0,
+             int64_t m1, int64_t n0, int64_t n1);
 }  // namespace avx2
 
 namespace avx512 {
 void linear_tile(const float* x, int64_t ldx, int64_t K, const void* w, int wdt, const float* bias,
                  float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
 void attention_one(const AttnTask& t);
+void w4_dequant(const uint8_t* codes, const float* scales, const float* mins, int group_size, int64_t K,
+                int64_t n0, int64_t n1, float* out);
+void i8_dequant(const int8_t* q, int64_t K, int64_t n0, int64_t n1, float* out);
+void w4_tile(const float* x, int64_t ldx, int64_t K, const uint8_t* codes, const float* scales,
+             const float* mins, int group_size, const float* bias, float* y, int64_t ldy, int64_t m0,
+             int64_t m1, int64_t n0, int64_t n1);
+void i8_tile(const float* x, int64_t ldx, int64_t K, const int8_t* q, float* y, int64_t ldy, int64_t m0,
+             int64_t m1, int64_t n0, int64_t n1);
 }  // namespace avx512
 #endif
 

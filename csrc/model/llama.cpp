@@ -4,6 +4,16 @@
 #include <stdexcept>
 
 namespace lmrt {
+namespace {
+
+// Row-wise ops are cheap per row: split rows over the pool only when there are many.
+template <class F>
+void rows(cpu::ThreadPool& pool, int64_t num_rows, const F& fn) {
+  if (num_rows < 16) fn(0, num_rows);
+  else pool.parallel_for(num_rows, 8, fn);
+}
+
+}  // namespace
 
 LlamaModel::LlamaModel(ModelSpec spec, Weights weights) : spec_(std::move(spec)), weights_(std::move(weights)) {
   spec_.validate();
@@ -25,7 +35,6 @@ const float* LlamaModel::forward(const Batch& batch, KVCache& kv, cpu::ThreadPoo
   const int64_t T = batch.num_tokens(), R = static_cast<int64_t>(batch.logit_rows.size());
   const int64_t H = spec_.hidden_size, I = spec_.intermediate_size, V = spec_.vocab_size;
   const int64_t QKV = spec_.qkv_dim(), Q = spec_.q_dim(), KVD = spec_.kv_dim();
-  const cpu::DType wdt = spec_.weight_dtype;
   if (T == 0) return nullptr;
   reserve(T, R);
   float* x = x_.data<float>();
@@ -41,13 +50,15 @@ const float* LlamaModel::forward(const Batch& batch, KVCache& kv, cpu::ThreadPoo
   }
   const float attn_scale = 1.0f / std::sqrt(static_cast<float>(spec_.head_dim));
 
-  cpu::embedding(weights_.embed.data.data(), wdt, H, batch.tokens.data(), T, x, H);
+  cpu::embedding(weights_.embed.data.data(), weights_.embed.dtype, H, batch.tokens.data(), T, x, H);
   for (int l = 0; l < spec_.num_layers; ++l) {
     const LayerWeights& w = weights_.layers[l];
     const cpu::KVLayer cache = kv.layer(l);
     // attention block
-    cpu::rmsnorm(x, T, H, H, w.input_norm.data(), spec_.rms_norm_eps, h, H);
-    cpu::linear(pool, h, T, H, H, w.qkv.data.data(), wdt, QKV, w.qkv_bias.empty() ? nullptr : w.qkv_bias.data(), qkv, QKV);
+    rows(pool, T, [&](int64_t b, int64_t e) {
+      cpu::rmsnorm(x + b * H, e - b, H, H, w.input_norm.data(), spec_.rms_norm_eps, h + b * H, H);
+    });
+    apply_linear(pool, w.qkv, h, T, H, w.qkv_bias.empty() ? nullptr : w.qkv_bias.data(), qkv, QKV);
     cpu::rope(qkv, T, QKV, spec_.num_heads, spec_.head_dim, batch.positions.data(), spec_.inv_freq.data(),
               spec_.attention_scaling);
     cpu::rope(qkv + Q, T, QKV, spec_.num_kv_heads, spec_.head_dim, batch.positions.data(), spec_.inv_freq.data(),
@@ -55,14 +66,20 @@ const float* LlamaModel::forward(const Batch& batch, KVCache& kv, cpu::ThreadPoo
     cpu::kv_store(cache, qkv + Q, QKV, qkv + Q + KVD, QKV, T, batch.slots.data());
     cpu::paged_attention(pool, cache, attn_seqs_.data(), static_cast<int64_t>(attn_seqs_.size()), spec_.num_heads,
                          attn_scale);
-    cpu::linear(pool, attn, T, Q, Q, w.o.data.data(), wdt, H, nullptr, h, H);
-    for (int64_t i = 0; i < T * H; ++i) x[i] += h[i];
+    apply_linear(pool, w.o, attn, T, Q, nullptr, h, H);
     // MLP block
-    cpu::rmsnorm(x, T, H, H, w.post_attn_norm.data(), spec_.rms_norm_eps, h, H);
-    cpu::linear(pool, h, T, H, H, w.gate_up.data.data(), wdt, 2 * I, nullptr, gu_.data<float>(), 2 * I);
-    cpu::silu_mul(gu_.data<float>(), T, I, 2 * I, act_.data<float>(), I);
-    cpu::linear(pool, act_.data<float>(), T, I, I, w.down.data.data(), wdt, H, nullptr, h, H);
-    for (int64_t i = 0; i < T * H; ++i) x[i] += h[i];
+    rows(pool, T, [&](int64_t b, int64_t e) {
+      for (int64_t i = b * H; i < e * H; ++i) x[i] += h[i];
+      cpu::rmsnorm(x + b * H, e - b, H, H, w.post_attn_norm.data(), spec_.rms_norm_eps, h + b * H, H);
+    });
+    apply_linear(pool, w.gate_up, h, T, H, nullptr, gu_.data<float>(), 2 * I);
+    rows(pool, T, [&](int64_t b, int64_t e) {
+      cpu::silu_mul(gu_.data<float>() + b * 2 * I, e - b, I, 2 * I, act_.data<float>() + b * I, I);
+    });
+    apply_linear(pool, w.down, act_.data<float>(), T, I, nullptr, h, H);
+    rows(pool, T, [&](int64_t b, int64_t e) {
+      for (int64_t i = b * H; i < e * H; ++i) x[i] += h[i];
+    });
   }
   if (R == 0) return nullptr;
   float* sel = sel_.data<float>();
@@ -71,8 +88,7 @@ const float* LlamaModel::forward(const Batch& batch, KVCache& kv, cpu::ThreadPoo
     if (row < 0 || row >= T) throw std::logic_error("forward: logit row outside the batch");
     cpu::rmsnorm(x + row * H, 1, H, H, weights_.norm.data(), spec_.rms_norm_eps, sel + r * H, H);
   }
-  const Matrix& out = weights_.output_matrix();
-  cpu::linear(pool, sel, R, H, H, out.data.data(), wdt, V, nullptr, logits_.data<float>(), V);
+  apply_linear(pool, weights_.output_matrix(), sel, R, H, nullptr, logits_.data<float>(), V);
   return logits_.data<float>();
 }
 

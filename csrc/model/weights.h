@@ -7,24 +7,18 @@
 #include <vector>
 
 #include "common/buffer.h"
+#include "model/matrix.h"
 #include "model/model_spec.h"
 
 namespace lmrt {
 
+enum class RawType { F32, BF16, U8, I8 };
+
 // A borrowed view of a host array handed in by the bindings.
 struct RawTensor {
   const void* data = nullptr;
-  cpu::DType dtype = cpu::DType::F32;
+  RawType type = RawType::F32;
   std::vector<int64_t> shape;
-};
-
-// A row-major matrix [rows, cols] owned by the model.
-struct Matrix {
-  Buffer data;  // [rows, cols] of dtype
-  cpu::DType dtype = cpu::DType::F32;
-  int64_t rows = 0;
-  int64_t cols = 0;
-  bool empty() const { return rows == 0; }
 };
 
 struct LayerWeights {
@@ -41,14 +35,17 @@ struct Weights {
   Matrix embed;                       // [V, H]
   std::vector<LayerWeights> layers;   // [num_layers]
   std::vector<float> norm;            // [H]
-  Matrix lm_head;                     // [V, H]; empty when tied to embed
+  Matrix lm_head;                     // [V, H]; empty when tied to embed (a tied model may still
+                                      // carry a quantized copy of embed here)
 
   const Matrix& output_matrix() const { return lm_head.empty() ? embed : lm_head; }
   size_t bytes() const;
 };
 
 // Copies and checks every tensor the spec needs; throws std::invalid_argument
-// naming a missing tensor, a wrong shape or a wrong dtype.
+// naming a missing tensor, a wrong shape or a wrong dtype. A matrix NAME comes dense
+// (NAME, of the spec's weight dtype), 4-bit (NAME.codes, NAME.scales, NAME.mins) or
+// int8 (NAME.q, NAME.scales).
 Weights load_weights(const ModelSpec& spec, const std::map<std::string, RawTensor>& tensors);
 
 }  // namespace lmrt

@@ -20,6 +20,25 @@ Output (row-major, contiguous; the core's contract):
     lm_head                   [V, H]                 absent when tie_word_embeddings
 
 Norms and biases are float32; matrices float32, or bfloat16 bits in np.uint16.
+
+4-bit checkpoints (``spec.weight_format == "w4"``): each linear above (qkv_proj,
+o_proj, gate_up_proj, down_proj) comes instead as the core's ``W4Matrix`` layout,
+in the same [N = out, K = in] orientation and with the same row fusion:
+
+    layers.{i}.<linear>.codes   uint8   [N, K / 2]   (csrc/kernels/cpu/ops.h: byte j of
+                                                       each run of 32 inputs = input j |
+                                                       input j + 16 << 4)
+    layers.{i}.<linear>.scales  float32 [N, K / spec.group_size]
+    layers.{i}.<linear>.mins    float32 [N, K / spec.group_size]
+    w[n, k] = code * scale + min
+
+A linear the checkpoint keeps unquantised (AWQ ``modules_to_not_convert``; a GGUF tensor
+that is not Q4_0 / Q4_1; a fused linear whose parts are not all 4-bit) comes dense under
+its plain name, as above. embed_tokens, norms, biases and lm_head are always dense.
+Sources: AutoAWQ "gemm" checkpoints (``load_checkpoint``, see lmrt/quant/awq_format.py)
+and Llama GGUF files (``load_gguf``, see lmrt/quant/gguf_format.py). Both conversions
+are exact: the core's dequantisation equals the source format's (the bounds are stated
+in those modules).
 """
 
 from __future__ import annotations
@@ -27,15 +46,17 @@ from __future__ import annotations
 import json
 import math
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from ._bf16 import bf16_bits_to_float32, float32_to_bf16_bits
-from .model_config import ModelSpec
+from .model_config import AwqConfig, ModelSpec, _read_json
+from .quant.awq_format import AwqFormatError, awq_to_core, core_to_dense
 
-_SAFETENSORS_DTYPES = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2")}
+_SAFETENSORS_DTYPES = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2"), "I32": np.dtype("<i4")}
+_FLOAT_DTYPES = ("F32", "F16", "BF16")
 _OUTPUT_DTYPES = ("float32", "bfloat16")
 _CHUNK_ELEMENTS = 1 << 22  # conversion temporaries stay at a few tens of MB
 
@@ -62,14 +83,68 @@ class _TensorRef:
         return self.data.view(_SAFETENSORS_DTYPES[self.dtype]).reshape(self.shape)
 
 
+W4Part = tuple  # (codes uint8 [N, K/2], scales float32 [N, K/g], mins float32 [N, K/g])
+
+
 def load_checkpoint(path: str | Path, dtype: str = "float32") -> tuple[ModelSpec, dict[str, np.ndarray]]:
-    """Read a HF checkpoint dir (config.json + *.safetensors, sharded or not) into the core's layout."""
+    """Read a HF checkpoint dir (config.json + *.safetensors, sharded or not) into the core's layout.
+
+    An AutoAWQ gemm checkpoint (config.json ``quantization_config``) gives ``spec.weight_format ==
+    "w4"`` and 4-bit linears (module docstring); ``dtype`` then applies to the dense matrices only.
+    """
     if dtype not in _OUTPUT_DTYPES:
         raise ValueError(f"dtype must be one of {_OUTPUT_DTYPES}, got {dtype!r}")
     path = Path(path)
     spec = ModelSpec.from_pretrained_dir(path)
+    awq = AwqConfig.from_hf_config(_read_json(path / "config.json")) if spec.weight_format == "w4" else None
     source = _index_tensors(path)
-    return spec, _normalise(spec, source, dtype)
+    return spec, _normalise(spec, source, dtype, awq)
+
+
+def load_gguf(path: str | Path, dtype: str = "float32") -> tuple[ModelSpec, dict[str, np.ndarray]]:
+    """Read a Llama GGUF file into the core's layout (the tokenizer is not read here).
+
+    Q4_0 / Q4_1 linears become 4-bit (group size 32, exact); every other tensor is
+    dequantised to float32 (then to ``dtype`` for matrices). llama.cpp's rotary row order
+    of q/k is undone on codes, scales and mins alike. Needs the ``gguf`` package.
+    """
+    if dtype not in _OUTPUT_DTYPES:
+        raise ValueError(f"dtype must be one of {_OUTPUT_DTYPES}, got {dtype!r}")
+    from gguf import GGUFReader
+
+    from .default_model import _hf_config, _hf_tensor_name, _unpermute_rope_rows
+    from .quant.gguf_format import GROUP_SIZE, import_tensor
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"GGUF file {path} does not exist")
+    reader = GGUFReader(path)
+    spec = ModelSpec.from_hf_config(_hf_config(reader))
+    parts: dict[str, W4Part | np.ndarray] = {}
+    for tensor in reader.tensors:
+        name = _hf_tensor_name(tensor.name)
+        shape = tuple(int(n) for n in reversed(tensor.shape))  # numpy order: [out, in] or [n]
+        part = import_tensor(tensor.data, tensor.tensor_type.name, shape)
+        if name.endswith(("q_proj.weight", "k_proj.weight")):
+            heads = spec.num_heads if name.endswith("q_proj.weight") else spec.num_kv_heads
+            part = tuple(_unpermute_rope_rows(a, heads) for a in part) if isinstance(part, tuple) else (
+                _unpermute_rope_rows(part, heads)
+            )
+        parts[name] = part
+
+    def get(name: str, shape: tuple[int, ...]) -> W4Part | np.ndarray:
+        if name not in parts:
+            raise CheckpointError(f"{path}: the GGUF has no tensor for {name}")
+        part = parts[name]
+        got = (part[0].shape[0], part[0].shape[1] * 2) if isinstance(part, tuple) else part.shape
+        if tuple(got) != shape:
+            raise CheckpointError(f"{path}: {name} has shape {list(got)}, expected {list(shape)} from the metadata")
+        return part
+
+    tensors = _assemble(spec, dtype, get)
+    if any(k.endswith(".codes") for k in tensors):
+        spec = replace(spec, weight_format="w4", group_size=GROUP_SIZE)
+    return spec, tensors
 
 
 # ---------------------------------------------------------------------- safetensors
@@ -145,51 +220,149 @@ def _index_tensors(path: Path) -> dict[str, _TensorRef]:
 # ---------------------------------------------------------------------- normalisation
 
 
-def _normalise(spec: ModelSpec, source: dict[str, _TensorRef], dtype: str) -> dict[str, np.ndarray]:
-    H, I, V = spec.hidden_size, spec.intermediate_size, spec.vocab_size
-    q_rows, kv_rows = spec.num_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim
-    missing = [name for name in _expected_names(spec) if name not in source]
+def _normalise(
+    spec: ModelSpec, source: dict[str, _TensorRef], dtype: str, awq: AwqConfig | None = None
+) -> dict[str, np.ndarray]:
+    def quantized(name: str) -> bool:
+        return awq is not None and _is_layer_linear(name) and awq.converts(name.removesuffix(".weight"))
+
+    missing = [name for name in _expected_names(spec, quantized) if name not in source]
     if missing:
         shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
         hint = " (config.json says tie_word_embeddings=false)" if "lm_head.weight" in missing else ""
+        if awq is not None and any(n.endswith((".qweight", ".qzeros", ".scales")) for n in missing):
+            hint += (
+                f" (config.json's quantization_config is AutoAWQ gemm with group_size {awq.group_size}: every layer "
+                f"linear not matched by modules_to_not_convert={list(awq.modules_to_not_convert)} needs qweight, "
+                f"qzeros and scales)"
+            )
         raise CheckpointError(f"checkpoint is missing tensors: {shown}{hint}")
 
-    def matrix(names: list[str], rows: list[int], cols: int) -> np.ndarray:
-        return _fuse(source, names, rows, cols, dtype)
+    def get(name: str, shape: tuple[int, ...]):
+        if quantized(name):
+            return _awq_part(source, name.removesuffix(".weight"), shape, awq.group_size)
+        return _checked(source, name, shape)
+
+    return _assemble(spec, dtype, get, source)
+
+
+def _assemble(spec: ModelSpec, dtype: str, get, source: dict[str, _TensorRef] | None = None) -> dict[str, np.ndarray]:
+    """The core's tensors, from ``get(hf_name, shape)``: a 4-bit part (codes, scales, mins), a float32
+    array, or a safetensors _TensorRef (converted here, in bounded chunks when the whole fused
+    tensor comes from safetensors)."""
+    H, I, V = spec.hidden_size, spec.intermediate_size, spec.vocab_size
+    q_rows, kv_rows = spec.num_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim
+
+    def linear(key: str, names: list[str], rows: list[int], cols: int, w4: bool = True) -> dict[str, np.ndarray]:
+        parts = [get(n, (r, cols)) for n, r in zip(names, rows)]
+        if w4 and all(isinstance(p, tuple) for p in parts):  # all 4-bit: fuse codes / scales / mins by rows
+            return {f"{key}.{field}": np.concatenate([p[j] for p in parts]) for j, field in enumerate(_W4_FIELDS)}
+        if all(isinstance(p, _TensorRef) for p in parts):
+            return {key: _fuse(source, names, rows, cols, dtype)}
+        # Mixed, or not from safetensors: every part to float32 (4-bit dequantised exactly), then fused.
+        full = np.concatenate([_float32(p) for p in parts])
+        return {key: full if dtype == "float32" else float32_to_bf16_bits(full)}
 
     def vector(names: list[str], sizes: list[int]) -> np.ndarray:
-        return _fuse(source, names, sizes, None, "float32")
+        parts = [get(n, (size,)) for n, size in zip(names, sizes)]
+        if all(isinstance(p, _TensorRef) for p in parts):
+            return _fuse(source, names, sizes, None, "float32")
+        return np.concatenate([_float32(p) for p in parts])
 
-    out = {"embed_tokens": matrix(["model.embed_tokens.weight"], [V], H)}  # [V, H]
+    out = linear("embed_tokens", ["model.embed_tokens.weight"], [V], H, w4=False)  # [V, H]
     for i in range(spec.num_layers):
         p, o = f"model.layers.{i}.", f"layers.{i}."
         attn = [p + f"self_attn.{x}_proj" for x in "qkv"]
         out[o + "input_norm"] = vector([p + "input_layernorm.weight"], [H])  # [H]
-        out[o + "qkv_proj"] = matrix([n + ".weight" for n in attn], [q_rows, kv_rows, kv_rows], H)  # [(nh+2nkv)hd, H]
+        out.update(linear(o + "qkv_proj", [n + ".weight" for n in attn], [q_rows, kv_rows, kv_rows], H))  # [(nh+2nkv)hd, H]
         if spec.qkv_bias:
             out[o + "qkv_bias"] = vector([n + ".bias" for n in attn], [q_rows, kv_rows, kv_rows])  # [(nh+2nkv)hd]
-        out[o + "o_proj"] = matrix([p + "self_attn.o_proj.weight"], [H], q_rows)  # [H, nh hd]
+        out.update(linear(o + "o_proj", [p + "self_attn.o_proj.weight"], [H], q_rows))  # [H, nh hd]
         out[o + "post_attn_norm"] = vector([p + "post_attention_layernorm.weight"], [H])  # [H]
-        out[o + "gate_up_proj"] = matrix([p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"], [I, I], H)  # [2I, H]
-        out[o + "down_proj"] = matrix([p + "mlp.down_proj.weight"], [H], I)  # [H, I]
+        out.update(linear(o + "gate_up_proj", [p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"], [I, I], H))  # [2I, H]
+        out.update(linear(o + "down_proj", [p + "mlp.down_proj.weight"], [H], I))  # [H, I]
     out["norm"] = vector(["model.norm.weight"], [H])  # [H]
     if not spec.tie_word_embeddings:  # a tied checkpoint that also stores lm_head: HF ignores it, so do we
-        out["lm_head"] = matrix(["lm_head.weight"], [V], H)  # [V, H]
+        out.update(linear("lm_head", ["lm_head.weight"], [V], H, w4=False))  # [V, H]
     return out
 
 
-def _expected_names(spec: ModelSpec) -> list[str]:
+_W4_FIELDS = ("codes", "scales", "mins")
+_LAYER_LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                  "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")  # fmt: skip
+
+
+def _is_layer_linear(name: str) -> bool:
+    return name.startswith("model.layers.") and name.removesuffix(".weight").endswith(_LAYER_LINEARS)
+
+
+def _expected_names(spec: ModelSpec, quantized=lambda name: False) -> list[str]:
+    def weight(name: str) -> list[str]:
+        module = name.removesuffix(".weight")
+        return [f"{module}.{x}" for x in ("qweight", "qzeros", "scales")] if quantized(name) else [name]
+
     names = ["model.embed_tokens.weight", "model.norm.weight"]
     for i in range(spec.num_layers):
         p = f"model.layers.{i}."
         names += [p + "input_layernorm.weight", p + "post_attention_layernorm.weight"]
-        names += [p + f"self_attn.{x}_proj.weight" for x in ("q", "k", "v", "o")]
-        names += [p + f"mlp.{x}_proj.weight" for x in ("gate", "up", "down")]
+        for x in ("q", "k", "v", "o"):
+            names += weight(p + f"self_attn.{x}_proj.weight")
+        for x in ("gate", "up", "down"):
+            names += weight(p + f"mlp.{x}_proj.weight")
         if spec.qkv_bias:
             names += [p + f"self_attn.{x}_proj.bias" for x in "qkv"]
     if not spec.tie_word_embeddings:
         names.append("lm_head.weight")
     return names
+
+
+def _checked(source: dict[str, _TensorRef], name: str, shape: tuple[int, ...]) -> _TensorRef:
+    ref = source[name]
+    if ref.shape != shape:
+        raise CheckpointError(f"{ref.file}: tensor {name!r} has shape {list(ref.shape)}, expected {list(shape)} from config.json")
+    if ref.dtype not in _FLOAT_DTYPES:
+        raise CheckpointError(
+            f"{ref.file}: tensor {name!r}: dtype {ref.dtype} is not supported; supported: {', '.join(_FLOAT_DTYPES)}"
+        )
+    return ref
+
+
+def _float32(part) -> np.ndarray:
+    """A part as a new-or-given float32 array."""
+    if isinstance(part, tuple):
+        return core_to_dense(*part)
+    if isinstance(part, _TensorRef):
+        array = part.array()
+        return bf16_bits_to_float32(array) if part.dtype == "BF16" else array.astype(np.float32)
+    return np.asarray(part, dtype=np.float32)
+
+
+def _awq_part(source: dict[str, _TensorRef], module: str, shape: tuple[int, int], group_size: int) -> W4Part:
+    """One AutoAWQ gemm linear ``module`` of core shape [N, K] -> (codes, scales, mins)."""
+    N, K = shape
+    refs = {x: source[f"{module}.{x}"] for x in ("qweight", "qzeros", "scales")}
+    file = refs["qweight"].file
+    if K % group_size:
+        raise CheckpointError(
+            f"{file}: {module} has K={K} inputs, which group_size {group_size} (config.json quantization_config) "
+            f"does not divide"
+        )
+    expected = {"qweight": (K, N // 8), "qzeros": (K // group_size, N // 8), "scales": (K // group_size, N)}
+    dtypes = {"qweight": ("I32",), "qzeros": ("I32",), "scales": _FLOAT_DTYPES}
+    for x, ref in refs.items():
+        if N % 8 or ref.shape != expected[x]:
+            raise CheckpointError(
+                f"{ref.file}: {module}.{x} has shape {list(ref.shape)}, expected {list(expected[x])} for an AutoAWQ gemm "
+                f"linear with {K} inputs, {N} outputs, group_size {group_size}"
+            )
+        if ref.dtype not in dtypes[x]:
+            raise CheckpointError(f"{ref.file}: {module}.{x} is {ref.dtype}, expected {' or '.join(dtypes[x])}")
+    scales = refs["scales"]
+    scales = scales.array() if scales.dtype != "BF16" else bf16_bits_to_float32(scales.array())
+    try:
+        return awq_to_core(refs["qweight"].array(), refs["qzeros"].array(), scales, group_size)
+    except AwqFormatError as e:
+        raise CheckpointError(f"{file}: {module}: {e}") from e
 
 
 def _fuse(source: dict[str, _TensorRef], names: list[str], rows: list[int], cols: int | None, dtype: str) -> np.ndarray:

@@ -22,6 +22,11 @@ import numpy as np
 
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM")
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
+WEIGHT_FORMATS = ("dense", "w4")
+W4_GROUP_SIZES = (32, 64, 128)  # what the core's 4-bit kernels take (W4Matrix in csrc/kernels/cpu/ops.h)
+SUPPORTED_QUANTIZATION = (
+    'AutoAWQ: quant_method "awq", bits 4, version "gemm", zero_point true, group_size 32, 64 or 128'
+)
 _DEFAULT_ROPE_THETA = 10000.0
 
 
@@ -87,8 +92,23 @@ class ModelSpec:
     qkv_bias: bool
     bos_token_id: int | None
     eos_token_ids: tuple[int, ...]
+    # How the checkpoint's linears are stored (see lmrt/checkpoint.py for the tensor names):
+    #   "dense": every linear is one float matrix;
+    #   "w4":    linears are 4-bit in the core's W4Matrix layout (`<name>.codes` / `.scales` / `.mins`),
+    #            group_size inputs per (scale, min); a linear the checkpoint keeps unquantised
+    #            (AWQ modules_to_not_convert, a GGUF tensor that is not Q4_0/Q4_1) stays dense as `<name>`.
+    weight_format: str = "dense"
+    group_size: int | None = None  # the w4 group size; None when dense
 
     def __post_init__(self):
+        if self.weight_format not in WEIGHT_FORMATS:
+            raise ValueError(f"weight_format must be one of {WEIGHT_FORMATS}, got {self.weight_format!r}")
+        if self.weight_format == "w4" and self.group_size not in W4_GROUP_SIZES:
+            raise UnsupportedModelError(
+                f"4-bit group size {self.group_size!r} is not supported; supported: {', '.join(map(str, W4_GROUP_SIZES))}"
+            )
+        if self.weight_format == "dense" and self.group_size is not None:
+            raise ValueError(f"group_size is for weight_format 'w4' only, got {self.group_size} with 'dense'")
         if self.architecture not in SUPPORTED_ARCHITECTURES:
             raise UnsupportedModelError(
                 f"architecture {self.architecture!r} is not supported; supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
@@ -165,6 +185,7 @@ class ModelSpec:
         num_heads = config["num_attention_heads"]
         hidden_size = config["hidden_size"]
         rope_theta, rope_scaling = _read_rope(config)
+        awq = AwqConfig.from_hf_config(config)
         return cls(
             architecture=architecture,
             vocab_size=config["vocab_size"],
@@ -182,6 +203,8 @@ class ModelSpec:
             qkv_bias=architecture == "Qwen2ForCausalLM",
             bos_token_id=config.get("bos_token_id"),
             eos_token_ids=_merge_eos(config, generation_config),
+            weight_format="dense" if awq is None else "w4",
+            group_size=None if awq is None else awq.group_size,
         )
 
     @classmethod
@@ -245,7 +268,66 @@ class ModelSpec:
             "attention_scaling": self.attention_scaling(),
             "tie_word_embeddings": self.tie_word_embeddings,
             "qkv_bias": self.qkv_bias,
+            "weight_format": self.weight_format,  # "dense" | "w4"
+            "group_size": self.group_size or 0,  # 0 when dense
         }
+
+
+@dataclass(frozen=True)
+class AwqConfig:
+    """A checkpoint's AutoAWQ ``quantization_config`` (the only quantized checkpoint format lmrt reads)."""
+
+    group_size: int
+    modules_to_not_convert: tuple[str, ...] = ()  # substrings of HF module names kept unquantised
+
+    def converts(self, module_name: str) -> bool:
+        """Whether ``module_name`` (e.g. "model.layers.0.mlp.down_proj") is stored 4-bit.
+
+        As AutoAWQ and transformers match it: a module is kept dense when any entry of
+        modules_to_not_convert is a substring of its name.
+        """
+        return not any(key in module_name for key in self.modules_to_not_convert)
+
+    @classmethod
+    def from_hf_config(cls, config: Mapping[str, Any]) -> "AwqConfig | None":
+        """None without ``quantization_config``; an error naming what is supported for anything but AWQ gemm 4-bit.
+
+        Missing keys take AutoAWQ's defaults (bits 4, group_size 128, zero_point true, version "gemm");
+        AutoAWQ's older spellings ``w_bit`` / ``q_group_size`` are read too.
+        """
+        qc = config.get("quantization_config")
+        if qc is None:
+            return None
+        if not isinstance(qc, Mapping):
+            raise UnsupportedModelError(f"quantization_config must be a JSON object, got {qc!r}")
+        method = qc.get("quant_method")
+        if not isinstance(method, str) or method.lower() != "awq":
+            raise UnsupportedModelError(
+                f"quantization_config.quant_method {method!r} is not supported; supported: {SUPPORTED_QUANTIZATION}"
+            )
+        bits = qc.get("bits", qc.get("w_bit", 4))
+        if bits != 4:
+            raise UnsupportedModelError(f"AWQ bits={bits!r} is not supported; supported: {SUPPORTED_QUANTIZATION}")
+        version = qc.get("version", "gemm")
+        if not isinstance(version, str) or version.lower() != "gemm":
+            raise UnsupportedModelError(
+                f"AWQ version {version!r} is not supported (its packing differs from gemm's); "
+                f"supported: {SUPPORTED_QUANTIZATION}"
+            )
+        if qc.get("zero_point", True) is not True:
+            raise UnsupportedModelError(
+                f"AWQ zero_point={qc.get('zero_point')!r} (symmetric, no qzeros) is not supported; "
+                f"supported: {SUPPORTED_QUANTIZATION}"
+            )
+        group_size = qc.get("group_size", qc.get("q_group_size", 128))
+        if group_size not in W4_GROUP_SIZES or isinstance(group_size, bool):
+            raise UnsupportedModelError(
+                f"AWQ group_size={group_size!r} is not supported; supported: {SUPPORTED_QUANTIZATION}"
+            )
+        skip = qc.get("modules_to_not_convert") or ()
+        if isinstance(skip, str) or not all(isinstance(k, str) for k in skip):
+            raise ValueError(f"quantization_config.modules_to_not_convert must be a list of names, got {skip!r}")
+        return cls(group_size=int(group_size), modules_to_not_convert=tuple(skip))
 
 
 # ---------------------------------------------------------------------- helpers

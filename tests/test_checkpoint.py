@@ -120,7 +120,9 @@ def test_spec_fields_match_hf_config(tmp_path):
     assert set(core) == {
         "vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads",
         "head_dim", "rms_norm_eps", "inv_freq", "attention_scaling", "tie_word_embeddings", "qkv_bias",
+        "weight_format", "group_size",
     }  # fmt: skip
+    assert (core["weight_format"], core["group_size"]) == ("dense", 0)
     assert core["inv_freq"].dtype == np.float32 and core["inv_freq"].shape == (spec.head_dim // 2,)
 
 

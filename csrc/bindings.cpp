@@ -419,10 +419,10 @@ static void bind_engine(py::module_& m) {
                py::array a = py::array::ensure(item.second, py::array::c_style);
                if (!a) throw std::invalid_argument("weights: '" + item.first.cast<std::string>() + "' is not an array");
                RawTensor t;
-               if (a.dtype().is(py::dtype::of<float>())) t.type = RawType::F32;
-               else if (a.dtype().is(py::dtype::of<uint16_t>())) t.type = RawType::BF16;
-               else if (a.dtype().is(py::dtype::of<uint8_t>())) t.type = RawType::U8;
-               else if (a.dtype().is(py::dtype::of<int8_t>())) t.type = RawType::I8;
+               if (a.dtype().equal(py::dtype::of<float>())) t.type = RawType::F32;
+               else if (a.dtype().equal(py::dtype::of<uint16_t>())) t.type = RawType::BF16;
+               else if (a.dtype().equal(py::dtype::of<uint8_t>())) t.type = RawType::U8;
+               else if (a.dtype().equal(py::dtype::of<int8_t>())) t.type = RawType::I8;
                else throw std::invalid_argument("weights: '" + item.first.cast<std::string>() +
                                                 "' must be float32, uint16 (bfloat16 bits), uint8 (4-bit codes) or int8");
                t.data = a.data();

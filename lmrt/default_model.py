@@ -190,6 +190,26 @@ def _unpermute_rope_rows(weights: np.ndarray, num_heads: int) -> np.ndarray:
     return weights.reshape(num_heads, half, 2, *weights.shape[1:]).swapaxes(2, 1).reshape(weights.shape)
 
 
+def gguf_tokenizer_dir(gguf_path: Path) -> Path:
+    """An HF tokenizer directory for a GGUF file, converted once into the cache (the default
+    model's GGUF reuses its converted checkpoint)."""
+    gguf_path = Path(gguf_path).resolve()
+    if gguf_path == default_model_gguf().resolve():
+        return default_model_path()
+    stat = gguf_path.stat()
+    target = cache_dir() / "gguf-tokenizers" / f"{gguf_path.stem}-{stat.st_size}-{int(stat.st_mtime)}"
+    if not (target / "tokenizer.json").exists():
+        from gguf import GGUFReader
+
+        max_len = int(_hf_config(GGUFReader(gguf_path)).get("max_position_embeddings", 4096))
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.mkdir(parents=True, exist_ok=True)
+        print(f"lmrt: converting the tokenizer of {gguf_path.name} (once) ...", file=sys.stderr)
+        _convert_tokenizer(gguf_path, tmp, max_len)
+        tmp.replace(target)
+    return target
+
+
 def _convert_tokenizer(gguf_path: Path, out: Path, model_max_length: int) -> None:
     from transformers import AutoTokenizer
 

@@ -1,0 +1,89 @@
+"""4-bit weights through the whole engine: AutoAWQ checkpoints against HF transformers fp32 on
+the dequantised weights, and the default model's GGUF imported losslessly."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import transformers
+from conftest import make_tiny_llama
+from test_quant_formats import SHAPE_FOR_GROUP, make_tiny_awq
+
+import lmrt
+from lmrt.default_model import default_model_gguf, default_model_path
+
+# fp32 compute on exactly the dequantised weights: only the reduction order differs from HF.
+# The issue's bound is 1e-3; what we see is ~1e-6.
+W4_REL_TOL = 1e-3
+# Perplexity: lmrt on the GGUF's own 4-bit tensors against llama.cpp on the same file
+# (22.11 measured with 512-token windows, shared/README.md); the issue asks for 0.5%.
+LLAMA_CPP_PPL_GPL3 = 22.11
+PPL_REL_TOL = 0.005
+
+
+def rel_err(a, ref):
+    return float(np.abs(a - ref).max() / np.abs(ref).max())
+
+
+@pytest.mark.parametrize("g", [32, 64, 128])
+def test_awq_logits_match_hf_on_dequantised_weights(tmp_path, g):
+    shape = SHAPE_FOR_GROUP[g]
+    path, dequant = make_tiny_awq(tmp_path / "awq", g, tied=False, **shape)
+    dense = make_tiny_llama(tmp_path / "dense", tied=False, **shape)
+    model = transformers.AutoModelForCausalLM.from_pretrained(dense, dtype=torch.float32).eval()
+    with torch.no_grad():
+        params = dict(model.named_parameters())
+        for module, w in dequant.items():
+            params[module + ".weight"].copy_(torch.from_numpy(np.asarray(w, dtype=np.float32)))
+        ids = np.random.RandomState(g).randint(3, 128, size=90).tolist()
+        ref = model(torch.tensor([ids])).logits[0].double().numpy()
+    cfg = lmrt.EngineConfig(block_size=16, num_threads=2, max_num_batched_tokens=32, cache_memory_gib=0.02)
+    with lmrt.pipeline(path, cfg) as pipe:
+        assert pipe.info()["weight_format"] == "w4" and pipe.info()["group_size"] == g
+        assert rel_err(pipe.get_logits(ids), ref) < W4_REL_TOL
+        # batching, chunked prefill and 4-bit kernels together change no token
+        prompts = [ids[: 10 + 7 * i] for i in range(6)]
+        gen = lmrt.GenerationConfig(max_new_tokens=12, ignore_eos=True)
+        alone = [pipe(p, gen).token_ids for p in prompts]
+        assert [r.token_ids for r in pipe(prompts, gen)] == alone
+
+
+def _gpl3_windows(tok, window=512):
+    """Disjoint 512-token windows, the last one partial, as the figures in shared/README.md were measured
+    (HF fp32 on the dequantised weights gives 22.05 that way)."""
+    text = open("/usr/share/common-licenses/GPL-3", encoding="utf-8").read()
+    ids = tok.encode(text, add_special_tokens=False)
+    return [w for w in (ids[i:i + window] for i in range(0, len(ids), window)) if len(w) >= 2]
+
+
+@pytest.fixture(scope="module")
+def gguf_pipe():
+    with lmrt.pipeline(default_model_gguf(), lmrt.EngineConfig(max_num_batched_tokens=512)) as pipe:
+        yield pipe
+
+
+def test_gguf_import_is_4bit_and_greedy_matches_fp32(gguf_pipe):
+    info = gguf_pipe.info()
+    assert info["weight_format"] == "w4" and info["group_size"] == 32
+    chats = [[{"role": "user", "content": p}] for p in
+             ("What is the capital of France?", "Write a haiku about the sea.", "List three fruits that are red.")]
+    gen = lmrt.GenerationConfig(max_new_tokens=48)
+    ours = gguf_pipe(chats, gen)
+    # The reference: lmrt fp32 on the converted checkpoint (the same Q4_1 values, stored as fp16).
+    with lmrt.pipeline(default_model_path(), lmrt.EngineConfig(dtype="float32")) as dense:
+        ref = dense(chats, gen)
+        for a, b, chat in zip(ours, ref, chats):
+            if a.token_ids == b.token_ids:
+                continue
+            j = next(k for k, (x, y) in enumerate(zip(a.token_ids, b.token_ids)) if x != y)
+            logits = dense.get_logits(dense.encode_prompt(chat) + b.token_ids[:j])[-1]
+            top2 = np.sort(logits)[-2:]
+            assert top2[1] - top2[0] < 1e-2, f"divergence at token {j} is not at a near-tie ({top2[1] - top2[0]:.3g})"
+
+
+def test_gguf_perplexity_matches_llama_cpp(gguf_pipe):
+    windows = _gpl3_windows(gguf_pipe.tokenizer)
+    logprobs = np.concatenate([gguf_pipe.get_logprobs(w) for w in windows]).astype(np.float64)
+    ppl = float(np.exp(-logprobs.mean()))
+    print(f"lmrt 4-bit GGUF perplexity on GPL-3: {ppl:.3f} over {len(windows)} windows (llama.cpp: {LLAMA_CPP_PPL_GPL3})")
+    assert abs(ppl - LLAMA_CPP_PPL_GPL3) / LLAMA_CPP_PPL_GPL3 < PPL_REL_TOL

@@ -14,7 +14,7 @@ from typing import AsyncIterator, Iterator, List, Optional, Sequence, Union
 import numpy as np
 
 from lmrt import _core
-from lmrt.checkpoint import load_checkpoint
+from lmrt.checkpoint import load_weights, num_parameters
 from lmrt.config import EngineConfig, GenerationConfig
 from lmrt.detokenizer import IncrementalDetokenizer, StopStringMatcher
 from lmrt.tokenizer import Tokenizer
@@ -66,11 +66,11 @@ class Pipeline:
             model = default_model_path()
         self.model_path = Path(model)
         cfg = self.engine_config
-        self.spec, weights = load_checkpoint(self.model_path, dtype=cfg.weight_dtype)
+        self.spec, weights = load_weights(self.model_path, dtype=cfg.weight_dtype)  # a dir, or a .gguf file
         # A checkpoint without tokenizer files still runs on token-id prompts (tests, benchmarks).
         has_tokenizer = (self.model_path / "tokenizer.json").exists()
         self.tokenizer = Tokenizer.from_pretrained(self.model_path) if has_tokenizer else None
-        self.num_parameters = int(sum(a.size for a in weights.values()))
+        self.num_parameters = num_parameters(weights)
         self.session_len = cfg.session_len or self.spec.max_position_embeddings
         self.num_threads = cfg.num_threads or _core.kernels.physical_cores()
         bytes_per_block = _core.kv_bytes_per_block(self.spec.num_layers, cfg.block_size, self.spec.num_kv_heads,

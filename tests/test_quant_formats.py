@@ -25,7 +25,7 @@ from conftest import make_tiny_llama
 from safetensors.numpy import load_file, save_file
 
 from lmrt._bf16 import bf16_bits_to_float32
-from lmrt.checkpoint import CheckpointError, load_checkpoint, load_gguf
+from lmrt.checkpoint import CheckpointError, load_checkpoint, load_gguf, load_weights, num_parameters
 from lmrt.model_config import UnsupportedModelError
 from lmrt.quant import (
     AwqFormatError,
@@ -262,8 +262,10 @@ def test_awq_checkpoint_loads_to_its_dequantisation(tmp_path, g):
     shape = SHAPE_FOR_GROUP[g]
     dense_dir = make_tiny_llama(tmp_path / "dense", tied=False, **shape)
     path, expected = make_tiny_awq(tmp_path / "awq", g, tied=False, **shape)
-    spec, tensors = load_checkpoint(path)
+    spec, tensors = load_weights(path)
     assert (spec.weight_format, spec.group_size) == ("w4", g)
+    _, dense = load_checkpoint(dense_dir)
+    assert num_parameters(tensors) == num_parameters(dense) == sum(a.size for a in dense.values())
     assert spec.to_core_dict()["weight_format"] == "w4" and spec.to_core_dict()["group_size"] == g
     _, dense = load_checkpoint(dense_dir)
     for i in range(spec.num_layers):
@@ -463,9 +465,10 @@ def test_load_gguf_matches_the_dequantised_model(default_gguf):
 
     from lmrt.default_model import _hf_tensor_name, _unpermute_rope_rows
 
-    spec, tensors = load_gguf(default_gguf)
+    spec, tensors = load_weights(default_gguf)  # dispatches on the .gguf suffix
     assert (spec.weight_format, spec.group_size, spec.num_layers, spec.hidden_size) == ("w4", 32, 30, 576)
     assert spec.tie_word_embeddings and "lm_head" not in tensors
+    assert num_parameters(tensors) == 134_515_008  # as the dense conversion counts (tests/test_cli.py)
     ref = {}
     for tensor in GGUFReader(default_gguf).tensors:
         name = _hf_tensor_name(tensor.name)

@@ -24,7 +24,7 @@ import pytest
 from conftest import make_tiny_llama, make_tiny_qwen2
 from safetensors.numpy import load_file, save_file
 
-from lmrt._bf16 import bf16_bits_to_float32
+from lmrt._bf16 import bf16_bits_to_float32, float32_to_bf16_bits
 from lmrt.checkpoint import CheckpointError, load_checkpoint, load_weights, num_parameters
 from lmrt.model_config import UnsupportedModelError
 from lmrt.quant import (
@@ -485,6 +485,10 @@ def test_load_gguf_matches_the_dequantised_model(default_gguf):
     assert (spec.weight_format, spec.group_size, spec.num_layers, spec.hidden_size) == ("w4", 32, 30, 576)
     assert spec.tie_word_embeddings and "lm_head" not in tensors
     assert num_parameters(tensors) == 134_515_008  # as the dense conversion counts (tests/test_cli.py)
+    _, bf16 = load_weights(default_gguf, dtype="bfloat16")
+    assert set(bf16) == set(tensors) and bf16["embed_tokens"].dtype == np.uint16
+    assert np.array_equal(bf16["embed_tokens"], float32_to_bf16_bits(tensors["embed_tokens"]))
+    assert np.array_equal(bf16["layers.3.qkv_proj.codes"], tensors["layers.3.qkv_proj.codes"])
     ref = {}
     for tensor in GGUFReader(default_gguf).tensors:
         name = _hf_tensor_name(tensor.name)

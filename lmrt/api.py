@@ -14,7 +14,7 @@ from typing import AsyncIterator, Iterator, List, Optional, Sequence, Union
 import numpy as np
 
 from lmrt import _core
-from lmrt.checkpoint import load_checkpoint, load_gguf
+from lmrt.checkpoint import load_weights, num_parameters
 from lmrt.config import EngineConfig, GenerationConfig
 from lmrt.detokenizer import IncrementalDetokenizer, StopStringMatcher
 from lmrt.tokenizer import Tokenizer
@@ -55,17 +55,6 @@ def _available_ram_bytes() -> int:
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
 
 
-def _count_parameters(weights: dict) -> int:
-    """Weights, counting each 4-bit code (two per byte) and int8 value once; scales and mins are not parameters."""
-    n = 0
-    for name, a in weights.items():
-        if name.endswith(".codes"):
-            n += 2 * a.size
-        elif not name.endswith((".scales", ".mins")):
-            n += a.size
-    return n
-
-
 class Pipeline:
     """A loaded model and its engine. Thread-safe: many callers may stream at once."""
 
@@ -77,18 +66,17 @@ class Pipeline:
             model = default_model_path()
         self.model_path = Path(model)
         cfg = self.engine_config
-        if self.model_path.suffix == ".gguf":  # 4-bit tensors imported losslessly, tokenizer converted once
+        self.spec, weights = load_weights(self.model_path, dtype=cfg.weight_dtype)  # a dir, or a .gguf file
+        if self.model_path.suffix == ".gguf":  # the GGUF's tokenizer, converted once
             from lmrt.default_model import gguf_tokenizer_dir
 
-            self.spec, weights = load_gguf(self.model_path, dtype=cfg.weight_dtype)
             tokenizer_dir = gguf_tokenizer_dir(self.model_path)
         else:
-            self.spec, weights = load_checkpoint(self.model_path, dtype=cfg.weight_dtype)
             tokenizer_dir = self.model_path
         # A checkpoint without tokenizer files still runs on token-id prompts (tests, benchmarks).
         has_tokenizer = (tokenizer_dir / "tokenizer.json").exists()
         self.tokenizer = Tokenizer.from_pretrained(tokenizer_dir) if has_tokenizer else None
-        self.num_parameters = _count_parameters(weights)
+        self.num_parameters = num_parameters(weights)
         self.session_len = cfg.session_len or self.spec.max_position_embeddings
         self.num_threads = cfg.num_threads or _core.kernels.physical_cores()
         bytes_per_block = _core.kv_bytes_per_block(self.spec.num_layers, cfg.block_size, self.spec.num_kv_heads,

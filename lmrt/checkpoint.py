@@ -101,6 +101,25 @@ def load_checkpoint(path: str | Path, dtype: str = "float32") -> tuple[ModelSpec
     return spec, _normalise(spec, source, dtype, awq)
 
 
+def load_weights(path: str | Path, dtype: str = "float32") -> tuple[ModelSpec, dict[str, np.ndarray]]:
+    """``load_gguf`` for a ``*.gguf`` file, else ``load_checkpoint`` (a HF checkpoint dir, dense or AWQ)."""
+    path = Path(path)
+    if path.suffix.lower() == ".gguf" and not path.is_dir():
+        return load_gguf(path, dtype=dtype)
+    return load_checkpoint(path, dtype=dtype)
+
+
+def num_parameters(tensors: dict[str, np.ndarray]) -> int:
+    """Weights counted as parameters: a 4-bit linear counts its codes (two per byte), not its scales and mins."""
+    total = 0
+    for name, array in tensors.items():
+        if name.endswith(".codes"):
+            total += 2 * array.size
+        elif not name.endswith((".scales", ".mins")):
+            total += array.size
+    return total
+
+
 def load_gguf(path: str | Path, dtype: str = "float32") -> tuple[ModelSpec, dict[str, np.ndarray]]:
     """Read a Llama GGUF file into the core's layout (the tokenizer is not read here).
 

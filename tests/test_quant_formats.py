@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_tiny_llama
+from conftest import make_tiny_llama, make_tiny_qwen2
 from safetensors.numpy import load_file, save_file
 
-from lmrt._bf16 import bf16_bits_to_float32
-from lmrt.checkpoint import CheckpointError, load_checkpoint, load_gguf
+from lmrt._bf16 import bf16_bits_to_float32, float32_to_bf16_bits
+from lmrt.checkpoint import CheckpointError, load_checkpoint, load_weights, num_parameters
 from lmrt.model_config import UnsupportedModelError
 from lmrt.quant import (
     AwqFormatError,
@@ -224,12 +224,15 @@ def rtn_awq(weight: np.ndarray, g: int):
     return q, zeros, scales
 
 
-def make_tiny_awq(path: Path, g: int, modules_to_not_convert=None, tied=True, config_changes=None, drop=(), **shape):
-    """A tiny random Llama, its layer linears RTN-quantised into AutoAWQ gemm tensors.
+def make_tiny_awq(
+    path: Path, g: int, modules_to_not_convert=None, tied=True, config_changes=None, drop=(), builder=make_tiny_llama,
+    **shape,
+):
+    """A tiny random Llama (or ``builder``'s model), its layer linears RTN-quantised into AutoAWQ gemm tensors.
 
     Returns (dir, {module: float64 dequantisation [N, K] of the source AWQ tensors}).
     """
-    make_tiny_llama(path, tied=tied, **shape)
+    builder(path, tied=tied, **shape)
     tensors = load_file(path / "model.safetensors")
     expected = {}
     for name in [n for n in tensors if n.endswith(LINEARS) or n.removesuffix(".weight").endswith(LINEARS)]:
@@ -262,8 +265,10 @@ def test_awq_checkpoint_loads_to_its_dequantisation(tmp_path, g):
     shape = SHAPE_FOR_GROUP[g]
     dense_dir = make_tiny_llama(tmp_path / "dense", tied=False, **shape)
     path, expected = make_tiny_awq(tmp_path / "awq", g, tied=False, **shape)
-    spec, tensors = load_checkpoint(path)
+    spec, tensors = load_weights(path)
     assert (spec.weight_format, spec.group_size) == ("w4", g)
+    _, dense = load_checkpoint(dense_dir)
+    assert num_parameters(tensors) == num_parameters(dense) == sum(a.size for a in dense.values())
     assert spec.to_core_dict()["weight_format"] == "w4" and spec.to_core_dict()["group_size"] == g
     _, dense = load_checkpoint(dense_dir)
     for i in range(spec.num_layers):
@@ -321,6 +326,19 @@ def test_awq_modules_to_not_convert(tmp_path):
         assert o + "qkv_proj.codes" not in tensors and o + "down_proj.codes" not in tensors
         assert np.array_equal(core_to_dense(*(tensors[f"{o}o_proj.{x}"] for x in ("codes", "scales", "mins"))),
                               expected[p + "self_attn.o_proj"])  # fmt: skip
+
+
+def test_awq_qwen2_keeps_qkv_bias(tmp_path):
+    dense_dir = make_tiny_qwen2(tmp_path / "dense")
+    path, expected = make_tiny_awq(tmp_path / "awq", 32, builder=make_tiny_qwen2, tied=False)
+    spec, tensors = load_checkpoint(path)
+    _, dense = load_checkpoint(dense_dir)
+    assert spec.qkv_bias and spec.weight_format == "w4"
+    for i in range(spec.num_layers):
+        assert np.array_equal(tensors[f"layers.{i}.qkv_bias"], dense[f"layers.{i}.qkv_bias"])
+        p = f"model.layers.{i}.self_attn."
+        source = np.concatenate([expected[p + "q_proj"], expected[p + "k_proj"], expected[p + "v_proj"]])
+        assert np.array_equal(core_to_dense(*(tensors[f"layers.{i}.qkv_proj.{x}"] for x in ("codes", "scales", "mins"))), source)
 
 
 @pytest.mark.parametrize(
@@ -463,9 +481,14 @@ def test_load_gguf_matches_the_dequantised_model(default_gguf):
 
     from lmrt.default_model import _hf_tensor_name, _unpermute_rope_rows
 
-    spec, tensors = load_gguf(default_gguf)
+    spec, tensors = load_weights(default_gguf)  # dispatches on the .gguf suffix
     assert (spec.weight_format, spec.group_size, spec.num_layers, spec.hidden_size) == ("w4", 32, 30, 576)
     assert spec.tie_word_embeddings and "lm_head" not in tensors
+    assert num_parameters(tensors) == 134_515_008  # as the dense conversion counts (tests/test_cli.py)
+    _, bf16 = load_weights(default_gguf, dtype="bfloat16")
+    assert set(bf16) == set(tensors) and bf16["embed_tokens"].dtype == np.uint16
+    assert np.array_equal(bf16["embed_tokens"], float32_to_bf16_bits(tensors["embed_tokens"]))
+    assert np.array_equal(bf16["layers.3.qkv_proj.codes"], tensors["layers.3.qkv_proj.codes"])
     ref = {}
     for tensor in GGUFReader(default_gguf).tensors:
         name = _hf_tensor_name(tensor.name)

@@ -16,7 +16,9 @@ import numpy as np
 from lmrt import _core
 from lmrt.checkpoint import load_weights, num_parameters
 from lmrt.config import EngineConfig, GenerationConfig
+from lmrt._bf16 import bf16_bits_to_float32
 from lmrt.detokenizer import IncrementalDetokenizer, StopStringMatcher
+from lmrt.quant.int8_rows import quantize_rows_int8
 from lmrt.tokenizer import Tokenizer
 
 Messages = List[dict]
@@ -77,6 +79,17 @@ class Pipeline:
         has_tokenizer = (tokenizer_dir / "tokenizer.json").exists()
         self.tokenizer = Tokenizer.from_pretrained(tokenizer_dir) if has_tokenizer else None
         self.num_parameters = num_parameters(weights)
+        lm_head = cfg.lm_head_dtype
+        if lm_head == "auto":
+            lm_head = "int8" if self.spec.weight_format == "w4" else "dense"
+        if lm_head == "int8":
+            dense_head = weights.pop("lm_head", None)
+            if dense_head is None:  # tied: quantize a copy of the embedding; the lookup stays exact
+                dense_head = weights["embed_tokens"]
+            if dense_head.dtype == np.uint16:
+                dense_head = bf16_bits_to_float32(dense_head)
+            weights["lm_head.q"], weights["lm_head.scales"] = quantize_rows_int8(dense_head)
+        self.lm_head_dtype = lm_head
         self.session_len = cfg.session_len or self.spec.max_position_embeddings
         self.num_threads = cfg.num_threads or _core.kernels.physical_cores()
         bytes_per_block = _core.kv_bytes_per_block(self.spec.num_layers, cfg.block_size, self.spec.num_kv_heads,
@@ -209,7 +222,7 @@ class Pipeline:
         return dict(
             model=str(self.model_path), architecture=self.spec.architecture, num_parameters=self.num_parameters,
             weight_dtype=self.engine_config.weight_dtype, weight_format=self.spec.weight_format,
-            group_size=self.spec.group_size, kv_cache_dtype=self.engine_config.kv_dtype,
+            group_size=self.spec.group_size, lm_head_dtype=self.lm_head_dtype, kv_cache_dtype=self.engine_config.kv_dtype,
             kv_capacity_tokens=self._engine.capacity_tokens(), block_size=self.engine_config.block_size,
             num_threads=self.num_threads, kernel_isa=_core.kernels.active_isa(), session_len=self.session_len,
             weights_bytes=s["weights_bytes"], kv_cache_bytes=s["kv_cache_bytes"],

@@ -35,6 +35,9 @@ class EngineConfig:
     session_len: prompt + generated tokens per request; None = the model's max_position_embeddings.
     enable_prefix_caching: reuse KV blocks of shared prompt prefixes.
     max_num_batched_tokens: rows per forward step (decoding rows + prefill chunks); None = 512.
+    lm_head_dtype: "int8" (one scale per vocabulary row) or "dense" (the weight dtype); "auto" is
+        int8 for 4-bit models, where the output matrix would otherwise be most of the bytes read per
+        token, and dense otherwise.
     """
 
     dtype: str = "auto"
@@ -47,6 +50,7 @@ class EngineConfig:
     session_len: Optional[int] = None
     enable_prefix_caching: bool = True
     max_num_batched_tokens: Optional[int] = None
+    lm_head_dtype: str = "auto"
     backend: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -71,6 +75,8 @@ class EngineConfig:
               "num_threads must be an int >= 1 (or None for the number of physical cores)")
         _need(self.session_len is None or (isinstance(self.session_len, int) and self.session_len >= 2),
               "session_len must be an int >= 2")
+        _need(self.lm_head_dtype in ("auto", "dense", "int8"),
+              f"lm_head_dtype={self.lm_head_dtype!r}: choose one of ('auto', 'dense', 'int8')")
         _need(self.max_num_batched_tokens is None
               or (isinstance(self.max_num_batched_tokens, int) and self.max_num_batched_tokens >= 1),
               "max_num_batched_tokens must be an int >= 1")

@@ -18,7 +18,7 @@ import torch
 LICENSE_DIR = Path("/usr/share/common-licenses")
 DEFAULT_CALIB_FILES = ("Apache-2.0", "Artistic", "BSD", "GFDL-1.3", "LGPL-2.1", "MPL-2.0", "MPL-1.1", "CC0-1.0")
 DEFAULT_EVAL_FILE = LICENSE_DIR / "GPL-3"
-DEFAULT_NUM_SAMPLES = 32
+DEFAULT_NUM_SAMPLES = 16
 DEFAULT_SEQLEN = 512
 
 

@@ -27,7 +27,7 @@ from .quantizer import QuantizedWeight
 
 LINEAR_NAMES = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
 NO_CLIP = ("self_attn.q_proj", "self_attn.k_proj")
-DEFAULT_SEARCH_SAMPLES = 8  # sequences the attention / MLP objectives run on
+DEFAULT_SEARCH_SAMPLES = 2  # sequences the attention / MLP objectives run on (20 candidates each)
 _CHUNK = 8  # sequences per forward pass of a layer
 
 
@@ -86,21 +86,45 @@ def run_awq(
     reports = []
     progress = tqdm(layers, desc="AWQ", unit="block")
     for i, layer in enumerate(progress):
-        report = LayerReport(i)
-        feats = _capture_inputs(layer, hidden, position_embeddings)
-        _search_and_apply_scales(layer, feats, search_idx, position_embeddings, group_size, grid, report)
-        for name in LINEAR_NAMES:
-            linear = layer.get_submodule(name)
-            if clip and name not in NO_CLIP:
-                x = feats[name]
-                blocks = auto_clip.gram_blocks(x.t() @ x, group_size)
-                auto_clip.apply_clip(linear.weight.data, auto_clip.search_clip(linear.weight.data, blocks, group_size), group_size)
-            quantized[f"model.layers.{i}.{name}"] = _quantize_in_place(linear, group_size)
-        del feats
-        hidden = _run_layer(layer, hidden, position_embeddings)
+        layer_quantized, report = quantize_layer(layer, hidden, position_embeddings, group_size, clip, search_idx, grid)
+        quantized.update({f"model.layers.{i}.{name}": qw for name, qw in layer_quantized.items()})
+        report.index = i
         reports.append(report)
+        hidden = _run_layer(layer, hidden, position_embeddings)
         progress.set_postfix({k: f"a={report.alphas[k]:.2f}" for k in report.alphas})
     return quantized, reports
+
+
+def quantize_layer(
+    layer: nn.Module,
+    hidden: torch.Tensor,
+    position_embeddings,
+    group_size: int,
+    clip: bool = True,
+    search_idx: torch.Tensor | None = None,
+    grid: int = auto_scale.DEFAULT_GRID,
+) -> tuple[dict[str, QuantizedWeight], LayerReport]:
+    """AWQ one decoder layer in place on its inputs ``hidden`` [n, L, H]; returns its quantised linears by local name.
+
+    search_idx: the sequences of ``hidden`` the attention / MLP objectives run on (default: all).
+    """
+    if search_idx is None:
+        search_idx = torch.arange(len(hidden))
+    report = LayerReport(-1)
+    feats = _capture_inputs(layer, hidden, position_embeddings)
+    _search_and_apply_scales(layer, feats, search_idx, position_embeddings, group_size, grid, report)
+    quantized = {}
+    grams: dict[int, torch.Tensor] = {}  # id(input) -> Gram matrix, shared by linears with one input
+    for name in LINEAR_NAMES:
+        linear = layer.get_submodule(name)
+        if clip and name not in NO_CLIP:
+            x = feats[name]  # [N, in], scaled like the weights
+            if id(x) not in grams:
+                grams[id(x)] = x.t() @ x
+            blocks = auto_clip.gram_blocks(grams[id(x)], group_size)
+            auto_clip.apply_clip(linear.weight.data, auto_clip.search_clip(linear.weight.data, blocks, group_size), group_size)
+        quantized[name] = _quantize_in_place(linear, group_size)
+    return quantized, report
 
 
 def _quantize_in_place(linear: nn.Linear, group_size: int) -> QuantizedWeight:
@@ -185,9 +209,9 @@ def _search_and_apply_scales(layer, feats, search_idx, position_embeddings, grou
         feats[scaled_inputs[group]].div_(result.scales)  # shared tensors: k/v and up see it too
         report.alphas[group] = result.alpha
         report.gain[group] = result.loss / result.rtn_loss if result.rtn_loss else 1.0
+    flat: dict[int, torch.Tensor] = {}  # one [N, in] view per captured tensor, so shared inputs stay shared
     for name, x in feats.items():
-        if x.dim() == 3:
-            feats[name] = x.reshape(-1, x.shape[-1])
+        feats[name] = flat.setdefault(id(x), x.reshape(-1, x.shape[-1]))
 
 
 def _abs_mean(x: torch.Tensor) -> torch.Tensor:

@@ -36,9 +36,19 @@ def quantize_groups(w: torch.Tensor, group_size: int, bits: int = 4):
 
 
 def fake_quantize(w: torch.Tensor, group_size: int, bits: int = 4) -> torch.Tensor:
-    """Quantize then dequantize ``w`` [..., in] per group; float32, same shape."""
-    q, zeros, scales = quantize_groups(w, group_size, bits)
-    return ((q - zeros[..., None]) * scales[..., None]).reshape(w.shape)
+    """Quantize then dequantize ``w`` [..., in] per group; float32, same shape.
+
+    Equal to ``(q - zero) * scale`` of ``quantize_groups``, written as clamp(round(w / scale), -zero,
+    max - zero) * scale in place: the search calls this for every candidate, and it is memory-bound.
+    """
+    max_int = 2**bits - 1
+    wg = w.float().reshape(*w.shape[:-1], w.shape[-1] // group_size, group_size)  # [..., n_group, g]
+    wmin, wmax = torch.aminmax(wg, dim=-1)
+    scales = ((wmax - wmin).clamp(min=1e-5) / max_int).half().float()[..., None]
+    zeros = (-torch.round(wmin / scales[..., 0])).clamp(0, max_int)[..., None]
+    out = torch.div(wg, scales).round_()
+    torch.clamp(out, -zeros, max_int - zeros, out=out)
+    return out.mul_(scales).reshape(w.shape)
 
 
 @dataclass

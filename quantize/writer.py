@@ -7,6 +7,7 @@ everything else (embeddings, norms with the AWQ scales folded in, an untied lm_h
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -54,6 +55,7 @@ def write_checkpoint(model: nn.Module, quantized: dict[str, QuantizedWeight], so
         raise ValueError(f"quantized linears not in the model: {sorted(missing)[:3]}")
     weight_file = out_dir / WEIGHT_FILE
     save_file(tensors, weight_file, metadata={"format": "pt"})
+    _make_readable(weight_file)
 
     config = json.loads((Path(source_dir) / "config.json").read_text())
     config["quantization_config"] = quantization_config(group_size)
@@ -63,6 +65,13 @@ def write_checkpoint(model: nn.Module, quantized: dict[str, QuantizedWeight], so
         if path.is_file() and path.name not in _NOT_COPIED and not path.name.endswith(_WEIGHT_SUFFIXES):
             shutil.copy2(path, out_dir / path.name)
     return weight_file
+
+
+def _make_readable(path: Path) -> None:
+    """safetensors creates the file 0600; give it the permissions the umask allows, like the other files."""
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o666 & ~umask)
 
 
 def checkpoint_bytes(model_dir: Path) -> int:

@@ -2,10 +2,13 @@
 
 The default text is the licences under /usr/share/common-licenses other than the GPL family
 (GPL-3 is the evaluation text; LGPL-3 and GPL-2 share much of its wording). Together they hold
-about 26k SmolLM2 tokens, i.e. 50 windows of 512; the default takes the first 32 (16k tokens),
-which is what keeps the default model's AWQ run inside its 10-minute budget on two cores
-(AutoAWQ's own "128 samples" from pile-val come to a similar ~60 windows after it drops long
-samples and re-splits). Windows are consecutive and do not overlap.
+about 26k SmolLM2 tokens, i.e. 50 windows of 512. The default is 16 x 512 (8k tokens), not AutoAWQ's
+128 x 512: the text holds 50 windows, and each calibration token costs two passes through every
+layer (capture, then the quantised layer's outputs for the next), which on two shared cores is the
+largest cost after the search. 8k tokens are still five times the widest linear input (1536), so
+the Gram matrices the o/down scale and clip objectives use are well determined. (AutoAWQ's own
+"128 samples" of pile-val come to ~60 windows after it drops long samples and re-splits.)
+Windows are consecutive and do not overlap.
 """
 
 from __future__ import annotations

@@ -45,8 +45,10 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
         raise ValueError(f"{type(model).__name__} has no model.layers; only Llama-family decoders (Llama, Mistral, Qwen2) are supported")
     needed = LINEAR_NAMES + ("input_layernorm", "post_attention_layernorm")
     for name in needed:
-        if layers[0].get_submodule(name) is None:
-            raise ValueError(f"decoder layer lacks {name}")
+        try:
+            layers[0].get_submodule(name)
+        except AttributeError:
+            raise ValueError(f"decoder layers of {type(model).__name__} lack {name}; only Llama-family decoders (Llama, Mistral, Qwen2) are supported") from None
     return layers
 
 

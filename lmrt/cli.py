@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--prompt", required=True, help="the prompt text")
     generate.add_argument("--chat", action="store_true", help="send the prompt as a user message (chat template)")
 
+    sub.add_parser("quantize", help="AWQ 4-bit quantization (same as lmrt-quantize; see lmrt quantize --help)",
+                   add_help=False)
     info = sub.add_parser("info", help="show the model, its memory use and the engine configuration")
     _engine_args(info)
     return parser
@@ -192,6 +194,11 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["quantize"]:  # the quantizer has its own options and needs the [test] extras (torch)
+        from quantize.cli import main as quantize_main
+
+        return quantize_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "generate" and args.system and not args.chat:

@@ -103,3 +103,23 @@ def test_int8_lm_head_costs_nothing(gguf_pipe):
     with lmrt.pipeline(default_model_gguf(), lmrt.EngineConfig(lm_head_dtype="dense", max_num_batched_tokens=512)) as dense:
         base = _ppl(dense)
     assert _ppl(gguf_pipe) <= base * (1 + INT8_HEAD_PPL_COST)
+
+
+def test_default_model_awq_checkpoint_matches_hf_dequantised(tmp_path):
+    """The default model quantised by lmrt-quantize (round-to-nearest, g64: seconds, where AWQ takes
+    minutes; the file format is the same) runs in lmrt with HF's logits on its dequantised weights."""
+    from lmrt.cli import main as lmrt_main
+    from quantize.evaluate import load_awq_dequantized
+
+    short = tmp_path / "eval.txt"
+    short.write_text(open("/usr/share/common-licenses/GPL-3", encoding="utf-8").read()[:3000])
+    out = tmp_path / "rtn-g64"
+    assert lmrt_main(["quantize", "--method", "rtn", "--group-size", "64", "--out", str(out),
+                      "--eval-file", str(short)]) == 0
+    with lmrt.pipeline(out, lmrt.EngineConfig(lm_head_dtype="dense")) as pipe:
+        assert (pipe.info()["weight_format"], pipe.info()["group_size"]) == ("w4", 64)
+        ids = pipe.encode_prompt([{"role": "user", "content": "Explain in two sentences why the sky is blue."}])
+        ours = pipe.get_logits(ids)
+    with torch.no_grad():
+        ref = load_awq_dequantized(out)(torch.tensor([ids])).logits[0].double().numpy()
+    assert rel_err(ours, ref) < W4_REL_TOL

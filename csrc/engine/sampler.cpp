@@ -42,7 +42,8 @@ int32_t Sampler::sample(float* logits, int V, const SamplingParams& p, const std
   std::sort(cand_.begin(), cand_.begin() + n, by_logit_desc);
   // softmax over the survivors, in double
   const double mx = cand_[0].first;
-  std::vector<double> prob(n);
+  prob_.resize(n);
+  double* prob = prob_.data();
   double sum = 0.0;
   for (size_t i = 0; i < n; ++i) sum += prob[i] = std::exp(static_cast<double>(cand_[i].first) - mx);
   for (size_t i = 0; i < n; ++i) prob[i] /= sum;

@@ -23,7 +23,8 @@ class Sampler {
   static float logprob(const float* logits, int vocab_size, int32_t token);
 
  private:
-  std::vector<std::pair<float, int32_t>> cand_;  // [V] (logit or probability, token id)
+  std::vector<std::pair<float, int32_t>> cand_;  // [V] (scaled logit, token id)
+  std::vector<double> prob_;                     // [V] probabilities of the candidates
   std::vector<char> seen_;                       // [V] scratch for the repetition penalty
 };
 

@@ -3,26 +3,10 @@
 #include <immintrin.h>
 
 #include "kernels/cpu/isa_kernels.h"
+#include "kernels/cpu/simd_avx2.h"
 
 namespace lmrt::cpu::avx2 {
 namespace {
-
-inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
-inline __m256 load8(const uint16_t* p) {
-  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-}
-inline float load1(const float* p) { return *p; }
-inline float load1(const uint16_t* p) {
-  return _mm_cvtss_f32(_mm_castsi128_ps(_mm_cvtsi32_si128(static_cast<int>(*p) << 16)));
-}
-
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
 
 // s[j] = scale * q . k_j for J keys at once (independent chains for the FMA
 // pipes); each score's own FMA sequence is the same as with J = 1.

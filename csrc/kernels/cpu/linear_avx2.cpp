@@ -2,24 +2,11 @@
 #include <immintrin.h>
 
 #include "kernels/cpu/isa_kernels.h"
-
-
+#include "kernels/cpu/simd_avx2.h"
 
 namespace lmrt::cpu::avx2 {
 namespace {
 
-inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
-// bf16 -> fp32 in registers: widen to 32 bits and shift into the high half.
-inline __m256 load8(const uint16_t* p) {
-  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-}
-
-// The last K % 8 elements, zero-padded, so the tail is one more full-width FMA.
-inline __m256 load_tail(const float* p, int r) {
-  const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(r), idx));
-}
 inline __m256 load_tail(const uint16_t* p, int r) {
   alignas(16) uint16_t buf[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   for (int i = 0; i < r; ++i) buf[i] = p[i];
@@ -28,14 +15,6 @@ inline __m256 load_tail(const uint16_t* p, int r) {
 
 // How many tiles ahead the decode kernel prefetches W (see kernel()).
 constexpr int kPrefetchTiles = 4;
-
-// The one horizontal sum every element goes through: fixed pairing of lanes.
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
 
 // R rows of x against C rows of w, one accumulator per output element. Every
 // element sees exactly the same FMA sequence (K chunks ascending, then the tail,

@@ -7,16 +7,10 @@
 #include <immintrin.h>
 
 #include "kernels/cpu/isa_kernels.h"
+#include "kernels/cpu/simd_avx2.h"
 
 namespace lmrt::cpu::avx2 {
 namespace {
-
-inline float hsum(__m256 v) {  // copy of linear_avx2.cpp's
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
 
 inline __m256 load8(const int8_t* p) {
   return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
@@ -25,10 +19,6 @@ inline __m256 load_tail(const int8_t* p, int r) {  // zero-padded
   alignas(16) int8_t buf[16] = {0};
   for (int i = 0; i < r; ++i) buf[i] = p[i];
   return load8(buf);
-}
-inline __m256 load_tail(const float* p, int r) {  // as linear_avx2.cpp
-  const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(r), idx));
 }
 
 constexpr int kPrefetchTiles = 4;

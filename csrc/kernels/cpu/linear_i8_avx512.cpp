@@ -8,17 +8,10 @@
 #include <immintrin.h>
 
 #include "kernels/cpu/isa_kernels.h"
+#include "kernels/cpu/simd_avx512.h"
 
 namespace lmrt::cpu::avx512 {
 namespace {
-
-inline float hsum(__m512 v) {  // copy of linear_avx512.cpp's
-  const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
 
 inline __m512 load16(const int8_t* p) {
   return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));

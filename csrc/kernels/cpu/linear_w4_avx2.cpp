@@ -8,17 +8,10 @@
 #include <immintrin.h>
 
 #include "kernels/cpu/isa_kernels.h"
+#include "kernels/cpu/simd_avx2.h"
 
 namespace lmrt::cpu::avx2 {
 namespace {
-
-// The one horizontal sum every element goes through (copy of linear_avx2.cpp's).
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
 
 // One run of 32 inputs (16 bytes) -> w[0..3] = inputs 0-7, 8-15, 16-23, 24-31 as fp32.
 // Bytes are zero-extended straight into 32-bit lanes (byte j holds inputs j and j + 16),

@@ -8,18 +8,10 @@
 #include <immintrin.h>
 
 #include "kernels/cpu/isa_kernels.h"
+#include "kernels/cpu/simd_avx512.h"
 
 namespace lmrt::cpu::avx512 {
 namespace {
-
-// The one horizontal sum every element goes through (copy of linear_avx512.cpp's).
-inline float hsum(__m512 v) {
-  const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
 
 // One run of 32 inputs (16 bytes) -> w[0] = inputs 0-15, w[1] = inputs 16-31 as fp32.
 // Bytes are zero-extended straight into 32-bit lanes (byte j holds inputs j and j + 16).

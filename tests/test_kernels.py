@@ -15,8 +15,7 @@ import pytest
 
 from lmrt._core import kernels as K
 
-ISAS = ["scalar", "avx2", "avx512"]
-CPU_NEEDS = {"avx2": "avx2+fma+f16c with OS YMM state", "avx512": "avx512f/bw/vl/dq with OS ZMM state"}
+from kernel_paths import CPU_NEEDS, ISAS, isa, with_isa  # noqa: F401  (isa is a fixture)
 
 EPS32 = 2.0**-24  # unit roundoff of fp32
 # fp32 dot product of length K: |err| <= ~K * u * sum|x_k w_k| (worst-case rounding bound).
@@ -55,26 +54,6 @@ def assert_bits_equal(a, b, what):
 def bf16_round(a):
     """float32 values as bf16 would store them (round to nearest even), as float32."""
     return K.bf16_to_f32(K.f32_to_bf16(np.asarray(a, np.float32)))
-
-
-@pytest.fixture(params=ISAS)
-def isa(request):
-    name = request.param
-    if not K.isa_supported(name):
-        pytest.skip(f"CPU lacks {name} ({CPU_NEEDS[name]})")
-    prev = K.active_isa()
-    K.set_isa(name)
-    yield name
-    K.set_isa(prev)
-
-
-def with_isa(name, fn):
-    prev = K.active_isa()
-    K.set_isa(name)
-    try:
-        return fn()
-    finally:
-        K.set_isa(prev)
 
 
 rng = np.random.default_rng(1234)

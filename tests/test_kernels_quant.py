@@ -15,8 +15,7 @@ import pytest
 
 from lmrt._core import kernels as K
 
-ISAS = ["scalar", "avx2", "avx512"]
-CPU_NEEDS = {"avx2": "avx2+fma+f16c with OS YMM state", "avx512": "avx512f/bw/vl/dq with OS ZMM state"}
+from kernel_paths import CPU_NEEDS, ISAS, isa, with_isa  # noqa: F401  (isa is a fixture)
 
 EPS32 = 2.0**-24  # unit roundoff of fp32
 
@@ -49,26 +48,6 @@ def assert_bits_equal(a, b, what):
     if not np.array_equal(a, b):
         n = int((a != b).sum())
         pytest.fail(f"{what}: {n} of {a.size} elements differ in bits")
-
-
-@pytest.fixture(params=ISAS)
-def isa(request):
-    name = request.param
-    if not K.isa_supported(name):
-        pytest.skip(f"CPU lacks {name} ({CPU_NEEDS[name]})")
-    prev = K.active_isa()
-    K.set_isa(name)
-    yield name
-    K.set_isa(prev)
-
-
-def with_isa(name, fn):
-    prev = K.active_isa()
-    K.set_isa(name)
-    try:
-        return fn()
-    finally:
-        K.set_isa(prev)
 
 
 # ---------------------------------------------------------------- 4-bit

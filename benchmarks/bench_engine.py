@@ -119,6 +119,24 @@ def summarize(samples):
 
 # ---------------------------------------------------------------- lmrt
 
+def lmrt_decode_tps(pipe, prompt, gen, n):
+    """Decode tokens/s of one request after its first token: (tokens - 1st chunk) / (t_last - t_first)."""
+    rid = pipe._submit(prompt, gen)
+    got, t_first, n_first, t_last = 0, None, 0, None
+    while True:
+        c = pipe._engine.get(rid, -1.0)
+        now = time.perf_counter()
+        if c["token_ids"]:
+            got += len(c["token_ids"])
+            if t_first is None:
+                t_first, n_first = now, got
+            t_last = now
+        if c["finish_reason"] is not None:
+            break
+    assert got == n, (got, n)
+    return (got - n_first) / (t_last - t_first)
+
+
 class LmrtRunner:
     def __init__(self, model: Path, dtype: str, threads: int):
         import lmrt
@@ -134,21 +152,9 @@ class LmrtRunner:
 
     def decode(self, prompt, n):
         with Meter() as m:
-            rid = self.pipe._submit(prompt, self._gen(n))
-            got, t_first, n_first, t_last = 0, None, 0, None
-            while True:
-                c = self.eng.get(rid, -1.0)
-                now = time.perf_counter()
-                if c["token_ids"]:
-                    got += len(c["token_ids"])
-                    if t_first is None:
-                        t_first, n_first = now, got
-                    t_last = now
-                if c["finish_reason"] is not None:
-                    break
-        assert got == n, (got, n)
+            tps = lmrt_decode_tps(self.pipe, prompt, self._gen(n), n)
         # CPU/wall over the whole call (prefill of 32 tokens is ~2% of it).
-        return (got - n_first) / (t_last - t_first), m.wall, m.cpu
+        return tps, m.wall, m.cpu
 
     def prefill(self, prompt):
         with Meter() as m:

@@ -44,7 +44,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_engine import Workload, machine_info  # noqa: E402  (same conventions as the lmrt-vs-HF table)
+from bench_engine import Workload, lmrt_decode_tps, machine_info  # noqa: E402  (same conventions as the lmrt-vs-HF table)
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 CLK = os.sysconf("SC_CLK_TCK")
@@ -135,20 +135,8 @@ class LmrtRunner:
 
     def decode(self, prompt, n):
         with Meter() as m:
-            rid = self.pipe._submit(prompt, self._gen(n))
-            got, t_first, n_first, t_last = 0, None, 0, None
-            while True:
-                c = self.eng.get(rid, -1.0)
-                now = time.perf_counter()
-                if c["token_ids"]:
-                    got += len(c["token_ids"])
-                    if t_first is None:
-                        t_first, n_first = now, got
-                    t_last = now
-                if c["finish_reason"] is not None:
-                    break
-        assert got == n, (got, n)
-        return sample((got - n_first) / (t_last - t_first), m)
+            tps = lmrt_decode_tps(self.pipe, prompt, self._gen(n), n)
+        return sample(tps, m)
 
     def prefill(self, prompt):
         with Meter() as m:

@@ -369,6 +369,23 @@ static void bind_kernels(py::module_& m) {
   m.def("best_isa", [] { return std::string(cpu::isa_name(cpu::best_isa())); });
   m.def("isa_supported", [](const std::string& name) { return cpu::isa_supported(kern::isa_arg(name)); }, "name"_a);
   m.def("physical_cores", &cpu::physical_cores);
+  m.def(
+      "check_pool",
+      [](int num_threads, int num_jobs, int slow_every, int slow_us) {
+        cpu::PoolCheck c;
+        {
+          py::gil_scoped_release nogil;
+          c = cpu::check_pool(num_threads, num_jobs, slow_every, slow_us);
+        }
+        py::dict d;
+        d["num_jobs"] = c.num_jobs;
+        d["bad_indices"] = c.bad_indices;
+        d["late_workers"] = c.late_workers;
+        d["narrow_jobs"] = c.narrow_jobs;
+        return d;
+      },
+      "num_threads"_a, "num_jobs"_a, "slow_every"_a = 0, "slow_us"_a = 0,
+      "Self-check of the thread pool (tests): indices not visited exactly once, and contention counters.");
   m.def("linear", &kern::linear, "x"_a, "w"_a, "bias"_a = py::none(), "wdtype"_a = "f32", "num_threads"_a = 1,
         "y = x @ w.T (+ bias). x [M, K] float32; w [N, K] float32, or uint16 bf16 bits with wdtype='bf16'.");
   m.def("linear_w4", &kern::linear_w4, "x"_a, "codes"_a, "scales"_a, "mins"_a, "group_size"_a,
@@ -516,6 +533,8 @@ static void bind_engine(py::module_& m) {
              d["num_decode_tokens"] = s.num_decode_tokens;
              d["kv_cache_bytes"] = s.kv_cache_bytes;
              d["weights_bytes"] = s.weights_bytes;
+             d["pool_late_workers"] = s.pool_late_workers;
+             d["pool_narrow_jobs"] = s.pool_narrow_jobs;
              return d;
            })
       .def("capacity_tokens", &Engine::capacity_tokens)

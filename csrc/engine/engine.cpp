@@ -144,7 +144,8 @@ EngineStats Engine::stats() {
   return EngineStats{scheduler_.num_running(), scheduler_.num_waiting(), blocks_.num_free_blocks(),
                      blocks_.num_blocks(), blocks_.block_size(), num_steps_, scheduler_.num_preemptions(),
                      scheduler_.prefix_hit_tokens(), scheduler_.prefix_query_tokens(), num_prefill_tokens_,
-                     num_decode_tokens_, kv_.bytes(), model_.weights().bytes()};
+                     num_decode_tokens_, kv_.bytes(), model_.weights().bytes(), pool_.late_workers(),
+                     pool_.narrow_jobs()};
 }
 
 void Engine::loop() {

@@ -51,6 +51,7 @@ struct EngineStats {
   int64_t num_steps, num_preemptions, prefix_hit_tokens, prefix_query_tokens, num_prefill_tokens,
       num_decode_tokens;
   size_t kv_cache_bytes, weights_bytes;
+  int64_t pool_late_workers, pool_narrow_jobs;  // cpu::ThreadPool: contention seen, and its cost
 };
 
 class UnknownRequestError : public std::out_of_range {

@@ -2,23 +2,21 @@
 
 #include <unistd.h>
 
-#include <cstdio>
-
 #include <algorithm>
-#include <cstdlib>
-#include <cstring>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <exception>
 #include <mutex>
-#include <string>
 #include <thread>
 #include <utility>
 #include <vector>
 
 namespace lmrt::cpu {
 namespace {
+
+using Clock = std::chrono::steady_clock;
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -31,83 +29,132 @@ inline void cpu_relax() {
 // enough to catch the next op of a decode step without a futex wake-up.
 constexpr auto kSpin = std::chrono::microseconds(50);
 
+// A worker is "late" when the caller, out of chunks, waits on it for longer than
+// kLateChunks of its own chunk times and at least kLateMin: it was descheduled
+// mid-chunk (a scheduler time slice is ~1-4 ms; interrupts and cache misses on a
+// quiet machine cost tens of microseconds).
+constexpr double kLateChunks = 4.0;
+constexpr auto kLateMin = std::chrono::microseconds(200);
+// After a late worker the pool runs one thread narrower for a backoff period,
+// then tries full width again. The period doubles while late workers keep
+// coming (a core lent to another process for good costs one wait per
+// kMaxBackoff, not one per op) and starts again from kMinBackoff after a quiet
+// second.
+constexpr auto kMinBackoff = std::chrono::milliseconds(20);
+constexpr auto kMaxBackoff = std::chrono::milliseconds(1000);
+constexpr auto kQuiet = std::chrono::milliseconds(1000);
+
 // Polls pred for at most kSpin; true if it became true.
 template <typename Pred>
 bool spin_until(Pred pred) {
-  const auto deadline = std::chrono::steady_clock::now() + kSpin;
+  const auto deadline = Clock::now() + kSpin;
   for (;;) {
     for (int i = 0; i < 64; ++i) {
       if (pred()) return true;
       cpu_relax();
     }
-    if (std::chrono::steady_clock::now() >= deadline) return pred();
+    if (Clock::now() >= deadline) return pred();
   }
 }
 
 }  // namespace
 
+// The job protocol. The caller publishes a job (fn, total, chunk, num_chunks),
+// then the ticket (job id << 32 | next chunk), then wakes the workers. Anyone
+// (caller included) claims chunk i by a CAS of the ticket from (job, i) to
+// (job, i + 1); a worker that wakes late sees another job id (or no chunk
+// left) and claims nothing. The caller waits only for chunks that were
+// claimed, never for a worker that has not shown up: a descheduled worker
+// costs nothing unless it holds a chunk. Because a claim succeeds only while
+// the job is unfinished, and the caller rewrites the job fields only once
+// every chunk is done, a successful claim always sees its own job's fields.
 struct ThreadPool::Impl {
+  using Fn = std::function<void(int64_t, int64_t)>;
+
   int num_threads;
   std::vector<std::thread> workers;
 
   std::mutex mu;
-  std::condition_variable cv_work;  // workers wait here for a new generation
-  std::condition_variable cv_done;  // the caller waits here for pending == 0
-  std::atomic<uint64_t> generation{0};
+  std::condition_variable cv_work;  // workers wait here for a new job
+  std::condition_variable cv_done;  // the caller waits here for the last chunk
+  std::atomic<uint32_t> job{0};     // id of the newest job (wakes the workers)
   std::atomic<bool> stop{false};
 
-  // The current job; written by the caller before generation is bumped.
-  const std::function<void(int64_t, int64_t)>* fn = nullptr;
-  int64_t total = 0;
-  int64_t chunk = 1;
-  std::atomic<int64_t> next{0};
-  std::atomic<int> pending{0};  // workers still inside the current job
+  // The current job; written by the caller before its ticket is published.
+  std::atomic<const Fn*> fn{nullptr};
+  std::atomic<int64_t> total{0};
+  std::atomic<int64_t> chunk{1};
+  std::atomic<uint32_t> num_chunks{0};
+  std::atomic<int> active{1};          // threads (caller included) allowed to claim chunks
+  std::atomic<uint64_t> ticket{0};     // job id << 32 | next unclaimed chunk
+  std::atomic<uint32_t> done{0};       // chunks finished in the current job
+  std::atomic<bool> caller_asleep{false};
+  std::atomic<bool> failed{false};
   std::mutex err_mu;
   std::exception_ptr err;
 
-  // Chunks are handed out dynamically: attention items differ a lot in cost
-  // (causal), and a neighbour process may slow one core down.
-  void run_chunks() {
+  // Caller-side state (only the calling thread touches these).
+  Clock::time_point backoff_until{};
+  Clock::time_point last_late{};
+  Clock::duration backoff{kMinBackoff};
+  std::atomic<int64_t> late_workers{0};  // read by stats() from other threads
+  std::atomic<int64_t> narrow_jobs{0};
+  int width = 0;  // threads used for jobs now: num_threads, less after a late worker
+
+  // Claims and runs chunks of job `id` until none is left; returns the number run.
+  int run_chunks(uint32_t id) {
+    int ran = 0;
+    uint64_t t = ticket.load(std::memory_order_acquire);
     for (;;) {
-      const int64_t b = next.fetch_add(chunk, std::memory_order_relaxed);
-      if (b >= total) return;
-      const int64_t e = std::min(total, b + chunk);
-      try {
-        (*fn)(b, e);
-      } catch (...) {
-        std::lock_guard<std::mutex> lk(err_mu);
-        if (!err) err = std::current_exception();
-        next.store(total, std::memory_order_relaxed);
+      if (static_cast<uint32_t>(t >> 32) != id) return ran;
+      const uint32_t i = static_cast<uint32_t>(t);
+      if (i >= num_chunks.load(std::memory_order_relaxed)) return ran;
+      if (!ticket.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
+      const int64_t c = chunk.load(std::memory_order_relaxed);
+      const int64_t b = i * c, e = std::min(total.load(std::memory_order_relaxed), b + c);
+      if (!failed.load(std::memory_order_relaxed)) {
+        try {
+          (*fn.load(std::memory_order_relaxed))(b, e);
+        } catch (...) {
+          std::lock_guard<std::mutex> lk(err_mu);
+          if (!err) err = std::current_exception();
+          failed.store(true, std::memory_order_relaxed);
+        }
       }
+      ++ran;
+      const uint32_t n = num_chunks.load(std::memory_order_relaxed);
+      // seq_cst pairs with the caller's store of caller_asleep then load of done: one of us sees the other.
+      if (done.fetch_add(1) + 1 == n && caller_asleep.load()) {
+        std::lock_guard<std::mutex> lk(mu);
+        cv_done.notify_one();
+      }
+      t = ticket.load(std::memory_order_acquire);
     }
   }
 
-  void worker_loop() {
-    uint64_t seen = 0;
+  void worker_loop(int index) {
+    uint32_t seen = 0;
     for (;;) {
       auto ready = [&] {
-        return stop.load(std::memory_order_acquire) ||
-               generation.load(std::memory_order_acquire) != seen;
+        return stop.load(std::memory_order_acquire) || job.load(std::memory_order_acquire) != seen;
       };
       if (!spin_until(ready)) {
         std::unique_lock<std::mutex> lk(mu);
         cv_work.wait(lk, ready);
       }
       if (stop.load(std::memory_order_acquire)) return;
-      seen = generation.load(std::memory_order_acquire);
-      run_chunks();
-      if (pending.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-        std::lock_guard<std::mutex> lk(mu);
-        cv_done.notify_one();
-      }
+      seen = job.load(std::memory_order_acquire);
+      // Workers beyond the current width sit this job out (index 0 is the caller).
+      if (index < active.load(std::memory_order_relaxed)) run_chunks(seen);
     }
   }
 };
 
 ThreadPool::ThreadPool(int num_threads) : impl_(new Impl) {
   impl_->num_threads = std::max(1, num_threads);
+  impl_->width = impl_->num_threads;
   for (int i = 1; i < impl_->num_threads; ++i)
-    impl_->workers.emplace_back([this] { impl_->worker_loop(); });
+    impl_->workers.emplace_back([this, i] { impl_->worker_loop(i); });
 }
 
 ThreadPool::~ThreadPool() {
@@ -121,38 +168,73 @@ ThreadPool::~ThreadPool() {
 }
 
 int ThreadPool::num_threads() const { return impl_->num_threads; }
+int64_t ThreadPool::late_workers() const { return impl_->late_workers.load(std::memory_order_relaxed); }
+int64_t ThreadPool::narrow_jobs() const { return impl_->narrow_jobs.load(std::memory_order_relaxed); }
 
 void ThreadPool::parallel_for(int64_t n, int64_t grain,
                               const std::function<void(int64_t, int64_t)>& fn) {
   if (n <= 0) return;
   Impl& s = *impl_;
   // At most ~8 chunks per thread: enough to balance, few enough that the shared
-  // counter stays cheap when the caller passes a tiny grain.
+  // ticket stays cheap when the caller passes a tiny grain. Chunking depends on
+  // num_threads only (not on the width now in use), so results never depend on
+  // contention.
   const int64_t chunk =
       std::max<int64_t>(std::max<int64_t>(grain, 1), (n + 8 * s.num_threads - 1) / (8 * s.num_threads));
-  if (s.num_threads == 1 || n <= chunk) {
+  // Back to full width once the backoff period is over.
+  if (s.width < s.num_threads && Clock::now() >= s.backoff_until) ++s.width;
+  if (s.width < s.num_threads) s.narrow_jobs.fetch_add(1, std::memory_order_relaxed);
+  if (s.width == 1 || n <= chunk) {
     fn(0, n);
     return;
   }
-  s.fn = &fn;
-  s.total = n;
-  s.chunk = chunk;
-  s.err = nullptr;
-  s.next.store(0, std::memory_order_relaxed);
-  s.pending.store(s.num_threads - 1, std::memory_order_relaxed);
+  const uint32_t id = s.job.load(std::memory_order_relaxed) + 1;
+  const uint32_t num_chunks = static_cast<uint32_t>((n + chunk - 1) / chunk);
+  s.fn.store(&fn, std::memory_order_relaxed);
+  s.total.store(n, std::memory_order_relaxed);
+  s.chunk.store(chunk, std::memory_order_relaxed);
+  s.num_chunks.store(num_chunks, std::memory_order_relaxed);
+  s.active.store(s.width, std::memory_order_relaxed);
+  s.done.store(0, std::memory_order_relaxed);
+  s.failed.store(false, std::memory_order_relaxed);
+  s.ticket.store(static_cast<uint64_t>(id) << 32, std::memory_order_release);
   {
     std::lock_guard<std::mutex> lk(s.mu);
-    s.generation.fetch_add(1, std::memory_order_release);
+    s.job.store(id, std::memory_order_release);
   }
   s.cv_work.notify_all();
-  s.run_chunks();
-  auto done = [&] { return s.pending.load(std::memory_order_acquire) == 0; };
-  if (!spin_until(done)) {
-    std::unique_lock<std::mutex> lk(s.mu);
-    s.cv_done.wait(lk, done);
+
+  const auto t0 = Clock::now();
+  const int mine = s.run_chunks(id);
+  auto finished = [&] { return s.done.load() == num_chunks; };
+  if (!finished()) {
+    // Out of chunks; the rest are in flight on workers. A wait far longer than
+    // our own chunks take means a worker was descheduled mid-chunk.
+    const auto t1 = Clock::now();
+    if (!spin_until(finished)) {
+      std::unique_lock<std::mutex> lk(s.mu);
+      s.caller_asleep.store(true);
+      s.cv_done.wait(lk, finished);
+      s.caller_asleep.store(false, std::memory_order_relaxed);
+    }
+    const auto waited = Clock::now() - t1;
+    const auto per_chunk = mine > 0 ? (t1 - t0) / mine : Clock::duration::zero();
+    const auto late =
+        std::max<Clock::duration>(kLateMin, std::chrono::duration_cast<Clock::duration>(per_chunk * kLateChunks));
+    if (waited > late) {
+      const auto now = Clock::now();
+      s.backoff = now - s.last_late > kQuiet ? Clock::duration(kMinBackoff)
+                                             : std::min<Clock::duration>(2 * s.backoff, kMaxBackoff);
+      s.last_late = now;
+      s.backoff_until = now + s.backoff;
+      s.late_workers.fetch_add(1, std::memory_order_relaxed);
+      if (s.width > 1) --s.width;
+    }
   }
-  s.fn = nullptr;
-  if (s.err) std::rethrow_exception(std::exchange(s.err, nullptr));
+  if (s.failed.load(std::memory_order_relaxed)) {
+    std::lock_guard<std::mutex> lk(s.err_mu);
+    std::rethrow_exception(std::exchange(s.err, nullptr));
+  }
 }
 
 namespace {

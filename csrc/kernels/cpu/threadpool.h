@@ -1,7 +1,10 @@
 // A fixed pool of worker threads for the kernels.
 //
-// note: workers block (condition variable) rather than spin while idle, so a
-// busy neighbour process cannot starve a step waiting at a barrier.
+// note: made for a shared machine. Workers block (condition variable) rather
+// than spin while idle; chunks are claimed dynamically, so the caller never
+// waits for a worker that has not started; and a worker descheduled mid-chunk
+// (another process took its core) narrows the pool for a while (threadpool.cpp).
+// None of this changes results: the chunks depend on num_threads alone.
 #pragma once
 
 #include <cstdint>
@@ -22,10 +25,23 @@ class ThreadPool {
   // The calling thread takes a share. Chunks are at least `grain` long (except the last).
   void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 
+  // Times a worker was found descheduled mid-chunk, and jobs run narrower than
+  // num_threads because of it (any thread may read these).
+  int64_t late_workers() const;
+  int64_t narrow_jobs() const;
+
  private:
   struct Impl;
   Impl* impl_;
 };
+
+// check_pool: a test of the pool itself (threadpool_check.cpp).
+struct PoolCheck {
+  int64_t num_jobs = 0, bad_indices = 0, late_workers = 0, narrow_jobs = 0;
+};
+// Runs num_jobs parallel_for calls of varied sizes on a fresh pool; every
+// slow_every-th job's last chunk sleeps slow_us (0: none).
+PoolCheck check_pool(int num_threads, int num_jobs, int slow_every, int slow_us);
 
 // Physical cores of this machine (falls back to hardware_concurrency).
 int physical_cores();

@@ -1,29 +1,47 @@
-"""lmrt's 4-bit path vs llama.cpp on the default model's Q4_1 GGUF (CPU): decode, prefill, contention, batch.
+"""lmrt's 4-bit paths vs llama.cpp (same Q4_1 GGUF) and HF transformers bf16 on the CPU, in one run:
+decode, prefill, contention, batch, for the default model (SmolLM2-135M).
 
-One run, the same token-id prompts for every system (random ids clear of special tokens, as in
-bench_engine.py; llama.cpp gets the very same ids, no BOS added), the same thread count:
+The same token-id prompts for every system (random ids clear of special tokens, as in bench_engine.py;
+llama.cpp and HF get the very same ids, no BOS added), the same thread count:
 
   decode     tokens/s at batch 1: 32-token prompt, 128 new tokens, greedy, EOS ignored; only the decode
              part is timed: (tokens - 1) / (t_last_token - t_first_token)
   prefill    512 / time to first token for a 512-token prompt (lmrt: max_num_batched_tokens=512, one chunk;
-             llama.cpp: n_batch=512, one llama_decode)
+             llama.cpp: n_batch=512, one llama_decode; HF: generate(max_new_tokens=1))
   hog        the decode measurement again while a `python -c "while True: pass"` process keeps one core busy
              (unpinned unless --pin-hog CPU); "kept" = hog decode / quiet decode
-  batch16    16 concurrent requests (16 different prompts of 64-128 tokens, 128 new each, greedy, EOS ignored),
-             all submitted at once through pipe(list_of_id_lists, GenerationConfig(...)): 16*128 / wall time
-             (lmrt-w4 only by default; llama-cpp-python's Llama runs one sequence at a time)
+  batch16    16 concurrent requests (16 different prompts of 64-128 tokens, 128 new each, greedy, EOS ignored):
+             16*128 / wall time. lmrt: all submitted at once through pipe(list_of_id_lists, GenerationConfig(...));
+             HF: model.generate on a left-padded batch of 16 (slow: --hf-batch-reps, default 1 rep).
+             llama-cpp-python's Llama runs one sequence at a time, so llama.cpp has no batch16.
 
-systems: lmrt-w4 (GGUF, 4-bit tensors imported losslessly, int8 lm_head = the default), lmrt-w4-dense-head
-(lm_head_dtype="dense": the fp32 tied embedding as output matrix), lmrt-fp32 (default_model_path(), the dense
-HF conversion) and llama.cpp (llama-cpp-python, Llama(n_threads=N, n_threads_batch=N, n_ctx=2048, n_batch=512)).
+systems (--only; all by default):
+  lmrt-w4             the GGUF, 4-bit tensors imported losslessly, int8 lm_head (the default)
+  lmrt-w4-dense-head  the same with lm_head_dtype="dense": the fp32 tied embedding as output matrix
+  lmrt-fp32           default_model_path(), the dense HF conversion of the GGUF
+  lmrt-awq-g64        lmrt on its own AutoAWQ g64 checkpoint (--awq-dir, default /tmp/lmrt-awq/awq-g64), made by
+                      `HF_HUB_OFFLINE=1 python -m quantize.cli --method awq --group-size 64 --threads 2 --out DIR`
+                      (= lmrt-quantize; benchmarks/awq_runs.sh); skipped, with the reason in the table, if missing
+  llama.cpp           llama-cpp-python, Llama(n_threads=N, n_threads_batch=N, n_ctx=2048, n_batch=512)
+  hf-bf16             HF transformers, the dense default model in bf16 (bench_engine.HfRunner,
+                      torch.set_num_threads(N)); runs last, so torch's threads never overlap the others
+Contended decode (--hog-systems): lmrt-w4, lmrt-awq-g64, llama.cpp. batch16 (--batch-systems): lmrt-w4,
+lmrt-awq-g64, hf-bf16. Ratio rows: lmrt-w4 and lmrt-awq-g64 over llama.cpp (decode, prefill, hog) and over
+hf-bf16 (prefill, batch16).
 
 Each number is the median of --reps runs after a warm-up. Beside it: process CPU time / wall time over the timed
 runs (~N with N threads = all cores ours) and the cores other processes used meanwhile (from /proc/stat; the
 machine is shared). Also measured: DRAM read bandwidth (numpy reductions over 256 MiB, 1 and 2 threads, best of
-10) to give each system's bandwidth bound = bandwidth / bytes read per decoded token, and lmrt's linear kernels
-alone on a decode step (M=1, synthetic weights of the model's shapes) to split the decode time.
+10) to give each system's bandwidth bound = bandwidth / bytes read per decoded token (HF: its bf16 parameters,
+the tied embedding counted once as the output matrix), and lmrt's linear kernels alone on a decode step (M=1,
+synthetic weights of the model's shapes) to split the decode time. A greedy check (chat prompt, 32 tokens)
+compares every system's tokens with llama.cpp's.
 
-    HF_HUB_OFFLINE=1 PYTHONPATH=. python benchmarks/bench_w4.py [--threads 2] [--reps 5] [--quick] [--no-write]
+The full run (all rows, appended to benchmarks/RESULTS.md; on a quiet machine):
+
+    HF_HUB_OFFLINE=1 PYTHONPATH=. python benchmarks/bench_w4.py [--threads 2] [--reps 5] [--awq-dir DIR]
+
+Smoke test: add --quick --no-write (1 rep, 16 new tokens, prefill 128).
 """
 from __future__ import annotations
 
@@ -127,7 +145,8 @@ class LmrtRunner:
         embed = spec.vocab_size * spec.hidden_size * (4 if info["weight_dtype"] == "float32" else 2)
         separate_head = info["lm_head_dtype"] == "int8" or not spec.tie_word_embeddings
         self.bytes_per_token = info["weights_bytes"] - (embed if separate_head else 0)
-        self.desc = (f"weight_format={info['weight_format']}, lm_head={info['lm_head_dtype']}, "
+        group = f" g{info['group_size']}" if info.get("group_size") else ""
+        self.desc = (f"weight_format={info['weight_format']}{group}, lm_head={info['lm_head_dtype']}, "
                      f"weights {info['weights_bytes'] / 1e6:.1f} MB")
 
     def _gen(self, n):
@@ -210,6 +229,51 @@ class LlamaCppRunner:
         del self.llm
 
 
+
+class HfBf16Runner:
+    """bench_engine.HfRunner (HF transformers, bf16), each call under this file's Meter (CPU/wall, others)."""
+
+    def __init__(self, model, threads):
+        import torch
+        import transformers
+        from bench_engine import HfRunner
+
+        self.h = HfRunner(model, "bfloat16", threads)  # torch.set_num_threads(threads) inside
+        m = self.h.model
+        # bytes streamed per decoded token: every parameter (parameters() counts a tied one once); an untied
+        # embedding table is read one row per token, so it is left out
+        embed = m.get_input_embeddings().weight
+        tied = m.get_output_embeddings().weight is embed
+        self.bytes_per_token = sum(p.numel() * p.element_size() for p in m.parameters()) - (
+            0 if tied else embed.numel() * embed.element_size())
+        self.desc = (f"transformers {transformers.__version__}, torch {torch.__version__}, {m.dtype}, "
+                     f"{torch.get_num_threads()} threads, tied head {tied}")
+
+    def _metered(self, fn, *args):
+        with Meter() as m:
+            tps = fn(*args)[0]
+        return sample(tps, m)
+
+    def decode(self, prompt, n):
+        return self._metered(self.h.decode, prompt, n)
+
+    def prefill(self, prompt):
+        return self._metered(self.h.prefill, prompt)
+
+    def batch(self, prompts, n):
+        return self._metered(self.h.batch, prompts, n)
+
+    def greedy(self, ids, n):
+        torch = self.h.torch
+        x = torch.tensor([ids])
+        with torch.inference_mode():
+            out = self.h._generate(x, n, torch.ones_like(x))  # min_new_tokens=n: EOS ignored, like the others
+        return out[0, len(ids):].tolist()
+
+    def close(self):
+        self.h.close()
+
+
 # ---------------------------------------------------------------- side measurements
 
 def dram_bandwidth(threads, reps=10):
@@ -280,36 +344,100 @@ def lmrt_kernel_decode_ms(threads, reps=5):
 
 # ---------------------------------------------------------------- driver
 
-def main(argv=None):
+DEFAULT_AWQ_DIR = Path("/tmp/lmrt-awq/awq-g64")
+RATIOS = [  # (ours, theirs, measurements compared)
+    ("lmrt-w4", "llama.cpp", ("decode", "prefill", "hog")),
+    ("lmrt-w4-dense-head", "llama.cpp", ("decode", "prefill", "hog")),
+    ("lmrt-awq-g64", "llama.cpp", ("decode", "prefill", "hog")),
+    ("lmrt-w4", "hf-bf16", ("prefill", "batch16")),
+    ("lmrt-awq-g64", "hf-bf16", ("prefill", "batch16")),
+]
+
+
+def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=None, help="threads for every system (default: physical cores)")
     ap.add_argument("--reps", type=int, default=5, help="timed repetitions per measurement (median is reported)")
     ap.add_argument("--quick", action="store_true", help="smoke mode: 1 rep, 16 new tokens, prefill 128")
-    ap.add_argument("--only", default="lmrt-w4,lmrt-w4-dense-head,lmrt-fp32,llama.cpp", help="comma-separated systems")
-    ap.add_argument("--batch-systems", default="lmrt-w4", help="systems that also run batch16 (lmrt ones only)")
-    ap.add_argument("--hog-systems", default="lmrt-w4,llama.cpp", help="systems that also run decode under a busy core")
+    ap.add_argument("--only", default="lmrt-w4,lmrt-w4-dense-head,lmrt-fp32,lmrt-awq-g64,llama.cpp,hf-bf16",
+                    help="comma-separated systems (also: llama.cpp-1t, llama.cpp on one thread)")
+    ap.add_argument("--awq-dir", type=Path, default=DEFAULT_AWQ_DIR,
+                    help="lmrt-awq-g64's AutoAWQ checkpoint (made by lmrt-quantize --method awq --group-size 64)")
+    ap.add_argument("--batch-systems", default="lmrt-w4,lmrt-awq-g64,hf-bf16",
+                    help="systems that also run batch16 (not llama.cpp: one sequence at a time)")
+    ap.add_argument("--hog-systems", default="lmrt-w4,lmrt-awq-g64,llama.cpp",
+                    help="systems that also run decode under a busy core")
     ap.add_argument("--hog-reps", type=int, default=3,
                     help="repetitions of the contended decode (llama.cpp may run at ~3 tok/s there)")
+    ap.add_argument("--hf-batch-reps", type=int, default=1, help="repetitions of hf-bf16's batch16 (slow: ~1-2 min each)")
     ap.add_argument("--pin-hog", type=int, default=None, help="pin the busy-loop process to this CPU (default: unpinned)")
-    ap.add_argument("--hf-batch", action="store_true", help="also run HF bf16 batch16 once (slow: ~1-2 min)")
     ap.add_argument("--no-write", action="store_true", help="do not append to benchmarks/RESULTS.md")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def make_systems(args, threads, gguf_path, dense_path, llama_ok):
+    """name -> (factory, why it is skipped or None)."""
+    awq = args.awq_dir
+    awq_missing = None
+    if not (awq / "config.json").exists():
+        cmd = f"HF_HUB_OFFLINE=1 python -m quantize.cli --method awq --group-size 64 --threads 2 --out {awq}"
+        print(f"lmrt-awq-g64: no AutoAWQ checkpoint in {awq}; skipping it. Make it (from the repo root; ~30 "
+              f"min on 2 cores) with:\n    {cmd}\n(= lmrt-quantize --method awq --group-size 64 --out {awq}; "
+              f"benchmarks/awq_runs.sh makes it with the other AWQ runs)", flush=True)
+        awq_missing = f"no checkpoint in {awq}; make it with `{cmd}`"
+    no_llama = None if llama_ok else "llama-cpp-python unavailable"
+    return {
+        "lmrt-w4": (lambda: LmrtRunner(gguf_path, threads), None),
+        "lmrt-w4-dense-head": (lambda: LmrtRunner(gguf_path, threads, lm_head_dtype="dense"), None),
+        "lmrt-fp32": (lambda: LmrtRunner(dense_path, threads), None),
+        "lmrt-awq-g64": (lambda: LmrtRunner(awq, threads), awq_missing),
+        "llama.cpp": (lambda: LlamaCppRunner(gguf_path, threads), no_llama),
+        "llama.cpp-1t": (lambda: LlamaCppRunner(gguf_path, 1), no_llama),  # optional: for the contention story
+        "hf-bf16": (lambda: HfBf16Runner(dense_path, threads), None),
+    }
+
+
+def measure(r, wl, wl_hog, plan, log):
+    """decode and prefill, then hog / batch16 if plan asks: {measurement: summary}."""
+    res = {}
+
+    def record(k, samples, note=""):
+        x = res[k] = summarize(samples)
+        log(f"    {k:7s} {x['tps']:8.1f} tok/s  cpu/wall {x['cpu_wall']:.2f}  others {x['others']:.2f}{note}  "
+            f"{[round(v) for v in x['all']]}")
+
+    r.decode(wl.decode[0], 8)
+    record("decode", [r.decode(p, wl.decode_new) for p in wl.decode[1:plan["reps"] + 1]])
+    r.prefill(wl.prefill[0])
+    record("prefill", [r.prefill(p) for p in wl.prefill[1:plan["reps"] + 1]])
+    if plan["hog_reps"]:
+        with Hog(plan["pin_hog"]) as hog:
+            r.decode(wl_hog.decode[0], 8)
+            samples = [r.decode(p, wl_hog.decode_new) for p in wl_hog.decode[1:plan["hog_reps"] + 1]]
+        record("hog", samples, f" (hog itself {hog.cores:.2f})")
+        res["hog"]["hog_cores"] = hog.cores
+    if plan["batch_reps"]:
+        r.batch(wl.batch[0], 4)  # short warm-up: the batch's shapes, few steps
+        record("batch16", [r.batch(p, wl.batch_new) for p in wl.batch[1:plan["batch_reps"] + 1]])
+    return res
+
+
+def main(argv=None):
+    args = parse_args(argv)
 
     import lmrt
-    from lmrt.default_model import default_model_gguf, default_model_path
+    from lmrt.default_model import default_model_gguf, default_model_path, gguf_tokenizer_dir
+    from lmrt.tokenizer import Tokenizer
 
     sysinfo = lmrt.system_info()
     threads = args.threads or sysinfo["physical_cores"]
     reps = 1 if args.quick else args.reps
     hog_reps = 1 if args.quick else min(args.hog_reps, reps)
+    hf_batch_reps = 1 if args.quick else min(args.hf_batch_reps, reps)
     gguf_path, dense_path = default_model_gguf(), default_model_path()
-    vocab = 49152
     kw = dict(decode_new=16, prefill_len=128, batch_new=16) if args.quick else {}
-    wl = Workload(vocab, reps, **kw)
-    wl_hog = Workload(vocab, reps, seed=1, **kw)  # other prompts for the contended decode
-    from lmrt.default_model import gguf_tokenizer_dir
-    from lmrt.tokenizer import Tokenizer
-
+    wl = Workload(49152, reps, **kw)
+    wl_hog = Workload(49152, reps, seed=1, **kw)  # other prompts for the contended decode
     tok = Tokenizer.from_pretrained(gguf_tokenizer_dir(gguf_path))  # lmrt's ids, fed to every system
     chat_ids = tok.encode(tok.apply_chat_template(CHAT_PROMPT, add_generation_prompt=True, tokenize=False),
                           add_special_tokens=False)
@@ -322,20 +450,12 @@ def main(argv=None):
 
         llama_version = llama_cpp.__version__
         llama_sysinfo = llama_cpp.llama_print_system_info().decode().strip()
-    except Exception as e:  # not installed / failed to build: benchmark lmrt alone and say so
+    except Exception as e:  # not installed / failed to build: benchmark the others and say so
         llama_version, llama_sysinfo = None, f"llama-cpp-python unavailable: {type(e).__name__}: {e}"
         log(llama_sysinfo)
 
-    systems = {
-        "lmrt-w4": lambda: LmrtRunner(gguf_path, threads),
-        "lmrt-w4-dense-head": lambda: LmrtRunner(gguf_path, threads, lm_head_dtype="dense"),
-        "lmrt-fp32": lambda: LmrtRunner(dense_path, threads),
-        "llama.cpp": lambda: LlamaCppRunner(gguf_path, threads),
-        "llama.cpp-1t": lambda: LlamaCppRunner(gguf_path, 1),  # optional: one thread, for the contention story
-    }
+    systems = make_systems(args, threads, gguf_path, dense_path, llama_version is not None)
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
-    if llama_version is None and "llama.cpp" in chosen:
-        chosen.remove("llama.cpp")
     batch_sys = {s.strip() for s in args.batch_systems.split(",")}
     hog_sys = {s.strip() for s in args.hog_systems.split(",")}
 
@@ -346,114 +466,118 @@ def main(argv=None):
     log(f"lmrt kernels, one decode step: w4 linears {kern[0]:.2f} ms ({kern[3] / 1e6:.1f} MB, "
         f"{kern[3] / kern[0] / 1e6:.1f} GB/s), int8 head {kern[1]:.2f} ms, fp32 head {kern[2]:.2f} ms")
 
-    results, meta, greedy = {}, {}, {}
+    results, meta, greedy, skipped = {}, {}, {}, {}
     for name in chosen:
+        factory, why = systems[name]
+        if why:
+            skipped[name] = why
+            log(f"== {name}: skipped ({why})")
+            continue
         log(f"== {name} (threads={threads}, load avg {os.getloadavg()[0]:.2f})")
         t0 = time.perf_counter()
-        r = systems[name]()
+        r = factory()
         if name.startswith("llama.cpp"):
             r.bytes_per_token = gguf_decode_bytes(gguf_path)
         meta[name] = dict(bytes=r.bytes_per_token, desc=r.desc, load_s=time.perf_counter() - t0)
-        res = results[name] = {}
+        plan = dict(reps=reps, pin_hog=args.pin_hog, hog_reps=hog_reps if name in hog_sys else 0, batch_reps=0)
+        if name in batch_sys and hasattr(r, "batch"):  # llama.cpp has none
+            plan["batch_reps"] = hf_batch_reps if name.startswith("hf") else reps
         try:
             greedy[name] = r.greedy(chat_ids, 32)
-            r.decode(wl.decode[0], 8)
-            res["decode"] = summarize([r.decode(p, wl.decode_new) for p in wl.decode[1:reps + 1]])
-            log(f"    decode  {res['decode']['tps']:8.1f} tok/s  cpu/wall {res['decode']['cpu_wall']:.2f}  "
-                f"others {res['decode']['others']:.2f}  {[round(x) for x in res['decode']['all']]}")
-            r.prefill(wl.prefill[0])
-            res["prefill"] = summarize([r.prefill(p) for p in wl.prefill[1:reps + 1]])
-            log(f"    prefill {res['prefill']['tps']:8.1f} tok/s  cpu/wall {res['prefill']['cpu_wall']:.2f}  "
-                f"others {res['prefill']['others']:.2f}  {[round(x) for x in res['prefill']['all']]}")
-            if name in hog_sys:
-                with Hog(args.pin_hog) as hog:
-                    r.decode(wl_hog.decode[0], 8)
-                    res["hog"] = summarize([r.decode(p, wl_hog.decode_new) for p in wl_hog.decode[1:hog_reps + 1]])
-                res["hog"]["hog_cores"] = hog.cores
-                log(f"    hog     {res['hog']['tps']:8.1f} tok/s  cpu/wall {res['hog']['cpu_wall']:.2f}  "
-                    f"others {res['hog']['others']:.2f} (hog itself {hog.cores:.2f})  "
-                    f"{[round(x) for x in res['hog']['all']]}")
-            if name in batch_sys and name.startswith("lmrt"):
-                r.batch(wl.batch[0], 4)
-                res["batch16"] = summarize([r.batch(p, wl.batch_new) for p in wl.batch[1:reps + 1]])
-                log(f"    batch16 {res['batch16']['tps']:8.1f} tok/s  cpu/wall {res['batch16']['cpu_wall']:.2f}  "
-                    f"others {res['batch16']['others']:.2f}  {[round(x) for x in res['batch16']['all']]}")
+            results[name] = measure(r, wl, wl_hog, plan, log)
         finally:
             r.close()
             del r
             gc.collect()
-
-    hf = None
-    if args.hf_batch:
-        from bench_engine import HfRunner
-
-        import torch
-
-        torch.set_num_threads(threads)
-        log("== hf-bf16 batch16 (1 rep)")
-        h = HfRunner(dense_path, "bfloat16", threads)
-        h.batch(wl.batch[0], 2)
-        tps, wall, cpu = h.batch(wl.batch[1], wl.batch_new)
-        hf = dict(tps=tps, cpu_wall=cpu / wall)
-        h.close()
-        log(f"    batch16 {tps:8.1f} tok/s  cpu/wall {cpu / wall:.2f}")
     elapsed = time.perf_counter() - t_start
 
-    # ---------------------------------------------------------------- report
+    env = dict(args=args, argv=argv, threads=threads, reps=reps, hog_reps=hog_reps, hf_batch_reps=hf_batch_reps,
+               sysinfo=sysinfo, llama_version=llama_version, llama_sysinfo=llama_sysinfo, bw=bw, kern=kern,
+               elapsed=elapsed, gguf_path=gguf_path, dense_path=dense_path, wl=wl)
+    table = report(chosen, results, meta, greedy, skipped, env)
+    print()
+    print(table)
+    if not args.no_write:
+        with RESULTS.open("a") as f:
+            f.write("\n" + table + "\n")
+        print(f"appended to {RESULTS}")
+
+
+def cell(x, reps, show_reps=False):
+    """tokens/s (cpu/wall / others), and the rep count if it is not the usual one (or show_reps)."""
+    if not x:
+        return "—"
+    n = len(x["all"])
+    note = f", {n} rep{'s' if n > 1 else ''}" if show_reps or n != reps else ""
+    return f"{x['tps']:.1f} ({x['cpu_wall']:.2f} / {x['others']:.2f}){note}"
+
+
+def table_rows(chosen, results, meta, skipped, e):
+    """The system rows, then the ratio rows."""
+    rows = []
+    for name in chosen:
+        if name in skipped:
+            rows.append(f"| {name} | skipped: {skipped[name]} | | | | | | |")
+            continue
+        r, mb = results[name], meta[name]["bytes"] / 1e6
+        bound = e["bw"] * 1e3 / mb
+        kept = f"{r['hog']['tps'] / r['decode']['tps'] * 100:.0f}%" if "hog" in r else "—"
+        c = lambda k: cell(r.get(k), e["hog_reps"] if k == "hog" else e["reps"], k == "batch16" and name == "hf-bf16")
+        rows.append(f"| {name} | {mb:.1f} | {c('decode')} | {bound:.0f} ({r['decode']['tps'] / bound * 100:.0f}%) | "
+                    f"{c('prefill')} | {c('hog')} | {kept} | {c('batch16')} |")
+    for ours, theirs, keys in RATIOS:
+        if ours not in results or theirs not in results:
+            continue
+        a, b = results[ours], results[theirs]
+        q = {k: f"{a[k]['tps'] / b[k]['tps']:.2f}x" for k in keys if k in a and k in b}
+        if q:
+            cols = [f"{ours} / {theirs}", "", q.get("decode"), "", q.get("prefill"), q.get("hog"), "", q.get("batch16")]
+            rows.append("|" + "|".join(f" {c} " if c else " " for c in cols) + "|")
+    return rows
+
+
+def report(chosen, results, meta, greedy, skipped, e):
+    args, threads, sysinfo, wl, kern = e["args"], e["threads"], e["sysinfo"], e["wl"], e["kern"]
     cpu_model, ncpu = machine_info()
-    cmd = "HF_HUB_OFFLINE=1 PYTHONPATH=. python " + " ".join(["benchmarks/bench_w4.py"] + (argv or sys.argv[1:]))
-    plen = len(wl.prefill[0])
-
-    def cell(name, k):
-        x = results.get(name, {}).get(k)
-        return f"{x['tps']:.1f} ({x['cpu_wall']:.2f} / {x['others']:.2f})" if x else "—"
-
+    cmd = "HF_HUB_OFFLINE=1 PYTHONPATH=. python " + " ".join(["benchmarks/bench_w4.py"] + (e["argv"] or sys.argv[1:]))
+    ran = [n for n in chosen if n in results]
     lines = [
-        f"### {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} — 4-bit GGUF: lmrt vs llama.cpp "
-        f"({gguf_path.name}){' (--quick)' if args.quick else ''}",
+        f"### {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} — 4-bit: lmrt vs llama.cpp "
+        f"({e['gguf_path'].name}) and HF bf16{' (--quick)' if args.quick else ''}",
         "",
         f"- command: `{cmd}`",
         f"- machine: {cpu_model}, {ncpu} CPUs ({sysinfo['physical_cores']} physical cores), {platform.platform()}; "
         f"shared (load avg at the end {os.getloadavg()[0]:.2f})",
         f"- threads: {threads} for every system; lmrt.system_info(): {sysinfo}",
-        f"- llama.cpp: llama-cpp-python {llama_version}; system info: `{llama_sysinfo}`",
+        f"- llama.cpp: llama-cpp-python {e['llama_version']}; system info: `{e['llama_sysinfo']}`",
         f"- lmrt {sysinfo['version']}, numpy {np.__version__}, python {platform.python_version()}; "
-        f"models: {gguf_path} and {dense_path}",
-        f"- reps: median of {reps} after a warm-up (contended decode: {hog_reps}); whole run {elapsed:.0f} s; "
-        f"hog = `python -c \"while True: pass\"`, {'pinned to CPU %d' % args.pin_hog if args.pin_hog is not None else 'unpinned'}",
-        f"- DRAM read bandwidth (numpy reductions over 256 MiB, best of 1 and {threads} threads): {bw:.1f} GB/s",
+        f"models: {e['gguf_path']}, {e['dense_path']} (lmrt-fp32, hf-bf16), {args.awq_dir} (lmrt-awq-g64)",
+        "- systems: " + "; ".join(f"{n}: {meta[n]['desc']}" for n in ran),
+        f"- reps: median of {e['reps']} after a warm-up (contended decode: {e['hog_reps']}; hf-bf16 batch16: "
+        f"{e['hf_batch_reps']}); whole run {e['elapsed']:.0f} s; hog = `python -c \"while True: pass\"`, "
+        f"{'pinned to CPU %d' % args.pin_hog if args.pin_hog is not None else 'unpinned'}",
+        f"- DRAM read bandwidth (numpy reductions over 256 MiB, best of 1 and {threads} threads): {e['bw']:.1f} GB/s",
         "",
         f"Cells: tokens/s (process CPU time / wall time, ~{threads}.00 = all {threads} threads ran / cores used by "
-        f"other processes meanwhile, from /proc/stat). bound = DRAM bandwidth / MB read per decoded token.",
+        f"other processes meanwhile, from /proc/stat), and the rep count where it is not the row's usual one. "
+        f"bound = DRAM bandwidth / MB read per decoded token.",
         "",
-        f"| system | MB/token | decode b=1 ({wl.decode_new} new) | bound (% reached) | prefill {plen} | "
+        f"| system | MB/token | decode b=1 ({wl.decode_new} new) | bound (% reached) | prefill {len(wl.prefill[0])} | "
         f"decode, 1 core busy | kept | batch 16 x {wl.batch_new} new |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for name in chosen:
-        r, mb = results[name], meta[name]["bytes"] / 1e6
-        bound = bw * 1e3 / mb
-        kept = f"{r['hog']['tps'] / r['decode']['tps'] * 100:.0f}%" if "hog" in r else "—"
-        lines.append(f"| {name} | {mb:.1f} | {cell(name, 'decode')} | {bound:.0f} ({r['decode']['tps'] / bound * 100:.0f}%) | "
-                     f"{cell(name, 'prefill')} | {cell(name, 'hog')} | {kept} | {cell(name, 'batch16')} |")
-    if hf:
-        lines.append(f"| hf-bf16 (1 rep) | | | | | | | {hf['tps']:.1f} ({hf['cpu_wall']:.2f}) |")
-    for ours in ("lmrt-w4", "lmrt-w4-dense-head"):
-        if ours in results and "llama.cpp" in results:
-            a, b = results[ours], results["llama.cpp"]
-            hog = f"{a['hog']['tps'] / b['hog']['tps']:.2f}x" if "hog" in a and "hog" in b else ""
-            lines.append(f"| {ours} / llama.cpp | | {a['decode']['tps'] / b['decode']['tps']:.2f}x | | "
-                         f"{a['prefill']['tps'] / b['prefill']['tps']:.2f}x | {hog} | | |")
+    lines += table_rows(chosen, results, meta, skipped, e)
     lines += ["", "Per-rep tokens/s (spread):"]
-    for name in chosen:
+    for name in ran:
         lines.append(f"- {name}: " + "; ".join(f"{k} " + ", ".join(f"{x:.0f}" for x in v["all"])
                                                for k, v in results[name].items()))
-    hogs = [f"{n} {results[n]['hog']['hog_cores']:.2f}" for n in chosen if "hog" in results[n]]
+    hogs = [f"{n} {results[n]['hog']['hog_cores']:.2f}" for n in ran if "hog" in results[n]]
     if hogs:
         lines.append(f"- cores the hog process itself got during the contended decode: {', '.join(hogs)}")
-    lines.append(f"- load time (s): " + ", ".join(f"{n} {meta[n]['load_s']:.1f}" for n in chosen))
+    lines.append("- load time (s): " + ", ".join(f"{n} {meta[n]['load_s']:.1f}" for n in ran))
     if greedy:
-        ref = greedy.get("llama.cpp") or greedy[chosen[0]]
+        ref_name = "llama.cpp" if "llama.cpp" in greedy else ran[0]
+        ref = greedy[ref_name]
 
         def agree(t):
             n = 0
@@ -461,21 +585,14 @@ def main(argv=None):
                 n += 1
             return n
 
-        lines.append(f"- greedy check (chat prompt, 32 tokens, leading tokens equal to "
-                     f"{'llama.cpp' if 'llama.cpp' in greedy else chosen[0]}'s): "
+        lines.append(f"- greedy check (chat prompt, 32 tokens, leading tokens equal to {ref_name}'s): "
                      + ", ".join(f"{n} {agree(t)}/32" for n, t in greedy.items()))
     lines.append(f"- lmrt linear kernels alone, one decode step (M=1, {threads} threads, synthetic weights of the "
                  f"model's shapes, 121 Python calls): 30 layers of w4 linears {kern[0]:.2f} ms "
                  f"({kern[3] / 1e6:.1f} MB, {kern[3] / kern[0] / 1e6:.1f} GB/s), int8 lm_head {kern[1]:.2f} ms, "
                  f"fp32 lm_head {kern[2]:.2f} ms")
     lines.append("")
-    table = "\n".join(lines)
-    print()
-    print(table)
-    if not args.no_write:
-        with RESULTS.open("a") as f:
-            f.write("\n" + table + "\n")
-        print(f"appended to {RESULTS}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

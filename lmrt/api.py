@@ -62,10 +62,10 @@ class Pipeline:
 
     def __init__(self, model: Optional[Union[str, Path]] = None, engine_config: Optional[EngineConfig] = None):
         self.engine_config = engine_config or EngineConfig()
-        if model is None:
-            from lmrt.default_model import default_model_path
+        if model is None:  # the default model at 4 bits (default_model_path() is its float16 form)
+            from lmrt.default_model import default_model_w4_path
 
-            model = default_model_path()
+            model = default_model_w4_path()
         self.model_path = Path(model)
         cfg = self.engine_config
         self.spec, weights = load_weights(self.model_path, dtype=cfg.weight_dtype)  # a dir, or a .gguf file
@@ -300,5 +300,6 @@ def _follow(pipe: Pipeline, rid: int, ids: List[int], gen: GenerationConfig, sta
 
 
 def pipeline(model: Optional[Union[str, Path]] = None, engine_config: Optional[EngineConfig] = None) -> Pipeline:
-    """Loads `model` (an HF checkpoint directory; None = the default model, SmolLM2-135M-Instruct)."""
+    """Loads `model`: a HF checkpoint dir (dense, AutoAWQ or lmrt 4-bit), a ``.gguf`` file, or None for the default
+    model, SmolLM2-135M-Instruct, at 4 bits (``lmrt.default_model.default_model_path()`` is its float16 form)."""
     return Pipeline(model, engine_config)

@@ -55,7 +55,9 @@ from ._bf16 import bf16_bits_to_float32, float32_to_bf16_bits
 from .model_config import AwqConfig, ModelSpec, _read_json
 from .quant.awq_format import AwqFormatError, awq_to_core, core_to_dense
 
-_SAFETENSORS_DTYPES = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2"), "I32": np.dtype("<i4")}
+_SAFETENSORS_DTYPES = {
+    "F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2"), "I32": np.dtype("<i4"), "U8": np.dtype("u1"),
+}  # fmt: skip
 _FLOAT_DTYPES = ("F32", "F16", "BF16")
 _OUTPUT_DTYPES = ("float32", "bfloat16")
 _CHUNK_ELEMENTS = 1 << 22  # conversion temporaries stay at a few tens of MB
@@ -129,27 +131,11 @@ def load_gguf(path: str | Path, dtype: str = "float32") -> tuple[ModelSpec, dict
     """
     if dtype not in _OUTPUT_DTYPES:
         raise ValueError(f"dtype must be one of {_OUTPUT_DTYPES}, got {dtype!r}")
-    from gguf import GGUFReader
-
-    from .default_model import _hf_config, _hf_tensor_name, _unpermute_rope_rows
-    from .quant.gguf_format import GROUP_SIZE, import_tensor
+    from .quant.gguf_format import GROUP_SIZE
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"GGUF file {path} does not exist")
-    reader = GGUFReader(path)
-    spec = ModelSpec.from_hf_config(_hf_config(reader))
-    parts: dict[str, W4Part | np.ndarray] = {}
-    for tensor in reader.tensors:
-        name = _hf_tensor_name(tensor.name)
-        shape = tuple(int(n) for n in reversed(tensor.shape))  # numpy order: [out, in] or [n]
-        part = import_tensor(tensor.data, tensor.tensor_type.name, shape)
-        if name.endswith(("q_proj.weight", "k_proj.weight")):
-            heads = spec.num_heads if name.endswith("q_proj.weight") else spec.num_kv_heads
-            part = tuple(_unpermute_rope_rows(a, heads) for a in part) if isinstance(part, tuple) else (
-                _unpermute_rope_rows(part, heads)
-            )
-        parts[name] = part
+    config, parts = read_gguf(path)
+    spec = ModelSpec.from_hf_config(config)
 
     def get(name: str, shape: tuple[int, ...]) -> W4Part | np.ndarray:
         if name not in parts:
@@ -164,6 +150,35 @@ def load_gguf(path: str | Path, dtype: str = "float32") -> tuple[ModelSpec, dict
     if any(k.endswith(".codes") for k in tensors):
         spec = replace(spec, weight_format="w4", group_size=GROUP_SIZE)
     return spec, tensors
+
+
+def read_gguf(path: str | Path) -> tuple[dict, dict[str, W4Part | np.ndarray]]:
+    """A Llama GGUF file as (HF config dict, tensors by HF name): a Q4_0 / Q4_1 matrix as its exact
+    (codes, scales, mins) in the core's layout, anything else dequantised to float32; q/k rows in
+    HF's rotary order. Needs the ``gguf`` package."""
+    from gguf import GGUFReader
+
+    from .default_model import _hf_config, _hf_tensor_name, _unpermute_rope_rows
+    from .quant.gguf_format import import_tensor
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"GGUF file {path} does not exist")
+    reader = GGUFReader(path)
+    config = _hf_config(reader)
+    spec = ModelSpec.from_hf_config(config)
+    parts: dict[str, W4Part | np.ndarray] = {}
+    for tensor in reader.tensors:
+        name = _hf_tensor_name(tensor.name)
+        shape = tuple(int(n) for n in reversed(tensor.shape))  # numpy order: [out, in] or [n]
+        part = import_tensor(tensor.data, tensor.tensor_type.name, shape)
+        if name.endswith(("q_proj.weight", "k_proj.weight")):
+            heads = spec.num_heads if name.endswith("q_proj.weight") else spec.num_kv_heads
+            part = tuple(_unpermute_rope_rows(a, heads) for a in part) if isinstance(part, tuple) else (
+                _unpermute_rope_rows(part, heads)
+            )
+        parts[name] = part
+    return config, parts
 
 
 # ---------------------------------------------------------------------- safetensors
@@ -243,9 +258,14 @@ def _normalise(
     spec: ModelSpec, source: dict[str, _TensorRef], dtype: str, awq: AwqConfig | None = None
 ) -> dict[str, np.ndarray]:
     def quantized(name: str) -> bool:
-        return awq is not None and _is_layer_linear(name) and awq.converts(name.removesuffix(".weight"))
+        if awq is None or not _is_layer_linear(name):
+            return False
+        if awq.method == "lmrt":  # stored 4-bit where its codes are
+            return f"{name.removesuffix('.weight')}.codes" in source
+        return awq.converts(name.removesuffix(".weight"))
 
-    missing = [name for name in _expected_names(spec, quantized) if name not in source]
+    fields = _W4_FIELDS if awq is not None and awq.method == "lmrt" else ("qweight", "qzeros", "scales")
+    missing = [name for name in _expected_names(spec, quantized, fields) if name not in source]
     if missing:
         shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
         hint = " (config.json says tie_word_embeddings=false)" if "lm_head.weight" in missing else ""
@@ -258,6 +278,8 @@ def _normalise(
         raise CheckpointError(f"checkpoint is missing tensors: {shown}{hint}")
 
     def get(name: str, shape: tuple[int, ...]):
+        if quantized(name) and awq.method == "lmrt":
+            return _lmrt_part(source, name.removesuffix(".weight"), shape, awq.group_size)
         if quantized(name):
             return _awq_part(source, name.removesuffix(".weight"), shape, awq.group_size)
         return _checked(source, name, shape)
@@ -315,10 +337,10 @@ def _is_layer_linear(name: str) -> bool:
     return name.startswith("model.layers.") and name.removesuffix(".weight").endswith(_LAYER_LINEARS)
 
 
-def _expected_names(spec: ModelSpec, quantized=lambda name: False) -> list[str]:
+def _expected_names(spec: ModelSpec, quantized=lambda name: False, fields=("qweight", "qzeros", "scales")) -> list[str]:
     def weight(name: str) -> list[str]:
         module = name.removesuffix(".weight")
-        return [f"{module}.{x}" for x in ("qweight", "qzeros", "scales")] if quantized(name) else [name]
+        return [f"{module}.{x}" for x in fields] if quantized(name) else [name]
 
     names = ["model.embed_tokens.weight", "model.norm.weight"]
     for i in range(spec.num_layers):
@@ -354,6 +376,44 @@ def _float32(part) -> np.ndarray:
         array = part.array()
         return bf16_bits_to_float32(array) if part.dtype == "BF16" else array.astype(np.float32)
     return np.asarray(part, dtype=np.float32)
+
+
+def _lmrt_part(source: dict[str, _TensorRef], module: str, shape: tuple[int, int], group_size: int) -> W4Part:
+    """One linear in lmrt's own 4-bit form (the core's W4Matrix, module docstring) of core shape [N, K]."""
+    N, K = shape
+    expected = {"codes": ((N, K // 2), "U8"), "scales": ((N, K // group_size), "F32"), "mins": ((N, K // group_size), "F32")}
+    part = []
+    for x, (want, dtype) in expected.items():
+        ref = source[f"{module}.{x}"]
+        if K % group_size or ref.shape != want or ref.dtype != dtype:
+            raise CheckpointError(
+                f"{ref.file}: {module}.{x} is {ref.dtype} {list(ref.shape)}, expected {dtype} {list(want)} for a 4-bit "
+                f"linear with {K} inputs, {N} outputs, group_size {group_size}"
+            )
+        part.append(ref.array())
+    return tuple(part)
+
+
+def save_lmrt_w4(path: str | Path, config: dict, tensors: dict[str, np.ndarray | W4Part]) -> None:
+    """Write a checkpoint in lmrt's own 4-bit form: ``tensors`` by HF name, a 4-bit linear ``<module>.weight``
+    as its (codes, scales, mins) tuple; ``config`` is the HF config.json, given a quantization_config here."""
+    from safetensors.numpy import save_file
+
+    path = Path(path)
+    group_sizes = {2 * t[0].shape[1] // t[1].shape[1] for t in tensors.values() if isinstance(t, tuple)}
+    if len(group_sizes) != 1:
+        raise ValueError(f"one group size expected over the 4-bit tensors, got {sorted(group_sizes)}")
+    flat = {}
+    for name, t in tensors.items():
+        if isinstance(t, tuple):
+            module = name.removesuffix(".weight")
+            flat.update({f"{module}.{x}": np.ascontiguousarray(a) for x, a in zip(_W4_FIELDS, t)})
+        else:
+            flat[name] = np.ascontiguousarray(t)
+    config = dict(config, quantization_config=dict(quant_method="lmrt", bits=4, group_size=group_sizes.pop()))
+    path.mkdir(parents=True, exist_ok=True)
+    save_file(flat, str(path / "model.safetensors"))
+    (path / "config.json").write_text(json.dumps(config, indent=2))
 
 
 def _awq_part(source: dict[str, _TensorRef], module: str, shape: tuple[int, int], group_size: int) -> W4Part:

@@ -3,6 +3,8 @@
 On first use its GGUF is converted, offline, to a HF float16 checkpoint
 (config.json, generation_config.json, model.safetensors, tokenizer files with
 the chat template) in the cache dir; later calls return that dir at once.
+lmrt runs it at 4 bits by default (``default_model_w4_path``: the GGUF's own
+4-bit tensors, kept exactly, beside the same tokenizer).
 Weights come from the ``gguf`` package (dequantized in NumPy, llama.cpp's
 q/k row permutation undone as transformers does), the tokenizer from
 transformers' GGUF tokenizer conversion. Neither is needed once converted.
@@ -75,6 +77,36 @@ def default_model_path() -> Path:
         return target
     print(f"Converting the default model {DEFAULT_MODEL_NAME} to {target} (once)", file=sys.stderr)
     convert_gguf_to_hf(gguf_path, target)
+    return target
+
+
+def default_model_w4_path() -> Path:
+    """Dir of the default model at 4 bits, the form lmrt runs by default: the GGUF's Q4_1 tensors kept as they
+    are (lmrt's own 4-bit checkpoint form, lmrt/checkpoint.py; no loss beyond the GGUF's own), other tensors in
+    float32, the tokenizer of ``default_model_path()``. Written once; later loads need neither gguf nor
+    transformers."""
+    from .checkpoint import read_gguf, save_lmrt_w4
+
+    dense = default_model_path()  # the tokenizer and generation config come from there
+    target = dense.with_name(dense.name + "-w4")
+    if (target / "config.json").is_file():
+        return target
+    print(f"Writing the default model {DEFAULT_MODEL_NAME} at 4 bits to {target} (once)", file=sys.stderr)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        config, tensors = read_gguf(default_model_gguf())
+        save_lmrt_w4(tmp, config, tensors)
+        for file in dense.iterdir():
+            if file.name not in ("config.json", "model.safetensors"):
+                shutil.copy(file, tmp / file.name)
+        _make_readable(tmp)
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not (target / "config.json").is_file():  # not a concurrent conversion that finished first
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

@@ -25,7 +25,8 @@ SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 WEIGHT_FORMATS = ("dense", "w4")
 W4_GROUP_SIZES = (32, 64, 128)  # what the core's 4-bit kernels take (W4Matrix in csrc/kernels/cpu/ops.h)
 SUPPORTED_QUANTIZATION = (
-    'AutoAWQ: quant_method "awq", bits 4, version "gemm", zero_point true, group_size 32, 64 or 128'
+    'AutoAWQ: quant_method "awq", bits 4, version "gemm", zero_point true, group_size 32, 64 or 128; '
+    'lmrt\'s own: quant_method "lmrt", bits 4, group_size 32, 64 or 128 (codes / scales / mins per linear)'
 )
 _DEFAULT_ROPE_THETA = 10000.0
 
@@ -275,10 +276,14 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class AwqConfig:
-    """A checkpoint's AutoAWQ ``quantization_config`` (the only quantized checkpoint format lmrt reads)."""
+    """A checkpoint's 4-bit ``quantization_config``: AutoAWQ gemm (``method == "awq"``), or lmrt's own
+    scale + min form (``method == "lmrt"``: each 4-bit linear stored as ``<module>.codes`` / ``.scales`` /
+    ``.mins`` in the core's layout, lmrt/checkpoint.py; how a GGUF's Q4_0 / Q4_1 tensors are kept, since
+    their mins are not AWQ's integer zero points)."""
 
     group_size: int
     modules_to_not_convert: tuple[str, ...] = ()  # substrings of HF module names kept unquantised
+    method: str = "awq"
 
     def converts(self, module_name: str) -> bool:
         """Whether ``module_name`` (e.g. "model.layers.0.mlp.down_proj") is stored 4-bit.
@@ -301,10 +306,18 @@ class AwqConfig:
         if not isinstance(qc, Mapping):
             raise UnsupportedModelError(f"quantization_config must be a JSON object, got {qc!r}")
         method = qc.get("quant_method")
-        if not isinstance(method, str) or method.lower() != "awq":
+        if not isinstance(method, str) or method.lower() not in ("awq", "lmrt"):
             raise UnsupportedModelError(
                 f"quantization_config.quant_method {method!r} is not supported; supported: {SUPPORTED_QUANTIZATION}"
             )
+        if method.lower() == "lmrt":
+            group_size = qc.get("group_size")
+            if qc.get("bits") != 4 or group_size not in W4_GROUP_SIZES or isinstance(group_size, bool):
+                raise UnsupportedModelError(
+                    f"lmrt quantization_config bits={qc.get('bits')!r} group_size={group_size!r} is not supported; "
+                    f"supported: {SUPPORTED_QUANTIZATION}"
+                )
+            return cls(group_size=int(group_size), method="lmrt")
         bits = qc.get("bits", qc.get("w_bit", 4))
         if bits != 4:
             raise UnsupportedModelError(f"AWQ bits={bits!r} is not supported; supported: {SUPPORTED_QUANTIZATION}")

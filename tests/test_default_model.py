@@ -144,3 +144,33 @@ def test_tokenizer_gives_identical_ids(converted, gguf_path):
 
 def test_gguf_file_name_matches_the_package():
     assert DEFAULT_MODEL_GGUF == "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.mark.slow
+@needs_default_model
+def test_default_is_4bit_and_keeps_the_gguf_tensors_exactly(converted, gguf_path, monkeypatch):
+    """lmrt.pipeline() runs the default model at 4 bits: the GGUF's Q4_1 tensors written once in lmrt's own
+    4-bit form, which loads to exactly what load_gguf imports (and needs no gguf package after that)."""
+    import lmrt
+    from lmrt.checkpoint import load_gguf
+
+    monkeypatch.setenv("LMRT_CACHE", str(converted[0].parent))
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        path = default_model.default_model_w4_path()
+    assert stderr.getvalue().splitlines()[-1].startswith("Writing the default model SmolLM2-135M-Instruct at 4 bits")
+    assert path.name == converted[0].name + "-w4"
+    assert (path / "tokenizer.json").read_bytes() == (converted[0] / "tokenizer.json").read_bytes()
+    spec, ours = load_checkpoint(path)
+    spec_gguf, theirs = load_gguf(gguf_path)
+    assert spec == spec_gguf and (spec.weight_format, spec.group_size) == ("w4", 32)
+    assert ours.keys() == theirs.keys()
+    for name in ours:
+        assert ours[name].dtype == theirs[name].dtype and np.array_equal(ours[name], theirs[name]), name
+    with contextlib.redirect_stderr(io.StringIO()) as again:
+        assert default_model.default_model_w4_path() == path
+    assert again.getvalue() == ""
+    with lmrt.pipeline(None, lmrt.EngineConfig(num_threads=2, cache_memory_gib=0.05)) as pipe:
+        info = pipe.info()
+        assert (info["model"], info["weight_format"], info["lm_head_dtype"]) == (str(path), "w4", "int8")
+        assert pipe(MESSAGES, lmrt.GenerationConfig(max_new_tokens=8)).text.startswith("The capital of France is")

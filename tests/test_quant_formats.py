@@ -513,3 +513,76 @@ def test_load_gguf_matches_the_dequantised_model(default_gguf):
         for key, modules in fused.items():
             dense = core_to_dense(*(tensors[f"{o}{key}.{x}"] for x in ("codes", "scales", "mins")))
             assert np.array_equal(dense, np.concatenate([ref[p + m + ".weight"] for m in modules])), (i, key)
+
+
+# ---------------------------------------------------------------------- lmrt's own 4-bit checkpoint form
+
+
+def _hf_parts(path: Path, g: int):
+    """An AWQ checkpoint's tensors by HF name, each 4-bit linear as its core (codes, scales, mins)."""
+    from lmrt.checkpoint import _awq_part, _index_tensors
+
+    source = _index_tensors(path)
+    parts = {}
+    for name, ref in source.items():
+        module = name.rsplit(".", 1)[0]
+        if name.endswith(".qweight"):
+            N, K = ref.shape[1] * 8, ref.shape[0]
+            parts[module + ".weight"] = _awq_part(source, module, (N, K), g)
+        elif not name.endswith((".qzeros", ".scales")):
+            parts[name] = np.array(ref.array(), dtype=np.float32)
+    return parts
+
+
+@pytest.mark.parametrize("g", GROUP_SIZES)
+def test_lmrt_w4_checkpoint_round_trip(tmp_path, g):
+    from lmrt.checkpoint import save_lmrt_w4
+
+    shape = SHAPE_FOR_GROUP[g]
+    awq_dir, _ = make_tiny_awq(tmp_path / "awq", g, tied=False, modules_to_not_convert=["down_proj"], **shape)
+    config = json.loads((awq_dir / "config.json").read_text())
+    del config["quantization_config"]
+    save_lmrt_w4(tmp_path / "lmrt", config, _hf_parts(awq_dir, g))
+    saved = json.loads((tmp_path / "lmrt" / "config.json").read_text())["quantization_config"]
+    assert saved == {"quant_method": "lmrt", "bits": 4, "group_size": g}
+    spec_a, a = load_checkpoint(awq_dir)
+    spec_b, b = load_checkpoint(tmp_path / "lmrt")
+    assert spec_a == spec_b and (spec_b.weight_format, spec_b.group_size) == ("w4", g)
+    assert a.keys() == b.keys() and "layers.0.down_proj" in b  # the dense linear stays dense
+    for k in a:
+        assert a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]), k
+
+
+def test_lmrt_w4_checkpoint_errors(tmp_path):
+    from lmrt.checkpoint import save_lmrt_w4
+
+    awq_dir, _ = make_tiny_awq(tmp_path / "awq", 32, tied=False)
+    config = json.loads((awq_dir / "config.json").read_text())
+    del config["quantization_config"]
+    parts = _hf_parts(awq_dir, 32)
+    save_lmrt_w4(tmp_path / "ok", config, parts)
+    tensors = load_file(tmp_path / "ok" / "model.safetensors")
+
+    bad = dict(tensors)
+    bad["model.layers.1.mlp.up_proj.scales"] = bad["model.layers.1.mlp.up_proj.scales"][:, :-1].copy()
+    save_file(bad, tmp_path / "ok" / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"model\.layers\.1\.mlp\.up_proj\.scales is F32 \[.*\], expected F32"):
+        load_checkpoint(tmp_path / "ok")
+
+    bad = dict(tensors)
+    del bad["model.layers.0.self_attn.o_proj.mins"]
+    save_file(bad, tmp_path / "ok" / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"missing tensors: model\.layers\.0\.self_attn\.o_proj\.mins"):
+        load_checkpoint(tmp_path / "ok")
+
+    qc = json.loads((tmp_path / "ok" / "config.json").read_text())
+    qc["quantization_config"]["group_size"] = 48
+    (tmp_path / "ok" / "config.json").write_text(json.dumps(qc))
+    with pytest.raises(UnsupportedModelError, match=r"lmrt quantization_config bits=4 group_size=48"):
+        load_checkpoint(tmp_path / "ok")
+
+    mixed = dict(parts)
+    mixed["model.layers.0.mlp.down_proj.weight"] = tuple(np.zeros((a.shape[0], a.shape[1] // 2), a.dtype)
+                                                         for a in parts["model.layers.0.mlp.down_proj.weight"])
+    with pytest.raises(ValueError, match="one group size"):
+        save_lmrt_w4(tmp_path / "mixed", config, mixed)

@@ -92,31 +92,34 @@ def default_model_w4_path() -> Path:
     if (target / "config.json").is_file():
         return target
     print(f"Writing the default model {DEFAULT_MODEL_NAME} at 4 bits to {target} (once)", file=sys.stderr)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         config, tensors = read_gguf(default_model_gguf())
         save_lmrt_w4(tmp, config, tensors)
         for file in dense.iterdir():
             if file.name not in ("config.json", "model.safetensors"):
                 shutil.copy(file, tmp / file.name)
-        _make_readable(tmp)
-        try:
-            tmp.rename(target)
-        except OSError:
-            if not (target / "config.json").is_file():  # not a concurrent conversion that finished first
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    _write_atomically(target, write)
     return target
 
 
 def convert_gguf_to_hf(gguf_path: Path, target: Path) -> None:
     """Write a Llama GGUF as a HF float16 checkpoint dir, atomically (temp dir, then rename)."""
+
+    def write(tmp: Path) -> None:
+        config = _convert_weights_and_config(gguf_path, tmp)
+        _convert_tokenizer(gguf_path, tmp, model_max_length=config["max_position_embeddings"])
+
+    _write_atomically(target, write)
+
+
+def _write_atomically(target: Path, write) -> None:
+    """write(tmp) fills a temp dir beside target, which is then renamed to target (readable as the umask allows)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        config = _convert_weights_and_config(gguf_path, tmp)
-        _convert_tokenizer(gguf_path, tmp, model_max_length=config["max_position_embeddings"])
+        write(tmp)
         _make_readable(tmp)
         try:
             tmp.rename(target)

@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# Run on a lent GPU machine (its CPU has AVX-512): build there, then run the kernel tests
-# on every ISA path it has and the engine tests with the AVX-512 and scalar paths forced.
+# Run on a lent GPU machine (its CPU has AVX-512, maybe AMX): build there, run the kernel and
+# thread-pool tests on every ISA path it has and the engine tests with each path forced, then
+# (BENCH=1) lmrt vs HF prefill/decode on a random model of the default model's shapes, all cores.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 PYTHONPATH=. PYTHONUNBUFFERED=1
-lscpu | grep -E "Model name" ; grep -o 'avx512[a-z_0-9]*\|amx[a-z_0-9]*' /proc/cpuinfo | sort -u | tr '\n' ' '; echo
+lscpu | grep -E "Model name|^CPU\(s\)|Thread|Core" ; grep -o 'avx512[a-z_0-9]*\|amx[a-z_0-9]*' /proc/cpuinfo | sort -u | tr '\n' ' '; echo
 JOBS=16 bash scripts/dev_build.sh 2>&1 | grep -E "error|warning" | head -20
 python3 -c "import lmrt; print(lmrt.system_info())"
-python3 -m pytest tests/test_kernels.py tests/test_kernels_quant.py -q -rs -p no:cacheprovider 2>&1 | tail -4
+python3 -m pytest tests/test_kernels.py tests/test_kernels_quant.py tests/test_threadpool.py -q -rs -p no:cacheprovider 2>&1 | tail -4
 for isa in avx512 avx2 scalar; do
   echo "== engine tests, LMRT_ISA=$isa"
   LMRT_ISA=$isa python3 -m pytest tests/test_engine.py -q -p no:cacheprovider 2>&1 | tail -2
 done
+if [ "${BENCH:-0}" = 1 ]; then
+  echo "== bench_prefill (all physical cores)"
+  python3 benchmarks/bench_prefill.py --reps 5 --decode 64 2>&1 | tail -12
+fi

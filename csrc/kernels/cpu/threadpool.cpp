@@ -28,6 +28,8 @@ inline void cpu_relax() {
 // Short enough that a neighbour process taking the core loses little, long
 // enough to catch the next op of a decode step without a futex wake-up.
 constexpr auto kSpin = std::chrono::microseconds(50);
+// The longest the caller spins for chunks in flight before it sleeps.
+constexpr auto kMaxSpin = std::chrono::microseconds(500);
 
 // A worker is "late" when the caller, out of chunks, waits on it for longer than
 // kLateChunks of its own chunk times and at least kLateMin: it was descheduled
@@ -36,18 +38,19 @@ constexpr auto kSpin = std::chrono::microseconds(50);
 constexpr double kLateChunks = 4.0;
 constexpr auto kLateMin = std::chrono::microseconds(200);
 // After a late worker the pool runs one thread narrower for a backoff period,
-// then tries full width again. The period doubles while late workers keep
-// coming (a core lent to another process for good costs one wait per
-// kMaxBackoff, not one per op) and starts again from kMinBackoff after a quiet
-// second.
+// then tries full width again. A worker late again soon after that (within
+// kSustained) means the core is taken for good: the period doubles, up to
+// kMaxBackoff, so such a core costs one wait per second, not one per op. An
+// isolated late worker (a quiet machine has a few a second: kernel threads,
+// our own Python thread waking) costs one kMinBackoff.
 constexpr auto kMinBackoff = std::chrono::milliseconds(20);
 constexpr auto kMaxBackoff = std::chrono::milliseconds(1000);
-constexpr auto kQuiet = std::chrono::milliseconds(1000);
+constexpr auto kSustained = std::chrono::milliseconds(100);
 
-// Polls pred for at most kSpin; true if it became true.
+// Polls pred for at most `spin`; true if it became true.
 template <typename Pred>
-bool spin_until(Pred pred) {
-  const auto deadline = Clock::now() + kSpin;
+bool spin_until(Pred pred, Clock::duration spin = kSpin) {
+  const auto deadline = Clock::now() + spin;
   for (;;) {
     for (int i = 0; i < 64; ++i) {
       if (pred()) return true;
@@ -88,6 +91,7 @@ struct ThreadPool::Impl {
   std::atomic<int> active{1};          // threads (caller included) allowed to claim chunks
   std::atomic<uint64_t> ticket{0};     // job id << 32 | next unclaimed chunk
   std::atomic<uint32_t> done{0};       // chunks finished in the current job
+  std::atomic<int64_t> last_done{0};   // when the job's last chunk finished (steady_clock ticks)
   std::atomic<bool> caller_asleep{false};
   std::atomic<bool> failed{false};
   std::mutex err_mu;
@@ -95,7 +99,6 @@ struct ThreadPool::Impl {
 
   // Caller-side state (only the calling thread touches these).
   Clock::time_point backoff_until{};
-  Clock::time_point last_late{};
   Clock::duration backoff{kMinBackoff};
   std::atomic<int64_t> late_workers{0};  // read by stats() from other threads
   std::atomic<int64_t> narrow_jobs{0};
@@ -124,6 +127,8 @@ struct ThreadPool::Impl {
       ++ran;
       const uint32_t n = num_chunks.load(std::memory_order_relaxed);
       // seq_cst pairs with the caller's store of caller_asleep then load of done: one of us sees the other.
+      if (done.load(std::memory_order_relaxed) + 1 == n)  // about to finish the job: stamp it first
+        last_done.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
       if (done.fetch_add(1) + 1 == n && caller_asleep.load()) {
         std::lock_guard<std::mutex> lk(mu);
         cv_done.notify_one();
@@ -208,24 +213,27 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain,
   const int mine = s.run_chunks(id);
   auto finished = [&] { return s.done.load() == num_chunks; };
   if (!finished()) {
-    // Out of chunks; the rest are in flight on workers. A wait far longer than
-    // our own chunks take means a worker was descheduled mid-chunk.
+    // Out of chunks; the rest are in flight on workers. Spin for about two of
+    // our chunk times (bounded: a spinning caller may hold the core a
+    // descheduled worker needs), then sleep. The last chunk finishing far
+    // later than our own chunks take means a worker was descheduled mid-chunk;
+    // it is timed by the worker's stamp, so our own wake-up latency is no sign.
     const auto t1 = Clock::now();
-    if (!spin_until(finished)) {
+    const auto per_chunk = mine > 0 ? (t1 - t0) / mine : Clock::duration::zero();
+    const auto spin = std::clamp<Clock::duration>(2 * per_chunk, kSpin, kMaxSpin);
+    if (!spin_until(finished, spin)) {
       std::unique_lock<std::mutex> lk(s.mu);
       s.caller_asleep.store(true);
       s.cv_done.wait(lk, finished);
       s.caller_asleep.store(false, std::memory_order_relaxed);
     }
-    const auto waited = Clock::now() - t1;
-    const auto per_chunk = mine > 0 ? (t1 - t0) / mine : Clock::duration::zero();
+    const auto waited = Clock::duration(s.last_done.load(std::memory_order_relaxed)) - t1.time_since_epoch();
     const auto late =
         std::max<Clock::duration>(kLateMin, std::chrono::duration_cast<Clock::duration>(per_chunk * kLateChunks));
     if (waited > late) {
       const auto now = Clock::now();
-      s.backoff = now - s.last_late > kQuiet ? Clock::duration(kMinBackoff)
-                                             : std::min<Clock::duration>(2 * s.backoff, kMaxBackoff);
-      s.last_late = now;
+      s.backoff = now - s.backoff_until > kSustained ? Clock::duration(kMinBackoff)
+                                                     : std::min<Clock::duration>(2 * s.backoff, kMaxBackoff);
       s.backoff_until = now + s.backoff;
       s.late_workers.fetch_add(1, std::memory_order_relaxed);
       if (s.width > 1) --s.width;

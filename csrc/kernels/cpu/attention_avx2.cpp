@@ -17,7 +17,7 @@ inline void scores(const float* q, const T* k, int hd, float scale, float* s) { 
   int i = 0;
   for (; i + 8 <= hd; i += 8) {
     const __m256 qv = _mm256_loadu_ps(q + i);
-    for (int j = 0; j < J; ++j) acc[j] = _mm256_fmadd_ps(qv, load8(k + j * hd + i), acc[j]);
+    for (int j = 0; j < J; ++j) acc[j] = _mm256_fmadd_ps(qv, load(k + j * hd + i), acc[j]);
   }
   for (int j = 0; j < J; ++j) {
     float d = hsum(acc[j]);
@@ -60,7 +60,7 @@ void attend(const AttnTask& t, const T* kc, const T* vc) {  // kc, vc: the layer
       const __m256 pv = _mm256_set1_ps(p);
       int i = 0;
       for (; i + 8 <= hd; i += 8)
-        _mm256_storeu_ps(acc + i, _mm256_fmadd_ps(pv, load8(vr + i), _mm256_loadu_ps(acc + i)));
+        _mm256_storeu_ps(acc + i, _mm256_fmadd_ps(pv, load(vr + i), _mm256_loadu_ps(acc + i)));
       for (; i < hd; ++i) acc[i] += p * load1(vr + i);
     }
   }

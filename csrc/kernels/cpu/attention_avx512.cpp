@@ -17,7 +17,7 @@ inline void scores(const float* q, const T* k, int hd, float scale, float* s) { 
   int i = 0;
   for (; i + 16 <= hd; i += 16) {
     const __m512 qv = _mm512_loadu_ps(q + i);
-    for (int j = 0; j < J; ++j) acc[j] = _mm512_fmadd_ps(qv, load16(k + j * hd + i), acc[j]);
+    for (int j = 0; j < J; ++j) acc[j] = _mm512_fmadd_ps(qv, load(k + j * hd + i), acc[j]);
   }
   for (int j = 0; j < J; ++j) {
     float d = hsum(acc[j]);
@@ -60,7 +60,7 @@ void attend(const AttnTask& t, const T* kc, const T* vc) {  // kc, vc: the layer
       const __m512 pv = _mm512_set1_ps(p);
       int i = 0;
       for (; i + 16 <= hd; i += 16)
-        _mm512_storeu_ps(acc + i, _mm512_fmadd_ps(pv, load16(vr + i), _mm512_loadu_ps(acc + i)));
+        _mm512_storeu_ps(acc + i, _mm512_fmadd_ps(pv, load(vr + i), _mm512_loadu_ps(acc + i)));
       for (; i < hd; ++i) acc[i] += p * load1(vr + i);
     }
   }

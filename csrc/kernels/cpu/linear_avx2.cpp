@@ -7,12 +7,6 @@
 namespace lmrt::cpu::avx2 {
 namespace {
 
-inline __m256 load_tail(const uint16_t* p, int r) {
-  alignas(16) uint16_t buf[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  for (int i = 0; i < r; ++i) buf[i] = p[i];
-  return load8(buf);
-}
-
 // How many tiles ahead the decode kernel prefetches W (see kernel()).
 constexpr int kPrefetchTiles = 4;
 
@@ -37,7 +31,7 @@ inline void kernel(const float* x, int64_t ldx, const WT* w, int64_t K, const fl
         _mm_prefetch(reinterpret_cast<const char*>(ahead + off), _MM_HINT_T0);
     }
     __m256 wv[C];
-    for (int c = 0; c < C; ++c) wv[c] = load8(w + c * K + k);
+    for (int c = 0; c < C; ++c) wv[c] = load(w + c * K + k);
     for (int r = 0; r < R; ++r) {
       const __m256 xv = _mm256_loadu_ps(x + r * ldx + k);
       for (int c = 0; c < C; ++c) acc[r][c] = _mm256_fmadd_ps(xv, wv[c], acc[r][c]);

@@ -29,7 +29,7 @@ inline void kernel(const float* x, int64_t ldx, const WT* w, int64_t K, const fl
         _mm_prefetch(reinterpret_cast<const char*>(ahead + off), _MM_HINT_T0);
     }
     __m512 wv[C];
-    for (int c = 0; c < C; ++c) wv[c] = load16(w + c * K + k);
+    for (int c = 0; c < C; ++c) wv[c] = load(w + c * K + k);
     for (int r = 0; r < R; ++r) {
       const __m512 xv = _mm512_loadu_ps(x + r * ldx + k);
       for (int c = 0; c < C; ++c) acc[r][c] = _mm512_fmadd_ps(xv, wv[c], acc[r][c]);

@@ -12,15 +12,6 @@
 namespace lmrt::cpu::avx2 {
 namespace {
 
-inline __m256 load8(const int8_t* p) {
-  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
-}
-inline __m256 load_tail(const int8_t* p, int r) {  // zero-padded
-  alignas(16) int8_t buf[16] = {0};
-  for (int i = 0; i < r; ++i) buf[i] = p[i];
-  return load8(buf);
-}
-
 constexpr int kPrefetchTiles = 4;
 
 template <int R, int C>
@@ -33,7 +24,7 @@ inline void kernel(const float* x, int64_t ldx, int64_t K, const int8_t* q, floa
     const int8_t* ahead = q + kPrefetchTiles * C * K + k * C;
     for (int off = 0; off < C * 8; off += 64) _mm_prefetch(reinterpret_cast<const char*>(ahead + off), _MM_HINT_T0);
     __m256 wv[C];
-    for (int c = 0; c < C; ++c) wv[c] = load8(q + c * K + k);
+    for (int c = 0; c < C; ++c) wv[c] = load(q + c * K + k);
     for (int r = 0; r < R; ++r) {
       const __m256 xv = _mm256_loadu_ps(x + r * ldx + k);
       for (int c = 0; c < C; ++c) acc[r][c] = _mm256_fmadd_ps(xv, wv[c], acc[r][c]);
@@ -67,7 +58,7 @@ void i8_dequant(const int8_t* q, int64_t K, int64_t n0, int64_t n1, float* out) 
     const int8_t* s = q + n * K;
     float* o = out + (n - n0) * K;
     int64_t k = 0;
-    for (; k + 8 <= K; k += 8) _mm256_storeu_ps(o + k, load8(s + k));
+    for (; k + 8 <= K; k += 8) _mm256_storeu_ps(o + k, load(s + k));
     for (; k < K; ++k) o[k] = static_cast<float>(s[k]);
   }
 }

@@ -13,13 +13,6 @@
 namespace lmrt::cpu::avx512 {
 namespace {
 
-inline __m512 load16(const int8_t* p) {
-  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
-}
-inline __m512 load_tail(const int8_t* p, __mmask16 m) {
-  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, p)));
-}
-
 constexpr int kPrefetchTiles = 4;
 
 template <int R, int C>
@@ -32,7 +25,7 @@ inline void kernel(const float* x, int64_t ldx, int64_t K, const int8_t* q, floa
     const int8_t* ahead = q + kPrefetchTiles * C * K + k * C;
     for (int off = 0; off < C * 16; off += 64) _mm_prefetch(reinterpret_cast<const char*>(ahead + off), _MM_HINT_T0);
     __m512 wv[C];
-    for (int c = 0; c < C; ++c) wv[c] = load16(q + c * K + k);
+    for (int c = 0; c < C; ++c) wv[c] = load(q + c * K + k);
     for (int r = 0; r < R; ++r) {
       const __m512 xv = _mm512_loadu_ps(x + r * ldx + k);
       for (int c = 0; c < C; ++c) acc[r][c] = _mm512_fmadd_ps(xv, wv[c], acc[r][c]);
@@ -66,7 +59,7 @@ void i8_dequant(const int8_t* q, int64_t K, int64_t n0, int64_t n1, float* out) 
     const int8_t* s = q + n * K;
     float* o = out + (n - n0) * K;
     int64_t k = 0;
-    for (; k + 16 <= K; k += 16) _mm512_storeu_ps(o + k, load16(s + k));
+    for (; k + 16 <= K; k += 16) _mm512_storeu_ps(o + k, load(s + k));
     if (k < K) {
       const __mmask16 m = static_cast<__mmask16>((1u << (K - k)) - 1u);
       _mm512_mask_storeu_ps(o + k, m, load_tail(s + k, m));

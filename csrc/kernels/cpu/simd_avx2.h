@@ -38,7 +38,8 @@ inline Vec load(const int8_t* p) {
 }
 inline void store(float* p, Vec v) { _mm256_storeu_ps(p, v); }
 
-// Tails, zero-padded, so a tail is one more full-width FMA.
+// Tails: loads give the first r elements, zero-padded, so a tail is one more full-width
+// FMA; store_tail writes only the first r.
 inline Vec load_tail(const float* p, Tail r) {
   const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(r), idx));

@@ -36,7 +36,8 @@ inline Vec load(const int8_t* p) {
 }
 inline void store(float* p, Vec v) { _mm512_storeu_ps(p, v); }
 
-// Tails: the elements selected by m, zero elsewhere, so a tail is one more full-width FMA.
+// Tails: loads give the elements selected by m, zero elsewhere, so a tail is one more
+// full-width FMA; store_tail writes only those.
 inline Vec load_tail(const float* p, Tail m) { return _mm512_maskz_loadu_ps(m, p); }
 inline Vec load_tail(const uint16_t* p, Tail m) {
   const __m256i h = _mm256_maskz_loadu_epi16(m, p);

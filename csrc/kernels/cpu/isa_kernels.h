@@ -5,7 +5,10 @@
 // functions: the linker keeps one copy of each such entity, and if it picked an
 // AVX2-compiled copy the scalar path would fault on older CPUs. So this header is
 // plain declarations over raw pointers and PODs, and everything ISA-specific
-// lives in its own namespace (scalar / avx2 / avx512).
+// lives in its own namespace (scalar / avx2 / avx512). The SIMD algorithms are
+// written once, in *_simd.inl against the vector API of simd_avx2.h / simd_avx512.h,
+// and each ISA file includes them inside its own namespace, so every ISA compiles its
+// own internal-linkage copy with its own flags.
 #pragma once
 
 #include <cstdint>

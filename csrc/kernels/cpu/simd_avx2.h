@@ -1,7 +1,8 @@
-// Vector helpers shared by the *_avx2.cpp kernel files, and included only by them: the
-// functions sit in an unnamed namespace, so each AVX2 object keeps its own copies and no
-// AVX2 code can be linked into another path. Every kernel that reduces a dot product uses
-// this one hsum, which is what makes their results bit-identical to each other.
+// The vector API that the width-generic kernels (*_simd.inl) are written against, at 8
+// fp32 lanes; simd_avx512.h provides the same names at 16. Included only by *_avx2.cpp:
+// everything sits in an unnamed namespace, so each AVX2 object keeps its own copies and
+// no AVX2 code can be linked into another path. Every kernel that reduces a dot product
+// uses this one hsum, which is what makes their results bit-identical to each other.
 #pragma once
 
 #include <immintrin.h>
@@ -11,23 +12,69 @@
 namespace lmrt::cpu::avx2 {
 namespace {
 
-inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+constexpr int kLanes = 8;
+using Vec = __m256;    // kLanes fp32
+using IVec = __m256i;  // kLanes int32
+// The last r < kLanes elements of a row. AVX2 has no mask registers: the count itself.
+using Tail = int;
+inline Tail tail_mask(int r) { return r; }
+
+inline Vec zero() { return _mm256_setzero_ps(); }
+inline Vec set1(float v) { return _mm256_set1_ps(v); }
+inline Vec mul(Vec a, Vec b) { return _mm256_mul_ps(a, b); }
+inline Vec fmadd(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }  // a * b + c, one rounding
+inline void prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
+
+// Unaligned loads of kLanes elements as fp32.
+inline Vec load(const float* p) { return _mm256_loadu_ps(p); }
 // bf16 -> fp32 in registers: widen to 32 bits and shift into the high half.
-inline __m256 load8(const uint16_t* p) {
+inline Vec load(const uint16_t* p) {
   const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
-// The last r < 8 floats, zero-padded, so a tail is one more full-width FMA.
-inline __m256 load_tail(const float* p, int r) {
+// int8 -> fp32 (exact).
+inline Vec load(const int8_t* p) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
+inline void store(float* p, Vec v) { _mm256_storeu_ps(p, v); }
+
+// Tails: loads give the first r elements, zero-padded, so a tail is one more full-width
+// FMA; store_tail writes only the first r.
+inline Vec load_tail(const float* p, Tail r) {
   const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(r), idx));
 }
+// AVX2 has no 16-bit masked load: copy the tail into a zeroed buffer.
+inline Vec load_tail(const uint16_t* p, Tail r) {
+  alignas(16) uint16_t buf[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (int i = 0; i < r; ++i) buf[i] = p[i];
+  return load(buf);
+}
+// AVX2 has no 8-bit masked load: copy the tail into a zeroed buffer.
+inline Vec load_tail(const int8_t* p, Tail r) {
+  alignas(16) int8_t buf[16] = {0};
+  for (int i = 0; i < r; ++i) buf[i] = p[i];
+  return load(buf);
+}
+inline void store_tail(float* p, Tail r, Vec v) {
+  const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  _mm256_maskstore_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(r), idx), v);
+}
+
 inline float load1(const float* p) { return *p; }
 inline float load1(const uint16_t* p) {
   return _mm_cvtss_f32(_mm_castsi128_ps(_mm_cvtsi32_si128(static_cast<int>(*p) << 16)));
 }
+
+// 4-bit codes: kLanes bytes zero-extended into int32 lanes, then either nibble as fp32.
+inline IVec widen_u8(const uint8_t* p) {
+  return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+}
+inline Vec low_nibbles(IVec b) { return _mm256_cvtepi32_ps(_mm256_and_si256(b, _mm256_set1_epi32(0x0F))); }
+inline Vec high_nibbles(IVec b) { return _mm256_cvtepi32_ps(_mm256_srli_epi32(b, 4)); }
+
 // The one horizontal sum: a fixed pairing of lanes.
-inline float hsum(__m256 v) {
+inline float hsum(Vec v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_movehdup_ps(s));

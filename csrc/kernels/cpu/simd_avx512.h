@@ -1,5 +1,6 @@
-// Vector helpers shared by the *_avx512.cpp kernel files, and included only by them (see
-// simd_avx2.h for why they live in an unnamed namespace).
+// The vector API of simd_avx2.h at 16 fp32 lanes (AVX-512 F + BW + VL + DQ), for the
+// width-generic kernels (*_simd.inl). Included only by *_avx512.cpp (see simd_avx2.h for
+// why everything lives in an unnamed namespace).
 #pragma once
 
 #include <immintrin.h>
@@ -9,24 +10,58 @@
 namespace lmrt::cpu::avx512 {
 namespace {
 
-inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+constexpr int kLanes = 16;
+using Vec = __m512;    // kLanes fp32
+using IVec = __m512i;  // kLanes int32
+// The last r < kLanes elements of a row, as a mask register.
+using Tail = __mmask16;
+inline Tail tail_mask(int r) { return static_cast<__mmask16>((1u << r) - 1u); }
+
+inline Vec zero() { return _mm512_setzero_ps(); }
+inline Vec set1(float v) { return _mm512_set1_ps(v); }
+inline Vec mul(Vec a, Vec b) { return _mm512_mul_ps(a, b); }
+inline Vec fmadd(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }  // a * b + c, one rounding
+inline void prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
+
+// Unaligned loads of kLanes elements as fp32.
+inline Vec load(const float* p) { return _mm512_loadu_ps(p); }
 // bf16 -> fp32 in registers: widen to 32 bits and shift into the high half.
-inline __m512 load16(const uint16_t* p) {
+inline Vec load(const uint16_t* p) {
   const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
-// The elements selected by m, zero elsewhere, so a tail is one more full-width FMA.
-inline __m512 load_tail(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
-inline __m512 load_tail(const uint16_t* p, __mmask16 m) {
+// int8 -> fp32 (exact).
+inline Vec load(const int8_t* p) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+}
+inline void store(float* p, Vec v) { _mm512_storeu_ps(p, v); }
+
+// Tails: loads give the elements selected by m, zero elsewhere, so a tail is one more
+// full-width FMA; store_tail writes only those.
+inline Vec load_tail(const float* p, Tail m) { return _mm512_maskz_loadu_ps(m, p); }
+inline Vec load_tail(const uint16_t* p, Tail m) {
   const __m256i h = _mm256_maskz_loadu_epi16(m, p);
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
+inline Vec load_tail(const int8_t* p, Tail m) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, p)));
+}
+inline void store_tail(float* p, Tail m, Vec v) { _mm512_mask_storeu_ps(p, m, v); }
+
 inline float load1(const float* p) { return *p; }
 inline float load1(const uint16_t* p) {
   return _mm_cvtss_f32(_mm_castsi128_ps(_mm_cvtsi32_si128(static_cast<int>(*p) << 16)));
 }
+
+// 4-bit codes: kLanes bytes zero-extended into int32 lanes, then either nibble as fp32.
+inline IVec widen_u8(const uint8_t* p) {
+  return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+inline Vec low_nibbles(IVec b) { return _mm512_cvtepi32_ps(_mm512_and_si512(b, _mm512_set1_epi32(0x0F))); }
+inline Vec high_nibbles(IVec b) { return _mm512_cvtepi32_ps(_mm512_srli_epi32(b, 4)); }
+
 // The one horizontal sum: a fixed pairing of lanes.
-inline float hsum(__m512 v) {
+inline float hsum(Vec v) {
   const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));

@@ -350,3 +350,24 @@ def test_bad_checkpoints(tmp_path, models):
     f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
     with pytest.raises(ValueError, match="model.safetensors"):
         lmrt.pipeline(cut)
+
+
+def test_non_finite_logits_fail_the_request_not_the_engine(tmp_path, models):
+    """A NaN in the weights reaches the logits: the request ends with a clear error (the sampler's sort would be
+    undefined on NaN), for greedy and sampled requests alike, and the engine stays up."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    bad = tmp_path / "nan"
+    shutil.copytree(models["llama-untied"], bad)
+    tensors = load_file(bad / "model.safetensors")
+    tensors["lm_head.weight"][7, 3] = np.nan
+    save_file(tensors, bad / "model.safetensors", metadata={"format": "pt"})
+    with lmrt.pipeline(bad, engine_config()) as pipe:
+        for gen in (GREEDY, lmrt.GenerationConfig(max_new_tokens=4, temperature=1.0, top_k=1, seed=1)):
+            with pytest.raises(lmrt.RequestError, match=r"non-finite logits \(NaN or \+inf\) at position 9"):
+                pipe(prompt(10, seed=8), gen)
+        stats = pipe.stats()
+        assert stats["num_running"] == stats["num_waiting"] == 0
+        assert pipe.get_ppl(prompt(10, seed=9)) != pipe.get_ppl(prompt(10, seed=9))  # NaN, computed: still serving

@@ -249,6 +249,12 @@ void Engine::postprocess(const std::vector<ScheduledSeq>& plan, const float* log
       finish(r, FinishReason::Length);
       continue;
     }
+    if (!Sampler::all_finite(rows, V)) {  // NaN would make the sampler's sort undefined: fail loudly instead
+      finish(r, FinishReason::Error,
+             "the model produced non-finite logits (NaN or +inf) at position " + std::to_string(r->num_tokens() - 1) +
+                 ": broken weights, or a kernel bug (LMRT_ISA=scalar runs the reference kernels)");
+      continue;
+    }
     std::vector<int32_t> bans;
     if (r->num_generated() < r->params.min_new_tokens) {
       bans = r->params.stop_token_ids;

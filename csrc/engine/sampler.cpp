@@ -14,6 +14,12 @@ float Sampler::logprob(const float* logits, int V, int32_t token) {
   return static_cast<float>(static_cast<double>(logits[token]) - mx - std::log(sum));
 }
 
+bool Sampler::all_finite(const float* logits, int V) {
+  bool ok = true;  // no early exit: one branch-free pass (-inf is fine: a banned or impossible token)
+  for (int i = 0; i < V; ++i) ok &= logits[i] < std::numeric_limits<float>::infinity();
+  return ok;
+}
+
 int32_t Sampler::sample(float* logits, int V, const SamplingParams& p, const std::vector<int32_t>& context,
                         const std::vector<int32_t>& banned, std::mt19937_64& rng) {
   if (p.repetition_penalty != 1.f) {

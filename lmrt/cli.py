@@ -151,12 +151,22 @@ def _format_count(n: int) -> str:
     return str(n)
 
 
+def _format_weights(info: dict) -> str:
+    """'4-bit, group 32; lm_head int8; other tensors float32', or the dense dtype."""
+    if info.get("weight_format") == "w4":
+        return (f"4-bit, group {info['group_size']}; lm_head {info.get('lm_head_dtype', 'dense')}; "
+                f"other tensors {info['weight_dtype']}")
+    if info.get("lm_head_dtype") == "int8":
+        return f"{info['weight_dtype']}; lm_head int8"
+    return info["weight_dtype"]
+
+
 def format_info(info: dict) -> str:
     rows = [
         ("model", info["model"]),
         ("architecture", info["architecture"]),
         ("parameters", _format_count(info["num_parameters"])),
-        ("weight dtype", info["weight_dtype"]),
+        ("weights", _format_weights(info)),
         ("weights memory", _format_bytes(info["weights_bytes"])),
         ("KV cache dtype", info["kv_cache_dtype"]),
         ("KV cache memory", _format_bytes(info["kv_cache_bytes"])),

@@ -37,7 +37,10 @@ INFO = {
     "model": "fake/model",
     "architecture": "LlamaForCausalLM",
     "num_parameters": 134_515_008,
-    "weight_dtype": "q4_1",
+    "weight_dtype": "float32",
+    "weight_format": "w4",
+    "group_size": 32,
+    "lm_head_dtype": "int8",
     "kv_cache_dtype": "bfloat16",
     "kv_capacity_tokens": 65536,
     "block_size": 64,
@@ -151,7 +154,7 @@ def test_bad_arguments(fake, argv, capsys):
 def test_info_output(fake, capsys):
     assert cli.main(["info"]) == 0
     out = capsys.readouterr().out
-    for expected in ["fake/model", "134.5M", "q4_1", "90.0 MiB", "3.0 GiB", "65,536 tokens", "avx512", "8,192"]:
+    for expected in ["fake/model", "134.5M", "4-bit, group 32; lm_head int8; other tensors float32", "90.0 MiB", "3.0 GiB", "65,536 tokens", "avx512", "8,192"]:
         assert expected in out
     assert fake[0].closed
 

@@ -137,6 +137,21 @@ def lmrt_decode_tps(pipe, prompt, gen, n):
     return (got - n_first) / (t_last - t_first)
 
 
+def lmrt_first_token(pipe, prompt):
+    """Submits `prompt` for one new token and returns once that token is out (the prefill); then drains the request."""
+    import lmrt
+
+    rid = pipe._submit(prompt, lmrt.GenerationConfig(max_new_tokens=1, min_new_tokens=1, ignore_eos=True))
+    while True:
+        c = pipe._engine.get(rid, -1.0)
+        if c["token_ids"]:
+            break
+    done = c
+    while done["finish_reason"] is None:
+        done = pipe._engine.get(rid, -1.0)
+    assert done["num_cached_tokens"] == 0, "prefill timing needs a cold prefix cache"
+
+
 class LmrtRunner:
     def __init__(self, model: Path, dtype: str, threads: int):
         import lmrt
@@ -158,14 +173,7 @@ class LmrtRunner:
 
     def prefill(self, prompt):
         with Meter() as m:
-            rid = self.pipe._submit(prompt, self._gen(1))
-            while True:
-                c = self.eng.get(rid, -1.0)
-                if c["token_ids"]:
-                    break
-        while c["finish_reason"] is None:
-            c = self.eng.get(rid, -1.0)
-        assert c["num_cached_tokens"] == 0
+            lmrt_first_token(self.pipe, prompt)
         return len(prompt) / m.wall, m.wall, m.cpu
 
     def batch(self, prompts, n):

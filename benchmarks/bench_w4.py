@@ -62,7 +62,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_engine import Workload, lmrt_decode_tps, machine_info  # noqa: E402  (same conventions as the lmrt-vs-HF table)
+from bench_engine import Workload, lmrt_decode_tps, lmrt_first_token, machine_info  # noqa: E402  (same conventions as the lmrt-vs-HF table)
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 CLK = os.sysconf("SC_CLK_TCK")
@@ -159,14 +159,7 @@ class LmrtRunner:
 
     def prefill(self, prompt):
         with Meter() as m:
-            rid = self.pipe._submit(prompt, self._gen(1))
-            while True:
-                c = self.eng.get(rid, -1.0)
-                if c["token_ids"]:
-                    break
-        while c["finish_reason"] is None:
-            c = self.eng.get(rid, -1.0)
-        assert c["num_cached_tokens"] == 0
+            lmrt_first_token(self.pipe, prompt)
         return sample(len(prompt) / m.wall, m)
 
     def batch(self, prompts, n):

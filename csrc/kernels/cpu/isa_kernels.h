@@ -27,9 +27,10 @@ enum : int { kF32 = 0, kBF16 = 1 };
 // note: each y element is reduced in vector lanes over K in ascending chunks
 // followed by one fixed horizontal sum, whatever tile shape computes it, so the
 // result of an element does not depend on m0/m1/n0/n1 (batch invariance).
-using LinearTileFn = void (*)(const float* x, int64_t ldx, int64_t K, const void* w, int wdt,
-                              const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1,
-                              int64_t n0, int64_t n1);
+using LinearTileSig = void(const float* x, int64_t ldx, int64_t K, const void* w, int wdt,
+                           const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1,
+                           int64_t n0, int64_t n1);
+using LinearTileFn = LinearTileSig*;
 
 // One (query token, query head) of paged attention.
 struct AttnTask {
@@ -47,7 +48,8 @@ struct AttnTask {
   int pos;  // attends to cache positions 0..pos
   float scale;
 };
-using AttnFn = void (*)(const AttnTask& t);
+using AttnSig = void(const AttnTask& t);
+using AttnFn = AttnSig*;
 
 // Quantised linear (linear_w4.cpp, linear_i8.cpp). Both dequantise W to fp32 and then
 // reduce exactly like LinearTileFn, so every output element has one reduction order.
@@ -55,56 +57,49 @@ using AttnFn = void (*)(const AttnTask& t);
 // Writes w[n, k] for n in [n0, n1) as fp32 into out[(n - n0) * K + k]:
 //   4-bit: w = fma(float(code), scale, min) (one rounding), codes/scales/mins laid out as
 //   W4Matrix in ops.h; K a multiple of group_size (32, 64 or 128).
-using W4DequantFn = void (*)(const uint8_t* codes, const float* scales, const float* mins, int group_size,
-                             int64_t K, int64_t n0, int64_t n1, float* out);
+using W4DequantSig = void(const uint8_t* codes, const float* scales, const float* mins, int group_size,
+                          int64_t K, int64_t n0, int64_t n1, float* out);
+using W4DequantFn = W4DequantSig*;
 // The same outputs as w4 dequant + LinearTileFn over the dequantised rows, bit for bit,
 // but dequantising in registers (decode: few rows of x, W streamed once).
-using W4TileFn = void (*)(const float* x, int64_t ldx, int64_t K, const uint8_t* codes, const float* scales,
-                          const float* mins, int group_size, const float* bias, float* y, int64_t ldy,
-                          int64_t m0, int64_t m1, int64_t n0, int64_t n1);
+using W4TileSig = void(const float* x, int64_t ldx, int64_t K, const uint8_t* codes, const float* scales,
+                       const float* mins, int group_size, const float* bias, float* y, int64_t ldy,
+                       int64_t m0, int64_t m1, int64_t n0, int64_t n1);
+using W4TileFn = W4TileSig*;
 //   int8: out = float(q) (exact); the per-row scale is applied by the caller afterwards.
-using I8DequantFn = void (*)(const int8_t* q, int64_t K, int64_t n0, int64_t n1, float* out);
+using I8DequantSig = void(const int8_t* q, int64_t K, int64_t n0, int64_t n1, float* out);
+using I8DequantFn = I8DequantSig*;
 // Raw dots y[m, n] = sum_k x[m, k] * float(q[n, k]), bit-identical to i8 dequant +
 // LinearTileFn with bias = nullptr.
-using I8TileFn = void (*)(const float* x, int64_t ldx, int64_t K, const int8_t* q, float* y, int64_t ldy,
-                          int64_t m0, int64_t m1, int64_t n0, int64_t n1);
+using I8TileSig = void(const float* x, int64_t ldx, int64_t K, const int8_t* q, float* y, int64_t ldy,
+                       int64_t m0, int64_t m1, int64_t n0, int64_t n1);
+using I8TileFn = I8TileSig*;
 
+// The entry points each ISA defines (same signatures as the pointer types above).
 namespace scalar {
-void linear_tile(const float* x, int64_t ldx, int64_t K, const void* w, int wdt, const float* bias,
-                 float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
-void attention_one(const AttnTask& t);
-void w4_dequant(const uint8_t* codes, const float* scales, const float* mins, int group_size, int64_t K,
-                int64_t n0, int64_t n1, float* out);
-void i8_dequant(const int8_t* q, int64_t K, int64_t n0, int64_t n1, float* out);
+LinearTileSig linear_tile;
+AttnSig attention_one;
+W4DequantSig w4_dequant;
+I8DequantSig i8_dequant;
 }  // namespace scalar
 
 #ifdef LMRT_X86
 namespace avx2 {
-void linear_tile(const float* x, int64_t ldx, int64_t K, const void* w, int wdt, const float* bias,
-                 float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
-void attention_one(const AttnTask& t);
-void w4_dequant(const uint8_t* codes, const float* scales, const float* mins, int group_size, int64_t K,
-                int64_t n0, int64_t n1, float* out);
-void i8_dequant(const int8_t* q, int64_t K, int64_t n0, int64_t n1, float* out);
-void w4_tile(const float* x, int64_t ldx, int64_t K, const uint8_t* codes, const float* scales,
-             const float* mins, int group_size, const float* bias, float* y, int64_t ldy, int64_t m0,
-             int64_t m1, int64_t n0, int64_t n1);
-void i8_tile(const float* x, int64_t ldx, int64_t K, const int8_t* q, float* y, int64_t ldy, int64_t m0,
-             int64_t m1, int64_t n0, int64_t n1);
+LinearTileSig linear_tile;
+AttnSig attention_one;
+W4DequantSig w4_dequant;
+I8DequantSig i8_dequant;
+W4TileSig w4_tile;
+I8TileSig i8_tile;
 }  // namespace avx2
 
 namespace avx512 {
-void linear_tile(const float* x, int64_t ldx, int64_t K, const void* w, int wdt, const float* bias,
-                 float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
-void attention_one(const AttnTask& t);
-void w4_dequant(const uint8_t* codes, const float* scales, const float* mins, int group_size, int64_t K,
-                int64_t n0, int64_t n1, float* out);
-void i8_dequant(const int8_t* q, int64_t K, int64_t n0, int64_t n1, float* out);
-void w4_tile(const float* x, int64_t ldx, int64_t K, const uint8_t* codes, const float* scales,
-             const float* mins, int group_size, const float* bias, float* y, int64_t ldy, int64_t m0,
-             int64_t m1, int64_t n0, int64_t n1);
-void i8_tile(const float* x, int64_t ldx, int64_t K, const int8_t* q, float* y, int64_t ldy, int64_t m0,
-             int64_t m1, int64_t n0, int64_t n1);
+LinearTileSig linear_tile;
+AttnSig attention_one;
+W4DequantSig w4_dequant;
+I8DequantSig i8_dequant;
+W4TileSig w4_tile;
+I8TileSig i8_tile;
 }  // namespace avx512
 #endif
 

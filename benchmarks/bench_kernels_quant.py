@@ -20,13 +20,8 @@ import numpy as np
 
 from lmrt._core import kernels as K
 
-SHAPES = [  # (name, K, N)
-    ("qkv", 576, 576 + 2 * 192),
-    ("o", 576, 576),
-    ("gate_up", 576, 2 * 1536),
-    ("down", 1536, 576),
-    ("lm_head", 576, 49152),
-]
+from bench_kernels import SHAPES  # the default model's linear shapes
+
 
 
 class Clock:

@@ -1,4 +1,5 @@
 """The CPU kernel paths, each forced in turn: shared by the kernel test files."""
+import numpy as np
 import pytest
 
 from lmrt._core import kernels as K
@@ -25,3 +26,15 @@ def with_isa(name, fn):
         return fn()
     finally:
         K.set_isa(prev)
+
+
+def bits(a):
+    return np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+
+
+def assert_bits_equal(a, b, what):
+    a, b = bits(a), bits(b)
+    assert a.shape == b.shape, what
+    if not np.array_equal(a, b):
+        n = int((a != b).sum())
+        pytest.fail(f"{what}: {n} of {a.size} elements differ in bits")

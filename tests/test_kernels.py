@@ -15,7 +15,7 @@ import pytest
 
 from lmrt._core import kernels as K
 
-from kernel_paths import CPU_NEEDS, ISAS, isa, with_isa  # noqa: F401  (isa is a fixture)
+from kernel_paths import CPU_NEEDS, ISAS, assert_bits_equal, bits, isa, with_isa  # noqa: F401  (isa is a fixture)
 
 EPS32 = 2.0**-24  # unit roundoff of fp32
 # fp32 dot product of length K: |err| <= ~K * u * sum|x_k w_k| (worst-case rounding bound).
@@ -37,18 +37,6 @@ def attn_tol(head_dim):
     return 4 * (head_dim + 16) * EPS32
 # Two paths against each other: each is within its bound of the exact value.
 PAIR_FACTOR = 2
-
-
-def bits(a):
-    return np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
-
-
-def assert_bits_equal(a, b, what):
-    a, b = bits(a), bits(b)
-    assert a.shape == b.shape, what
-    if not np.array_equal(a, b):
-        n = int((a != b).sum())
-        pytest.fail(f"{what}: {n} of {a.size} elements differ in bits")
 
 
 def bf16_round(a):

@@ -15,7 +15,7 @@ import pytest
 
 from lmrt._core import kernels as K
 
-from kernel_paths import CPU_NEEDS, ISAS, isa, with_isa  # noqa: F401  (isa is a fixture)
+from kernel_paths import CPU_NEEDS, ISAS, assert_bits_equal, bits, isa, with_isa  # noqa: F401  (isa is a fixture)
 
 EPS32 = 2.0**-24  # unit roundoff of fp32
 
@@ -36,18 +36,6 @@ rng = np.random.default_rng(4321)
 
 def randn(*shape, scale=1.0):
     return (rng.standard_normal(shape) * scale).astype(np.float32)
-
-
-def bits(a):
-    return np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
-
-
-def assert_bits_equal(a, b, what):
-    a, b = bits(a), bits(b)
-    assert a.shape == b.shape, what
-    if not np.array_equal(a, b):
-        n = int((a != b).sum())
-        pytest.fail(f"{what}: {n} of {a.size} elements differ in bits")
 
 
 # ---------------------------------------------------------------- 4-bit

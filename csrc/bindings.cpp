@@ -371,11 +371,11 @@ static void bind_kernels(py::module_& m) {
   m.def("physical_cores", &cpu::physical_cores);
   m.def(
       "check_pool",
-      [](int num_threads, int num_jobs, int slow_every, int slow_us) {
+      [](int num_threads, int num_jobs, int slow_every, int slow_us, bool tiny, int spinners) {
         cpu::PoolCheck c;
         {
           py::gil_scoped_release nogil;
-          c = cpu::check_pool(num_threads, num_jobs, slow_every, slow_us);
+          c = cpu::check_pool(num_threads, num_jobs, slow_every, slow_us, tiny, spinners);
         }
         py::dict d;
         d["num_jobs"] = c.num_jobs;
@@ -384,7 +384,7 @@ static void bind_kernels(py::module_& m) {
         d["narrow_jobs"] = c.narrow_jobs;
         return d;
       },
-      "num_threads"_a, "num_jobs"_a, "slow_every"_a = 0, "slow_us"_a = 0,
+      "num_threads"_a, "num_jobs"_a, "slow_every"_a = 0, "slow_us"_a = 0, "tiny"_a = false, "spinners"_a = 0,
       "Self-check of the thread pool (tests): indices not visited exactly once, and contention counters.");
   m.def("linear", &kern::linear, "x"_a, "w"_a, "bias"_a = py::none(), "wdtype"_a = "f32", "num_threads"_a = 1,
         "y = x @ w.T (+ bias). x [M, K] float32; w [N, K] float32, or uint16 bf16 bits with wdtype='bf16'.");

@@ -62,15 +62,25 @@ bool spin_until(Pred pred, Clock::duration spin = kSpin) {
 
 }  // namespace
 
-// The job protocol. The caller publishes a job (fn, total, chunk, num_chunks),
-// then the ticket (job id << 32 | next chunk), then wakes the workers. Anyone
-// (caller included) claims chunk i by a CAS of the ticket from (job, i) to
-// (job, i + 1); a worker that wakes late sees another job id (or no chunk
-// left) and claims nothing. The caller waits only for chunks that were
-// claimed, never for a worker that has not shown up: a descheduled worker
-// costs nothing unless it holds a chunk. Because a claim succeeds only while
-// the job is unfinished, and the caller rewrites the job fields only once
-// every chunk is done, a successful claim always sees its own job's fields.
+// The job protocol. The caller publishes a job (fn, total, chunk), then the
+// ticket (job id, chunk count, next chunk: one 64-bit word), then wakes the
+// workers. Anyone (caller included) claims chunk i by a CAS of the ticket from
+// (job, count, i) to (job, count, i + 1), only while i < count; a worker that
+// wakes late sees another job id (or no chunk left) and claims nothing. The
+// caller waits only for chunks that were claimed, never for a worker that has
+// not shown up: a descheduled worker costs nothing unless it holds a chunk.
+// A claim succeeds only while its job has an unclaimed chunk, so the job is
+// unfinished and the caller has not yet rewritten the job fields: a successful
+// claim always sees its own job's fields.
+//
+// note: the count lives in the ticket word on purpose. With the count in a field
+// of its own, a worker holding a spent ticket (job A, all 7 chunks claimed) could
+// read job B's larger count while the caller was still writing B's fields, pass
+// the bounds test, and win its CAS on A's ticket before B's was published: it
+// then ran a chunk with half-written fields and counted it into B's `done`, so
+// B never finished (a hang) or a chunk ran with a stale fn (a crash or wrong
+// numbers). The engine tests on a 16-core host hung 3 times in ~20 runs and once
+// sampled a wrong token; tests/test_threadpool.py reproduces the race here.
 struct ThreadPool::Impl {
   using Fn = std::function<void(int64_t, int64_t)>;
 
@@ -87,9 +97,8 @@ struct ThreadPool::Impl {
   std::atomic<const Fn*> fn{nullptr};
   std::atomic<int64_t> total{0};
   std::atomic<int64_t> chunk{1};
-  std::atomic<uint32_t> num_chunks{0};
   std::atomic<int> active{1};          // threads (caller included) allowed to claim chunks
-  std::atomic<uint64_t> ticket{0};     // job id << 32 | next unclaimed chunk
+  std::atomic<uint64_t> ticket{0};     // job id << 32 | chunk count << 16 | next unclaimed chunk
   std::atomic<uint32_t> done{0};       // chunks finished in the current job
   std::atomic<int64_t> last_done{0};   // when the job's last chunk finished (steady_clock ticks)
   std::atomic<bool> caller_asleep{false};
@@ -110,8 +119,8 @@ struct ThreadPool::Impl {
     uint64_t t = ticket.load(std::memory_order_acquire);
     for (;;) {
       if (static_cast<uint32_t>(t >> 32) != id) return ran;
-      const uint32_t i = static_cast<uint32_t>(t);
-      if (i >= num_chunks.load(std::memory_order_relaxed)) return ran;
+      const uint32_t i = static_cast<uint32_t>(t & 0xffff), n = static_cast<uint32_t>((t >> 16) & 0xffff);
+      if (i >= n) return ran;
       if (!ticket.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
       const int64_t c = chunk.load(std::memory_order_relaxed);
       const int64_t b = i * c, e = std::min(total.load(std::memory_order_relaxed), b + c);
@@ -125,7 +134,6 @@ struct ThreadPool::Impl {
         }
       }
       ++ran;
-      const uint32_t n = num_chunks.load(std::memory_order_relaxed);
       // seq_cst pairs with the caller's store of caller_asleep then load of done: one of us sees the other.
       if (done.load(std::memory_order_relaxed) + 1 == n)  // about to finish the job: stamp it first
         last_done.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
@@ -184,8 +192,9 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain,
   // ticket stays cheap when the caller passes a tiny grain. Chunking depends on
   // num_threads only (not on the width now in use), so results never depend on
   // contention.
-  const int64_t chunk =
-      std::max<int64_t>(std::max<int64_t>(grain, 1), (n + 8 * s.num_threads - 1) / (8 * s.num_threads));
+  // (The ticket holds at most 65535 chunks.)
+  const int64_t chunk = std::max({std::max<int64_t>(grain, 1), (n + 8 * s.num_threads - 1) / (8 * s.num_threads),
+                                  (n + 65534) / 65535});
   // Back to full width once the backoff period is over.
   if (s.width < s.num_threads && Clock::now() >= s.backoff_until) ++s.width;
   if (s.width < s.num_threads) s.narrow_jobs.fetch_add(1, std::memory_order_relaxed);
@@ -198,11 +207,10 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain,
   s.fn.store(&fn, std::memory_order_relaxed);
   s.total.store(n, std::memory_order_relaxed);
   s.chunk.store(chunk, std::memory_order_relaxed);
-  s.num_chunks.store(num_chunks, std::memory_order_relaxed);
   s.active.store(s.width, std::memory_order_relaxed);
   s.done.store(0, std::memory_order_relaxed);
   s.failed.store(false, std::memory_order_relaxed);
-  s.ticket.store(static_cast<uint64_t>(id) << 32, std::memory_order_release);
+  s.ticket.store(static_cast<uint64_t>(id) << 32 | static_cast<uint64_t>(num_chunks) << 16, std::memory_order_release);
   {
     std::lock_guard<std::mutex> lk(s.mu);
     s.job.store(id, std::memory_order_release);

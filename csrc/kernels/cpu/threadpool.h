@@ -40,8 +40,10 @@ struct PoolCheck {
   int64_t num_jobs = 0, bad_indices = 0, late_workers = 0, narrow_jobs = 0;
 };
 // Runs num_jobs parallel_for calls of varied sizes on a fresh pool; every
-// slow_every-th job's last chunk sleeps slow_us (0: none).
-PoolCheck check_pool(int num_threads, int num_jobs, int slow_every, int slow_us);
+// slow_every-th job's last chunk sleeps slow_us (0: none). tiny: jobs of 1-12
+// one-item chunks instead; spinners: busy threads competing for the cores meanwhile.
+PoolCheck check_pool(int num_threads, int num_jobs, int slow_every, int slow_us, bool tiny = false,
+                     int spinners = 0);
 
 // Physical cores of this machine (falls back to hardware_concurrency).
 int physical_cores();

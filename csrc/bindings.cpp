@@ -91,6 +91,35 @@ py::array_t<float> linear(F32In x, py::array w, std::optional<F32In> bias, const
   return y;
 }
 
+// The AMX bf16 GEMM (or its software model, emulate=True): w is packed here, per call.
+py::array_t<float> linear_bf16_tiles(F32In x, py::array w, std::optional<F32In> bias, const std::string& wdtype,
+                                     int num_threads, bool emulate) {
+  const cpu::DType dt = parse_dtype(wdtype);
+  check_threads(num_threads);
+  check_storage(w, dt, "w", false);
+  if (x.ndim() != 2) bad("x must be 2-D [M, K], got shape " + shape_str(x));
+  if (w.ndim() != 2) bad("w must be 2-D [N, K], got shape " + shape_str(w));
+  const int64_t M = x.shape(0), K = x.shape(1), N = w.shape(0);
+  if (w.shape(1) != K)
+    bad("w must be [N, K] with K = x.shape[1] = " + std::to_string(K) + ", got " + shape_str(w));
+  if (bias && (bias->ndim() != 1 || bias->shape(0) != N))
+    bad("bias must be [N] = [" + std::to_string(N) + "], got " + shape_str(*bias));
+  if (!emulate && !cpu::amx_available()) bad("this CPU (or OS, or build) has no AMX-BF16: pass emulate=True");
+  py::array_t<float> y({M, N});
+  const float* xp = x.data();
+  const void* wp = w.data();
+  const float* bp = bias ? bias->data() : nullptr;
+  float* yp = y.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    std::vector<uint16_t> packed(static_cast<size_t>(cpu::bf16_tile_packed_size(N, K)));
+    cpu::bf16_tile_pack(wp, dt, N, K, packed.data());
+    std::lock_guard<std::mutex> lk(g_pool_mu);
+    cpu::linear_bf16_tiles(pool_for(num_threads), xp, M, K, K, packed.data(), N, bp, yp, N, emulate);
+  }
+  return y;
+}
+
 // A 2-D C-contiguous array of exactly type T (no silent casts: a wider integer array
 // would wrap when cast to 4-bit codes or int8).
 template <typename T>
@@ -386,6 +415,11 @@ static void bind_kernels(py::module_& m) {
       },
       "num_threads"_a, "num_jobs"_a, "slow_every"_a = 0, "slow_us"_a = 0, "tiny"_a = false, "spinners"_a = 0,
       "Self-check of the thread pool (tests): indices not visited exactly once, and contention counters.");
+  m.def("amx_available", &cpu::amx_available, "AMX-TILE and AMX-BF16 present and granted to this process.");
+  m.def("linear_bf16_tiles", &kern::linear_bf16_tiles, "x"_a, "w"_a, "bias"_a = py::none(), "wdtype"_a = "f32",
+        "num_threads"_a = 1, "emulate"_a = false,
+        "y = x @ w.T (+ bias) on AMX tiles, x and w rounded to bf16, fp32 accumulation; emulate=True runs the "
+        "software model of the tile instruction (any CPU).");
   m.def("linear", &kern::linear, "x"_a, "w"_a, "bias"_a = py::none(), "wdtype"_a = "f32", "num_threads"_a = 1,
         "y = x @ w.T (+ bias). x [M, K] float32; w [N, K] float32, or uint16 bf16 bits with wdtype='bf16'.");
   m.def("linear_w4", &kern::linear_w4, "x"_a, "codes"_a, "scales"_a, "mins"_a, "group_size"_a,

@@ -101,6 +101,18 @@ I8DequantSig i8_dequant;
 W4TileSig w4_tile;
 I8TileSig i8_tile;
 }  // namespace avx512
+
+#ifdef LMRT_HAVE_AMX
+// AMX tiles (linear_bf16_amx.cpp; linear_bf16.cpp holds the rest of the op).
+namespace amx {
+// Loads this thread's tile configuration: tmm0-3 C (16 x 16 fp32), tmm4-5 A, tmm6-7 B (16 x 64 bytes).
+void configure_tiles();
+void release_tiles();
+// c [32, 32] fp32 = a [32, steps * 32] bf16 (row stride lda elements) times two packed 16-output
+// blocks b0, b1 ([steps, 16, 32] bf16 each, bf16_tile_pack order): c[:, 0:16] from b0, c[:, 16:32] from b1.
+void bf16_block(const uint16_t* a, int64_t lda, const uint16_t* b0, const uint16_t* b1, int64_t steps, float* c);
+}  // namespace amx
+#endif
 #endif
 
 }  // namespace lmrt::cpu

@@ -106,6 +106,23 @@ struct I8Matrix {
 void linear_i8(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const I8Matrix& w, int64_t N,
                const float* bias, float* y, int64_t ldy);
 
+// bf16 GEMM on AMX tiles, for prefill where the CPU has AMX-BF16 (Sapphire Rapids and later).
+// Not batch invariant with linear(): x is rounded to bf16 (the weights are bf16 already), so
+// this is an opt-in precision for many-row batches, like HF's bf16 path. Each output element is
+// still reduced in a fixed order (32-wide K steps, pairs within a step as the tile unit does).
+// Weights are repacked once into tile order: for each block of 16 outputs and each 32-wide K
+// step, a tile of 16 rows (input pairs) x 16 outputs x 2 (the pair), zero padded to 32-multiples.
+int64_t bf16_tile_packed_size(int64_t N, int64_t K);  // uint16 elements
+void bf16_tile_pack(const void* w, DType wdt, int64_t N, int64_t K, uint16_t* out);  // w [N, K]
+// True when the CPU has AMX-TILE and AMX-BF16 and the OS granted this process the tile state
+// (asked once, arch_prctl ARCH_REQ_XCOMP_PERM).
+bool amx_available();
+// y = x w^T (+ bias), w packed by bf16_tile_pack. emulate: run a software model of the tile
+// instruction (same data layout, same pair order; for tests on CPUs without AMX). Throws
+// std::runtime_error when !emulate and !amx_available().
+void linear_bf16_tiles(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const uint16_t* packed,
+                       int64_t N, const float* bias, float* y, int64_t ldy, bool emulate);
+
 // Row gather from an embedding table: out[m, :] = table[ids[m], :] as fp32.
 //   table [V, H] (dt), out [M, H] stride ldo
 void embedding(const void* table, DType dt, int64_t H, const int32_t* ids, int64_t M, float* out,

@@ -1,0 +1,141 @@
+// linear_bf16_tiles: the AMX bf16 GEMM's packing, blocking and threading (baseline-compiled),
+// plus a software model of the tile unit so the same layout is tested on any CPU. The tile
+// code itself is in linear_bf16_amx.cpp (compiled with -mamx-tile -mamx-bf16).
+//
+// Blocking: C is computed in 32 x 32 blocks (2 x 2 tiles of 16 x 16 fp32): for each 32-wide
+// K step, 2 A tiles (32 rows of x as bf16) and 2 B tiles (32 outputs of packed w), 4 dot
+// products. x is converted once per call into a zero-padded [Mp, Kp] bf16 buffer.
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <stdexcept>
+#include <vector>
+
+#include "kernels/cpu/bf16.h"
+#include "kernels/cpu/isa_kernels.h"
+#include "kernels/cpu/ops.h"
+
+namespace lmrt::cpu {
+
+namespace {
+
+constexpr int64_t kTile = 16;   // tile rows, and fp32 columns of a C tile
+constexpr int64_t kStep = 32;   // bf16 elements of K per tile row
+constexpr int64_t kBlock = 32;  // rows / columns of C per work item (2 x 2 tiles)
+
+int64_t round_up(int64_t a, int64_t q) { return (a + q - 1) / q * q; }
+
+// The tile unit's TDPBF16PS on one 16 x 16 C tile, as the SDM defines it: for each row m,
+// pair p and column n, C[m][n] += A[m][2p] * B[p][2n], then C[m][n] += A[m][2p+1] * B[p][2n+1]
+// (products of bf16 are exact in fp32; each sum rounds to nearest even). The hardware flushes
+// denormals, which this model does not: the tests' tolerance covers that.
+void emulated_dp(float* c, const uint16_t* a, int64_t lda, const uint16_t* b) {  // c [16, 16], a [16, lda], b [16, 32]
+  for (int64_t m = 0; m < kTile; ++m)
+    for (int64_t p = 0; p < kTile; ++p) {
+      const float a0 = bf16_bits_to_f32(a[m * lda + 2 * p]), a1 = bf16_bits_to_f32(a[m * lda + 2 * p + 1]);
+      for (int64_t n = 0; n < kTile; ++n) {
+        c[m * kTile + n] += a0 * bf16_bits_to_f32(b[p * 32 + 2 * n]);
+        c[m * kTile + n] += a1 * bf16_bits_to_f32(b[p * 32 + 2 * n + 1]);
+      }
+    }
+}
+
+// The emulated 32 x 32 block: same contract as amx::bf16_block (isa_kernels.h).
+void emulated_block(const uint16_t* a, int64_t lda, const uint16_t* b0, const uint16_t* b1, int64_t steps, float* c) {
+  float t[4][kTile * kTile] = {};
+  for (int64_t s = 0; s < steps; ++s) {
+    const uint16_t* as = a + s * kStep;
+    const uint16_t* bs[2] = {b0 + s * kTile * 32, b1 + s * kTile * 32};
+    for (int i = 0; i < 2; ++i)
+      for (int j = 0; j < 2; ++j) emulated_dp(t[i * 2 + j], as + i * kTile * lda, lda, bs[j]);
+  }
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 2; ++j)
+      for (int64_t m = 0; m < kTile; ++m)
+        for (int64_t n = 0; n < kTile; ++n) c[(i * kTile + m) * kBlock + j * kTile + n] = t[i * 2 + j][m * kTile + n];
+}
+
+bool request_amx() {
+#if defined(LMRT_X86) && defined(LMRT_HAVE_AMX)
+  unsigned a, b, c, d;
+  __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(0));
+  const bool amx_bf16 = d & (1u << 22), amx_tile = d & (1u << 24);
+  if (!amx_bf16 || !amx_tile) return false;
+  // Linux keeps the 8 KB tile state off until a process asks for it.
+  constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+
+bool amx_available() {
+  static const bool ok = request_amx();
+  return ok;
+}
+
+int64_t bf16_tile_packed_size(int64_t N, int64_t K) { return round_up(N, kBlock) * round_up(K, kStep); }
+
+void bf16_tile_pack(const void* w, DType wdt, int64_t N, int64_t K, uint16_t* out) {
+  const int64_t Np = round_up(N, kBlock), steps = round_up(K, kStep) / kStep;
+  // out[((nb * steps + s) * 16 + p) * 32 + 2 * n + j] = w[nb * 16 + n, s * 32 + 2 * p + j]
+  for (int64_t nb = 0; nb < Np / kTile; ++nb)
+    for (int64_t s = 0; s < steps; ++s)
+      for (int64_t p = 0; p < kTile; ++p)
+        for (int64_t n = 0; n < kTile; ++n)
+          for (int64_t j = 0; j < 2; ++j) {
+            const int64_t row = nb * kTile + n, col = s * kStep + 2 * p + j;
+            uint16_t v = 0;
+            if (row < N && col < K)
+              v = wdt == DType::BF16 ? static_cast<const uint16_t*>(w)[row * K + col]
+                                     : f32_to_bf16_bits(static_cast<const float*>(w)[row * K + col]);
+            out[((nb * steps + s) * kTile + p) * 32 + 2 * n + j] = v;
+          }
+}
+
+void linear_bf16_tiles(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const uint16_t* packed,
+                       int64_t N, const float* bias, float* y, int64_t ldy, bool emulate) {
+  if (M <= 0 || N <= 0) return;
+#if defined(LMRT_X86) && defined(LMRT_HAVE_AMX)
+  if (!emulate && !amx_available())
+    throw std::runtime_error("linear_bf16_tiles: this CPU (or OS) has no AMX-BF16; use linear() instead");
+#else
+  if (!emulate) throw std::runtime_error("linear_bf16_tiles: this build has no AMX code (compiler too old?)");
+#endif
+  const int64_t Mp = round_up(M, kBlock), Kp = round_up(K, kStep), steps = Kp / kStep;
+  std::vector<uint16_t> xb(static_cast<size_t>(Mp * Kp), 0);  // [Mp, Kp] bf16, zero padded
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t k = 0; k < K; ++k) xb[m * Kp + k] = f32_to_bf16_bits(x[m * ldx + k]);
+  const int64_t m_items = Mp / kBlock, n_items = round_up(N, kBlock) / kBlock;
+  // Items that share a W block are adjacent, so a thread's chunk reuses it from cache.
+  pool.parallel_for(m_items * n_items, 1, [&](int64_t begin, int64_t end) {
+#if defined(LMRT_X86) && defined(LMRT_HAVE_AMX)
+    if (!emulate) amx::configure_tiles();  // per thread, per chunk: the tile config is thread state
+#endif
+    float c[kBlock * kBlock];
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t m0 = (i % m_items) * kBlock, nb = (i / m_items) * 2;  // nb: first 16-output block
+      const uint16_t* a = xb.data() + m0 * Kp;
+      const uint16_t* b0 = packed + nb * steps * kTile * 32;
+      const uint16_t* b1 = b0 + steps * kTile * 32;
+#if defined(LMRT_X86) && defined(LMRT_HAVE_AMX)
+      if (!emulate) amx::bf16_block(a, Kp, b0, b1, steps, c);
+      else emulated_block(a, Kp, b0, b1, steps, c);
+#else
+      emulated_block(a, Kp, b0, b1, steps, c);
+#endif
+      const int64_t n0 = nb * kTile;
+      for (int64_t m = m0; m < std::min(M, m0 + kBlock); ++m)
+        for (int64_t n = n0; n < std::min(N, n0 + kBlock); ++n)
+          y[m * ldy + n] = c[(m - m0) * kBlock + (n - n0)] + (bias ? bias[n] : 0.0f);
+    }
+#if defined(LMRT_X86) && defined(LMRT_HAVE_AMX)
+    if (!emulate) amx::release_tiles();
+#endif
+  });
+}
+
+}  // namespace lmrt::cpu

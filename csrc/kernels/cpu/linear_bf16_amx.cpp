@@ -1,0 +1,56 @@
+// The AMX tile code of linear_bf16_tiles (compiled with -mamx-tile -mamx-bf16; see
+// linear_bf16.cpp for the layout, the blocking and the software model it must match).
+#include <immintrin.h>
+
+#include "kernels/cpu/isa_kernels.h"
+
+namespace lmrt::cpu::amx {
+
+namespace {
+
+// The 64-byte tile configuration (palette 1).
+struct alignas(64) TileConfig {
+  uint8_t palette_id;
+  uint8_t start_row;
+  uint8_t reserved[14];
+  uint16_t colsb[16];  // bytes per row of tmm0..15
+  uint8_t rows[16];    // rows of tmm0..15
+};
+
+}  // namespace
+
+void configure_tiles() {
+  TileConfig cfg{};
+  cfg.palette_id = 1;
+  for (int t = 0; t < 8; ++t) {  // every tile used is 16 rows of 64 bytes
+    cfg.rows[t] = 16;
+    cfg.colsb[t] = 64;
+  }
+  _tile_loadconfig(&cfg);
+}
+
+void release_tiles() { _tile_release(); }
+
+void bf16_block(const uint16_t* a, int64_t lda, const uint16_t* b0, const uint16_t* b1, int64_t steps, float* c) {
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  const int64_t a_stride = lda * 2;  // bytes between rows of x
+  for (int64_t s = 0; s < steps; ++s) {
+    _tile_loadd(4, a + s * 32, a_stride);
+    _tile_loadd(5, a + 16 * lda + s * 32, a_stride);
+    _tile_loadd(6, b0 + s * 16 * 32, 64);
+    _tile_loadd(7, b1 + s * 16 * 32, 64);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+  }
+  _tile_stored(0, c, 32 * 4);
+  _tile_stored(1, c + 16, 32 * 4);
+  _tile_stored(2, c + 16 * 32, 32 * 4);
+  _tile_stored(3, c + 16 * 32 + 16, 32 * 4);
+}
+
+}  // namespace lmrt::cpu::amx

@@ -8,9 +8,11 @@ import ast
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
+import lmrt
 from lmrt import _core
 
 K = _core.kernels
@@ -54,12 +56,14 @@ TINY_JOBS_TIMEOUT_S = 60
 
 
 @pytest.mark.parametrize("threads", [2, 3])
-def test_tiny_jobs_back_to_back_beside_competing_threads(threads):
-    code = ("from lmrt import _core; "
+def test_tiny_jobs_back_to_back_beside_competing_threads(threads, tmp_path):
+    # The child imports the same lmrt as this process (installed or the source tree), whatever its cwd.
+    code = (f"import sys; sys.path.insert(0, {str(Path(lmrt.__file__).resolve().parents[1])!r}); "
+            "from lmrt import _core; "
             f"print(_core.kernels.check_pool({threads}, 1000000, tiny=True, spinners=4))")
     for attempt in range(3):
         try:
-            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
                                  timeout=TINY_JOBS_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             pytest.fail(f"the pool stalled: a job never finished within {TINY_JOBS_TIMEOUT_S} s (run {attempt})")

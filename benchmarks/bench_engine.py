@@ -153,12 +153,12 @@ def lmrt_first_token(pipe, prompt):
 
 
 class LmrtRunner:
-    def __init__(self, model: Path, dtype: str, threads: int):
+    def __init__(self, model: Path, dtype: str, threads: int, prefill_precision: str = "fp32"):
         import lmrt
 
         self.lmrt = lmrt
         cfg = lmrt.EngineConfig(dtype=dtype, num_threads=threads, max_batch_size=16, max_num_batched_tokens=512,
-                                session_len=1024, enable_prefix_caching=False)
+                                session_len=1024, enable_prefix_caching=False, prefill_precision=prefill_precision)
         self.pipe = lmrt.pipeline(model, cfg)
         self.eng = self.pipe._engine
 

@@ -490,6 +490,8 @@ static void bind_engine(py::module_& m) {
              o.num_threads = opt_d["num_threads"].cast<int>();
              o.session_len = opt_d["session_len"].cast<int>();
              o.enable_prefix_caching = opt_d["enable_prefix_caching"].cast<bool>();
+             o.prefill_tiles = opt_d.contains("prefill_tiles") && opt_d["prefill_tiles"].cast<bool>();
+             o.tiles_emulated = opt_d.contains("tiles_emulated") && opt_d["tiles_emulated"].cast<bool>();
              py::gil_scoped_release nogil;
              Weights w = load_weights(spec, raw);
              return std::make_unique<Engine>(std::move(spec), std::move(w), o);

@@ -26,5 +26,6 @@ def system_info() -> dict:
         "best_isa": k.best_isa(),
         "supported_isas": [n for n in ("scalar", "avx2", "avx512") if k.isa_supported(n)],
         "physical_cores": k.physical_cores(),
+        "amx_bf16": k.amx_available(),  # prefill_precision="bf16" needs it
         "version": __version__,
     }

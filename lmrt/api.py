@@ -15,7 +15,7 @@ import numpy as np
 
 from lmrt import _core
 from lmrt.checkpoint import load_weights, num_parameters
-from lmrt.config import EngineConfig, GenerationConfig
+from lmrt.config import ConfigError, EngineConfig, GenerationConfig
 from lmrt._bf16 import bf16_bits_to_float32
 from lmrt.detokenizer import IncrementalDetokenizer, StopStringMatcher
 from lmrt.quant.int8_rows import quantize_rows_int8
@@ -101,7 +101,13 @@ class Pipeline:
             max_num_batched_tokens=cfg.max_num_batched_tokens or _DEFAULT_MAX_NUM_BATCHED_TOKENS,
             num_threads=self.num_threads, session_len=self.session_len,
             enable_prefix_caching=cfg.enable_prefix_caching,
+            prefill_tiles=cfg.prefill_precision == "bf16",
+            # For tests on CPUs without AMX: the tile unit's software model (slow).
+            tiles_emulated=cfg.prefill_precision == "bf16" and os.environ.get("LMRT_AMX_EMULATE") == "1",
         )
+        if options["prefill_tiles"] and not options["tiles_emulated"] and not _core.kernels.amx_available():
+            raise ConfigError("prefill_precision='bf16' runs prefill on AMX tiles, which this CPU (or OS) lacks: it "
+                              "needs AMX-BF16 (Intel Sapphire Rapids or later); use prefill_precision='fp32'")
         self._engine = _core.Engine(self.spec.to_core_dict(), weights, options)
         del weights
         tok_eos = tuple(self.tokenizer.eos_token_ids) if self.tokenizer else ()

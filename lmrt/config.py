@@ -38,6 +38,10 @@ class EngineConfig:
     lm_head_dtype: "int8" (one scale per vocabulary row) or "dense" (the weight dtype); "auto" is
         int8 for 4-bit models, where the output matrix would otherwise be most of the bytes read per
         token, and dense otherwise.
+    prefill_precision: "fp32" (default: every row exact fp32, a prompt's logits do not depend on the
+        batch it ran in) or "bf16": batches of 32 rows or more go through AMX tiles with x and the
+        weights rounded to bf16 (HF bf16's precision, several times fp32's speed on such CPUs);
+        needs AMX-BF16 (Intel Sapphire Rapids or later). Decode rows stay fp32.
     """
 
     dtype: str = "auto"
@@ -51,6 +55,7 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     max_num_batched_tokens: Optional[int] = None
     lm_head_dtype: str = "auto"
+    prefill_precision: str = "fp32"
     backend: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -77,6 +82,8 @@ class EngineConfig:
               "session_len must be an int >= 2")
         _need(self.lm_head_dtype in ("auto", "dense", "int8"),
               f"lm_head_dtype={self.lm_head_dtype!r}: choose one of ('auto', 'dense', 'int8')")
+        _need(self.prefill_precision in ("fp32", "bf16"),
+              f"prefill_precision={self.prefill_precision!r}: choose 'fp32' or 'bf16'")
         _need(self.max_num_batched_tokens is None
               or (isinstance(self.max_num_batched_tokens, int) and self.max_num_batched_tokens >= 1),
               "max_num_batched_tokens must be an int >= 1")

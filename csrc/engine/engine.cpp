@@ -17,6 +17,11 @@ Engine::Engine(ModelSpec spec, Weights weights, EngineOptions options)
       scheduler_(SchedulerConfig{options.max_batch_size, options.max_num_batched_tokens}, blocks_),
       pool_(std::max(1, options.num_threads)) {
   if (options_.session_len <= 1) throw std::invalid_argument("session_len must be at least 2");
+  if (options_.prefill_tiles) {
+    if (!options_.tiles_emulated && !cpu::amx_available())
+      throw std::invalid_argument("bf16 prefill runs on AMX tiles, which this CPU (or OS) lacks: use fp32 prefill");
+    model_.pack_tiles(options_.tiles_emulated);
+  }
   thread_ = std::thread([this] { loop(); });
 }
 

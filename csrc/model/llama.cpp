@@ -19,6 +19,11 @@ LlamaModel::LlamaModel(ModelSpec spec, Weights weights) : spec_(std::move(spec))
   spec_.validate();
 }
 
+void LlamaModel::pack_tiles(bool emulated) {
+  for (LayerWeights& w : weights_.layers)
+    for (Matrix* m : {&w.qkv, &w.o, &w.gate_up, &w.down}) lmrt::pack_tiles(*m, emulated);
+}
+
 void LlamaModel::reserve(int64_t T, int64_t R) {
   const int64_t H = spec_.hidden_size, I = spec_.intermediate_size;
   x_.reserve(T * H * 4);

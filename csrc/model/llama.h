@@ -22,6 +22,10 @@ class LlamaModel {
   // note: the cache must already own the blocks that batch.slots point to.
   const float* forward(const Batch& batch, KVCache& kv, cpu::ThreadPool& pool);
 
+  // Opt-in bf16 prefill: packs the layers' matrices for AMX tiles (apply_linear then sends
+  // batches of >= kTilesMinRows rows there). The output matrix stays fp32/int8: few rows.
+  void pack_tiles(bool emulated);
+
   const ModelSpec& spec() const { return spec_; }
   const Weights& weights() const { return weights_; }
 

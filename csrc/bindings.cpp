@@ -10,6 +10,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <array>
 #include <vector>
 
 #include "engine/engine.h"
@@ -66,10 +67,9 @@ void check_threads(int n) {
 
 cpu::Isa isa_arg(const std::string& name) { return cpu::parse_isa(name.c_str()); }
 
-py::array_t<float> linear(F32In x, py::array w, std::optional<F32In> bias, const std::string& wdtype,
-                          int num_threads) {
-  const cpu::DType dt = parse_dtype(wdtype);
-  check_threads(num_threads);
+// Checks y = x w^T (+ bias) arguments: x [M, K], w [N, K] stored as dt, bias [N]; returns {M, K, N}.
+std::array<int64_t, 3> check_linear_args(const F32In& x, const py::array& w, const std::optional<F32In>& bias,
+                                         cpu::DType dt) {
   check_storage(w, dt, "w", false);
   if (x.ndim() != 2) bad("x must be 2-D [M, K], got shape " + shape_str(x));
   if (w.ndim() != 2) bad("w must be 2-D [N, K], got shape " + shape_str(w));
@@ -78,6 +78,14 @@ py::array_t<float> linear(F32In x, py::array w, std::optional<F32In> bias, const
     bad("w must be [N, K] with K = x.shape[1] = " + std::to_string(K) + ", got " + shape_str(w));
   if (bias && (bias->ndim() != 1 || bias->shape(0) != N))
     bad("bias must be [N] = [" + std::to_string(N) + "], got " + shape_str(*bias));
+  return {M, K, N};
+}
+
+py::array_t<float> linear(F32In x, py::array w, std::optional<F32In> bias, const std::string& wdtype,
+                          int num_threads) {
+  const cpu::DType dt = parse_dtype(wdtype);
+  check_threads(num_threads);
+  const auto [M, K, N] = check_linear_args(x, w, bias, dt);
   py::array_t<float> y({M, N});
   const float* xp = x.data();
   const void* wp = w.data();
@@ -96,14 +104,7 @@ py::array_t<float> linear_bf16_tiles(F32In x, py::array w, std::optional<F32In> 
                                      int num_threads, bool emulate) {
   const cpu::DType dt = parse_dtype(wdtype);
   check_threads(num_threads);
-  check_storage(w, dt, "w", false);
-  if (x.ndim() != 2) bad("x must be 2-D [M, K], got shape " + shape_str(x));
-  if (w.ndim() != 2) bad("w must be 2-D [N, K], got shape " + shape_str(w));
-  const int64_t M = x.shape(0), K = x.shape(1), N = w.shape(0);
-  if (w.shape(1) != K)
-    bad("w must be [N, K] with K = x.shape[1] = " + std::to_string(K) + ", got " + shape_str(w));
-  if (bias && (bias->ndim() != 1 || bias->shape(0) != N))
-    bad("bias must be [N] = [" + std::to_string(N) + "], got " + shape_str(*bias));
+  const auto [M, K, N] = check_linear_args(x, w, bias, dt);
   if (!emulate && !cpu::amx_available()) bad("this CPU (or OS, or build) has no AMX-BF16: pass emulate=True");
   py::array_t<float> y({M, N});
   const float* xp = x.data();

@@ -81,8 +81,11 @@ std::array<int64_t, 3> check_linear_args(const F32In& x, const py::array& w, con
   return {M, K, N};
 }
 
-py::array_t<float> linear(F32In x, py::array w, std::optional<F32In> bias, const std::string& wdtype,
-                          int num_threads) {
+// Checks the arguments of y = x w^T (+ bias), then calls run(pool, x, w, bias, y, M, K, N, dt)
+// without the GIL, on the shared kernel pool.
+template <typename Run>
+py::array_t<float> run_linear(F32In x, py::array w, std::optional<F32In> bias, const std::string& wdtype,
+                              int num_threads, const Run& run) {
   const cpu::DType dt = parse_dtype(wdtype);
   check_threads(num_threads);
   const auto [M, K, N] = check_linear_args(x, w, bias, dt);
@@ -94,31 +97,29 @@ py::array_t<float> linear(F32In x, py::array w, std::optional<F32In> bias, const
   {
     py::gil_scoped_release nogil;
     std::lock_guard<std::mutex> lk(g_pool_mu);
-    cpu::linear(pool_for(num_threads), xp, M, K, K, wp, dt, N, bp, yp, N);
+    run(pool_for(num_threads), xp, wp, bp, yp, M, K, N, dt);
   }
   return y;
+}
+
+py::array_t<float> linear(F32In x, py::array w, std::optional<F32In> bias, const std::string& wdtype,
+                          int num_threads) {
+  return run_linear(x, w, bias, wdtype, num_threads,
+                    [](cpu::ThreadPool& pool, const float* xp, const void* wp, const float* bp, float* yp, int64_t M,
+                       int64_t K, int64_t N, cpu::DType dt) { cpu::linear(pool, xp, M, K, K, wp, dt, N, bp, yp, N); });
 }
 
 // The AMX bf16 GEMM (or its software model, emulate=True): w is packed here, per call.
 py::array_t<float> linear_bf16_tiles(F32In x, py::array w, std::optional<F32In> bias, const std::string& wdtype,
                                      int num_threads, bool emulate) {
-  const cpu::DType dt = parse_dtype(wdtype);
-  check_threads(num_threads);
-  const auto [M, K, N] = check_linear_args(x, w, bias, dt);
   if (!emulate && !cpu::amx_available()) bad("this CPU (or OS, or build) has no AMX-BF16: pass emulate=True");
-  py::array_t<float> y({M, N});
-  const float* xp = x.data();
-  const void* wp = w.data();
-  const float* bp = bias ? bias->data() : nullptr;
-  float* yp = y.mutable_data();
-  {
-    py::gil_scoped_release nogil;
-    std::vector<uint16_t> packed(static_cast<size_t>(cpu::bf16_tile_packed_size(N, K)));
-    cpu::bf16_tile_pack(wp, dt, N, K, packed.data());
-    std::lock_guard<std::mutex> lk(g_pool_mu);
-    cpu::linear_bf16_tiles(pool_for(num_threads), xp, M, K, K, packed.data(), N, bp, yp, N, emulate);
-  }
-  return y;
+  return run_linear(x, w, bias, wdtype, num_threads,
+                    [emulate](cpu::ThreadPool& pool, const float* xp, const void* wp, const float* bp, float* yp,
+                              int64_t M, int64_t K, int64_t N, cpu::DType dt) {
+                      std::vector<uint16_t> packed(static_cast<size_t>(cpu::bf16_tile_packed_size(N, K)));
+                      cpu::bf16_tile_pack(wp, dt, N, K, packed.data());
+                      cpu::linear_bf16_tiles(pool, xp, M, K, K, packed.data(), N, bp, yp, N, emulate);
+                    });
 }
 
 // A 2-D C-contiguous array of exactly type T (no silent casts: a wider integer array

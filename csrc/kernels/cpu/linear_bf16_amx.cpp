@@ -26,7 +26,10 @@ void configure_tiles() {
     cfg.rows[t] = 16;
     cfg.colsb[t] = 64;
   }
-  _tile_loadconfig(&cfg);
+  // Not _tile_loadconfig: gcc 11/12 declare its memory operand as one pointer (8 bytes), so the
+  // stores of rows/colsb above count as dead and are dropped (ldtilecfg then faults on a config of
+  // zeros). This operand names all 64 bytes.
+  __asm__ volatile("ldtilecfg %0" ::"m"(cfg));
 }
 
 void release_tiles() { _tile_release(); }

@@ -285,8 +285,11 @@ void kv_store(py::array k_cache, py::array v_cache, F32In k, F32In v, I64In slot
 // sequences' rows stacked in order (split by len(positions[i])).
 py::list paged_attention(py::object q, py::array k_cache, py::array v_cache, std::vector<I32In> block_tables,
                          std::vector<I32In> positions, int n_heads, int n_kv_heads, int head_dim,
-                         int block_size, float scale, const std::string& dtype, int num_threads) {
+                         int block_size, float scale, const std::string& dtype, int num_threads,
+                         const std::string& tiles, int64_t min_rows) {
   const cpu::DType dt = parse_dtype(dtype);
+  if (tiles != "off" && tiles != "amx" && tiles != "model") bad("tiles must be 'off', 'amx' or 'model', got '" + tiles + "'");
+  if (tiles == "amx" && !cpu::amx_available()) bad("this CPU (or OS, or build) has no AMX-BF16: pass tiles='model'");
   check_threads(num_threads);
   const int64_t nb = check_cache(k_cache, dt, "k_cache", n_kv_heads, head_dim, block_size);
   if (check_cache(v_cache, dt, "v_cache", n_kv_heads, head_dim, block_size) != nb)
@@ -344,7 +347,13 @@ py::list paged_attention(py::object q, py::array k_cache, py::array v_cache, std
   {
     py::gil_scoped_release nogil;
     std::lock_guard<std::mutex> lk(g_pool_mu);
-    cpu::paged_attention(pool_for(num_threads), kv, seqs.data(), static_cast<int64_t>(S), n_heads, scale);
+    if (tiles == "off") {
+      cpu::paged_attention(pool_for(num_threads), kv, seqs.data(), static_cast<int64_t>(S), n_heads, scale);
+    } else {
+      lmrt::Buffer scratch;
+      cpu::paged_attention_tiles(pool_for(num_threads), kv, seqs.data(), static_cast<int64_t>(S), n_heads, scale,
+                                 min_rows, tiles == "model", scratch);
+    }
   }
   for (auto& a : out_arrays) outs.append(a);
   return outs;
@@ -438,7 +447,10 @@ static void bind_kernels(py::module_& m) {
         "head_dim"_a, "block_size"_a, "dtype"_a = "f32", "Writes k/v rows into the caches in place.");
   m.def("paged_attention", &kern::paged_attention, "q"_a, "k_cache"_a, "v_cache"_a, "block_tables"_a,
         "positions"_a, "n_heads"_a, "n_kv_heads"_a, "head_dim"_a, "block_size"_a, "scale"_a, "dtype"_a = "f32",
-        "num_threads"_a = 1, "Causal paged attention; returns one [M_i, n_heads * head_dim] array per sequence.");
+        "num_threads"_a = 1, "tiles"_a = "off", "min_rows"_a = 32,
+        "Causal paged attention; returns one [M_i, n_heads * head_dim] array per sequence. tiles='amx' runs the "
+        "sequences of at least min_rows rows on bf16 AMX tiles (prefill precision 'bf16'), tiles='model' on the "
+        "tile unit's software model.");
   m.def("embedding", &kern::embedding, "table"_a, "ids"_a, "dtype"_a = "f32");
   m.def("f32_to_bf16", &kern::to_bf16, "a"_a, "float32 -> bf16 bits (uint16), round to nearest even.");
   m.def("bf16_to_f32", &kern::from_bf16, "a"_a);

@@ -15,7 +15,7 @@ import pytest
 
 from lmrt._core import kernels as K
 
-from kernel_paths import CPU_NEEDS, ISAS, assert_bits_equal, bits, isa, with_isa  # noqa: F401  (isa is a fixture)
+from kernel_paths import CPU_NEEDS, ISAS, PagedCache, assert_bits_equal, attn_ref, bf16_round, bits, isa, with_isa  # noqa: F401  (isa is a fixture)
 
 EPS32 = 2.0**-24  # unit roundoff of fp32
 # fp32 dot product of length K: |err| <= ~K * u * sum|x_k w_k| (worst-case rounding bound).
@@ -37,11 +37,6 @@ def attn_tol(head_dim):
     return 4 * (head_dim + 16) * EPS32
 # Two paths against each other: each is within its bound of the exact value.
 PAIR_FACTOR = 2
-
-
-def bf16_round(a):
-    """float32 values as bf16 would store them (round to nearest even), as float32."""
-    return K.bf16_to_f32(K.f32_to_bf16(np.asarray(a, np.float32)))
 
 
 rng = np.random.default_rng(1234)
@@ -288,38 +283,8 @@ def test_rope_matches_hf(isa, head_dim, n_heads, scale):
 
 # ---------------------------------------------------------------- kv_store + paged_attention
 
-class Cache:
-    def __init__(self, num_blocks, n_kv, hd, bs, dtype):
-        self.n_kv, self.hd, self.bs, self.dtype = n_kv, hd, bs, dtype
-        np_dtype = np.uint16 if dtype == "bf16" else np.float32
-        self.k = np.zeros((num_blocks, n_kv, bs, hd), np_dtype)
-        self.v = np.zeros((num_blocks, n_kv, bs, hd), np_dtype)
-        self.free = list(rng.permutation(num_blocks))  # scattered block ids
-
-    def new_seq(self, length):
-        nblk = (length + self.bs - 1) // self.bs
-        table = np.array([self.free.pop() for _ in range(nblk)], np.int32)
-        k, v = randn(length, self.n_kv * self.hd), randn(length, self.n_kv * self.hd)
-        slots = (table[np.arange(length) // self.bs].astype(np.int64) * self.bs + np.arange(length) % self.bs)
-        K.kv_store(self.k, self.v, k, v, slots, self.n_kv, self.hd, self.bs, self.dtype)
-        return table, k, v
-
-    def as_f32(self, a):
-        return K.bf16_to_f32(a) if self.dtype == "bf16" else a
-
-
-def attn_ref(q, k, v, pos, n_heads, n_kv, hd, scale):
-    """Float64 causal attention; k, v [L, n_kv*hd] as stored in the cache."""
-    group = n_heads // n_kv
-    out = np.zeros((len(pos), n_heads * hd))
-    for m, p in enumerate(pos):
-        for h in range(n_heads):
-            kh = k[: p + 1, (h // group) * hd:(h // group + 1) * hd].astype(np.float64)
-            vh = v[: p + 1, (h // group) * hd:(h // group + 1) * hd].astype(np.float64)
-            s = kh @ q[m, h * hd:(h + 1) * hd].astype(np.float64) * scale
-            e = np.exp(s - s.max())
-            out[m, h * hd:(h + 1) * hd] = e @ vh / e.sum()
-    return out
+def Cache(num_blocks, n_kv, hd, bs, dtype):
+    return PagedCache(num_blocks, n_kv, hd, bs, dtype, rng)
 
 
 @pytest.mark.parametrize("dtype", ["f32", "bf16"])

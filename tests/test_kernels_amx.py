@@ -1,13 +1,16 @@
-"""The AMX bf16 GEMM (linear_bf16_tiles): x and w rounded to bf16, products summed in fp32.
+"""The bf16 tile paths (prefill_precision="bf16"): the AMX GEMM (linear_bf16_tiles: x and w rounded to
+bf16, products summed in fp32) and prefill attention on tiles (paged_attention(tiles=...): flash
+attention, q/K/V and the softmax probabilities rounded to bf16).
 
-Two paths, each checked against float64 on the same bf16-rounded inputs: the software model of the
+Two tile paths, each checked against float64 on the same bf16-rounded inputs: the software model of the
 tile instruction (runs on every CPU: it checks the packing, padding, blocking and threading), and the
-AMX tiles themselves where the CPU has AMX-BF16 (skipped elsewhere, with the reason).
+AMX tiles themselves where the CPU has AMX-BF16 (skipped elsewhere, with the reason). The vector helpers
+around the tiles (bf16 rounding, softmax chunk, accumulator update) run on each ISA path in turn.
 """
 import numpy as np
 import pytest
 
-from kernel_paths import assert_bits_equal
+from kernel_paths import PagedCache, assert_bits_equal, attn_ref, bf16_round, isa  # noqa: F401  (isa is a fixture)
 from lmrt import _bf16
 from lmrt._core import kernels as K
 
@@ -72,3 +75,92 @@ def test_without_amx_the_error_names_the_way_out():
         pytest.skip("this CPU has AMX: the refusal cannot be shown")
     with pytest.raises(ValueError, match="emulate=True"):
         K.linear_bf16_tiles(np.ones((2, 32), np.float32), np.ones((16, 32), np.float32))
+
+
+# ---------------------------------------------------------------- attention on tiles
+
+# Against float64 on bf16-rounded q, K, V, the error comes from the probabilities' bf16 rounding
+# (|p~ - p| <= 2^-9 p, in the weighted sum and in its normaliser: at most 2 * 2^-9 * max|v|), plus the
+# fp32 scores and exp (the exact path's bound, attn_tol in test_kernels.py: far smaller).
+def attn_tiles_tol(hd):
+    return 2 * 2.0**-9 + 4 * (hd + 16) * 2.0**-24
+
+
+ATTN_TILE_CONFIGS = [  # (n_heads, n_kv_heads, head_dim, block_size)
+    (9, 3, 64, 64),   # SmolLM2-135M, the default block size
+    (9, 3, 64, 16),   # blocks smaller than a key chunk
+    (4, 2, 128, 32),  # Llama-3-8B's head size
+    (2, 1, 48, 24),   # head_dim not a multiple of 32 (padded), blocks not a power of 2
+]
+# (cached length, query positions): a whole prompt with a partial last chunk; a later chunk of a prompt
+# (chunked prefill / prefix cache hit); a short chunk and a decode row (both on the exact path).
+ATTN_TILE_SEQS = [(150, np.arange(150)), (130, np.arange(70, 130)), (40, np.arange(20, 40)), (51, np.array([50]))]
+
+
+def tiles_param(emulate):
+    return "model" if emulate else "amx"
+
+
+def build_tile_case(n_heads, n_kv, hd, bs, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    c = PagedCache(90 * 64 // bs, n_kv, hd, bs, dtype, rng)
+    seqs = []
+    for length, pos in ATTN_TILE_SEQS:
+        table, k, v = c.new_seq(length)
+        seqs.append((rng.standard_normal((len(pos), n_heads * hd)).astype(np.float32), table, pos.astype(np.int32),
+                     k, v))
+    return c, seqs
+
+
+def run_tiles(c, seqs, n_heads, scale, threads, tiles, min_rows=32):
+    return K.paged_attention([s[0] for s in seqs], c.k, c.v, [s[1] for s in seqs], [s[2] for s in seqs], n_heads,
+                             c.n_kv, c.hd, c.bs, scale, c.dtype, threads, tiles=tiles, min_rows=min_rows)
+
+
+@pytest.mark.parametrize("dtype", ["f32", "bf16"])
+@pytest.mark.parametrize("n_heads,n_kv,hd,bs", ATTN_TILE_CONFIGS)
+def test_attention_tiles_match_float64(emulate, isa, n_heads, n_kv, hd, bs, dtype):
+    c, seqs = build_tile_case(n_heads, n_kv, hd, bs, dtype)
+    scale = hd**-0.5
+    outs = run_tiles(c, seqs, n_heads, scale, 2, tiles_param(emulate))
+    exact = run_tiles(c, seqs, n_heads, scale, 2, "off")
+    for (q, table, pos, k, v), out, ex in zip(seqs, outs, exact):
+        if len(pos) < 32:  # fewer rows than min_rows: the exact path, bit for bit
+            assert_bits_equal(out, ex, f"{len(pos)}-row sequence")
+            continue
+        ref = attn_ref(bf16_round(q), bf16_round(k), bf16_round(v), pos, n_heads, n_kv, hd, scale)
+        err = np.abs(out - ref).max() / np.abs(bf16_round(v)).max()
+        assert err <= attn_tiles_tol(hd), f"{len(pos)} rows: max error {err:.3g} of max|v|"
+
+
+def test_attention_tiles_threads_and_batch_change_no_bit(emulate):
+    n_heads, n_kv, hd, bs = 9, 3, 64, 64
+    c, seqs = build_tile_case(n_heads, n_kv, hd, bs, "f32", seed=1)
+    tiles = tiles_param(emulate)
+    one = run_tiles(c, seqs, n_heads, 0.125, 1, tiles)
+    for threads in (2, 3):
+        for i, (a, b) in enumerate(zip(run_tiles(c, seqs, n_heads, 0.125, threads, tiles), one)):
+            assert_bits_equal(a, b, f"sequence {i}, {threads} threads vs 1")
+    # A sequence's rows do not depend on the other sequences in the call (each item is one head's
+    # 32-row block of one sequence).
+    alone = run_tiles(c, seqs[:1], n_heads, 0.125, 2, tiles)[0]
+    assert_bits_equal(alone, one[0], "first sequence alone")
+
+
+def test_attention_tiles_min_rows_and_validation(emulate):
+    n_heads, n_kv, hd, bs = 4, 2, 32, 16
+    c, seqs = build_tile_case(n_heads, n_kv, hd, bs, "f32", seed=2)
+    exact = run_tiles(c, seqs, n_heads, 0.2, 1, "off")
+    # min_rows above every sequence's row count: everything takes the exact path.
+    for a, b in zip(run_tiles(c, seqs, n_heads, 0.2, 1, tiles_param(emulate), min_rows=1000), exact):
+        assert_bits_equal(a, b, "min_rows=1000")
+    with pytest.raises(ValueError, match="tiles must be"):
+        run_tiles(c, seqs, n_heads, 0.2, 1, "fast")
+
+
+def test_attention_tiles_without_amx_the_error_names_the_way_out():
+    if K.amx_available():
+        pytest.skip("this CPU has AMX: the refusal cannot be shown")
+    c, seqs = build_tile_case(4, 2, 32, 16, "f32")
+    with pytest.raises(ValueError, match="tiles='model'"):
+        run_tiles(c, seqs, 4, 0.2, 1, "amx")

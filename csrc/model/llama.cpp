@@ -1,5 +1,6 @@
 #include "model/llama.h"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 
@@ -22,6 +23,8 @@ LlamaModel::LlamaModel(ModelSpec spec, Weights weights) : spec_(std::move(spec))
 void LlamaModel::pack_tiles(bool emulated) {
   for (LayerWeights& w : weights_.layers)
     for (Matrix* m : {&w.qkv, &w.o, &w.gate_up, &w.down}) lmrt::pack_tiles(*m, emulated);
+  tiles_ = true;
+  tiles_emulated_ = emulated;
 }
 
 void LlamaModel::reserve(int64_t T, int64_t R) {
@@ -34,6 +37,8 @@ void LlamaModel::reserve(int64_t T, int64_t R) {
   act_.reserve(T * I * 4);
   sel_.reserve(R * H * 4);
   logits_.reserve(R * static_cast<int64_t>(spec_.vocab_size) * 4);
+  if (tiles_ && T >= kTilesMinRows)
+    tiles_x_.reserve(cpu::bf16_tiles_x_size(T, std::max({H, static_cast<int64_t>(spec_.q_dim()), I})) * sizeof(uint16_t));
 }
 
 const float* LlamaModel::forward(const Batch& batch, KVCache& kv, cpu::ThreadPool& pool) {
@@ -46,6 +51,7 @@ const float* LlamaModel::forward(const Batch& batch, KVCache& kv, cpu::ThreadPoo
   float* h = h_.data<float>();
   float* qkv = qkv_.data<float>();
   float* attn = attn_.data<float>();
+  uint16_t* xb = tiles_x_.empty() ? nullptr : tiles_x_.data<uint16_t>();
 
   attn_seqs_.resize(batch.seqs.size());
   for (size_t s = 0; s < batch.seqs.size(); ++s) {
@@ -63,25 +69,29 @@ const float* LlamaModel::forward(const Batch& batch, KVCache& kv, cpu::ThreadPoo
     rows(pool, T, [&](int64_t b, int64_t e) {
       cpu::rmsnorm(x + b * H, e - b, H, H, w.input_norm.data(), spec_.rms_norm_eps, h + b * H, H);
     });
-    apply_linear(pool, w.qkv, h, T, H, w.qkv_bias.empty() ? nullptr : w.qkv_bias.data(), qkv, QKV);
+    apply_linear(pool, w.qkv, h, T, H, w.qkv_bias.empty() ? nullptr : w.qkv_bias.data(), qkv, QKV, xb);
     cpu::rope(qkv, T, QKV, spec_.num_heads, spec_.head_dim, batch.positions.data(), spec_.inv_freq.data(),
               spec_.attention_scaling);
     cpu::rope(qkv + Q, T, QKV, spec_.num_kv_heads, spec_.head_dim, batch.positions.data(), spec_.inv_freq.data(),
               spec_.attention_scaling);
     cpu::kv_store(cache, qkv + Q, QKV, qkv + Q + KVD, QKV, T, batch.slots.data());
-    cpu::paged_attention(pool, cache, attn_seqs_.data(), static_cast<int64_t>(attn_seqs_.size()), spec_.num_heads,
-                         attn_scale);
-    apply_linear(pool, w.o, attn, T, Q, nullptr, h, H);
+    if (tiles_)
+      cpu::paged_attention_tiles(pool, cache, attn_seqs_.data(), static_cast<int64_t>(attn_seqs_.size()),
+                                 spec_.num_heads, attn_scale, kTilesMinRows, tiles_emulated_, attn_tiles_);
+    else
+      cpu::paged_attention(pool, cache, attn_seqs_.data(), static_cast<int64_t>(attn_seqs_.size()), spec_.num_heads,
+                           attn_scale);
+    apply_linear(pool, w.o, attn, T, Q, nullptr, h, H, xb);
     // MLP block
     rows(pool, T, [&](int64_t b, int64_t e) {
       for (int64_t i = b * H; i < e * H; ++i) x[i] += h[i];
       cpu::rmsnorm(x + b * H, e - b, H, H, w.post_attn_norm.data(), spec_.rms_norm_eps, h + b * H, H);
     });
-    apply_linear(pool, w.gate_up, h, T, H, nullptr, gu_.data<float>(), 2 * I);
+    apply_linear(pool, w.gate_up, h, T, H, nullptr, gu_.data<float>(), 2 * I, xb);
     rows(pool, T, [&](int64_t b, int64_t e) {
       cpu::silu_mul(gu_.data<float>() + b * 2 * I, e - b, I, 2 * I, act_.data<float>() + b * I, I);
     });
-    apply_linear(pool, w.down, act_.data<float>(), T, I, nullptr, h, H);
+    apply_linear(pool, w.down, act_.data<float>(), T, I, nullptr, h, H, xb);
     rows(pool, T, [&](int64_t b, int64_t e) {
       for (int64_t i = b * H; i < e * H; ++i) x[i] += h[i];
     });

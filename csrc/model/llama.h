@@ -23,7 +23,8 @@ class LlamaModel {
   const float* forward(const Batch& batch, KVCache& kv, cpu::ThreadPool& pool);
 
   // Opt-in bf16 prefill: packs the layers' matrices for AMX tiles (apply_linear then sends
-  // batches of >= kTilesMinRows rows there). The output matrix stays fp32/int8: few rows.
+  // batches of >= kTilesMinRows rows there, and attention the sequences with that many rows).
+  // The output matrix stays fp32/int8: few rows.
   void pack_tiles(bool emulated);
 
   const ModelSpec& spec() const { return spec_; }
@@ -43,6 +44,11 @@ class LlamaModel {
   Buffer act_;     // [T, I]
   Buffer sel_;     // [R, H] final hidden rows that need logits
   Buffer logits_;  // [R, V]
+  // Tile path only (pack_tiles):
+  bool tiles_ = false;
+  bool tiles_emulated_ = false;
+  Buffer tiles_x_;      // [bf16_tiles_x_size(T, max(H, q_dim, I))] uint16: a linear's input as bf16
+  Buffer attn_tiles_;   // paged_attention_tiles' packed K/V (it sizes it)
   std::vector<cpu::AttnSeq> attn_seqs_;  // [num_seqs]
 };
 

@@ -27,9 +27,10 @@ void pack_tiles(Matrix& w, bool emulated) {
 }
 
 void apply_linear(cpu::ThreadPool& pool, const Matrix& w, const float* x, int64_t M, int64_t ldx, const float* bias,
-                  float* y, int64_t ldy) {
+                  float* y, int64_t ldy, uint16_t* x_bf16) {
   if (!w.tiles.empty() && M >= kTilesMinRows) {
-    cpu::linear_bf16_tiles(pool, x, M, w.cols, ldx, w.tiles.data<uint16_t>(), w.rows, bias, y, ldy, w.tiles_emulated);
+    cpu::linear_bf16_tiles(pool, x, M, w.cols, ldx, w.tiles.data<uint16_t>(), w.rows, bias, y, ldy, w.tiles_emulated,
+                           x_bf16);
     return;
   }
   switch (w.format) {

@@ -37,7 +37,8 @@ constexpr int64_t kTilesMinRows = 32;
 void pack_tiles(Matrix& w, bool emulated);
 
 // y [M, rows] (row stride ldy) = x [M, cols] (row stride ldx) W^T (+ bias [rows]).
+// x_bf16: workspace of cpu::bf16_tiles_x_size(M, cols) elements for the tile path (nullptr: allocated).
 void apply_linear(cpu::ThreadPool& pool, const Matrix& w, const float* x, int64_t M, int64_t ldx, const float* bias,
-                  float* y, int64_t ldy);
+                  float* y, int64_t ldy, uint16_t* x_bf16 = nullptr);
 
 }  // namespace lmrt

@@ -75,12 +75,52 @@ using I8TileSig = void(const float* x, int64_t ldx, int64_t K, const int8_t* q, 
                        int64_t m0, int64_t m1, int64_t n0, int64_t n1);
 using I8TileFn = I8TileSig*;
 
+// out[i] = silu(g[i]) * u[i] = g[i] / (1 + exp(-g[i])) * u[i] for i < n (elementwise, so any
+// split of the rows gives the same bits).
+using SiluMulSig = void(const float* g, const float* u, int64_t n, float* out);
+using SiluMulFn = SiluMulSig*;
+
+// The bf16 tile paths (linear_bf16.cpp, attention_tiles.cpp). Not batch invariant: opt-in precision.
+//
+// One 32 x 32 block of C on bf16 tiles (amx::bf16_block, or scalar::bf16_tile_block, its software
+// model: the same layout and pair order):
+//   c    [32, 32] fp32, row stride ldc = init + a b
+//   a    [32, steps * 32] bf16, row stride lda (elements)
+//   b0, b1  two packed 16-output blocks ([steps, 16, 32] bf16 each, bf16_tile_pack order in ops.h):
+//        c[:, 0:16] from b0, c[:, 16:32] from b1
+//   init [32] fp32 that every row of c starts from (a bias), or nullptr for zeros
+using TileBlockSig = void(const uint16_t* a, int64_t lda, const uint16_t* b0, const uint16_t* b1, int64_t steps,
+                          const float* init, float* c, int64_t ldc);
+using TileBlockFn = TileBlockSig*;
+// out[i] = bf16(x[i]) for i < n, rounded to nearest even (a NaN stays a NaN).
+using ToBf16Sig = void(const float* x, int64_t n, uint16_t* out);
+using ToBf16Fn = ToBf16Sig*;
+// One kKeyChunk-wide chunk of flash attention's online softmax, for R query rows:
+//   s        [R, 64] fp32 raw scores q.k; in row r the keys at and after n_valid[r] are masked
+//   m, l     [R] running max of scale * s, and running denominator: updated
+//   p        [R, 64] bf16 out: exp(scale * s - m_new), 0 where masked
+//   corr     [R] out: exp(m_old - m_new), the factor the row's accumulator takes
+// l sums p as rounded to bf16 (the values the P V product sees). A row with n_valid 0 keeps
+// m and l and gets corr 1.
+constexpr int kKeyChunk = 64;
+using SoftmaxChunkSig = void(const float* s, const int32_t* n_valid, int64_t R, float scale, float* m, float* l,
+                             uint16_t* p, float* corr);
+using SoftmaxChunkFn = SoftmaxChunkSig*;
+// o[r, i] = o[r, i] * corr[r] + pv[r, i] for r < R, i < n; o and pv [R, n], contiguous.
+using AccUpdateSig = void(float* o, const float* pv, const float* corr, int64_t R, int64_t n);
+using AccUpdateFn = AccUpdateSig*;
+
 // The entry points each ISA defines (same signatures as the pointer types above).
 namespace scalar {
 LinearTileSig linear_tile;
 AttnSig attention_one;
 W4DequantSig w4_dequant;
 I8DequantSig i8_dequant;
+SiluMulSig silu_mul_row;
+TileBlockSig bf16_tile_block;
+ToBf16Sig to_bf16;
+SoftmaxChunkSig softmax_chunk;
+AccUpdateSig acc_update;
 }  // namespace scalar
 
 #ifdef LMRT_X86
@@ -100,17 +140,19 @@ W4DequantSig w4_dequant;
 I8DequantSig i8_dequant;
 W4TileSig w4_tile;
 I8TileSig i8_tile;
+SiluMulSig silu_mul_row;
+ToBf16Sig to_bf16;
+SoftmaxChunkSig softmax_chunk;
+AccUpdateSig acc_update;
 }  // namespace avx512
 
 #ifdef LMRT_HAVE_AMX
-// AMX tiles (linear_bf16_amx.cpp; linear_bf16.cpp holds the rest of the op).
+// AMX tiles (linear_bf16_amx.cpp).
 namespace amx {
 // Loads this thread's tile configuration: tmm0-3 C (16 x 16 fp32), tmm4-5 A, tmm6-7 B (16 x 64 bytes).
 void configure_tiles();
 void release_tiles();
-// c [32, 32] fp32 = a [32, steps * 32] bf16 (row stride lda elements) times two packed 16-output
-// blocks b0, b1 ([steps, 16, 32] bf16 each, bf16_tile_pack order): c[:, 0:16] from b0, c[:, 16:32] from b1.
-void bf16_block(const uint16_t* a, int64_t lda, const uint16_t* b0, const uint16_t* b1, int64_t steps, float* c);
+TileBlockSig bf16_block;
 }  // namespace amx
 #endif
 #endif

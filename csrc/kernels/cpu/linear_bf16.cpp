@@ -1,20 +1,21 @@
-// linear_bf16_tiles: the AMX bf16 GEMM's packing, blocking and threading (baseline-compiled),
-// plus a software model of the tile unit so the same layout is tested on any CPU. The tile
-// code itself is in linear_bf16_amx.cpp (compiled with -mamx-tile -mamx-bf16).
+// linear_bf16_tiles: the bf16 GEMM's packing, blocking and threading (baseline-compiled), the tile
+// unit's software model (scalar::bf16_tile_block), and TileUnit (tiles.h). The AMX code itself is
+// in linear_bf16_amx.cpp (compiled with -mamx-tile -mamx-bf16).
 //
 // Blocking: C is computed in 32 x 32 blocks (2 x 2 tiles of 16 x 16 fp32): for each 32-wide
 // K step, 2 A tiles (32 rows of x as bf16) and 2 B tiles (32 outputs of packed w), 4 dot
-// products. x is converted once per call into a zero-padded [Mp, Kp] bf16 buffer.
+// products. x is converted once per call into a zero-padded [Mp, Kp] bf16 workspace.
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <memory>
 #include <stdexcept>
+#include <string>
 
 #include "kernels/cpu/bf16.h"
-#include "kernels/cpu/isa_kernels.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/tiles.h"
 
 namespace lmrt::cpu {
 
@@ -30,30 +31,15 @@ int64_t round_up(int64_t a, int64_t q) { return (a + q - 1) / q * q; }
 // pair p and column n, C[m][n] += A[m][2p] * B[p][2n], then C[m][n] += A[m][2p+1] * B[p][2n+1]
 // (products of bf16 are exact in fp32; each sum rounds to nearest even). The hardware flushes
 // denormals, which this model does not: the tests' tolerance covers that.
-void emulated_dp(float* c, const uint16_t* a, int64_t lda, const uint16_t* b) {  // c [16, 16], a [16, lda], b [16, 32]
+void emulated_dp(float* c, int64_t ldc, const uint16_t* a, int64_t lda, const uint16_t* b) {  // c [16, 16], a [16, lda], b [16, 32]
   for (int64_t m = 0; m < kTile; ++m)
     for (int64_t p = 0; p < kTile; ++p) {
       const float a0 = bf16_bits_to_f32(a[m * lda + 2 * p]), a1 = bf16_bits_to_f32(a[m * lda + 2 * p + 1]);
       for (int64_t n = 0; n < kTile; ++n) {
-        c[m * kTile + n] += a0 * bf16_bits_to_f32(b[p * 32 + 2 * n]);
-        c[m * kTile + n] += a1 * bf16_bits_to_f32(b[p * 32 + 2 * n + 1]);
+        c[m * ldc + n] += a0 * bf16_bits_to_f32(b[p * 32 + 2 * n]);
+        c[m * ldc + n] += a1 * bf16_bits_to_f32(b[p * 32 + 2 * n + 1]);
       }
     }
-}
-
-// The emulated 32 x 32 block: same contract as amx::bf16_block (isa_kernels.h).
-void emulated_block(const uint16_t* a, int64_t lda, const uint16_t* b0, const uint16_t* b1, int64_t steps, float* c) {
-  float t[4][kTile * kTile] = {};
-  for (int64_t s = 0; s < steps; ++s) {
-    const uint16_t* as = a + s * kStep;
-    const uint16_t* bs[2] = {b0 + s * kTile * 32, b1 + s * kTile * 32};
-    for (int i = 0; i < 2; ++i)
-      for (int j = 0; j < 2; ++j) emulated_dp(t[i * 2 + j], as + i * kTile * lda, lda, bs[j]);
-  }
-  for (int i = 0; i < 2; ++i)
-    for (int j = 0; j < 2; ++j)
-      for (int64_t m = 0; m < kTile; ++m)
-        for (int64_t n = 0; n < kTile; ++n) c[(i * kTile + m) * kBlock + j * kTile + n] = t[i * 2 + j][m * kTile + n];
 }
 
 bool request_amx() {
@@ -72,12 +58,50 @@ bool request_amx() {
 
 }  // namespace
 
+// The software model of amx::bf16_block (same contract, isa_kernels.h).
+void scalar::bf16_tile_block(const uint16_t* a, int64_t lda, const uint16_t* b0, const uint16_t* b1, int64_t steps,
+                             const float* init, float* c, int64_t ldc) {
+  for (int64_t m = 0; m < kBlock; ++m)
+    for (int64_t n = 0; n < kBlock; ++n) c[m * ldc + n] = init ? init[n] : 0.0f;
+  for (int64_t s = 0; s < steps; ++s) {
+    const uint16_t* as = a + s * kStep;
+    const uint16_t* bs[2] = {b0 + s * kTile * 32, b1 + s * kTile * 32};
+    for (int i = 0; i < 2; ++i)
+      for (int j = 0; j < 2; ++j) emulated_dp(c + i * kTile * ldc + j * kTile, ldc, as + i * kTile * lda, lda, bs[j]);
+  }
+}
+
 bool amx_available() {
   static const bool ok = request_amx();
   return ok;
 }
 
+TileUnit::TileUnit(bool emulate, const char* op) : emulate_(emulate), block_(scalar::bf16_tile_block) {
+  if (emulate) return;
+#if defined(LMRT_X86) && defined(LMRT_HAVE_AMX)
+  if (!amx_available())
+    throw std::runtime_error(std::string(op) + ": this CPU (or OS) has no AMX-BF16; use the fp32 path instead");
+  block_ = amx::bf16_block;
+#else
+  throw std::runtime_error(std::string(op) + ": this build has no AMX code (compiler too old?)");
+#endif
+}
+
+void TileUnit::begin() const {
+#if defined(LMRT_X86) && defined(LMRT_HAVE_AMX)
+  if (!emulate_) amx::configure_tiles();
+#endif
+}
+
+void TileUnit::end() const {
+#if defined(LMRT_X86) && defined(LMRT_HAVE_AMX)
+  if (!emulate_) amx::release_tiles();
+#endif
+}
+
 int64_t bf16_tile_packed_size(int64_t N, int64_t K) { return round_up(N, kBlock) * round_up(K, kStep); }
+
+int64_t bf16_tiles_x_size(int64_t M, int64_t K) { return round_up(M, kBlock) * round_up(K, kStep); }
 
 void bf16_tile_pack(const void* w, DType wdt, int64_t N, int64_t K, uint16_t* out) {
   const int64_t Np = round_up(N, kBlock), steps = round_up(K, kStep) / kStep;
@@ -97,53 +121,47 @@ void bf16_tile_pack(const void* w, DType wdt, int64_t N, int64_t K, uint16_t* ou
 }
 
 void linear_bf16_tiles(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const uint16_t* packed,
-                       int64_t N, const float* bias, float* y, int64_t ldy, bool emulate) {
+                       int64_t N, const float* bias, float* y, int64_t ldy, bool emulate, uint16_t* x_bf16) {
   if (M <= 0 || N <= 0) return;
-#if defined(LMRT_X86) && defined(LMRT_HAVE_AMX)
-  if (!emulate && !amx_available())
-    throw std::runtime_error("linear_bf16_tiles: this CPU (or OS) has no AMX-BF16; use linear() instead");
-#else
-  if (!emulate) throw std::runtime_error("linear_bf16_tiles: this build has no AMX code (compiler too old?)");
-#endif
+  const TileUnit unit(emulate, "linear_bf16_tiles");
+  const TileBlockFn block = unit.block();
+  const ToBf16Fn to_bf16 = to_bf16_fn();
   const int64_t Mp = round_up(M, kBlock), Kp = round_up(K, kStep), steps = Kp / kStep;
-  // x as bf16, [Mp, Kp], zero padded; every element written once, by the threads (at 512 x 1536 the
-  // conversion is ~1 ms on one core, a fifth of the tile work itself).
-  std::unique_ptr<uint16_t[]> xb_owner(new uint16_t[static_cast<size_t>(Mp * Kp)]);
-  uint16_t* xb = xb_owner.get();
+  std::unique_ptr<uint16_t[]> own;
+  if (!x_bf16) {
+    own.reset(new uint16_t[static_cast<size_t>(bf16_tiles_x_size(M, K))]);
+    x_bf16 = own.get();
+  }
+  uint16_t* xb = x_bf16;  // [Mp, Kp], zero padded; every element written once, by the threads
   pool.parallel_for(Mp, 8, [&](int64_t m0, int64_t m1) {
     for (int64_t m = m0; m < m1; ++m) {
       uint16_t* row = xb + m * Kp;
       const int64_t k_end = m < M ? K : 0;
-      for (int64_t k = 0; k < k_end; ++k) row[k] = f32_to_bf16_bits(x[m * ldx + k]);
-      for (int64_t k = k_end; k < Kp; ++k) row[k] = 0;
+      to_bf16(x + m * ldx, k_end, row);
+      std::fill(row + k_end, row + Kp, uint16_t{0});
     }
   });
   const int64_t m_items = Mp / kBlock, n_items = round_up(N, kBlock) / kBlock;
   // Items that share a W block are adjacent, so a thread's chunk reuses it from cache.
   pool.parallel_for(m_items * n_items, 1, [&](int64_t begin, int64_t end) {
-#if defined(LMRT_X86) && defined(LMRT_HAVE_AMX)
-    if (!emulate) amx::configure_tiles();  // per thread, per chunk: the tile config is thread state
-#endif
-    float c[kBlock * kBlock];
+    unit.begin();
+    float c[kBlock * kBlock];  // [32, 32]: an edge block, before the part inside y is copied out
     for (int64_t i = begin; i < end; ++i) {
       const int64_t m0 = (i % m_items) * kBlock, nb = (i / m_items) * 2;  // nb: first 16-output block
+      const int64_t n0 = nb * kTile;
       const uint16_t* a = xb + m0 * Kp;
       const uint16_t* b0 = packed + nb * steps * kTile * 32;
       const uint16_t* b1 = b0 + steps * kTile * 32;
-#if defined(LMRT_X86) && defined(LMRT_HAVE_AMX)
-      if (!emulate) amx::bf16_block(a, Kp, b0, b1, steps, c);
-      else emulated_block(a, Kp, b0, b1, steps, c);
-#else
-      emulated_block(a, Kp, b0, b1, steps, c);
-#endif
-      const int64_t n0 = nb * kTile;
+      if (m0 + kBlock <= M && n0 + kBlock <= N) {  // whole block inside y: the tiles store there
+        block(a, Kp, b0, b1, steps, bias ? bias + n0 : nullptr, y + m0 * ldy + n0, ldy);
+        continue;
+      }
+      block(a, Kp, b0, b1, steps, nullptr, c, kBlock);
       for (int64_t m = m0; m < std::min(M, m0 + kBlock); ++m)
         for (int64_t n = n0; n < std::min(N, n0 + kBlock); ++n)
           y[m * ldy + n] = c[(m - m0) * kBlock + (n - n0)] + (bias ? bias[n] : 0.0f);
     }
-#if defined(LMRT_X86) && defined(LMRT_HAVE_AMX)
-    if (!emulate) amx::release_tiles();
-#endif
+    unit.end();
   });
 }
 

@@ -1,5 +1,6 @@
-// The AMX tile code of linear_bf16_tiles (compiled with -mamx-tile -mamx-bf16; see
-// linear_bf16.cpp for the layout, the blocking and the software model it must match).
+// The AMX tile code (compiled with -mamx-tile -mamx-bf16): one 32 x 32 block of C, the
+// primitive under linear_bf16_tiles and paged_attention_tiles. linear_bf16.cpp holds the
+// packing, the blocking and the software model (scalar::bf16_tile_block) this must match.
 #include <immintrin.h>
 
 #include "kernels/cpu/isa_kernels.h"
@@ -34,12 +35,20 @@ void configure_tiles() {
 
 void release_tiles() { _tile_release(); }
 
-void bf16_block(const uint16_t* a, int64_t lda, const uint16_t* b0, const uint16_t* b1, int64_t steps, float* c) {
-  _tile_zero(0);
-  _tile_zero(1);
-  _tile_zero(2);
-  _tile_zero(3);
-  const int64_t a_stride = lda * 2;  // bytes between rows of x
+void bf16_block(const uint16_t* a, int64_t lda, const uint16_t* b0, const uint16_t* b1, int64_t steps,
+                const float* init, float* c, int64_t ldc) {
+  if (init) {  // stride 0: every row of a C tile starts as the same 16 values
+    _tile_loadd(0, init, 0);
+    _tile_loadd(1, init + 16, 0);
+    _tile_loadd(2, init, 0);
+    _tile_loadd(3, init + 16, 0);
+  } else {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+  }
+  const int64_t a_stride = lda * 2;  // bytes between rows of a
   for (int64_t s = 0; s < steps; ++s) {
     _tile_loadd(4, a + s * 32, a_stride);
     _tile_loadd(5, a + 16 * lda + s * 32, a_stride);
@@ -50,10 +59,11 @@ void bf16_block(const uint16_t* a, int64_t lda, const uint16_t* b0, const uint16
     _tile_dpbf16ps(2, 5, 6);
     _tile_dpbf16ps(3, 5, 7);
   }
-  _tile_stored(0, c, 32 * 4);
-  _tile_stored(1, c + 16, 32 * 4);
-  _tile_stored(2, c + 16 * 32, 32 * 4);
-  _tile_stored(3, c + 16 * 32 + 16, 32 * 4);
+  const int64_t c_stride = ldc * 4;
+  _tile_stored(0, c, c_stride);
+  _tile_stored(1, c + 16, c_stride);
+  _tile_stored(2, c + 16 * ldc, c_stride);
+  _tile_stored(3, c + 16 * ldc + 16, c_stride);
 }
 
 }  // namespace lmrt::cpu::amx

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 
+#include "common/buffer.h"
 #include "kernels/cpu/isa.h"
 #include "kernels/cpu/threadpool.h"
 
@@ -83,6 +84,13 @@ struct AttnSeq {
 };
 void paged_attention(ThreadPool& pool, const KVLayer& kv, const AttnSeq* seqs, int64_t num_seqs,
                      int n_heads, float scale);
+// The same attention with the sequences of at least min_rows rows on bf16 tiles (prefill; see
+// linear_bf16_tiles for what that means): q, K, V and the softmax probabilities rounded to bf16,
+// every sum in fp32, the softmax online over 64-key chunks (flash attention). Not batch invariant;
+// the other sequences take paged_attention's exact path. scratch grows as needed and is reused
+// (the packed K/V). emulate as in linear_bf16_tiles.
+void paged_attention_tiles(ThreadPool& pool, const KVLayer& kv, const AttnSeq* seqs, int64_t num_seqs, int n_heads,
+                           float scale, int64_t min_rows, bool emulate, Buffer& scratch);
 
 // 4-bit weights with a (scale, min) pair per group of `group_size` inputs (32, 64 or 128;
 // K a multiple of it): w[n, k] = code[n, k] * scales[n, k / g] + mins[n, k / g], code in 0..15.
@@ -119,9 +127,12 @@ void bf16_tile_pack(const void* w, DType wdt, int64_t N, int64_t K, uint16_t* ou
 bool amx_available();
 // y = x w^T (+ bias), w packed by bf16_tile_pack. emulate: run a software model of the tile
 // instruction (same data layout, same pair order; for tests on CPUs without AMX). Throws
-// std::runtime_error when !emulate and !amx_available().
+// std::runtime_error when !emulate and !amx_available(). x_bf16: workspace of
+// bf16_tiles_x_size(M, K) elements for x as bf16 (nullptr: allocated per call).
+int64_t bf16_tiles_x_size(int64_t M, int64_t K);
 void linear_bf16_tiles(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const uint16_t* packed,
-                       int64_t N, const float* bias, float* y, int64_t ldy, bool emulate);
+                       int64_t N, const float* bias, float* y, int64_t ldy, bool emulate,
+                       uint16_t* x_bf16 = nullptr);
 
 // Row gather from an embedding table: out[m, :] = table[ids[m], :] as fp32.
 //   table [V, H] (dt), out [M, H] stride ldo

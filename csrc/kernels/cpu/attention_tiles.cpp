@@ -1,0 +1,219 @@
+// paged_attention_tiles: prefill attention on bf16 tiles (flash attention: online softmax over
+// 64-key chunks), for the sequences of a batch that bring many query rows. Baseline-compiled; the
+// tile block is amx::bf16_block or its software model (tiles.h), the softmax chunk and the
+// accumulator update are scalar here or AVX-512 (attention_tiles_avx512.cpp).
+//
+// Per call: (1) each tile sequence's K and V, for every kv head, are rounded to bf16 and packed
+// once into the tile unit's B layout (K rows as bf16_tile_pack packs weight rows; V transposed, so
+// keys are the reduction axis); (2) each work item, 32 query rows of one head, walks the key
+// chunks up to its last position: S = Q K^T (2 blocks), softmax chunk, O = O * corr + P V.
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <vector>
+
+#include "kernels/cpu/bf16.h"
+#include "kernels/cpu/ops.h"
+#include "kernels/cpu/tiles.h"
+
+namespace lmrt::cpu {
+
+namespace {
+
+constexpr int64_t kRows = 32;          // query rows per work item: the 2 A tiles of a block
+constexpr int64_t kChunk = kKeyChunk;  // keys per softmax chunk: 2 blocks of S
+constexpr int64_t kMaxHeadDim = 256;   // bounds the per-thread scratch on the stack
+constexpr int64_t kBlockElems = 16 * 32;  // bf16 elements of one packed tile (16 rows x 32)
+
+int64_t round_up(int64_t a, int64_t q) { return (a + q - 1) / q * q; }
+
+struct TileSeq {
+  const AttnSeq* seq;
+  int64_t num_keys;  // last position + 1: the keys its rows can see
+  int64_t keys_pad;  // num_keys rounded up to kChunk
+  uint16_t* k;       // [n_kv_heads][keys_pad / 16][hdp / 32][16][32]: bf16_tile_pack of the K rows
+  uint16_t* v;       // [n_kv_heads][hdp / 16][keys_pad / 32][16][32]: bf16_tile_pack of V^T
+  int64_t first_item;
+};
+
+// Rounds keys [c * kChunk, (c + 1) * kChunk) of kv head h to bf16 and writes them into the packed K
+// and V of that head (zeros past num_keys and past head_dim, so padding never meets a NaN).
+void pack_chunk(const KVLayer& kv, const TileSeq& t, int h, int64_t c, int64_t hdp, ToBf16Fn to_bf16) {
+  const int64_t hd = kv.head_dim, bs = kv.block_size, steps = hdp / 32, ksteps = t.keys_pad / 32;
+  uint16_t* kp = t.k + h * t.keys_pad * hdp;
+  uint16_t* vp = t.v + h * t.keys_pad * hdp;
+  uint16_t krow[kMaxHeadDim], vrow[kMaxHeadDim];
+  for (int64_t key = c * kChunk; key < (c + 1) * kChunk; ++key) {
+    std::fill(krow, krow + hdp, uint16_t{0});
+    std::fill(vrow, vrow + hdp, uint16_t{0});
+    if (key < t.num_keys) {
+      const int64_t at = ((static_cast<int64_t>(t.seq->block_table[key / bs]) * kv.n_kv_heads + h) * bs + key % bs) * hd;
+      if (kv.dtype == DType::BF16) {
+        std::copy_n(static_cast<const uint16_t*>(kv.k) + at, hd, krow);
+        std::copy_n(static_cast<const uint16_t*>(kv.v) + at, hd, vrow);
+      } else {
+        to_bf16(static_cast<const float*>(kv.k) + at, hd, krow);
+        to_bf16(static_cast<const float*>(kv.v) + at, hd, vrow);
+      }
+    }
+    // K: key = 16-row block nb, row n; dims (2p, 2p + 1) of step s form pair p.
+    const int64_t nb = key / 16, n = key % 16;
+    for (int64_t d = 0; d < hdp; ++d)
+      kp[((nb * steps + d / 32) * 16 + (d % 32) / 2) * 32 + 2 * n + d % 2] = krow[d];
+    // V^T: output dim d = 16-column block d / 16, column d % 16; keys (2p, 2p + 1) of step s form pair p.
+    const int64_t s = key / 32, p = (key % 32) / 2, j = key % 2;
+    for (int64_t d = 0; d < hdp; ++d) vp[(((d / 16) * ksteps + s) * 16 + p) * 32 + 2 * (d % 16) + j] = vrow[d];
+  }
+}
+
+// One work item: rows [m0, m0 + 32) of head `head` of sequence t.
+void attend_rows(const KVLayer& kv, const TileSeq& t, int head, int group, int64_t m0, float scale, int64_t hdp,
+                 TileBlockFn block, ToBf16Fn to_bf16, SoftmaxChunkFn softmax, AccUpdateFn update) {
+  const AttnSeq& q = *t.seq;
+  const int64_t hd = kv.head_dim, steps = hdp / 32, ksteps = t.keys_pad / 32;
+  const int64_t rows = std::min(kRows, q.M - m0);
+  const uint16_t* kp = t.k + (head / group) * t.keys_pad * hdp;
+  const uint16_t* vp = t.v + (head / group) * t.keys_pad * hdp;
+  alignas(64) uint16_t qb[kRows * kMaxHeadDim];  // [32, hdp] bf16 Q rows, zero padded
+  alignas(64) float s[kRows * kChunk];           // [32, 64] raw scores of a chunk
+  alignas(64) uint16_t p[kRows * kChunk];        // [32, 64] bf16 probabilities
+  alignas(64) float pv[kRows * kMaxHeadDim];     // [32, hdp] P V of a chunk
+  alignas(64) float o[kRows * kMaxHeadDim];      // [32, hdp] running accumulator
+  float m[kRows], l[kRows], corr[kRows];
+  int32_t pos[kRows], n_valid[kRows];
+  for (int64_t r = 0; r < kRows; ++r) {
+    uint16_t* qr = qb + r * hdp;
+    std::fill(qr, qr + hdp, uint16_t{0});
+    if (r < rows) to_bf16(q.q + (m0 + r) * q.ldq + static_cast<int64_t>(head) * hd, hd, qr);
+    pos[r] = q.pos[m0 + std::min(r, rows - 1)];  // padding rows repeat the last row (their output is dropped)
+    m[r] = -INFINITY;
+    l[r] = 0.0f;
+  }
+  std::fill(o, o + kRows * hdp, 0.0f);
+  const int64_t last = *std::max_element(pos, pos + kRows);
+  for (int64_t c = 0; c * kChunk <= last; ++c) {
+    const int64_t nb = c * kChunk / 16;  // first 16-key block of the chunk
+    block(qb, hdp, kp + nb * steps * kBlockElems, kp + (nb + 1) * steps * kBlockElems, steps, nullptr, s, kChunk);
+    block(qb, hdp, kp + (nb + 2) * steps * kBlockElems, kp + (nb + 3) * steps * kBlockElems, steps, nullptr, s + 32,
+          kChunk);
+    for (int64_t r = 0; r < kRows; ++r)
+      n_valid[r] = static_cast<int32_t>(std::clamp<int64_t>(pos[r] - c * kChunk + 1, 0, kChunk));
+    softmax(s, n_valid, kRows, scale, m, l, p, corr);
+    const int64_t s0 = c * kChunk / 32;  // first 32-key step of the chunk
+    for (int64_t cb = 0; cb < hdp / 16; cb += 2)
+      block(p, kChunk, vp + (cb * ksteps + s0) * kBlockElems, vp + ((cb + 1) * ksteps + s0) * kBlockElems, 2,
+            nullptr, pv + cb * 16, hdp);
+    update(o, pv, corr, kRows, hdp);
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    const float inv = 1.0f / l[r];
+    float* out = q.out + (m0 + r) * q.ldo + static_cast<int64_t>(head) * hd;
+    for (int64_t d = 0; d < hd; ++d) out[d] = o[r * hdp + d] * inv;
+  }
+}
+
+}  // namespace
+
+void scalar::softmax_chunk(const float* s, const int32_t* n_valid, int64_t R, float scale, float* m, float* l,
+                           uint16_t* p, float* corr) {
+  for (int64_t r = 0; r < R; ++r) {
+    const float* sr = s + r * kKeyChunk;  // [64]
+    uint16_t* pr = p + r * kKeyChunk;     // [64]
+    const int nv = n_valid[r];
+    if (nv <= 0) {
+      std::fill(pr, pr + kKeyChunk, uint16_t{0});
+      corr[r] = 1.0f;
+      continue;
+    }
+    float mx = m[r];
+    for (int j = 0; j < nv; ++j) mx = std::max(mx, sr[j] * scale);
+    float sum = 0.0f;
+    for (int j = 0; j < kKeyChunk; ++j) {
+      pr[j] = j < nv ? f32_to_bf16_bits(std::exp(sr[j] * scale - mx)) : 0;
+      sum += bf16_bits_to_f32(pr[j]);
+    }
+    const float c = std::exp(m[r] - mx);  // 0 on a row's first chunk (m = -inf)
+    l[r] = l[r] * c + sum;
+    m[r] = mx;
+    corr[r] = c;
+  }
+}
+
+void scalar::acc_update(float* o, const float* pv, const float* corr, int64_t R, int64_t n) {
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t i = 0; i < n; ++i) o[r * n + i] = std::fma(o[r * n + i], corr[r], pv[r * n + i]);
+}
+
+SoftmaxChunkFn softmax_chunk_fn() {
+#ifdef LMRT_X86
+  if (active_isa() == Isa::Avx512) return avx512::softmax_chunk;
+#endif
+  return scalar::softmax_chunk;
+}
+
+AccUpdateFn acc_update_fn() {
+#ifdef LMRT_X86
+  if (active_isa() == Isa::Avx512) return avx512::acc_update;
+#endif
+  return scalar::acc_update;
+}
+
+void paged_attention_tiles(ThreadPool& pool, const KVLayer& kv, const AttnSeq* seqs, int64_t num_seqs, int n_heads,
+                           float scale, int64_t min_rows, bool emulate, Buffer& scratch) {
+  const int64_t hdp = round_up(kv.head_dim, 32);
+  std::vector<AttnSeq> exact;  // sequences with few rows: the exact per-row path
+  std::vector<TileSeq> tiled;
+  int64_t elems = 0, items = 0;
+  for (int64_t i = 0; i < num_seqs; ++i) {
+    const AttnSeq& q = seqs[i];
+    if (q.M < std::max<int64_t>(min_rows, 1) || hdp > kMaxHeadDim) {
+      exact.push_back(q);
+      continue;
+    }
+    TileSeq t{&q, *std::max_element(q.pos, q.pos + q.M) + 1, 0, nullptr, nullptr, items};
+    t.keys_pad = round_up(t.num_keys, kChunk);
+    tiled.push_back(t);
+    elems += 2 * kv.n_kv_heads * t.keys_pad * hdp;
+    items += n_heads * ((q.M + kRows - 1) / kRows);
+  }
+  if (!exact.empty()) paged_attention(pool, kv, exact.data(), static_cast<int64_t>(exact.size()), n_heads, scale);
+  if (tiled.empty()) return;
+  const TileUnit unit(emulate, "paged_attention_tiles");
+  const TileBlockFn block = unit.block();
+  const ToBf16Fn to_bf16 = to_bf16_fn();
+  const SoftmaxChunkFn softmax = softmax_chunk_fn();
+  const AccUpdateFn update = acc_update_fn();
+  scratch.reserve(static_cast<size_t>(elems) * sizeof(uint16_t));
+  uint16_t* at = scratch.data<uint16_t>();
+  std::vector<int64_t> first_pack(tiled.size() + 1, 0);  // pack work items: (sequence, kv head, chunk)
+  for (size_t i = 0; i < tiled.size(); ++i) {
+    TileSeq& t = tiled[i];
+    t.k = at;
+    t.v = at + kv.n_kv_heads * t.keys_pad * hdp;
+    at += 2 * kv.n_kv_heads * t.keys_pad * hdp;
+    first_pack[i + 1] = first_pack[i] + kv.n_kv_heads * (t.keys_pad / kChunk);
+  }
+  pool.parallel_for(first_pack.back(), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const size_t si = std::upper_bound(first_pack.begin(), first_pack.end(), i) - first_pack.begin() - 1;
+      const int64_t chunks = tiled[si].keys_pad / kChunk, local = i - first_pack[si];
+      pack_chunk(kv, tiled[si], static_cast<int>(local / chunks), local % chunks, hdp, to_bf16);
+    }
+  });
+  const int group = n_heads / kv.n_kv_heads;
+  // Work item: (sequence, head, 32-row block); within a sequence the last rows see the most keys.
+  pool.parallel_for(items, 1, [&](int64_t begin, int64_t end) {
+    unit.begin();
+    for (int64_t i = begin; i < end; ++i) {
+      size_t si = 0;
+      while (si + 1 < tiled.size() && tiled[si + 1].first_item <= i) ++si;
+      const TileSeq& t = tiled[si];
+      const int64_t local = i - t.first_item, blocks = (t.seq->M + kRows - 1) / kRows;
+      attend_rows(kv, t, static_cast<int>(local / blocks), group, (local % blocks) * kRows, scale, hdp, block,
+                  to_bf16, softmax, update);
+    }
+    unit.end();
+  });
+}
+
+}  // namespace lmrt::cpu

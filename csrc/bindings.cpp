@@ -109,17 +109,44 @@ py::array_t<float> linear(F32In x, py::array w, std::optional<F32In> bias, const
                        int64_t K, int64_t N, cpu::DType dt) { cpu::linear(pool, xp, M, K, K, wp, dt, N, bp, yp, N); });
 }
 
-// The AMX bf16 GEMM (or its software model, emulate=True): w is packed here, per call.
+// The AMX bf16 GEMM (or its software model, emulate=True): w is packed here, per call. mode: "store"
+// (y = x w^T + bias), "add" (y0 + x w^T + bias), "silu_mul" (silu(c[:, :N/2]) * c[:, N/2:] as bf16, returned
+// as float32 [M, N/2], with c = x w^T + bias).
 py::array_t<float> linear_bf16_tiles(F32In x, py::array w, std::optional<F32In> bias, const std::string& wdtype,
-                                     int num_threads, bool emulate) {
+                                     int num_threads, bool emulate, const std::string& mode,
+                                     std::optional<F32In> y0) {
   if (!emulate && !cpu::amx_available()) bad("this CPU (or OS, or build) has no AMX-BF16: pass emulate=True");
-  return run_linear(x, w, bias, wdtype, num_threads,
-                    [emulate](cpu::ThreadPool& pool, const float* xp, const void* wp, const float* bp, float* yp,
-                              int64_t M, int64_t K, int64_t N, cpu::DType dt) {
-                      std::vector<uint16_t> packed(static_cast<size_t>(cpu::bf16_tile_packed_size(N, K)));
-                      cpu::bf16_tile_pack(wp, dt, N, K, packed.data());
-                      cpu::linear_bf16_tiles(pool, xp, M, K, K, packed.data(), N, bp, yp, N, emulate);
-                    });
+  if (mode != "store" && mode != "add" && mode != "silu_mul")
+    bad("mode must be 'store', 'add' or 'silu_mul', got '" + mode + "'");
+  const cpu::TileOut out = mode == "add" ? cpu::TileOut::Add : mode == "silu_mul" ? cpu::TileOut::SiluMul : cpu::TileOut::Store;
+  if (out == cpu::TileOut::Add && (!y0 || y0->ndim() != 2 || y0->shape(0) != x.shape(0) || y0->shape(1) != w.shape(0)))
+    bad("mode='add' needs y0 of shape [M, N]");
+  if (out == cpu::TileOut::SiluMul && w.ndim() == 2 && w.shape(0) % 64)
+    bad("mode='silu_mul' needs N (gate rows, then as many up rows) a multiple of 64, got " + std::to_string(w.shape(0)));
+  const float* y0p = y0 ? y0->data() : nullptr;
+  py::array_t<float> y = run_linear(
+      x, w, bias, wdtype, num_threads,
+      [&](cpu::ThreadPool& pool, const float* xp, const void* wp, const float* bp, float* yp, int64_t M, int64_t K,
+          int64_t N, cpu::DType dt) {
+        std::vector<uint16_t> packed(static_cast<size_t>(cpu::bf16_tile_packed_size(N, K)));
+        cpu::bf16_tile_pack(wp, dt, N, K, packed.data(), out == cpu::TileOut::SiluMul);
+        std::vector<uint16_t> xb(static_cast<size_t>(cpu::bf16_tiles_x_size(M, K)));
+        cpu::bf16_tiles_input(pool, xp, M, K, K, xb.data());
+        if (out != cpu::TileOut::SiluMul) {
+          if (y0p) std::copy(y0p, y0p + M * N, yp);
+          cpu::linear_bf16_tiles_in(pool, xb.data(), M, K, packed.data(), N, bp, out, yp, N, emulate);
+          return;
+        }
+        std::vector<uint16_t> act(static_cast<size_t>(cpu::bf16_tiles_x_size(M, N / 2)));
+        cpu::linear_bf16_tiles_in(pool, xb.data(), M, K, packed.data(), N, bp, out, act.data(), N / 2, emulate);
+        for (int64_t m = 0; m < M; ++m)  // [M, N/2] into the first half of each row of y
+          for (int64_t i = 0; i < N / 2; ++i) yp[m * N + i] = cpu::bf16_to_f32(act[m * (N / 2) + i]);
+      });
+  if (out != cpu::TileOut::SiluMul) return y;
+  const int64_t M = y.shape(0), N = y.shape(1);
+  py::array_t<float> half({M, N / 2});
+  for (int64_t m = 0; m < M; ++m) std::copy(y.data() + m * N, y.data() + m * N + N / 2, half.mutable_data() + m * (N / 2));
+  return half;
 }
 
 // A 2-D C-contiguous array of exactly type T (no silent casts: a wider integer array
@@ -428,9 +455,10 @@ static void bind_kernels(py::module_& m) {
       "Self-check of the thread pool (tests): indices not visited exactly once, and contention counters.");
   m.def("amx_available", &cpu::amx_available, "AMX-TILE and AMX-BF16 present and granted to this process.");
   m.def("linear_bf16_tiles", &kern::linear_bf16_tiles, "x"_a, "w"_a, "bias"_a = py::none(), "wdtype"_a = "f32",
-        "num_threads"_a = 1, "emulate"_a = false,
+        "num_threads"_a = 1, "emulate"_a = false, "mode"_a = "store", "y0"_a = py::none(),
         "y = x @ w.T (+ bias) on AMX tiles, x and w rounded to bf16, fp32 accumulation; emulate=True runs the "
-        "software model of the tile instruction (any CPU).");
+        "software model of the tile instruction (any CPU). mode='add': y0 + that; mode='silu_mul': "
+        "silu(c[:, :N/2]) * c[:, N/2:] rounded to bf16, for c = x @ w.T (+ bias).");
   m.def("linear", &kern::linear, "x"_a, "w"_a, "bias"_a = py::none(), "wdtype"_a = "f32", "num_threads"_a = 1,
         "y = x @ w.T (+ bias). x [M, K] float32; w [N, K] float32, or uint16 bf16 bits with wdtype='bf16'.");
   m.def("linear_w4", &kern::linear_w4, "x"_a, "codes"_a, "scales"_a, "mins"_a, "group_size"_a,

@@ -52,6 +52,42 @@ def test_matches_float64_on_bf16_inputs(emulate, M, K_, N, with_bias):
     assert (err <= bound).all(), f"max error {err.max():.3g}, worst ratio to the bound {(err / bound).max():.3g}"
 
 
+@pytest.mark.parametrize("M,K_,N", [(5, 40, 20), (64, 576, 960), (40, 96, 70)])
+def test_add_mode_accumulates_into_y(emulate, M, K_, N):
+    rng = np.random.default_rng(M + K_ + N)
+    x = rng.standard_normal((M, K_)).astype(np.float32)
+    w = (rng.standard_normal((N, K_)) / np.sqrt(K_)).astype(np.float32)
+    y0 = rng.standard_normal((M, N)).astype(np.float32)
+    for bias in (None, rng.standard_normal(N).astype(np.float32)):
+        y = K.linear_bf16_tiles(x, w, bias, emulate=emulate, mode="add", y0=y0)
+        xr = _bf16.bf16_bits_to_float32(_bf16.float32_to_bf16_bits(x)).astype(np.float64)
+        wr = _bf16.bf16_bits_to_float32(_bf16.float32_to_bf16_bits(w)).astype(np.float64)
+        ref = y0 + xr @ wr.T + (0 if bias is None else bias)
+        bound = fp32_sum_bound(xr, wr, bias) + 2 * 2.0**-24 * np.abs(ref)  # one more rounded add: y0 + c
+        assert (np.abs(y - ref) <= bound).all()
+
+
+# silu(g) * u of fp32 values within their sum bound, then rounded once to bf16 (2^-9 relative).
+@pytest.mark.parametrize("M,K_,N", [(5, 40, 64), (64, 576, 256), (33, 96, 128)])
+def test_silu_mul_mode_pairs_gates_with_their_ups(emulate, isa, M, K_, N):
+    rng = np.random.default_rng(M * 7 + N)
+    x = rng.standard_normal((M, K_)).astype(np.float32)
+    w = (rng.standard_normal((N, K_)) / np.sqrt(K_)).astype(np.float32)
+    act = K.linear_bf16_tiles(x, w, emulate=emulate, mode="silu_mul")
+    xr = _bf16.bf16_bits_to_float32(_bf16.float32_to_bf16_bits(x)).astype(np.float64)
+    wr = _bf16.bf16_bits_to_float32(_bf16.float32_to_bf16_bits(w)).astype(np.float64)
+    c = xr @ wr.T
+    g, u = c[:, : N // 2], c[:, N // 2:]
+    ref = g / (1 + np.exp(-g)) * u
+    bound = fp32_sum_bound(xr, wr, None)
+    # d(silu(g) u) = (silu'(g) u) dg + silu(g) du, |silu'| <= 1.1
+    err_in = 1.1 * np.abs(u) * bound[:, : N // 2] + np.abs(g) * bound[:, N // 2:]
+    assert act.shape == (M, N // 2)
+    assert (np.abs(act - ref) <= err_in + 2.0**-8 * np.abs(ref) + 1e-30).all()
+    with pytest.raises(ValueError, match="multiple of 64"):
+        K.linear_bf16_tiles(x, w[:32], emulate=emulate, mode="silu_mul")
+
+
 def test_bf16_weights_equal_rounded_fp32_weights(emulate):
     rng = np.random.default_rng(7)
     x = rng.standard_normal((20, 64)).astype(np.float32)

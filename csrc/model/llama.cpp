@@ -21,8 +21,11 @@ LlamaModel::LlamaModel(ModelSpec spec, Weights weights) : spec_(std::move(spec))
 }
 
 void LlamaModel::pack_tiles(bool emulated) {
-  for (LayerWeights& w : weights_.layers)
-    for (Matrix* m : {&w.qkv, &w.o, &w.gate_up, &w.down}) lmrt::pack_tiles(*m, emulated);
+  gate_up_paired_ = spec_.intermediate_size % 32 == 0;
+  for (LayerWeights& w : weights_.layers) {
+    for (Matrix* m : {&w.qkv, &w.o, &w.down}) lmrt::pack_tiles(*m, false);
+    lmrt::pack_tiles(w.gate_up, gate_up_paired_);
+  }
   tiles_ = true;
   tiles_emulated_ = emulated;
 }
@@ -37,64 +40,35 @@ void LlamaModel::reserve(int64_t T, int64_t R) {
   act_.reserve(T * I * 4);
   sel_.reserve(R * H * 4);
   logits_.reserve(R * static_cast<int64_t>(spec_.vocab_size) * 4);
-  if (tiles_ && T >= kTilesMinRows)
-    tiles_x_.reserve(cpu::bf16_tiles_x_size(T, std::max({H, static_cast<int64_t>(spec_.q_dim()), I})) * sizeof(uint16_t));
+  if (tiles_ && T >= kTilesMinRows) {
+    tiles_x_.reserve(cpu::bf16_tiles_x_size(T, std::max<int64_t>(H, spec_.q_dim())) * sizeof(uint16_t));
+    tiles_act_.reserve(cpu::bf16_tiles_x_size(T, I) * sizeof(uint16_t));
+  }
 }
 
 const float* LlamaModel::forward(const Batch& batch, KVCache& kv, cpu::ThreadPool& pool) {
   const int64_t T = batch.num_tokens(), R = static_cast<int64_t>(batch.logit_rows.size());
-  const int64_t H = spec_.hidden_size, I = spec_.intermediate_size, V = spec_.vocab_size;
-  const int64_t QKV = spec_.qkv_dim(), Q = spec_.q_dim(), KVD = spec_.kv_dim();
+  const int64_t H = spec_.hidden_size, V = spec_.vocab_size, QKV = spec_.qkv_dim(), Q = spec_.q_dim();
   if (T == 0) return nullptr;
   reserve(T, R);
   float* x = x_.data<float>();
-  float* h = h_.data<float>();
-  float* qkv = qkv_.data<float>();
-  float* attn = attn_.data<float>();
-  uint16_t* xb = tiles_x_.empty() ? nullptr : tiles_x_.data<uint16_t>();
-
   attn_seqs_.resize(batch.seqs.size());
   for (size_t s = 0; s < batch.seqs.size(); ++s) {
     const SeqRows& r = batch.seqs[s];
-    attn_seqs_[s] = cpu::AttnSeq{qkv + r.first_row * QKV, QKV,     attn + r.first_row * Q, Q,
-                                 r.block_table,           batch.positions.data() + r.first_row, r.num_rows};
+    attn_seqs_[s] = cpu::AttnSeq{qkv_.data<float>() + r.first_row * QKV,
+                                 QKV,
+                                 attn_.data<float>() + r.first_row * Q,
+                                 Q,
+                                 r.block_table,
+                                 batch.positions.data() + r.first_row,
+                                 r.num_rows};
   }
-  const float attn_scale = 1.0f / std::sqrt(static_cast<float>(spec_.head_dim));
 
   cpu::embedding(weights_.embed.data.data(), weights_.embed.dtype, H, batch.tokens.data(), T, x, H);
+  const bool tiles = tiles_ && T >= kTilesMinRows;
   for (int l = 0; l < spec_.num_layers; ++l) {
-    const LayerWeights& w = weights_.layers[l];
-    const cpu::KVLayer cache = kv.layer(l);
-    // attention block
-    rows(pool, T, [&](int64_t b, int64_t e) {
-      cpu::rmsnorm(x + b * H, e - b, H, H, w.input_norm.data(), spec_.rms_norm_eps, h + b * H, H);
-    });
-    apply_linear(pool, w.qkv, h, T, H, w.qkv_bias.empty() ? nullptr : w.qkv_bias.data(), qkv, QKV, xb);
-    cpu::rope(qkv, T, QKV, spec_.num_heads, spec_.head_dim, batch.positions.data(), spec_.inv_freq.data(),
-              spec_.attention_scaling);
-    cpu::rope(qkv + Q, T, QKV, spec_.num_kv_heads, spec_.head_dim, batch.positions.data(), spec_.inv_freq.data(),
-              spec_.attention_scaling);
-    cpu::kv_store(cache, qkv + Q, QKV, qkv + Q + KVD, QKV, T, batch.slots.data());
-    if (tiles_)
-      cpu::paged_attention_tiles(pool, cache, attn_seqs_.data(), static_cast<int64_t>(attn_seqs_.size()),
-                                 spec_.num_heads, attn_scale, kTilesMinRows, tiles_emulated_, attn_tiles_);
-    else
-      cpu::paged_attention(pool, cache, attn_seqs_.data(), static_cast<int64_t>(attn_seqs_.size()), spec_.num_heads,
-                           attn_scale);
-    apply_linear(pool, w.o, attn, T, Q, nullptr, h, H, xb);
-    // MLP block
-    rows(pool, T, [&](int64_t b, int64_t e) {
-      for (int64_t i = b * H; i < e * H; ++i) x[i] += h[i];
-      cpu::rmsnorm(x + b * H, e - b, H, H, w.post_attn_norm.data(), spec_.rms_norm_eps, h + b * H, H);
-    });
-    apply_linear(pool, w.gate_up, h, T, H, nullptr, gu_.data<float>(), 2 * I, xb);
-    rows(pool, T, [&](int64_t b, int64_t e) {
-      cpu::silu_mul(gu_.data<float>() + b * 2 * I, e - b, I, 2 * I, act_.data<float>() + b * I, I);
-    });
-    apply_linear(pool, w.down, act_.data<float>(), T, I, nullptr, h, H, xb);
-    rows(pool, T, [&](int64_t b, int64_t e) {
-      for (int64_t i = b * H; i < e * H; ++i) x[i] += h[i];
-    });
+    if (tiles) layer_tiles(l, batch, kv.layer(l), pool);
+    else layer(l, batch, kv.layer(l), pool);
   }
   if (R == 0) return nullptr;
   float* sel = sel_.data<float>();
@@ -105,6 +79,88 @@ const float* LlamaModel::forward(const Batch& batch, KVCache& kv, cpu::ThreadPoo
   }
   apply_linear(pool, weights_.output_matrix(), sel, R, H, nullptr, logits_.data<float>(), V);
   return logits_.data<float>();
+}
+
+void LlamaModel::attention(const Batch& batch, const cpu::KVLayer& cache, cpu::ThreadPool& pool, bool tiles) {
+  const int64_t T = batch.num_tokens(), QKV = spec_.qkv_dim(), Q = spec_.q_dim(), KVD = spec_.kv_dim();
+  float* qkv = qkv_.data<float>();
+  cpu::rope(qkv, T, QKV, spec_.num_heads, spec_.head_dim, batch.positions.data(), spec_.inv_freq.data(),
+            spec_.attention_scaling);
+  cpu::rope(qkv + Q, T, QKV, spec_.num_kv_heads, spec_.head_dim, batch.positions.data(), spec_.inv_freq.data(),
+            spec_.attention_scaling);
+  cpu::kv_store(cache, qkv + Q, QKV, qkv + Q + KVD, QKV, T, batch.slots.data());
+  const float scale = 1.0f / std::sqrt(static_cast<float>(spec_.head_dim));
+  const int64_t num_seqs = static_cast<int64_t>(attn_seqs_.size());
+  if (tiles)
+    cpu::paged_attention_tiles(pool, cache, attn_seqs_.data(), num_seqs, spec_.num_heads, scale, kTilesMinRows,
+                               tiles_emulated_, attn_tiles_);
+  else
+    cpu::paged_attention(pool, cache, attn_seqs_.data(), num_seqs, spec_.num_heads, scale);
+}
+
+void LlamaModel::layer(int l, const Batch& batch, const cpu::KVLayer& cache, cpu::ThreadPool& pool) {
+  const LayerWeights& w = weights_.layers[l];
+  const int64_t T = batch.num_tokens(), H = spec_.hidden_size, I = spec_.intermediate_size;
+  const float eps = spec_.rms_norm_eps;
+  float* x = x_.data<float>();
+  float* h = h_.data<float>();
+  float* gu = gu_.data<float>();
+  float* act = act_.data<float>();
+  // attention block
+  rows(pool, T, [&](int64_t b, int64_t e) { cpu::rmsnorm(x + b * H, e - b, H, H, w.input_norm.data(), eps, h + b * H, H); });
+  apply_linear(pool, w.qkv, h, T, H, w.qkv_bias.empty() ? nullptr : w.qkv_bias.data(), qkv_.data<float>(),
+               spec_.qkv_dim());
+  attention(batch, cache, pool, false);
+  apply_linear(pool, w.o, attn_.data<float>(), T, spec_.q_dim(), nullptr, h, H);
+  // MLP block
+  rows(pool, T, [&](int64_t b, int64_t e) {
+    for (int64_t i = b * H; i < e * H; ++i) x[i] += h[i];
+    cpu::rmsnorm(x + b * H, e - b, H, H, w.post_attn_norm.data(), eps, h + b * H, H);
+  });
+  apply_linear(pool, w.gate_up, h, T, H, nullptr, gu, 2 * I);
+  rows(pool, T, [&](int64_t b, int64_t e) { cpu::silu_mul(gu + b * 2 * I, e - b, I, 2 * I, act + b * I, I); });
+  apply_linear(pool, w.down, act, T, I, nullptr, h, H);
+  rows(pool, T, [&](int64_t b, int64_t e) {
+    for (int64_t i = b * H; i < e * H; ++i) x[i] += h[i];
+  });
+}
+
+// The same layer with every product on bf16 tiles: inputs handed over as bf16, the residual adds
+// and silu(gate) * up done by the products as they store (linear_bf16_tiles_in's modes).
+void LlamaModel::layer_tiles(int l, const Batch& batch, const cpu::KVLayer& cache, cpu::ThreadPool& pool) {
+  const LayerWeights& w = weights_.layers[l];
+  const int64_t T = batch.num_tokens(), H = spec_.hidden_size, I = spec_.intermediate_size, Q = spec_.q_dim();
+  const float eps = spec_.rms_norm_eps;
+  const bool em = tiles_emulated_;
+  float* x = x_.data<float>();
+  float* h = h_.data<float>();
+  uint16_t* xb = tiles_x_.data<uint16_t>();
+  uint16_t* actb = tiles_act_.data<uint16_t>();
+  using cpu::TileOut;
+  // attention block
+  rows(pool, T, [&](int64_t b, int64_t e) { cpu::rmsnorm(x + b * H, e - b, H, H, w.input_norm.data(), eps, h + b * H, H); });
+  cpu::bf16_tiles_input(pool, h, T, H, H, xb);
+  cpu::linear_bf16_tiles_in(pool, xb, T, H, w.qkv.tiles.data<uint16_t>(), w.qkv.rows,
+                            w.qkv_bias.empty() ? nullptr : w.qkv_bias.data(), TileOut::Store, qkv_.data<float>(),
+                            spec_.qkv_dim(), em);
+  attention(batch, cache, pool, true);
+  cpu::bf16_tiles_input(pool, attn_.data<float>(), T, Q, Q, xb);
+  cpu::linear_bf16_tiles_in(pool, xb, T, Q, w.o.tiles.data<uint16_t>(), H, nullptr, TileOut::Add, x, H, em);
+  // MLP block
+  rows(pool, T, [&](int64_t b, int64_t e) { cpu::rmsnorm(x + b * H, e - b, H, H, w.post_attn_norm.data(), eps, h + b * H, H); });
+  cpu::bf16_tiles_input(pool, h, T, H, H, xb);
+  if (gate_up_paired_) {
+    cpu::linear_bf16_tiles_in(pool, xb, T, H, w.gate_up.tiles.data<uint16_t>(), 2 * I, nullptr, TileOut::SiluMul,
+                              actb, I, em);
+  } else {
+    float* gu = gu_.data<float>();
+    float* act = act_.data<float>();
+    cpu::linear_bf16_tiles_in(pool, xb, T, H, w.gate_up.tiles.data<uint16_t>(), 2 * I, nullptr, TileOut::Store, gu,
+                              2 * I, em);
+    rows(pool, T, [&](int64_t b, int64_t e) { cpu::silu_mul(gu + b * 2 * I, e - b, I, 2 * I, act + b * I, I); });
+    cpu::bf16_tiles_input(pool, act, T, I, I, actb);
+  }
+  cpu::linear_bf16_tiles_in(pool, actb, T, I, w.down.tiles.data<uint16_t>(), H, nullptr, TileOut::Add, x, H, em);
 }
 
 }  // namespace lmrt

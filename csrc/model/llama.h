@@ -22,9 +22,9 @@ class LlamaModel {
   // note: the cache must already own the blocks that batch.slots point to.
   const float* forward(const Batch& batch, KVCache& kv, cpu::ThreadPool& pool);
 
-  // Opt-in bf16 prefill: packs the layers' matrices for AMX tiles (apply_linear then sends
-  // batches of >= kTilesMinRows rows there, and attention the sequences with that many rows).
-  // The output matrix stays fp32/int8: few rows.
+  // Opt-in bf16 prefill: packs the layers' matrices for AMX tiles; batches of >= kTilesMinRows
+  // rows then run layer_tiles (products and the prompt's attention on tiles). The output matrix
+  // stays fp32/int8: few rows.
   void pack_tiles(bool emulated);
 
   const ModelSpec& spec() const { return spec_; }
@@ -32,6 +32,11 @@ class LlamaModel {
 
  private:
   void reserve(int64_t num_rows, int64_t num_logit_rows);
+  // One decoder layer on x_, exact fp32 (every kernel batch invariant) or on bf16 tiles.
+  void layer(int l, const Batch& batch, const cpu::KVLayer& cache, cpu::ThreadPool& pool);
+  void layer_tiles(int l, const Batch& batch, const cpu::KVLayer& cache, cpu::ThreadPool& pool);
+  // RoPE on qkv_'s q and k, K/V into the cache, causal attention into attn_.
+  void attention(const Batch& batch, const cpu::KVLayer& cache, cpu::ThreadPool& pool, bool tiles);
 
   ModelSpec spec_;
   Weights weights_;
@@ -44,12 +49,14 @@ class LlamaModel {
   Buffer act_;     // [T, I]
   Buffer sel_;     // [R, H] final hidden rows that need logits
   Buffer logits_;  // [R, V]
-  // Tile path only (pack_tiles):
+  std::vector<cpu::AttnSeq> attn_seqs_;  // [num_seqs]
+  // The tile path (pack_tiles):
   bool tiles_ = false;
   bool tiles_emulated_ = false;
-  Buffer tiles_x_;      // [bf16_tiles_x_size(T, max(H, q_dim, I))] uint16: a linear's input as bf16
-  Buffer attn_tiles_;   // paged_attention_tiles' packed K/V (it sizes it)
-  std::vector<cpu::AttnSeq> attn_seqs_;  // [num_seqs]
+  bool gate_up_paired_ = false;  // gate_up packed with pair_halves: its product ends in silu_mul
+  Buffer tiles_x_;     // [bf16_tiles_x_size(T, max(H, q_dim))] uint16: a product's input as bf16
+  Buffer tiles_act_;   // [bf16_tiles_x_size(T, I)] uint16: silu(gate) * up as bf16, down's input
+  Buffer attn_tiles_;  // paged_attention_tiles' packed K/V (it sizes it)
 };
 
 }  // namespace lmrt

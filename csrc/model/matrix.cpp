@@ -7,7 +7,7 @@
 
 namespace lmrt {
 
-void pack_tiles(Matrix& w, bool emulated) {
+void pack_tiles(Matrix& w, bool pair_halves) {
   const int64_t N = w.rows, K = w.cols;
   std::vector<float> dense;  // W4 dequantised to fp32 first
   const void* src = w.data.data();
@@ -22,17 +22,11 @@ void pack_tiles(Matrix& w, bool emulated) {
                             N, dense.data());
   }
   w.tiles.reset(static_cast<size_t>(cpu::bf16_tile_packed_size(N, K)) * sizeof(uint16_t));
-  cpu::bf16_tile_pack(src, dt, N, K, w.tiles.data<uint16_t>());
-  w.tiles_emulated = emulated;
+  cpu::bf16_tile_pack(src, dt, N, K, w.tiles.data<uint16_t>(), pair_halves);
 }
 
 void apply_linear(cpu::ThreadPool& pool, const Matrix& w, const float* x, int64_t M, int64_t ldx, const float* bias,
-                  float* y, int64_t ldy, uint16_t* x_bf16) {
-  if (!w.tiles.empty() && M >= kTilesMinRows) {
-    cpu::linear_bf16_tiles(pool, x, M, w.cols, ldx, w.tiles.data<uint16_t>(), w.rows, bias, y, ldy, w.tiles_emulated,
-                           x_bf16);
-    return;
-  }
+                  float* y, int64_t ldy) {
   switch (w.format) {
     case WeightFormat::Dense:
       cpu::linear(pool, x, M, w.cols, ldx, w.data.data(), w.dtype, w.rows, bias, y, ldy);

@@ -23,22 +23,21 @@ struct Matrix {
   // Prefill on AMX tiles (opt-in, pack_tiles): W rounded to bf16 in tile order,
   // [bf16_tile_packed_size(rows, cols)] uint16; empty otherwise.
   Buffer tiles;
-  bool tiles_emulated = false;  // run the tile unit's software model (tests on CPUs without AMX)
 
   bool empty() const { return rows == 0; }
   size_t bytes() const { return data.bytes() + scales.bytes() + mins.bytes() + tiles.bytes(); }
 };
 
-// Batches of at least this many rows go to the tiles when a matrix has them; decode and
-// short chunks stay on the exact fp32 path.
+// With tiles packed (opt-in), batches of at least this many rows run on them (LlamaModel::layer_tiles);
+// decode and short chunks stay on the exact fp32 path.
 constexpr int64_t kTilesMinRows = 32;
 
-// Fills w.tiles from w in any format (dequantised, then rounded to bf16).
-void pack_tiles(Matrix& w, bool emulated);
+// Fills w.tiles from w in any format (dequantised, then rounded to bf16); pair_halves as in
+// cpu::bf16_tile_pack (a gate/up matrix whose product ends in silu_mul).
+void pack_tiles(Matrix& w, bool pair_halves);
 
-// y [M, rows] (row stride ldy) = x [M, cols] (row stride ldx) W^T (+ bias [rows]).
-// x_bf16: workspace of cpu::bf16_tiles_x_size(M, cols) elements for the tile path (nullptr: allocated).
+// y [M, rows] (row stride ldy) = x [M, cols] (row stride ldx) W^T (+ bias [rows]), exact fp32.
 void apply_linear(cpu::ThreadPool& pool, const Matrix& w, const float* x, int64_t M, int64_t ldx, const float* bias,
-                  float* y, int64_t ldy, uint16_t* x_bf16 = nullptr);
+                  float* y, int64_t ldy);
 
 }  // namespace lmrt

@@ -80,6 +80,12 @@ using I8TileFn = I8TileSig*;
 using SiluMulSig = void(const float* g, const float* u, int64_t n, float* out);
 using SiluMulFn = SiluMulSig*;
 
+// out[m, n] = bf16(silu(c[m, n]) * c[m, 16 + n]) for m < 32, n < 16: a 32 x 32 block of the
+//   gate/up product whose first 16 columns are gates and last 16 the matching ups.
+//   c [32, 32] fp32 row stride ldc; out [32, 16] bf16 row stride ldo
+using SiluMulPairsSig = void(const float* c, int64_t ldc, uint16_t* out, int64_t ldo);
+using SiluMulPairsFn = SiluMulPairsSig*;
+
 // The bf16 tile paths (linear_bf16.cpp, attention_tiles.cpp). Not batch invariant: opt-in precision.
 //
 // One 32 x 32 block of C on bf16 tiles (amx::bf16_block, or scalar::bf16_tile_block, its software
@@ -88,9 +94,10 @@ using SiluMulFn = SiluMulSig*;
 //   a    [32, steps * 32] bf16, row stride lda (elements)
 //   b0, b1  two packed 16-output blocks ([steps, 16, 32] bf16 each, bf16_tile_pack order in ops.h):
 //        c[:, 0:16] from b0, c[:, 16:32] from b1
-//   init [32] fp32 that every row of c starts from (a bias), or nullptr for zeros
+//   init [32, 32] fp32, row stride ldi, that c starts from (ldi 0: one row for every row of c, a
+//        bias; init may be c itself, to accumulate), or nullptr for zeros
 using TileBlockSig = void(const uint16_t* a, int64_t lda, const uint16_t* b0, const uint16_t* b1, int64_t steps,
-                          const float* init, float* c, int64_t ldc);
+                          const float* init, int64_t ldi, float* c, int64_t ldc);
 using TileBlockFn = TileBlockSig*;
 // out[i] = bf16(x[i]) for i < n, rounded to nearest even (a NaN stays a NaN).
 using ToBf16Sig = void(const float* x, int64_t n, uint16_t* out);
@@ -117,6 +124,7 @@ AttnSig attention_one;
 W4DequantSig w4_dequant;
 I8DequantSig i8_dequant;
 SiluMulSig silu_mul_row;
+SiluMulPairsSig silu_mul_pairs;
 TileBlockSig bf16_tile_block;
 ToBf16Sig to_bf16;
 SoftmaxChunkSig softmax_chunk;
@@ -141,6 +149,7 @@ I8DequantSig i8_dequant;
 W4TileSig w4_tile;
 I8TileSig i8_tile;
 SiluMulSig silu_mul_row;
+SiluMulPairsSig silu_mul_pairs;
 ToBf16Sig to_bf16;
 SoftmaxChunkSig softmax_chunk;
 AccUpdateSig acc_update;

@@ -36,12 +36,13 @@ void configure_tiles() {
 void release_tiles() { _tile_release(); }
 
 void bf16_block(const uint16_t* a, int64_t lda, const uint16_t* b0, const uint16_t* b1, int64_t steps,
-                const float* init, float* c, int64_t ldc) {
-  if (init) {  // stride 0: every row of a C tile starts as the same 16 values
-    _tile_loadd(0, init, 0);
-    _tile_loadd(1, init + 16, 0);
-    _tile_loadd(2, init, 0);
-    _tile_loadd(3, init + 16, 0);
+                const float* init, int64_t ldi, float* c, int64_t ldc) {
+  if (init) {  // ldi 0: every row of a C tile starts as the same 16 values
+    const int64_t i_stride = ldi * 4;
+    _tile_loadd(0, init, i_stride);
+    _tile_loadd(1, init + 16, i_stride);
+    _tile_loadd(2, init + 16 * ldi, i_stride);
+    _tile_loadd(3, init + 16 * ldi + 16, i_stride);
   } else {
     _tile_zero(0);
     _tile_zero(1);

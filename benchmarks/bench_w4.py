@@ -16,7 +16,9 @@ llama.cpp and HF get the very same ids, no BOS added), the same thread count:
              llama-cpp-python's Llama runs one sequence at a time, so llama.cpp has no batch16.
 
 systems (--only; all by default):
-  lmrt-w4             the GGUF, 4-bit tensors imported losslessly, int8 lm_head (the default)
+  lmrt-w4             the GGUF, 4-bit tensors imported losslessly, int8 lm_head (the default; prefill_precision
+                      "auto": bf16 on AMX tiles where the CPU has AMX-BF16, exact fp32 elsewhere)
+  lmrt-w4-fp32-prefill  the same with prefill_precision="fp32" (exact, batch invariant)
   lmrt-w4-dense-head  the same with lm_head_dtype="dense": the fp32 tied embedding as output matrix
   lmrt-fp32           default_model_path(), the dense HF conversion of the GGUF
   lmrt-awq-g64        lmrt on its own AutoAWQ g64 checkpoint (--awq-dir, default /tmp/lmrt-awq/awq-g64), made by
@@ -130,12 +132,13 @@ class Hog:
 # ---------------------------------------------------------------- systems
 
 class LmrtRunner:
-    def __init__(self, model, threads, dtype="float32", lm_head_dtype="auto"):
+    def __init__(self, model, threads, dtype="float32", lm_head_dtype="auto", prefill_precision="auto"):
         import lmrt
 
         self.lmrt = lmrt
         cfg = lmrt.EngineConfig(dtype=dtype, num_threads=threads, max_batch_size=16, max_num_batched_tokens=512,
-                                session_len=1024, enable_prefix_caching=False, lm_head_dtype=lm_head_dtype)
+                                session_len=1024, enable_prefix_caching=False, lm_head_dtype=lm_head_dtype,
+                                prefill_precision=prefill_precision)
         self.pipe = lmrt.pipeline(model, cfg)
         self.eng = self.pipe._engine
         info = self.pipe.info()
@@ -147,7 +150,7 @@ class LmrtRunner:
         self.bytes_per_token = info["weights_bytes"] - (embed if separate_head else 0)
         group = f" g{info['group_size']}" if info.get("group_size") else ""
         self.desc = (f"weight_format={info['weight_format']}{group}, lm_head={info['lm_head_dtype']}, "
-                     f"weights {info['weights_bytes'] / 1e6:.1f} MB")
+                     f"prefill={info['prefill_precision']}, weights {info['weights_bytes'] / 1e6:.1f} MB")
 
     def _gen(self, n):
         return self.lmrt.GenerationConfig(max_new_tokens=n, min_new_tokens=n, ignore_eos=True)
@@ -343,6 +346,7 @@ RATIOS = [  # (ours, theirs, measurements compared)
     ("lmrt-w4-dense-head", "llama.cpp", ("decode", "prefill", "hog")),
     ("lmrt-awq-g64", "llama.cpp", ("decode", "prefill", "hog")),
     ("lmrt-w4", "hf-bf16", ("prefill", "batch16")),
+    ("lmrt-w4-fp32-prefill", "hf-bf16", ("prefill",)),
     ("lmrt-awq-g64", "hf-bf16", ("prefill", "batch16")),
 ]
 
@@ -382,6 +386,8 @@ def make_systems(args, threads, gguf_path, dense_path, llama_ok):
     return {
         "lmrt-w4": (lambda: LmrtRunner(gguf_path, threads), None),
         "lmrt-w4-dense-head": (lambda: LmrtRunner(gguf_path, threads, lm_head_dtype="dense"), None),
+        # The default resolves to bf16 prefill on AMX hosts; this one pins the exact fp32 path.
+        "lmrt-w4-fp32-prefill": (lambda: LmrtRunner(gguf_path, threads, prefill_precision="fp32"), None),
         "lmrt-fp32": (lambda: LmrtRunner(dense_path, threads), None),
         "lmrt-awq-g64": (lambda: LmrtRunner(awq, threads), awq_missing),
         "llama.cpp": (lambda: LlamaCppRunner(gguf_path, threads), no_llama),

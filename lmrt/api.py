@@ -92,6 +92,9 @@ class Pipeline:
         self.lm_head_dtype = lm_head
         self.session_len = cfg.session_len or self.spec.max_position_embeddings
         self.num_threads = cfg.num_threads or _core.kernels.physical_cores()
+        self.prefill_precision = cfg.prefill_precision
+        if self.prefill_precision == "auto":
+            self.prefill_precision = "bf16" if _core.kernels.amx_available() else "fp32"
         bytes_per_block = _core.kv_bytes_per_block(self.spec.num_layers, cfg.block_size, self.spec.num_kv_heads,
                                                    self.spec.head_dim, cfg.kv_dtype)
         self.num_blocks = self._num_kv_blocks(bytes_per_block)
@@ -101,9 +104,9 @@ class Pipeline:
             max_num_batched_tokens=cfg.max_num_batched_tokens or _DEFAULT_MAX_NUM_BATCHED_TOKENS,
             num_threads=self.num_threads, session_len=self.session_len,
             enable_prefix_caching=cfg.enable_prefix_caching,
-            prefill_tiles=cfg.prefill_precision == "bf16",
+            prefill_tiles=self.prefill_precision == "bf16",
             # For tests on CPUs without AMX: the tile unit's software model (slow).
-            tiles_emulated=cfg.prefill_precision == "bf16" and os.environ.get("LMRT_AMX_EMULATE") == "1",
+            tiles_emulated=self.prefill_precision == "bf16" and os.environ.get("LMRT_AMX_EMULATE") == "1",
         )
         if options["prefill_tiles"] and not options["tiles_emulated"] and not _core.kernels.amx_available():
             raise ConfigError("prefill_precision='bf16' runs prefill on AMX tiles, which this CPU (or OS) lacks: it "
@@ -231,6 +234,7 @@ class Pipeline:
             group_size=self.spec.group_size, lm_head_dtype=self.lm_head_dtype, kv_cache_dtype=self.engine_config.kv_dtype,
             kv_capacity_tokens=self._engine.capacity_tokens(), block_size=self.engine_config.block_size,
             num_threads=self.num_threads, kernel_isa=_core.kernels.active_isa(), session_len=self.session_len,
+            prefill_precision=self.prefill_precision,
             weights_bytes=s["weights_bytes"], kv_cache_bytes=s["kv_cache_bytes"],
             max_batch_size=self.engine_config.max_batch_size,
         )

@@ -14,6 +14,8 @@ def _engine_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], help="compute dtype for the weights")
     group.add_argument("--kv-cache-dtype", help="KV-cache dtype, e.g. auto, bfloat16, float32")
     group.add_argument("--threads", type=int, help="CPU threads (default: chosen by the engine)")
+    group.add_argument("--prefill-precision", choices=["auto", "fp32", "bf16"],
+                       help="bf16: prompt chunks on AMX tiles; fp32: exact (default auto: bf16 where the CPU has AMX)")
 
 
 def _generation_args(parser: argparse.ArgumentParser) -> None:
@@ -51,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _engine_config(args: argparse.Namespace):
     import lmrt
 
-    options = {"dtype": args.dtype, "kv_cache_dtype": args.kv_cache_dtype, "num_threads": args.threads}
+    options = {"dtype": args.dtype, "kv_cache_dtype": args.kv_cache_dtype, "num_threads": args.threads,
+               "prefill_precision": args.prefill_precision}
     return lmrt.EngineConfig(**{k: v for k, v in options.items() if v is not None})
 
 
@@ -161,6 +164,12 @@ def _format_weights(info: dict) -> str:
     return info["weight_dtype"]
 
 
+def _format_prefill(precision: str) -> str:
+    if precision == "bf16":
+        return "bf16 on AMX tiles (prompt chunks of 32+ tokens; decode exact fp32)"
+    return "fp32 (exact; logits do not depend on batching)"
+
+
 def format_info(info: dict) -> str:
     rows = [
         ("model", info["model"]),
@@ -173,6 +182,7 @@ def format_info(info: dict) -> str:
         ("KV capacity", f"{info['kv_capacity_tokens']:,} tokens ({info['block_size']} per block)"),
         ("session length", f"{info['session_len']:,} tokens"),
         ("kernel path", info["kernel_isa"]),
+        ("prefill", _format_prefill(info.get("prefill_precision", "fp32"))),
         ("threads", info["num_threads"]),
     ]
     width = max(len(name) for name, _ in rows)

@@ -38,10 +38,13 @@ class EngineConfig:
     lm_head_dtype: "int8" (one scale per vocabulary row) or "dense" (the weight dtype); "auto" is
         int8 for 4-bit models, where the output matrix would otherwise be most of the bytes read per
         token, and dense otherwise.
-    prefill_precision: "fp32" (default: every row exact fp32, a prompt's logits do not depend on the
-        batch it ran in) or "bf16": batches of 32 rows or more go through AMX tiles with x and the
-        weights rounded to bf16 (HF bf16's precision, several times fp32's speed on such CPUs);
-        needs AMX-BF16 (Intel Sapphire Rapids or later). Decode rows stay fp32.
+    prefill_precision: "bf16": batches of 32 rows or more (prompt chunks) run their products and
+        their prompt attention on AMX tiles, with activations, weights, K/V and the softmax
+        probabilities rounded to bf16 and every sum in fp32 (HF bf16's precision, several times
+        fp32's speed); needs AMX-BF16 (Intel Sapphire Rapids or later). Smaller batches (decode)
+        stay exact fp32. "fp32": every row exact fp32, so a prompt's logits never depend on the
+        batch or the chunks it ran in. "auto" (default): "bf16" where the CPU has AMX-BF16, else
+        "fp32".
     """
 
     dtype: str = "auto"
@@ -55,7 +58,7 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     max_num_batched_tokens: Optional[int] = None
     lm_head_dtype: str = "auto"
-    prefill_precision: str = "fp32"
+    prefill_precision: str = "auto"
     backend: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -82,8 +85,8 @@ class EngineConfig:
               "session_len must be an int >= 2")
         _need(self.lm_head_dtype in ("auto", "dense", "int8"),
               f"lm_head_dtype={self.lm_head_dtype!r}: choose one of ('auto', 'dense', 'int8')")
-        _need(self.prefill_precision in ("fp32", "bf16"),
-              f"prefill_precision={self.prefill_precision!r}: choose 'fp32' or 'bf16'")
+        _need(self.prefill_precision in ("auto", "fp32", "bf16"),
+              f"prefill_precision={self.prefill_precision!r}: choose 'auto', 'fp32' or 'bf16'")
         _need(self.max_num_batched_tokens is None
               or (isinstance(self.max_num_batched_tokens, int) and self.max_num_batched_tokens >= 1),
               "max_num_batched_tokens must be an int >= 1")

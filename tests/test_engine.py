@@ -38,7 +38,8 @@ def hf_logits(path, ids, dtype=torch.float32) -> np.ndarray:
 
 
 def engine_config(**kw) -> lmrt.EngineConfig:
-    base = dict(block_size=16, num_threads=2, max_batch_size=8, max_num_batched_tokens=48, cache_memory_gib=0.05)
+    base = dict(block_size=16, num_threads=2, max_batch_size=8, max_num_batched_tokens=48, cache_memory_gib=0.05,
+                prefill_precision="fp32")  # exact: these tests compare bits and HF fp32
     base.update(kw)
     return lmrt.EngineConfig(**base)
 

@@ -264,7 +264,8 @@ def test_lmrt_runs_what_lmrt_quantize_writes(tmp_path):
     ids = list(range(5, 105))
     with torch.no_grad():
         ref = load_awq_dequantized(out)(torch.tensor([ids])).logits[0].double().numpy()
-    cfg = lmrt.EngineConfig(lm_head_dtype="dense", num_threads=1, cache_memory_gib=0.01, block_size=16)
+    cfg = lmrt.EngineConfig(lm_head_dtype="dense", num_threads=1, cache_memory_gib=0.01, block_size=16,
+                            prefill_precision="fp32")
     with lmrt.pipeline(out, cfg) as pipe:
         assert pipe.info()["weight_format"] == "w4"
         ours = pipe.get_logits(ids)

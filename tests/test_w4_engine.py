@@ -21,6 +21,12 @@ LLAMA_CPP_PPL_GPL3 = 22.11
 PPL_REL_TOL = 0.005
 
 
+def exact_config(**kw) -> lmrt.EngineConfig:
+    """Exact fp32 prefill (not bf16 on AMX tiles, the default where the CPU has them): these tests
+    measure the 4-bit formats against fp32 references, so nothing else may round."""
+    return lmrt.EngineConfig(prefill_precision="fp32", **kw)
+
+
 def rel_err(a, ref):
     return float(np.abs(a - ref).max() / np.abs(ref).max())
 
@@ -38,7 +44,7 @@ def test_awq_logits_match_hf_on_dequantised_weights(tmp_path, g):
         ids = np.random.RandomState(g).randint(3, 128, size=90).tolist()
         ref = model(torch.tensor([ids])).logits[0].double().numpy()
     cfg = lmrt.EngineConfig(block_size=16, num_threads=2, max_num_batched_tokens=32, cache_memory_gib=0.02,
-                            lm_head_dtype="dense")
+                            lm_head_dtype="dense", prefill_precision="fp32")
     with lmrt.pipeline(path, cfg) as pipe:
         assert pipe.info()["weight_format"] == "w4" and pipe.info()["group_size"] == g
         assert rel_err(pipe.get_logits(ids), ref) < W4_REL_TOL
@@ -59,7 +65,7 @@ def _gpl3_windows(tok, window=512):
 
 @pytest.fixture(scope="module")
 def gguf_pipe():
-    with lmrt.pipeline(default_model_gguf(), lmrt.EngineConfig(max_num_batched_tokens=512)) as pipe:
+    with lmrt.pipeline(default_model_gguf(), exact_config(max_num_batched_tokens=512)) as pipe:
         yield pipe
 
 
@@ -71,7 +77,7 @@ def test_gguf_import_is_4bit_and_greedy_matches_fp32(gguf_pipe):
     gen = lmrt.GenerationConfig(max_new_tokens=48)
     ours = gguf_pipe(chats, gen)
     # The reference: lmrt fp32 on the converted checkpoint (the same Q4_1 values, stored as fp16).
-    with lmrt.pipeline(default_model_path(), lmrt.EngineConfig(dtype="float32")) as dense:
+    with lmrt.pipeline(default_model_path(), exact_config(dtype="float32")) as dense:
         ref = dense(chats, gen)
         for a, b, chat in zip(ours, ref, chats):
             if a.token_ids == b.token_ids:
@@ -100,7 +106,7 @@ INT8_HEAD_PPL_COST = 0.002
 
 
 def test_int8_lm_head_costs_nothing(gguf_pipe):
-    with lmrt.pipeline(default_model_gguf(), lmrt.EngineConfig(lm_head_dtype="dense", max_num_batched_tokens=512)) as dense:
+    with lmrt.pipeline(default_model_gguf(), exact_config(lm_head_dtype="dense", max_num_batched_tokens=512)) as dense:
         base = _ppl(dense)
     assert _ppl(gguf_pipe) <= base * (1 + INT8_HEAD_PPL_COST)
 
@@ -116,7 +122,7 @@ def test_default_model_awq_checkpoint_matches_hf_dequantised(tmp_path):
     out = tmp_path / "rtn-g64"
     assert lmrt_main(["quantize", "--method", "rtn", "--group-size", "64", "--out", str(out),
                       "--eval-file", str(short)]) == 0
-    with lmrt.pipeline(out, lmrt.EngineConfig(lm_head_dtype="dense")) as pipe:
+    with lmrt.pipeline(out, exact_config(lm_head_dtype="dense")) as pipe:
         assert (pipe.info()["weight_format"], pipe.info()["group_size"]) == ("w4", 64)
         ids = pipe.encode_prompt([{"role": "user", "content": "Explain in two sentences why the sky is blue."}])
         ours = pipe.get_logits(ids)

@@ -84,11 +84,12 @@ const float* LlamaModel::forward(const Batch& batch, KVCache& kv, cpu::ThreadPoo
 void LlamaModel::attention(const Batch& batch, const cpu::KVLayer& cache, cpu::ThreadPool& pool, bool tiles) {
   const int64_t T = batch.num_tokens(), QKV = spec_.qkv_dim(), Q = spec_.q_dim(), KVD = spec_.kv_dim();
   float* qkv = qkv_.data<float>();
-  cpu::rope(qkv, T, QKV, spec_.num_heads, spec_.head_dim, batch.positions.data(), spec_.inv_freq.data(),
-            spec_.attention_scaling);
-  cpu::rope(qkv + Q, T, QKV, spec_.num_kv_heads, spec_.head_dim, batch.positions.data(), spec_.inv_freq.data(),
-            spec_.attention_scaling);
-  cpu::kv_store(cache, qkv + Q, QKV, qkv + Q + KVD, QKV, T, batch.slots.data());
+  rows(pool, T, [&](int64_t b, int64_t e) {
+    float* r = qkv + b * QKV;  // q heads then k heads are contiguous: one rope call rotates both
+    cpu::rope(r, e - b, QKV, spec_.num_heads + spec_.num_kv_heads, spec_.head_dim, batch.positions.data() + b,
+              spec_.inv_freq.data(), spec_.attention_scaling);
+    cpu::kv_store(cache, r + Q, QKV, r + Q + KVD, QKV, e - b, batch.slots.data() + b);
+  });
   const float scale = 1.0f / std::sqrt(static_cast<float>(spec_.head_dim));
   const int64_t num_seqs = static_cast<int64_t>(attn_seqs_.size());
   if (tiles)

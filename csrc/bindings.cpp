@@ -109,9 +109,9 @@ py::array_t<float> linear(F32In x, py::array w, std::optional<F32In> bias, const
                        int64_t K, int64_t N, cpu::DType dt) { cpu::linear(pool, xp, M, K, K, wp, dt, N, bp, yp, N); });
 }
 
-// The AMX bf16 GEMM (or its software model, emulate=True): w is packed here, per call. mode: "store"
-// (y = x w^T + bias), "add" (y0 + x w^T + bias), "silu_mul" (silu(c[:, :N/2]) * c[:, N/2:] as bf16, returned
-// as float32 [M, N/2], with c = x w^T + bias).
+// The AMX bf16 GEMM (or its software model, emulate=True) on dense w. mode: "store" (y = x w^T + bias),
+// "add" (y0 + x w^T + bias), "silu_mul" (silu(c[:, :N/2]) * c[:, N/2:] as bf16, returned as float32
+// [M, N/2], with c = x w^T + bias).
 py::array_t<float> linear_bf16_tiles(F32In x, py::array w, std::optional<F32In> bias, const std::string& wdtype,
                                      int num_threads, bool emulate, const std::string& mode,
                                      std::optional<F32In> y0) {
@@ -128,17 +128,19 @@ py::array_t<float> linear_bf16_tiles(F32In x, py::array w, std::optional<F32In> 
       x, w, bias, wdtype, num_threads,
       [&](cpu::ThreadPool& pool, const float* xp, const void* wp, const float* bp, float* yp, int64_t M, int64_t K,
           int64_t N, cpu::DType dt) {
-        std::vector<uint16_t> packed(static_cast<size_t>(cpu::bf16_tile_packed_size(N, K)));
-        cpu::bf16_tile_pack(wp, dt, N, K, packed.data(), out == cpu::TileOut::SiluMul);
+        cpu::TileWeights tw;
+        tw.dense = wp;
+        tw.dense_dtype = dt;
+        tw.pair_halves = out == cpu::TileOut::SiluMul;
         std::vector<uint16_t> xb(static_cast<size_t>(cpu::bf16_tiles_x_size(M, K)));
         cpu::bf16_tiles_input(pool, xp, M, K, K, xb.data());
         if (out != cpu::TileOut::SiluMul) {
           if (y0p) std::copy(y0p, y0p + M * N, yp);
-          cpu::linear_bf16_tiles_in(pool, xb.data(), M, K, packed.data(), N, bp, out, yp, N, emulate);
+          cpu::linear_bf16_tiles_in(pool, xb.data(), M, K, tw, N, bp, out, yp, N, emulate);
           return;
         }
         std::vector<uint16_t> act(static_cast<size_t>(cpu::bf16_tiles_x_size(M, N / 2)));
-        cpu::linear_bf16_tiles_in(pool, xb.data(), M, K, packed.data(), N, bp, out, act.data(), N / 2, emulate);
+        cpu::linear_bf16_tiles_in(pool, xb.data(), M, K, tw, N, bp, out, act.data(), N / 2, emulate);
         for (int64_t m = 0; m < M; ++m)  // [M, N/2] into the first half of each row of y
           for (int64_t i = 0; i < N / 2; ++i) yp[m * N + i] = cpu::bf16_to_f32(act[m * (N / 2) + i]);
       });
@@ -167,8 +169,10 @@ void check_bias(const std::optional<F32In>& bias, int64_t N) {
 
 // codes [N, K/2] uint8 (W4Matrix nibble layout), scales/mins [N, K/group_size] float32.
 py::array_t<float> linear_w4(F32In x, py::array codes, F32In scales, F32In mins, int group_size,
-                             std::optional<F32In> bias, int num_threads) {
+                             std::optional<F32In> bias, int num_threads, const std::string& tiles) {
   check_threads(num_threads);
+  if (tiles != "off" && tiles != "amx" && tiles != "model") bad("tiles must be 'off', 'amx' or 'model', got '" + tiles + "'");
+  if (tiles == "amx" && !cpu::amx_available()) bad("this CPU (or OS, or build) has no AMX-BF16: pass tiles='model'");
   if (group_size != 32 && group_size != 64 && group_size != 128)
     bad("group_size must be 32, 64 or 128, got " + std::to_string(group_size));
   if (x.ndim() != 2) bad("x must be 2-D [M, K], got shape " + shape_str(x));
@@ -193,7 +197,16 @@ py::array_t<float> linear_w4(F32In x, py::array codes, F32In scales, F32In mins,
   {
     py::gil_scoped_release nogil;
     std::lock_guard<std::mutex> lk(g_pool_mu);
-    cpu::linear_w4(pool_for(num_threads), xp, M, K, K, w, N, bp, yp, N);
+    cpu::ThreadPool& pool = pool_for(num_threads);
+    if (tiles == "off") {
+      cpu::linear_w4(pool, xp, M, K, K, w, N, bp, yp, N);
+    } else {
+      cpu::TileWeights tw;
+      tw.w4 = w;
+      std::vector<uint16_t> xb(static_cast<size_t>(cpu::bf16_tiles_x_size(M, K)));
+      cpu::bf16_tiles_input(pool, xp, M, K, K, xb.data());
+      cpu::linear_bf16_tiles_in(pool, xb.data(), M, K, tw, N, bp, cpu::TileOut::Store, yp, N, tiles == "model");
+    }
   }
   return y;
 }
@@ -462,9 +475,10 @@ static void bind_kernels(py::module_& m) {
   m.def("linear", &kern::linear, "x"_a, "w"_a, "bias"_a = py::none(), "wdtype"_a = "f32", "num_threads"_a = 1,
         "y = x @ w.T (+ bias). x [M, K] float32; w [N, K] float32, or uint16 bf16 bits with wdtype='bf16'.");
   m.def("linear_w4", &kern::linear_w4, "x"_a, "codes"_a, "scales"_a, "mins"_a, "group_size"_a,
-        "bias"_a = py::none(), "num_threads"_a = 1,
+        "bias"_a = py::none(), "num_threads"_a = 1, "tiles"_a = "off",
         "y = x @ w.T (+ bias) for 4-bit w[n, k] = code * scales[n, k // g] + mins[n, k // g]. codes [N, K/2] "
-        "uint8: in each run of 32 inputs byte j holds input j (low nibble) and j + 16 (high nibble).");
+        "uint8: in each run of 32 inputs byte j holds input j (low nibble) and j + 16 (high nibble). tiles='amx' "
+        "runs it on bf16 AMX tiles (x and the dequantised w rounded to bf16), tiles='model' on their software model.");
   m.def("linear_i8", &kern::linear_i8, "x"_a, "q"_a, "scales"_a, "bias"_a = py::none(), "num_threads"_a = 1,
         "y = x @ w.T (+ bias) for int8 w[n, k] = q[n, k] * scales[n]. q [N, K] int8, scales [N] float32.");
   m.def("rmsnorm", &kern::rmsnorm, "x"_a, "w"_a, "eps"_a);

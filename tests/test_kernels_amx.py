@@ -88,6 +88,40 @@ def test_silu_mul_mode_pairs_gates_with_their_ups(emulate, isa, M, K_, N):
         K.linear_bf16_tiles(x, w[:32], emulate=emulate, mode="silu_mul")
 
 
+def pack_w4_codes(codes):
+    """codes [N, K] in 0..15 -> [N, K/2] uint8 (the core's layout, as in test_kernels_quant.py)."""
+    N, Kd = codes.shape
+    c = codes.astype(np.uint8).reshape(N, Kd // 32, 2, 16)
+    return np.ascontiguousarray((c[:, :, 0, :] | (c[:, :, 1, :] << 4)).reshape(N, Kd // 2))
+
+
+# 4-bit weights on the tiles: each strip is dequantised (fma in fp32) and rounded to bf16 as it is packed;
+# the AVX-512 packers do it in registers. Against float64 on the same bf16-rounded weights, and every ISA's
+# packer against the scalar one (the same bits: dequantisation and rounding are exact operations).
+@pytest.mark.parametrize("M,K_,N,g", [(5, 64, 20, 32), (64, 576, 960, 64), (40, 1536, 576, 128), (33, 128, 48, 32)])
+def test_w4_weights_on_tiles(emulate, isa, M, K_, N, g):
+    rng = np.random.default_rng(M + K_ + N + g)
+    codes = rng.integers(0, 16, size=(N, K_), dtype=np.uint8)
+    scales = rng.uniform(0.002, 0.05, size=(N, K_ // g)).astype(np.float32)
+    mins = rng.uniform(-0.4, 0.0, size=(N, K_ // g)).astype(np.float32)
+    x = rng.standard_normal((M, K_)).astype(np.float32)
+    bias = rng.standard_normal(N).astype(np.float32)
+    tiles = "model" if emulate else "amx"
+    y = K.linear_w4(x, pack_w4_codes(codes), scales, mins, g, bias, num_threads=2, tiles=tiles)
+    rep = lambda a: np.repeat(a, g, axis=1)  # noqa: E731
+    w32 = (codes.astype(np.float32) * rep(scales) + rep(mins)).astype(np.float32)  # fma vs mul+add: within 1 ulp
+    wr = _bf16.bf16_bits_to_float32(_bf16.float32_to_bf16_bits(w32)).astype(np.float64)
+    xr = _bf16.bf16_bits_to_float32(_bf16.float32_to_bf16_bits(x)).astype(np.float64)
+    ref = xr @ wr.T + bias
+    # + the rare weight that fma rounds to the other side of a bf16 tie from mul+add: 2^-8 of it
+    bound = fp32_sum_bound(xr, wr, bias) + 2.0**-8 * np.abs(xr) @ np.abs(wr).T / K_
+    assert (np.abs(y - ref) <= bound).all()
+    from kernel_paths import with_isa
+    base = with_isa("scalar", lambda: K.linear_w4(x, pack_w4_codes(codes), scales, mins, g, bias, num_threads=2,
+                                                  tiles=tiles))
+    assert_bits_equal(y, base, f"{isa} packer vs scalar")
+
+
 def test_bf16_weights_equal_rounded_fp32_weights(emulate):
     rng = np.random.default_rng(7)
     x = rng.standard_normal((20, 64)).astype(np.float32)

@@ -20,7 +20,7 @@ Engine::Engine(ModelSpec spec, Weights weights, EngineOptions options)
   if (options_.prefill_tiles) {
     if (!options_.tiles_emulated && !cpu::amx_available())
       throw std::invalid_argument("bf16 prefill runs on AMX tiles, which this CPU (or OS) lacks: use fp32 prefill");
-    model_.pack_tiles(options_.tiles_emulated);
+    model_.enable_tiles(options_.tiles_emulated);
   }
   thread_ = std::thread([this] { loop(); });
 }

@@ -32,7 +32,7 @@ struct EngineOptions {
   int num_threads = 1;
   int session_len = 4096;  // prompt + generated tokens per request at most
   bool enable_prefix_caching = true;
-  bool prefill_tiles = false;   // prefill in bf16 on AMX tiles (LlamaModel::pack_tiles)
+  bool prefill_tiles = false;   // prefill in bf16 on AMX tiles (LlamaModel::enable_tiles)
   bool tiles_emulated = false;  // ... through the tile unit's software model (tests)
 };
 

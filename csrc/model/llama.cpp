@@ -20,12 +20,8 @@ LlamaModel::LlamaModel(ModelSpec spec, Weights weights) : spec_(std::move(spec))
   spec_.validate();
 }
 
-void LlamaModel::pack_tiles(bool emulated) {
+void LlamaModel::enable_tiles(bool emulated) {
   gate_up_paired_ = spec_.intermediate_size % 32 == 0;
-  for (LayerWeights& w : weights_.layers) {
-    for (Matrix* m : {&w.qkv, &w.o, &w.down}) lmrt::pack_tiles(*m, false);
-    lmrt::pack_tiles(w.gate_up, gate_up_paired_);
-  }
   tiles_ = true;
   tiles_emulated_ = emulated;
 }
@@ -141,27 +137,27 @@ void LlamaModel::layer_tiles(int l, const Batch& batch, const cpu::KVLayer& cach
   // attention block
   rows(pool, T, [&](int64_t b, int64_t e) { cpu::rmsnorm(x + b * H, e - b, H, H, w.input_norm.data(), eps, h + b * H, H); });
   cpu::bf16_tiles_input(pool, h, T, H, H, xb);
-  cpu::linear_bf16_tiles_in(pool, xb, T, H, w.qkv.tiles.data<uint16_t>(), w.qkv.rows,
+  cpu::linear_bf16_tiles_in(pool, xb, T, H, tile_weights(w.qkv, false), w.qkv.rows,
                             w.qkv_bias.empty() ? nullptr : w.qkv_bias.data(), TileOut::Store, qkv_.data<float>(),
                             spec_.qkv_dim(), em);
   attention(batch, cache, pool, true);
   cpu::bf16_tiles_input(pool, attn_.data<float>(), T, Q, Q, xb);
-  cpu::linear_bf16_tiles_in(pool, xb, T, Q, w.o.tiles.data<uint16_t>(), H, nullptr, TileOut::Add, x, H, em);
+  cpu::linear_bf16_tiles_in(pool, xb, T, Q, tile_weights(w.o, false), H, nullptr, TileOut::Add, x, H, em);
   // MLP block
   rows(pool, T, [&](int64_t b, int64_t e) { cpu::rmsnorm(x + b * H, e - b, H, H, w.post_attn_norm.data(), eps, h + b * H, H); });
   cpu::bf16_tiles_input(pool, h, T, H, H, xb);
   if (gate_up_paired_) {
-    cpu::linear_bf16_tiles_in(pool, xb, T, H, w.gate_up.tiles.data<uint16_t>(), 2 * I, nullptr, TileOut::SiluMul,
+    cpu::linear_bf16_tiles_in(pool, xb, T, H, tile_weights(w.gate_up, true), 2 * I, nullptr, TileOut::SiluMul,
                               actb, I, em);
   } else {
     float* gu = gu_.data<float>();
     float* act = act_.data<float>();
-    cpu::linear_bf16_tiles_in(pool, xb, T, H, w.gate_up.tiles.data<uint16_t>(), 2 * I, nullptr, TileOut::Store, gu,
+    cpu::linear_bf16_tiles_in(pool, xb, T, H, tile_weights(w.gate_up, false), 2 * I, nullptr, TileOut::Store, gu,
                               2 * I, em);
     rows(pool, T, [&](int64_t b, int64_t e) { cpu::silu_mul(gu + b * 2 * I, e - b, I, 2 * I, act + b * I, I); });
     cpu::bf16_tiles_input(pool, act, T, I, I, actb);
   }
-  cpu::linear_bf16_tiles_in(pool, actb, T, I, w.down.tiles.data<uint16_t>(), H, nullptr, TileOut::Add, x, H, em);
+  cpu::linear_bf16_tiles_in(pool, actb, T, I, tile_weights(w.down, false), H, nullptr, TileOut::Add, x, H, em);
 }
 
 }  // namespace lmrt

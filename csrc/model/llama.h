@@ -22,10 +22,10 @@ class LlamaModel {
   // note: the cache must already own the blocks that batch.slots point to.
   const float* forward(const Batch& batch, KVCache& kv, cpu::ThreadPool& pool);
 
-  // Opt-in bf16 prefill: packs the layers' matrices for AMX tiles; batches of >= kTilesMinRows
-  // rows then run layer_tiles (products and the prompt's attention on tiles). The output matrix
-  // stays fp32/int8: few rows.
-  void pack_tiles(bool emulated);
+  // Opt-in bf16 prefill: batches of >= kTilesMinRows rows then run layer_tiles (products and the
+  // prompt's attention on AMX tiles, or the tile unit's software model when emulated). The output
+  // matrix stays fp32/int8: few rows.
+  void enable_tiles(bool emulated);
 
   const ModelSpec& spec() const { return spec_; }
   const Weights& weights() const { return weights_; }
@@ -50,10 +50,10 @@ class LlamaModel {
   Buffer sel_;     // [R, H] final hidden rows that need logits
   Buffer logits_;  // [R, V]
   std::vector<cpu::AttnSeq> attn_seqs_;  // [num_seqs]
-  // The tile path (pack_tiles):
+  // The tile path (enable_tiles):
   bool tiles_ = false;
   bool tiles_emulated_ = false;
-  bool gate_up_paired_ = false;  // gate_up packed with pair_halves: its product ends in silu_mul
+  bool gate_up_paired_ = false;  // gate_up read with pair_halves: its product ends in silu_mul
   Buffer tiles_x_;     // [bf16_tiles_x_size(T, max(H, q_dim))] uint16: a product's input as bf16
   Buffer tiles_act_;   // [bf16_tiles_x_size(T, I)] uint16: silu(gate) * up as bf16, down's input
   Buffer attn_tiles_;  // paged_attention_tiles' packed K/V (it sizes it)

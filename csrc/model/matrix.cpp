@@ -1,28 +1,26 @@
 #include "model/matrix.h"
 
 #include <stdexcept>
-#include <vector>
 
 #include "kernels/cpu/isa_kernels.h"
 
 namespace lmrt {
 
-void pack_tiles(Matrix& w, bool pair_halves) {
-  const int64_t N = w.rows, K = w.cols;
-  std::vector<float> dense;  // W4 dequantised to fp32 first
-  const void* src = w.data.data();
-  cpu::DType dt = w.dtype;
-  if (w.format != WeightFormat::Dense) {
-    dense.resize(static_cast<size_t>(N * K));
-    dt = cpu::DType::F32;
-    src = dense.data();
-    if (w.format != WeightFormat::W4)  // int8 is the output matrix's format only, which prefill never packs
-      throw std::logic_error("pack_tiles: int8 matrices are not packed for tiles");
-    cpu::scalar::w4_dequant(w.data.data<uint8_t>(), w.scales.data<float>(), w.mins.data<float>(), w.group_size, K, 0,
-                            N, dense.data());
+cpu::TileWeights tile_weights(const Matrix& w, bool pair_halves) {
+  cpu::TileWeights t;
+  t.pair_halves = pair_halves;
+  switch (w.format) {
+    case WeightFormat::Dense:
+      t.dense = w.data.data();
+      t.dense_dtype = w.dtype;
+      return t;
+    case WeightFormat::W4:
+      t.w4 = cpu::W4Matrix{w.data.data<uint8_t>(), w.scales.data<float>(), w.mins.data<float>(), w.group_size};
+      return t;
+    case WeightFormat::I8:
+      break;
   }
-  w.tiles.reset(static_cast<size_t>(cpu::bf16_tile_packed_size(N, K)) * sizeof(uint16_t));
-  cpu::bf16_tile_pack(src, dt, N, K, w.tiles.data<uint16_t>(), pair_halves);
+  throw std::logic_error("tile_weights: int8 matrices (the output matrix) do not run on tiles");
 }
 
 void apply_linear(cpu::ThreadPool& pool, const Matrix& w, const float* x, int64_t M, int64_t ldx, const float* bias,

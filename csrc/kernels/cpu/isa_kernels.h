@@ -92,13 +92,24 @@ using SiluMulPairsFn = SiluMulPairsSig*;
 // model: the same layout and pair order):
 //   c    [32, 32] fp32, row stride ldc = init + a b
 //   a    [32, steps * 32] bf16, row stride lda (elements)
-//   b0, b1  two packed 16-output blocks ([steps, 16, 32] bf16 each, bf16_tile_pack order in ops.h):
+//   b0, b1  two packed 16-output blocks ([steps, 16, 32] bf16 each, tile_pack16's layout):
 //        c[:, 0:16] from b0, c[:, 16:32] from b1
 //   init [32, 32] fp32, row stride ldi, that c starts from (ldi 0: one row for every row of c, a
 //        bias; init may be c itself, to accumulate), or nullptr for zeros
 using TileBlockSig = void(const uint16_t* a, int64_t lda, const uint16_t* b0, const uint16_t* b1, int64_t steps,
                           const float* init, int64_t ldi, float* c, int64_t ldc);
 using TileBlockFn = TileBlockSig*;
+// Packs rows [0, num_rows) of fp32 weights w (row stride ldw, K inputs; num_rows <= 16, the rest
+// zeros) into 16-output tiles of the tile unit's B layout, zero past K:
+//   out[(s * 16 + p) * 32 + 2 * n + j] = bf16(w[n, s * 32 + 2 * p + j]) for s < ceil(K / 32)
+using TilePack16Sig = void(const float* w, int64_t ldw, int64_t num_rows, int64_t K, uint16_t* out);
+using TilePack16Fn = TilePack16Sig*;
+// The same for rows [r0, r0 + num_rows) of a 4-bit matrix (layout as W4Matrix in ops.h), each weight
+// formed as w4_dequant forms it (one fma in fp32) and then rounded: bit for bit w4_dequant, then
+// tile_pack16.
+using TilePack16W4Sig = void(const uint8_t* codes, const float* scales, const float* mins, int group_size,
+                             int64_t K, int64_t r0, int64_t num_rows, uint16_t* out);
+using TilePack16W4Fn = TilePack16W4Sig*;
 // out[i] = bf16(x[i]) for i < n, rounded to nearest even (a NaN stays a NaN).
 using ToBf16Sig = void(const float* x, int64_t n, uint16_t* out);
 using ToBf16Fn = ToBf16Sig*;
@@ -126,6 +137,8 @@ I8DequantSig i8_dequant;
 SiluMulSig silu_mul_row;
 SiluMulPairsSig silu_mul_pairs;
 TileBlockSig bf16_tile_block;
+TilePack16Sig tile_pack16;
+TilePack16W4Sig tile_pack16_w4;
 ToBf16Sig to_bf16;
 SoftmaxChunkSig softmax_chunk;
 AccUpdateSig acc_update;
@@ -150,6 +163,8 @@ W4TileSig w4_tile;
 I8TileSig i8_tile;
 SiluMulSig silu_mul_row;
 SiluMulPairsSig silu_mul_pairs;
+TilePack16Sig tile_pack16;
+TilePack16W4Sig tile_pack16_w4;
 ToBf16Sig to_bf16;
 SoftmaxChunkSig softmax_chunk;
 AccUpdateSig acc_update;
@@ -162,6 +177,11 @@ namespace amx {
 void configure_tiles();
 void release_tiles();
 TileBlockSig bf16_block;
+// The strip packers with AVX512-BF16's rounding instruction (tile_pack_amx.cpp): the same bits as
+// avx512::tile_pack16 / tile_pack16_w4 except that a denormal weight becomes 0 (which the tile unit
+// does to it anyway).
+TilePack16Sig tile_pack16;
+TilePack16W4Sig tile_pack16_w4;
 }  // namespace amx
 #endif
 #endif

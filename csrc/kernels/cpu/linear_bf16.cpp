@@ -1,10 +1,11 @@
-// linear_bf16_tiles: the bf16 GEMM's packing, blocking and threading (baseline-compiled), the tile
+// linear_bf16_tiles_in: the bf16 GEMM's packing, blocking and threading (baseline-compiled), the tile
 // unit's software model (scalar::bf16_tile_block), and TileUnit (tiles.h). The AMX code itself is
 // in linear_bf16_amx.cpp (compiled with -mamx-tile -mamx-bf16).
 //
 // Blocking: C is computed in 32 x 32 blocks (2 x 2 tiles of 16 x 16 fp32): for each 32-wide
-// K step, 2 A tiles (32 rows of x as bf16) and 2 B tiles (32 outputs of packed w), 4 dot
-// products. x is converted once per call into a zero-padded [Mp, Kp] bf16 workspace.
+// K step, 2 A tiles (32 rows of x as bf16) and 2 B tiles (32 outputs of w), 4 dot products. x comes
+// converted once (bf16_tiles_input, [Mp, Kp] zero padded); each strip of 32 outputs of w is packed
+// by the thread that reaches it, then serves all the row blocks of its work item.
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -12,6 +13,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "kernels/cpu/bf16.h"
 #include "kernels/cpu/ops.h"
@@ -99,30 +101,18 @@ void TileUnit::end() const {
 #endif
 }
 
-int64_t bf16_tile_packed_size(int64_t N, int64_t K) { return round_up(N, kBlock) * round_up(K, kStep); }
+void scalar::tile_pack16(const float* w, int64_t ldw, int64_t num_rows, int64_t K, uint16_t* out) {
+  const int64_t steps = (K + kStep - 1) / kStep;
+  for (int64_t s = 0; s < steps; ++s)
+    for (int64_t p = 0; p < kTile; ++p)
+      for (int64_t n = 0; n < kTile; ++n)
+        for (int64_t j = 0; j < 2; ++j) {
+          const int64_t k = s * kStep + 2 * p + j;
+          out[(s * kTile + p) * 32 + 2 * n + j] = n < num_rows && k < K ? f32_to_bf16_bits(w[n * ldw + k]) : 0;
+        }
+}
 
 int64_t bf16_tiles_x_size(int64_t M, int64_t K) { return round_up(M, kBlock) * round_up(K, kStep); }
-
-void bf16_tile_pack(const void* w, DType wdt, int64_t N, int64_t K, uint16_t* out, bool pair_halves) {
-  if (pair_halves && N % (2 * kBlock))
-    throw std::invalid_argument("bf16_tile_pack: pair_halves needs N a multiple of 64, got " + std::to_string(N));
-  const int64_t Np = round_up(N, kBlock), steps = round_up(K, kStep) / kStep;
-  // out[((nb * steps + s) * 16 + p) * 32 + 2 * n + j] = w[row(nb, n), s * 32 + 2 * p + j], where row(nb, n) =
-  // nb * 16 + n, or with pair_halves (nb / 2) * 16 + n from the first half of w (nb even), the second (nb odd).
-  for (int64_t nb = 0; nb < Np / kTile; ++nb)
-    for (int64_t s = 0; s < steps; ++s)
-      for (int64_t p = 0; p < kTile; ++p)
-        for (int64_t n = 0; n < kTile; ++n)
-          for (int64_t j = 0; j < 2; ++j) {
-            const int64_t row = pair_halves ? (nb % 2) * (N / 2) + (nb / 2) * kTile + n : nb * kTile + n;
-            const int64_t col = s * kStep + 2 * p + j;
-            uint16_t v = 0;
-            if (row < N && col < K)
-              v = wdt == DType::BF16 ? static_cast<const uint16_t*>(w)[row * K + col]
-                                     : f32_to_bf16_bits(static_cast<const float*>(w)[row * K + col]);
-            out[((nb * steps + s) * kTile + p) * 32 + 2 * n + j] = v;
-          }
-}
 
 void bf16_tiles_input(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, uint16_t* xb) {
   const ToBf16Fn to_bf16 = to_bf16_fn();
@@ -137,68 +127,123 @@ void bf16_tiles_input(ThreadPool& pool, const float* x, int64_t M, int64_t K, in
   });
 }
 
-void linear_bf16_tiles_in(ThreadPool& pool, const uint16_t* xb, int64_t M, int64_t K, const uint16_t* packed,
+namespace {
+
+// A thread's buffers for the strips it packs: grown once, then reused by every product it runs.
+struct StripBuffers {
+  std::vector<uint16_t> strip;  // [2 * steps * 16 * 32] bf16: the strip of 32 outputs, tile order
+  std::vector<float> rows;      // [16, K] fp32: rows dequantised (4-bit) or widened (bf16) for packing
+};
+thread_local StripBuffers t_strip;
+
+// Packs the 32 outputs of strip j (two 16-output halves) into buf.strip.
+void pack_strip(const TileWeights& w, int64_t N, int64_t K, int64_t j, W4DequantFn dequant, TilePack16Fn pack,
+                TilePack16W4Fn pack_w4, StripBuffers& buf) {
+  const int64_t steps = round_up(K, kStep) / kStep;
+  for (int64_t h = 0; h < 2; ++h) {
+    // First row and row count of this half (pair_halves: gates from the first half of w, ups from the second).
+    const int64_t r0 = w.pair_halves ? h * (N / 2) + j * kTile : j * kBlock + h * kTile;
+    const int64_t end = w.pair_halves ? (h + 1) * (N / 2) : N;
+    const int64_t rows = std::clamp<int64_t>(end - r0, 0, kTile);
+    uint16_t* out = buf.strip.data() + h * steps * kTile * 32;
+    const float* src = buf.rows.data();
+    if (!w.dense && pack_w4) {  // 4-bit, dequantised in registers (rows may be 0: zeros)
+      pack_w4(w.w4.codes, w.w4.scales, w.w4.mins, w.w4.group_size, K, r0, rows, out);
+      continue;
+    }
+    if (rows > 0 && !w.dense) {
+      dequant(w.w4.codes, w.w4.scales, w.w4.mins, w.w4.group_size, K, r0, r0 + rows, buf.rows.data());
+    } else if (rows > 0 && w.dense_dtype == DType::F32) {
+      src = static_cast<const float*>(w.dense) + r0 * K;
+    } else if (rows > 0) {
+      const uint16_t* b = static_cast<const uint16_t*>(w.dense) + r0 * K;
+      for (int64_t i = 0; i < rows * K; ++i) buf.rows[i] = bf16_bits_to_f32(b[i]);
+    }
+    pack(src, K, rows, K, out);
+  }
+}
+
+}  // namespace
+
+void linear_bf16_tiles_in(ThreadPool& pool, const uint16_t* xb, int64_t M, int64_t K, const TileWeights& w,
                           int64_t N, const float* bias, TileOut mode, void* out, int64_t ldo, bool emulate) {
   if (M <= 0 || N <= 0) return;
-  if (mode == TileOut::SiluMul && N % (2 * kBlock))
-    throw std::invalid_argument("linear_bf16_tiles_in: SiluMul needs N a multiple of 64, got " + std::to_string(N));
+  if ((mode == TileOut::SiluMul || w.pair_halves) && N % (2 * kBlock))
+    throw std::invalid_argument("linear_bf16_tiles: SiluMul / pair_halves need N a multiple of 64, got " +
+                                std::to_string(N));
+  if (mode == TileOut::SiluMul && !w.pair_halves)
+    throw std::invalid_argument("linear_bf16_tiles: SiluMul needs the gate/up weights with pair_halves");
   const TileUnit unit(emulate, "linear_bf16_tiles");
   const TileBlockFn block = unit.block();
   SiluMulPairsFn silu_mul = scalar::silu_mul_pairs;
+  TilePack16Fn pack = scalar::tile_pack16;
+  TilePack16W4Fn pack_w4 = nullptr;  // scalar: w4_dequant, then tile_pack16 (the same bits)
+  W4DequantFn dequant = scalar::w4_dequant;
 #ifdef LMRT_X86
-  if (active_isa() == Isa::Avx512) silu_mul = avx512::silu_mul_pairs;
+  if (active_isa() == Isa::Avx512) {
+    silu_mul = avx512::silu_mul_pairs;
+    pack = avx512::tile_pack16;
+    pack_w4 = avx512::tile_pack16_w4;
+    dequant = avx512::w4_dequant;
+  } else if (active_isa() == Isa::Avx2) {
+    dequant = avx2::w4_dequant;
+  }
+#endif
+#if defined(LMRT_X86) && defined(LMRT_HAVE_AMX)
+  if (!unit.emulated() && active_isa() == Isa::Avx512) {  // AMX hosts: AVX512-BF16 rounds 32 weights at once
+    pack = amx::tile_pack16;
+    pack_w4 = amx::tile_pack16_w4;
+  }
 #endif
   float* y = static_cast<float*>(out);
   uint16_t* act = static_cast<uint16_t*>(out);
-  const int64_t Mp = round_up(M, kBlock), Kp = round_up(K, kStep), steps = Kp / kStep;
-  const int64_t m_items = Mp / kBlock, n_items = round_up(N, kBlock) / kBlock;
-  // Items that share a W block are adjacent, so a thread's chunk reuses it from cache.
-  pool.parallel_for(m_items * n_items, 1, [&](int64_t begin, int64_t end) {
+  const int64_t Kp = round_up(K, kStep), steps = Kp / kStep;
+  const int64_t m_blocks = round_up(M, kBlock) / kBlock, strips = round_up(N, kBlock) / kBlock;
+  // Work item: one strip of 32 outputs (packed once per item) over a group of row blocks. With
+  // enough strips for every thread a group is all rows; otherwise rows are split too (each group
+  // packs the strip again).
+  const int64_t groups = std::clamp<int64_t>((4 * pool.num_threads() + strips - 1) / strips, 1, m_blocks);
+  const int64_t per_group = (m_blocks + groups - 1) / groups;
+  pool.parallel_for(strips * groups, 1, [&](int64_t begin, int64_t end) {
+    StripBuffers& buf = t_strip;
+    if (buf.strip.size() < static_cast<size_t>(2 * steps * kTile * 32)) buf.strip.resize(2 * steps * kTile * 32);
+    if (buf.rows.size() < static_cast<size_t>(kTile * K)) buf.rows.resize(kTile * K);
     unit.begin();
     float c[kBlock * kBlock];  // [32, 32]: a block that is not stored straight into y
     for (int64_t i = begin; i < end; ++i) {
-      const int64_t m0 = (i % m_items) * kBlock, nb = (i / m_items) * 2;  // nb: first 16-output block
-      const int64_t n0 = nb * kTile;
-      const uint16_t* a = xb + m0 * Kp;
-      const uint16_t* b0 = packed + nb * steps * kTile * 32;
+      const int64_t j = i / groups, g = i % groups;
+      pack_strip(w, N, K, j, dequant, pack, pack_w4, buf);
+      const uint16_t* b0 = buf.strip.data();
       const uint16_t* b1 = b0 + steps * kTile * 32;
-      if (mode == TileOut::SiluMul) {  // all 32 rows: the padding rows give finite values the next product drops
-        block(a, Kp, b0, b1, steps, bias ? bias + n0 : nullptr, 0, c, kBlock);
-        silu_mul(c, kBlock, act + m0 * ldo + n0 / 2, ldo);
-        continue;
-      }
-      const bool whole = m0 + kBlock <= M && n0 + kBlock <= N;
-      float* yb = y + m0 * ldo + n0;
-      if (whole && mode == TileOut::Store) {  // the tiles store straight into y
-        block(a, Kp, b0, b1, steps, bias ? bias + n0 : nullptr, 0, yb, ldo);
-        continue;
-      }
-      if (whole && !bias) {  // Add: the tiles start from y and store back
-        block(a, Kp, b0, b1, steps, yb, ldo, yb, ldo);
-        continue;
-      }
-      block(a, Kp, b0, b1, steps, nullptr, 0, c, kBlock);
-      for (int64_t m = m0; m < std::min(M, m0 + kBlock); ++m)
-        for (int64_t n = n0; n < std::min(N, n0 + kBlock); ++n) {
-          const float v = c[(m - m0) * kBlock + (n - n0)] + (bias ? bias[n] : 0.0f);
-          y[m * ldo + n] = mode == TileOut::Add ? y[m * ldo + n] + v : v;
+      const int64_t n0 = j * kBlock;
+      for (int64_t mb = g * per_group; mb < std::min(m_blocks, (g + 1) * per_group); ++mb) {
+        const int64_t m0 = mb * kBlock;
+        const uint16_t* a = xb + m0 * Kp;
+        if (mode == TileOut::SiluMul) {  // all 32 rows: the padding rows give finite values the next product drops
+          block(a, Kp, b0, b1, steps, bias ? bias + n0 : nullptr, 0, c, kBlock);
+          silu_mul(c, kBlock, act + m0 * ldo + n0 / 2, ldo);
+          continue;
         }
+        const bool whole = m0 + kBlock <= M && n0 + kBlock <= N;
+        float* yb = y + m0 * ldo + n0;
+        if (whole && mode == TileOut::Store) {  // the tiles store straight into y
+          block(a, Kp, b0, b1, steps, bias ? bias + n0 : nullptr, 0, yb, ldo);
+          continue;
+        }
+        if (whole && !bias) {  // Add: the tiles start from y and store back
+          block(a, Kp, b0, b1, steps, yb, ldo, yb, ldo);
+          continue;
+        }
+        block(a, Kp, b0, b1, steps, nullptr, 0, c, kBlock);
+        for (int64_t m = m0; m < std::min(M, m0 + kBlock); ++m)
+          for (int64_t n = n0; n < std::min(N, n0 + kBlock); ++n) {
+            const float v = c[(m - m0) * kBlock + (n - n0)] + (bias ? bias[n] : 0.0f);
+            y[m * ldo + n] = mode == TileOut::Add ? y[m * ldo + n] + v : v;
+          }
+      }
     }
     unit.end();
   });
-}
-
-void linear_bf16_tiles(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const uint16_t* packed,
-                       int64_t N, const float* bias, float* y, int64_t ldy, bool emulate, uint16_t* x_bf16) {
-  if (M <= 0 || N <= 0) return;
-  const TileUnit unit(emulate, "linear_bf16_tiles");  // refuses before any work
-  std::unique_ptr<uint16_t[]> own;
-  if (!x_bf16) {
-    own.reset(new uint16_t[static_cast<size_t>(bf16_tiles_x_size(M, K))]);
-    x_bf16 = own.get();
-  }
-  bf16_tiles_input(pool, x, M, K, ldx, x_bf16);
-  linear_bf16_tiles_in(pool, x_bf16, M, K, packed, N, bias, TileOut::Store, y, ldy, emulate);
 }
 
 }  // namespace lmrt::cpu

@@ -115,37 +115,36 @@ void linear_i8(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t l
                const float* bias, float* y, int64_t ldy);
 
 // bf16 GEMM on AMX tiles, for prefill where the CPU has AMX-BF16 (Sapphire Rapids and later).
-// Not batch invariant with linear(): x is rounded to bf16 (the weights are bf16 already), so
-// this is an opt-in precision for many-row batches, like HF's bf16 path. Each output element is
-// still reduced in a fixed order (32-wide K steps, pairs within a step as the tile unit does).
-// Weights are repacked once into tile order: for each block of 16 outputs and each 32-wide K
-// step, a tile of 16 rows (input pairs) x 16 outputs x 2 (the pair), zero padded to 32-multiples.
-// pair_halves (for a gate/up matrix, N a multiple of 64): the 16-output blocks alternate between the
-// first and the second half of w's rows, so each 32-wide block of outputs holds 16 gates and their 16 ups.
-int64_t bf16_tile_packed_size(int64_t N, int64_t K);  // uint16 elements
-void bf16_tile_pack(const void* w, DType wdt, int64_t N, int64_t K, uint16_t* out,
-                    bool pair_halves = false);  // w [N, K]
+// Not batch invariant with linear(): x and w are rounded to bf16, so this is an opt-in precision
+// for many-row batches, like HF's bf16 path. Each output element is still reduced in a fixed order
+// (32-wide K steps, pairs within a step as the tile unit does), whatever the threads.
+// The weights stay as the model stores them: each 32-output strip is rounded to bf16 and packed
+// into the tile unit's layout (a per-thread buffer) as the product reaches it, then reused for
+// every row block, so no bf16 copy of the model is kept.
+struct TileWeights {
+  const void* dense = nullptr;      // [N, K] of dense_dtype; nullptr: the 4-bit w4
+  DType dense_dtype = DType::F32;
+  W4Matrix w4{};
+  // For a gate/up matrix (N a multiple of 64): each 32-wide block of outputs takes 16 rows from the
+  // first half of w and the 16 matching rows of the second half (so it holds 16 gates and their ups).
+  bool pair_halves = false;
+};
 // True when the CPU has AMX-TILE and AMX-BF16 and the OS granted this process the tile state
 // (asked once, arch_prctl ARCH_REQ_XCOMP_PERM).
 bool amx_available();
-// y = x w^T (+ bias), w packed by bf16_tile_pack. emulate: run a software model of the tile
-// instruction (same data layout, same pair order; for tests on CPUs without AMX). Throws
-// std::runtime_error when !emulate and !amx_available(). x_bf16: workspace of
-// bf16_tiles_x_size(M, K) elements for x as bf16 (nullptr: allocated per call).
-int64_t bf16_tiles_x_size(int64_t M, int64_t K);
-void linear_bf16_tiles(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const uint16_t* packed,
-                       int64_t N, const float* bias, float* y, int64_t ldy, bool emulate,
-                       uint16_t* x_bf16 = nullptr);
-// The same in two parts, so producers can hand the product its input as bf16 and the product can
-// finish its output in place. bf16_tiles_input: x [M, K] -> xb [round_up(M, 32), round_up(K, 32)] bf16,
-// zero padded. linear_bf16_tiles_in then computes c = xb w^T + bias and, by mode:
+// The product in two parts, so producers can hand it its input as bf16 and it can finish its output
+// in place. bf16_tiles_input: x [M, K] -> xb [round_up(M, 32), round_up(K, 32)] bf16, zero padded
+// (bf16_tiles_x_size(M, K) elements). linear_bf16_tiles_in then computes c = xb w^T + bias and, by mode:
 //   Store    out = y [M, N] fp32 (row stride ldo): y = c
 //   Add      y += c (a residual connection)
-//   SiluMul  w packed with pair_halves: out = act [round_up(M, 32), N / 2] bf16 (row stride ldo),
-//            act[m, i] = silu(c[m, i]) * c[m, N / 2 + i], ready as the next product's xb (N a multiple of 64)
+//   SiluMul  w with pair_halves: out = act [round_up(M, 32), N / 2] bf16 (row stride ldo),
+//            act[m, i] = silu(c[m, i]) * c[m, N / 2 + i], ready as the next product's xb
+// emulate: run a software model of the tile instruction (same layout, same pair order; for tests on
+// CPUs without AMX). Throws std::runtime_error when !emulate and !amx_available().
 enum class TileOut { Store, Add, SiluMul };
+int64_t bf16_tiles_x_size(int64_t M, int64_t K);
 void bf16_tiles_input(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, uint16_t* xb);
-void linear_bf16_tiles_in(ThreadPool& pool, const uint16_t* xb, int64_t M, int64_t K, const uint16_t* packed,
+void linear_bf16_tiles_in(ThreadPool& pool, const uint16_t* xb, int64_t M, int64_t K, const TileWeights& w,
                           int64_t N, const float* bias, TileOut mode, void* out, int64_t ldo, bool emulate);
 
 // Row gather from an embedding table: out[m, :] = table[ids[m], :] as fp32.

@@ -1,5 +1,5 @@
 // The vector API of simd_avx2.h at 16 fp32 lanes (AVX-512 F + BW + VL + DQ), for the
-// width-generic kernels (*_simd.inl). Included only by *_avx512.cpp (see simd_avx2.h for
+// width-generic kernels (*_simd.inl). Included only by *_avx512.cpp and *_amx.cpp (see simd_avx2.h for
 // why everything lives in an unnamed namespace).
 #pragma once
 
@@ -80,6 +80,75 @@ inline IVec round_bf16(Vec x) {
   const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
                                                 _mm512_set1_epi32(0x7f800000));
   return _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40)));
+}
+
+// r[n] holds row n's 16 pairs (32-bit words); afterwards r[p] holds pair p of rows 0..15.
+inline void transpose16(__m512i r[16]) {
+  __m512i t[16], u[16];
+  for (int i = 0; i < 8; ++i) {  // within 128-bit lanes: words of row pairs interleaved
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {  // u[4i + c], lane l: word 4l + c of rows 4i..4i+3
+    u[4 * i + 0] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+    u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+    u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+    u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+  }
+  for (int c = 0; c < 4; ++c) {  // a 4 x 4 transpose of 128-bit lanes across u[c], u[4 + c], u[8 + c], u[12 + c]
+    const __m512i x0 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0x44), x1 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0xEE);
+    const __m512i x2 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0x44);
+    const __m512i x3 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0xEE);
+    r[c] = _mm512_shuffle_i32x4(x0, x2, 0x88);
+    r[4 + c] = _mm512_shuffle_i32x4(x0, x2, 0xDD);
+    r[8 + c] = _mm512_shuffle_i32x4(x1, x3, 0x88);
+    r[12 + c] = _mm512_shuffle_i32x4(x1, x3, 0xDD);
+  }
+}
+
+// The tile packers' loops (contracts of tile_pack16 / tile_pack16_w4 in isa_kernels.h), written once
+// for the AVX-512 F file and the AMX-host file: pairs(lo, hi) turns 32 fp32 weights (lo = elements
+// 0..15, hi = 16..31) into 16 bf16 pairs (word p = elements 2p, 2p + 1).
+template <class Pairs>
+inline void pack16_rows(const float* w, int64_t ldw, int64_t num_rows, int64_t K, uint16_t* out, Pairs pairs) {
+  const int64_t steps = (K + 31) / 32;
+  for (int64_t s = 0; s < steps; ++s) {
+    const int64_t k0 = s * 32, left = K - k0;
+    const Tail lo = left >= 16 ? Tail(0xffff) : tail_mask(static_cast<int>(left));
+    const Tail hi = left >= 32 ? Tail(0xffff) : left <= 16 ? Tail(0) : tail_mask(static_cast<int>(left - 16));
+    __m512i r[16];
+    for (int n = 0; n < 16; ++n) {
+      const float* row = w + n * ldw + k0;
+      r[n] = n < num_rows ? pairs(load_tail(row, lo), load_tail(row + 16, hi)) : _mm512_setzero_si512();
+    }
+    transpose16(r);
+    for (int p = 0; p < 16; ++p) _mm512_storeu_si512(out + (s * 16 + p) * 32, r[p]);
+  }
+}
+
+template <class Pairs>
+inline void pack16_w4_rows(const uint8_t* codes, const float* scales, const float* mins, int group_size, int64_t K,
+                           int64_t r0, int64_t num_rows, uint16_t* out, Pairs pairs) {
+  const int64_t steps = K / 32, G = K / group_size;  // K is a multiple of group_size >= 32
+  for (int64_t s = 0; s < steps; ++s) {
+    const int64_t g = s * 32 / group_size;
+    __m512i r[16];
+    for (int n = 0; n < 16; ++n) {
+      if (n >= num_rows) {
+        r[n] = _mm512_setzero_si512();
+        continue;
+      }
+      const int64_t row = r0 + n;
+      const uint8_t* run = codes + row * (K / 2) + s * 16;  // 32 inputs: low nibbles 0..15, high nibbles 16..31
+      // 16 rows are 16 streams, too many for the hardware prefetchers: fetch 8 runs (2 lines) ahead
+      if (s % 4 == 0) prefetch(run + 128);
+      const IVec b = widen_u8(run);
+      const Vec scale = set1(scales[row * G + g]), min = set1(mins[row * G + g]);
+      r[n] = pairs(fmadd(low_nibbles(b), scale, min), fmadd(high_nibbles(b), scale, min));
+    }
+    transpose16(r);
+    for (int p = 0; p < 16; ++p) _mm512_storeu_si512(out + (s * 16 + p) * 32, r[p]);
+  }
 }
 
 // e^x in fp32, within 2 ulp of the exact value over the normal range (Cephes' expf: x = n ln2 + r

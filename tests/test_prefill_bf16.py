@@ -39,8 +39,8 @@ def tiles(request, monkeypatch):
 
 def cfg(precision, **kw):
     # Chunks of 48 rows: three of the four chunks of a 150-token prompt go to the tiles, the last (6 rows) not.
-    return lmrt.EngineConfig(block_size=16, num_threads=2, max_num_batched_tokens=48, cache_memory_gib=0.02,
-                             prefill_precision=precision, **kw)
+    base = dict(block_size=16, num_threads=2, max_num_batched_tokens=48, cache_memory_gib=0.02)
+    return lmrt.EngineConfig(prefill_precision=precision, **{**base, **kw})
 
 
 def hf_logits(path, ids, replace=None):
@@ -78,6 +78,35 @@ def test_4bit_checkpoint(tiles, tmp_path):
     with lmrt.pipeline(path, cfg("bf16", lm_head_dtype="dense")) as pipe:
         assert pipe.info()["weight_format"] == "w4"
         assert rel_err(pipe.get_logits(ids), ref) < BF16_VS_FP32_REL_TOL
+
+
+def test_busy_engine_with_bf16_prefill(tiles, tmp_path):
+    """16 requests at once through a small pool (preemption: recomputed prompts go through the tiles again) with
+    prefix caching: every request completes, and its greedy tokens are the exact fp32 engine's, or leave them
+    only where the fp32 logits were a near-tie (within what bf16 moves a logit: twice the bound above)."""
+    from lmrt import _core
+
+    path = make_tiny_llama(tmp_path / "m", tied=False)
+    shared = np.random.RandomState(5).randint(3, 128, size=40).tolist()
+    prompts = [(shared if i % 2 else []) + np.random.RandomState(100 + i).randint(3, 128, size=5 + 9 * i).tolist()
+               for i in range(16)]
+    gen = lmrt.GenerationConfig(max_new_tokens=24, ignore_eos=True)
+    blocks = 16  # the longest request (40 + 140 + 24 tokens) fits alone, 16 together cannot
+    small = _core.kv_bytes_per_block(2, 16, 2, 16, "float32") * blocks / 2**30
+    with lmrt.pipeline(path, cfg("bf16", cache_memory_gib=small, enable_prefix_caching=True)) as pipe:
+        outs = [o.token_ids for o in pipe(prompts, gen)]
+        stats = pipe.stats()
+    assert stats["num_preemptions"] > 0 and stats["prefix_cache_hit_tokens"] > 0
+    with lmrt.pipeline(path, cfg("fp32")) as exact:
+        for p, ours in zip(prompts, outs):
+            ref = exact(p, gen).token_ids
+            assert len(ours) == 24
+            if ours == ref:
+                continue
+            j = next(k for k, (a, b) in enumerate(zip(ours, ref)) if a != b)
+            logits = exact.get_logits(p + ref[:j])[-1]
+            top2 = np.sort(logits)[-2:]
+            assert top2[1] - top2[0] < 2 * BF16_VS_FP32_REL_TOL * np.abs(logits).max(), f"divergence at token {j}"
 
 
 def test_without_amx_bf16_prefill_is_refused_with_the_fix(monkeypatch, tmp_path):

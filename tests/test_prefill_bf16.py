@@ -1,8 +1,10 @@
-"""prefill_precision="bf16": prompt batches of 32+ rows through AMX tiles (x and weights rounded to bf16).
+"""prefill_precision="bf16": batches of 32+ rows through AMX tiles (products and the prompt's attention in bf16,
+every sum in fp32; LlamaModel::layer_tiles).
 
 Checked against HF transformers fp32 with the bf16-vs-fp32 bound the engine tests use, on dense and 4-bit
 checkpoints, through the tile unit's software model (LMRT_AMX_EMULATE=1, any CPU) and through the tiles
-themselves where the CPU has AMX-BF16 (skipped elsewhere, with the reason).
+themselves where the CPU has AMX-BF16 (skipped elsewhere, with the reason); in a busy engine (batching,
+preemption, prefix caching); and on the default model (perplexity and chat answers against fp32 prefill).
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 // Per-(token, head) paged attention, written once against the vector API of simd_avx2.h /
 // simd_avx512.h (Vec, kLanes, load, fmadd, hsum, ...). Raw pointers and intrinsics only
-// (see isa_kernels.h): no std:: helpers, exp via the C library.
+// (see isa_kernels.h): no std:: helpers; the probabilities by exp_ps (within 2 ulp), the
+// rescaling factor by the C library's expf.
 //
 // note: included by attention_avx2.cpp / attention_avx512.cpp inside their ISA namespace,
 // after isa_kernels.h and their simd_*.h, so each ISA compiles its own copy with its own
@@ -53,8 +54,12 @@ void attend(const AttnTask& t, const T* kc, const T* vc) {  // kc, vc: the layer
       for (; i < hd; ++i) acc[i] *= corr;
       run_max = block_max;
     }
+    // The block's probabilities at once (exp_ps of the vector API), then summed in key order.
+    const Vec vmax = set1(run_max);
+    for (j = 0; j + kLanes <= n; j += kLanes) store(s + j, exp_ps(sub(load(s + j), vmax)));
+    if (j < n) store_tail(s + j, tail_mask(n - j), exp_ps(sub(load_tail(s + j, tail_mask(n - j)), vmax)));
     for (j = 0; j < n; ++j) {
-      const float p = __builtin_expf(s[j] - run_max);
+      const float p = s[j];
       denom += p;
       const T* vr = vb + static_cast<int64_t>(j) * hd;
       const Vec pv = set1(p);

@@ -20,6 +20,7 @@ inline Tail tail_mask(int r) { return static_cast<__mmask16>((1u << r) - 1u); }
 inline Vec zero() { return _mm512_setzero_ps(); }
 inline Vec set1(float v) { return _mm512_set1_ps(v); }
 inline Vec mul(Vec a, Vec b) { return _mm512_mul_ps(a, b); }
+inline Vec sub(Vec a, Vec b) { return _mm512_sub_ps(a, b); }
 inline Vec fmadd(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }  // a * b + c, one rounding
 inline void prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
 
@@ -69,7 +70,8 @@ inline float hsum(Vec v) {
   return _mm_cvtss_f32(s);
 }
 
-// ---- Beyond the shared vector API: used only by the AVX-512 files of the bf16 tile paths.
+// ---- Beyond the shared vector API (but exp_ps, which simd_avx2.h has too): the AVX-512 files of the
+// bf16 tile paths use these.
 
 // fp32 -> bf16 in the low halves of the int32 lanes: the bits of f32_to_bf16_bits (bf16.h), round
 // to nearest even, a NaN stays a quiet NaN.

@@ -71,8 +71,9 @@ def main(argv=None):
     ap.add_argument("--len", type=int, default=512, help="prompt tokens")
     ap.add_argument("--decode", type=int, default=64, help="new tokens for the batch-1 decode figure (0: none)")
     ap.add_argument("--out", default="/tmp/lmrt-synth-135m", help="where the random models are written (reused)")
-    ap.add_argument("--only", default="lmrt-w4,lmrt-w4-amx,lmrt-fp32,hf-bf16,hf-fp32",
-                    help="systems; the -amx ones (prefill_precision='bf16') run only where the CPU has AMX-BF16")
+    ap.add_argument("--only", default="lmrt-w4,lmrt-w4-bf16,lmrt-fp32,hf-bf16,hf-fp32",
+                    help="systems; the -bf16 one (prefill_precision='bf16') runs only where the CPU has a bf16 "
+                         "tile unit (AMX-BF16 or AVX512-BF16)")
     args = ap.parse_args(argv)
 
     import lmrt
@@ -82,8 +83,8 @@ def main(argv=None):
     rng = np.random.RandomState(0)
     prompts = [rng.randint(100, 49000, size=args.len).tolist() for _ in range(args.reps + 1)]
     systems = {
-        "lmrt-w4": lambda: LmrtRunner(w4, "float32", threads),
-        "lmrt-w4-amx": lambda: LmrtRunner(w4, "float32", threads, prefill_precision="bf16"),
+        "lmrt-w4": lambda: LmrtRunner(w4, "float32", threads),  # exact fp32 prefill (LmrtRunner's default)
+        "lmrt-w4-bf16": lambda: LmrtRunner(w4, "float32", threads, prefill_precision="bf16"),
         "lmrt-fp32": lambda: LmrtRunner(dense, "float32", threads),
         "hf-bf16": lambda: HfRunner(dense, "bfloat16", threads),
         "hf-fp32": lambda: HfRunner(dense, "float32", threads),
@@ -93,8 +94,8 @@ def main(argv=None):
     torch.set_flush_denormal(True)  # random weights: spare HF any denormal slow path (lmrt's kernels need none)
     rows = {}
     for name in [s for s in args.only.split(",") if s]:
-        if name.endswith("-amx") and not lmrt.system_info()["amx_bf16"]:
-            print(f"{name:10s} skipped: this CPU has no AMX-BF16", flush=True)
+        if name.endswith("-bf16") and name.startswith("lmrt") and not lmrt.system_info()["tile_unit"]:
+            print(f"{name:10s} skipped: this CPU has no bf16 tile unit (AMX-BF16 or AVX512-BF16)", flush=True)
             continue
         r = systems[name]()
         r.prefill(prompts[0])
@@ -115,7 +116,7 @@ def main(argv=None):
     for name, r in rows.items():
         print(f"| {name} | {r['prefill']:.1f} ({r['pcw']:.2f}) | "
               + (f"{r['decode']:.1f} ({r['dcw']:.2f}) |" if args.decode else "— |"))
-    for ours in ("lmrt-w4", "lmrt-w4-amx", "lmrt-fp32"):
+    for ours in ("lmrt-w4", "lmrt-w4-bf16", "lmrt-fp32"):
         if ours in rows and "hf-bf16" in rows:
             print(f"| {ours} / hf-bf16 | {rows[ours]['prefill'] / rows['hf-bf16']['prefill']:.2f}x | "
                   + (f"{rows[ours]['decode'] / rows['hf-bf16']['decode']:.2f}x |" if args.decode else "|"))

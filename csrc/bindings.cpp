@@ -109,13 +109,28 @@ py::array_t<float> linear(F32In x, py::array w, std::optional<F32In> bias, const
                        int64_t K, int64_t N, cpu::DType dt) { cpu::linear(pool, xp, M, K, K, wp, dt, N, bp, yp, N); });
 }
 
-// The AMX bf16 GEMM (or its software model, emulate=True) on dense w. mode: "store" (y = x w^T + bias),
+// The tile unit of a kernel call: "amx", "avx512bf16" or "model" (and "off" where allowed), checked
+// available here; the error names the way out.
+cpu::TileImpl parse_tile_unit(const std::string& tiles) {
+  if (tiles == "model") return cpu::TileImpl::Model;
+  if (tiles == "amx" || tiles == "avx512bf16") {
+    const cpu::TileImpl t = tiles == "amx" ? cpu::TileImpl::Amx : cpu::TileImpl::Avx512Bf16;
+    if (!cpu::tile_impl_available(t))
+      bad("this CPU (or OS, or build) has no " + std::string(tiles == "amx" ? "AMX-BF16" : "AVX512-BF16") +
+          ": pass tiles='model' (the software model) or another unit");
+    return t;
+  }
+  bad("tiles must be 'amx', 'avx512bf16' or 'model', got '" + tiles + "'");
+  return cpu::TileImpl::Model;
+}
+
+// The bf16 tile GEMM (tiles: the unit, as parse_tile_unit) on dense w. mode: "store" (y = x w^T + bias),
 // "add" (y0 + x w^T + bias), "silu_mul" (silu(c[:, :N/2]) * c[:, N/2:] as bf16, returned as float32
 // [M, N/2], with c = x w^T + bias).
 py::array_t<float> linear_bf16_tiles(F32In x, py::array w, std::optional<F32In> bias, const std::string& wdtype,
-                                     int num_threads, bool emulate, const std::string& mode,
+                                     int num_threads, const std::string& tiles, const std::string& mode,
                                      std::optional<F32In> y0) {
-  if (!emulate && !cpu::amx_available()) bad("this CPU (or OS, or build) has no AMX-BF16: pass emulate=True");
+  const cpu::TileImpl unit = parse_tile_unit(tiles);
   if (mode != "store" && mode != "add" && mode != "silu_mul")
     bad("mode must be 'store', 'add' or 'silu_mul', got '" + mode + "'");
   const cpu::TileOut out = mode == "add" ? cpu::TileOut::Add : mode == "silu_mul" ? cpu::TileOut::SiluMul : cpu::TileOut::Store;
@@ -136,11 +151,11 @@ py::array_t<float> linear_bf16_tiles(F32In x, py::array w, std::optional<F32In> 
         cpu::bf16_tiles_input(pool, xp, M, K, K, xb.data());
         if (out != cpu::TileOut::SiluMul) {
           if (y0p) std::copy(y0p, y0p + M * N, yp);
-          cpu::linear_bf16_tiles_in(pool, xb.data(), M, K, tw, N, bp, out, yp, N, emulate);
+          cpu::linear_bf16_tiles_in(pool, xb.data(), M, K, tw, N, bp, out, yp, N, unit);
           return;
         }
         std::vector<uint16_t> act(static_cast<size_t>(cpu::bf16_tiles_x_size(M, N / 2)));
-        cpu::linear_bf16_tiles_in(pool, xb.data(), M, K, tw, N, bp, out, act.data(), N / 2, emulate);
+        cpu::linear_bf16_tiles_in(pool, xb.data(), M, K, tw, N, bp, out, act.data(), N / 2, unit);
         for (int64_t m = 0; m < M; ++m)  // [M, N/2] into the first half of each row of y
           for (int64_t i = 0; i < N / 2; ++i) yp[m * N + i] = cpu::bf16_to_f32(act[m * (N / 2) + i]);
       });
@@ -171,8 +186,9 @@ void check_bias(const std::optional<F32In>& bias, int64_t N) {
 py::array_t<float> linear_w4(F32In x, py::array codes, F32In scales, F32In mins, int group_size,
                              std::optional<F32In> bias, int num_threads, const std::string& tiles) {
   check_threads(num_threads);
-  if (tiles != "off" && tiles != "amx" && tiles != "model") bad("tiles must be 'off', 'amx' or 'model', got '" + tiles + "'");
-  if (tiles == "amx" && !cpu::amx_available()) bad("this CPU (or OS, or build) has no AMX-BF16: pass tiles='model'");
+  if (tiles != "off" && tiles != "amx" && tiles != "avx512bf16" && tiles != "model")
+    bad("tiles must be 'off', 'amx', 'avx512bf16' or 'model', got '" + tiles + "'");
+  const cpu::TileImpl unit = tiles == "off" ? cpu::TileImpl::Model : parse_tile_unit(tiles);
   if (group_size != 32 && group_size != 64 && group_size != 128)
     bad("group_size must be 32, 64 or 128, got " + std::to_string(group_size));
   if (x.ndim() != 2) bad("x must be 2-D [M, K], got shape " + shape_str(x));
@@ -205,7 +221,7 @@ py::array_t<float> linear_w4(F32In x, py::array codes, F32In scales, F32In mins,
       tw.w4 = w;
       std::vector<uint16_t> xb(static_cast<size_t>(cpu::bf16_tiles_x_size(M, K)));
       cpu::bf16_tiles_input(pool, xp, M, K, K, xb.data());
-      cpu::linear_bf16_tiles_in(pool, xb.data(), M, K, tw, N, bp, cpu::TileOut::Store, yp, N, tiles == "model");
+      cpu::linear_bf16_tiles_in(pool, xb.data(), M, K, tw, N, bp, cpu::TileOut::Store, yp, N, unit);
     }
   }
   return y;
@@ -328,8 +344,9 @@ py::list paged_attention(py::object q, py::array k_cache, py::array v_cache, std
                          int block_size, float scale, const std::string& dtype, int num_threads,
                          const std::string& tiles, int64_t min_rows) {
   const cpu::DType dt = parse_dtype(dtype);
-  if (tiles != "off" && tiles != "amx" && tiles != "model") bad("tiles must be 'off', 'amx' or 'model', got '" + tiles + "'");
-  if (tiles == "amx" && !cpu::amx_available()) bad("this CPU (or OS, or build) has no AMX-BF16: pass tiles='model'");
+  if (tiles != "off" && tiles != "amx" && tiles != "avx512bf16" && tiles != "model")
+    bad("tiles must be 'off', 'amx', 'avx512bf16' or 'model', got '" + tiles + "'");
+  const cpu::TileImpl unit = tiles == "off" ? cpu::TileImpl::Model : parse_tile_unit(tiles);
   check_threads(num_threads);
   const int64_t nb = check_cache(k_cache, dt, "k_cache", n_kv_heads, head_dim, block_size);
   if (check_cache(v_cache, dt, "v_cache", n_kv_heads, head_dim, block_size) != nb)
@@ -392,7 +409,7 @@ py::list paged_attention(py::object q, py::array k_cache, py::array v_cache, std
     } else {
       lmrt::Buffer scratch;
       cpu::paged_attention_tiles(pool_for(num_threads), kv, seqs.data(), static_cast<int64_t>(S), n_heads, scale,
-                                 min_rows, tiles == "model", scratch);
+                                 min_rows, unit, scratch);
     }
   }
   for (auto& a : out_arrays) outs.append(a);
@@ -467,10 +484,20 @@ static void bind_kernels(py::module_& m) {
       "num_threads"_a, "num_jobs"_a, "slow_every"_a = 0, "slow_us"_a = 0, "tiny"_a = false, "spinners"_a = 0,
       "Self-check of the thread pool (tests): indices not visited exactly once, and contention counters.");
   m.def("amx_available", &cpu::amx_available, "AMX-TILE and AMX-BF16 present and granted to this process.");
+  m.def("avx512bf16_available", &cpu::avx512bf16_available, "AVX-512 with AVX512-BF16 present (and built).");
+  m.def(
+      "best_tile_unit",
+      []() -> py::object {
+        cpu::TileImpl t;
+        if (!cpu::best_tile_impl(&t)) return py::none();
+        return py::str(cpu::tile_impl_name(t));
+      },
+      "The fastest tile unit for bf16 prefill here: 'amx', 'avx512bf16', or None when the CPU has neither.");
   m.def("linear_bf16_tiles", &kern::linear_bf16_tiles, "x"_a, "w"_a, "bias"_a = py::none(), "wdtype"_a = "f32",
-        "num_threads"_a = 1, "emulate"_a = false, "mode"_a = "store", "y0"_a = py::none(),
-        "y = x @ w.T (+ bias) on AMX tiles, x and w rounded to bf16, fp32 accumulation; emulate=True runs the "
-        "software model of the tile instruction (any CPU). mode='add': y0 + that; mode='silu_mul': "
+        "num_threads"_a = 1, "tiles"_a = "amx", "mode"_a = "store", "y0"_a = py::none(),
+        "y = x @ w.T (+ bias) on a bf16 tile unit, x and w rounded to bf16, fp32 accumulation. tiles: 'amx', "
+        "'avx512bf16' (VDPBF16PS), or 'model' (the software model of AMX's instruction, any CPU). mode='add': "
+        "y0 + that; mode='silu_mul': "
         "silu(c[:, :N/2]) * c[:, N/2:] rounded to bf16, for c = x @ w.T (+ bias).");
   m.def("linear", &kern::linear, "x"_a, "w"_a, "bias"_a = py::none(), "wdtype"_a = "f32", "num_threads"_a = 1,
         "y = x @ w.T (+ bias). x [M, K] float32; w [N, K] float32, or uint16 bf16 bits with wdtype='bf16'.");
@@ -478,7 +505,8 @@ static void bind_kernels(py::module_& m) {
         "bias"_a = py::none(), "num_threads"_a = 1, "tiles"_a = "off",
         "y = x @ w.T (+ bias) for 4-bit w[n, k] = code * scales[n, k // g] + mins[n, k // g]. codes [N, K/2] "
         "uint8: in each run of 32 inputs byte j holds input j (low nibble) and j + 16 (high nibble). tiles='amx' "
-        "runs it on bf16 AMX tiles (x and the dequantised w rounded to bf16), tiles='model' on their software model.");
+        "or 'avx512bf16' runs it on that bf16 tile unit (x and the dequantised w rounded to bf16), tiles='model' "
+        "on the software model.");
   m.def("linear_i8", &kern::linear_i8, "x"_a, "q"_a, "scales"_a, "bias"_a = py::none(), "num_threads"_a = 1,
         "y = x @ w.T (+ bias) for int8 w[n, k] = q[n, k] * scales[n]. q [N, K] int8, scales [N] float32.");
   m.def("rmsnorm", &kern::rmsnorm, "x"_a, "w"_a, "eps"_a);
@@ -490,9 +518,9 @@ static void bind_kernels(py::module_& m) {
   m.def("paged_attention", &kern::paged_attention, "q"_a, "k_cache"_a, "v_cache"_a, "block_tables"_a,
         "positions"_a, "n_heads"_a, "n_kv_heads"_a, "head_dim"_a, "block_size"_a, "scale"_a, "dtype"_a = "f32",
         "num_threads"_a = 1, "tiles"_a = "off", "min_rows"_a = 32,
-        "Causal paged attention; returns one [M_i, n_heads * head_dim] array per sequence. tiles='amx' runs the "
-        "sequences of at least min_rows rows on bf16 AMX tiles (prefill precision 'bf16'), tiles='model' on the "
-        "tile unit's software model.");
+        "Causal paged attention; returns one [M_i, n_heads * head_dim] array per sequence. tiles='amx' or "
+        "'avx512bf16' runs the sequences of at least min_rows rows on that bf16 tile unit (prefill precision "
+        "'bf16'), tiles='model' on the software model.");
   m.def("embedding", &kern::embedding, "table"_a, "ids"_a, "dtype"_a = "f32");
   m.def("f32_to_bf16", &kern::to_bf16, "a"_a, "float32 -> bf16 bits (uint16), round to nearest even.");
   m.def("bf16_to_f32", &kern::from_bf16, "a"_a);
@@ -547,7 +575,13 @@ static void bind_engine(py::module_& m) {
              o.session_len = opt_d["session_len"].cast<int>();
              o.enable_prefix_caching = opt_d["enable_prefix_caching"].cast<bool>();
              o.prefill_tiles = opt_d.contains("prefill_tiles") && opt_d["prefill_tiles"].cast<bool>();
-             o.tiles_emulated = opt_d.contains("tiles_emulated") && opt_d["tiles_emulated"].cast<bool>();
+             if (o.prefill_tiles) {  // the engine checks that the unit is available
+               const std::string u = opt_d["tile_unit"].cast<std::string>();
+               if (u != "amx" && u != "avx512bf16" && u != "model")
+                 kern::bad("tile_unit must be 'amx', 'avx512bf16' or 'model', got '" + u + "'");
+               o.tile_unit = u == "amx" ? cpu::TileImpl::Amx : u == "avx512bf16" ? cpu::TileImpl::Avx512Bf16
+                                                                                   : cpu::TileImpl::Model;
+             }
              py::gil_scoped_release nogil;
              Weights w = load_weights(spec, raw);
              return std::make_unique<Engine>(std::move(spec), std::move(w), o);

@@ -26,6 +26,8 @@ def system_info() -> dict:
         "best_isa": k.best_isa(),
         "supported_isas": [n for n in ("scalar", "avx2", "avx512") if k.isa_supported(n)],
         "physical_cores": k.physical_cores(),
-        "amx_bf16": k.amx_available(),  # prefill_precision="bf16" needs it
+        "amx_bf16": k.amx_available(),
+        "avx512_bf16": k.avx512bf16_available(),
+        "tile_unit": k.best_tile_unit(),  # prefill_precision="bf16" needs one: "amx", "avx512bf16" or None
         "version": __version__,
     }

@@ -93,8 +93,13 @@ class Pipeline:
         self.session_len = cfg.session_len or self.spec.max_position_embeddings
         self.num_threads = cfg.num_threads or _core.kernels.physical_cores()
         self.prefill_precision = cfg.prefill_precision
+        # The bf16 prefill's tile unit: the fastest this CPU has ('amx', then 'avx512bf16'), or the one
+        # LMRT_TILE_UNIT names ('model': the software model of AMX's instruction, any CPU, slow; tests).
+        self.tile_unit = os.environ.get("LMRT_TILE_UNIT") or _core.kernels.best_tile_unit()
         if self.prefill_precision == "auto":
-            self.prefill_precision = "bf16" if _core.kernels.amx_available() else "fp32"
+            self.prefill_precision = "bf16" if self.tile_unit else "fp32"
+        if self.prefill_precision != "bf16":
+            self.tile_unit = None
         bytes_per_block = _core.kv_bytes_per_block(self.spec.num_layers, cfg.block_size, self.spec.num_kv_heads,
                                                    self.spec.head_dim, cfg.kv_dtype)
         self.num_blocks = self._num_kv_blocks(bytes_per_block)
@@ -105,16 +110,27 @@ class Pipeline:
             num_threads=self.num_threads, session_len=self.session_len,
             enable_prefix_caching=cfg.enable_prefix_caching,
             prefill_tiles=self.prefill_precision == "bf16",
-            # For tests on CPUs without AMX: the tile unit's software model (slow).
-            tiles_emulated=self.prefill_precision == "bf16" and os.environ.get("LMRT_AMX_EMULATE") == "1",
+            tile_unit=self.tile_unit or "model",
         )
-        if options["prefill_tiles"] and not options["tiles_emulated"] and not _core.kernels.amx_available():
-            raise ConfigError("prefill_precision='bf16' runs prefill on AMX tiles, which this CPU (or OS) lacks: it "
-                              "needs AMX-BF16 (Intel Sapphire Rapids or later); use prefill_precision='fp32'")
+        if self.prefill_precision == "bf16":
+            self._check_tile_unit()
         self._engine = _core.Engine(self.spec.to_core_dict(), weights, options)
         del weights
         tok_eos = tuple(self.tokenizer.eos_token_ids) if self.tokenizer else ()
         self._eos = tuple(dict.fromkeys(tuple(self.spec.eos_token_ids) + tok_eos))
+
+    def _check_tile_unit(self) -> None:
+        k = _core.kernels
+        if self.tile_unit is None:
+            raise ConfigError("prefill_precision='bf16' runs prefill on a bf16 tile unit, which this CPU (or OS) "
+                              "lacks: it needs AMX-BF16 (Intel Sapphire Rapids or later) or AVX512-BF16 (AMD Zen 4 "
+                              "or later, Intel Cooper Lake); use prefill_precision='fp32'")
+        have = {"amx": k.amx_available(), "avx512bf16": k.avx512bf16_available(), "model": True}
+        if self.tile_unit not in have:
+            raise ConfigError(f"LMRT_TILE_UNIT={self.tile_unit!r}: choose 'amx', 'avx512bf16' or 'model'")
+        if not have[self.tile_unit]:
+            raise ConfigError(f"LMRT_TILE_UNIT={self.tile_unit!r}: this CPU (or OS) lacks it; unset LMRT_TILE_UNIT "
+                              "to use the best unit here, or use prefill_precision='fp32'")
 
     def _num_kv_blocks(self, bytes_per_block: int) -> int:
         cfg = self.engine_config
@@ -235,6 +251,7 @@ class Pipeline:
             kv_capacity_tokens=self._engine.capacity_tokens(), block_size=self.engine_config.block_size,
             num_threads=self.num_threads, kernel_isa=_core.kernels.active_isa(), session_len=self.session_len,
             prefill_precision=self.prefill_precision,
+            tile_unit=self.tile_unit,
             weights_bytes=s["weights_bytes"], kv_cache_bytes=s["kv_cache_bytes"],
             max_batch_size=self.engine_config.max_batch_size,
         )

@@ -15,7 +15,8 @@ def _engine_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--kv-cache-dtype", help="KV-cache dtype, e.g. auto, bfloat16, float32")
     group.add_argument("--threads", type=int, help="CPU threads (default: chosen by the engine)")
     group.add_argument("--prefill-precision", choices=["auto", "fp32", "bf16"],
-                       help="bf16: prompt chunks on AMX tiles; fp32: exact (default auto: bf16 where the CPU has AMX)")
+                       help="bf16: prompt chunks in bf16 (AMX tiles or AVX512-BF16); fp32: exact (default auto: bf16 where "
+                            "the CPU has either)")
 
 
 def _generation_args(parser: argparse.ArgumentParser) -> None:
@@ -164,9 +165,12 @@ def _format_weights(info: dict) -> str:
     return info["weight_dtype"]
 
 
-def _format_prefill(precision: str) -> str:
+_TILE_UNITS = {"amx": "AMX tiles", "avx512bf16": "AVX512-BF16", "model": "the tile model (slow)"}
+
+
+def _format_prefill(precision: str, unit: str | None) -> str:
     if precision == "bf16":
-        return "bf16 on AMX tiles (prompt chunks of 32+ tokens; decode exact fp32)"
+        return f"bf16 on {_TILE_UNITS.get(unit, unit)} (prompt chunks of 32+ tokens; decode exact fp32)"
     return "fp32 (exact; logits do not depend on batching)"
 
 
@@ -182,7 +186,7 @@ def format_info(info: dict) -> str:
         ("KV capacity", f"{info['kv_capacity_tokens']:,} tokens ({info['block_size']} per block)"),
         ("session length", f"{info['session_len']:,} tokens"),
         ("kernel path", info["kernel_isa"]),
-        ("prefill", _format_prefill(info.get("prefill_precision", "fp32"))),
+        ("prefill", _format_prefill(info.get("prefill_precision", "fp32"), info.get("tile_unit"))),
         ("threads", info["num_threads"]),
     ]
     width = max(len(name) for name, _ in rows)

@@ -39,12 +39,13 @@ class EngineConfig:
         int8 for 4-bit models, where the output matrix would otherwise be most of the bytes read per
         token, and dense otherwise.
     prefill_precision: "bf16": batches of 32 rows or more (prompt chunks) run their products and
-        their prompt attention on AMX tiles, with activations, weights, K/V and the softmax
+        their prompt attention on a bf16 tile unit, with activations, weights, K/V and the softmax
         probabilities rounded to bf16 and every sum in fp32 (HF bf16's precision, several times
-        fp32's speed); needs AMX-BF16 (Intel Sapphire Rapids or later). Smaller batches (decode)
-        stay exact fp32. "fp32": every row exact fp32, so a prompt's logits never depend on the
-        batch or the chunks it ran in. "auto" (default): "bf16" where the CPU has AMX-BF16, else
-        "fp32".
+        fp32's speed); needs AMX-BF16 (Intel Sapphire Rapids or later; AMX tiles) or AVX512-BF16
+        (AMD Zen 4 or later, Intel Cooper Lake; VDPBF16PS). Smaller batches (decode) stay exact
+        fp32. "fp32": every row exact fp32, so a prompt's logits never depend on the batch or the
+        chunks it ran in. "auto" (default): "bf16" where the CPU has either, else "fp32".
+        LMRT_TILE_UNIT=amx|avx512bf16|model picks the unit (default: the fastest here).
     """
 
     dtype: str = "auto"

@@ -32,7 +32,7 @@ bounded() {
   wait $pid; echo "   rc=$? after ${t}s"
 }
 
-bounded kernels 300 python3 -m pytest tests/test_kernels.py tests/test_kernels_quant.py tests/test_kernels_amx.py \
+bounded kernels 300 python3 -m pytest tests/test_kernels.py tests/test_kernels_quant.py tests/test_kernels_tiles.py \
   tests/test_threadpool.py -q -rs -p no:cacheprovider
 tail -3 "$LOG/kernels.log"
 # The engine tests hung here 3 times in ~20 runs before the thread-pool fix of ccee4c3: repeat them (ENGINE_REPS).

@@ -1,10 +1,11 @@
-"""prefill_precision="bf16": batches of 32+ rows through AMX tiles (products and the prompt's attention in bf16,
-every sum in fp32; LlamaModel::layer_tiles).
+"""prefill_precision="bf16": batches of 32+ rows through a bf16 tile unit (products and the prompt's attention
+in bf16, every sum in fp32; LlamaModel::layer_tiles).
 
 Checked against HF transformers fp32 with the bf16-vs-fp32 bound the engine tests use, on dense and 4-bit
-checkpoints, through the tile unit's software model (LMRT_AMX_EMULATE=1, any CPU) and through the tiles
-themselves where the CPU has AMX-BF16 (skipped elsewhere, with the reason); in a busy engine (batching,
-preemption, prefix caching); and on the default model (perplexity and chat answers against fp32 prefill).
+checkpoints, through each tile unit in turn (LMRT_TILE_UNIT): the software model (any CPU), AMX tiles where
+the CPU has AMX-BF16 and VDPBF16PS where it has AVX512-BF16 (each skipped elsewhere, with the reason); in a
+busy engine (batching, preemption, prefix caching); and on the default model (perplexity and chat answers
+against fp32 prefill) on the best unit here.
 """
 from __future__ import annotations
 
@@ -28,14 +29,15 @@ def rel_err(a, ref):
     return float(np.abs(a - ref).max() / np.abs(ref).max())
 
 
-@pytest.fixture(params=["model", "amx"])
+UNIT_MISSING = {"amx": (K.amx_available, "CPU lacks AMX-TILE/AMX-BF16, or the OS did not grant the tile state"),
+                "avx512bf16": (K.avx512bf16_available, "CPU lacks AVX-512 with AVX512-BF16")}
+
+
+@pytest.fixture(params=["model", "amx", "avx512bf16"])
 def tiles(request, monkeypatch):
-    if request.param == "amx":
-        if not K.amx_available():
-            pytest.skip("CPU lacks AMX-TILE/AMX-BF16, or the OS did not grant the tile state")
-        monkeypatch.delenv("LMRT_AMX_EMULATE", raising=False)
-    else:
-        monkeypatch.setenv("LMRT_AMX_EMULATE", "1")
+    if request.param in UNIT_MISSING and not UNIT_MISSING[request.param][0]():
+        pytest.skip(UNIT_MISSING[request.param][1])
+    monkeypatch.setenv("LMRT_TILE_UNIT", request.param)
     return request.param
 
 
@@ -111,18 +113,31 @@ def test_busy_engine_with_bf16_prefill(tiles, tmp_path):
             assert top2[1] - top2[0] < 2 * BF16_VS_FP32_REL_TOL * np.abs(logits).max(), f"divergence at token {j}"
 
 
-def test_without_amx_bf16_prefill_is_refused_with_the_fix(monkeypatch, tmp_path):
-    if K.amx_available():
-        pytest.skip("this CPU has AMX: the refusal cannot be shown")
-    monkeypatch.delenv("LMRT_AMX_EMULATE", raising=False)
+def test_without_a_tile_unit_bf16_prefill_is_refused_with_the_fix(monkeypatch, tmp_path):
+    monkeypatch.delenv("LMRT_TILE_UNIT", raising=False)
+    path = make_tiny_llama(tmp_path / "m")
+    for unit in ("amx", "avx512bf16"):  # a unit named by LMRT_TILE_UNIT that the CPU lacks
+        if not UNIT_MISSING[unit][0]():
+            monkeypatch.setenv("LMRT_TILE_UNIT", unit)
+            with pytest.raises(ConfigError, match="unset LMRT_TILE_UNIT"):
+                lmrt.pipeline(path, cfg("bf16"))
+    monkeypatch.setenv("LMRT_TILE_UNIT", "fast")
+    with pytest.raises(ConfigError, match="choose 'amx', 'avx512bf16' or 'model'"):
+        lmrt.pipeline(path, cfg("bf16"))
+    monkeypatch.delenv("LMRT_TILE_UNIT")
+    if K.best_tile_unit() is not None:
+        pytest.skip(f"this CPU has a bf16 tile unit ({K.best_tile_unit()}): the refusal of bf16 cannot be shown")
     with pytest.raises(ConfigError, match="prefill_precision='fp32'"):
-        lmrt.pipeline(make_tiny_llama(tmp_path / "m"), cfg("bf16"))
+        lmrt.pipeline(path, cfg("bf16"))
 
 
-def test_auto_is_bf16_exactly_where_the_cpu_has_amx(monkeypatch, tmp_path):
-    monkeypatch.delenv("LMRT_AMX_EMULATE", raising=False)
+def test_auto_is_bf16_exactly_where_the_cpu_has_a_tile_unit(monkeypatch, tmp_path):
+    monkeypatch.delenv("LMRT_TILE_UNIT", raising=False)
+    best = "amx" if K.amx_available() else "avx512bf16" if K.avx512bf16_available() else None
+    assert K.best_tile_unit() == best
     with lmrt.pipeline(make_tiny_llama(tmp_path / "m"), cfg("auto")) as pipe:
-        assert pipe.info()["prefill_precision"] == ("bf16" if K.amx_available() else "fp32")
+        assert pipe.info()["prefill_precision"] == ("bf16" if best else "fp32")
+        assert pipe.info()["tile_unit"] == best
     assert lmrt.EngineConfig().prefill_precision == "auto"
     with pytest.raises(ConfigError, match="choose 'auto', 'fp32' or 'bf16'"):
         lmrt.EngineConfig(prefill_precision="fp16")
@@ -136,9 +151,10 @@ BF16_PPL_REL_TOL = 0.005
 
 @pytest.mark.slow
 def test_default_model_bf16_prefill_perplexity_and_greedy_text(monkeypatch):
-    if not K.amx_available():
-        pytest.skip("CPU lacks AMX-BF16: the tile unit's software model would take many minutes on the default model")
-    monkeypatch.delenv("LMRT_AMX_EMULATE", raising=False)
+    if K.best_tile_unit() is None:
+        pytest.skip("CPU lacks AMX-BF16 and AVX512-BF16: the tile unit's software model would take many minutes "
+                    "on the default model")
+    monkeypatch.delenv("LMRT_TILE_UNIT", raising=False)
     from test_w4_engine import _gpl3_windows
 
     from lmrt.default_model import default_model_gguf

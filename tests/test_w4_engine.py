@@ -22,7 +22,7 @@ PPL_REL_TOL = 0.005
 
 
 def exact_config(**kw) -> lmrt.EngineConfig:
-    """Exact fp32 prefill (not bf16 on AMX tiles, the default where the CPU has them): these tests
+    """Exact fp32 prefill (not bf16, the default where the CPU has AMX or AVX512-BF16): these tests
     measure the 4-bit formats against fp32 references, so nothing else may round."""
     return lmrt.EngineConfig(prefill_precision="fp32", **kw)
 

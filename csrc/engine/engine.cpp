@@ -18,9 +18,10 @@ Engine::Engine(ModelSpec spec, Weights weights, EngineOptions options)
       pool_(std::max(1, options.num_threads)) {
   if (options_.session_len <= 1) throw std::invalid_argument("session_len must be at least 2");
   if (options_.prefill_tiles) {
-    if (!options_.tiles_emulated && !cpu::amx_available())
-      throw std::invalid_argument("bf16 prefill runs on AMX tiles, which this CPU (or OS) lacks: use fp32 prefill");
-    model_.enable_tiles(options_.tiles_emulated);
+    if (!cpu::tile_impl_available(options_.tile_unit))
+      throw std::invalid_argument(std::string("bf16 prefill on the '") + cpu::tile_impl_name(options_.tile_unit) +
+                                  "' tile unit, which this CPU (or OS, or build) lacks: use fp32 prefill");
+    model_.enable_tiles(options_.tile_unit);
   }
   thread_ = std::thread([this] { loop(); });
 }

@@ -32,8 +32,8 @@ struct EngineOptions {
   int num_threads = 1;
   int session_len = 4096;  // prompt + generated tokens per request at most
   bool enable_prefix_caching = true;
-  bool prefill_tiles = false;   // prefill in bf16 on AMX tiles (LlamaModel::enable_tiles)
-  bool tiles_emulated = false;  // ... through the tile unit's software model (tests)
+  bool prefill_tiles = false;                         // prefill in bf16 on tiles (LlamaModel::enable_tiles)
+  cpu::TileImpl tile_unit = cpu::TileImpl::Model;     // ... on this unit (checked available)
 };
 
 // What get() hands back: tokens sampled since the previous call, and the end.

@@ -20,10 +20,10 @@ LlamaModel::LlamaModel(ModelSpec spec, Weights weights) : spec_(std::move(spec))
   spec_.validate();
 }
 
-void LlamaModel::enable_tiles(bool emulated) {
+void LlamaModel::enable_tiles(cpu::TileImpl unit) {
   gate_up_paired_ = spec_.intermediate_size % 32 == 0;
   tiles_ = true;
-  tiles_emulated_ = emulated;
+  tile_unit_ = unit;
 }
 
 void LlamaModel::reserve(int64_t T, int64_t R) {
@@ -90,7 +90,7 @@ void LlamaModel::attention(const Batch& batch, const cpu::KVLayer& cache, cpu::T
   const int64_t num_seqs = static_cast<int64_t>(attn_seqs_.size());
   if (tiles)
     cpu::paged_attention_tiles(pool, cache, attn_seqs_.data(), num_seqs, spec_.num_heads, scale, kTilesMinRows,
-                               tiles_emulated_, attn_tiles_);
+                               tile_unit_, attn_tiles_);
   else
     cpu::paged_attention(pool, cache, attn_seqs_.data(), num_seqs, spec_.num_heads, scale);
 }
@@ -128,7 +128,7 @@ void LlamaModel::layer_tiles(int l, const Batch& batch, const cpu::KVLayer& cach
   const LayerWeights& w = weights_.layers[l];
   const int64_t T = batch.num_tokens(), H = spec_.hidden_size, I = spec_.intermediate_size, Q = spec_.q_dim();
   const float eps = spec_.rms_norm_eps;
-  const bool em = tiles_emulated_;
+  const cpu::TileImpl em = tile_unit_;
   float* x = x_.data<float>();
   float* h = h_.data<float>();
   uint16_t* xb = tiles_x_.data<uint16_t>();

@@ -23,9 +23,9 @@ class LlamaModel {
   const float* forward(const Batch& batch, KVCache& kv, cpu::ThreadPool& pool);
 
   // Opt-in bf16 prefill: batches of >= kTilesMinRows rows then run layer_tiles (products and the
-  // prompt's attention on AMX tiles, or the tile unit's software model when emulated). The output
+  // prompt's attention on the tile unit `unit`: AMX, AVX512-BF16, or the software model). The output
   // matrix stays fp32/int8: few rows.
-  void enable_tiles(bool emulated);
+  void enable_tiles(cpu::TileImpl unit);
 
   const ModelSpec& spec() const { return spec_; }
   const Weights& weights() const { return weights_; }
@@ -52,7 +52,7 @@ class LlamaModel {
   std::vector<cpu::AttnSeq> attn_seqs_;  // [num_seqs]
   // The tile path (enable_tiles):
   bool tiles_ = false;
-  bool tiles_emulated_ = false;
+  cpu::TileImpl tile_unit_ = cpu::TileImpl::Model;
   bool gate_up_paired_ = false;  // gate_up read with pair_halves: its product ends in silu_mul
   Buffer tiles_x_;     // [bf16_tiles_x_size(T, max(H, q_dim))] uint16: a product's input as bf16
   Buffer tiles_act_;   // [bf16_tiles_x_size(T, I)] uint16: silu(gate) * up as bf16, down's input

@@ -1,6 +1,6 @@
 // paged_attention_tiles: prefill attention on bf16 tiles (flash attention: online softmax over
 // 64-key chunks), for the sequences of a batch that bring many query rows. Baseline-compiled; the
-// tile block is amx::bf16_block or its software model (tiles.h), the softmax chunk and the
+// tile block is the tile unit's (AMX, AVX512-BF16 or the software model; tiles.h), the softmax chunk and the
 // accumulator update are scalar here or AVX-512 (attention_tiles_avx512.cpp).
 //
 // Per call: (1) each tile sequence's K and V, for every kv head, are rounded to bf16 and packed
@@ -159,7 +159,7 @@ AccUpdateFn acc_update_fn() {
 }
 
 void paged_attention_tiles(ThreadPool& pool, const KVLayer& kv, const AttnSeq* seqs, int64_t num_seqs, int n_heads,
-                           float scale, int64_t min_rows, bool emulate, Buffer& scratch) {
+                           float scale, int64_t min_rows, TileImpl tiles, Buffer& scratch) {
   const int64_t hdp = round_up(kv.head_dim, 32);
   std::vector<AttnSeq> exact;  // sequences with few rows: the exact per-row path
   std::vector<TileSeq> tiled;
@@ -178,7 +178,7 @@ void paged_attention_tiles(ThreadPool& pool, const KVLayer& kv, const AttnSeq* s
   }
   if (!exact.empty()) paged_attention(pool, kv, exact.data(), static_cast<int64_t>(exact.size()), n_heads, scale);
   if (tiled.empty()) return;
-  const TileUnit unit(emulate, "paged_attention_tiles");
+  const TileUnit unit(tiles, "paged_attention_tiles");
   const TileBlockFn block = unit.block();
   const ToBf16Fn to_bf16 = to_bf16_fn();
   const SoftmaxChunkFn softmax = softmax_chunk_fn();

@@ -88,8 +88,8 @@ using SiluMulPairsFn = SiluMulPairsSig*;
 
 // The bf16 tile paths (linear_bf16.cpp, attention_tiles.cpp). Not batch invariant: opt-in precision.
 //
-// One 32 x 32 block of C on bf16 tiles (amx::bf16_block, or scalar::bf16_tile_block, its software
-// model: the same layout and pair order):
+// One 32 x 32 block of C on bf16 tiles (amx::bf16_block, avx512bf16::bf16_block, or
+// scalar::bf16_tile_block, the software model of AMX's instruction: the same layout and pair order):
 //   c    [32, 32] fp32, row stride ldc = init + a b
 //   a    [32, steps * 32] bf16, row stride lda (elements)
 //   b0, b1  two packed 16-output blocks ([steps, 16, 32] bf16 each, tile_pack16's layout):
@@ -170,6 +170,18 @@ SoftmaxChunkSig softmax_chunk;
 AccUpdateSig acc_update;
 }  // namespace avx512
 
+#ifdef LMRT_HAVE_AVX512BF16
+// The tile unit on AVX512-BF16's VDPBF16PS, and the strip packers with its rounding instruction
+// (linear_bf16_avx512bf16.cpp; every AMX CPU has AVX512-BF16 too). The packers give the same bits as
+// avx512::tile_pack16 / tile_pack16_w4 except that a denormal weight becomes 0 (which both tile units
+// do to it anyway).
+namespace avx512bf16 {
+TileBlockSig bf16_block;
+TilePack16Sig tile_pack16;
+TilePack16W4Sig tile_pack16_w4;
+}  // namespace avx512bf16
+#endif
+
 #ifdef LMRT_HAVE_AMX
 // AMX tiles (linear_bf16_amx.cpp).
 namespace amx {
@@ -177,11 +189,6 @@ namespace amx {
 void configure_tiles();
 void release_tiles();
 TileBlockSig bf16_block;
-// The strip packers with AVX512-BF16's rounding instruction (tile_pack_amx.cpp): the same bits as
-// avx512::tile_pack16 / tile_pack16_w4 except that a denormal weight becomes 0 (which the tile unit
-// does to it anyway).
-TilePack16Sig tile_pack16;
-TilePack16W4Sig tile_pack16_w4;
 }  // namespace amx
 #endif
 #endif

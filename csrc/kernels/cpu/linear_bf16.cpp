@@ -1,6 +1,6 @@
 // linear_bf16_tiles_in: the bf16 GEMM's packing, blocking and threading (baseline-compiled), the tile
-// unit's software model (scalar::bf16_tile_block), and TileUnit (tiles.h). The AMX code itself is
-// in linear_bf16_amx.cpp (compiled with -mamx-tile -mamx-bf16).
+// unit's software model (scalar::bf16_tile_block), and TileUnit (tiles.h). The units themselves are
+// in linear_bf16_amx.cpp (AMX tiles) and linear_bf16_avx512bf16.cpp (VDPBF16PS).
 //
 // Blocking: C is computed in 32 x 32 blocks (2 x 2 tiles of 16 x 16 fp32): for each 32-wide
 // K step, 2 A tiles (32 rows of x as bf16) and 2 B tiles (32 outputs of w), 4 dot products. x comes
@@ -78,26 +78,73 @@ bool amx_available() {
   return ok;
 }
 
-TileUnit::TileUnit(bool emulate, const char* op) : emulate_(emulate), block_(scalar::bf16_tile_block) {
-  if (emulate) return;
-#if defined(LMRT_X86) && defined(LMRT_HAVE_AMX)
-  if (!amx_available())
-    throw std::runtime_error(std::string(op) + ": this CPU (or OS) has no AMX-BF16; use the fp32 path instead");
-  block_ = amx::bf16_block;
+bool avx512bf16_available() {
+#if defined(LMRT_X86) && defined(LMRT_HAVE_AVX512BF16)
+  static const bool ok = [] {
+    if (!isa_supported(Isa::Avx512)) return false;  // AVX-512 F/BW/VL/DQ, zmm state saved by the OS
+    unsigned a, b, c, d;
+    __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(1));
+    return (a & (1u << 5)) != 0;  // CPUID.(EAX=7, ECX=1):EAX[5] AVX512_BF16
+  }();
+  return ok;
 #else
-  throw std::runtime_error(std::string(op) + ": this build has no AMX code (compiler too old?)");
+  return false;
+#endif
+}
+
+const char* tile_impl_name(TileImpl t) {
+  switch (t) {
+    case TileImpl::Amx:
+      return "amx";
+    case TileImpl::Avx512Bf16:
+      return "avx512bf16";
+    default:
+      return "model";
+  }
+}
+
+bool tile_impl_available(TileImpl t) {
+  switch (t) {
+    case TileImpl::Amx:
+      return amx_available();
+    case TileImpl::Avx512Bf16:
+      return avx512bf16_available();
+    default:
+      return true;
+  }
+}
+
+bool best_tile_impl(TileImpl* out) {
+  for (TileImpl t : {TileImpl::Amx, TileImpl::Avx512Bf16})
+    if (tile_impl_available(t)) {
+      *out = t;
+      return true;
+    }
+  return false;
+}
+
+TileUnit::TileUnit(TileImpl impl, const char* op) : impl_(impl), block_(scalar::bf16_tile_block) {
+  if (!tile_impl_available(impl))
+    throw std::runtime_error(std::string(op) + ": this CPU (or OS, or build) has no " +
+                             (impl == TileImpl::Amx ? "AMX-BF16" : "AVX512-BF16") +
+                             "; use the fp32 path or another tile unit");
+#ifdef LMRT_HAVE_AVX512BF16
+  if (impl == TileImpl::Avx512Bf16) block_ = avx512bf16::bf16_block;
+#endif
+#ifdef LMRT_HAVE_AMX
+  if (impl == TileImpl::Amx) block_ = amx::bf16_block;
 #endif
 }
 
 void TileUnit::begin() const {
 #if defined(LMRT_X86) && defined(LMRT_HAVE_AMX)
-  if (!emulate_) amx::configure_tiles();
+  if (impl_ == TileImpl::Amx) amx::configure_tiles();
 #endif
 }
 
 void TileUnit::end() const {
 #if defined(LMRT_X86) && defined(LMRT_HAVE_AMX)
-  if (!emulate_) amx::release_tiles();
+  if (impl_ == TileImpl::Amx) amx::release_tiles();
 #endif
 }
 
@@ -166,14 +213,14 @@ void pack_strip(const TileWeights& w, int64_t N, int64_t K, int64_t j, W4Dequant
 }  // namespace
 
 void linear_bf16_tiles_in(ThreadPool& pool, const uint16_t* xb, int64_t M, int64_t K, const TileWeights& w,
-                          int64_t N, const float* bias, TileOut mode, void* out, int64_t ldo, bool emulate) {
+                          int64_t N, const float* bias, TileOut mode, void* out, int64_t ldo, TileImpl tiles) {
   if (M <= 0 || N <= 0) return;
   if ((mode == TileOut::SiluMul || w.pair_halves) && N % (2 * kBlock))
     throw std::invalid_argument("linear_bf16_tiles: SiluMul / pair_halves need N a multiple of 64, got " +
                                 std::to_string(N));
   if (mode == TileOut::SiluMul && !w.pair_halves)
     throw std::invalid_argument("linear_bf16_tiles: SiluMul needs the gate/up weights with pair_halves");
-  const TileUnit unit(emulate, "linear_bf16_tiles");
+  const TileUnit unit(tiles, "linear_bf16_tiles");
   const TileBlockFn block = unit.block();
   SiluMulPairsFn silu_mul = scalar::silu_mul_pairs;
   TilePack16Fn pack = scalar::tile_pack16;
@@ -189,10 +236,10 @@ void linear_bf16_tiles_in(ThreadPool& pool, const uint16_t* xb, int64_t M, int64
     dequant = avx2::w4_dequant;
   }
 #endif
-#if defined(LMRT_X86) && defined(LMRT_HAVE_AMX)
-  if (!unit.emulated() && active_isa() == Isa::Avx512) {  // AMX hosts: AVX512-BF16 rounds 32 weights at once
-    pack = amx::tile_pack16;
-    pack_w4 = amx::tile_pack16_w4;
+#ifdef LMRT_HAVE_AVX512BF16
+  if (unit.impl() != TileImpl::Model && active_isa() == Isa::Avx512) {  // AVX512-BF16 rounds 32 weights at once
+    pack = avx512bf16::tile_pack16;
+    pack_w4 = avx512bf16::tile_pack16_w4;
   }
 #endif
   float* y = static_cast<float*>(out);

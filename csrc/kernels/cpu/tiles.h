@@ -1,25 +1,26 @@
-// The bf16 tile unit as the baseline-compiled ops see it: AMX where the CPU has it, or the
-// software model (emulate), behind one interface. Used by linear_bf16.cpp and attention_tiles.cpp.
+// The bf16 tile unit as the baseline-compiled ops see it: AMX tiles, AVX512-BF16 dot products, or the
+// software model, behind one interface (TileImpl, ops.h). Used by linear_bf16.cpp and attention_tiles.cpp.
 #pragma once
 
 #include <cstdint>
 
 #include "kernels/cpu/isa_kernels.h"
+#include "kernels/cpu/ops.h"
 
 namespace lmrt::cpu {
 
 class TileUnit {
  public:
-  // Throws std::runtime_error naming `op` when !emulate and the CPU, OS or build has no AMX-BF16.
-  TileUnit(bool emulate, const char* op);
+  // Throws std::runtime_error naming `op` when the CPU, OS or build lacks `impl`.
+  TileUnit(TileImpl impl, const char* op);
   // Around each thread's share of the work: the tile configuration is per-thread state.
   void begin() const;
   void end() const;
   TileBlockFn block() const { return block_; }
-  bool emulated() const { return emulate_; }
+  TileImpl impl() const { return impl_; }
 
  private:
-  bool emulate_;
+  TileImpl impl_;
   TileBlockFn block_;
 };
 

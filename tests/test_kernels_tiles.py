@@ -1,11 +1,12 @@
-"""The bf16 tile paths (prefill_precision="bf16"): the AMX GEMM (linear_bf16_tiles: x and w rounded to
+"""The bf16 tile paths (prefill_precision="bf16"): the tile GEMM (linear_bf16_tiles: x and w rounded to
 bf16, products summed in fp32) and prefill attention on tiles (paged_attention(tiles=...): flash
 attention, q/K/V and the softmax probabilities rounded to bf16).
 
-Two tile paths, each checked against float64 on the same bf16-rounded inputs: the software model of the
-tile instruction (runs on every CPU: it checks the packing, padding, blocking and threading), and the
-AMX tiles themselves where the CPU has AMX-BF16 (skipped elsewhere, with the reason). The vector helpers
-around the tiles (bf16 rounding, softmax chunk, accumulator update) run on each ISA path in turn.
+Three tile units, each checked against float64 on the same bf16-rounded inputs: the software model of
+AMX's instruction (runs on every CPU: it checks the packing, padding, blocking and threading), AMX tiles
+where the CPU has AMX-BF16, and VDPBF16PS where it has AVX512-BF16 (each skipped elsewhere, with the
+reason). The vector helpers around the tiles (bf16 rounding, softmax chunk, accumulator update, the
+strip packers) run on each ISA path in turn.
 """
 import numpy as np
 import pytest
@@ -21,14 +22,20 @@ def fp32_sum_bound(xr, wr, bias):
     return 2 * (xr.shape[1] + 1) * 2.0**-24 * mag
 
 
-PATHS = ["model", "amx"]
+UNITS = ["model", "amx", "avx512bf16"]
+UNIT_MISSING = {"amx": "CPU lacks AMX-TILE/AMX-BF16, or the OS did not grant the tile state",
+                "avx512bf16": "CPU lacks AVX-512 with AVX512-BF16"}
 
 
-@pytest.fixture(params=PATHS)
-def emulate(request):
-    if request.param == "amx" and not K.amx_available():
-        pytest.skip("CPU lacks AMX-TILE/AMX-BF16, or the OS did not grant the tile state")
-    return request.param == "model"
+def unit_available(name):
+    return {"model": True, "amx": K.amx_available(), "avx512bf16": K.avx512bf16_available()}[name]
+
+
+@pytest.fixture(params=UNITS)
+def unit(request):
+    if not unit_available(request.param):
+        pytest.skip(UNIT_MISSING[request.param])
+    return request.param
 
 
 SHAPES = [  # (M, K, N): one tile, padding on every side, many blocks, the model's prefill shapes
@@ -38,12 +45,12 @@ SHAPES = [  # (M, K, N): one tile, padding on every side, many blocks, the model
 
 @pytest.mark.parametrize("M,K_,N", SHAPES)
 @pytest.mark.parametrize("with_bias", [False, True])
-def test_matches_float64_on_bf16_inputs(emulate, M, K_, N, with_bias):
+def test_matches_float64_on_bf16_inputs(unit, M, K_, N, with_bias):
     rng = np.random.default_rng(M * 1000 + K_ + N)
     x = rng.standard_normal((M, K_)).astype(np.float32)
     w = (rng.standard_normal((N, K_)) / np.sqrt(K_)).astype(np.float32)
     bias = rng.standard_normal(N).astype(np.float32) if with_bias else None
-    y = K.linear_bf16_tiles(x, w, bias, emulate=emulate)
+    y = K.linear_bf16_tiles(x, w, bias, tiles=unit)
     xr = _bf16.bf16_bits_to_float32(_bf16.float32_to_bf16_bits(x)).astype(np.float64)
     wr = _bf16.bf16_bits_to_float32(_bf16.float32_to_bf16_bits(w)).astype(np.float64)
     ref = xr @ wr.T + (0 if bias is None else bias.astype(np.float64))
@@ -53,13 +60,13 @@ def test_matches_float64_on_bf16_inputs(emulate, M, K_, N, with_bias):
 
 
 @pytest.mark.parametrize("M,K_,N", [(5, 40, 20), (64, 576, 960), (40, 96, 70)])
-def test_add_mode_accumulates_into_y(emulate, M, K_, N):
+def test_add_mode_accumulates_into_y(unit, M, K_, N):
     rng = np.random.default_rng(M + K_ + N)
     x = rng.standard_normal((M, K_)).astype(np.float32)
     w = (rng.standard_normal((N, K_)) / np.sqrt(K_)).astype(np.float32)
     y0 = rng.standard_normal((M, N)).astype(np.float32)
     for bias in (None, rng.standard_normal(N).astype(np.float32)):
-        y = K.linear_bf16_tiles(x, w, bias, emulate=emulate, mode="add", y0=y0)
+        y = K.linear_bf16_tiles(x, w, bias, tiles=unit, mode="add", y0=y0)
         xr = _bf16.bf16_bits_to_float32(_bf16.float32_to_bf16_bits(x)).astype(np.float64)
         wr = _bf16.bf16_bits_to_float32(_bf16.float32_to_bf16_bits(w)).astype(np.float64)
         ref = y0 + xr @ wr.T + (0 if bias is None else bias)
@@ -69,11 +76,11 @@ def test_add_mode_accumulates_into_y(emulate, M, K_, N):
 
 # silu(g) * u of fp32 values within their sum bound, then rounded once to bf16 (2^-9 relative).
 @pytest.mark.parametrize("M,K_,N", [(5, 40, 64), (64, 576, 256), (33, 96, 128)])
-def test_silu_mul_mode_pairs_gates_with_their_ups(emulate, isa, M, K_, N):
+def test_silu_mul_mode_pairs_gates_with_their_ups(unit, isa, M, K_, N):
     rng = np.random.default_rng(M * 7 + N)
     x = rng.standard_normal((M, K_)).astype(np.float32)
     w = (rng.standard_normal((N, K_)) / np.sqrt(K_)).astype(np.float32)
-    act = K.linear_bf16_tiles(x, w, emulate=emulate, mode="silu_mul")
+    act = K.linear_bf16_tiles(x, w, tiles=unit, mode="silu_mul")
     xr = _bf16.bf16_bits_to_float32(_bf16.float32_to_bf16_bits(x)).astype(np.float64)
     wr = _bf16.bf16_bits_to_float32(_bf16.float32_to_bf16_bits(w)).astype(np.float64)
     c = xr @ wr.T
@@ -85,7 +92,7 @@ def test_silu_mul_mode_pairs_gates_with_their_ups(emulate, isa, M, K_, N):
     assert act.shape == (M, N // 2)
     assert (np.abs(act - ref) <= err_in + 2.0**-8 * np.abs(ref) + 1e-30).all()
     with pytest.raises(ValueError, match="multiple of 64"):
-        K.linear_bf16_tiles(x, w[:32], emulate=emulate, mode="silu_mul")
+        K.linear_bf16_tiles(x, w[:32], tiles=unit, mode="silu_mul")
 
 
 def pack_w4_codes(codes):
@@ -99,15 +106,14 @@ def pack_w4_codes(codes):
 # the AVX-512 packers do it in registers. Against float64 on the same bf16-rounded weights, and every ISA's
 # packer against the scalar one (the same bits: dequantisation and rounding are exact operations).
 @pytest.mark.parametrize("M,K_,N,g", [(5, 64, 20, 32), (64, 576, 960, 64), (40, 1536, 576, 128), (33, 128, 48, 32)])
-def test_w4_weights_on_tiles(emulate, isa, M, K_, N, g):
+def test_w4_weights_on_tiles(unit, isa, M, K_, N, g):
     rng = np.random.default_rng(M + K_ + N + g)
     codes = rng.integers(0, 16, size=(N, K_), dtype=np.uint8)
     scales = rng.uniform(0.002, 0.05, size=(N, K_ // g)).astype(np.float32)
     mins = rng.uniform(-0.4, 0.0, size=(N, K_ // g)).astype(np.float32)
     x = rng.standard_normal((M, K_)).astype(np.float32)
     bias = rng.standard_normal(N).astype(np.float32)
-    tiles = "model" if emulate else "amx"
-    y = K.linear_w4(x, pack_w4_codes(codes), scales, mins, g, bias, num_threads=2, tiles=tiles)
+    y = K.linear_w4(x, pack_w4_codes(codes), scales, mins, g, bias, num_threads=2, tiles=unit)
     rep = lambda a: np.repeat(a, g, axis=1)  # noqa: E731
     w32 = (codes.astype(np.float32) * rep(scales) + rep(mins)).astype(np.float32)  # fma vs mul+add: within 1 ulp
     wr = _bf16.bf16_bits_to_float32(_bf16.float32_to_bf16_bits(w32)).astype(np.float64)
@@ -118,33 +124,36 @@ def test_w4_weights_on_tiles(emulate, isa, M, K_, N, g):
     assert (np.abs(y - ref) <= bound).all()
     from kernel_paths import with_isa
     base = with_isa("scalar", lambda: K.linear_w4(x, pack_w4_codes(codes), scales, mins, g, bias, num_threads=2,
-                                                  tiles=tiles))
+                                                  tiles=unit))
     assert_bits_equal(y, base, f"{isa} packer vs scalar")
 
 
-def test_bf16_weights_equal_rounded_fp32_weights(emulate):
+def test_bf16_weights_equal_rounded_fp32_weights(unit):
     rng = np.random.default_rng(7)
     x = rng.standard_normal((20, 64)).astype(np.float32)
     w = rng.standard_normal((48, 64)).astype(np.float32)
-    a = K.linear_bf16_tiles(x, w, emulate=emulate)
-    b = K.linear_bf16_tiles(x, _bf16.float32_to_bf16_bits(w), wdtype="bf16", emulate=emulate)
+    a = K.linear_bf16_tiles(x, w, tiles=unit)
+    b = K.linear_bf16_tiles(x, _bf16.float32_to_bf16_bits(w), wdtype="bf16", tiles=unit)
     assert_bits_equal(a, b, "bf16 weights vs the same weights given as fp32")
 
 
 @pytest.mark.parametrize("threads", [2, 3])
-def test_threads_change_no_bit(emulate, threads):
+def test_threads_change_no_bit(unit, threads):
     rng = np.random.default_rng(threads)
     x = rng.standard_normal((100, 576)).astype(np.float32)
     w = rng.standard_normal((200, 576)).astype(np.float32)
-    one = K.linear_bf16_tiles(x, w, emulate=emulate)
-    assert_bits_equal(K.linear_bf16_tiles(x, w, num_threads=threads, emulate=emulate), one, f"{threads} threads vs 1")
+    one = K.linear_bf16_tiles(x, w, tiles=unit)
+    assert_bits_equal(K.linear_bf16_tiles(x, w, num_threads=threads, tiles=unit), one, f"{threads} threads vs 1")
 
 
-def test_without_amx_the_error_names_the_way_out():
-    if K.amx_available():
-        pytest.skip("this CPU has AMX: the refusal cannot be shown")
-    with pytest.raises(ValueError, match="emulate=True"):
-        K.linear_bf16_tiles(np.ones((2, 32), np.float32), np.ones((16, 32), np.float32))
+@pytest.mark.parametrize("missing", ["amx", "avx512bf16"])
+def test_a_missing_unit_is_refused_with_the_way_out(missing):
+    if unit_available(missing):
+        pytest.skip(f"this CPU has {missing}: the refusal cannot be shown")
+    with pytest.raises(ValueError, match="tiles='model'"):
+        K.linear_bf16_tiles(np.ones((2, 32), np.float32), np.ones((16, 32), np.float32), tiles=missing)
+    with pytest.raises(ValueError, match="tiles must be"):
+        K.linear_bf16_tiles(np.ones((2, 32), np.float32), np.ones((16, 32), np.float32), tiles="fast")
 
 
 # ---------------------------------------------------------------- attention on tiles
@@ -167,10 +176,6 @@ ATTN_TILE_CONFIGS = [  # (n_heads, n_kv_heads, head_dim, block_size)
 ATTN_TILE_SEQS = [(150, np.arange(150)), (130, np.arange(70, 130)), (40, np.arange(20, 40)), (51, np.array([50]))]
 
 
-def tiles_param(emulate):
-    return "model" if emulate else "amx"
-
-
 def build_tile_case(n_heads, n_kv, hd, bs, dtype, seed=0):
     rng = np.random.default_rng(seed)
     c = PagedCache(90 * 64 // bs, n_kv, hd, bs, dtype, rng)
@@ -189,10 +194,10 @@ def run_tiles(c, seqs, n_heads, scale, threads, tiles, min_rows=32):
 
 @pytest.mark.parametrize("dtype", ["f32", "bf16"])
 @pytest.mark.parametrize("n_heads,n_kv,hd,bs", ATTN_TILE_CONFIGS)
-def test_attention_tiles_match_float64(emulate, isa, n_heads, n_kv, hd, bs, dtype):
+def test_attention_tiles_match_float64(unit, isa, n_heads, n_kv, hd, bs, dtype):
     c, seqs = build_tile_case(n_heads, n_kv, hd, bs, dtype)
     scale = hd**-0.5
-    outs = run_tiles(c, seqs, n_heads, scale, 2, tiles_param(emulate))
+    outs = run_tiles(c, seqs, n_heads, scale, 2, unit)
     exact = run_tiles(c, seqs, n_heads, scale, 2, "off")
     for (q, table, pos, k, v), out, ex in zip(seqs, outs, exact):
         if len(pos) < 32:  # fewer rows than min_rows: the exact path, bit for bit
@@ -203,10 +208,10 @@ def test_attention_tiles_match_float64(emulate, isa, n_heads, n_kv, hd, bs, dtyp
         assert err <= attn_tiles_tol(hd), f"{len(pos)} rows: max error {err:.3g} of max|v|"
 
 
-def test_attention_tiles_threads_and_batch_change_no_bit(emulate):
+def test_attention_tiles_threads_and_batch_change_no_bit(unit):
     n_heads, n_kv, hd, bs = 9, 3, 64, 64
     c, seqs = build_tile_case(n_heads, n_kv, hd, bs, "f32", seed=1)
-    tiles = tiles_param(emulate)
+    tiles = unit
     one = run_tiles(c, seqs, n_heads, 0.125, 1, tiles)
     for threads in (2, 3):
         for i, (a, b) in enumerate(zip(run_tiles(c, seqs, n_heads, 0.125, threads, tiles), one)):
@@ -217,20 +222,21 @@ def test_attention_tiles_threads_and_batch_change_no_bit(emulate):
     assert_bits_equal(alone, one[0], "first sequence alone")
 
 
-def test_attention_tiles_min_rows_and_validation(emulate):
+def test_attention_tiles_min_rows_and_validation(unit):
     n_heads, n_kv, hd, bs = 4, 2, 32, 16
     c, seqs = build_tile_case(n_heads, n_kv, hd, bs, "f32", seed=2)
     exact = run_tiles(c, seqs, n_heads, 0.2, 1, "off")
     # min_rows above every sequence's row count: everything takes the exact path.
-    for a, b in zip(run_tiles(c, seqs, n_heads, 0.2, 1, tiles_param(emulate), min_rows=1000), exact):
+    for a, b in zip(run_tiles(c, seqs, n_heads, 0.2, 1, unit, min_rows=1000), exact):
         assert_bits_equal(a, b, "min_rows=1000")
     with pytest.raises(ValueError, match="tiles must be"):
         run_tiles(c, seqs, n_heads, 0.2, 1, "fast")
 
 
-def test_attention_tiles_without_amx_the_error_names_the_way_out():
-    if K.amx_available():
-        pytest.skip("this CPU has AMX: the refusal cannot be shown")
+@pytest.mark.parametrize("missing", ["amx", "avx512bf16"])
+def test_attention_tiles_on_a_missing_unit_the_error_names_the_way_out(missing):
+    if unit_available(missing):
+        pytest.skip(f"this CPU has {missing}: the refusal cannot be shown")
     c, seqs = build_tile_case(4, 2, 32, 16, "f32")
     with pytest.raises(ValueError, match="tiles='model'"):
-        run_tiles(c, seqs, 4, 0.2, 1, "amx")
+        run_tiles(c, seqs, 4, 0.2, 1, missing)

@@ -1,0 +1,65 @@
+// The tile unit on AVX512-BF16 (compiled with -mavx512bf16; runs only where avx512bf16_available()
+// holds): VDPBF16PS does, per fp32 lane, what TDPBF16PS does per C element, so the same packed strips
+// (tile_pack16's B layout: 16 pairs of 16 outputs per 32-wide K step) feed it unchanged. This is the
+// bf16 prefill on CPUs with AVX512-BF16 but no AMX (AMD Zen 4 and later, Intel Cooper Lake). Also the
+// strip packers with VCVTNE2PS2BF16 (32 weights rounded in one instruction), used on AMX hosts too.
+// Contracts in isa_kernels.h.
+#include <cstring>
+
+#include "kernels/cpu/isa_kernels.h"
+#include "kernels/cpu/simd_avx512.h"
+
+namespace lmrt::cpu::avx512bf16 {
+
+namespace {
+
+inline __m512i pairs(__m512 lo, __m512 hi) { return (__m512i)_mm512_cvtne2ps_pbh(hi, lo); }
+
+constexpr int kRows = 8;  // rows of C per register block: 8 rows x 32 columns = 16 zmm accumulators
+
+// Rows [r0, r0 + kRows) of the 32 x 32 block: for each K pair p, lane n of acc[r][h] takes
+// a[r, 2p] * b_h[p, 2n] + a[r, 2p + 1] * b_h[p, 2n + 1] (one VDPBF16PS with a's pair broadcast).
+inline void rows_block(const uint16_t* a, int64_t lda, const uint16_t* b0, const uint16_t* b1, int64_t steps,
+                       const float* init, int64_t ldi, float* c, int64_t ldc) {
+  __m512 acc[kRows][2];
+  for (int r = 0; r < kRows; ++r)
+    for (int h = 0; h < 2; ++h)
+      acc[r][h] = init ? _mm512_loadu_ps(init + r * ldi + 16 * h) : _mm512_setzero_ps();
+  for (int64_t s = 0; s < steps; ++s) {
+    const uint16_t* as = a + s * 32;
+    const uint16_t* w0 = b0 + s * 16 * 32;
+    const uint16_t* w1 = b1 + s * 16 * 32;
+    for (int p = 0; p < 16; ++p) {
+      const __m512bh v0 = (__m512bh)_mm512_loadu_si512(w0 + p * 32);
+      const __m512bh v1 = (__m512bh)_mm512_loadu_si512(w1 + p * 32);
+      for (int r = 0; r < kRows; ++r) {
+        int32_t pair;  // a[r, 2p], a[r, 2p + 1] as one 32-bit word
+        std::memcpy(&pair, as + r * lda + 2 * p, sizeof pair);
+        const __m512bh x = (__m512bh)_mm512_set1_epi32(pair);
+        acc[r][0] = _mm512_dpbf16_ps(acc[r][0], x, v0);
+        acc[r][1] = _mm512_dpbf16_ps(acc[r][1], x, v1);
+      }
+    }
+  }
+  for (int r = 0; r < kRows; ++r)
+    for (int h = 0; h < 2; ++h) _mm512_storeu_ps(c + r * ldc + 16 * h, acc[r][h]);
+}
+
+}  // namespace
+
+void bf16_block(const uint16_t* a, int64_t lda, const uint16_t* b0, const uint16_t* b1, int64_t steps,
+                const float* init, int64_t ldi, float* c, int64_t ldc) {
+  for (int r0 = 0; r0 < 32; r0 += kRows)
+    rows_block(a + r0 * lda, lda, b0, b1, steps, init ? init + r0 * ldi : nullptr, ldi, c + r0 * ldc, ldc);
+}
+
+void tile_pack16(const float* w, int64_t ldw, int64_t num_rows, int64_t K, uint16_t* out) {
+  avx512::pack16_rows(w, ldw, num_rows, K, out, pairs);
+}
+
+void tile_pack16_w4(const uint8_t* codes, const float* scales, const float* mins, int group_size, int64_t K,
+                    int64_t r0, int64_t num_rows, uint16_t* out) {
+  avx512::pack16_w4_rows(codes, scales, mins, group_size, K, r0, num_rows, out, pairs);
+}
+
+}  // namespace lmrt::cpu::avx512bf16

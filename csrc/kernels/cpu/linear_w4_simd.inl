@@ -18,14 +18,16 @@ constexpr int kRunVecs = 32 / kLanes;
 
 // One run of 32 inputs -> w[j] = inputs kLanes * j .. kLanes * j + kLanes - 1 as fp32.
 // Byte i holds inputs i (low nibble) and i + 16 (high nibble); bytes are zero-extended
-// straight into 32-bit lanes, so one and + one shift split the nibbles without byte shuffles.
-inline void dequant32(const uint8_t* p, Vec s, Vec mn, Vec w[kRunVecs]) {
+// straight into 32-bit lanes, so the nibbles split without byte shuffles. Each weight is the
+// group's fma(float(code), scale, min), formed per weight or looked up in the group's table of
+// those 16 values (W4Table: the same bits).
+inline void dequant32(const uint8_t* p, W4Table t, Vec w[kRunVecs]) {
   constexpr int kHalf = kRunVecs / 2;  // vectors per 16 inputs
   IVec b[kHalf];
   for (int h = 0; h < kHalf; ++h) b[h] = widen_u8(p + kLanes * h);
   for (int h = 0; h < kHalf; ++h) {
-    w[h] = fmadd(low_nibbles(b[h]), s, mn);
-    w[kHalf + h] = fmadd(high_nibbles(b[h]), s, mn);
+    w[h] = w4_low(b[h], t);
+    w[kHalf + h] = w4_high(b[h], t);
   }
 }
 
@@ -49,7 +51,7 @@ inline void kernel(const float* x, int64_t ldx, int64_t K, const uint8_t* codes,
     const int64_t g = k >> gshift;
     for (int c = 0; c < C; ++c) {
       Vec w[kRunVecs];
-      dequant32(codes + c * kb + k / 2, set1(scales[c * G + g]), set1(mins[c * G + g]), w);
+      dequant32(codes + c * kb + k / 2, w4_table(scales[c * G + g], mins[c * G + g]), w);
       for (int j = 0; j < kRunVecs; ++j)
         for (int r = 0; r < R; ++r) acc[r][c] = fmadd(load(x + r * ldx + k + kLanes * j), w[j], acc[r][c]);
     }
@@ -96,7 +98,7 @@ inline void dequant(const uint8_t* codes, const float* scales, const float* mins
     for (int64_t k = 0; k < K; k += 32) {
       const int64_t g = k >> gshift;
       Vec w[kRunVecs];
-      dequant32(codes + n * kb + k / 2, set1(scales[n * G + g]), set1(mins[n * G + g]), w);
+      dequant32(codes + n * kb + k / 2, w4_table(scales[n * G + g], mins[n * G + g]), w);
       for (int j = 0; j < kRunVecs; ++j) store(o + k + kLanes * j, w[j]);
     }
   }

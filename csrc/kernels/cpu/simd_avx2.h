@@ -73,6 +73,14 @@ inline IVec widen_u8(const uint8_t* p) {
 }
 inline Vec low_nibbles(IVec b) { return _mm256_cvtepi32_ps(_mm256_and_si256(b, _mm256_set1_epi32(0x0F))); }
 inline Vec high_nibbles(IVec b) { return _mm256_cvtepi32_ps(_mm256_srli_epi32(b, 4)); }
+// A group's weights w(j) = fma(float(j), scale, min) by code j (simd_avx512.h looks them up in a
+// 16-lane table; 8 lanes cannot hold it, so here each weight is its fma).
+struct W4Table {
+  Vec scale, min;
+};
+inline W4Table w4_table(float scale, float min) { return {_mm256_set1_ps(scale), _mm256_set1_ps(min)}; }
+inline Vec w4_low(IVec b, W4Table t) { return fmadd(low_nibbles(b), t.scale, t.min); }
+inline Vec w4_high(IVec b, W4Table t) { return fmadd(high_nibbles(b), t.scale, t.min); }
 
 // The one horizontal sum: a fixed pairing of lanes.
 inline float hsum(Vec v) {

@@ -60,6 +60,16 @@ inline IVec widen_u8(const uint8_t* p) {
 }
 inline Vec low_nibbles(IVec b) { return _mm512_cvtepi32_ps(_mm512_and_si512(b, _mm512_set1_epi32(0x0F))); }
 inline Vec high_nibbles(IVec b) { return _mm512_cvtepi32_ps(_mm512_srli_epi32(b, 4)); }
+// A group's 16 weight values, w(j) = fma(float(j), scale, min) for codes j = 0..15: here one vector
+// (lane j), from which a permute picks each lane's weight by its code (the permute reads the low 4
+// bits of each int32 lane, so the low nibble needs no mask). The same bits as the fma per weight.
+using W4Table = Vec;
+inline W4Table w4_table(float scale, float min) {
+  const Vec j = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  return _mm512_fmadd_ps(j, _mm512_set1_ps(scale), _mm512_set1_ps(min));
+}
+inline Vec w4_low(IVec b, W4Table t) { return _mm512_permutexvar_ps(b, t); }
+inline Vec w4_high(IVec b, W4Table t) { return _mm512_permutexvar_ps(_mm512_srli_epi32(b, 4), t); }
 
 // The one horizontal sum: a fixed pairing of lanes.
 inline float hsum(Vec v) {
@@ -145,8 +155,8 @@ inline void pack16_w4_rows(const uint8_t* codes, const float* scales, const floa
       // 16 rows are 16 streams, too many for the hardware prefetchers: fetch 8 runs (2 lines) ahead
       if (s % 4 == 0) prefetch(run + 128);
       const IVec b = widen_u8(run);
-      const Vec scale = set1(scales[row * G + g]), min = set1(mins[row * G + g]);
-      r[n] = pairs(fmadd(low_nibbles(b), scale, min), fmadd(high_nibbles(b), scale, min));
+      const W4Table t = w4_table(scales[row * G + g], mins[row * G + g]);
+      r[n] = pairs(w4_low(b, t), w4_high(b, t));
     }
     transpose16(r);
     for (int p = 0; p < 16; ++p) _mm512_storeu_si512(out + (s * 16 + p) * 32, r[p]);

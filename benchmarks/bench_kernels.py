@@ -4,7 +4,9 @@
 
 Shapes: hidden 576, intermediate 1536, vocab 49152 (q/k/v/o, gate_up, down, lm_head),
 decode (M=1, 8) and prefill (M=512). Weights fp32 and bf16 (torch gets bf16 weights
-converted to fp32 once up front, i.e. its best case; lmrt converts in registers).
+converted to fp32 once up front, i.e. its best case; lmrt converts in registers). Then the bf16
+prefill GEMM (prefill_precision="bf16": x and w rounded to bf16, fp32 sums) on each tile unit the CPU
+has (AMX, AVX512-BF16), next to torch's bf16 matmul (oneDNN) on the same shapes, M=512.
 Note: timings on a shared machine move with the neighbours' load; compare columns
 from the same run.
 """
@@ -76,6 +78,30 @@ def main():
                         line += f" | {flops / dt / 1e9:8.1f}"
                     print(line, flush=True)
     K.set_isa(K.best_isa())
+    tile_gemm(rng, torch, args.reps_seconds)
+
+
+def tile_gemm(rng, torch, seconds, M=512):
+    units = [u for u, ok in (("amx", K.amx_available()), ("avx512bf16", K.avx512bf16_available())) if ok]
+    if not units:
+        print("\nbf16 tile GEMM: skipped, this CPU has neither AMX-BF16 nor AVX512-BF16")
+        return
+    print(f"\nbf16 tile GEMM, M={M} (x and fp32 w rounded to bf16 by lmrt; torch: bf16 tensors)")
+    print(f"{'shape':>8} {'K':>5} {'N':>6} {'thr':>3} | " + " ".join(f"{u:>10}" for u in units)
+          + (f" | {'torch bf16':>10}" if torch else "") + "   (GFLOP/s)")
+    for name, Kd, N in SHAPES[:4]:
+        x = rng.standard_normal((M, Kd), dtype=np.float32)
+        w = rng.standard_normal((N, Kd), dtype=np.float32)
+        for thr in (1, 2):
+            flops = 2.0 * M * Kd * N
+            row = [f"{flops / timeit(lambda: K.linear_bf16_tiles(x, w, tiles=u, num_threads=thr), seconds) / 1e9:10.1f}"
+                   for u in units]
+            line = f"{name:>8} {Kd:5d} {N:6d} {thr:3d} | " + " ".join(row)
+            if torch:
+                torch.set_num_threads(thr)
+                tx, tw = torch.from_numpy(x).bfloat16(), torch.from_numpy(w).bfloat16()
+                line += f" | {flops / timeit(lambda: torch.matmul(tx, tw.T), seconds) / 1e9:10.1f}"
+            print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -228,8 +228,13 @@ py::array_t<float> linear_w4(F32In x, py::array codes, F32In scales, F32In mins,
 }
 
 // q [N, K] int8, scales [N] float32.
-py::array_t<float> linear_i8(F32In x, py::array q, F32In scales, std::optional<F32In> bias, int num_threads) {
+py::array_t<float> linear_i8(F32In x, py::array q, F32In scales, std::optional<F32In> bias, int num_threads,
+                             const std::string& tiles) {
   check_threads(num_threads);
+  if (tiles != "off" && tiles != "amx" && tiles != "avx512bf16" && tiles != "model")
+    bad("tiles must be 'off', 'amx', 'avx512bf16' or 'model', got '" + tiles + "'");
+  const cpu::TileImpl unit = tiles == "off" ? cpu::TileImpl::Model : parse_tile_unit(tiles);
+  if (tiles != "off" && bias) bad("linear_i8 on tiles takes no bias (the output matrix has none)");
   if (x.ndim() != 2) bad("x must be 2-D [M, K], got shape " + shape_str(x));
   const int64_t M = x.shape(0), K = x.shape(1);
   auto qa = exact_2d<int8_t>(q, "q", "int8");
@@ -246,7 +251,16 @@ py::array_t<float> linear_i8(F32In x, py::array q, F32In scales, std::optional<F
   {
     py::gil_scoped_release nogil;
     std::lock_guard<std::mutex> lk(g_pool_mu);
-    cpu::linear_i8(pool_for(num_threads), xp, M, K, K, w, N, bp, yp, N);
+    cpu::ThreadPool& pool = pool_for(num_threads);
+    if (tiles == "off") {
+      cpu::linear_i8(pool, xp, M, K, K, w, N, bp, yp, N);
+    } else {
+      cpu::TileWeights tw;
+      tw.i8 = w;
+      std::vector<uint16_t> xb(static_cast<size_t>(cpu::bf16_tiles_x_size(M, K)));
+      cpu::bf16_tiles_input(pool, xp, M, K, K, xb.data());
+      cpu::linear_bf16_tiles_in(pool, xb.data(), M, K, tw, N, nullptr, cpu::TileOut::Store, yp, N, unit);
+    }
   }
   return y;
 }
@@ -508,7 +522,10 @@ static void bind_kernels(py::module_& m) {
         "or 'avx512bf16' runs it on that bf16 tile unit (x and the dequantised w rounded to bf16), tiles='model' "
         "on the software model.");
   m.def("linear_i8", &kern::linear_i8, "x"_a, "q"_a, "scales"_a, "bias"_a = py::none(), "num_threads"_a = 1,
-        "y = x @ w.T (+ bias) for int8 w[n, k] = q[n, k] * scales[n]. q [N, K] int8, scales [N] float32.");
+        "tiles"_a = "off",
+        "y = x @ w.T (+ bias) for int8 w[n, k] = q[n, k] * scales[n]. q [N, K] int8, scales [N] float32. tiles='amx' "
+        "or 'avx512bf16' runs it on that bf16 tile unit (x rounded to bf16; q is exact in bf16; each raw dot times "
+        "its row scale), tiles='model' on the software model; no bias there.");
   m.def("rmsnorm", &kern::rmsnorm, "x"_a, "w"_a, "eps"_a);
   m.def("rope", &kern::rope, "x"_a, "pos"_a, "inv_freq"_a, "n_heads"_a, "head_dim"_a, "attn_scale"_a = 1.0f,
         "HF rotate_half rotary embedding; returns a new array.");

@@ -128,6 +128,28 @@ def test_w4_weights_on_tiles(unit, isa, M, K_, N, g):
     assert_bits_equal(y, base, f"{isa} packer vs scalar")
 
 
+# int8 rows (the output matrix when many rows need logits): q is exact in bf16, so only x rounds; each raw
+# dot (the fp32 sum bound) is then multiplied by its row scale (one more rounding). Every ISA's int8 widening
+# gives the same bits (float(q) is exact).
+@pytest.mark.parametrize("M,K_,N", [(5, 40, 20), (64, 576, 1000), (33, 96, 70)])
+def test_int8_weights_on_tiles(unit, isa, M, K_, N):
+    rng = np.random.default_rng(M + K_ + N)
+    q = rng.integers(-127, 128, size=(N, K_), dtype=np.int8)
+    scales = rng.uniform(1e-3, 2e-2, size=N).astype(np.float32)
+    x = rng.standard_normal((M, K_)).astype(np.float32)
+    y = K.linear_i8(x, q, scales, num_threads=2, tiles=unit)
+    xr = bf16_round(x).astype(np.float64)
+    qd = q.astype(np.float64)
+    ref = (xr @ qd.T) * scales.astype(np.float64)
+    bound = fp32_sum_bound(xr, qd, None) * scales + 2 * 2.0**-24 * np.abs(ref)
+    assert (np.abs(y - ref) <= bound).all()
+    from kernel_paths import with_isa
+    base = with_isa("scalar", lambda: K.linear_i8(x, q, scales, num_threads=2, tiles=unit))
+    assert_bits_equal(y, base, f"{isa} int8 widening vs scalar")
+    with pytest.raises(ValueError, match="no bias"):
+        K.linear_i8(x, q, scales, np.zeros(N, np.float32), tiles=unit)
+
+
 def test_bf16_weights_equal_rounded_fp32_weights(unit):
     rng = np.random.default_rng(7)
     x = rng.standard_normal((20, 64)).astype(np.float32)

@@ -73,7 +73,14 @@ const float* LlamaModel::forward(const Batch& batch, KVCache& kv, cpu::ThreadPoo
     if (row < 0 || row >= T) throw std::logic_error("forward: logit row outside the batch");
     cpu::rmsnorm(x + row * H, 1, H, H, weights_.norm.data(), spec_.rms_norm_eps, sel + r * H, H);
   }
-  apply_linear(pool, weights_.output_matrix(), sel, R, H, nullptr, logits_.data<float>(), V);
+  if (tiles_ && R >= kTilesMinRows) {  // many logit rows (get_logits, perplexity): the output matrix on tiles
+    uint16_t* xb = tiles_x_.data<uint16_t>();  // reserved for T >= R rows
+    cpu::bf16_tiles_input(pool, sel, R, H, H, xb);
+    cpu::linear_bf16_tiles_in(pool, xb, R, H, tile_weights(weights_.output_matrix(), false), V, nullptr,
+                              cpu::TileOut::Store, logits_.data<float>(), V, tile_unit_);
+  } else {
+    apply_linear(pool, weights_.output_matrix(), sel, R, H, nullptr, logits_.data<float>(), V);
+  }
   return logits_.data<float>();
 }
 

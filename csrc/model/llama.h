@@ -23,8 +23,9 @@ class LlamaModel {
   const float* forward(const Batch& batch, KVCache& kv, cpu::ThreadPool& pool);
 
   // Opt-in bf16 prefill: batches of >= kTilesMinRows rows then run layer_tiles (products and the
-  // prompt's attention on the tile unit `unit`: AMX, AVX512-BF16, or the software model). The output
-  // matrix stays fp32/int8: few rows.
+  // prompt's attention on the tile unit `unit`: AMX, AVX512-BF16, or the software model), and so does
+  // the output matrix when 32+ rows need logits (get_logits, perplexity); generation's few logit rows
+  // stay exact.
   void enable_tiles(cpu::TileImpl unit);
 
   const ModelSpec& spec() const { return spec_; }

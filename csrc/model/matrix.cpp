@@ -18,9 +18,10 @@ cpu::TileWeights tile_weights(const Matrix& w, bool pair_halves) {
       t.w4 = cpu::W4Matrix{w.data.data<uint8_t>(), w.scales.data<float>(), w.mins.data<float>(), w.group_size};
       return t;
     case WeightFormat::I8:
-      break;
+      t.i8 = cpu::I8Matrix{w.data.data<int8_t>(), w.scales.data<float>()};
+      return t;
   }
-  throw std::logic_error("tile_weights: int8 matrices (the output matrix) do not run on tiles");
+  throw std::logic_error("tile_weights: unknown weight format");
 }
 
 void apply_linear(cpu::ThreadPool& pool, const Matrix& w, const float* x, int64_t M, int64_t ldx, const float* bias,

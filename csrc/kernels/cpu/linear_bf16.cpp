@@ -184,8 +184,8 @@ struct StripBuffers {
 thread_local StripBuffers t_strip;
 
 // Packs the 32 outputs of strip j (two 16-output halves) into buf.strip.
-void pack_strip(const TileWeights& w, int64_t N, int64_t K, int64_t j, W4DequantFn dequant, TilePack16Fn pack,
-                TilePack16W4Fn pack_w4, StripBuffers& buf) {
+void pack_strip(const TileWeights& w, int64_t N, int64_t K, int64_t j, W4DequantFn dequant, I8DequantFn dequant_i8,
+                TilePack16Fn pack, TilePack16W4Fn pack_w4, StripBuffers& buf) {
   const int64_t steps = round_up(K, kStep) / kStep;
   for (int64_t h = 0; h < 2; ++h) {
     // First row and row count of this half (pair_halves: gates from the first half of w, ups from the second).
@@ -194,11 +194,13 @@ void pack_strip(const TileWeights& w, int64_t N, int64_t K, int64_t j, W4Dequant
     const int64_t rows = std::clamp<int64_t>(end - r0, 0, kTile);
     uint16_t* out = buf.strip.data() + h * steps * kTile * 32;
     const float* src = buf.rows.data();
-    if (!w.dense && pack_w4) {  // 4-bit, dequantised in registers (rows may be 0: zeros)
+    if (!w.dense && !w.i8.q && pack_w4) {  // 4-bit, dequantised in registers (rows may be 0: zeros)
       pack_w4(w.w4.codes, w.w4.scales, w.w4.mins, w.w4.group_size, K, r0, rows, out);
       continue;
     }
-    if (rows > 0 && !w.dense) {
+    if (rows > 0 && w.i8.q) {  // int8: float(q), exact in bf16
+      dequant_i8(w.i8.q, K, r0, r0 + rows, buf.rows.data());
+    } else if (rows > 0 && !w.dense) {
       dequant(w.w4.codes, w.w4.scales, w.w4.mins, w.w4.group_size, K, r0, r0 + rows, buf.rows.data());
     } else if (rows > 0 && w.dense_dtype == DType::F32) {
       src = static_cast<const float*>(w.dense) + r0 * K;
@@ -220,20 +222,25 @@ void linear_bf16_tiles_in(ThreadPool& pool, const uint16_t* xb, int64_t M, int64
                                 std::to_string(N));
   if (mode == TileOut::SiluMul && !w.pair_halves)
     throw std::invalid_argument("linear_bf16_tiles: SiluMul needs the gate/up weights with pair_halves");
+  if (w.i8.q && (mode != TileOut::Store || bias || w.pair_halves))
+    throw std::invalid_argument("linear_bf16_tiles: int8 weights run in Store mode only, without bias");
   const TileUnit unit(tiles, "linear_bf16_tiles");
   const TileBlockFn block = unit.block();
   SiluMulPairsFn silu_mul = scalar::silu_mul_pairs;
   TilePack16Fn pack = scalar::tile_pack16;
   TilePack16W4Fn pack_w4 = nullptr;  // scalar: w4_dequant, then tile_pack16 (the same bits)
   W4DequantFn dequant = scalar::w4_dequant;
+  I8DequantFn dequant_i8 = scalar::i8_dequant;
 #ifdef LMRT_X86
   if (active_isa() == Isa::Avx512) {
     silu_mul = avx512::silu_mul_pairs;
     pack = avx512::tile_pack16;
     pack_w4 = avx512::tile_pack16_w4;
     dequant = avx512::w4_dequant;
+    dequant_i8 = avx512::i8_dequant;
   } else if (active_isa() == Isa::Avx2) {
     dequant = avx2::w4_dequant;
+    dequant_i8 = avx2::i8_dequant;
   }
 #endif
 #ifdef LMRT_HAVE_AVX512BF16
@@ -259,7 +266,7 @@ void linear_bf16_tiles_in(ThreadPool& pool, const uint16_t* xb, int64_t M, int64
     float c[kBlock * kBlock];  // [32, 32]: a block that is not stored straight into y
     for (int64_t i = begin; i < end; ++i) {
       const int64_t j = i / groups, g = i % groups;
-      pack_strip(w, N, K, j, dequant, pack, pack_w4, buf);
+      pack_strip(w, N, K, j, dequant, dequant_i8, pack, pack_w4, buf);
       const uint16_t* b0 = buf.strip.data();
       const uint16_t* b1 = b0 + steps * kTile * 32;
       const int64_t n0 = j * kBlock;
@@ -275,6 +282,9 @@ void linear_bf16_tiles_in(ThreadPool& pool, const uint16_t* xb, int64_t M, int64
         float* yb = y + m0 * ldo + n0;
         if (whole && mode == TileOut::Store) {  // the tiles store straight into y
           block(a, Kp, b0, b1, steps, bias ? bias + n0 : nullptr, 0, yb, ldo);
+          if (w.i8.q)  // int8: raw dots times the row scales, while the block is in cache
+            for (int64_t m = 0; m < kBlock; ++m)
+              for (int64_t n = 0; n < kBlock; ++n) yb[m * ldo + n] *= w.i8.scales[n0 + n];
           continue;
         }
         if (whole && !bias) {  // Add: the tiles start from y and store back
@@ -284,7 +294,8 @@ void linear_bf16_tiles_in(ThreadPool& pool, const uint16_t* xb, int64_t M, int64
         block(a, Kp, b0, b1, steps, nullptr, 0, c, kBlock);
         for (int64_t m = m0; m < std::min(M, m0 + kBlock); ++m)
           for (int64_t n = n0; n < std::min(N, n0 + kBlock); ++n) {
-            const float v = c[(m - m0) * kBlock + (n - n0)] + (bias ? bias[n] : 0.0f);
+            const float v = w.i8.q ? c[(m - m0) * kBlock + (n - n0)] * w.i8.scales[n]
+                                   : c[(m - m0) * kBlock + (n - n0)] + (bias ? bias[n] : 0.0f);
             y[m * ldo + n] = mode == TileOut::Add ? y[m * ldo + n] + v : v;
           }
       }

@@ -126,9 +126,12 @@ void linear_i8(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t l
 // into the tile unit's layout (a per-thread buffer) as the product reaches it, then reused for
 // every row block, so no bf16 copy of the model is kept.
 struct TileWeights {
-  const void* dense = nullptr;      // [N, K] of dense_dtype; nullptr: the 4-bit w4
+  const void* dense = nullptr;      // [N, K] of dense_dtype; nullptr: the 4-bit w4, or i8 where i8.q is set
   DType dense_dtype = DType::F32;
   W4Matrix w4{};
+  // int8 rows (the output matrix): q rounds to bf16 exactly (|q| <= 127), and each output is its raw
+  // dot times the row's scale, as linear_i8 finishes it. Store mode only, no bias.
+  I8Matrix i8{};
   // For a gate/up matrix (N a multiple of 64): each 32-wide block of outputs takes 16 rows from the
   // first half of w and the 16 matching rows of the second half (so it holds 16 gates and their ups).
   bool pair_halves = false;

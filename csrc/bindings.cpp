@@ -124,6 +124,22 @@ cpu::TileImpl parse_tile_unit(const std::string& tiles) {
   return cpu::TileImpl::Model;
 }
 
+// The same for a kernel whose tiles= also takes "off" (its exact path; the unit returned is then unused).
+cpu::TileImpl parse_tiles_or_off(const std::string& tiles) {
+  if (tiles == "off") return cpu::TileImpl::Model;
+  if (tiles != "amx" && tiles != "avx512bf16" && tiles != "model")
+    bad("tiles must be 'off', 'amx', 'avx512bf16' or 'model', got '" + tiles + "'");
+  return parse_tile_unit(tiles);
+}
+
+// y = x w^T (+ bias) on the tile unit for the quantised kernels' tiles= option: x rounded to bf16 here.
+void quant_on_tiles(cpu::ThreadPool& pool, const float* x, int64_t M, int64_t K, const cpu::TileWeights& tw, int64_t N,
+                    const float* bias, float* y, cpu::TileImpl unit) {
+  std::vector<uint16_t> xb(static_cast<size_t>(cpu::bf16_tiles_x_size(M, K)));
+  cpu::bf16_tiles_input(pool, x, M, K, K, xb.data());
+  cpu::linear_bf16_tiles_in(pool, xb.data(), M, K, tw, N, bias, cpu::TileOut::Store, y, N, unit);
+}
+
 // The bf16 tile GEMM (tiles: the unit, as parse_tile_unit) on dense w. mode: "store" (y = x w^T + bias),
 // "add" (y0 + x w^T + bias), "silu_mul" (silu(c[:, :N/2]) * c[:, N/2:] as bf16, returned as float32
 // [M, N/2], with c = x w^T + bias).
@@ -186,9 +202,7 @@ void check_bias(const std::optional<F32In>& bias, int64_t N) {
 py::array_t<float> linear_w4(F32In x, py::array codes, F32In scales, F32In mins, int group_size,
                              std::optional<F32In> bias, int num_threads, const std::string& tiles) {
   check_threads(num_threads);
-  if (tiles != "off" && tiles != "amx" && tiles != "avx512bf16" && tiles != "model")
-    bad("tiles must be 'off', 'amx', 'avx512bf16' or 'model', got '" + tiles + "'");
-  const cpu::TileImpl unit = tiles == "off" ? cpu::TileImpl::Model : parse_tile_unit(tiles);
+  const cpu::TileImpl unit = parse_tiles_or_off(tiles);
   if (group_size != 32 && group_size != 64 && group_size != 128)
     bad("group_size must be 32, 64 or 128, got " + std::to_string(group_size));
   if (x.ndim() != 2) bad("x must be 2-D [M, K], got shape " + shape_str(x));
@@ -219,9 +233,7 @@ py::array_t<float> linear_w4(F32In x, py::array codes, F32In scales, F32In mins,
     } else {
       cpu::TileWeights tw;
       tw.w4 = w;
-      std::vector<uint16_t> xb(static_cast<size_t>(cpu::bf16_tiles_x_size(M, K)));
-      cpu::bf16_tiles_input(pool, xp, M, K, K, xb.data());
-      cpu::linear_bf16_tiles_in(pool, xb.data(), M, K, tw, N, bp, cpu::TileOut::Store, yp, N, unit);
+      quant_on_tiles(pool, xp, M, K, tw, N, bp, yp, unit);
     }
   }
   return y;
@@ -231,9 +243,7 @@ py::array_t<float> linear_w4(F32In x, py::array codes, F32In scales, F32In mins,
 py::array_t<float> linear_i8(F32In x, py::array q, F32In scales, std::optional<F32In> bias, int num_threads,
                              const std::string& tiles) {
   check_threads(num_threads);
-  if (tiles != "off" && tiles != "amx" && tiles != "avx512bf16" && tiles != "model")
-    bad("tiles must be 'off', 'amx', 'avx512bf16' or 'model', got '" + tiles + "'");
-  const cpu::TileImpl unit = tiles == "off" ? cpu::TileImpl::Model : parse_tile_unit(tiles);
+  const cpu::TileImpl unit = parse_tiles_or_off(tiles);
   if (tiles != "off" && bias) bad("linear_i8 on tiles takes no bias (the output matrix has none)");
   if (x.ndim() != 2) bad("x must be 2-D [M, K], got shape " + shape_str(x));
   const int64_t M = x.shape(0), K = x.shape(1);
@@ -257,9 +267,7 @@ py::array_t<float> linear_i8(F32In x, py::array q, F32In scales, std::optional<F
     } else {
       cpu::TileWeights tw;
       tw.i8 = w;
-      std::vector<uint16_t> xb(static_cast<size_t>(cpu::bf16_tiles_x_size(M, K)));
-      cpu::bf16_tiles_input(pool, xp, M, K, K, xb.data());
-      cpu::linear_bf16_tiles_in(pool, xb.data(), M, K, tw, N, nullptr, cpu::TileOut::Store, yp, N, unit);
+      quant_on_tiles(pool, xp, M, K, tw, N, nullptr, yp, unit);
     }
   }
   return y;
@@ -358,9 +366,7 @@ py::list paged_attention(py::object q, py::array k_cache, py::array v_cache, std
                          int block_size, float scale, const std::string& dtype, int num_threads,
                          const std::string& tiles, int64_t min_rows) {
   const cpu::DType dt = parse_dtype(dtype);
-  if (tiles != "off" && tiles != "amx" && tiles != "avx512bf16" && tiles != "model")
-    bad("tiles must be 'off', 'amx', 'avx512bf16' or 'model', got '" + tiles + "'");
-  const cpu::TileImpl unit = tiles == "off" ? cpu::TileImpl::Model : parse_tile_unit(tiles);
+  const cpu::TileImpl unit = parse_tiles_or_off(tiles);
   check_threads(num_threads);
   const int64_t nb = check_cache(k_cache, dt, "k_cache", n_kv_heads, head_dim, block_size);
   if (check_cache(v_cache, dt, "v_cache", n_kv_heads, head_dim, block_size) != nb)

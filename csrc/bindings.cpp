@@ -499,6 +499,8 @@ static void bind_kernels(py::module_& m) {
         d["bad_indices"] = c.bad_indices;
         d["late_workers"] = c.late_workers;
         d["narrow_jobs"] = c.narrow_jobs;
+        d["held_jobs"] = c.held_jobs;
+        d["stalled_jobs"] = c.stalled_jobs;
         return d;
       },
       "num_threads"_a, "num_jobs"_a, "slow_every"_a = 0, "slow_us"_a = 0, "tiny"_a = false, "spinners"_a = 0,

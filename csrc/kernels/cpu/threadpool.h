@@ -38,10 +38,14 @@ class ThreadPool {
 // check_pool: a test of the pool itself (threadpool_check.cpp).
 struct PoolCheck {
   int64_t num_jobs = 0, bad_indices = 0, late_workers = 0, narrow_jobs = 0;
+  int64_t held_jobs = 0;     // slow jobs in which a worker held a chunk slow_us long
+  int64_t stalled_jobs = 0;  // slow jobs in which no worker claimed a chunk within 10 s
 };
-// Runs num_jobs parallel_for calls of varied sizes on a fresh pool; every
-// slow_every-th job's last chunk sleeps slow_us (0: none). tiny: jobs of 1-12
-// one-item chunks instead; spinners: busy threads competing for the cores meanwhile.
+// Runs num_jobs parallel_for calls of varied sizes on a fresh pool; in every
+// slow_every-th job (0: none) a worker is made late on purpose: the first chunk
+// a worker claims sleeps slow_us while the caller runs the rest. tiny: jobs of
+// 1-12 one-item chunks instead; spinners: busy threads competing for the cores
+// meanwhile.
 PoolCheck check_pool(int num_threads, int num_jobs, int slow_every, int slow_us, bool tiny = false,
                      int spinners = 0);
 

@@ -1,6 +1,15 @@
 // A self-check of ThreadPool for the tests: many jobs of varied sizes, some
-// chunks made slow on purpose (a worker descheduled mid-chunk, on demand), and
-// a count of indices not visited exactly once.
+// with a worker made late on purpose, and a count of indices not visited
+// exactly once.
+//
+// slow jobs force the condition the pool must detect, whatever the scheduler
+// does: the first chunk a worker (not the caller) claims sleeps slow_us, and
+// the caller's own first chunk waits until a worker holds one, so a worker
+// always holds a late chunk while the caller runs out of work. A slow job is
+// 4096 items in single-item grains (>= 16 chunks per thread count here), so
+// the caller's wait for the worker is spread over many of its own chunks and
+// does not hide the late one (the pool judges lateness against the caller's
+// average chunk time).
 //
 // tiny: jobs of 1-12 one-item chunks, as a decode step of a small model makes
 // them, back to back; spinners: threads of our own that take the cores meanwhile
@@ -15,6 +24,13 @@
 #include "kernels/cpu/threadpool.h"
 
 namespace lmrt::cpu {
+namespace {
+
+// The caller gives up waiting for a worker after this long (a stalled pool
+// fails the check instead of hanging it).
+constexpr auto kWorkerDeadline = std::chrono::seconds(10);
+
+}  // namespace
 
 PoolCheck check_pool(int num_threads, int num_jobs, int slow_every, int slow_us, bool tiny, int spinners) {
   std::atomic<bool> stop{false};
@@ -30,19 +46,35 @@ PoolCheck check_pool(int num_threads, int num_jobs, int slow_every, int slow_us,
   ThreadPool pool(num_threads);
   PoolCheck r;
   std::vector<std::atomic<int>> hits(4096);
+  const auto caller = std::this_thread::get_id();
   uint32_t rng = 12345;
   for (int job = 0; job < num_jobs; ++job) {
     rng = rng * 1664525u + 1013904223u;
-    const int64_t n = tiny ? 1 + (rng >> 16) % 12 : 1 + (job * 7919) % 4096;  // tiny: 1 .. 12, else 1 .. 4096
-    const int64_t grain = tiny ? 1 : 1 + job % 5;
-    for (int64_t i = 0; i < n; ++i) hits[i].store(0, std::memory_order_relaxed);
     const bool slow = slow_every > 0 && job % slow_every == 0;
+    // tiny: 1 .. 12 items, slow: 4096, else 1 .. 4096
+    const int64_t n = slow ? 4096 : tiny ? 1 + (rng >> 16) % 12 : 1 + (job * 7919) % 4096;
+    const int64_t grain = slow || tiny ? 1 : 1 + job % 5;
+    for (int64_t i = 0; i < n; ++i) hits[i].store(0, std::memory_order_relaxed);
+    std::atomic<bool> worker_holds{false};
+    std::atomic<bool> stalled{false};
     pool.parallel_for(n, grain, [&](int64_t b, int64_t e) {
+      // A job run whole on the caller (the pool narrowed to one thread) has no worker to make late.
+      if (slow && !(b == 0 && e == n)) {
+        if (std::this_thread::get_id() != caller) {
+          if (!worker_holds.exchange(true)) std::this_thread::sleep_for(std::chrono::microseconds(slow_us));
+        } else {
+          const auto deadline = std::chrono::steady_clock::now() + kWorkerDeadline;
+          while (!worker_holds.load() && !stalled.load()) {
+            if (std::chrono::steady_clock::now() > deadline) stalled.store(true);
+            std::this_thread::yield();
+          }
+        }
+      }
       for (int64_t i = b; i < e; ++i) hits[i].fetch_add(1, std::memory_order_relaxed);
-      // The job's last chunk is claimed by whichever thread gets there: half the time a worker.
-      if (slow && e == n) std::this_thread::sleep_for(std::chrono::microseconds(slow_us));
     });
     for (int64_t i = 0; i < n; ++i) r.bad_indices += hits[i].load(std::memory_order_relaxed) != 1;
+    r.held_jobs += worker_holds.load();
+    r.stalled_jobs += stalled.load();
     r.num_jobs += 1;
   }
   r.late_workers = pool.late_workers();

@@ -649,6 +649,7 @@ static void bind_engine(py::module_& m) {
                                                                       : py::object(py::str(finish_reason_name(c.finish_reason)));
             d["error"] = c.error;
             d["num_prompt_tokens"] = c.num_prompt_tokens;
+            d["num_prefilled_tokens"] = c.num_prefilled_tokens;
             d["num_cached_tokens"] = c.num_cached_tokens;
             d["num_preemptions"] = c.num_preemptions;
             d["prompt_logprobs"] = c.prompt_logprobs.empty() ? py::object(py::none()) : py::object(py::array_t<float>(c.prompt_logprobs.size(), c.prompt_logprobs.data()));

@@ -3,13 +3,14 @@ from lmrt.config import ConfigError, EngineConfig, GenerationConfig
 
 __version__ = "0.1.0"
 
-__all__ = ["pipeline", "Pipeline", "Response", "EngineConfig", "GenerationConfig", "ConfigError", "system_info"]
+__all__ = ["pipeline", "Pipeline", "Response", "EngineConfig", "GenerationConfig", "ConfigError", "RequestError",
+           "PromptTooLongError", "system_info"]
 
 
 def __getattr__(name):
     # The compiled core is imported on first use, so `import lmrt` stays cheap and
     # configs can be built (and validated) without it.
-    if name in ("pipeline", "Pipeline", "Response", "RequestError"):
+    if name in ("pipeline", "Pipeline", "Response", "RequestError", "PromptTooLongError"):
         from lmrt import api as _p
 
         return getattr(_p, name)

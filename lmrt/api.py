@@ -6,15 +6,17 @@ requests, and turns the streamed ids back into text (UTF-8 safe, stop strings).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Iterator, List, Optional, Sequence, Union
+from typing import AsyncIterator, Callable, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
 from lmrt import _core
 from lmrt.checkpoint import load_weights, num_parameters
+from lmrt.model_config import _read_json
 from lmrt.config import ConfigError, EngineConfig, GenerationConfig
 from lmrt._bf16 import bf16_bits_to_float32
 from lmrt.detokenizer import IncrementalDetokenizer, StopStringMatcher
@@ -46,6 +48,23 @@ class RequestError(RuntimeError):
     """The engine failed a request (the others keep running)."""
 
 
+class PromptTooLongError(ValueError):
+    """A prompt does not fit: ``num_tokens`` (plus one to generate) is beyond ``limit`` tokens, which the
+    ``setting`` named (``"session_len"``, or ``"cache_memory_gib"`` when the whole KV cache holds fewer)."""
+
+    def __init__(self, num_tokens: int, limit: int, setting: str, model_limit: int, generating: bool = True):
+        self.num_tokens, self.limit, self.setting = num_tokens, limit, setting
+        self.model_limit = model_limit  # the model's max_position_embeddings: session_len can go this far
+        need = " (one more is needed to generate)" if generating else ""
+        if setting == "session_len":
+            msg = (f"prompt has {num_tokens} tokens but session_len is {limit}{need}: shorten the prompt or raise "
+                   "session_len")
+        else:
+            msg = (f"prompt has {num_tokens} tokens but the KV cache holds {limit}{need}: shorten the prompt or give "
+                   "the cache more memory (cache_memory_gib)")
+        super().__init__(msg)
+
+
 def _available_ram_bytes() -> int:
     try:
         with open("/proc/meminfo") as f:
@@ -69,7 +88,7 @@ class Pipeline:
         self.model_path = Path(model)
         cfg = self.engine_config
         self.spec, weights = load_weights(self.model_path, dtype=cfg.weight_dtype)  # a dir, or a .gguf file
-        if self.model_path.suffix == ".gguf":  # the GGUF's tokenizer, converted once
+        if self.model_path.suffix == ".gguf":  # the GGUF's tokenizer and sampling settings, converted once
             from lmrt.default_model import gguf_tokenizer_dir
 
             tokenizer_dir = gguf_tokenizer_dir(self.model_path)
@@ -78,6 +97,11 @@ class Pipeline:
         # A checkpoint without tokenizer files still runs on token-id prompts (tests, benchmarks).
         has_tokenizer = (tokenizer_dir / "tokenizer.json").exists()
         self.tokenizer = Tokenizer.from_pretrained(tokenizer_dir) if has_tokenizer else None
+        generation_json = tokenizer_dir / "generation_config.json"
+        # What a request gets when it passes no GenerationConfig: the checkpoint's recommended sampling.
+        self.generation_defaults = GenerationConfig.from_checkpoint(
+            _read_json(generation_json) if generation_json.is_file() else None)
+        self.generation_defaults_source = str(generation_json) if generation_json.is_file() else None
         self.num_parameters = num_parameters(weights)
         lm_head = cfg.lm_head_dtype
         if lm_head == "auto":
@@ -90,6 +114,9 @@ class Pipeline:
                 dense_head = bf16_bits_to_float32(dense_head)
             weights["lm_head.q"], weights["lm_head.scales"] = quantize_rows_int8(dense_head)
         self.lm_head_dtype = lm_head
+        if cfg.session_len is not None and cfg.session_len > self.spec.max_position_embeddings:
+            raise ConfigError("session_len", cfg.session_len,
+                              f"must be <= the model's max_position_embeddings ({self.spec.max_position_embeddings})")
         self.session_len = cfg.session_len or self.spec.max_position_embeddings
         self.num_threads = cfg.num_threads or _core.kernels.physical_cores()
         self.prefill_precision = cfg.prefill_precision
@@ -122,28 +149,59 @@ class Pipeline:
     def _check_tile_unit(self) -> None:
         k = _core.kernels
         if self.tile_unit is None:
-            raise ConfigError("prefill_precision='bf16' runs prefill on a bf16 tile unit, which this CPU (or OS) "
-                              "lacks: it needs AMX-BF16 (Intel Sapphire Rapids or later) or AVX512-BF16 (AMD Zen 4 "
-                              "or later, Intel Cooper Lake); use prefill_precision='fp32'")
+            raise ConfigError("prefill_precision", "bf16",
+                              "runs prefill on a bf16 tile unit, which this CPU (or OS) lacks: it needs AMX-BF16 "
+                              "(Intel Sapphire Rapids or later) or AVX512-BF16 (AMD Zen 4 or later, Intel Cooper "
+                              "Lake); use prefill_precision='fp32'")
         have = {"amx": k.amx_available(), "avx512bf16": k.avx512bf16_available(), "model": True}
         if self.tile_unit not in have:
-            raise ConfigError(f"LMRT_TILE_UNIT={self.tile_unit!r}: choose 'amx', 'avx512bf16' or 'model'")
+            raise ConfigError("LMRT_TILE_UNIT", self.tile_unit, "choose 'amx', 'avx512bf16' or 'model'")
         if not have[self.tile_unit]:
-            raise ConfigError(f"LMRT_TILE_UNIT={self.tile_unit!r}: this CPU (or OS) lacks it; unset LMRT_TILE_UNIT "
+            raise ConfigError("LMRT_TILE_UNIT", self.tile_unit, "this CPU (or OS) lacks it; unset LMRT_TILE_UNIT "
                               "to use the best unit here, or use prefill_precision='fp32'")
 
     def _num_kv_blocks(self, bytes_per_block: int) -> int:
+        """cache_memory_gib when given; else what max_batch_size full sessions need, capped at
+        _DEFAULT_CACHE_FRACTION of the available RAM. self.kv_cache_sizing says which applied."""
         cfg = self.engine_config
         blocks_per_session = -(-self.session_len // cfg.block_size)
         if cfg.cache_memory_gib is not None:
-            budget = int(cfg.cache_memory_gib * 2**30)
-            num = budget // bytes_per_block
+            num = int(cfg.cache_memory_gib * 2**30) // bytes_per_block
             if num < 1:
-                raise ValueError(f"cache_memory_gib={cfg.cache_memory_gib} holds no KV block "
-                                 f"(one block of {cfg.block_size} tokens takes {bytes_per_block} bytes)")
-            return int(num)
-        budget = int(_available_ram_bytes() * _DEFAULT_CACHE_FRACTION)
-        return int(max(1, min(budget // bytes_per_block, blocks_per_session * cfg.max_batch_size)))
+                raise ConfigError("cache_memory_gib", cfg.cache_memory_gib,
+                                  f"holds no KV block: one block of {cfg.block_size} tokens takes {bytes_per_block} "
+                                  "bytes")
+            self.kv_cache_sizing = "set by cache_memory_gib"
+            return num
+        needed = blocks_per_session * cfg.max_batch_size
+        cap = int(_available_ram_bytes() * _DEFAULT_CACHE_FRACTION) // bytes_per_block
+        sessions = f"{cfg.max_batch_size} session{'s' if cfg.max_batch_size > 1 else ''} of {self.session_len:,} tokens"
+        if needed <= cap:
+            self.kv_cache_sizing = f"what {sessions} need{'s' if cfg.max_batch_size == 1 else ''}"
+            return needed
+        self.kv_cache_sizing = (f"{sessions} would need {needed * bytes_per_block / 2**30:.1f} GiB; capped at "
+                                f"{_DEFAULT_CACHE_FRACTION:.0%} of the available RAM")
+        return max(1, cap)
+
+    @property
+    def max_prompt_tokens(self) -> int:
+        """The longest prompt that can still generate a token: within session_len and the whole KV cache."""
+        return min(self.session_len, self._engine.capacity_tokens()) - 1
+
+    def generation_config(self, **changes) -> GenerationConfig:
+        """The checkpoint's sampling defaults (``generation_defaults``) with ``changes`` applied."""
+        return dataclasses.replace(self.generation_defaults, **changes)
+
+    def check_prompt_fits(self, num_tokens: int, generating: bool = True) -> None:
+        """Raises PromptTooLongError, with the numbers and the setting to raise, when a prompt cannot run."""
+        extra = 1 if generating else 0
+        if num_tokens + extra > self.session_len:
+            raise PromptTooLongError(num_tokens, self.session_len, "session_len", self.spec.max_position_embeddings,
+                                     generating)
+        capacity = self._engine.capacity_tokens()
+        if num_tokens + extra > capacity:
+            raise PromptTooLongError(num_tokens, capacity, "cache_memory_gib", self.spec.max_position_embeddings,
+                                     generating)
 
     # ---- prompts ----
     def encode_prompt(self, prompt: Prompt) -> List[int]:
@@ -160,6 +218,7 @@ class Pipeline:
         raise TypeError("prompt must be a str, a list of {'role', 'content'} messages, or a list of token ids")
 
     def _submit(self, ids: List[int], gen: GenerationConfig, **extra) -> int:
+        self.check_prompt_fits(len(ids), generating=gen.max_new_tokens > 0)
         params = dict(
             max_new_tokens=gen.max_new_tokens, min_new_tokens=gen.min_new_tokens, temperature=gen.temperature,
             top_k=gen.top_k, top_p=gen.top_p, min_p=gen.min_p, repetition_penalty=gen.repetition_penalty,
@@ -169,21 +228,26 @@ class Pipeline:
         params.update(extra)
         return self._engine.submit(ids, params)
 
-    def _get(self, rid: int) -> dict:
+    def _get(self, rid: int, on_prefill: Optional[Callable[[int, int], None]] = None) -> dict:
         while True:
             chunk = self._engine.get(rid, _POLL_S)
             if chunk["token_ids"] or chunk["finish_reason"] is not None:
                 if chunk["finish_reason"] == "error":
                     raise RequestError(chunk["error"])
                 return chunk
+            if on_prefill is not None:
+                on_prefill(chunk["num_prefilled_tokens"], chunk["num_prompt_tokens"])
 
     # ---- generation ----
-    def stream(self, prompt: Prompt, gen_config: Optional[GenerationConfig] = None) -> "RequestStream":
+    def stream(self, prompt: Prompt, gen_config: Optional[GenerationConfig] = None,
+               on_prefill: Optional[Callable[[int, int], None]] = None) -> "RequestStream":
         """Submits now; iterating yields Responses as tokens are sampled, each with only the new text and ids.
-        Closing the stream (or dropping it) before the end aborts the request."""
-        gen = gen_config or GenerationConfig()
+        Closing the stream (or dropping it) before the end aborts the request. No gen_config: the checkpoint's
+        defaults (``generation_defaults``). on_prefill(done, total), if given, is called about every 0.1 s
+        while the prompt's tokens are computed (a progress bar for long prompts)."""
+        gen = gen_config or self.generation_defaults
         ids = self.encode_prompt(prompt)
-        return RequestStream(self, self._submit(ids, gen), ids, gen)
+        return RequestStream(self, self._submit(ids, gen), ids, gen, on_prefill)
 
     async def astream(self, prompt: Prompt, gen_config: Optional[GenerationConfig] = None) -> AsyncIterator[Response]:
         """asyncio variant of stream(): the blocking waits run in a worker thread."""
@@ -205,7 +269,7 @@ class Pipeline:
         single = isinstance(prompts, str) or (
             isinstance(prompts, (list, tuple)) and prompts and (isinstance(prompts[0], dict) or isinstance(prompts[0], int)))
         batch = [prompts] if single else list(prompts)
-        gen = gen_config or GenerationConfig()
+        gen = gen_config or self.generation_defaults
         # Every request is in the engine before we wait on any: they run as one batch.
         encoded = [self.encode_prompt(p) for p in batch]
         followers = [RequestStream(self, self._submit(ids, gen), ids, gen) for ids in encoded]
@@ -252,8 +316,10 @@ class Pipeline:
             num_threads=self.num_threads, kernel_isa=_core.kernels.active_isa(), session_len=self.session_len,
             prefill_precision=self.prefill_precision,
             tile_unit=self.tile_unit,
-            weights_bytes=s["weights_bytes"], kv_cache_bytes=s["kv_cache_bytes"],
+            weights_bytes=s["weights_bytes"], kv_cache_bytes=s["kv_cache_bytes"], kv_cache_sizing=self.kv_cache_sizing,
             max_batch_size=self.engine_config.max_batch_size,
+            sampling_defaults=self.generation_defaults.describe(),
+            sampling_defaults_source=self.generation_defaults_source,
         )
 
     def close(self) -> None:
@@ -270,12 +336,13 @@ class RequestStream:
     """An iterator over one request's output. The request is already in the engine; close() or
     garbage collection before the end aborts it and drops its output."""
 
-    def __init__(self, pipe: Pipeline, rid: int, ids: List[int], gen: GenerationConfig):
+    def __init__(self, pipe: Pipeline, rid: int, ids: List[int], gen: GenerationConfig,
+                 on_prefill: Optional[Callable[[int, int], None]] = None):
         self._pipe, self.request_id = pipe, rid
         self._state = {"finished": False}
         # The generator must not reference self, or dropping an unread stream would leave a cycle
         # for the garbage collector instead of aborting the request at once.
-        self._it = _follow(pipe, rid, ids, gen, self._state)
+        self._it = _follow(pipe, rid, ids, gen, self._state, on_prefill)
 
     @property
     def finished(self) -> bool:
@@ -300,14 +367,15 @@ class RequestStream:
             pass
 
 
-def _follow(pipe: Pipeline, rid: int, ids: List[int], gen: GenerationConfig, state: dict) -> Iterator[Response]:
+def _follow(pipe: Pipeline, rid: int, ids: List[int], gen: GenerationConfig, state: dict,
+            on_prefill: Optional[Callable[[int, int], None]] = None) -> Iterator[Response]:
     """Turns one request's token chunks into Responses: incremental text, stop strings."""
     detok = (IncrementalDetokenizer(pipe.tokenizer, prompt_ids=ids, skip_special_tokens=gen.skip_special_tokens)
              if pipe.tokenizer else None)
     stops = StopStringMatcher(gen.stop) if gen.stop else None
     num_generated = 0
     while not state["finished"]:
-        chunk = pipe._get(rid)
+        chunk = pipe._get(rid, on_prefill if num_generated == 0 else None)
         new_ids = chunk["token_ids"]
         num_generated += len(new_ids)
         reason = chunk["finish_reason"]

@@ -1,8 +1,9 @@
 """The user-facing configuration: one validated place for every engine and sampling knob."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Optional, Tuple, Union
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping, Optional, Tuple, Union
 
 _DTYPES = ("auto", "float32", "bfloat16")
 _KV_DTYPES = ("auto", "float32", "bfloat16")
@@ -11,12 +12,25 @@ _QUANT_POLICY = {0: "auto", 8: "int8", 4: "int4"}
 
 
 class ConfigError(ValueError):
-    """A configuration value is out of range; the message names the field and what is allowed."""
+    """A configuration value is out of range. ``field`` names the setting, ``value`` is what was given and
+    ``requirement`` says what is allowed ("must be >= 1"), so a front end can name its own flag for it."""
+
+    def __init__(self, field: str, value: Any, requirement: str):
+        self.field, self.value, self.requirement = field, value, requirement
+        super().__init__(f"{field}={value!r}: {requirement}")
 
 
-def _need(ok: bool, msg: str) -> None:
+def _need(ok: bool, obj: Any, name: str, requirement: str) -> None:
     if not ok:
-        raise ConfigError(msg)
+        raise ConfigError(name, getattr(obj, name), requirement)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -28,11 +42,12 @@ class EngineConfig:
     kv_cache_dtype: "auto" follows dtype; "float32" or "bfloat16". (`quant_policy` is accepted as
         an alias: 0 = auto; 8 / 4 select the int8 / int4 KV cache once it lands.)
     max_batch_size: requests decoding together at most.
-    cache_memory_gib: memory for the paged KV cache; None = 10% of available RAM, capped at what
-        max_batch_size full sessions need.
+    cache_memory_gib: memory for the paged KV cache; None = what max_batch_size full sessions need,
+        capped at 10% of the available RAM (``Pipeline.info()["kv_cache_sizing"]`` says which applied).
     block_size: tokens per KV block.
     num_threads: kernel threads; None = physical cores.
-    session_len: prompt + generated tokens per request; None = the model's max_position_embeddings.
+    session_len: prompt + generated tokens per request; None = the model's max_position_embeddings
+        (also the most it may be).
     enable_prefix_caching: reuse KV blocks of shared prompt prefixes.
     max_num_batched_tokens: rows per forward step (decoding rows + prefill chunks); None = 512.
     lm_head_dtype: "int8" (one scale per vocabulary row) or "dense" (the weight dtype); "auto" is
@@ -63,34 +78,33 @@ class EngineConfig:
     backend: str = "cpu"
 
     def __post_init__(self) -> None:
-        _need(self.dtype in _DTYPES, f"dtype={self.dtype!r}: choose one of {_DTYPES}")
-        _need(self.backend == "cpu", f"backend={self.backend!r}: this build runs on 'cpu' only")
+        _need(self.dtype in _DTYPES, self, "dtype", f"choose one of {_DTYPES}")
+        _need(self.backend == "cpu", self, "backend", "this build runs on 'cpu' only")
         if self.quant_policy is not None:
-            _need(self.quant_policy in _QUANT_POLICY,
-                  f"quant_policy={self.quant_policy!r}: choose one of {sorted(_QUANT_POLICY)}")
+            _need(self.quant_policy in _QUANT_POLICY, self, "quant_policy", f"choose one of {sorted(_QUANT_POLICY)}")
             implied = _QUANT_POLICY[self.quant_policy]
-            _need(self.kv_cache_dtype in ("auto", implied),
-                  f"quant_policy={self.quant_policy} means kv_cache_dtype={implied!r}, "
-                  f"but kv_cache_dtype={self.kv_cache_dtype!r} was also given")
+            _need(self.kv_cache_dtype in ("auto", implied), self, "kv_cache_dtype",
+                  f"quant_policy={self.quant_policy} means kv_cache_dtype={implied!r}; give one of the two")
             object.__setattr__(self, "kv_cache_dtype", implied)
-        _need(self.kv_cache_dtype not in ("int8", "int4"),
-              f"kv_cache_dtype={self.kv_cache_dtype!r}: the quantized KV cache is not in this build yet; "
-              f"use one of {_KV_DTYPES}")
-        _need(self.kv_cache_dtype in _KV_DTYPES, f"kv_cache_dtype={self.kv_cache_dtype!r}: choose one of {_KV_DTYPES}")
-        _need(isinstance(self.max_batch_size, int) and self.max_batch_size >= 1, "max_batch_size must be an int >= 1")
-        _need(self.cache_memory_gib is None or self.cache_memory_gib > 0, "cache_memory_gib must be > 0")
-        _need(isinstance(self.block_size, int) and 1 <= self.block_size <= 1024, "block_size must be an int in [1, 1024]")
-        _need(self.num_threads is None or (isinstance(self.num_threads, int) and self.num_threads >= 1),
-              "num_threads must be an int >= 1 (or None for the number of physical cores)")
-        _need(self.session_len is None or (isinstance(self.session_len, int) and self.session_len >= 2),
-              "session_len must be an int >= 2")
-        _need(self.lm_head_dtype in ("auto", "dense", "int8"),
-              f"lm_head_dtype={self.lm_head_dtype!r}: choose one of ('auto', 'dense', 'int8')")
-        _need(self.prefill_precision in ("auto", "fp32", "bf16"),
-              f"prefill_precision={self.prefill_precision!r}: choose 'auto', 'fp32' or 'bf16'")
+        _need(self.kv_cache_dtype not in ("int8", "int4"), self, "kv_cache_dtype",
+              f"the quantized KV cache is not in this build yet; use one of {_KV_DTYPES}")
+        _need(self.kv_cache_dtype in _KV_DTYPES, self, "kv_cache_dtype", f"choose one of {_KV_DTYPES}")
+        _need(_is_int(self.max_batch_size) and self.max_batch_size >= 1, self, "max_batch_size", "must be an integer >= 1")
+        _need(self.cache_memory_gib is None or (_is_number(self.cache_memory_gib) and self.cache_memory_gib > 0),
+              self, "cache_memory_gib", "must be a number > 0 (GiB)")
+        _need(_is_int(self.block_size) and 1 <= self.block_size <= 1024, self, "block_size",
+              "must be an integer in [1, 1024]")
+        _need(self.num_threads is None or (_is_int(self.num_threads) and self.num_threads >= 1), self, "num_threads",
+              "must be an integer >= 1")
+        _need(self.session_len is None or (_is_int(self.session_len) and self.session_len >= 2), self, "session_len",
+              "must be an integer >= 2")
+        _need(self.lm_head_dtype in ("auto", "dense", "int8"), self, "lm_head_dtype",
+              "choose one of ('auto', 'dense', 'int8')")
+        _need(self.prefill_precision in ("auto", "fp32", "bf16"), self, "prefill_precision",
+              "choose 'auto', 'fp32' or 'bf16'")
         _need(self.max_num_batched_tokens is None
-              or (isinstance(self.max_num_batched_tokens, int) and self.max_num_batched_tokens >= 1),
-              "max_num_batched_tokens must be an int >= 1")
+              or (_is_int(self.max_num_batched_tokens) and self.max_num_batched_tokens >= 1),
+              self, "max_num_batched_tokens", "must be an integer >= 1")
 
     @property
     def weight_dtype(self) -> str:
@@ -108,6 +122,11 @@ class GenerationConfig:
     temperature 0 is greedy; top_k 0, top_p 1, min_p 0 and repetition_penalty 1 switch those off.
     seed makes sampling reproducible per request. stop: strings that end the output (not included).
     stop_token_ids: ids that end the output (included in token_ids). ignore_eos: generate past EOS.
+
+    These defaults are lmrt's own (greedy). A checkpoint's recommended sampling, from its
+    ``generation_config.json``, is ``Pipeline.generation_defaults``: a request that passes no config
+    gets those, and ``pipe.generation_config(**changes)`` starts from them. A config passed
+    explicitly is used as given (as vLLM's SamplingParams are).
     """
 
     max_new_tokens: int = 512
@@ -128,19 +147,58 @@ class GenerationConfig:
             object.__setattr__(self, "stop", (self.stop,))
         object.__setattr__(self, "stop", tuple(self.stop))
         object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in self.stop_token_ids))
-        _need(isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 0, "max_new_tokens must be an int >= 0")
-        _need(isinstance(self.min_new_tokens, int) and self.min_new_tokens >= 0, "min_new_tokens must be an int >= 0")
-        _need(self.min_new_tokens <= self.max_new_tokens, "min_new_tokens must not exceed max_new_tokens")
-        _need(self.temperature >= 0 and self.temperature == self.temperature and self.temperature != float("inf"),
-              f"temperature={self.temperature!r}: must be a finite number >= 0 (0 = greedy)")
-        _need(isinstance(self.top_k, int) and self.top_k >= 0, f"top_k={self.top_k!r}: must be an int >= 0 (0 = off)")
-        _need(0 < self.top_p <= 1, f"top_p={self.top_p!r}: must be in (0, 1]")
-        _need(0 <= self.min_p <= 1, f"min_p={self.min_p!r}: must be in [0, 1]")
-        _need(self.repetition_penalty > 0, f"repetition_penalty={self.repetition_penalty!r}: must be > 0 (1 = off)")
-        _need(self.seed is None or (isinstance(self.seed, int) and 0 <= self.seed < 2**64),
-              "seed must be None or an int in [0, 2**64)")
-        _need(all(isinstance(s, str) and s for s in self.stop), "stop strings must be non-empty strings")
-        _need(all(t >= 0 for t in self.stop_token_ids), "stop_token_ids must be >= 0")
+        _need(_is_int(self.max_new_tokens) and self.max_new_tokens >= 0, self, "max_new_tokens",
+              "must be an integer >= 0")
+        _need(_is_int(self.min_new_tokens) and self.min_new_tokens >= 0, self, "min_new_tokens",
+              "must be an integer >= 0")
+        _need(self.min_new_tokens <= self.max_new_tokens, self, "min_new_tokens",
+              f"must not exceed max_new_tokens ({self.max_new_tokens})")
+        _need(_is_number(self.temperature) and self.temperature >= 0, self, "temperature",
+              "must be a finite number >= 0 (0 = greedy)")
+        _need(_is_int(self.top_k) and self.top_k >= 0, self, "top_k", "must be an integer >= 0 (0 = off)")
+        _need(_is_number(self.top_p) and 0 < self.top_p <= 1, self, "top_p", "must be in (0, 1] (1 = off)")
+        _need(_is_number(self.min_p) and 0 <= self.min_p <= 1, self, "min_p", "must be in [0, 1] (0 = off)")
+        _need(_is_number(self.repetition_penalty) and self.repetition_penalty > 0, self, "repetition_penalty",
+              "must be a number > 0 (1 = off)")
+        _need(self.seed is None or (_is_int(self.seed) and 0 <= self.seed < 2**64), self, "seed",
+              "must be an integer in [0, 2**64)")
+        _need(all(isinstance(s, str) and s for s in self.stop), self, "stop", "must be non-empty strings")
+        _need(all(t >= 0 for t in self.stop_token_ids), self, "stop_token_ids", "must be token ids >= 0")
+
+    @classmethod
+    def from_checkpoint(cls, generation_config: Optional[Mapping[str, Any]]) -> "GenerationConfig":
+        """lmrt's defaults, overridden by the sampling settings a checkpoint's ``generation_config.json``
+        states, as vLLM reads them: only the keys present count (no HF class defaults such as top_k=50),
+        except that an explicit ``"do_sample": false`` means greedy, as in HF transformers.
+        A value out of range is a ConfigError naming generation_config.json."""
+        g = dict(generation_config or {})
+        changes = {name: g[key] for key, name in _CHECKPOINT_SAMPLING_KEYS.items() if g.get(key) is not None}
+        if g.get("do_sample") is False:
+            changes.pop("temperature", None)
+        try:
+            return cls(**changes)
+        except ConfigError as e:
+            raise ConfigError(f"generation_config.json {e.field}", e.value, e.requirement) from None
+
+    def describe(self) -> str:
+        """'greedy', or the sampling settings that are on: 'temperature 0.2, top_p 0.9, repetition_penalty 1.1'."""
+        defaults = {f.name: f.default for f in fields(self)}
+        if self.temperature == 0:  # top_k / top_p / min_p cannot change an argmax
+            on = [n for n in ("repetition_penalty",) if getattr(self, n) != defaults[n]]
+            return "greedy" + "".join(f", {n} {getattr(self, n)}" for n in on)
+        return ", ".join(f"{n} {getattr(self, n)}" for n in _SAMPLING_FIELDS if getattr(self, n) != defaults[n])
+
+
+# generation_config.json key -> GenerationConfig field
+_CHECKPOINT_SAMPLING_KEYS = {
+    "temperature": "temperature",
+    "top_k": "top_k",
+    "top_p": "top_p",
+    "min_p": "min_p",
+    "repetition_penalty": "repetition_penalty",
+    "max_new_tokens": "max_new_tokens",
+}
+_SAMPLING_FIELDS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty")
 
 
 PromptLike = Union[str, list]

@@ -106,6 +106,10 @@ StreamChunk Engine::get(int64_t id, double timeout_s) {
   StreamChunk out = std::move(st.pending);
   st.pending = StreamChunk{};
   st.pending.num_prompt_tokens = out.num_prompt_tokens;
+  const auto live = requests_.find(id);
+  out.num_prefilled_tokens = live == requests_.end()
+                                 ? out.num_prompt_tokens
+                                 : std::min(live->second->num_computed_tokens, live->second->num_prompt_tokens);
   if (st.done) streams_.erase(id);
   return out;
 }

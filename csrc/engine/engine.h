@@ -42,6 +42,7 @@ struct StreamChunk {
   FinishReason finish_reason = FinishReason::None;  // None while running
   std::string error;                                // set when finish_reason is Error
   int num_prompt_tokens = 0;
+  int num_prefilled_tokens = 0;  // prompt tokens whose K/V are in the cache at the time of get() (progress)
   int num_cached_tokens = 0;
   int num_preemptions = 0;
   std::vector<float> prompt_logprobs;  // [num_prompt_tokens - 1], final chunk only

@@ -225,7 +225,7 @@ class HfRunner:
 
     def _generate(self, input_ids, n, attention_mask=None, streamer=None):
         return self.model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=n, min_new_tokens=n,
-                                   do_sample=False, pad_token_id=self.pad, streamer=streamer)
+                                   do_sample=False, repetition_penalty=1.0, pad_token_id=self.pad, streamer=streamer)
 
     def decode(self, prompt, n):
         torch = self.torch

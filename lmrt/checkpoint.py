@@ -152,23 +152,20 @@ def load_gguf(path: str | Path, dtype: str = "float32") -> tuple[ModelSpec, dict
     return spec, tensors
 
 
-def read_gguf(path: str | Path) -> tuple[dict, dict[str, W4Part | np.ndarray]]:
+def read_gguf(path: str | Path, reader=None, progress=None) -> tuple[dict, dict[str, W4Part | np.ndarray]]:
     """A Llama GGUF file as (HF config dict, tensors by HF name): a Q4_0 / Q4_1 matrix as its exact
     (codes, scales, mins) in the core's layout, anything else dequantised to float32; q/k rows in
-    HF's rotary order. Needs the ``gguf`` package."""
-    from gguf import GGUFReader
-
-    from .default_model import _hf_config, _hf_tensor_name, _unpermute_rope_rows
+    HF's rotary order. Needs the ``gguf`` package. ``reader``: a GGUFReader of ``path`` already open;
+    ``progress(tensors)``: wraps the tensor loop (a progress bar)."""
+    from .default_model import _hf_config, _hf_tensor_name, _unpermute_rope_rows, open_gguf
     from .quant.gguf_format import import_tensor
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"GGUF file {path} does not exist")
-    reader = GGUFReader(path)
+    reader = reader or open_gguf(path)
     config = _hf_config(reader)
     spec = ModelSpec.from_hf_config(config)
     parts: dict[str, W4Part | np.ndarray] = {}
-    for tensor in reader.tensors:
+    for tensor in (progress or iter)(reader.tensors):
         name = _hf_tensor_name(tensor.name)
         shape = tuple(int(n) for n in reversed(tensor.shape))  # numpy order: [out, in] or [n]
         part = import_tensor(tensor.data, tensor.tensor_type.name, shape)

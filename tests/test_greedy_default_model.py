@@ -49,6 +49,7 @@ def hf_greedy(path, ids):
     return out
 
 
+@pytest.mark.slow
 def test_greedy_text_equals_hf_fp32(chats):
     path, tok, ids = chats
     ref = hf_greedy(path, ids)

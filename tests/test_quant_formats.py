@@ -444,6 +444,7 @@ def default_gguf():
     return path
 
 
+@pytest.mark.slow
 def test_gguf_every_tensor_imports_exactly(default_gguf):
     """core_to_dense(import) == gguf.quants.dequantize bit for bit, for every tensor; the bound against the
     exact value (float64) is half an ulp for Q4_1 (one rounding of q d + m); measured here: 0."""
@@ -473,6 +474,7 @@ def test_gguf_every_tensor_imports_exactly(default_gguf):
     print(f"GGUF Q4_1 import: max error against the exact value {worst_ulps} ulp")
 
 
+@pytest.mark.slow
 def test_load_gguf_matches_the_dequantised_model(default_gguf):
     """load_gguf's fused, un-permuted 4-bit tensors dequantise to exactly what default_model's
     conversion computes from gguf.quants.dequantize (before its float16 rounding)."""

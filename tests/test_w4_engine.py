@@ -93,6 +93,7 @@ def _ppl(pipe) -> float:
     return float(np.exp(-logprobs.mean()))
 
 
+@pytest.mark.slow
 def test_gguf_perplexity_matches_llama_cpp(gguf_pipe):
     assert gguf_pipe.info()["lm_head_dtype"] == "int8"  # the default for 4-bit models
     ppl = _ppl(gguf_pipe)
@@ -105,12 +106,14 @@ def test_gguf_perplexity_matches_llama_cpp(gguf_pipe):
 INT8_HEAD_PPL_COST = 0.002
 
 
+@pytest.mark.slow
 def test_int8_lm_head_costs_nothing(gguf_pipe):
     with lmrt.pipeline(default_model_gguf(), exact_config(lm_head_dtype="dense", max_num_batched_tokens=512)) as dense:
         base = _ppl(dense)
     assert _ppl(gguf_pipe) <= base * (1 + INT8_HEAD_PPL_COST)
 
 
+@pytest.mark.slow
 def test_default_model_awq_checkpoint_matches_hf_dequantised(tmp_path):
     """The default model quantised by lmrt-quantize (round-to-nearest, g64: seconds, where AWQ takes
     minutes; the file format is the same) runs in lmrt with HF's logits on its dequantised weights."""

@@ -126,12 +126,12 @@ def lmrt_decode_tps(pipe, prompt, gen, n):
     while True:
         c = pipe._engine.get(rid, -1.0)
         now = time.perf_counter()
-        if c["token_ids"]:
-            got += len(c["token_ids"])
+        if c.token_ids:
+            got += len(c.token_ids)
             if t_first is None:
                 t_first, n_first = now, got
             t_last = now
-        if c["finish_reason"] is not None:
+        if c.finish_reason is not None:
             break
     assert got == n, (got, n)
     return (got - n_first) / (t_last - t_first)
@@ -144,12 +144,12 @@ def lmrt_first_token(pipe, prompt):
     rid = pipe._submit(prompt, lmrt.GenerationConfig(max_new_tokens=1, min_new_tokens=1, ignore_eos=True))
     while True:
         c = pipe._engine.get(rid, -1.0)
-        if c["token_ids"]:
+        if c.token_ids:
             break
     done = c
-    while done["finish_reason"] is None:
+    while done.finish_reason is None:
         done = pipe._engine.get(rid, -1.0)
-    assert done["num_cached_tokens"] == 0, "prefill timing needs a cold prefix cache"
+    assert done.num_cached_tokens == 0, "prefill timing needs a cold prefix cache"
 
 
 class LmrtRunner:
@@ -183,8 +183,8 @@ class LmrtRunner:
             for rid in rids:
                 while True:
                     c = self.eng.get(rid, -1.0)
-                    total += len(c["token_ids"])
-                    if c["finish_reason"] is not None:
+                    total += len(c.token_ids)
+                    if c.finish_reason is not None:
                         break
         assert total == n * len(prompts), total
         return total / m.wall, m.wall, m.cpu

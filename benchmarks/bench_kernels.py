@@ -94,7 +94,7 @@ def tile_gemm(rng, torch, seconds, M=512):
         w = rng.standard_normal((N, Kd), dtype=np.float32)
         for thr in (1, 2):
             flops = 2.0 * M * Kd * N
-            row = [f"{flops / timeit(lambda: K.linear_bf16_tiles(x, w, tiles=u, num_threads=thr), seconds) / 1e9:10.1f}"
+            row = [f"{flops / timeit(lambda: K.linear_bf16_tiles(x, w, tile_unit=u, num_threads=thr), seconds) / 1e9:10.1f}"
                    for u in units]
             line = f"{name:>8} {Kd:5d} {N:6d} {thr:3d} | " + " ".join(row)
             if torch:

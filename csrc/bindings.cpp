@@ -1,705 +1,252 @@
-// The only pybind11 file: C++ meets Python here and nowhere else. No logic lives here.
+// The engine module, lmrt._core: the engine's typed classes (EngineOptions, ModelSpec, RequestParams,
+// StreamChunk, EngineStats) bound field by field under their C++ names, enums by name, and the
+// bookkeeping classes (BlockManager, Scheduler, Request) for their own tests. Marshalling only: no
+// defaults are chosen here (lmrt/resolve.py does that) and no logic lives here. The kernels module for
+// tests is bindings_kernels.cpp.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include <algorithm>
 #include <cstring>
 #include <map>
 #include <memory>
-#include <mutex>
-#include <optional>
 #include <string>
-#include <array>
+#include <tuple>
 #include <vector>
 
+#include "engine/block_manager.h"
 #include "engine/engine.h"
-#include "kernels/cpu/isa.h"
-#include "kernels/cpu/ops.h"
+#include "engine/kv_cache.h"
+#include "engine/scheduler.h"
 #include "model/weights.h"
 
 namespace py = pybind11;
+using namespace pybind11::literals;
 
-// ---- kernels: thin wrappers over csrc/kernels/cpu/ops.h, used by tests/test_kernels.py ----
-namespace kern {
-namespace cpu = lmrt::cpu;
-using F32In = py::array_t<float, py::array::c_style | py::array::forcecast>;
-using I32In = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
-using I64In = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
+void bind_kernels(py::module_& m);  // bindings_kernels.cpp
 
-// std::invalid_argument becomes ValueError through pybind11's own translator.
-[[noreturn]] void bad(const std::string& msg) { throw std::invalid_argument(msg); }
+namespace lmrt {
+namespace {
 
-cpu::DType parse_dtype(const std::string& s) {
-  if (s == "f32" || s == "float32") return cpu::DType::F32;
-  if (s == "bf16" || s == "bfloat16") return cpu::DType::BF16;
-  bad("dtype must be 'f32' or 'bf16', got '" + s + "'");
-}
-
-// A tensor of dtype dt as numpy holds it: float32, or uint16 bit patterns for bf16.
-void check_storage(const py::array& a, cpu::DType dt, const char* what, bool writable) {
-  const bool ok = dt == cpu::DType::F32 ? py::isinstance<py::array_t<float>>(a)
-                                        : py::isinstance<py::array_t<uint16_t>>(a);
-  if (!ok)
-    bad(std::string(what) + " must be a " + (dt == cpu::DType::F32 ? "float32" : "uint16 (bf16 bits)") +
-        " array, got dtype " + std::string(py::str(a.dtype())));
-  if (!(a.flags() & py::array::c_style)) bad(std::string(what) + " must be C-contiguous");
-  if (writable && !a.writeable()) bad(std::string(what) + " must be writable");
-}
-
-std::string shape_str(const py::array& a) {
-  std::string s = "(";
-  for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
-  return s + (a.ndim() == 1 ? ",)" : ")");
-}
-
-// The binding keeps one pool, rebuilt when a call asks for another thread count;
-// the mutex serialises callers because parallel_for has a single caller.
-std::mutex g_pool_mu;
-cpu::ThreadPool& pool_for(int n) {
-  static std::unique_ptr<cpu::ThreadPool> pool;
-  if (!pool || pool->num_threads() != n) pool = std::make_unique<cpu::ThreadPool>(n);
-  return *pool;
-}
-void check_threads(int n) {
-  if (n < 1 || n > 1024) bad("num_threads must be in [1, 1024], got " + std::to_string(n));
-}
-
-cpu::Isa isa_arg(const std::string& name) { return cpu::parse_isa(name.c_str()); }
-
-// Checks y = x w^T (+ bias) arguments: x [M, K], w [N, K] stored as dt, bias [N]; returns {M, K, N}.
-std::array<int64_t, 3> check_linear_args(const F32In& x, const py::array& w, const std::optional<F32In>& bias,
-                                         cpu::DType dt) {
-  check_storage(w, dt, "w", false);
-  if (x.ndim() != 2) bad("x must be 2-D [M, K], got shape " + shape_str(x));
-  if (w.ndim() != 2) bad("w must be 2-D [N, K], got shape " + shape_str(w));
-  const int64_t M = x.shape(0), K = x.shape(1), N = w.shape(0);
-  if (w.shape(1) != K)
-    bad("w must be [N, K] with K = x.shape[1] = " + std::to_string(K) + ", got " + shape_str(w));
-  if (bias && (bias->ndim() != 1 || bias->shape(0) != N))
-    bad("bias must be [N] = [" + std::to_string(N) + "], got " + shape_str(*bias));
-  return {M, K, N};
-}
-
-// Checks the arguments of y = x w^T (+ bias), then calls run(pool, x, w, bias, y, M, K, N, dt)
-// without the GIL, on the shared kernel pool.
-template <typename Run>
-py::array_t<float> run_linear(F32In x, py::array w, std::optional<F32In> bias, const std::string& wdtype,
-                              int num_threads, const Run& run) {
-  const cpu::DType dt = parse_dtype(wdtype);
-  check_threads(num_threads);
-  const auto [M, K, N] = check_linear_args(x, w, bias, dt);
-  py::array_t<float> y({M, N});
-  const float* xp = x.data();
-  const void* wp = w.data();
-  const float* bp = bias ? bias->data() : nullptr;
-  float* yp = y.mutable_data();
-  {
-    py::gil_scoped_release nogil;
-    std::lock_guard<std::mutex> lk(g_pool_mu);
-    run(pool_for(num_threads), xp, wp, bp, yp, M, K, N, dt);
+// The weights by name (the core layout, lmrt/checkpoint.py) as borrowed views for load_weights to copy;
+// `keep` holds the arrays alive meanwhile.
+std::map<std::string, RawTensor> raw_tensors(const py::dict& weights, std::vector<py::array>& keep) {
+  std::map<std::string, RawTensor> raw;
+  for (auto item : weights) {
+    const std::string name = item.first.cast<std::string>();
+    py::array a = py::array::ensure(item.second, py::array::c_style);
+    if (!a) throw std::invalid_argument("weights: '" + name + "' is not an array");
+    RawTensor t;
+    if (a.dtype().equal(py::dtype::of<float>())) t.type = RawType::F32;
+    else if (a.dtype().equal(py::dtype::of<uint16_t>())) t.type = RawType::BF16;
+    else if (a.dtype().equal(py::dtype::of<uint8_t>())) t.type = RawType::U8;
+    else if (a.dtype().equal(py::dtype::of<int8_t>())) t.type = RawType::I8;
+    else throw std::invalid_argument("weights: '" + name + "' must be float32, uint16 (bfloat16 bits), uint8 (4-bit codes) or int8");
+    t.data = a.data();
+    t.shape.assign(a.shape(), a.shape() + a.ndim());
+    raw[name] = t;
+    keep.push_back(a);
   }
-  return y;
+  return raw;
 }
 
-py::array_t<float> linear(F32In x, py::array w, std::optional<F32In> bias, const std::string& wdtype,
-                          int num_threads) {
-  return run_linear(x, w, bias, wdtype, num_threads,
-                    [](cpu::ThreadPool& pool, const float* xp, const void* wp, const float* bp, float* yp, int64_t M,
-                       int64_t K, int64_t N, cpu::DType dt) { cpu::linear(pool, xp, M, K, K, wp, dt, N, bp, yp, N); });
+template <class T>
+py::object array_or_none(const std::vector<T>& v, py::ssize_t cols) {
+  if (v.empty()) return py::none();
+  py::array_t<T> a(cols ? std::vector<py::ssize_t>{static_cast<py::ssize_t>(v.size()) / cols, cols}
+                        : std::vector<py::ssize_t>{static_cast<py::ssize_t>(v.size())});
+  std::memcpy(a.mutable_data(), v.data(), v.size() * sizeof(T));
+  return std::move(a);
 }
 
-// The tile unit of a kernel call: "amx", "avx512bf16" or "model" (and "off" where allowed), checked
-// available here; the error names the way out.
-cpu::TileImpl parse_tile_unit(const std::string& tiles) {
-  if (tiles == "model") return cpu::TileImpl::Model;
-  if (tiles == "amx" || tiles == "avx512bf16") {
-    const cpu::TileImpl t = tiles == "amx" ? cpu::TileImpl::Amx : cpu::TileImpl::Avx512Bf16;
-    if (!cpu::tile_impl_available(t))
-      bad("this CPU (or OS, or build) has no " + std::string(tiles == "amx" ? "AMX-BF16" : "AVX512-BF16") +
-          ": pass tiles='model' (the software model) or another unit");
-    return t;
-  }
-  bad("tiles must be 'amx', 'avx512bf16' or 'model', got '" + tiles + "'");
-  return cpu::TileImpl::Model;
-}
+void bind_types(py::module_& m) {
+  py::enum_<cpu::DType>(m, "DType").value("float32", cpu::DType::F32).value("bfloat16", cpu::DType::BF16);
+  py::enum_<cpu::TileUnit>(m, "TileUnit")
+      .value("model", cpu::TileUnit::Model).value("amx", cpu::TileUnit::Amx)
+      .value("avx512bf16", cpu::TileUnit::Avx512Bf16);
+  py::enum_<PrefillPrecision>(m, "PrefillPrecision")
+      .value("fp32", PrefillPrecision::FP32).value("bf16", PrefillPrecision::BF16);
 
-// The same for a kernel whose tiles= also takes "off" (its exact path; the unit returned is then unused).
-cpu::TileImpl parse_tiles_or_off(const std::string& tiles) {
-  if (tiles == "off") return cpu::TileImpl::Model;
-  if (tiles != "amx" && tiles != "avx512bf16" && tiles != "model")
-    bad("tiles must be 'off', 'amx', 'avx512bf16' or 'model', got '" + tiles + "'");
-  return parse_tile_unit(tiles);
-}
+  py::class_<EngineOptions>(m, "EngineOptions")
+      .def(py::init<>())
+      .def_readwrite("num_blocks", &EngineOptions::num_blocks)
+      .def_readwrite("block_size", &EngineOptions::block_size)
+      .def_readwrite("kv_dtype", &EngineOptions::kv_dtype)
+      .def_readwrite("max_batch_size", &EngineOptions::max_batch_size)
+      .def_readwrite("max_num_batched_tokens", &EngineOptions::max_num_batched_tokens)
+      .def_readwrite("num_threads", &EngineOptions::num_threads)
+      .def_readwrite("session_len", &EngineOptions::session_len)
+      .def_readwrite("enable_prefix_caching", &EngineOptions::enable_prefix_caching)
+      .def_readwrite("prefill_precision", &EngineOptions::prefill_precision)
+      .def_readwrite("tile_unit", &EngineOptions::tile_unit);
 
-// y = x w^T (+ bias) on the tile unit for the quantised kernels' tiles= option: x rounded to bf16 here.
-void quant_on_tiles(cpu::ThreadPool& pool, const float* x, int64_t M, int64_t K, const cpu::TileWeights& tw, int64_t N,
-                    const float* bias, float* y, cpu::TileImpl unit) {
-  std::vector<uint16_t> xb(static_cast<size_t>(cpu::bf16_tiles_x_size(M, K)));
-  cpu::bf16_tiles_input(pool, x, M, K, K, xb.data());
-  cpu::linear_bf16_tiles_in(pool, xb.data(), M, K, tw, N, bias, cpu::TileOut::Store, y, N, unit);
-}
+  py::class_<ModelSpec>(m, "ModelSpec")
+      .def(py::init<>())
+      .def_readwrite("vocab_size", &ModelSpec::vocab_size)
+      .def_readwrite("hidden_size", &ModelSpec::hidden_size)
+      .def_readwrite("intermediate_size", &ModelSpec::intermediate_size)
+      .def_readwrite("num_layers", &ModelSpec::num_layers)
+      .def_readwrite("num_heads", &ModelSpec::num_heads)
+      .def_readwrite("num_kv_heads", &ModelSpec::num_kv_heads)
+      .def_readwrite("head_dim", &ModelSpec::head_dim)
+      .def_readwrite("rms_norm_eps", &ModelSpec::rms_norm_eps)
+      .def_readwrite("inv_freq", &ModelSpec::inv_freq)
+      .def_readwrite("attention_scaling", &ModelSpec::attention_scaling)
+      .def_readwrite("tie_word_embeddings", &ModelSpec::tie_word_embeddings)
+      .def_readwrite("qkv_bias", &ModelSpec::qkv_bias)
+      .def_readwrite("weight_dtype", &ModelSpec::weight_dtype);
 
-// The bf16 tile GEMM (tiles: the unit, as parse_tile_unit) on dense w. mode: "store" (y = x w^T + bias),
-// "add" (y0 + x w^T + bias), "silu_mul" (silu(c[:, :N/2]) * c[:, N/2:] as bf16, returned as float32
-// [M, N/2], with c = x w^T + bias).
-py::array_t<float> linear_bf16_tiles(F32In x, py::array w, std::optional<F32In> bias, const std::string& wdtype,
-                                     int num_threads, const std::string& tiles, const std::string& mode,
-                                     std::optional<F32In> y0) {
-  const cpu::TileImpl unit = parse_tile_unit(tiles);
-  if (mode != "store" && mode != "add" && mode != "silu_mul")
-    bad("mode must be 'store', 'add' or 'silu_mul', got '" + mode + "'");
-  const cpu::TileOut out = mode == "add" ? cpu::TileOut::Add : mode == "silu_mul" ? cpu::TileOut::SiluMul : cpu::TileOut::Store;
-  if (out == cpu::TileOut::Add && (!y0 || y0->ndim() != 2 || y0->shape(0) != x.shape(0) || y0->shape(1) != w.shape(0)))
-    bad("mode='add' needs y0 of shape [M, N]");
-  if (out == cpu::TileOut::SiluMul && w.ndim() == 2 && w.shape(0) % 64)
-    bad("mode='silu_mul' needs N (gate rows, then as many up rows) a multiple of 64, got " + std::to_string(w.shape(0)));
-  const float* y0p = y0 ? y0->data() : nullptr;
-  py::array_t<float> y = run_linear(
-      x, w, bias, wdtype, num_threads,
-      [&](cpu::ThreadPool& pool, const float* xp, const void* wp, const float* bp, float* yp, int64_t M, int64_t K,
-          int64_t N, cpu::DType dt) {
-        cpu::TileWeights tw;
-        tw.dense = wp;
-        tw.dense_dtype = dt;
-        tw.pair_halves = out == cpu::TileOut::SiluMul;
-        std::vector<uint16_t> xb(static_cast<size_t>(cpu::bf16_tiles_x_size(M, K)));
-        cpu::bf16_tiles_input(pool, xp, M, K, K, xb.data());
-        if (out != cpu::TileOut::SiluMul) {
-          if (y0p) std::copy(y0p, y0p + M * N, yp);
-          cpu::linear_bf16_tiles_in(pool, xb.data(), M, K, tw, N, bp, out, yp, N, unit);
-          return;
-        }
-        std::vector<uint16_t> act(static_cast<size_t>(cpu::bf16_tiles_x_size(M, N / 2)));
-        cpu::linear_bf16_tiles_in(pool, xb.data(), M, K, tw, N, bp, out, act.data(), N / 2, unit);
-        for (int64_t m = 0; m < M; ++m)  // [M, N/2] into the first half of each row of y
-          for (int64_t i = 0; i < N / 2; ++i) yp[m * N + i] = cpu::bf16_to_f32(act[m * (N / 2) + i]);
+  py::class_<RequestParams>(m, "RequestParams")
+      .def(py::init<>())
+      .def_readwrite("max_new_tokens", &RequestParams::max_new_tokens)
+      .def_readwrite("min_new_tokens", &RequestParams::min_new_tokens)
+      .def_property("temperature", [](const RequestParams& p) { return p.sampling.temperature; },
+                    [](RequestParams& p, float v) { p.sampling.temperature = v; })
+      .def_property("top_k", [](const RequestParams& p) { return p.sampling.top_k; },
+                    [](RequestParams& p, int v) { p.sampling.top_k = v; })
+      .def_property("top_p", [](const RequestParams& p) { return p.sampling.top_p; },
+                    [](RequestParams& p, float v) { p.sampling.top_p = v; })
+      .def_property("min_p", [](const RequestParams& p) { return p.sampling.min_p; },
+                    [](RequestParams& p, float v) { p.sampling.min_p = v; })
+      .def_property("repetition_penalty", [](const RequestParams& p) { return p.sampling.repetition_penalty; },
+                    [](RequestParams& p, float v) { p.sampling.repetition_penalty = v; })
+      .def_property("seed",
+                    [](const RequestParams& p) { return p.sampling.has_seed ? py::object(py::int_(p.sampling.seed)) : py::object(py::none()); },
+                    [](RequestParams& p, std::optional<uint64_t> v) { p.sampling.has_seed = v.has_value(); p.sampling.seed = v.value_or(0); })
+      .def_readwrite("eos_token_ids", &RequestParams::eos_token_ids)
+      .def_readwrite("stop_token_ids", &RequestParams::stop_token_ids)
+      .def_readwrite("ignore_eos", &RequestParams::ignore_eos)
+      .def_readwrite("prompt_logprobs", &RequestParams::prompt_logprobs)
+      .def_readwrite("prompt_logits", &RequestParams::prompt_logits);
+
+  py::class_<StreamChunk>(m, "StreamChunk")
+      .def_readonly("token_ids", &StreamChunk::token_ids)
+      .def_property_readonly("finish_reason", [](const StreamChunk& c) {
+        return c.finish_reason == FinishReason::None ? py::object(py::none()) : py::object(py::str(finish_reason_name(c.finish_reason)));
+      })
+      .def_readonly("error", &StreamChunk::error)
+      .def_readonly("num_prompt_tokens", &StreamChunk::num_prompt_tokens)
+      .def_readonly("num_prefilled_tokens", &StreamChunk::num_prefilled_tokens)
+      .def_readonly("num_cached_tokens", &StreamChunk::num_cached_tokens)
+      .def_readonly("num_preemptions", &StreamChunk::num_preemptions)
+      .def_property_readonly("prompt_logprobs", [](const StreamChunk& c) { return array_or_none(c.prompt_logprobs, 0); })
+      .def_property_readonly("prompt_logits", [](const StreamChunk& c) {  // [num_prompt_tokens, V]
+        return array_or_none(c.prompt_logits, c.num_prompt_tokens ? static_cast<py::ssize_t>(c.prompt_logits.size()) / c.num_prompt_tokens : 0);
       });
-  if (out != cpu::TileOut::SiluMul) return y;
-  const int64_t M = y.shape(0), N = y.shape(1);
-  py::array_t<float> half({M, N / 2});
-  for (int64_t m = 0; m < M; ++m) std::copy(y.data() + m * N, y.data() + m * N + N / 2, half.mutable_data() + m * (N / 2));
-  return half;
+
+  py::class_<EngineStats>(m, "EngineStats")
+      .def_readonly("num_running", &EngineStats::num_running)
+      .def_readonly("num_waiting", &EngineStats::num_waiting)
+      .def_readonly("num_free_blocks", &EngineStats::num_free_blocks)
+      .def_readonly("num_blocks", &EngineStats::num_blocks)
+      .def_readonly("block_size", &EngineStats::block_size)
+      .def_readonly("num_steps", &EngineStats::num_steps)
+      .def_readonly("num_preemptions", &EngineStats::num_preemptions)
+      .def_readonly("prefix_cache_hit_tokens", &EngineStats::prefix_cache_hit_tokens)
+      .def_readonly("prefix_cache_query_tokens", &EngineStats::prefix_cache_query_tokens)
+      .def_readonly("num_prefill_tokens", &EngineStats::num_prefill_tokens)
+      .def_readonly("num_decode_tokens", &EngineStats::num_decode_tokens)
+      .def_readonly("kv_cache_bytes", &EngineStats::kv_cache_bytes)
+      .def_readonly("weights_bytes", &EngineStats::weights_bytes)
+      .def_readonly("pool_late_workers", &EngineStats::pool_late_workers)
+      .def_readonly("pool_narrow_jobs", &EngineStats::pool_narrow_jobs);
 }
 
-// A 2-D C-contiguous array of exactly type T (no silent casts: a wider integer array
-// would wrap when cast to 4-bit codes or int8).
-template <typename T>
-py::array_t<T> exact_2d(const py::array& a, const char* what, const char* tname) {
-  if (!py::isinstance<py::array_t<T>>(a))
-    bad(std::string(what) + " must be a " + tname + " array, got dtype " + std::string(py::str(a.dtype())));
-  if (!(a.flags() & py::array::c_style)) bad(std::string(what) + " must be C-contiguous");
-  if (a.ndim() != 2) bad(std::string(what) + " must be 2-D, got shape " + shape_str(a));
-  return py::reinterpret_borrow<py::array_t<T>>(a);
-}
-
-void check_bias(const std::optional<F32In>& bias, int64_t N) {
-  if (bias && (bias->ndim() != 1 || bias->shape(0) != N))
-    bad("bias must be [N] = [" + std::to_string(N) + "], got " + shape_str(*bias));
-}
-
-// codes [N, K/2] uint8 (W4Matrix nibble layout), scales/mins [N, K/group_size] float32.
-py::array_t<float> linear_w4(F32In x, py::array codes, F32In scales, F32In mins, int group_size,
-                             std::optional<F32In> bias, int num_threads, const std::string& tiles) {
-  check_threads(num_threads);
-  const cpu::TileImpl unit = parse_tiles_or_off(tiles);
-  if (group_size != 32 && group_size != 64 && group_size != 128)
-    bad("group_size must be 32, 64 or 128, got " + std::to_string(group_size));
-  if (x.ndim() != 2) bad("x must be 2-D [M, K], got shape " + shape_str(x));
-  const int64_t M = x.shape(0), K = x.shape(1);
-  if (K <= 0 || K % group_size != 0)
-    bad("K = x.shape[1] = " + std::to_string(K) + " must be a positive multiple of group_size " +
-        std::to_string(group_size));
-  auto c = exact_2d<uint8_t>(codes, "codes", "uint8");
-  const int64_t N = c.shape(0), G = K / group_size;
-  if (c.shape(1) != K / 2)
-    bad("codes must be [N, K/2] with K/2 = " + std::to_string(K / 2) + ", got " + shape_str(c));
-  for (auto* a : {&scales, &mins})
-    if (a->ndim() != 2 || a->shape(0) != N || a->shape(1) != G)
-      bad(std::string(a == &scales ? "scales" : "mins") + " must be [N, K/group_size] = [" + std::to_string(N) +
-          ", " + std::to_string(G) + "], got " + shape_str(*a));
-  check_bias(bias, N);
-  py::array_t<float> y({M, N});
-  const float* xp = x.data();
-  const cpu::W4Matrix w{c.data(), scales.data(), mins.data(), group_size};
-  const float* bp = bias ? bias->data() : nullptr;
-  float* yp = y.mutable_data();
-  {
-    py::gil_scoped_release nogil;
-    std::lock_guard<std::mutex> lk(g_pool_mu);
-    cpu::ThreadPool& pool = pool_for(num_threads);
-    if (tiles == "off") {
-      cpu::linear_w4(pool, xp, M, K, K, w, N, bp, yp, N);
-    } else {
-      cpu::TileWeights tw;
-      tw.w4 = w;
-      quant_on_tiles(pool, xp, M, K, tw, N, bp, yp, unit);
-    }
-  }
-  return y;
-}
-
-// q [N, K] int8, scales [N] float32.
-py::array_t<float> linear_i8(F32In x, py::array q, F32In scales, std::optional<F32In> bias, int num_threads,
-                             const std::string& tiles) {
-  check_threads(num_threads);
-  const cpu::TileImpl unit = parse_tiles_or_off(tiles);
-  if (tiles != "off" && bias) bad("linear_i8 on tiles takes no bias (the output matrix has none)");
-  if (x.ndim() != 2) bad("x must be 2-D [M, K], got shape " + shape_str(x));
-  const int64_t M = x.shape(0), K = x.shape(1);
-  auto qa = exact_2d<int8_t>(q, "q", "int8");
-  const int64_t N = qa.shape(0);
-  if (qa.shape(1) != K) bad("q must be [N, K] with K = x.shape[1] = " + std::to_string(K) + ", got " + shape_str(qa));
-  if (scales.ndim() != 1 || scales.shape(0) != N)
-    bad("scales must be [N] = [" + std::to_string(N) + "], got " + shape_str(scales));
-  check_bias(bias, N);
-  py::array_t<float> y({M, N});
-  const float* xp = x.data();
-  const cpu::I8Matrix w{qa.data(), scales.data()};
-  const float* bp = bias ? bias->data() : nullptr;
-  float* yp = y.mutable_data();
-  {
-    py::gil_scoped_release nogil;
-    std::lock_guard<std::mutex> lk(g_pool_mu);
-    cpu::ThreadPool& pool = pool_for(num_threads);
-    if (tiles == "off") {
-      cpu::linear_i8(pool, xp, M, K, K, w, N, bp, yp, N);
-    } else {
-      cpu::TileWeights tw;
-      tw.i8 = w;
-      quant_on_tiles(pool, xp, M, K, tw, N, nullptr, yp, unit);
-    }
-  }
-  return y;
-}
-
-py::array_t<float> rmsnorm(F32In x, F32In w, float eps) {
-  if (x.ndim() != 2) bad("x must be 2-D [M, H], got shape " + shape_str(x));
-  const int64_t M = x.shape(0), H = x.shape(1);
-  if (w.ndim() != 1 || w.shape(0) != H) bad("w must be [H] = [" + std::to_string(H) + "], got " + shape_str(w));
-  py::array_t<float> y({M, H});
-  const float *xp = x.data(), *wp = w.data();
-  float* yp = y.mutable_data();
-  {
-    py::gil_scoped_release nogil;
-    cpu::rmsnorm(xp, M, H, H, wp, eps, yp, H);
-  }
-  return y;
-}
-
-py::array_t<float> rope(F32In x, I32In pos, F32In inv_freq, int n_heads, int head_dim, float attn_scale) {
-  if (x.ndim() != 2) bad("x must be 2-D [M, n_heads * head_dim], got shape " + shape_str(x));
-  if (n_heads < 1 || head_dim < 2 || head_dim % 2) bad("need n_heads >= 1 and an even head_dim >= 2");
-  const int64_t M = x.shape(0);
-  if (x.shape(1) != static_cast<int64_t>(n_heads) * head_dim)
-    bad("x must be [M, n_heads * head_dim] = [M, " + std::to_string(n_heads * head_dim) + "], got " +
-        shape_str(x));
-  if (pos.ndim() != 1 || pos.shape(0) != M) bad("pos must be [M] = [" + std::to_string(M) + "], got " + shape_str(pos));
-  if (inv_freq.ndim() != 1 || inv_freq.shape(0) != head_dim / 2)
-    bad("inv_freq must be [head_dim / 2] = [" + std::to_string(head_dim / 2) + "], got " + shape_str(inv_freq));
-  py::array_t<float> y({M, x.shape(1)});
-  std::copy(x.data(), x.data() + x.size(), y.mutable_data());
-  float* yp = y.mutable_data();
-  const int32_t* pp = pos.data();
-  const float* fp = inv_freq.data();
-  {
-    py::gil_scoped_release nogil;
-    cpu::rope(yp, M, n_heads * head_dim, n_heads, head_dim, pp, fp, attn_scale);
-  }
-  return y;
-}
-
-py::array_t<float> silu_mul(F32In gu) {
-  if (gu.ndim() != 2 || gu.shape(1) % 2) bad("gu must be 2-D [M, 2I], got shape " + shape_str(gu));
-  const int64_t M = gu.shape(0), I = gu.shape(1) / 2;
-  py::array_t<float> out({M, I});
-  const float* gp = gu.data();
-  float* op = out.mutable_data();
-  {
-    py::gil_scoped_release nogil;
-    cpu::silu_mul(gp, M, I, 2 * I, op, I);
-  }
-  return out;
-}
-
-// A cache tensor: [num_blocks, n_kv_heads, block_size, head_dim] or any shape
-// with that many elements in total; returns num_blocks.
-int64_t check_cache(const py::array& c, cpu::DType dt, const char* what, int n_kv_heads, int head_dim,
-                    int block_size) {
-  check_storage(c, dt, what, true);
-  if (n_kv_heads < 1 || head_dim < 1 || block_size < 1) bad("n_kv_heads, head_dim and block_size must be >= 1");
-  const int64_t per_block = static_cast<int64_t>(n_kv_heads) * head_dim * block_size;
-  if (c.size() % per_block)
-    bad(std::string(what) + " must hold whole blocks of n_kv_heads * block_size * head_dim = " +
-        std::to_string(per_block) + " elements, got shape " + shape_str(c));
-  return c.size() / per_block;
-}
-
-void kv_store(py::array k_cache, py::array v_cache, F32In k, F32In v, I64In slots, int n_kv_heads,
-              int head_dim, int block_size, const std::string& dtype) {
-  const cpu::DType dt = parse_dtype(dtype);
-  const int64_t nb = check_cache(k_cache, dt, "k_cache", n_kv_heads, head_dim, block_size);
-  if (check_cache(v_cache, dt, "v_cache", n_kv_heads, head_dim, block_size) != nb)
-    bad("k_cache and v_cache must have the same number of blocks");
-  const int64_t row = static_cast<int64_t>(n_kv_heads) * head_dim;
-  if (k.ndim() != 2 || k.shape(1) != row) bad("k must be [M, n_kv_heads * head_dim], got " + shape_str(k));
-  const int64_t M = k.shape(0);
-  if (v.ndim() != 2 || v.shape(0) != M || v.shape(1) != row) bad("v must have the shape of k, got " + shape_str(v));
-  if (slots.ndim() != 1 || slots.shape(0) != M) bad("slots must be [M] = [" + std::to_string(M) + "], got " + shape_str(slots));
-  const int64_t* sp = slots.data();
-  for (int64_t m = 0; m < M; ++m)
-    if (sp[m] < 0 || sp[m] >= nb * block_size)
-      bad("slots[" + std::to_string(m) + "] = " + std::to_string(sp[m]) + " is outside the cache's " +
-          std::to_string(nb * block_size) + " slots");
-  cpu::KVLayer kv{k_cache.mutable_data(), v_cache.mutable_data(), dt, n_kv_heads, head_dim, block_size};
-  const float *kp = k.data(), *vp = v.data();
-  {
-    py::gil_scoped_release nogil;
-    cpu::kv_store(kv, kp, row, vp, row, M, sp);
-  }
-}
-
-// q: one [M_i, n_heads * head_dim] array per sequence, or a single array of all
-// sequences' rows stacked in order (split by len(positions[i])).
-py::list paged_attention(py::object q, py::array k_cache, py::array v_cache, std::vector<I32In> block_tables,
-                         std::vector<I32In> positions, int n_heads, int n_kv_heads, int head_dim,
-                         int block_size, float scale, const std::string& dtype, int num_threads,
-                         const std::string& tiles, int64_t min_rows) {
-  const cpu::DType dt = parse_dtype(dtype);
-  const cpu::TileImpl unit = parse_tiles_or_off(tiles);
-  check_threads(num_threads);
-  const int64_t nb = check_cache(k_cache, dt, "k_cache", n_kv_heads, head_dim, block_size);
-  if (check_cache(v_cache, dt, "v_cache", n_kv_heads, head_dim, block_size) != nb)
-    bad("k_cache and v_cache must have the same number of blocks");
-  if (n_heads < 1 || n_heads % n_kv_heads)
-    bad("n_heads must be a positive multiple of n_kv_heads (GQA), got " + std::to_string(n_heads) + " and " +
-        std::to_string(n_kv_heads));
-  const size_t S = positions.size();
-  if (block_tables.size() != S) bad("block_tables and positions must have one entry per sequence");
-  const int64_t row = static_cast<int64_t>(n_heads) * head_dim;
-
-  std::vector<F32In> qs;
-  if (py::isinstance<py::list>(q) || py::isinstance<py::tuple>(q)) {
-    for (auto item : q) qs.push_back(F32In::ensure(item));
-    if (qs.size() != S) bad("q must have one array per sequence");
-  } else {
-    F32In all = F32In::ensure(q);
-    if (!all || all.ndim() != 2) bad("q must be a 2-D array or a list of 2-D arrays");
-    int64_t total = 0;
-    for (auto& p : positions) total += p.size();
-    if (all.shape(0) != total) bad("q has " + std::to_string(all.shape(0)) + " rows, positions " + std::to_string(total));
-    int64_t r = 0;
-    for (auto& p : positions) {
-      qs.push_back(F32In::ensure(all[py::slice(r, r + p.size(), 1)]));
-      r += p.size();
-    }
-  }
-  py::list outs;
-  std::vector<py::array_t<float>> out_arrays;
-  std::vector<cpu::AttnSeq> seqs(S);
-  for (size_t s = 0; s < S; ++s) {
-    const std::string tag = "sequence " + std::to_string(s) + ": ";
-    const F32In& qa = qs[s];
-    if (!qa || qa.ndim() != 2 || qa.shape(1) != row)
-      bad(tag + "q must be [M, n_heads * head_dim] = [M, " + std::to_string(row) + "]");
-    const int64_t M = qa.shape(0);
-    const I32In& pa = positions[s];
-    const I32In& ta = block_tables[s];
-    if (pa.ndim() != 1 || pa.shape(0) != M) bad(tag + "positions must be [M] = [" + std::to_string(M) + "]");
-    if (ta.ndim() != 1) bad(tag + "block_table must be 1-D");
-    for (int64_t m = 0; m < M; ++m) {
-      const int32_t p = pa.data()[m];
-      if (p < 0) bad(tag + "negative position");
-      if (p / block_size >= ta.shape(0))
-        bad(tag + "position " + std::to_string(p) + " needs " + std::to_string(p / block_size + 1) +
-            " blocks, block_table has " + std::to_string(ta.shape(0)));
-    }
-    for (int64_t b = 0; b < ta.shape(0); ++b)
-      if (ta.data()[b] < 0 || ta.data()[b] >= nb)
-        bad(tag + "block id " + std::to_string(ta.data()[b]) + " outside the cache's " + std::to_string(nb) + " blocks");
-    out_arrays.emplace_back(std::vector<py::ssize_t>{M, row});
-    seqs[s] = cpu::AttnSeq{qa.data(), row, out_arrays.back().mutable_data(), row, ta.data(), pa.data(), M};
-  }
-  cpu::KVLayer kv{k_cache.mutable_data(), v_cache.mutable_data(), dt, n_kv_heads, head_dim, block_size};
-  {
-    py::gil_scoped_release nogil;
-    std::lock_guard<std::mutex> lk(g_pool_mu);
-    if (tiles == "off") {
-      cpu::paged_attention(pool_for(num_threads), kv, seqs.data(), static_cast<int64_t>(S), n_heads, scale);
-    } else {
-      lmrt::Buffer scratch;
-      cpu::paged_attention_tiles(pool_for(num_threads), kv, seqs.data(), static_cast<int64_t>(S), n_heads, scale,
-                                 min_rows, unit, scratch);
-    }
-  }
-  for (auto& a : out_arrays) outs.append(a);
-  return outs;
-}
-
-py::array_t<float> embedding(py::array table, I32In ids, const std::string& dtype) {
-  const cpu::DType dt = parse_dtype(dtype);
-  check_storage(table, dt, "table", false);
-  if (table.ndim() != 2) bad("table must be 2-D [V, H], got shape " + shape_str(table));
-  const int64_t V = table.shape(0), H = table.shape(1);
-  if (ids.ndim() != 1) bad("ids must be 1-D, got shape " + shape_str(ids));
-  const int64_t M = ids.shape(0);
-  const int32_t* ip = ids.data();
-  for (int64_t m = 0; m < M; ++m)
-    if (ip[m] < 0 || ip[m] >= V) bad("ids[" + std::to_string(m) + "] = " + std::to_string(ip[m]) + " outside [0, " + std::to_string(V) + ")");
-  py::array_t<float> out({M, H});
-  const void* tp = table.data();
-  float* op = out.mutable_data();
-  {
-    py::gil_scoped_release nogil;
-    cpu::embedding(tp, dt, H, ip, M, op, H);
-  }
-  return out;
-}
-
-py::array_t<uint16_t> to_bf16(F32In a) {
-  py::array_t<uint16_t> out(std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()));
-  const float* src = a.data();
-  uint16_t* dst = out.mutable_data();
-  for (py::ssize_t i = 0; i < a.size(); ++i) dst[i] = cpu::f32_to_bf16(src[i]);
-  return out;
-}
-
-py::array_t<float> from_bf16(py::array_t<uint16_t, py::array::c_style> a) {
-  py::array_t<float> out(std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()));
-  const uint16_t* src = a.data();
-  float* dst = out.mutable_data();
-  for (py::ssize_t i = 0; i < a.size(); ++i) dst[i] = cpu::bf16_to_f32(src[i]);
-  return out;
-}
-
-}  // namespace kern
-
-static void bind_kernels(py::module_& m) {
-  using namespace py::literals;
-  namespace cpu = lmrt::cpu;
-  m.def("set_isa", [](const std::string& name) {
-    const cpu::Isa isa = kern::isa_arg(name);
-    if (!cpu::isa_supported(isa)) kern::bad("ISA '" + name + "' is not supported by this CPU/OS or build");
-    cpu::set_isa(isa);
-  }, "name"_a, "Force the kernel path: 'scalar' | 'avx2' | 'avx512'.");
-  m.def("active_isa", [] { return std::string(cpu::isa_name(cpu::active_isa())); });
-  m.def("best_isa", [] { return std::string(cpu::isa_name(cpu::best_isa())); });
-  m.def("isa_supported", [](const std::string& name) { return cpu::isa_supported(kern::isa_arg(name)); }, "name"_a);
-  m.def("physical_cores", &cpu::physical_cores);
-  m.def(
-      "check_pool",
-      [](int num_threads, int num_jobs, int slow_every, int slow_us, bool tiny, int spinners) {
-        cpu::PoolCheck c;
-        {
-          py::gil_scoped_release nogil;
-          c = cpu::check_pool(num_threads, num_jobs, slow_every, slow_us, tiny, spinners);
-        }
-        py::dict d;
-        d["num_jobs"] = c.num_jobs;
-        d["bad_indices"] = c.bad_indices;
-        d["late_workers"] = c.late_workers;
-        d["narrow_jobs"] = c.narrow_jobs;
-        d["held_jobs"] = c.held_jobs;
-        d["stalled_jobs"] = c.stalled_jobs;
-        return d;
-      },
-      "num_threads"_a, "num_jobs"_a, "slow_every"_a = 0, "slow_us"_a = 0, "tiny"_a = false, "spinners"_a = 0,
-      "Self-check of the thread pool (tests): indices not visited exactly once, and contention counters.");
-  m.def("amx_available", &cpu::amx_available, "AMX-TILE and AMX-BF16 present and granted to this process.");
-  m.def("avx512bf16_available", &cpu::avx512bf16_available, "AVX-512 with AVX512-BF16 present (and built).");
-  m.def(
-      "best_tile_unit",
-      []() -> py::object {
-        cpu::TileImpl t;
-        if (!cpu::best_tile_impl(&t)) return py::none();
-        return py::str(cpu::tile_impl_name(t));
-      },
-      "The fastest tile unit for bf16 prefill here: 'amx', 'avx512bf16', or None when the CPU has neither.");
-  m.def("linear_bf16_tiles", &kern::linear_bf16_tiles, "x"_a, "w"_a, "bias"_a = py::none(), "wdtype"_a = "f32",
-        "num_threads"_a = 1, "tiles"_a = "amx", "mode"_a = "store", "y0"_a = py::none(),
-        "y = x @ w.T (+ bias) on a bf16 tile unit, x and w rounded to bf16, fp32 accumulation. tiles: 'amx', "
-        "'avx512bf16' (VDPBF16PS), or 'model' (the software model of AMX's instruction, any CPU). mode='add': "
-        "y0 + that; mode='silu_mul': "
-        "silu(c[:, :N/2]) * c[:, N/2:] rounded to bf16, for c = x @ w.T (+ bias).");
-  m.def("linear", &kern::linear, "x"_a, "w"_a, "bias"_a = py::none(), "wdtype"_a = "f32", "num_threads"_a = 1,
-        "y = x @ w.T (+ bias). x [M, K] float32; w [N, K] float32, or uint16 bf16 bits with wdtype='bf16'.");
-  m.def("linear_w4", &kern::linear_w4, "x"_a, "codes"_a, "scales"_a, "mins"_a, "group_size"_a,
-        "bias"_a = py::none(), "num_threads"_a = 1, "tiles"_a = "off",
-        "y = x @ w.T (+ bias) for 4-bit w[n, k] = code * scales[n, k // g] + mins[n, k // g]. codes [N, K/2] "
-        "uint8: in each run of 32 inputs byte j holds input j (low nibble) and j + 16 (high nibble). tiles='amx' "
-        "or 'avx512bf16' runs it on that bf16 tile unit (x and the dequantised w rounded to bf16), tiles='model' "
-        "on the software model.");
-  m.def("linear_i8", &kern::linear_i8, "x"_a, "q"_a, "scales"_a, "bias"_a = py::none(), "num_threads"_a = 1,
-        "tiles"_a = "off",
-        "y = x @ w.T (+ bias) for int8 w[n, k] = q[n, k] * scales[n]. q [N, K] int8, scales [N] float32. tiles='amx' "
-        "or 'avx512bf16' runs it on that bf16 tile unit (x rounded to bf16; q is exact in bf16; each raw dot times "
-        "its row scale), tiles='model' on the software model; no bias there.");
-  m.def("rmsnorm", &kern::rmsnorm, "x"_a, "w"_a, "eps"_a);
-  m.def("rope", &kern::rope, "x"_a, "pos"_a, "inv_freq"_a, "n_heads"_a, "head_dim"_a, "attn_scale"_a = 1.0f,
-        "HF rotate_half rotary embedding; returns a new array.");
-  m.def("silu_mul", &kern::silu_mul, "gu"_a, "silu(gu[:, :I]) * gu[:, I:].");
-  m.def("kv_store", &kern::kv_store, "k_cache"_a, "v_cache"_a, "k"_a, "v"_a, "slots"_a, "n_kv_heads"_a,
-        "head_dim"_a, "block_size"_a, "dtype"_a = "f32", "Writes k/v rows into the caches in place.");
-  m.def("paged_attention", &kern::paged_attention, "q"_a, "k_cache"_a, "v_cache"_a, "block_tables"_a,
-        "positions"_a, "n_heads"_a, "n_kv_heads"_a, "head_dim"_a, "block_size"_a, "scale"_a, "dtype"_a = "f32",
-        "num_threads"_a = 1, "tiles"_a = "off", "min_rows"_a = 32,
-        "Causal paged attention; returns one [M_i, n_heads * head_dim] array per sequence. tiles='amx' or "
-        "'avx512bf16' runs the sequences of at least min_rows rows on that bf16 tile unit (prefill precision "
-        "'bf16'), tiles='model' on the software model.");
-  m.def("embedding", &kern::embedding, "table"_a, "ids"_a, "dtype"_a = "f32");
-  m.def("f32_to_bf16", &kern::to_bf16, "a"_a, "float32 -> bf16 bits (uint16), round to nearest even.");
-  m.def("bf16_to_f32", &kern::from_bf16, "a"_a);
-}
-
-// ---- engine: model, KV cache, scheduler, sampler behind one Engine object ----
-static void bind_engine(py::module_& m) {
-  using namespace lmrt;
+void bind_engine(py::module_& m) {
   py::register_exception<UnknownRequestError>(m, "UnknownRequestError", PyExc_KeyError);
-
   py::class_<Engine>(m, "Engine")
-      .def(py::init([](const py::dict& spec_d, const py::dict& weights_d, const py::dict& opt_d) {
-             ModelSpec spec;
-             spec.vocab_size = spec_d["vocab_size"].cast<int>();
-             spec.hidden_size = spec_d["hidden_size"].cast<int>();
-             spec.intermediate_size = spec_d["intermediate_size"].cast<int>();
-             spec.num_layers = spec_d["num_layers"].cast<int>();
-             spec.num_heads = spec_d["num_heads"].cast<int>();
-             spec.num_kv_heads = spec_d["num_kv_heads"].cast<int>();
-             spec.head_dim = spec_d["head_dim"].cast<int>();
-             spec.rms_norm_eps = spec_d["rms_norm_eps"].cast<float>();
-             spec.inv_freq = spec_d["inv_freq"].cast<std::vector<float>>();
-             spec.attention_scaling = spec_d["attention_scaling"].cast<float>();
-             spec.tie_word_embeddings = spec_d["tie_word_embeddings"].cast<bool>();
-             spec.qkv_bias = spec_d["qkv_bias"].cast<bool>();
-             spec.weight_dtype = opt_d["weight_dtype"].cast<std::string>() == "bfloat16" ? cpu::DType::BF16 : cpu::DType::F32;
-
-             std::vector<py::array> keep;  // holds the arrays alive while they are copied
-             std::map<std::string, RawTensor> raw;
-             for (auto item : weights_d) {
-               py::array a = py::array::ensure(item.second, py::array::c_style);
-               if (!a) throw std::invalid_argument("weights: '" + item.first.cast<std::string>() + "' is not an array");
-               RawTensor t;
-               if (a.dtype().equal(py::dtype::of<float>())) t.type = RawType::F32;
-               else if (a.dtype().equal(py::dtype::of<uint16_t>())) t.type = RawType::BF16;
-               else if (a.dtype().equal(py::dtype::of<uint8_t>())) t.type = RawType::U8;
-               else if (a.dtype().equal(py::dtype::of<int8_t>())) t.type = RawType::I8;
-               else throw std::invalid_argument("weights: '" + item.first.cast<std::string>() +
-                                                "' must be float32, uint16 (bfloat16 bits), uint8 (4-bit codes) or int8");
-               t.data = a.data();
-               t.shape.assign(a.shape(), a.shape() + a.ndim());
-               raw[item.first.cast<std::string>()] = t;
-               keep.push_back(a);
-             }
-             EngineOptions o;
-             o.num_blocks = opt_d["num_blocks"].cast<int>();
-             o.block_size = opt_d["block_size"].cast<int>();
-             o.kv_dtype = opt_d["kv_dtype"].cast<std::string>() == "bfloat16" ? cpu::DType::BF16 : cpu::DType::F32;
-             o.max_batch_size = opt_d["max_batch_size"].cast<int>();
-             o.max_num_batched_tokens = opt_d["max_num_batched_tokens"].cast<int>();
-             o.num_threads = opt_d["num_threads"].cast<int>();
-             o.session_len = opt_d["session_len"].cast<int>();
-             o.enable_prefix_caching = opt_d["enable_prefix_caching"].cast<bool>();
-             o.prefill_tiles = opt_d.contains("prefill_tiles") && opt_d["prefill_tiles"].cast<bool>();
-             if (o.prefill_tiles) {  // the engine checks that the unit is available
-               const std::string u = opt_d["tile_unit"].cast<std::string>();
-               if (u != "amx" && u != "avx512bf16" && u != "model")
-                 kern::bad("tile_unit must be 'amx', 'avx512bf16' or 'model', got '" + u + "'");
-               o.tile_unit = u == "amx" ? cpu::TileImpl::Amx : u == "avx512bf16" ? cpu::TileImpl::Avx512Bf16
-                                                                                   : cpu::TileImpl::Model;
-             }
+      .def(py::init([](ModelSpec spec, const py::dict& weights, const EngineOptions& options) {
+             Engine::check(options);  // before the weights are copied
+             std::vector<py::array> keep;
+             const std::map<std::string, RawTensor> raw = raw_tensors(weights, keep);
              py::gil_scoped_release nogil;
              Weights w = load_weights(spec, raw);
-             return std::make_unique<Engine>(std::move(spec), std::move(w), o);
+             return std::make_unique<Engine>(std::move(spec), std::move(w), options);
            }),
-           py::arg("spec"), py::arg("weights"), py::arg("options"))
-      .def(
-          "submit",
-          [](Engine& e, std::vector<int32_t> prompt, const py::dict& p) {
-            RequestParams rp;
-            rp.max_new_tokens = p["max_new_tokens"].cast<int>();
-            rp.min_new_tokens = p["min_new_tokens"].cast<int>();
-            rp.sampling.temperature = p["temperature"].cast<float>();
-            rp.sampling.top_k = p["top_k"].cast<int>();
-            rp.sampling.top_p = p["top_p"].cast<float>();
-            rp.sampling.min_p = p["min_p"].cast<float>();
-            rp.sampling.repetition_penalty = p["repetition_penalty"].cast<float>();
-            if (!p["seed"].is_none()) {
-              rp.sampling.seed = p["seed"].cast<uint64_t>();
-              rp.sampling.has_seed = true;
-            }
-            rp.eos_token_ids = p["eos_token_ids"].cast<std::vector<int32_t>>();
-            rp.stop_token_ids = p["stop_token_ids"].cast<std::vector<int32_t>>();
-            rp.ignore_eos = p["ignore_eos"].cast<bool>();
-            rp.prompt_logprobs = p["prompt_logprobs"].cast<bool>();
-            rp.prompt_logits = p["prompt_logits"].cast<bool>();
-            return e.submit(std::move(prompt), std::move(rp));
-          },
-          py::arg("prompt"), py::arg("params"), "Queues a request; returns its id.")
-      .def(
-          "get",
-          [](Engine& e, int64_t id, double timeout) {
-            StreamChunk c;
-            {
-              py::gil_scoped_release nogil;
-              c = e.get(id, timeout);
-            }
-            py::dict d;
-            d["token_ids"] = c.token_ids;
-            d["finish_reason"] = c.finish_reason == FinishReason::None ? py::object(py::none())
-                                                                      : py::object(py::str(finish_reason_name(c.finish_reason)));
-            d["error"] = c.error;
-            d["num_prompt_tokens"] = c.num_prompt_tokens;
-            d["num_prefilled_tokens"] = c.num_prefilled_tokens;
-            d["num_cached_tokens"] = c.num_cached_tokens;
-            d["num_preemptions"] = c.num_preemptions;
-            d["prompt_logprobs"] = c.prompt_logprobs.empty() ? py::object(py::none()) : py::object(py::array_t<float>(c.prompt_logprobs.size(), c.prompt_logprobs.data()));
-            if (c.prompt_logits.empty()) {
-              d["prompt_logits"] = py::none();
-            } else {
-              const py::ssize_t V = e.spec().vocab_size;
-              py::array_t<float> a({static_cast<py::ssize_t>(c.prompt_logits.size()) / V, V});
-              std::memcpy(a.mutable_data(), c.prompt_logits.data(), c.prompt_logits.size() * sizeof(float));
-              d["prompt_logits"] = a;
-            }
-            return d;
-          },
-          py::arg("id"), py::arg("timeout") = -1.0,
-          "Waits for news of a request: new token ids, and a finish_reason on the last chunk.")
-      .def("abort", &Engine::abort, py::arg("id"))
-      .def("detach", &Engine::detach, py::arg("id"), "Abort if running and drop the output: the caller reads no more.")
+           "spec"_a, "weights"_a, "options"_a)
+      .def("submit", &Engine::submit, "prompt"_a, "params"_a, "Queues a request; returns its id.")
+      .def("get", &Engine::get, "id"_a, "timeout"_a = -1.0, py::call_guard<py::gil_scoped_release>(),
+           "Waits for news of a request: new token ids, and a finish_reason on the last chunk.")
+      .def("abort", &Engine::abort, "id"_a)
+      .def("detach", &Engine::detach, "id"_a, "Abort if running and drop the output: the caller reads no more.")
       .def("num_streams", &Engine::num_streams)
-      .def("stats",
-           [](Engine& e) {
-             EngineStats s = e.stats();
-             py::dict d;
-             d["num_running"] = s.num_running;
-             d["num_waiting"] = s.num_waiting;
-             d["num_free_blocks"] = s.num_free_blocks;
-             d["num_blocks"] = s.num_blocks;
-             d["block_size"] = s.block_size;
-             d["num_steps"] = s.num_steps;
-             d["num_preemptions"] = s.num_preemptions;
-             d["prefix_cache_hit_tokens"] = s.prefix_hit_tokens;
-             d["prefix_cache_query_tokens"] = s.prefix_query_tokens;
-             d["num_prefill_tokens"] = s.num_prefill_tokens;
-             d["num_decode_tokens"] = s.num_decode_tokens;
-             d["kv_cache_bytes"] = s.kv_cache_bytes;
-             d["weights_bytes"] = s.weights_bytes;
-             d["pool_late_workers"] = s.pool_late_workers;
-             d["pool_narrow_jobs"] = s.pool_narrow_jobs;
-             return d;
-           })
+      .def("stats", &Engine::stats)
       .def("capacity_tokens", &Engine::capacity_tokens)
       .def("shutdown", &Engine::shutdown, py::call_guard<py::gil_scoped_release>());
-  m.def("kv_bytes_per_block", [](int num_layers, int block_size, int num_kv_heads, int head_dim, const std::string& dtype) {
-    return KVCache::bytes_per_block(num_layers, block_size, num_kv_heads, head_dim,
-                                    dtype == "bfloat16" ? cpu::DType::BF16 : cpu::DType::F32);
-  });
+  m.def("kv_bytes_per_block", &KVCache::bytes_per_block, "num_layers"_a, "block_size"_a, "num_kv_heads"_a,
+        "head_dim"_a, "dtype"_a);
 }
+
+// The bookkeeping on its own, for tests of csrc/engine/README.md's invariants. Tables cross as lists:
+// each call that grows or shrinks one returns the new table.
+void bind_bookkeeping(py::module_& m) {
+  using Table = std::vector<int32_t>;
+  py::class_<BlockManager>(m, "BlockManager")
+      .def(py::init<int, int, bool>(), "num_blocks"_a, "block_size"_a, "enable_prefix_caching"_a)
+      .def("num_free_blocks", &BlockManager::num_free_blocks)
+      .def("num_cached_blocks", &BlockManager::num_cached_blocks)
+      .def("ref_count", &BlockManager::ref_count, "block"_a)
+      .def("blocks_for", &BlockManager::blocks_for, "num_tokens"_a)
+      .def("match_prefix", [](BlockManager& b, const Table& tokens, int max_tokens) {
+        Table table;
+        uint64_t hash = 0;
+        const int n = b.match_prefix(tokens, max_tokens, table, hash);
+        return std::make_tuple(n, table, hash);
+      }, "tokens"_a, "max_tokens"_a, "(tokens matched, table, hash of its last block)")
+      .def("can_allocate", &BlockManager::can_allocate, "table"_a, "num_tokens"_a)
+      .def("allocate", [](BlockManager& b, Table table, int n) { b.allocate(table, n); return table; }, "table"_a, "num_tokens"_a)
+      .def("deallocate", [](BlockManager& b, Table table) { b.deallocate(table); return table; }, "table"_a)
+      .def("register_full_blocks", [](BlockManager& b, const Table& tokens, int num_computed, const Table& table,
+                                      int num_hashed, uint64_t last_hash) {
+        b.register_full_blocks(tokens, num_computed, table, num_hashed, last_hash);
+        return std::make_tuple(num_hashed, last_hash);
+      }, "tokens"_a, "num_computed_tokens"_a, "table"_a, "num_hashed_blocks"_a, "last_hash"_a);
+
+  py::class_<Request>(m, "Request")
+      .def(py::init([](Table prompt, int max_new_tokens) {
+        auto r = std::make_unique<Request>();
+        r->num_prompt_tokens = static_cast<int>(prompt.size());
+        r->tokens = std::move(prompt);
+        r->params.max_new_tokens = max_new_tokens;
+        r->max_total_tokens = r->num_prompt_tokens + max_new_tokens;
+        return r;
+      }), "prompt"_a, "max_new_tokens"_a)
+      .def_readwrite("id", &Request::id)
+      .def_readwrite("tokens", &Request::tokens)
+      .def_readonly("num_prompt_tokens", &Request::num_prompt_tokens)
+      .def_readwrite("num_computed_tokens", &Request::num_computed_tokens)
+      .def_readonly("block_table", &Request::block_table)
+      .def_readwrite("num_hashed_blocks", &Request::num_hashed_blocks)
+      .def_readwrite("last_block_hash", &Request::last_block_hash)
+      .def_readonly("num_cached_tokens", &Request::num_cached_tokens)
+      .def_readonly("num_preemptions", &Request::num_preemptions);
+
+  py::class_<Scheduler>(m, "Scheduler")
+      .def(py::init([](BlockManager& blocks, int max_batch_size, int max_num_batched_tokens) {
+        return std::make_unique<Scheduler>(SchedulerConfig{max_batch_size, max_num_batched_tokens}, blocks);
+      }), "blocks"_a, "max_batch_size"_a, "max_num_batched_tokens"_a, py::keep_alive<1, 2>())
+      .def("add", &Scheduler::add, "request"_a, py::keep_alive<1, 2>())
+      .def("schedule", [](Scheduler& s) {
+        std::vector<std::pair<Request*, int>> out;
+        for (const ScheduledSeq& q : s.schedule()) out.emplace_back(q.req, q.num_tokens);
+        return out;
+      }, py::return_value_policy::reference)
+      .def("remove", &Scheduler::remove, "request"_a)
+      .def("waiting", [](const Scheduler& s) { return std::vector<Request*>(s.waiting().begin(), s.waiting().end()); },
+           py::return_value_policy::reference)
+      .def("running", &Scheduler::running, py::return_value_policy::reference)
+      .def("num_preemptions", &Scheduler::num_preemptions);
+}
+
+}  // namespace
+}  // namespace lmrt
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "lmrt C++ core";
-  py::module_ k = m.def_submodule("kernels", "CPU kernels (for tests and benchmarks)");
-  bind_kernels(k);
-  bind_engine(m);
+  lmrt::bind_types(m);
+  lmrt::bind_engine(m);
+  py::module_ bookkeeping = m.def_submodule("bookkeeping", "the engine's block manager and scheduler (tests)");
+  lmrt::bind_bookkeeping(bookkeeping);
+  py::module_ kernels = m.def_submodule("kernels", "CPU kernels (tests and benchmarks)");
+  bind_kernels(kernels);
 }

@@ -7,27 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import AsyncIterator, Callable, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
-from lmrt import _core
-from lmrt.checkpoint import load_weights, num_parameters
-from lmrt.model_config import _read_json
-from lmrt.config import ConfigError, EngineConfig, GenerationConfig
-from lmrt._bf16 import bf16_bits_to_float32
+from lmrt import _core, resolve
+from lmrt.checkpoint import add_int8_lm_head, load_weights, num_parameters
+from lmrt.config import EngineConfig, GenerationConfig
 from lmrt.detokenizer import IncrementalDetokenizer, StopStringMatcher
-from lmrt.quant.int8_rows import quantize_rows_int8
+from lmrt.model_config import _read_json
 from lmrt.tokenizer import Tokenizer
 
 Messages = List[dict]
 Prompt = Union[str, Messages, Sequence[int]]
 
-_DEFAULT_MAX_NUM_BATCHED_TOKENS = 512
-_DEFAULT_CACHE_FRACTION = 0.10  # of available RAM, when cache_memory_gib is not given
 _POLL_S = 0.1  # get() wakes this often so Ctrl-C reaches a waiting caller
 
 
@@ -65,17 +60,6 @@ class PromptTooLongError(ValueError):
         super().__init__(msg)
 
 
-def _available_ram_bytes() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
-
-
 class Pipeline:
     """A loaded model and its engine. Thread-safe: many callers may stream at once."""
 
@@ -86,8 +70,9 @@ class Pipeline:
 
             model = default_model_w4_path()
         self.model_path = Path(model)
-        cfg = self.engine_config
-        self.spec, weights = load_weights(self.model_path, dtype=cfg.weight_dtype)  # a dir, or a .gguf file
+        # A dir, or a .gguf file; dense matrices in the configured dtype.
+        self.spec, weights = load_weights(self.model_path, dtype=resolve.weight_dtype(self.engine_config))
+        self.resolved = resolve.resolve(self.engine_config, self.spec, resolve.Machine.detect())
         if self.model_path.suffix == ".gguf":  # the GGUF's tokenizer and sampling settings, converted once
             from lmrt.default_model import gguf_tokenizer_dir
 
@@ -103,85 +88,17 @@ class Pipeline:
             _read_json(generation_json) if generation_json.is_file() else None)
         self.generation_defaults_source = str(generation_json) if generation_json.is_file() else None
         self.num_parameters = num_parameters(weights)
-        lm_head = cfg.lm_head_dtype
-        if lm_head == "auto":
-            lm_head = "int8" if self.spec.weight_format == "w4" else "dense"
-        if lm_head == "int8":
-            dense_head = weights.pop("lm_head", None)
-            if dense_head is None:  # tied: quantize a copy of the embedding; the lookup stays exact
-                dense_head = weights["embed_tokens"]
-            if dense_head.dtype == np.uint16:
-                dense_head = bf16_bits_to_float32(dense_head)
-            weights["lm_head.q"], weights["lm_head.scales"] = quantize_rows_int8(dense_head)
-        self.lm_head_dtype = lm_head
-        if cfg.session_len is not None and cfg.session_len > self.spec.max_position_embeddings:
-            raise ConfigError("session_len", cfg.session_len,
-                              f"must be <= the model's max_position_embeddings ({self.spec.max_position_embeddings})")
-        self.session_len = cfg.session_len or self.spec.max_position_embeddings
-        self.num_threads = cfg.num_threads or _core.kernels.physical_cores()
-        self.prefill_precision = cfg.prefill_precision
-        # The bf16 prefill's tile unit: the fastest this CPU has ('amx', then 'avx512bf16'), or the one
-        # LMRT_TILE_UNIT names ('model': the software model of AMX's instruction, any CPU, slow; tests).
-        self.tile_unit = os.environ.get("LMRT_TILE_UNIT") or _core.kernels.best_tile_unit()
-        if self.prefill_precision == "auto":
-            self.prefill_precision = "bf16" if self.tile_unit else "fp32"
-        if self.prefill_precision != "bf16":
-            self.tile_unit = None
-        bytes_per_block = _core.kv_bytes_per_block(self.spec.num_layers, cfg.block_size, self.spec.num_kv_heads,
-                                                   self.spec.head_dim, cfg.kv_dtype)
-        self.num_blocks = self._num_kv_blocks(bytes_per_block)
-        options = dict(
-            weight_dtype=cfg.weight_dtype, kv_dtype=cfg.kv_dtype, num_blocks=self.num_blocks,
-            block_size=cfg.block_size, max_batch_size=cfg.max_batch_size,
-            max_num_batched_tokens=cfg.max_num_batched_tokens or _DEFAULT_MAX_NUM_BATCHED_TOKENS,
-            num_threads=self.num_threads, session_len=self.session_len,
-            enable_prefix_caching=cfg.enable_prefix_caching,
-            prefill_tiles=self.prefill_precision == "bf16",
-            tile_unit=self.tile_unit or "model",
-        )
-        if self.prefill_precision == "bf16":
-            self._check_tile_unit()
-        self._engine = _core.Engine(self.spec.to_core_dict(), weights, options)
+        if self.resolved.lm_head_dtype == "int8":
+            add_int8_lm_head(weights)
+        self._engine = _core.Engine(self.spec.to_core(self.resolved.weight_dtype), weights,
+                                    self.resolved.engine_options())
         del weights
         tok_eos = tuple(self.tokenizer.eos_token_ids) if self.tokenizer else ()
         self._eos = tuple(dict.fromkeys(tuple(self.spec.eos_token_ids) + tok_eos))
 
-    def _check_tile_unit(self) -> None:
-        k = _core.kernels
-        if self.tile_unit is None:
-            raise ConfigError("prefill_precision", "bf16",
-                              "runs prefill on a bf16 tile unit, which this CPU (or OS) lacks: it needs AMX-BF16 "
-                              "(Intel Sapphire Rapids or later) or AVX512-BF16 (AMD Zen 4 or later, Intel Cooper "
-                              "Lake); use prefill_precision='fp32'")
-        have = {"amx": k.amx_available(), "avx512bf16": k.avx512bf16_available(), "model": True}
-        if self.tile_unit not in have:
-            raise ConfigError("LMRT_TILE_UNIT", self.tile_unit, "choose 'amx', 'avx512bf16' or 'model'")
-        if not have[self.tile_unit]:
-            raise ConfigError("LMRT_TILE_UNIT", self.tile_unit, "this CPU (or OS) lacks it; unset LMRT_TILE_UNIT "
-                              "to use the best unit here, or use prefill_precision='fp32'")
-
-    def _num_kv_blocks(self, bytes_per_block: int) -> int:
-        """cache_memory_gib when given; else what max_batch_size full sessions need, capped at
-        _DEFAULT_CACHE_FRACTION of the available RAM. self.kv_cache_sizing says which applied."""
-        cfg = self.engine_config
-        blocks_per_session = -(-self.session_len // cfg.block_size)
-        if cfg.cache_memory_gib is not None:
-            num = int(cfg.cache_memory_gib * 2**30) // bytes_per_block
-            if num < 1:
-                raise ConfigError("cache_memory_gib", cfg.cache_memory_gib,
-                                  f"holds no KV block: one block of {cfg.block_size} tokens takes {bytes_per_block} "
-                                  "bytes")
-            self.kv_cache_sizing = "set by cache_memory_gib"
-            return num
-        needed = blocks_per_session * cfg.max_batch_size
-        cap = int(_available_ram_bytes() * _DEFAULT_CACHE_FRACTION) // bytes_per_block
-        sessions = f"{cfg.max_batch_size} session{'s' if cfg.max_batch_size > 1 else ''} of {self.session_len:,} tokens"
-        if needed <= cap:
-            self.kv_cache_sizing = f"what {sessions} need{'s' if cfg.max_batch_size == 1 else ''}"
-            return needed
-        self.kv_cache_sizing = (f"{sessions} would need {needed * bytes_per_block / 2**30:.1f} GiB; capped at "
-                                f"{_DEFAULT_CACHE_FRACTION:.0%} of the available RAM")
-        return max(1, cap)
+    @property
+    def session_len(self) -> int:
+        return self.resolved.session_len
 
     @property
     def max_prompt_tokens(self) -> int:
@@ -217,26 +134,27 @@ class Pipeline:
             return [int(t) for t in prompt]
         raise TypeError("prompt must be a str, a list of {'role', 'content'} messages, or a list of token ids")
 
-    def _submit(self, ids: List[int], gen: GenerationConfig, **extra) -> int:
+    def _submit(self, ids: List[int], gen: GenerationConfig, prompt_logprobs: bool = False,
+                prompt_logits: bool = False) -> int:
         self.check_prompt_fits(len(ids), generating=gen.max_new_tokens > 0)
-        params = dict(
-            max_new_tokens=gen.max_new_tokens, min_new_tokens=gen.min_new_tokens, temperature=gen.temperature,
-            top_k=gen.top_k, top_p=gen.top_p, min_p=gen.min_p, repetition_penalty=gen.repetition_penalty,
-            seed=gen.seed, eos_token_ids=list(self._eos), stop_token_ids=list(gen.stop_token_ids),
-            ignore_eos=gen.ignore_eos, prompt_logprobs=False, prompt_logits=False,
-        )
-        params.update(extra)
-        return self._engine.submit(ids, params)
+        p = _core.RequestParams()
+        p.max_new_tokens, p.min_new_tokens = gen.max_new_tokens, gen.min_new_tokens
+        p.temperature, p.top_k, p.top_p, p.min_p = gen.temperature, gen.top_k, gen.top_p, gen.min_p
+        p.repetition_penalty, p.seed = gen.repetition_penalty, gen.seed
+        p.eos_token_ids, p.stop_token_ids, p.ignore_eos = list(self._eos), list(gen.stop_token_ids), gen.ignore_eos
+        p.prompt_logprobs, p.prompt_logits = prompt_logprobs, prompt_logits
+        return self._engine.submit(ids, p)
 
-    def _get(self, rid: int, on_prefill: Optional[Callable[[int, int], None]] = None) -> dict:
+    def _get(self, rid: int, on_prefill: Optional[Callable[[int, int], None]] = None):
+        """The next StreamChunk with news (tokens or the end); a failed request raises RequestError."""
         while True:
             chunk = self._engine.get(rid, _POLL_S)
-            if chunk["token_ids"] or chunk["finish_reason"] is not None:
-                if chunk["finish_reason"] == "error":
-                    raise RequestError(chunk["error"])
+            if chunk.token_ids or chunk.finish_reason is not None:
+                if chunk.finish_reason == "error":
+                    raise RequestError(chunk.error)
                 return chunk
             if on_prefill is not None:
-                on_prefill(chunk["num_prefilled_tokens"], chunk["num_prompt_tokens"])
+                on_prefill(chunk.num_prefilled_tokens, chunk.num_prompt_tokens)
 
     # ---- generation ----
     def stream(self, prompt: Prompt, gen_config: Optional[GenerationConfig] = None,
@@ -288,13 +206,12 @@ class Pipeline:
         if len(ids) < 2:
             raise ValueError("scoring needs at least 2 tokens")
         rid = self._submit(ids, GenerationConfig(max_new_tokens=0), prompt_logprobs=True)
-        chunk = self._get(rid)
-        return np.asarray(chunk["prompt_logprobs"], dtype=np.float32)
+        return np.asarray(self._get(rid).prompt_logprobs, dtype=np.float32)
 
     def get_logits(self, token_ids: Sequence[int]) -> np.ndarray:
         """Logits at every position of token_ids: float32 [len, vocab]."""
         rid = self._submit(self.encode_prompt(list(token_ids)), GenerationConfig(max_new_tokens=0), prompt_logits=True)
-        return self._get(rid)["prompt_logits"]
+        return self._get(rid).prompt_logits
 
     def get_ppl(self, token_ids: Union[Sequence[int], Sequence[Sequence[int]]]) -> Union[float, List[float]]:
         """Perplexity of one token sequence (a float) or of each of several (a list), as LMDeploy's get_ppl."""
@@ -304,21 +221,20 @@ class Pipeline:
 
     # ---- introspection and lifetime ----
     def stats(self) -> dict:
-        return self._engine.stats()
+        """The engine's counters (EngineStats, csrc/engine/engine.h) by their C++ names."""
+        s = self._engine.stats()
+        return {name: getattr(s, name) for name in dir(s) if not name.startswith("_")}
 
     def info(self) -> dict:
-        s = self._engine.stats()
+        s, r = self._engine.stats(), self.resolved
         return dict(
             model=str(self.model_path), architecture=self.spec.architecture, num_parameters=self.num_parameters,
-            weight_dtype=self.engine_config.weight_dtype, weight_format=self.spec.weight_format,
-            group_size=self.spec.group_size, lm_head_dtype=self.lm_head_dtype, kv_cache_dtype=self.engine_config.kv_dtype,
-            kv_capacity_tokens=self._engine.capacity_tokens(), block_size=self.engine_config.block_size,
-            num_threads=self.num_threads, kernel_isa=_core.kernels.active_isa(), session_len=self.session_len,
-            prefill_precision=self.prefill_precision,
-            tile_unit=self.tile_unit,
-            weights_bytes=s["weights_bytes"], kv_cache_bytes=s["kv_cache_bytes"], kv_cache_sizing=self.kv_cache_sizing,
-            max_batch_size=self.engine_config.max_batch_size,
-            sampling_defaults=self.generation_defaults.describe(),
+            weight_dtype=r.weight_dtype, weight_format=self.spec.weight_format, group_size=self.spec.group_size,
+            lm_head_dtype=r.lm_head_dtype, kv_cache_dtype=r.kv_dtype, kv_capacity_tokens=self._engine.capacity_tokens(),
+            block_size=r.block_size, num_threads=r.num_threads, kernel_isa=_core.kernels.active_isa(),
+            session_len=r.session_len, prefill_precision=r.prefill_precision, tile_unit=r.tile_unit,
+            weights_bytes=s.weights_bytes, kv_cache_bytes=s.kv_cache_bytes, kv_cache_sizing=r.kv_cache_sizing,
+            max_batch_size=r.max_batch_size, sampling_defaults=self.generation_defaults.describe(),
             sampling_defaults_source=self.generation_defaults_source,
         )
 
@@ -376,9 +292,9 @@ def _follow(pipe: Pipeline, rid: int, ids: List[int], gen: GenerationConfig, sta
     num_generated = 0
     while not state["finished"]:
         chunk = pipe._get(rid, on_prefill if num_generated == 0 else None)
-        new_ids = chunk["token_ids"]
+        new_ids = chunk.token_ids
         num_generated += len(new_ids)
-        reason = chunk["finish_reason"]
+        reason = chunk.finish_reason
         text = detok.step(new_ids) if detok else ""
         if detok and reason is not None:
             text += detok.flush()
@@ -391,7 +307,7 @@ def _follow(pipe: Pipeline, rid: int, ids: List[int], gen: GenerationConfig, sta
                 text += stops.flush()
         state["finished"] = reason is not None
         if text or new_ids or state["finished"]:
-            yield Response(text, list(new_ids), reason, len(ids), num_generated, chunk["num_cached_tokens"])
+            yield Response(text, list(new_ids), reason, len(ids), num_generated, chunk.num_cached_tokens)
 
 
 def pipeline(model: Optional[Union[str, Path]] = None, engine_config: Optional[EngineConfig] = None) -> Pipeline:

@@ -111,6 +111,19 @@ def load_weights(path: str | Path, dtype: str = "float32") -> tuple[ModelSpec, d
     return load_checkpoint(path, dtype=dtype)
 
 
+def add_int8_lm_head(tensors: dict[str, np.ndarray]) -> None:
+    """Replaces the output matrix by int8 rows with one scale each (``lm_head.q`` [V, H] int8, ``lm_head.scales``
+    [V] float32; lmrt/quant/int8_rows.py). A tied model quantizes a copy of the embedding: the lookup stays exact."""
+    from .quant.int8_rows import quantize_rows_int8
+
+    dense = tensors.pop("lm_head", None)
+    if dense is None:
+        dense = tensors["embed_tokens"]
+    if dense.dtype == np.uint16:
+        dense = bf16_bits_to_float32(dense)
+    tensors["lm_head.q"], tensors["lm_head.scales"] = quantize_rows_int8(dense)
+
+
 def num_parameters(tensors: dict[str, np.ndarray]) -> int:
     """Weights counted as parameters: a 4-bit linear counts its codes (two per byte), not its scales and mins."""
     total = 0

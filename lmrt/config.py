@@ -106,14 +106,6 @@ class EngineConfig:
               or (_is_int(self.max_num_batched_tokens) and self.max_num_batched_tokens >= 1),
               self, "max_num_batched_tokens", "must be an integer >= 1")
 
-    @property
-    def weight_dtype(self) -> str:
-        return "float32" if self.dtype == "auto" else self.dtype
-
-    @property
-    def kv_dtype(self) -> str:
-        return self.weight_dtype if self.kv_cache_dtype == "auto" else self.kv_cache_dtype
-
 
 @dataclass(frozen=True)
 class GenerationConfig:

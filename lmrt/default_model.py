@@ -50,7 +50,9 @@ _LAYER_TENSORS = {
 
 def cache_dir() -> Path:
     """``$LMRT_CACHE``, else ``~/.cache/lmrt``."""
-    return Path(os.environ.get("LMRT_CACHE") or Path.home() / ".cache" / "lmrt")
+    from . import env
+
+    return env.cache_dir()
 
 
 def default_model_gguf() -> Path:

@@ -254,24 +254,21 @@ class ModelSpec:
             return float(get_mscale(scaling.factor, scaling.mscale) / get_mscale(scaling.factor, scaling.mscale_all_dim))
         return get_mscale(scaling.factor)
 
-    def to_core_dict(self) -> dict[str, Any]:
-        """The fields the C++ core's model constructor takes."""
-        return {
-            "vocab_size": self.vocab_size,
-            "hidden_size": self.hidden_size,
-            "intermediate_size": self.intermediate_size,
-            "num_layers": self.num_layers,
-            "num_heads": self.num_heads,
-            "num_kv_heads": self.num_kv_heads,
-            "head_dim": self.head_dim,
-            "rms_norm_eps": self.rms_norm_eps,
-            "inv_freq": self.inv_freq(),  # float32 [head_dim / 2]
-            "attention_scaling": self.attention_scaling(),
-            "tie_word_embeddings": self.tie_word_embeddings,
-            "qkv_bias": self.qkv_bias,
-            "weight_format": self.weight_format,  # "dense" | "w4"
-            "group_size": self.group_size or 0,  # 0 when dense
-        }
+    def to_core(self, weight_dtype: str):
+        """The C++ core's ModelSpec (csrc/model/model_spec.h); ``weight_dtype`` is how the dense matrices are stored
+        ("float32" or "bfloat16")."""
+        from lmrt import _core
+
+        c = _core.ModelSpec()
+        c.vocab_size, c.hidden_size, c.intermediate_size = self.vocab_size, self.hidden_size, self.intermediate_size
+        c.num_layers, c.num_heads, c.num_kv_heads, c.head_dim = (self.num_layers, self.num_heads, self.num_kv_heads,
+                                                                 self.head_dim)
+        c.rms_norm_eps = self.rms_norm_eps
+        c.inv_freq = self.inv_freq().tolist()  # float32 [head_dim / 2]
+        c.attention_scaling = self.attention_scaling()
+        c.tie_word_embeddings, c.qkv_bias = self.tie_word_embeddings, self.qkv_bias
+        c.weight_dtype = _core.DType.__members__[weight_dtype]
+        return c
 
 
 @dataclass(frozen=True)

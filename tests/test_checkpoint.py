@@ -16,6 +16,7 @@ import transformers
 from conftest import LLAMA3_ROPE_SCALING, make_tiny_llama, make_tiny_qwen2
 from safetensors.numpy import load_file, save_file
 
+from lmrt import _core
 from lmrt._bf16 import bf16_bits_to_float32, float32_to_bf16_bits
 from lmrt.checkpoint import CheckpointError, load_checkpoint
 from lmrt.model_config import ModelSpec, UnsupportedModelError
@@ -116,14 +117,15 @@ def test_spec_fields_match_hf_config(tmp_path):
     assert spec.tie_word_embeddings and spec.qkv_bias
     assert spec.bos_token_id == 1
     assert spec.eos_token_ids == (2, 5)  # config's int merged with generation_config's list
-    core = spec.to_core_dict()
-    assert set(core) == {
-        "vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads",
-        "head_dim", "rms_norm_eps", "inv_freq", "attention_scaling", "tie_word_embeddings", "qkv_bias",
-        "weight_format", "group_size",
-    }  # fmt: skip
-    assert (core["weight_format"], core["group_size"]) == ("dense", 0)
-    assert core["inv_freq"].dtype == np.float32 and core["inv_freq"].shape == (spec.head_dim // 2,)
+    core = spec.to_core("bfloat16")  # the C++ core's typed ModelSpec
+    for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads",
+                 "head_dim", "tie_word_embeddings", "qkv_bias"):
+        assert getattr(core, name) == getattr(spec, name), name
+    assert core.rms_norm_eps == np.float32(spec.rms_norm_eps) and core.attention_scaling == spec.attention_scaling()
+    np.testing.assert_array_equal(np.asarray(core.inv_freq, np.float32), spec.inv_freq())
+    assert core.weight_dtype == _core.DType.bfloat16
+    with pytest.raises(AttributeError):  # a typed class: a misspelt field is an error, not a new key
+        core.num_layer = 3
 
 
 def test_tied_checkpoint_that_still_stores_lm_head(tmp_path):
@@ -321,7 +323,7 @@ def test_bf16_rounding_matches_torch_including_ties():
 def test_loading_does_not_import_torch(tiny_qwen2):
     code = (
         "import sys; from lmrt.checkpoint import load_checkpoint; import lmrt.default_model; "
-        f"spec, tensors = load_checkpoint({str(tiny_qwen2)!r}, dtype='bfloat16'); spec.to_core_dict(); "
+        f"spec, tensors = load_checkpoint({str(tiny_qwen2)!r}, dtype='bfloat16'); spec.inv_freq(); "
         "bad = [m for m in ('torch', 'transformers', 'gguf') if m in sys.modules]; assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1])))

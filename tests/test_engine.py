@@ -193,7 +193,7 @@ def test_batching_changes_nothing(sixteen):
 def test_preemption_changes_nothing(sixteen):
     path, prompts, alone = sixteen
     # 12 blocks of 16 tokens: the longest request (140 + 24 tokens) fits alone, 16 together cannot.
-    bytes_per_block = _core.kv_bytes_per_block(2, 16, 2, 16, "float32")
+    bytes_per_block = _core.kv_bytes_per_block(2, 16, 2, 16, _core.DType.float32)
     cfg = engine_config(cache_memory_gib=12 * bytes_per_block / 2**30)
     with lmrt.pipeline(path, cfg) as pipe:
         assert pipe.info()["kv_capacity_tokens"] == 12 * 16
@@ -228,9 +228,9 @@ def test_abort_and_the_others_keep_going(models):
         assert others == alone[1:]
         rid = pipe._submit(prompts[0], long_gen)
         pipe._engine.abort(rid)
-        while (chunk := pipe._engine.get(rid, 1.0))["finish_reason"] is None:
+        while (chunk := pipe._engine.get(rid, 1.0)).finish_reason is None:
             pass
-        assert chunk["finish_reason"] == "abort"
+        assert chunk.finish_reason == "abort"
         with pytest.raises(KeyError, match="unknown request id 123456"):
             pipe._engine.abort(123456)
         assert pipe(prompts[1], GREEDY).token_ids == alone[1]
@@ -256,7 +256,7 @@ def test_gil_is_released_while_generating(models):
         deadline = time.time() + 0.3
         while time.time() < deadline:  # Python keeps running while the engine thread computes
             ticks += 1
-        while pipe._engine.get(rid, 1.0)["finish_reason"] is None:
+        while pipe._engine.get(rid, 1.0).finish_reason is None:
             pass
         assert ticks > 1000
 
@@ -290,17 +290,13 @@ def test_bad_requests_are_refused_and_serving_goes_on(models):
         with pytest.raises(ValueError, match="no tokenizer.json"):
             pipe("text needs a tokenizer", GREEDY)
         with pytest.raises(ValueError, match="top_p must be in"):  # the core checks too, not only the config
-            pipe._engine.submit(ids, dict(pipe_params(), top_p=0.0))
+            params = _core.RequestParams()
+            params.max_new_tokens, params.top_p = 4, 0.0
+            pipe._engine.submit(ids, params)
         assert pipe(ids, GREEDY).token_ids == expected
         # A request reaching session_len ends with "length".
         out = pipe(prompt(50, seed=14), lmrt.GenerationConfig(max_new_tokens=100, ignore_eos=True))
         assert out.finish_reason == "length" and len(out.token_ids) == 64 - 50
-
-
-def pipe_params():
-    return dict(max_new_tokens=4, min_new_tokens=0, temperature=0.0, top_k=0, top_p=1.0, min_p=0.0,
-                repetition_penalty=1.0, seed=None, eos_token_ids=[], stop_token_ids=[], ignore_eos=False,
-                prompt_logprobs=False, prompt_logits=False)
 
 
 @pytest.mark.parametrize("kw, match", [

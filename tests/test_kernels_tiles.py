@@ -1,5 +1,5 @@
 """The bf16 tile paths (prefill_precision="bf16"): the tile GEMM (linear_bf16_tiles: x and w rounded to
-bf16, products summed in fp32) and prefill attention on tiles (paged_attention(tiles=...): flash
+bf16, products summed in fp32) and prefill attention on tiles (paged_attention(tile_unit=...): flash
 attention, q/K/V and the softmax probabilities rounded to bf16).
 
 Three tile units, each checked against float64 on the same bf16-rounded inputs: the software model of
@@ -50,7 +50,7 @@ def test_matches_float64_on_bf16_inputs(unit, M, K_, N, with_bias):
     x = rng.standard_normal((M, K_)).astype(np.float32)
     w = (rng.standard_normal((N, K_)) / np.sqrt(K_)).astype(np.float32)
     bias = rng.standard_normal(N).astype(np.float32) if with_bias else None
-    y = K.linear_bf16_tiles(x, w, bias, tiles=unit)
+    y = K.linear_bf16_tiles(x, w, bias, tile_unit=unit)
     xr = _bf16.bf16_bits_to_float32(_bf16.float32_to_bf16_bits(x)).astype(np.float64)
     wr = _bf16.bf16_bits_to_float32(_bf16.float32_to_bf16_bits(w)).astype(np.float64)
     ref = xr @ wr.T + (0 if bias is None else bias.astype(np.float64))
@@ -66,7 +66,7 @@ def test_add_mode_accumulates_into_y(unit, M, K_, N):
     w = (rng.standard_normal((N, K_)) / np.sqrt(K_)).astype(np.float32)
     y0 = rng.standard_normal((M, N)).astype(np.float32)
     for bias in (None, rng.standard_normal(N).astype(np.float32)):
-        y = K.linear_bf16_tiles(x, w, bias, tiles=unit, mode="add", y0=y0)
+        y = K.linear_bf16_tiles(x, w, bias, tile_unit=unit, mode="add", y0=y0)
         xr = _bf16.bf16_bits_to_float32(_bf16.float32_to_bf16_bits(x)).astype(np.float64)
         wr = _bf16.bf16_bits_to_float32(_bf16.float32_to_bf16_bits(w)).astype(np.float64)
         ref = y0 + xr @ wr.T + (0 if bias is None else bias)
@@ -80,7 +80,7 @@ def test_silu_mul_mode_pairs_gates_with_their_ups(unit, isa, M, K_, N):
     rng = np.random.default_rng(M * 7 + N)
     x = rng.standard_normal((M, K_)).astype(np.float32)
     w = (rng.standard_normal((N, K_)) / np.sqrt(K_)).astype(np.float32)
-    act = K.linear_bf16_tiles(x, w, tiles=unit, mode="silu_mul")
+    act = _bf16.bf16_bits_to_float32(K.linear_bf16_tiles(x, w, tile_unit=unit, mode="silu_mul"))  # bf16 bits
     xr = _bf16.bf16_bits_to_float32(_bf16.float32_to_bf16_bits(x)).astype(np.float64)
     wr = _bf16.bf16_bits_to_float32(_bf16.float32_to_bf16_bits(w)).astype(np.float64)
     c = xr @ wr.T
@@ -92,7 +92,7 @@ def test_silu_mul_mode_pairs_gates_with_their_ups(unit, isa, M, K_, N):
     assert act.shape == (M, N // 2)
     assert (np.abs(act - ref) <= err_in + 2.0**-8 * np.abs(ref) + 1e-30).all()
     with pytest.raises(ValueError, match="multiple of 64"):
-        K.linear_bf16_tiles(x, w[:32], tiles=unit, mode="silu_mul")
+        K.linear_bf16_tiles(x, w[:32], tile_unit=unit, mode="silu_mul")
 
 
 def pack_w4_codes(codes):
@@ -113,7 +113,7 @@ def test_w4_weights_on_tiles(unit, isa, M, K_, N, g):
     mins = rng.uniform(-0.4, 0.0, size=(N, K_ // g)).astype(np.float32)
     x = rng.standard_normal((M, K_)).astype(np.float32)
     bias = rng.standard_normal(N).astype(np.float32)
-    y = K.linear_w4(x, pack_w4_codes(codes), scales, mins, g, bias, num_threads=2, tiles=unit)
+    y = K.linear_w4(x, pack_w4_codes(codes), scales, mins, g, bias, num_threads=2, tile_unit=unit)
     rep = lambda a: np.repeat(a, g, axis=1)  # noqa: E731
     w32 = (codes.astype(np.float32) * rep(scales) + rep(mins)).astype(np.float32)  # fma vs mul+add: within 1 ulp
     wr = _bf16.bf16_bits_to_float32(_bf16.float32_to_bf16_bits(w32)).astype(np.float64)
@@ -124,7 +124,7 @@ def test_w4_weights_on_tiles(unit, isa, M, K_, N, g):
     assert (np.abs(y - ref) <= bound).all()
     from kernel_paths import with_isa
     base = with_isa("scalar", lambda: K.linear_w4(x, pack_w4_codes(codes), scales, mins, g, bias, num_threads=2,
-                                                  tiles=unit))
+                                                  tile_unit=unit))
     assert_bits_equal(y, base, f"{isa} packer vs scalar")
 
 
@@ -137,25 +137,25 @@ def test_int8_weights_on_tiles(unit, isa, M, K_, N):
     q = rng.integers(-127, 128, size=(N, K_), dtype=np.int8)
     scales = rng.uniform(1e-3, 2e-2, size=N).astype(np.float32)
     x = rng.standard_normal((M, K_)).astype(np.float32)
-    y = K.linear_i8(x, q, scales, num_threads=2, tiles=unit)
+    y = K.linear_i8(x, q, scales, num_threads=2, tile_unit=unit)
     xr = bf16_round(x).astype(np.float64)
     qd = q.astype(np.float64)
     ref = (xr @ qd.T) * scales.astype(np.float64)
     bound = fp32_sum_bound(xr, qd, None) * scales + 2 * 2.0**-24 * np.abs(ref)
     assert (np.abs(y - ref) <= bound).all()
     from kernel_paths import with_isa
-    base = with_isa("scalar", lambda: K.linear_i8(x, q, scales, num_threads=2, tiles=unit))
+    base = with_isa("scalar", lambda: K.linear_i8(x, q, scales, num_threads=2, tile_unit=unit))
     assert_bits_equal(y, base, f"{isa} int8 widening vs scalar")
     with pytest.raises(ValueError, match="no bias"):
-        K.linear_i8(x, q, scales, np.zeros(N, np.float32), tiles=unit)
+        K.linear_i8(x, q, scales, np.zeros(N, np.float32), tile_unit=unit)
 
 
 def test_bf16_weights_equal_rounded_fp32_weights(unit):
     rng = np.random.default_rng(7)
     x = rng.standard_normal((20, 64)).astype(np.float32)
     w = rng.standard_normal((48, 64)).astype(np.float32)
-    a = K.linear_bf16_tiles(x, w, tiles=unit)
-    b = K.linear_bf16_tiles(x, _bf16.float32_to_bf16_bits(w), wdtype="bf16", tiles=unit)
+    a = K.linear_bf16_tiles(x, w, tile_unit=unit)
+    b = K.linear_bf16_tiles(x, _bf16.float32_to_bf16_bits(w), wdtype="bf16", tile_unit=unit)
     assert_bits_equal(a, b, "bf16 weights vs the same weights given as fp32")
 
 
@@ -164,18 +164,18 @@ def test_threads_change_no_bit(unit, threads):
     rng = np.random.default_rng(threads)
     x = rng.standard_normal((100, 576)).astype(np.float32)
     w = rng.standard_normal((200, 576)).astype(np.float32)
-    one = K.linear_bf16_tiles(x, w, tiles=unit)
-    assert_bits_equal(K.linear_bf16_tiles(x, w, num_threads=threads, tiles=unit), one, f"{threads} threads vs 1")
+    one = K.linear_bf16_tiles(x, w, tile_unit=unit)
+    assert_bits_equal(K.linear_bf16_tiles(x, w, num_threads=threads, tile_unit=unit), one, f"{threads} threads vs 1")
 
 
 @pytest.mark.parametrize("missing", ["amx", "avx512bf16"])
 def test_a_missing_unit_is_refused_with_the_way_out(missing):
     if unit_available(missing):
         pytest.skip(f"this CPU has {missing}: the refusal cannot be shown")
-    with pytest.raises(ValueError, match="tiles='model'"):
-        K.linear_bf16_tiles(np.ones((2, 32), np.float32), np.ones((16, 32), np.float32), tiles=missing)
-    with pytest.raises(ValueError, match="tiles must be"):
-        K.linear_bf16_tiles(np.ones((2, 32), np.float32), np.ones((16, 32), np.float32), tiles="fast")
+    with pytest.raises(ValueError, match="tile_unit='model'"):
+        K.linear_bf16_tiles(np.ones((2, 32), np.float32), np.ones((16, 32), np.float32), tile_unit=missing)
+    with pytest.raises(ValueError, match="tile_unit must be"):
+        K.linear_bf16_tiles(np.ones((2, 32), np.float32), np.ones((16, 32), np.float32), tile_unit="fast")
 
 
 # ---------------------------------------------------------------- attention on tiles
@@ -209,9 +209,10 @@ def build_tile_case(n_heads, n_kv, hd, bs, dtype, seed=0):
     return c, seqs
 
 
-def run_tiles(c, seqs, n_heads, scale, threads, tiles, min_rows=32):
+def run_tiles(c, seqs, n_heads, scale, threads, tile_unit, min_rows=32):
+    """tile_unit None: the exact path."""
     return K.paged_attention([s[0] for s in seqs], c.k, c.v, [s[1] for s in seqs], [s[2] for s in seqs], n_heads,
-                             c.n_kv, c.hd, c.bs, scale, c.dtype, threads, tiles=tiles, min_rows=min_rows)
+                             c.n_kv, c.hd, c.bs, scale, c.dtype, threads, tile_unit=tile_unit, min_rows=min_rows)
 
 
 @pytest.mark.parametrize("dtype", ["f32", "bf16"])
@@ -220,7 +221,7 @@ def test_attention_tiles_match_float64(unit, isa, n_heads, n_kv, hd, bs, dtype):
     c, seqs = build_tile_case(n_heads, n_kv, hd, bs, dtype)
     scale = hd**-0.5
     outs = run_tiles(c, seqs, n_heads, scale, 2, unit)
-    exact = run_tiles(c, seqs, n_heads, scale, 2, "off")
+    exact = run_tiles(c, seqs, n_heads, scale, 2, None)
     for (q, table, pos, k, v), out, ex in zip(seqs, outs, exact):
         if len(pos) < 32:  # fewer rows than min_rows: the exact path, bit for bit
             assert_bits_equal(out, ex, f"{len(pos)}-row sequence")
@@ -247,11 +248,11 @@ def test_attention_tiles_threads_and_batch_change_no_bit(unit):
 def test_attention_tiles_min_rows_and_validation(unit):
     n_heads, n_kv, hd, bs = 4, 2, 32, 16
     c, seqs = build_tile_case(n_heads, n_kv, hd, bs, "f32", seed=2)
-    exact = run_tiles(c, seqs, n_heads, 0.2, 1, "off")
+    exact = run_tiles(c, seqs, n_heads, 0.2, 1, None)
     # min_rows above every sequence's row count: everything takes the exact path.
     for a, b in zip(run_tiles(c, seqs, n_heads, 0.2, 1, unit, min_rows=1000), exact):
         assert_bits_equal(a, b, "min_rows=1000")
-    with pytest.raises(ValueError, match="tiles must be"):
+    with pytest.raises(ValueError, match="tile_unit must be"):
         run_tiles(c, seqs, n_heads, 0.2, 1, "fast")
 
 
@@ -260,5 +261,5 @@ def test_attention_tiles_on_a_missing_unit_the_error_names_the_way_out(missing):
     if unit_available(missing):
         pytest.skip(f"this CPU has {missing}: the refusal cannot be shown")
     c, seqs = build_tile_case(4, 2, 32, 16, "f32")
-    with pytest.raises(ValueError, match="tiles='model'"):
+    with pytest.raises(ValueError, match="tile_unit='model'"):
         run_tiles(c, seqs, 4, 0.2, 1, missing)

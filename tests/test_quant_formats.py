@@ -269,7 +269,6 @@ def test_awq_checkpoint_loads_to_its_dequantisation(tmp_path, g):
     assert (spec.weight_format, spec.group_size) == ("w4", g)
     _, dense = load_checkpoint(dense_dir)
     assert num_parameters(tensors) == num_parameters(dense) == sum(a.size for a in dense.values())
-    assert spec.to_core_dict()["weight_format"] == "w4" and spec.to_core_dict()["group_size"] == g
     _, dense = load_checkpoint(dense_dir)
     for i in range(spec.num_layers):
         p = f"model.layers.{i}."

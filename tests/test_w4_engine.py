@@ -145,9 +145,9 @@ def test_prefill_progress_is_reported_while_a_long_prompt_runs():
         seen = []
         while True:
             chunk = pipe._engine.get(rid, 0.002)
-            assert chunk["num_prompt_tokens"] == 1024
-            seen.append(chunk["num_prefilled_tokens"])
-            if chunk["finish_reason"] is not None:
+            assert chunk.num_prompt_tokens == 1024
+            seen.append(chunk.num_prefilled_tokens)
+            if chunk.finish_reason is not None:
                 break
     assert seen == sorted(seen) and seen[-1] == 1024  # no preemption here: it only climbs
     between = sorted(set(seen) - {0, 1024})

@@ -8,20 +8,32 @@
 
 namespace lmrt {
 
+const EngineOptions& Engine::check(const EngineOptions& o) {
+  auto need = [](bool ok, const char* what) {
+    if (!ok) throw std::invalid_argument(std::string("EngineOptions: ") + what);
+  };
+  need(o.num_blocks >= 1, "num_blocks must be >= 1");
+  need(o.block_size >= 1, "block_size must be >= 1");
+  need(o.max_batch_size >= 1, "max_batch_size must be >= 1");
+  need(o.max_num_batched_tokens >= 1, "max_num_batched_tokens must be >= 1");
+  need(o.num_threads >= 1, "num_threads must be >= 1");
+  need(o.session_len >= 2, "session_len must be >= 2");
+  return o;
+}
+
 Engine::Engine(ModelSpec spec, Weights weights, EngineOptions options)
-    : options_(options),
+    : options_(check(options)),
       model_(std::move(spec), std::move(weights)),
       kv_(model_.spec().num_layers, options.num_blocks, options.block_size, model_.spec().num_kv_heads,
           model_.spec().head_dim, options.kv_dtype),
       blocks_(options.num_blocks, options.block_size, options.enable_prefix_caching),
       scheduler_(SchedulerConfig{options.max_batch_size, options.max_num_batched_tokens}, blocks_),
-      pool_(std::max(1, options.num_threads)) {
-  if (options_.session_len <= 1) throw std::invalid_argument("session_len must be at least 2");
-  if (options_.prefill_tiles) {
-    if (!cpu::tile_impl_available(options_.tile_unit))
-      throw std::invalid_argument(std::string("bf16 prefill on the '") + cpu::tile_impl_name(options_.tile_unit) +
+      pool_(options.num_threads) {
+  if (options_.prefill_precision == PrefillPrecision::BF16) {
+    if (!cpu::tile_unit_available(options_.tile_unit))
+      throw std::invalid_argument(std::string("bf16 prefill on the '") + cpu::tile_unit_name(options_.tile_unit) +
                                   "' tile unit, which this CPU (or OS, or build) lacks: use fp32 prefill");
-    model_.enable_tiles(options_.tile_unit);
+    model_.enable_bf16_prefill(options_.tile_unit);
   }
   thread_ = std::thread([this] { loop(); });
 }
@@ -153,7 +165,7 @@ EngineStats Engine::stats() {
   std::lock_guard<std::mutex> lk(mu_);
   return EngineStats{scheduler_.num_running(), scheduler_.num_waiting(), blocks_.num_free_blocks(),
                      blocks_.num_blocks(), blocks_.block_size(), num_steps_, scheduler_.num_preemptions(),
-                     scheduler_.prefix_hit_tokens(), scheduler_.prefix_query_tokens(), num_prefill_tokens_,
+                     scheduler_.prefix_cache_hit_tokens(), scheduler_.prefix_cache_query_tokens(), num_prefill_tokens_,
                      num_decode_tokens_, kv_.bytes(), model_.weights().bytes(), pool_.late_workers(),
                      pool_.narrow_jobs()};
 }

@@ -23,17 +23,23 @@
 
 namespace lmrt {
 
+// How prompt chunks run: exact fp32 everywhere, or bf16 on a tile unit for batches of 32+ rows
+// (LlamaModel::enable_bf16_prefill; decode stays exact).
+enum class PrefillPrecision { FP32, BF16 };
+
+// Every value concrete and chosen by the caller (lmrt/resolve.py): the engine has no defaults of its
+// own and refuses values out of range (Engine::Engine).
 struct EngineOptions {
-  int num_blocks = 0;
-  int block_size = 64;
+  int num_blocks = 0;              // KV blocks in the pool
+  int block_size = 0;              // tokens per KV block
   cpu::DType kv_dtype = cpu::DType::F32;
-  int max_batch_size = 16;
-  int max_num_batched_tokens = 512;
-  int num_threads = 1;
-  int session_len = 4096;  // prompt + generated tokens per request at most
-  bool enable_prefix_caching = true;
-  bool prefill_tiles = false;                         // prefill in bf16 on tiles (LlamaModel::enable_tiles)
-  cpu::TileImpl tile_unit = cpu::TileImpl::Model;     // ... on this unit (checked available)
+  int max_batch_size = 0;          // running requests at most
+  int max_num_batched_tokens = 0;  // rows per forward step at most
+  int num_threads = 0;             // kernel threads, the engine's loop thread included
+  int session_len = 0;             // prompt + generated tokens per request at most
+  bool enable_prefix_caching = false;
+  PrefillPrecision prefill_precision = PrefillPrecision::FP32;
+  cpu::TileUnit tile_unit = cpu::TileUnit::Model;  // runs bf16 prefill (checked available)
 };
 
 // What get() hands back: tokens sampled since the previous call, and the end.
@@ -51,7 +57,7 @@ struct StreamChunk {
 
 struct EngineStats {
   int num_running, num_waiting, num_free_blocks, num_blocks, block_size;
-  int64_t num_steps, num_preemptions, prefix_hit_tokens, prefix_query_tokens, num_prefill_tokens,
+  int64_t num_steps, num_preemptions, prefix_cache_hit_tokens, prefix_cache_query_tokens, num_prefill_tokens,
       num_decode_tokens;
   size_t kv_cache_bytes, weights_bytes;
   int64_t pool_late_workers, pool_narrow_jobs;  // cpu::ThreadPool: contention seen, and its cost
@@ -66,6 +72,8 @@ class Engine {
  public:
   Engine(ModelSpec spec, Weights weights, EngineOptions options);
   ~Engine();
+  // Throws std::invalid_argument naming the first option out of range; returns o.
+  static const EngineOptions& check(const EngineOptions& o);
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 

@@ -19,7 +19,7 @@ struct SamplingParams {
 };
 
 struct RequestParams {
-  int max_new_tokens = 256;
+  int max_new_tokens = 0;
   int min_new_tokens = 0;
   SamplingParams sampling;
   std::vector<int32_t> eos_token_ids;   // stop unless ignore_eos

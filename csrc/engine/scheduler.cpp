@@ -59,8 +59,8 @@ bool Scheduler::try_admit(Request* r, int& budget, std::vector<ScheduledSeq>& ou
     r->num_hashed_blocks = matched / blocks_.block_size();
     if (r->num_preemptions == 0) {
       r->num_cached_tokens = matched;
-      prefix_hit_tokens_ += matched;
-      prefix_query_tokens_ += r->num_tokens();
+      prefix_cache_hit_tokens_ += matched;
+      prefix_cache_query_tokens_ += r->num_tokens();
     }
   }
   const int n = std::min(r->num_uncomputed(), budget);

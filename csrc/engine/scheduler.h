@@ -13,8 +13,8 @@
 namespace lmrt {
 
 struct SchedulerConfig {
-  int max_batch_size = 16;            // running requests at most
-  int max_num_batched_tokens = 512;   // rows per forward at most
+  int max_batch_size;          // running requests at most
+  int max_num_batched_tokens;  // rows per forward at most
 };
 
 // Computes tokens [req->num_computed_tokens, + num_tokens) of req this step.
@@ -34,11 +34,13 @@ class Scheduler {
   void remove(Request* r);
 
   bool empty() const { return waiting_.empty() && running_.empty(); }
+  const std::deque<Request*>& waiting() const { return waiting_; }
+  const std::vector<Request*>& running() const { return running_; }
   int num_waiting() const { return static_cast<int>(waiting_.size()); }
   int num_running() const { return static_cast<int>(running_.size()); }
   int64_t num_preemptions() const { return num_preemptions_; }
-  int64_t prefix_hit_tokens() const { return prefix_hit_tokens_; }
-  int64_t prefix_query_tokens() const { return prefix_query_tokens_; }
+  int64_t prefix_cache_hit_tokens() const { return prefix_cache_hit_tokens_; }
+  int64_t prefix_cache_query_tokens() const { return prefix_cache_query_tokens_; }
 
  private:
   bool try_schedule_running(Request* r, int& budget, std::vector<ScheduledSeq>& out);
@@ -50,8 +52,8 @@ class Scheduler {
   std::deque<Request*> waiting_;
   std::vector<Request*> running_;  // admission order: the back is the newest
   int64_t num_preemptions_ = 0;
-  int64_t prefix_hit_tokens_ = 0;
-  int64_t prefix_query_tokens_ = 0;
+  int64_t prefix_cache_hit_tokens_ = 0;
+  int64_t prefix_cache_query_tokens_ = 0;
 };
 
 }  // namespace lmrt

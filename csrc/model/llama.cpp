@@ -20,9 +20,9 @@ LlamaModel::LlamaModel(ModelSpec spec, Weights weights) : spec_(std::move(spec))
   spec_.validate();
 }
 
-void LlamaModel::enable_tiles(cpu::TileImpl unit) {
+void LlamaModel::enable_bf16_prefill(cpu::TileUnit unit) {
   gate_up_paired_ = spec_.intermediate_size % 32 == 0;
-  tiles_ = true;
+  bf16_prefill_ = true;
   tile_unit_ = unit;
 }
 
@@ -36,7 +36,7 @@ void LlamaModel::reserve(int64_t T, int64_t R) {
   act_.reserve(T * I * 4);
   sel_.reserve(R * H * 4);
   logits_.reserve(R * static_cast<int64_t>(spec_.vocab_size) * 4);
-  if (tiles_ && T >= kTilesMinRows) {
+  if (bf16_prefill_ && T >= kTilesMinRows) {
     tiles_x_.reserve(cpu::bf16_tiles_x_size(T, std::max<int64_t>(H, spec_.q_dim())) * sizeof(uint16_t));
     tiles_act_.reserve(cpu::bf16_tiles_x_size(T, I) * sizeof(uint16_t));
   }
@@ -61,7 +61,7 @@ const float* LlamaModel::forward(const Batch& batch, KVCache& kv, cpu::ThreadPoo
   }
 
   cpu::embedding(weights_.embed.data.data(), weights_.embed.dtype, H, batch.tokens.data(), T, x, H);
-  const bool tiles = tiles_ && T >= kTilesMinRows;
+  const bool tiles = bf16_prefill_ && T >= kTilesMinRows;
   for (int l = 0; l < spec_.num_layers; ++l) {
     if (tiles) layer_tiles(l, batch, kv.layer(l), pool);
     else layer(l, batch, kv.layer(l), pool);
@@ -73,11 +73,9 @@ const float* LlamaModel::forward(const Batch& batch, KVCache& kv, cpu::ThreadPoo
     if (row < 0 || row >= T) throw std::logic_error("forward: logit row outside the batch");
     cpu::rmsnorm(x + row * H, 1, H, H, weights_.norm.data(), spec_.rms_norm_eps, sel + r * H, H);
   }
-  if (tiles_ && R >= kTilesMinRows) {  // many logit rows (get_logits, perplexity): the output matrix on tiles
-    uint16_t* xb = tiles_x_.data<uint16_t>();  // reserved for T >= R rows
-    cpu::bf16_tiles_input(pool, sel, R, H, H, xb);
-    cpu::linear_bf16_tiles_in(pool, xb, R, H, tile_weights(weights_.output_matrix(), false), V, nullptr,
-                              cpu::TileOut::Store, logits_.data<float>(), V, tile_unit_);
+  if (bf16_prefill_ && R >= kTilesMinRows) {  // many logit rows (get_logits, perplexity): the output matrix on tiles
+    cpu::linear_bf16_tiles(pool, sel, R, H, H, tile_weights(weights_.output_matrix(), false), V, nullptr,
+                           cpu::TileOut::Store, logits_.data<float>(), V, tile_unit_, tiles_x_);
   } else {
     apply_linear(pool, weights_.output_matrix(), sel, R, H, nullptr, logits_.data<float>(), V);
   }
@@ -135,7 +133,7 @@ void LlamaModel::layer_tiles(int l, const Batch& batch, const cpu::KVLayer& cach
   const LayerWeights& w = weights_.layers[l];
   const int64_t T = batch.num_tokens(), H = spec_.hidden_size, I = spec_.intermediate_size, Q = spec_.q_dim();
   const float eps = spec_.rms_norm_eps;
-  const cpu::TileImpl em = tile_unit_;
+  const cpu::TileUnit em = tile_unit_;
   float* x = x_.data<float>();
   float* h = h_.data<float>();
   uint16_t* xb = tiles_x_.data<uint16_t>();

@@ -26,7 +26,7 @@ class LlamaModel {
   // prompt's attention on the tile unit `unit`: AMX, AVX512-BF16, or the software model), and so does
   // the output matrix when 32+ rows need logits (get_logits, perplexity); generation's few logit rows
   // stay exact.
-  void enable_tiles(cpu::TileImpl unit);
+  void enable_bf16_prefill(cpu::TileUnit unit);
 
   const ModelSpec& spec() const { return spec_; }
   const Weights& weights() const { return weights_; }
@@ -51,9 +51,9 @@ class LlamaModel {
   Buffer sel_;     // [R, H] final hidden rows that need logits
   Buffer logits_;  // [R, V]
   std::vector<cpu::AttnSeq> attn_seqs_;  // [num_seqs]
-  // The tile path (enable_tiles):
-  bool tiles_ = false;
-  cpu::TileImpl tile_unit_ = cpu::TileImpl::Model;
+  // The tile path (enable_bf16_prefill):
+  bool bf16_prefill_ = false;
+  cpu::TileUnit tile_unit_ = cpu::TileUnit::Model;
   bool gate_up_paired_ = false;  // gate_up read with pair_halves: its product ends in silu_mul
   Buffer tiles_x_;     // [bf16_tiles_x_size(T, max(H, q_dim))] uint16: a product's input as bf16
   Buffer tiles_act_;   // [bf16_tiles_x_size(T, I)] uint16: silu(gate) * up as bf16, down's input

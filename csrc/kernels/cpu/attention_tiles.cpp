@@ -159,7 +159,7 @@ AccUpdateFn acc_update_fn() {
 }
 
 void paged_attention_tiles(ThreadPool& pool, const KVLayer& kv, const AttnSeq* seqs, int64_t num_seqs, int n_heads,
-                           float scale, int64_t min_rows, TileImpl tiles, Buffer& scratch) {
+                           float scale, int64_t min_rows, TileUnit tile_unit, Buffer& scratch) {
   const int64_t hdp = round_up(kv.head_dim, 32);
   std::vector<AttnSeq> exact;  // sequences with few rows: the exact per-row path
   std::vector<TileSeq> tiled;
@@ -178,7 +178,7 @@ void paged_attention_tiles(ThreadPool& pool, const KVLayer& kv, const AttnSeq* s
   }
   if (!exact.empty()) paged_attention(pool, kv, exact.data(), static_cast<int64_t>(exact.size()), n_heads, scale);
   if (tiled.empty()) return;
-  const TileUnit unit(tiles, "paged_attention_tiles");
+  const TileRunner unit(tile_unit, "paged_attention_tiles");
   const TileBlockFn block = unit.block();
   const ToBf16Fn to_bf16 = to_bf16_fn();
   const SoftmaxChunkFn softmax = softmax_chunk_fn();

@@ -1,5 +1,5 @@
 // linear_bf16_tiles_in: the bf16 GEMM's packing, blocking and threading (baseline-compiled), the tile
-// unit's software model (scalar::bf16_tile_block), and TileUnit (tiles.h). The units themselves are
+// unit's software model (scalar::bf16_tile_block), and TileRunner (tiles.h). The units themselves are
 // in linear_bf16_amx.cpp (AMX tiles) and linear_bf16_avx512bf16.cpp (VDPBF16PS).
 //
 // Blocking: C is computed in 32 x 32 blocks (2 x 2 tiles of 16 x 16 fp32): for each 32-wide
@@ -92,59 +92,59 @@ bool avx512bf16_available() {
 #endif
 }
 
-const char* tile_impl_name(TileImpl t) {
+const char* tile_unit_name(TileUnit t) {
   switch (t) {
-    case TileImpl::Amx:
+    case TileUnit::Amx:
       return "amx";
-    case TileImpl::Avx512Bf16:
+    case TileUnit::Avx512Bf16:
       return "avx512bf16";
     default:
       return "model";
   }
 }
 
-bool tile_impl_available(TileImpl t) {
+bool tile_unit_available(TileUnit t) {
   switch (t) {
-    case TileImpl::Amx:
+    case TileUnit::Amx:
       return amx_available();
-    case TileImpl::Avx512Bf16:
+    case TileUnit::Avx512Bf16:
       return avx512bf16_available();
     default:
       return true;
   }
 }
 
-bool best_tile_impl(TileImpl* out) {
-  for (TileImpl t : {TileImpl::Amx, TileImpl::Avx512Bf16})
-    if (tile_impl_available(t)) {
+bool best_tile_unit(TileUnit* out) {
+  for (TileUnit t : {TileUnit::Amx, TileUnit::Avx512Bf16})
+    if (tile_unit_available(t)) {
       *out = t;
       return true;
     }
   return false;
 }
 
-TileUnit::TileUnit(TileImpl impl, const char* op) : impl_(impl), block_(scalar::bf16_tile_block) {
-  if (!tile_impl_available(impl))
+TileRunner::TileRunner(TileUnit impl, const char* op) : impl_(impl), block_(scalar::bf16_tile_block) {
+  if (!tile_unit_available(impl))
     throw std::runtime_error(std::string(op) + ": this CPU (or OS, or build) has no " +
-                             (impl == TileImpl::Amx ? "AMX-BF16" : "AVX512-BF16") +
+                             (impl == TileUnit::Amx ? "AMX-BF16" : "AVX512-BF16") +
                              "; use the fp32 path or another tile unit");
 #ifdef LMRT_HAVE_AVX512BF16
-  if (impl == TileImpl::Avx512Bf16) block_ = avx512bf16::bf16_block;
+  if (impl == TileUnit::Avx512Bf16) block_ = avx512bf16::bf16_block;
 #endif
 #ifdef LMRT_HAVE_AMX
-  if (impl == TileImpl::Amx) block_ = amx::bf16_block;
+  if (impl == TileUnit::Amx) block_ = amx::bf16_block;
 #endif
 }
 
-void TileUnit::begin() const {
+void TileRunner::begin() const {
 #if defined(LMRT_X86) && defined(LMRT_HAVE_AMX)
-  if (impl_ == TileImpl::Amx) amx::configure_tiles();
+  if (impl_ == TileUnit::Amx) amx::configure_tiles();
 #endif
 }
 
-void TileUnit::end() const {
+void TileRunner::end() const {
 #if defined(LMRT_X86) && defined(LMRT_HAVE_AMX)
-  if (impl_ == TileImpl::Amx) amx::release_tiles();
+  if (impl_ == TileUnit::Amx) amx::release_tiles();
 #endif
 }
 
@@ -215,7 +215,7 @@ void pack_strip(const TileWeights& w, int64_t N, int64_t K, int64_t j, W4Dequant
 }  // namespace
 
 void linear_bf16_tiles_in(ThreadPool& pool, const uint16_t* xb, int64_t M, int64_t K, const TileWeights& w,
-                          int64_t N, const float* bias, TileOut mode, void* out, int64_t ldo, TileImpl tiles) {
+                          int64_t N, const float* bias, TileOut mode, void* out, int64_t ldo, TileUnit tile_unit) {
   if (M <= 0 || N <= 0) return;
   if ((mode == TileOut::SiluMul || w.pair_halves) && N % (2 * kBlock))
     throw std::invalid_argument("linear_bf16_tiles: SiluMul / pair_halves need N a multiple of 64, got " +
@@ -224,7 +224,7 @@ void linear_bf16_tiles_in(ThreadPool& pool, const uint16_t* xb, int64_t M, int64
     throw std::invalid_argument("linear_bf16_tiles: SiluMul needs the gate/up weights with pair_halves");
   if (w.i8.q && (mode != TileOut::Store || bias || w.pair_halves))
     throw std::invalid_argument("linear_bf16_tiles: int8 weights run in Store mode only, without bias");
-  const TileUnit unit(tiles, "linear_bf16_tiles");
+  const TileRunner unit(tile_unit, "linear_bf16_tiles");
   const TileBlockFn block = unit.block();
   SiluMulPairsFn silu_mul = scalar::silu_mul_pairs;
   TilePack16Fn pack = scalar::tile_pack16;
@@ -244,7 +244,7 @@ void linear_bf16_tiles_in(ThreadPool& pool, const uint16_t* xb, int64_t M, int64
   }
 #endif
 #ifdef LMRT_HAVE_AVX512BF16
-  if (unit.impl() != TileImpl::Model && active_isa() == Isa::Avx512) {  // AVX512-BF16 rounds 32 weights at once
+  if (unit.impl() != TileUnit::Model && active_isa() == Isa::Avx512) {  // AVX512-BF16 rounds 32 weights at once
     pack = avx512bf16::tile_pack16;
     pack_w4 = avx512bf16::tile_pack16_w4;
   }
@@ -302,6 +302,16 @@ void linear_bf16_tiles_in(ThreadPool& pool, const uint16_t* xb, int64_t M, int64
     }
     unit.end();
   });
+}
+
+void linear_bf16_tiles(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const TileWeights& w,
+                       int64_t N, const float* bias, TileOut mode, void* out, int64_t ldo, TileUnit tile_unit,
+                       Buffer& scratch) {
+  if (M <= 0 || N <= 0) return;
+  scratch.reserve(static_cast<size_t>(bf16_tiles_x_size(M, K)) * sizeof(uint16_t));
+  uint16_t* xb = scratch.data<uint16_t>();
+  bf16_tiles_input(pool, x, M, K, ldx, xb);
+  linear_bf16_tiles_in(pool, xb, M, K, w, N, bias, mode, out, ldo, tile_unit);
 }
 
 }  // namespace lmrt::cpu

@@ -86,14 +86,14 @@ void paged_attention(ThreadPool& pool, const KVLayer& kv, const AttnSeq* seqs, i
                      int n_heads, float scale);
 // The unit that runs the bf16 tile products (tiles.h): the software model of AMX's instruction
 // (any CPU; tests), AMX tiles, or VDPBF16PS in zmm registers on the same packed layout.
-enum class TileImpl { Model, Amx, Avx512Bf16 };
+enum class TileUnit { Model, Amx, Avx512Bf16 };
 // The same attention with the sequences of at least min_rows rows on bf16 tiles (prefill; see
 // linear_bf16_tiles for what that means): q, K, V and the softmax probabilities rounded to bf16,
 // every sum in fp32, the softmax online over 64-key chunks (flash attention). Not batch invariant;
 // the other sequences take paged_attention's exact path. scratch grows as needed and is reused
-// (the packed K/V). tiles: the unit; throws std::runtime_error when it is not available here.
+// (the packed K/V). tile_unit: the unit; throws std::runtime_error when it is not available here.
 void paged_attention_tiles(ThreadPool& pool, const KVLayer& kv, const AttnSeq* seqs, int64_t num_seqs, int n_heads,
-                           float scale, int64_t min_rows, TileImpl tiles, Buffer& scratch);
+                           float scale, int64_t min_rows, TileUnit tile_unit, Buffer& scratch);
 
 // 4-bit weights with a (scale, min) pair per group of `group_size` inputs (32, 64 or 128;
 // K a multiple of it): w[n, k] = code[n, k] * scales[n, k / g] + mins[n, k / g], code in 0..15.
@@ -142,10 +142,10 @@ bool amx_available();
 // True when the CPU has AVX-512 F/BW/VL/DQ and AVX512-BF16 with the OS saving zmm state, and this
 // build has the code.
 bool avx512bf16_available();
-const char* tile_impl_name(TileImpl t);  // "model", "amx", "avx512bf16"
-bool tile_impl_available(TileImpl t);
+const char* tile_unit_name(TileUnit t);  // "model", "amx", "avx512bf16"
+bool tile_unit_available(TileUnit t);
 // The fastest unit this CPU has: Amx, else Avx512Bf16; false when neither.
-bool best_tile_impl(TileImpl* out);
+bool best_tile_unit(TileUnit* out);
 // The product in two parts, so producers can hand it its input as bf16 and it can finish its output
 // in place. bf16_tiles_input: x [M, K] -> xb [round_up(M, 32), round_up(K, 32)] bf16, zero padded
 // (bf16_tiles_x_size(M, K) elements). linear_bf16_tiles_in then computes c = xb w^T + bias and, by mode:
@@ -153,12 +153,16 @@ bool best_tile_impl(TileImpl* out);
 //   Add      y += c (a residual connection)
 //   SiluMul  w with pair_halves: out = act [round_up(M, 32), N / 2] bf16 (row stride ldo),
 //            act[m, i] = silu(c[m, i]) * c[m, N / 2 + i], ready as the next product's xb
-// tiles: the unit (TileImpl). Throws std::runtime_error when it is not available here.
+// tile_unit: the unit. Throws std::runtime_error when it is not available here.
 enum class TileOut { Store, Add, SiluMul };
 int64_t bf16_tiles_x_size(int64_t M, int64_t K);
 void bf16_tiles_input(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, uint16_t* xb);
 void linear_bf16_tiles_in(ThreadPool& pool, const uint16_t* xb, int64_t M, int64_t K, const TileWeights& w,
-                          int64_t N, const float* bias, TileOut mode, void* out, int64_t ldo, TileImpl tiles);
+                          int64_t N, const float* bias, TileOut mode, void* out, int64_t ldo, TileUnit tile_unit);
+// The same with x [M, K] fp32 (row stride ldx): rounded to bf16 into scratch (grown as needed) first.
+void linear_bf16_tiles(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const TileWeights& w,
+                       int64_t N, const float* bias, TileOut mode, void* out, int64_t ldo, TileUnit tile_unit,
+                       Buffer& scratch);
 
 // Row gather from an embedding table: out[m, :] = table[ids[m], :] as fp32.
 //   table [V, H] (dt), out [M, H] stride ldo

@@ -1,5 +1,5 @@
 // The bf16 tile unit as the baseline-compiled ops see it: AMX tiles, AVX512-BF16 dot products, or the
-// software model, behind one interface (TileImpl, ops.h). Used by linear_bf16.cpp and attention_tiles.cpp.
+// software model, behind one interface (TileUnit, ops.h). Used by linear_bf16.cpp and attention_tiles.cpp.
 #pragma once
 
 #include <cstdint>
@@ -9,18 +9,18 @@
 
 namespace lmrt::cpu {
 
-class TileUnit {
+class TileRunner {
  public:
   // Throws std::runtime_error naming `op` when the CPU, OS or build lacks `impl`.
-  TileUnit(TileImpl impl, const char* op);
+  TileRunner(TileUnit impl, const char* op);
   // Around each thread's share of the work: the tile configuration is per-thread state.
   void begin() const;
   void end() const;
   TileBlockFn block() const { return block_; }
-  TileImpl impl() const { return impl_; }
+  TileUnit impl() const { return impl_; }
 
  private:
-  TileImpl impl_;
+  TileUnit impl_;
   TileBlockFn block_;
 };
 

@@ -1,0 +1,518 @@
+// The kernels module (lmrt._core.kernels): each CPU op of csrc/kernels/cpu/ops.h for the tests and the
+// benchmarks, with its arguments checked and the GIL released. Marshalling only: the ops hold the logic.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/isa.h"
+#include "kernels/cpu/ops.h"
+#include "kernels/cpu/threadpool.h"
+
+namespace py = pybind11;
+
+// ---- kernels: thin wrappers over csrc/kernels/cpu/ops.h, used by tests/test_kernels.py ----
+namespace kern {
+namespace cpu = lmrt::cpu;
+using F32In = py::array_t<float, py::array::c_style | py::array::forcecast>;
+using I32In = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
+using I64In = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
+
+// std::invalid_argument becomes ValueError through pybind11's own translator.
+[[noreturn]] void bad(const std::string& msg) { throw std::invalid_argument(msg); }
+
+cpu::DType parse_dtype(const std::string& s) {
+  if (s == "f32" || s == "float32") return cpu::DType::F32;
+  if (s == "bf16" || s == "bfloat16") return cpu::DType::BF16;
+  bad("dtype must be 'f32' or 'bf16', got '" + s + "'");
+}
+
+// A tensor of dtype dt as numpy holds it: float32, or uint16 bit patterns for bf16.
+void check_storage(const py::array& a, cpu::DType dt, const char* what, bool writable) {
+  const bool ok = dt == cpu::DType::F32 ? py::isinstance<py::array_t<float>>(a)
+                                        : py::isinstance<py::array_t<uint16_t>>(a);
+  if (!ok)
+    bad(std::string(what) + " must be a " + (dt == cpu::DType::F32 ? "float32" : "uint16 (bf16 bits)") +
+        " array, got dtype " + std::string(py::str(a.dtype())));
+  if (!(a.flags() & py::array::c_style)) bad(std::string(what) + " must be C-contiguous");
+  if (writable && !a.writeable()) bad(std::string(what) + " must be writable");
+}
+
+std::string shape_str(const py::array& a) {
+  std::string s = "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
+  return s + (a.ndim() == 1 ? ",)" : ")");
+}
+
+// The binding keeps one pool, rebuilt when a call asks for another thread count;
+// the mutex serialises callers because parallel_for has a single caller.
+std::mutex g_pool_mu;
+cpu::ThreadPool& pool_for(int n) {
+  static std::unique_ptr<cpu::ThreadPool> pool;
+  if (!pool || pool->num_threads() != n) pool = std::make_unique<cpu::ThreadPool>(n);
+  return *pool;
+}
+void check_threads(int n) {
+  if (n < 1 || n > 1024) bad("num_threads must be in [1, 1024], got " + std::to_string(n));
+}
+
+cpu::Isa isa_arg(const std::string& name) { return cpu::parse_isa(name.c_str()); }
+
+// Checks y = x w^T (+ bias) arguments: x [M, K], w [N, K] stored as dt, bias [N]; returns {M, K, N}.
+std::array<int64_t, 3> check_linear_args(const F32In& x, const py::array& w, const std::optional<F32In>& bias,
+                                         cpu::DType dt) {
+  check_storage(w, dt, "w", false);
+  if (x.ndim() != 2) bad("x must be 2-D [M, K], got shape " + shape_str(x));
+  if (w.ndim() != 2) bad("w must be 2-D [N, K], got shape " + shape_str(w));
+  const int64_t M = x.shape(0), K = x.shape(1), N = w.shape(0);
+  if (w.shape(1) != K)
+    bad("w must be [N, K] with K = x.shape[1] = " + std::to_string(K) + ", got " + shape_str(w));
+  if (bias && (bias->ndim() != 1 || bias->shape(0) != N))
+    bad("bias must be [N] = [" + std::to_string(N) + "], got " + shape_str(*bias));
+  return {M, K, N};
+}
+
+// Checks the arguments of y = x w^T (+ bias), then calls run(pool, x, w, bias, y, M, K, N, dt)
+// without the GIL, on the shared kernel pool.
+template <typename Run>
+py::array_t<float> run_linear(F32In x, py::array w, std::optional<F32In> bias, const std::string& wdtype,
+                              int num_threads, const Run& run) {
+  const cpu::DType dt = parse_dtype(wdtype);
+  check_threads(num_threads);
+  const auto [M, K, N] = check_linear_args(x, w, bias, dt);
+  py::array_t<float> y({M, N});
+  const float* xp = x.data();
+  const void* wp = w.data();
+  const float* bp = bias ? bias->data() : nullptr;
+  float* yp = y.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    std::lock_guard<std::mutex> lk(g_pool_mu);
+    run(pool_for(num_threads), xp, wp, bp, yp, M, K, N, dt);
+  }
+  return y;
+}
+
+py::array_t<float> linear(F32In x, py::array w, std::optional<F32In> bias, const std::string& wdtype,
+                          int num_threads) {
+  return run_linear(x, w, bias, wdtype, num_threads,
+                    [](cpu::ThreadPool& pool, const float* xp, const void* wp, const float* bp, float* yp, int64_t M,
+                       int64_t K, int64_t N, cpu::DType dt) { cpu::linear(pool, xp, M, K, K, wp, dt, N, bp, yp, N); });
+}
+
+// A kernel call's tile_unit: "amx", "avx512bf16" or "model", checked available here (the error names the
+// way out); None where the op also has an exact path, which it then takes.
+std::optional<cpu::TileUnit> tile_unit_arg(const std::optional<std::string>& name, bool none_ok) {
+  if (!name) {
+    if (!none_ok) bad("tile_unit must be 'amx', 'avx512bf16' or 'model', got None");
+    return std::nullopt;
+  }
+  cpu::TileUnit t;
+  if (*name == "model") t = cpu::TileUnit::Model;
+  else if (*name == "amx") t = cpu::TileUnit::Amx;
+  else if (*name == "avx512bf16") t = cpu::TileUnit::Avx512Bf16;
+  else bad("tile_unit must be 'amx', 'avx512bf16', 'model'" + std::string(none_ok ? " or None" : "") + ", got '" + *name + "'");
+  if (!cpu::tile_unit_available(t))
+    bad("this CPU (or OS, or build) has no " + std::string(*name == "amx" ? "AMX-BF16" : "AVX512-BF16") +
+        ": pass tile_unit='model' (the software model) or another unit");
+  return t;
+}
+
+// The bf16 tile GEMM on dense w. mode: "store" (y = x w^T + bias), "add" (y0 + x w^T + bias), "silu_mul"
+// (silu(c[:, :N/2]) * c[:, N/2:] as bf16 bits, uint16 [M, N/2], with c = x w^T + bias).
+py::array linear_bf16_tiles(F32In x, py::array w, std::optional<F32In> bias, const std::string& wdtype,
+                            int num_threads, const std::optional<std::string>& tile_unit, const std::string& mode,
+                            std::optional<F32In> y0) {
+  const cpu::TileUnit unit = *tile_unit_arg(tile_unit, false);
+  if (mode != "store" && mode != "add" && mode != "silu_mul")
+    bad("mode must be 'store', 'add' or 'silu_mul', got '" + mode + "'");
+  const cpu::TileOut out = mode == "add" ? cpu::TileOut::Add : mode == "silu_mul" ? cpu::TileOut::SiluMul : cpu::TileOut::Store;
+  if (out == cpu::TileOut::Add && (!y0 || y0->ndim() != 2 || y0->shape(0) != x.shape(0) || y0->shape(1) != w.shape(0)))
+    bad("mode='add' needs y0 of shape [M, N]");
+  if (out == cpu::TileOut::SiluMul && w.ndim() == 2 && w.shape(0) % 64)
+    bad("mode='silu_mul' needs N (gate rows, then as many up rows) a multiple of 64, got " + std::to_string(w.shape(0)));
+  const cpu::DType dt = parse_dtype(wdtype);
+  check_threads(num_threads);
+  const auto [M, K, N] = check_linear_args(x, w, bias, dt);
+  cpu::TileWeights tw;
+  tw.dense = w.data();
+  tw.dense_dtype = dt;
+  tw.pair_halves = out == cpu::TileOut::SiluMul;
+  // silu_mul writes bf16 rows up to the next multiple of 32 (the next product's padded input).
+  py::array y = out == cpu::TileOut::SiluMul ? py::array(py::array_t<uint16_t>({(M + 31) / 32 * 32, N / 2}))
+                                             : py::array(py::array_t<float>({M, N}));
+  if (y0) std::memcpy(y.mutable_data(), y0->data(), static_cast<size_t>(M * N) * sizeof(float));
+  const float* xp = x.data();
+  const float* bp = bias ? bias->data() : nullptr;
+  void* yp = y.mutable_data();
+  const int64_t ldo = out == cpu::TileOut::SiluMul ? N / 2 : N;
+  {
+    py::gil_scoped_release nogil;
+    std::lock_guard<std::mutex> lk(g_pool_mu);
+    lmrt::Buffer scratch;
+    cpu::linear_bf16_tiles(pool_for(num_threads), xp, M, K, K, tw, N, bp, out, yp, ldo, unit, scratch);
+  }
+  if (out == cpu::TileOut::SiluMul) return y[py::slice(0, M, 1)];
+  return y;
+}
+
+// A 2-D C-contiguous array of exactly type T (no silent casts: a wider integer array
+// would wrap when cast to 4-bit codes or int8).
+template <typename T>
+py::array_t<T> exact_2d(const py::array& a, const char* what, const char* tname) {
+  if (!py::isinstance<py::array_t<T>>(a))
+    bad(std::string(what) + " must be a " + tname + " array, got dtype " + std::string(py::str(a.dtype())));
+  if (!(a.flags() & py::array::c_style)) bad(std::string(what) + " must be C-contiguous");
+  if (a.ndim() != 2) bad(std::string(what) + " must be 2-D, got shape " + shape_str(a));
+  return py::reinterpret_borrow<py::array_t<T>>(a);
+}
+
+void check_bias(const std::optional<F32In>& bias, int64_t N) {
+  if (bias && (bias->ndim() != 1 || bias->shape(0) != N))
+    bad("bias must be [N] = [" + std::to_string(N) + "], got " + shape_str(*bias));
+}
+
+// codes [N, K/2] uint8 (W4Matrix nibble layout), scales/mins [N, K/group_size] float32.
+py::array_t<float> linear_w4(F32In x, py::array codes, F32In scales, F32In mins, int group_size,
+                             std::optional<F32In> bias, int num_threads, const std::optional<std::string>& tile_unit) {
+  check_threads(num_threads);
+  const std::optional<cpu::TileUnit> unit = tile_unit_arg(tile_unit, true);
+  if (group_size != 32 && group_size != 64 && group_size != 128)
+    bad("group_size must be 32, 64 or 128, got " + std::to_string(group_size));
+  if (x.ndim() != 2) bad("x must be 2-D [M, K], got shape " + shape_str(x));
+  const int64_t M = x.shape(0), K = x.shape(1);
+  if (K <= 0 || K % group_size != 0)
+    bad("K = x.shape[1] = " + std::to_string(K) + " must be a positive multiple of group_size " +
+        std::to_string(group_size));
+  auto c = exact_2d<uint8_t>(codes, "codes", "uint8");
+  const int64_t N = c.shape(0), G = K / group_size;
+  if (c.shape(1) != K / 2)
+    bad("codes must be [N, K/2] with K/2 = " + std::to_string(K / 2) + ", got " + shape_str(c));
+  for (auto* a : {&scales, &mins})
+    if (a->ndim() != 2 || a->shape(0) != N || a->shape(1) != G)
+      bad(std::string(a == &scales ? "scales" : "mins") + " must be [N, K/group_size] = [" + std::to_string(N) +
+          ", " + std::to_string(G) + "], got " + shape_str(*a));
+  check_bias(bias, N);
+  py::array_t<float> y({M, N});
+  const float* xp = x.data();
+  const cpu::W4Matrix w{c.data(), scales.data(), mins.data(), group_size};
+  const float* bp = bias ? bias->data() : nullptr;
+  float* yp = y.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    std::lock_guard<std::mutex> lk(g_pool_mu);
+    cpu::ThreadPool& pool = pool_for(num_threads);
+    if (!unit) {
+      cpu::linear_w4(pool, xp, M, K, K, w, N, bp, yp, N);
+    } else {
+      cpu::TileWeights tw;
+      tw.w4 = w;
+      lmrt::Buffer scratch;
+      cpu::linear_bf16_tiles(pool, xp, M, K, K, tw, N, bp, cpu::TileOut::Store, yp, N, *unit, scratch);
+    }
+  }
+  return y;
+}
+
+// q [N, K] int8, scales [N] float32.
+py::array_t<float> linear_i8(F32In x, py::array q, F32In scales, std::optional<F32In> bias, int num_threads,
+                             const std::optional<std::string>& tile_unit) {
+  check_threads(num_threads);
+  const std::optional<cpu::TileUnit> unit = tile_unit_arg(tile_unit, true);
+  if (unit && bias) bad("linear_i8 on tiles takes no bias (the output matrix has none)");
+  if (x.ndim() != 2) bad("x must be 2-D [M, K], got shape " + shape_str(x));
+  const int64_t M = x.shape(0), K = x.shape(1);
+  auto qa = exact_2d<int8_t>(q, "q", "int8");
+  const int64_t N = qa.shape(0);
+  if (qa.shape(1) != K) bad("q must be [N, K] with K = x.shape[1] = " + std::to_string(K) + ", got " + shape_str(qa));
+  if (scales.ndim() != 1 || scales.shape(0) != N)
+    bad("scales must be [N] = [" + std::to_string(N) + "], got " + shape_str(scales));
+  check_bias(bias, N);
+  py::array_t<float> y({M, N});
+  const float* xp = x.data();
+  const cpu::I8Matrix w{qa.data(), scales.data()};
+  const float* bp = bias ? bias->data() : nullptr;
+  float* yp = y.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    std::lock_guard<std::mutex> lk(g_pool_mu);
+    cpu::ThreadPool& pool = pool_for(num_threads);
+    if (!unit) {
+      cpu::linear_i8(pool, xp, M, K, K, w, N, bp, yp, N);
+    } else {
+      cpu::TileWeights tw;
+      tw.i8 = w;
+      lmrt::Buffer scratch;
+      cpu::linear_bf16_tiles(pool, xp, M, K, K, tw, N, nullptr, cpu::TileOut::Store, yp, N, *unit, scratch);
+    }
+  }
+  return y;
+}
+
+py::array_t<float> rmsnorm(F32In x, F32In w, float eps) {
+  if (x.ndim() != 2) bad("x must be 2-D [M, H], got shape " + shape_str(x));
+  const int64_t M = x.shape(0), H = x.shape(1);
+  if (w.ndim() != 1 || w.shape(0) != H) bad("w must be [H] = [" + std::to_string(H) + "], got " + shape_str(w));
+  py::array_t<float> y({M, H});
+  const float *xp = x.data(), *wp = w.data();
+  float* yp = y.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    cpu::rmsnorm(xp, M, H, H, wp, eps, yp, H);
+  }
+  return y;
+}
+
+py::array_t<float> rope(F32In x, I32In pos, F32In inv_freq, int n_heads, int head_dim, float attn_scale) {
+  if (x.ndim() != 2) bad("x must be 2-D [M, n_heads * head_dim], got shape " + shape_str(x));
+  if (n_heads < 1 || head_dim < 2 || head_dim % 2) bad("need n_heads >= 1 and an even head_dim >= 2");
+  const int64_t M = x.shape(0);
+  if (x.shape(1) != static_cast<int64_t>(n_heads) * head_dim)
+    bad("x must be [M, n_heads * head_dim] = [M, " + std::to_string(n_heads * head_dim) + "], got " +
+        shape_str(x));
+  if (pos.ndim() != 1 || pos.shape(0) != M) bad("pos must be [M] = [" + std::to_string(M) + "], got " + shape_str(pos));
+  if (inv_freq.ndim() != 1 || inv_freq.shape(0) != head_dim / 2)
+    bad("inv_freq must be [head_dim / 2] = [" + std::to_string(head_dim / 2) + "], got " + shape_str(inv_freq));
+  py::array_t<float> y({M, x.shape(1)});
+  std::copy(x.data(), x.data() + x.size(), y.mutable_data());
+  float* yp = y.mutable_data();
+  const int32_t* pp = pos.data();
+  const float* fp = inv_freq.data();
+  {
+    py::gil_scoped_release nogil;
+    cpu::rope(yp, M, n_heads * head_dim, n_heads, head_dim, pp, fp, attn_scale);
+  }
+  return y;
+}
+
+py::array_t<float> silu_mul(F32In gu) {
+  if (gu.ndim() != 2 || gu.shape(1) % 2) bad("gu must be 2-D [M, 2I], got shape " + shape_str(gu));
+  const int64_t M = gu.shape(0), I = gu.shape(1) / 2;
+  py::array_t<float> out({M, I});
+  const float* gp = gu.data();
+  float* op = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    cpu::silu_mul(gp, M, I, 2 * I, op, I);
+  }
+  return out;
+}
+
+// A cache tensor: [num_blocks, n_kv_heads, block_size, head_dim] or any shape
+// with that many elements in total; returns num_blocks.
+int64_t check_cache(const py::array& c, cpu::DType dt, const char* what, int n_kv_heads, int head_dim,
+                    int block_size) {
+  check_storage(c, dt, what, true);
+  if (n_kv_heads < 1 || head_dim < 1 || block_size < 1) bad("n_kv_heads, head_dim and block_size must be >= 1");
+  const int64_t per_block = static_cast<int64_t>(n_kv_heads) * head_dim * block_size;
+  if (c.size() % per_block)
+    bad(std::string(what) + " must hold whole blocks of n_kv_heads * block_size * head_dim = " +
+        std::to_string(per_block) + " elements, got shape " + shape_str(c));
+  return c.size() / per_block;
+}
+
+void kv_store(py::array k_cache, py::array v_cache, F32In k, F32In v, I64In slots, int n_kv_heads,
+              int head_dim, int block_size, const std::string& dtype) {
+  const cpu::DType dt = parse_dtype(dtype);
+  const int64_t nb = check_cache(k_cache, dt, "k_cache", n_kv_heads, head_dim, block_size);
+  if (check_cache(v_cache, dt, "v_cache", n_kv_heads, head_dim, block_size) != nb)
+    bad("k_cache and v_cache must have the same number of blocks");
+  const int64_t row = static_cast<int64_t>(n_kv_heads) * head_dim;
+  if (k.ndim() != 2 || k.shape(1) != row) bad("k must be [M, n_kv_heads * head_dim], got " + shape_str(k));
+  const int64_t M = k.shape(0);
+  if (v.ndim() != 2 || v.shape(0) != M || v.shape(1) != row) bad("v must have the shape of k, got " + shape_str(v));
+  if (slots.ndim() != 1 || slots.shape(0) != M) bad("slots must be [M] = [" + std::to_string(M) + "], got " + shape_str(slots));
+  const int64_t* sp = slots.data();
+  for (int64_t m = 0; m < M; ++m)
+    if (sp[m] < 0 || sp[m] >= nb * block_size)
+      bad("slots[" + std::to_string(m) + "] = " + std::to_string(sp[m]) + " is outside the cache's " +
+          std::to_string(nb * block_size) + " slots");
+  cpu::KVLayer kv{k_cache.mutable_data(), v_cache.mutable_data(), dt, n_kv_heads, head_dim, block_size};
+  const float *kp = k.data(), *vp = v.data();
+  {
+    py::gil_scoped_release nogil;
+    cpu::kv_store(kv, kp, row, vp, row, M, sp);
+  }
+}
+
+// q: one [M_i, n_heads * head_dim] array per sequence.
+py::list paged_attention(std::vector<F32In> qs, py::array k_cache, py::array v_cache, std::vector<I32In> block_tables,
+                         std::vector<I32In> positions, int n_heads, int n_kv_heads, int head_dim,
+                         int block_size, float scale, const std::string& dtype, int num_threads,
+                         const std::optional<std::string>& tile_unit, int64_t min_rows) {
+  const cpu::DType dt = parse_dtype(dtype);
+  const std::optional<cpu::TileUnit> unit = tile_unit_arg(tile_unit, true);
+  check_threads(num_threads);
+  const int64_t nb = check_cache(k_cache, dt, "k_cache", n_kv_heads, head_dim, block_size);
+  if (check_cache(v_cache, dt, "v_cache", n_kv_heads, head_dim, block_size) != nb)
+    bad("k_cache and v_cache must have the same number of blocks");
+  if (n_heads < 1 || n_heads % n_kv_heads)
+    bad("n_heads must be a positive multiple of n_kv_heads (GQA), got " + std::to_string(n_heads) + " and " +
+        std::to_string(n_kv_heads));
+  const size_t S = positions.size();
+  if (block_tables.size() != S || qs.size() != S) bad("q, block_tables and positions must have one entry per sequence");
+  const int64_t row = static_cast<int64_t>(n_heads) * head_dim;
+  py::list outs;
+  std::vector<py::array_t<float>> out_arrays;
+  std::vector<cpu::AttnSeq> seqs(S);
+  for (size_t s = 0; s < S; ++s) {
+    const std::string tag = "sequence " + std::to_string(s) + ": ";
+    const F32In& qa = qs[s];
+    if (!qa || qa.ndim() != 2 || qa.shape(1) != row)
+      bad(tag + "q must be [M, n_heads * head_dim] = [M, " + std::to_string(row) + "]");
+    const int64_t M = qa.shape(0);
+    const I32In& pa = positions[s];
+    const I32In& ta = block_tables[s];
+    if (pa.ndim() != 1 || pa.shape(0) != M) bad(tag + "positions must be [M] = [" + std::to_string(M) + "]");
+    if (ta.ndim() != 1) bad(tag + "block_table must be 1-D");
+    for (int64_t m = 0; m < M; ++m) {
+      const int32_t p = pa.data()[m];
+      if (p < 0) bad(tag + "negative position");
+      if (p / block_size >= ta.shape(0))
+        bad(tag + "position " + std::to_string(p) + " needs " + std::to_string(p / block_size + 1) +
+            " blocks, block_table has " + std::to_string(ta.shape(0)));
+    }
+    for (int64_t b = 0; b < ta.shape(0); ++b)
+      if (ta.data()[b] < 0 || ta.data()[b] >= nb)
+        bad(tag + "block id " + std::to_string(ta.data()[b]) + " outside the cache's " + std::to_string(nb) + " blocks");
+    out_arrays.emplace_back(std::vector<py::ssize_t>{M, row});
+    seqs[s] = cpu::AttnSeq{qa.data(), row, out_arrays.back().mutable_data(), row, ta.data(), pa.data(), M};
+  }
+  cpu::KVLayer kv{k_cache.mutable_data(), v_cache.mutable_data(), dt, n_kv_heads, head_dim, block_size};
+  {
+    py::gil_scoped_release nogil;
+    std::lock_guard<std::mutex> lk(g_pool_mu);
+    if (!unit) {
+      cpu::paged_attention(pool_for(num_threads), kv, seqs.data(), static_cast<int64_t>(S), n_heads, scale);
+    } else {
+      lmrt::Buffer scratch;
+      cpu::paged_attention_tiles(pool_for(num_threads), kv, seqs.data(), static_cast<int64_t>(S), n_heads, scale,
+                                 min_rows, *unit, scratch);
+    }
+  }
+  for (auto& a : out_arrays) outs.append(a);
+  return outs;
+}
+
+py::array_t<float> embedding(py::array table, I32In ids, const std::string& dtype) {
+  const cpu::DType dt = parse_dtype(dtype);
+  check_storage(table, dt, "table", false);
+  if (table.ndim() != 2) bad("table must be 2-D [V, H], got shape " + shape_str(table));
+  const int64_t V = table.shape(0), H = table.shape(1);
+  if (ids.ndim() != 1) bad("ids must be 1-D, got shape " + shape_str(ids));
+  const int64_t M = ids.shape(0);
+  const int32_t* ip = ids.data();
+  for (int64_t m = 0; m < M; ++m)
+    if (ip[m] < 0 || ip[m] >= V) bad("ids[" + std::to_string(m) + "] = " + std::to_string(ip[m]) + " outside [0, " + std::to_string(V) + ")");
+  py::array_t<float> out({M, H});
+  const void* tp = table.data();
+  float* op = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    cpu::embedding(tp, dt, H, ip, M, op, H);
+  }
+  return out;
+}
+
+py::array_t<uint16_t> to_bf16(F32In a) {
+  py::array_t<uint16_t> out(std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()));
+  const float* src = a.data();
+  uint16_t* dst = out.mutable_data();
+  for (py::ssize_t i = 0; i < a.size(); ++i) dst[i] = cpu::f32_to_bf16(src[i]);
+  return out;
+}
+
+py::array_t<float> from_bf16(py::array_t<uint16_t, py::array::c_style> a) {
+  py::array_t<float> out(std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()));
+  const uint16_t* src = a.data();
+  float* dst = out.mutable_data();
+  for (py::ssize_t i = 0; i < a.size(); ++i) dst[i] = cpu::bf16_to_f32(src[i]);
+  return out;
+}
+
+}  // namespace kern
+
+void bind_kernels(py::module_& m) {
+  using namespace py::literals;
+  namespace cpu = lmrt::cpu;
+  m.def("set_isa", [](const std::string& name) {
+    const cpu::Isa isa = kern::isa_arg(name);
+    if (!cpu::isa_supported(isa)) kern::bad("ISA '" + name + "' is not supported by this CPU/OS or build");
+    cpu::set_isa(isa);
+  }, "name"_a, "Force the kernel path: 'scalar' | 'avx2' | 'avx512'.");
+  m.def("active_isa", [] { return std::string(cpu::isa_name(cpu::active_isa())); });
+  m.def("best_isa", [] { return std::string(cpu::isa_name(cpu::best_isa())); });
+  m.def("isa_supported", [](const std::string& name) { return cpu::isa_supported(kern::isa_arg(name)); }, "name"_a);
+  m.def("physical_cores", &cpu::physical_cores);
+  m.def(
+      "check_pool",
+      [](int num_threads, int num_jobs, int slow_every, int slow_us, bool tiny, int spinners) {
+        cpu::PoolCheck c;
+        {
+          py::gil_scoped_release nogil;
+          c = cpu::check_pool(num_threads, num_jobs, slow_every, slow_us, tiny, spinners);
+        }
+        py::dict d;
+        d["num_jobs"] = c.num_jobs;
+        d["bad_indices"] = c.bad_indices;
+        d["late_workers"] = c.late_workers;
+        d["narrow_jobs"] = c.narrow_jobs;
+        d["held_jobs"] = c.held_jobs;
+        d["stalled_jobs"] = c.stalled_jobs;
+        return d;
+      },
+      "num_threads"_a, "num_jobs"_a, "slow_every"_a = 0, "slow_us"_a = 0, "tiny"_a = false, "spinners"_a = 0,
+      "Self-check of the thread pool (tests): indices not visited exactly once, and contention counters.");
+  m.def("amx_available", &cpu::amx_available, "AMX-TILE and AMX-BF16 present and granted to this process.");
+  m.def("avx512bf16_available", &cpu::avx512bf16_available, "AVX-512 with AVX512-BF16 present (and built).");
+  m.def(
+      "best_tile_unit",
+      []() -> py::object {
+        cpu::TileUnit t;
+        if (!cpu::best_tile_unit(&t)) return py::none();
+        return py::str(cpu::tile_unit_name(t));
+      },
+      "The fastest tile unit for bf16 prefill here: 'amx', 'avx512bf16', or None when the CPU has neither.");
+  m.def("linear_bf16_tiles", &kern::linear_bf16_tiles, "x"_a, "w"_a, "bias"_a = py::none(), "wdtype"_a = "f32",
+        "num_threads"_a = 1, "tile_unit"_a = py::none(), "mode"_a = "store", "y0"_a = py::none(),
+        "y = x @ w.T (+ bias) on a bf16 tile unit, x and w rounded to bf16, fp32 accumulation. tile_unit: 'amx', "
+        "'avx512bf16' (VDPBF16PS), or 'model' (the software model of AMX's instruction, any CPU). mode='add': "
+        "y0 + that; mode='silu_mul': silu(c[:, :N/2]) * c[:, N/2:] as bf16 bits (uint16), for c = x @ w.T (+ bias).");
+  m.def("linear", &kern::linear, "x"_a, "w"_a, "bias"_a = py::none(), "wdtype"_a = "f32", "num_threads"_a = 1,
+        "y = x @ w.T (+ bias). x [M, K] float32; w [N, K] float32, or uint16 bf16 bits with wdtype='bf16'.");
+  m.def("linear_w4", &kern::linear_w4, "x"_a, "codes"_a, "scales"_a, "mins"_a, "group_size"_a,
+        "bias"_a = py::none(), "num_threads"_a = 1, "tile_unit"_a = py::none(),
+        "y = x @ w.T (+ bias) for 4-bit w[n, k] = code * scales[n, k // g] + mins[n, k // g]. codes [N, K/2] "
+        "uint8: in each run of 32 inputs byte j holds input j (low nibble) and j + 16 (high nibble). "
+        "tile_unit='amx' or 'avx512bf16' runs it on that bf16 tile unit (x and the dequantised w rounded to "
+        "bf16), 'model' on the software model.");
+  m.def("linear_i8", &kern::linear_i8, "x"_a, "q"_a, "scales"_a, "bias"_a = py::none(), "num_threads"_a = 1,
+        "tile_unit"_a = py::none(),
+        "y = x @ w.T (+ bias) for int8 w[n, k] = q[n, k] * scales[n]. q [N, K] int8, scales [N] float32. "
+        "tile_unit='amx' or 'avx512bf16' runs it on that bf16 tile unit (x rounded to bf16; q is exact in bf16; "
+        "each raw dot times its row scale), 'model' on the software model; no bias there.");
+  m.def("rmsnorm", &kern::rmsnorm, "x"_a, "w"_a, "eps"_a);
+  m.def("rope", &kern::rope, "x"_a, "pos"_a, "inv_freq"_a, "n_heads"_a, "head_dim"_a, "attn_scale"_a = 1.0f,
+        "HF rotate_half rotary embedding; returns a new array.");
+  m.def("silu_mul", &kern::silu_mul, "gu"_a, "silu(gu[:, :I]) * gu[:, I:].");
+  m.def("kv_store", &kern::kv_store, "k_cache"_a, "v_cache"_a, "k"_a, "v"_a, "slots"_a, "n_kv_heads"_a,
+        "head_dim"_a, "block_size"_a, "dtype"_a = "f32", "Writes k/v rows into the caches in place.");
+  m.def("paged_attention", &kern::paged_attention, "q"_a, "k_cache"_a, "v_cache"_a, "block_tables"_a,
+        "positions"_a, "n_heads"_a, "n_kv_heads"_a, "head_dim"_a, "block_size"_a, "scale"_a, "dtype"_a = "f32",
+        "num_threads"_a = 1, "tile_unit"_a = py::none(), "min_rows"_a = 32,
+        "Causal paged attention; q is one [M_i, n_heads * head_dim] array per sequence, and so is the result. "
+        "tile_unit='amx' or 'avx512bf16' runs the sequences of at least min_rows rows on that bf16 tile unit "
+        "(prefill precision 'bf16'), 'model' on the software model.");
+  m.def("embedding", &kern::embedding, "table"_a, "ids"_a, "dtype"_a = "f32");
+  m.def("f32_to_bf16", &kern::to_bf16, "a"_a, "float32 -> bf16 bits (uint16), round to nearest even.");
+  m.def("bf16_to_f32", &kern::from_bf16, "a"_a);
+}
+

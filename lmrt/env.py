@@ -1,0 +1,18 @@
+"""Every environment variable lmrt reads, in one place. (LMRT_ISA=scalar|avx2|avx512, which forces a kernel
+path, is read by the C++ core itself when it loads: csrc/kernels/cpu/isa.cpp.)"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+
+def tile_unit() -> Optional[str]:
+    """LMRT_TILE_UNIT=amx|avx512bf16|model: the unit bf16 prefill runs on, instead of the fastest one here
+    (lmrt/resolve.py checks it)."""
+    return os.environ.get("LMRT_TILE_UNIT") or None
+
+
+def cache_dir() -> Path:
+    """LMRT_CACHE: where the default model and converted GGUF tokenizers are kept (default ~/.cache/lmrt)."""
+    return Path(os.environ.get("LMRT_CACHE") or Path.home() / ".cache" / "lmrt")

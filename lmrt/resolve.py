@@ -1,0 +1,168 @@
+"""The one step that turns an EngineConfig (what the user set, "auto" and None included) into concrete values
+for this model on this machine, and the C++ engine's typed EngineOptions from them.
+
+Everything the engine runs with is decided here, from three inputs: the config, the model's spec, and a
+``Machine`` (what the CPU and the environment say, read once). Nothing below this module (the C++ core
+included) has defaults of its own.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+from lmrt import env
+from lmrt.config import ConfigError, EngineConfig
+from lmrt.model_config import ModelSpec
+
+# The KV cache, when cache_memory_gib is not given, takes what max_batch_size full sessions need, at most
+# this fraction of the available RAM.
+DEFAULT_CACHE_FRACTION = 0.10
+# Rows per forward step when max_num_batched_tokens is not given: big enough that a prompt chunk keeps the
+# tile units busy, small enough that decoding requests wait at most one such chunk.
+DEFAULT_MAX_NUM_BATCHED_TOKENS = 512
+TILE_UNITS = ("amx", "avx512bf16", "model")
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What the resolve step reads from the CPU and the environment. ``detect()`` reads them once;
+    tests build one by hand."""
+
+    physical_cores: int
+    available_ram_bytes: int
+    tile_units: tuple[str, ...]  # the bf16 tile units this CPU has, fastest first ("model" is always there)
+    env_tile_unit: Optional[str] = None  # LMRT_TILE_UNIT: a unit for bf16 prefill other than the fastest
+
+    @classmethod
+    def detect(cls) -> "Machine":
+        from lmrt import _core
+
+        k = _core.kernels
+        units = tuple(u for u, ok in (("amx", k.amx_available()), ("avx512bf16", k.avx512bf16_available())) if ok)
+        return cls(physical_cores=k.physical_cores(), available_ram_bytes=_available_ram_bytes(),
+                   tile_units=units + ("model",), env_tile_unit=env.tile_unit())
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Every engine setting, concrete."""
+
+    weight_dtype: str        # "float32" | "bfloat16": dense matrices and activations
+    kv_dtype: str            # "float32" | "bfloat16"
+    lm_head_dtype: str       # "dense" | "int8"
+    num_threads: int
+    session_len: int         # prompt + generated tokens per request at most
+    max_batch_size: int
+    max_num_batched_tokens: int
+    block_size: int
+    num_blocks: int          # the KV pool
+    kv_cache_sizing: str     # how num_blocks was chosen, in words
+    enable_prefix_caching: bool
+    prefill_precision: str   # "fp32" | "bf16"
+    tile_unit: Optional[str]  # the unit bf16 prefill runs on; None with fp32 prefill
+
+    def engine_options(self):
+        """The C++ engine's EngineOptions: typed fields, enums by name."""
+        from lmrt import _core
+
+        o = _core.EngineOptions()
+        o.num_blocks, o.block_size = self.num_blocks, self.block_size
+        o.kv_dtype = _core.DType.__members__[self.kv_dtype]
+        o.max_batch_size, o.max_num_batched_tokens = self.max_batch_size, self.max_num_batched_tokens
+        o.num_threads, o.session_len = self.num_threads, self.session_len
+        o.enable_prefix_caching = self.enable_prefix_caching
+        o.prefill_precision = _core.PrefillPrecision.__members__[self.prefill_precision]
+        o.tile_unit = _core.TileUnit.__members__[self.tile_unit or "model"]
+        return o
+
+
+def weight_dtype(config: EngineConfig) -> str:
+    """The dtype dense weights load in: "auto" is float32 on the CPU. (Weights load before the rest resolves.)"""
+    return "float32" if config.dtype == "auto" else config.dtype
+
+
+def resolve(config: EngineConfig, spec: ModelSpec, machine: Machine) -> Resolved:
+    """Every "auto" and None of `config` made concrete for `spec` on `machine`; a ConfigError names what does
+    not fit (a session beyond the model, a missing tile unit, a cache too small for one block)."""
+    from lmrt import _core
+
+    wdtype = weight_dtype(config)
+    kv_dtype = wdtype if config.kv_cache_dtype == "auto" else config.kv_cache_dtype
+    most = spec.max_position_embeddings
+    if config.session_len is not None and config.session_len > most:
+        raise ConfigError("session_len", config.session_len, f"must be <= the model's max_position_embeddings ({most})")
+    session_len = config.session_len or most
+    prefill, unit = _prefill(config, machine)
+    bytes_per_block = _core.kv_bytes_per_block(spec.num_layers, config.block_size, spec.num_kv_heads, spec.head_dim,
+                                               _core.DType.__members__[kv_dtype])
+    num_blocks, sizing = _kv_blocks(config, session_len, bytes_per_block, machine)
+    return Resolved(
+        weight_dtype=wdtype,
+        kv_dtype=kv_dtype,
+        lm_head_dtype=("int8" if spec.weight_format == "w4" else "dense") if config.lm_head_dtype == "auto"
+        else config.lm_head_dtype,
+        num_threads=config.num_threads or machine.physical_cores,
+        session_len=session_len,
+        max_batch_size=config.max_batch_size,
+        max_num_batched_tokens=config.max_num_batched_tokens or DEFAULT_MAX_NUM_BATCHED_TOKENS,
+        block_size=config.block_size,
+        num_blocks=num_blocks,
+        kv_cache_sizing=sizing,
+        enable_prefix_caching=config.enable_prefix_caching,
+        prefill_precision=prefill,
+        tile_unit=unit,
+    )
+
+
+def _prefill(config: EngineConfig, machine: Machine) -> tuple[str, Optional[str]]:
+    """(prefill precision, tile unit): bf16 on the fastest unit (or LMRT_TILE_UNIT's) where "auto" finds one."""
+    if config.prefill_precision == "fp32":
+        return "fp32", None
+    unit = machine.env_tile_unit
+    if unit is not None:
+        if unit not in TILE_UNITS:
+            raise ConfigError("LMRT_TILE_UNIT", unit, "choose 'amx', 'avx512bf16' or 'model'")
+        if unit not in machine.tile_units:
+            raise ConfigError("LMRT_TILE_UNIT", unit, "this CPU (or OS) lacks it; unset LMRT_TILE_UNIT to use the "
+                              "best unit here, or use prefill_precision='fp32'")
+        return "bf16", unit
+    hardware = [u for u in machine.tile_units if u != "model"]
+    if hardware:
+        return "bf16", hardware[0]
+    if config.prefill_precision == "bf16":
+        raise ConfigError("prefill_precision", "bf16",
+                          "runs prefill on a bf16 tile unit, which this CPU (or OS) lacks: it needs AMX-BF16 (Intel "
+                          "Sapphire Rapids or later) or AVX512-BF16 (AMD Zen 4 or later, Intel Cooper Lake); use "
+                          "prefill_precision='fp32'")
+    return "fp32", None
+
+
+def _kv_blocks(config: EngineConfig, session_len: int, bytes_per_block: int, machine: Machine) -> tuple[int, str]:
+    """cache_memory_gib when given; else what max_batch_size full sessions need, capped at
+    DEFAULT_CACHE_FRACTION of the available RAM. Returns (blocks, how they were chosen)."""
+    if config.cache_memory_gib is not None:
+        num = int(config.cache_memory_gib * 2**30) // bytes_per_block
+        if num < 1:
+            raise ConfigError("cache_memory_gib", config.cache_memory_gib,
+                              f"holds no KV block: one block of {config.block_size} tokens takes {bytes_per_block} bytes")
+        return num, "set by cache_memory_gib"
+    n = config.max_batch_size
+    sessions = f"{n} session{'s' if n > 1 else ''} of {session_len:,} tokens"
+    needed = -(-session_len // config.block_size) * n
+    cap = int(machine.available_ram_bytes * DEFAULT_CACHE_FRACTION) // bytes_per_block
+    if needed <= cap:
+        return needed, f"what {sessions} need{'s' if n == 1 else ''}"
+    return max(1, cap), (f"{sessions} would need {needed * bytes_per_block / 2**30:.1f} GiB; capped at "
+                         f"{DEFAULT_CACHE_FRACTION:.0%} of the available RAM")
+
+
+def _available_ram_bytes() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))

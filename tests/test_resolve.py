@@ -1,0 +1,81 @@
+"""The resolve step (lmrt/resolve.py) on hand-made machines, and the typed boundary it hands the core: every
+"auto" and None becomes a concrete value here, and the C++ side takes typed fields and enums by name only."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from lmrt import _core
+from lmrt.config import ConfigError, EngineConfig
+from lmrt.model_config import ModelSpec
+from lmrt.resolve import DEFAULT_CACHE_FRACTION, DEFAULT_MAX_NUM_BATCHED_TOKENS, Machine, resolve
+
+GIB = 2**30
+SPEC = ModelSpec(architecture="LlamaForCausalLM", vocab_size=49152, hidden_size=576, intermediate_size=1536,
+                 num_layers=30, num_heads=9, num_kv_heads=3, head_dim=64, rms_norm_eps=1e-5, rope_theta=1e5,
+                 rope_scaling=None, max_position_embeddings=8192, tie_word_embeddings=True, qkv_bias=False,
+                 bos_token_id=1, eos_token_ids=(2,), weight_format="w4", group_size=32)
+# The default model's K and V: 30 layers x 3 heads x 64 x 2 x 4 bytes (float32) per token.
+F32_BYTES_PER_TOKEN = 30 * 3 * 64 * 2 * 4
+ZEN4 = Machine(physical_cores=2, available_ram_bytes=24 * GIB, tile_units=("avx512bf16", "model"))
+AVX2 = Machine(physical_cores=8, available_ram_bytes=4 * GIB, tile_units=("model",))
+
+
+def test_auto_becomes_concrete():
+    r = resolve(EngineConfig(), SPEC, ZEN4)
+    assert (r.weight_dtype, r.kv_dtype, r.lm_head_dtype) == ("float32", "float32", "int8")
+    assert (r.num_threads, r.session_len, r.max_num_batched_tokens) == (2, 8192, DEFAULT_MAX_NUM_BATCHED_TOKENS)
+    assert (r.prefill_precision, r.tile_unit) == ("bf16", "avx512bf16")
+    r = resolve(EngineConfig(dtype="bfloat16", lm_head_dtype="dense", num_threads=3), dataclasses.replace(
+        SPEC, weight_format="dense", group_size=None), AVX2)
+    assert (r.weight_dtype, r.kv_dtype, r.lm_head_dtype, r.num_threads) == ("bfloat16", "bfloat16", "dense", 3)
+    assert (r.prefill_precision, r.tile_unit) == ("fp32", None)  # no hardware unit: the exact prefill
+
+
+def test_kv_cache_sized_by_the_sessions_then_capped_by_ram():
+    one = resolve(EngineConfig(max_batch_size=1), SPEC, ZEN4)
+    assert one.num_blocks * one.block_size == 8192 and one.kv_cache_sizing == "what 1 session of 8,192 tokens needs"
+    capped = resolve(EngineConfig(max_batch_size=16), SPEC, AVX2)
+    cap_blocks = int(4 * GIB * DEFAULT_CACHE_FRACTION) // (64 * F32_BYTES_PER_TOKEN)
+    assert capped.num_blocks == cap_blocks < 16 * 8192 // 64
+    assert capped.kv_cache_sizing.endswith("capped at 10% of the available RAM")
+    given = resolve(EngineConfig(cache_memory_gib=0.5), SPEC, AVX2)
+    assert given.num_blocks == int(0.5 * GIB) // (64 * F32_BYTES_PER_TOKEN)
+    with pytest.raises(ConfigError, match="holds no KV block"):
+        resolve(EngineConfig(cache_memory_gib=1e-6), SPEC, AVX2)
+
+
+def test_refusals_name_the_setting():
+    with pytest.raises(ConfigError) as e:
+        resolve(EngineConfig(session_len=9000), SPEC, ZEN4)
+    assert e.value.field == "session_len" and "8192" in e.value.requirement
+    with pytest.raises(ConfigError, match="AMX-BF16.*prefill_precision='fp32'"):
+        resolve(EngineConfig(prefill_precision="bf16"), SPEC, AVX2)
+    with pytest.raises(ConfigError, match="unset LMRT_TILE_UNIT"):
+        resolve(EngineConfig(), SPEC, dataclasses.replace(AVX2, env_tile_unit="amx"))
+    with pytest.raises(ConfigError, match="choose 'amx', 'avx512bf16' or 'model'"):
+        resolve(EngineConfig(), SPEC, dataclasses.replace(AVX2, env_tile_unit="fast"))
+    # LMRT_TILE_UNIT=model runs bf16 prefill on the software model anywhere (tests).
+    r = resolve(EngineConfig(), SPEC, dataclasses.replace(AVX2, env_tile_unit="model"))
+    assert (r.prefill_precision, r.tile_unit) == ("bf16", "model")
+
+
+def test_engine_options_are_typed():
+    r = resolve(EngineConfig(kv_cache_dtype="bfloat16", max_batch_size=3), SPEC, ZEN4)
+    o = r.engine_options()
+    assert (o.kv_dtype, o.prefill_precision, o.tile_unit) == (
+        _core.DType.bfloat16, _core.PrefillPrecision.bf16, _core.TileUnit.avx512bf16)
+    assert (o.num_blocks, o.block_size, o.max_batch_size, o.session_len) == (r.num_blocks, 64, 3, 8192)
+    with pytest.raises(TypeError):  # an enum takes its own values, never a string that could fall through
+        o.kv_dtype = "int8"
+    with pytest.raises(AttributeError):  # a misspelt field is an error, not a new key
+        o.num_block = 3
+    with pytest.raises(KeyError):
+        _core.DType.__members__["int8"]
+
+
+def test_the_engine_refuses_options_it_was_not_given():
+    """The core has no defaults: an EngineOptions left as constructed is refused, naming the field."""
+    with pytest.raises(ValueError, match="EngineOptions: num_blocks must be >= 1"):
+        _core.Engine(SPEC.to_core("float32"), {}, _core.EngineOptions())

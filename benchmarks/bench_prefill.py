@@ -33,7 +33,7 @@ SMOLLM2_135M = dict(
 
 def rtn_w4(w: np.ndarray, g: int):
     """Round-to-nearest 4-bit with a float min per group: [N, K] -> the core's (codes, scales, mins)."""
-    from lmrt.quant.awq_format import pack_core_codes
+    from lmrt.formats.awq import pack_core_codes
 
     N, K = w.shape
     groups = w.reshape(N, K // g, g)
@@ -48,7 +48,7 @@ def make_models(out: Path, g: int = 64) -> tuple[Path, Path]:
     import transformers
     from safetensors.numpy import load_file
 
-    from lmrt.checkpoint import save_lmrt_w4
+    from lmrt.formats.lmrt_w4 import save_lmrt_w4
 
     dense, w4 = out / "dense", out / "w4"
     if not (dense / "config.json").is_file():

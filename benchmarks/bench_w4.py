@@ -425,7 +425,8 @@ def main(argv=None):
     args = parse_args(argv)
 
     import lmrt
-    from lmrt.default_model import default_model_gguf, default_model_path, gguf_tokenizer_dir
+    from lmrt.default_model import default_model_gguf, default_model_path
+    from lmrt.loader import metadata_dir
     from lmrt.tokenizer import Tokenizer
 
     sysinfo = lmrt.system_info()
@@ -437,7 +438,7 @@ def main(argv=None):
     kw = dict(decode_new=16, prefill_len=128, batch_new=16) if args.quick else {}
     wl = Workload(49152, reps, **kw)
     wl_hog = Workload(49152, reps, seed=1, **kw)  # other prompts for the contended decode
-    tok = Tokenizer.from_pretrained(gguf_tokenizer_dir(gguf_path))  # lmrt's ids, fed to every system
+    tok = Tokenizer.from_pretrained(metadata_dir(gguf_path))  # lmrt's ids, fed to every system
     chat_ids = tok.encode(tok.apply_chat_template(CHAT_PROMPT, add_generation_prompt=True, tokenize=False),
                           add_special_tokens=False)
 

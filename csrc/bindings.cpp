@@ -28,7 +28,7 @@ void bind_kernels(py::module_& m);  // bindings_kernels.cpp
 namespace lmrt {
 namespace {
 
-// The weights by name (the core layout, lmrt/checkpoint.py) as borrowed views for load_weights to copy;
+// The weights by name (the core layout, lmrt/loader.py) as borrowed views for load_weights to copy;
 // `keep` holds the arrays alive meanwhile.
 std::map<std::string, RawTensor> raw_tensors(const py::dict& weights, std::vector<py::array>& keep) {
   std::map<std::string, RawTensor> raw;

@@ -14,10 +14,10 @@ from typing import AsyncIterator, Callable, Iterator, List, Optional, Sequence, 
 import numpy as np
 
 from lmrt import _core, resolve
-from lmrt.checkpoint import add_int8_lm_head, load_weights, num_parameters
+from lmrt.loader import add_int8_lm_head, load_weights, metadata_dir, num_parameters
 from lmrt.config import EngineConfig, GenerationConfig
 from lmrt.detokenizer import IncrementalDetokenizer, StopStringMatcher
-from lmrt.model_config import _read_json
+from lmrt.formats import read_json
 from lmrt.tokenizer import Tokenizer
 
 Messages = List[dict]
@@ -73,19 +73,14 @@ class Pipeline:
         # A dir, or a .gguf file; dense matrices in the configured dtype.
         self.spec, weights = load_weights(self.model_path, dtype=resolve.weight_dtype(self.engine_config))
         self.resolved = resolve.resolve(self.engine_config, self.spec, resolve.Machine.detect())
-        if self.model_path.suffix == ".gguf":  # the GGUF's tokenizer and sampling settings, converted once
-            from lmrt.default_model import gguf_tokenizer_dir
-
-            tokenizer_dir = gguf_tokenizer_dir(self.model_path)
-        else:
-            tokenizer_dir = self.model_path
+        tokenizer_dir = metadata_dir(self.model_path)  # for a GGUF: its tokenizer and sampling, converted once
         # A checkpoint without tokenizer files still runs on token-id prompts (tests, benchmarks).
         has_tokenizer = (tokenizer_dir / "tokenizer.json").exists()
         self.tokenizer = Tokenizer.from_pretrained(tokenizer_dir) if has_tokenizer else None
         generation_json = tokenizer_dir / "generation_config.json"
         # What a request gets when it passes no GenerationConfig: the checkpoint's recommended sampling.
         self.generation_defaults = GenerationConfig.from_checkpoint(
-            _read_json(generation_json) if generation_json.is_file() else None)
+            read_json(generation_json) if generation_json.is_file() else None)
         self.generation_defaults_source = str(generation_json) if generation_json.is_file() else None
         self.num_parameters = num_parameters(weights)
         if self.resolved.lm_head_dtype == "int8":

@@ -431,7 +431,7 @@ def format_info(info: dict) -> str:
 def _loaded_line(info: dict, gen_config, changes: dict) -> str:
     """What `lmrt chat` says it loaded, and the sampling in force."""
     source = info.get("sampling_defaults_source")
-    defaults = f"the model's generation_config.json" if source else "lmrt's defaults"
+    defaults = "the model's generation_config.json" if source else "lmrt's defaults"
     flags = ", ".join(_flag(k) for k in changes if k != "seed")
     origin = f"{flags} over {defaults}" if flags else defaults
     return (f"lmrt: {info['model']} ({info['architecture']}; {_format_weights(info)}); "

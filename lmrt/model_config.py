@@ -12,13 +12,14 @@ exactly.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+
+from .formats import read_json
 
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM")
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
@@ -93,7 +94,7 @@ class ModelSpec:
     qkv_bias: bool
     bos_token_id: int | None
     eos_token_ids: tuple[int, ...]
-    # How the checkpoint's linears are stored (see lmrt/checkpoint.py for the tensor names):
+    # How the checkpoint's linears are stored (see lmrt/loader.py for the tensor names):
     #   "dense": every linear is one float matrix;
     #   "w4":    linears are 4-bit in the core's W4Matrix layout (`<name>.codes` / `.scales` / `.mins`),
     #            group_size inputs per (scale, min); a linear the checkpoint keeps unquantised
@@ -217,9 +218,9 @@ class ModelSpec:
         config_path = path / "config.json"
         if not config_path.is_file():
             raise FileNotFoundError(f"{config_path} not found: a HF checkpoint dir needs config.json")
-        config = _read_json(config_path)
+        config = read_json(config_path)
         generation_path = path / "generation_config.json"
-        generation_config = _read_json(generation_path) if generation_path.is_file() else None
+        generation_config = read_json(generation_path) if generation_path.is_file() else None
         return cls.from_hf_config(config, generation_config)
 
     # ------------------------------------------------------------------ RoPE
@@ -275,7 +276,7 @@ class ModelSpec:
 class AwqConfig:
     """A checkpoint's 4-bit ``quantization_config``: AutoAWQ gemm (``method == "awq"``), or lmrt's own
     scale + min form (``method == "lmrt"``: each 4-bit linear stored as ``<module>.codes`` / ``.scales`` /
-    ``.mins`` in the core's layout, lmrt/checkpoint.py; how a GGUF's Q4_0 / Q4_1 tensors are kept, since
+    ``.mins`` in the core's layout, lmrt/formats/lmrt_w4.py; how a GGUF's Q4_0 / Q4_1 tensors are kept, since
     their mins are not AWQ's integer zero points)."""
 
     group_size: int
@@ -341,13 +342,6 @@ class AwqConfig:
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from e
 
 
 def _read_rope(config: Mapping[str, Any]) -> tuple[float, RopeScaling | None]:

@@ -7,7 +7,6 @@ chat templates), ``chat_template.jinja`` / ``chat_template.json`` and the eos id
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -16,16 +15,10 @@ from tokenizers import Tokenizer as _Backend
 from tokenizers import processors
 
 from .chat_template import render_chat
+from .formats import read_json
 
 # transformers' named special tokens, in its order (which sets the order of `all_special_ids`).
 _SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
-
-
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
 
 
 def _token_content(value) -> str | None:
@@ -57,7 +50,7 @@ def _load_chat_template(model_dir: Path, config: dict) -> str | dict[str, str] |
     if templates:
         return templates["default"] if list(templates) == ["default"] else templates
 
-    template = _read_json(model_dir / "chat_template.json").get("chat_template") or config.get("chat_template")
+    template = read_json(model_dir / "chat_template.json", default={}).get("chat_template") or config.get("chat_template")
     if isinstance(template, list):
         # Older configs store named templates as [{"name": ..., "template": ...}].
         template = {t["name"]: t["template"] for t in template}
@@ -103,7 +96,7 @@ class Tokenizer:
                 f"transformers: AutoTokenizer.from_pretrained(...).save_pretrained({str(model_dir)!r})."
             )
         backend = _Backend.from_file(str(tokenizer_file))
-        config = _read_json(model_dir / "tokenizer_config.json")
+        config = read_json(model_dir / "tokenizer_config.json", default={})
 
         special = {name: _token_content(config.get(name)) for name in _SPECIAL_TOKEN_NAMES}
         extra_special = config.get("extra_special_tokens") or config.get("additional_special_tokens") or []
@@ -125,7 +118,7 @@ class Tokenizer:
 
         extra_eos = []
         for name in ("generation_config.json", "config.json"):
-            extra_eos += _as_id_list(_read_json(model_dir / name).get("eos_token_id"))
+            extra_eos += _as_id_list(read_json(model_dir / name, default={}).get("eos_token_id"))
         return cls(
             backend,
             special_tokens=special,

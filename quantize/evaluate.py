@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from torch import nn
 from tqdm import tqdm
 
-from .quantizer import dequantize_awq
+from lmrt.formats.awq import dequantize_awq
 
 DEFAULT_WINDOW = 512
 
@@ -49,7 +49,9 @@ def load_awq_dequantized(model_dir: Path, dtype=torch.float32) -> nn.Module:
     for name, tensor in tensors.items():
         if name.endswith(".qweight"):
             prefix = name[: -len(".qweight")]
-            state[f"{prefix}.weight"] = dequantize_awq(tensor, tensors[f"{prefix}.qzeros"], tensors[f"{prefix}.scales"], group_size)
+            packed = (tensor, tensors[f"{prefix}.qzeros"], tensors[f"{prefix}.scales"])
+            w = dequantize_awq(*(t.numpy() for t in packed), group_size)  # [in, out], AutoAWQ's orientation
+            state[f"{prefix}.weight"] = torch.from_numpy(w.T.copy())
         elif not name.endswith((".qzeros", ".scales")):
             state[name] = tensor
     missing, unexpected = model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=False)

@@ -1,4 +1,4 @@
-"""Asymmetric round-to-nearest per group, and packing into AutoAWQ's "gemm" layout.
+"""Asymmetric round-to-nearest per group; the AutoAWQ "gemm" packing is lmrt's own (lmrt/formats/awq.py).
 
 Per group of ``g`` inputs of one output row: ``scale = (max - min) / 15`` (rounded to float16,
 as stored), ``zero = round(-min / scale)`` in 0..15, ``q = clamp(round(w / scale) + zero, 0, 15)``,
@@ -12,10 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-# Nibble i (bits 4i..4i+3) of packed word c holds column 8c + AWQ_ORDER[i].
-AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)
-PACK_FACTOR = 8  # 4-bit values per int32
-_NIBBLE_SHIFTS = torch.arange(PACK_FACTOR, dtype=torch.int64) * 4
+from lmrt.formats.awq import pack_awq
 
 
 def quantize_groups(w: torch.Tensor, group_size: int, bits: int = 4):
@@ -73,36 +70,7 @@ class QuantizedWeight:
         return (self.q.float() - zeros) * scales
 
     def to_awq(self) -> dict[str, torch.Tensor]:
-        """AutoAWQ gemm tensors: qweight int32 [in, out/8], qzeros int32 [in/g, out/8], scales fp16 [in/g, out]."""
-        return {
-            "qweight": pack_awq(self.q.t()),
-            "qzeros": pack_awq(self.zeros.t()),
-            "scales": self.scales.t().contiguous(),
-        }
-
-
-def pack_awq(values: torch.Tensor) -> torch.Tensor:
-    """uint8 [rows, cols] of 4-bit values -> int32 [rows, cols/8] in AWQ_ORDER."""
-    rows, cols = values.shape
-    if cols % PACK_FACTOR:
-        raise ValueError(f"{cols} columns do not pack into int32 words of {PACK_FACTOR}")
-    v = values.to(torch.int64).reshape(rows, cols // PACK_FACTOR, PACK_FACTOR)[:, :, list(AWQ_ORDER)]
-    words = (v << _NIBBLE_SHIFTS).sum(-1)  # [rows, cols/8], 0 .. 2^32-1
-    words = torch.where(words >= 2**31, words - 2**32, words)  # as two's-complement int32
-    return words.to(torch.int32).contiguous()
-
-
-def unpack_awq(words: torch.Tensor) -> torch.Tensor:
-    """int32 [rows, cols/8] -> uint8 [rows, cols]; the inverse of ``pack_awq``."""
-    rows, num_words = words.shape
-    nibbles = ((words.to(torch.int64) & 0xFFFFFFFF)[..., None] >> _NIBBLE_SHIFTS) & 0xF  # [rows, words, 8]
-    values = torch.empty_like(nibbles)
-    values[..., list(AWQ_ORDER)] = nibbles
-    return values.reshape(rows, num_words * PACK_FACTOR).to(torch.uint8)
-
-
-def dequantize_awq(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, group_size: int) -> torch.Tensor:
-    """AutoAWQ gemm tensors -> float32 weight [out, in] (``nn.Linear`` orientation)."""
-    q = unpack_awq(qweight).float()  # [in, out]
-    zeros = unpack_awq(qzeros).float().repeat_interleave(group_size, dim=0)  # [in, out]
-    return ((q - zeros) * scales.float().repeat_interleave(group_size, dim=0)).t().contiguous()
+        """AutoAWQ gemm tensors, packed by lmrt/formats/awq.py: qweight int32 [in, out/8], qzeros int32
+        [in/g, out/8], scales fp16 [in/g, out]."""
+        packed = pack_awq(self.q.t().numpy(), self.zeros.t().numpy(), self.scales.t().contiguous().numpy())
+        return dict(zip(("qweight", "qzeros", "scales"), (torch.from_numpy(a) for a in packed)))

@@ -18,7 +18,8 @@ from safetensors.numpy import load_file, save_file
 
 from lmrt import _core
 from lmrt._bf16 import bf16_bits_to_float32, float32_to_bf16_bits
-from lmrt.checkpoint import CheckpointError, load_checkpoint
+from lmrt.formats import CheckpointError
+from lmrt.loader import load_checkpoint
 from lmrt.model_config import ModelSpec, UnsupportedModelError
 
 # ---------------------------------------------------------------------- tensors vs the HF state dict
@@ -322,7 +323,7 @@ def test_bf16_rounding_matches_torch_including_ties():
 
 def test_loading_does_not_import_torch(tiny_qwen2):
     code = (
-        "import sys; from lmrt.checkpoint import load_checkpoint; import lmrt.default_model; "
+        "import sys; from lmrt.loader import load_checkpoint; import lmrt.default_model; "
         f"spec, tensors = load_checkpoint({str(tiny_qwen2)!r}, dtype='bfloat16'); spec.inv_freq(); "
         "bad = [m for m in ('torch', 'transformers', 'gguf') if m in sys.modules]; assert not bad, bad"
     )

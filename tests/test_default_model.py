@@ -19,7 +19,7 @@ from safetensors.numpy import load_file
 from tokenizers import Tokenizer
 
 from lmrt import default_model
-from lmrt.checkpoint import load_checkpoint
+from lmrt.loader import load_checkpoint
 from lmrt.default_model import DEFAULT_MODEL_GGUF, default_model_path
 
 TEXTS = [
@@ -159,7 +159,7 @@ def test_default_is_4bit_and_keeps_the_gguf_tensors_exactly(converted, gguf_path
     """lmrt.pipeline() runs the default model at 4 bits: the GGUF's Q4_1 tensors written once in lmrt's own
     4-bit form, which loads to exactly what load_gguf imports (and needs no gguf package after that)."""
     import lmrt
-    from lmrt.checkpoint import load_gguf
+    from lmrt.loader import load_gguf
 
     monkeypatch.setenv("LMRT_CACHE", str(converted[0].parent))
     stderr = io.StringIO()

@@ -25,9 +25,10 @@ from conftest import make_tiny_llama, make_tiny_qwen2
 from safetensors.numpy import load_file, save_file
 
 from lmrt._bf16 import bf16_bits_to_float32, float32_to_bf16_bits
-from lmrt.checkpoint import CheckpointError, load_checkpoint, load_weights, num_parameters
+from lmrt.formats import CheckpointError
+from lmrt.loader import load_checkpoint, load_weights, num_parameters
 from lmrt.model_config import UnsupportedModelError
-from lmrt.quant import (
+from lmrt.formats.awq import (
     AwqFormatError,
     awq_to_core,
     core_to_dense,
@@ -37,8 +38,8 @@ from lmrt.quant import (
     unpack_awq,
     unpack_core_codes,
 )
-from lmrt.quant.awq_format import AWQ_ORDER
-from lmrt.quant.gguf_format import import_tensor, q4_0_to_core
+from lmrt.formats.awq import AWQ_ORDER
+from lmrt.formats.gguf import import_tensor, q4_0_to_core
 
 GROUP_SIZES = (32, 64, 128)
 LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
@@ -480,7 +481,7 @@ def test_load_gguf_matches_the_dequantised_model(default_gguf):
     from gguf import GGUFReader
     from gguf.quants import dequantize
 
-    from lmrt.default_model import _hf_tensor_name, _unpermute_rope_rows
+    from lmrt.formats.gguf import hf_tensor_name as _hf_tensor_name, unpermute_rope_rows as _unpermute_rope_rows
 
     spec, tensors = load_weights(default_gguf)  # dispatches on the .gguf suffix
     assert (spec.weight_format, spec.group_size, spec.num_layers, spec.hidden_size) == ("w4", 32, 30, 576)
@@ -521,7 +522,8 @@ def test_load_gguf_matches_the_dequantised_model(default_gguf):
 
 def _hf_parts(path: Path, g: int):
     """An AWQ checkpoint's tensors by HF name, each 4-bit linear as its core (codes, scales, mins)."""
-    from lmrt.checkpoint import _awq_part, _index_tensors
+    from lmrt.formats.awq import awq_part as _awq_part
+    from lmrt.formats.safetensors import index_tensors as _index_tensors
 
     source = _index_tensors(path)
     parts = {}
@@ -537,7 +539,7 @@ def _hf_parts(path: Path, g: int):
 
 @pytest.mark.parametrize("g", GROUP_SIZES)
 def test_lmrt_w4_checkpoint_round_trip(tmp_path, g):
-    from lmrt.checkpoint import save_lmrt_w4
+    from lmrt.formats.lmrt_w4 import save_lmrt_w4
 
     shape = SHAPE_FOR_GROUP[g]
     awq_dir, _ = make_tiny_awq(tmp_path / "awq", g, tied=False, modules_to_not_convert=["down_proj"], **shape)
@@ -555,7 +557,7 @@ def test_lmrt_w4_checkpoint_round_trip(tmp_path, g):
 
 
 def test_lmrt_w4_checkpoint_errors(tmp_path):
-    from lmrt.checkpoint import save_lmrt_w4
+    from lmrt.formats.lmrt_w4 import save_lmrt_w4
 
     awq_dir, _ = make_tiny_awq(tmp_path / "awq", 32, tied=False)
     config = json.loads((awq_dir / "config.json").read_text())

@@ -24,7 +24,9 @@ except ImportError:  # a source checkout: the package sits beside tests/ (append
 
 from conftest import make_tiny_llama
 from quantize import auto_scale, cli, evaluate, pre_quant, writer
-from quantize.quantizer import AWQ_ORDER, QuantizedWeight, dequantize_awq, fake_quantize, pack_awq, unpack_awq
+from quantize.quantizer import QuantizedWeight, fake_quantize
+
+from lmrt.formats.awq import AWQ_ORDER, dequantize_awq, pack_awq, unpack_awq
 
 LICENSES = Path("/usr/share/common-licenses")
 
@@ -52,7 +54,8 @@ def test_quantizer_round_trip_is_exact():
         qw = QuantizedWeight.from_weight(w, group_size)
         assert qw.q.dtype == torch.uint8 and int(qw.q.max()) <= 15 and int(qw.zeros.max()) <= 15
         packed = qw.to_awq()
-        restored = dequantize_awq(packed["qweight"], packed["qzeros"], packed["scales"], group_size)
+        restored = torch.from_numpy(dequantize_awq(*(packed[k].numpy() for k in ("qweight", "qzeros", "scales")),
+                                                   group_size).T.copy())  # [in, out] -> [out, in]
         assert torch.equal(restored, fake_quantize(w, group_size))
         assert torch.equal(qw.dequantize(), fake_quantize(w, group_size))
         # within one step (half a step of rounding, up to half a step of zero-point rounding at the ends)
@@ -61,8 +64,10 @@ def test_quantizer_round_trip_is_exact():
 
 
 def test_unpack_inverts_pack():
-    values = torch.randint(0, 16, (7, 64), dtype=torch.uint8)
-    assert torch.equal(unpack_awq(pack_awq(values)), values)
+    values = torch.randint(0, 16, (64, 8), dtype=torch.uint8).numpy()
+    zeros = values[:2]
+    q, z, _ = unpack_awq(*pack_awq(values, zeros, torch.ones(2, 8, dtype=torch.float16).numpy()))
+    assert (q == values).all() and (z == zeros).all()
 
 
 def _decode_bit_by_bit(words: torch.Tensor) -> list[list[int]]:
@@ -83,9 +88,14 @@ def _decode_bit_by_bit(words: torch.Tensor) -> list[list[int]]:
 def test_packing_bit_layout_matches_design():
     assert AWQ_ORDER == (0, 2, 4, 6, 1, 3, 5, 7)
     # columns 0..7 holding 0..7: nibbles in order 0,2,4,6,1,3,5,7 from the low bits
-    assert pack_awq(torch.arange(8, dtype=torch.uint8)[None]).tolist() == [[0x75316420]]
-    assert pack_awq(torch.arange(8, 16, dtype=torch.uint8)[None]).tolist() == [[0xFDB9ECA8 - 2**32]]  # int32 two's complement
-    assert pack_awq(torch.full((1, 8), 15, dtype=torch.uint8)).tolist() == [[-1]]
+    one = torch.ones(1, 8, dtype=torch.float16).numpy()
+
+    def word(values):
+        return pack_awq(values, values, one)[0].tolist()
+
+    assert word(torch.arange(8, dtype=torch.uint8)[None].numpy()) == [[0x75316420]]
+    assert word(torch.arange(8, 16, dtype=torch.uint8)[None].numpy()) == [[0xFDB9ECA8 - 2**32]]  # int32 two's complement
+    assert word(torch.full((1, 8), 15, dtype=torch.uint8).numpy()) == [[-1]]
 
     w = _random_weight(out_features=40, in_features=64, seed=1)
     qw = QuantizedWeight.from_weight(w, 32)

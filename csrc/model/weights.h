@@ -1,4 +1,4 @@
-// The model's weights in the core layout (see lmrt/checkpoint.py for the names).
+// The model's weights in the core layout (see lmrt/loader.py for the names).
 #pragma once
 
 #include <cstdint>

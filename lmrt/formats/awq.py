@@ -30,9 +30,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._bf16 import bf16_bits_to_float32
+from . import CheckpointError, W4Part
+from .safetensors import FLOAT_DTYPES, TensorRef
+
 AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)  # nibble i of a word holds column 8c + AWQ_ORDER[i]
+
 AWQ_REVERSE_ORDER = (0, 4, 1, 5, 2, 6, 3, 7)  # column 8c + j sits in nibble AWQ_REVERSE_ORDER[j]
+
 CORE_GROUP_SIZES = (32, 64, 128)
+
 _RUN = 32  # the core packs inputs in runs of 32: byte j = input j | input j + 16 << 4
 
 _SHIFTS = np.arange(0, 32, 4, dtype=np.uint32)  # [8]
@@ -40,9 +47,6 @@ _SHIFTS = np.arange(0, 32, 4, dtype=np.uint32)  # [8]
 
 class AwqFormatError(ValueError):
     """Arrays that do not form a valid AutoAWQ gemm / core 4-bit tensor."""
-
-
-# ---------------------------------------------------------------------- AutoAWQ packing
 
 
 def pack_awq(q: np.ndarray, zeros: np.ndarray, scales: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -100,9 +104,6 @@ def awq_to_core(
     return codes, scales_f32, mins
 
 
-# ---------------------------------------------------------------------- the core's layout
-
-
 def pack_core_codes(q: np.ndarray) -> np.ndarray:
     """Codes uint8 [N, K] (0..15, K a multiple of 32) -> the core's packed uint8 [N, K/2]."""
     q = _as_nibbles(q, "q")
@@ -136,7 +137,32 @@ def core_to_dense(codes: np.ndarray, scales: np.ndarray, mins: np.ndarray) -> np
     return q.astype(np.float32) * np.repeat(scales, g, axis=1) + np.repeat(mins, g, axis=1)
 
 
-# ---------------------------------------------------------------------- helpers
+def awq_part(source: dict[str, TensorRef], module: str, shape: tuple[int, int], group_size: int) -> W4Part:
+    """One AutoAWQ gemm linear ``module`` of core shape [N, K] -> (codes, scales, mins)."""
+    N, K = shape
+    refs = {x: source[f"{module}.{x}"] for x in ("qweight", "qzeros", "scales")}
+    file = refs["qweight"].file
+    if K % group_size:
+        raise CheckpointError(
+            f"{file}: {module} has K={K} inputs, which group_size {group_size} (config.json quantization_config) "
+            f"does not divide"
+        )
+    expected = {"qweight": (K, N // 8), "qzeros": (K // group_size, N // 8), "scales": (K // group_size, N)}
+    dtypes = {"qweight": ("I32",), "qzeros": ("I32",), "scales": FLOAT_DTYPES}
+    for x, ref in refs.items():
+        if N % 8 or ref.shape != expected[x]:
+            raise CheckpointError(
+                f"{ref.file}: {module}.{x} has shape {list(ref.shape)}, expected {list(expected[x])} for an AutoAWQ gemm "
+                f"linear with {K} inputs, {N} outputs, group_size {group_size}"
+            )
+        if ref.dtype not in dtypes[x]:
+            raise CheckpointError(f"{ref.file}: {module}.{x} is {ref.dtype}, expected {' or '.join(dtypes[x])}")
+    scales = refs["scales"]
+    scales = scales.array() if scales.dtype != "BF16" else bf16_bits_to_float32(scales.array())
+    try:
+        return awq_to_core(refs["qweight"].array(), refs["qzeros"].array(), scales, group_size)
+    except AwqFormatError as e:
+        raise CheckpointError(f"{file}: {module}: {e}") from e
 
 
 def _pack_columns(values: np.ndarray) -> np.ndarray:

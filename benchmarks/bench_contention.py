@@ -10,6 +10,7 @@ To compare two builds in the same conditions (the A/B in RESULTS.md), build the 
 
     for t in . /tmp/old; do (cd $t && HF_HUB_OFFLINE=1 PYTHONPATH=. REPS=5 python <this repo>/benchmarks/bench_contention.py 2 2h 1); done
 """
+
 import os
 import statistics
 import subprocess
@@ -20,9 +21,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
+from bench_engine import lmrt_decode_tps  # noqa: E402
 
 import lmrt  # noqa: E402
-from bench_engine import lmrt_decode_tps  # noqa: E402
 from lmrt.default_model import default_model_gguf  # noqa: E402
 
 REPS = int(os.environ.get("REPS", 5))
@@ -30,8 +31,13 @@ NEW = int(os.environ.get("NEW", 128))
 
 
 def run(threads: int, hog: bool, prompts):
-    cfg = lmrt.EngineConfig(num_threads=threads, max_batch_size=16, max_num_batched_tokens=512, session_len=1024,
-                            enable_prefix_caching=False)
+    cfg = lmrt.EngineConfig(
+        num_threads=threads,
+        max_batch_size=16,
+        max_num_batched_tokens=512,
+        session_len=1024,
+        enable_prefix_caching=False,
+    )
     pipe = lmrt.pipeline(default_model_gguf(), cfg)
     lmrt_decode_tps(pipe, prompts[0], lmrt.GenerationConfig(max_new_tokens=8, min_new_tokens=8, ignore_eos=True), 8)
     gen = lmrt.GenerationConfig(max_new_tokens=NEW, min_new_tokens=NEW, ignore_eos=True)
@@ -56,9 +62,11 @@ def main(modes):
     prompts = [rng.randint(100, 49000, size=32).tolist() for _ in range(REPS + 1)]
     for mode in modes or ["2", "2h", "1", "1h"]:
         tps, cpu_wall, late, narrow = run(int(mode[0]), mode.endswith("h"), prompts)
-        print(f"threads={mode[0]} busy core={mode.endswith('h')}: {statistics.median(tps):6.1f} tok/s  "
-              f"cpu/wall {cpu_wall:.2f}  reps {[round(x) for x in tps]}  late workers {late}  narrow jobs {narrow}",
-              flush=True)
+        print(
+            f"threads={mode[0]} busy core={mode.endswith('h')}: {statistics.median(tps):6.1f} tok/s  "
+            f"cpu/wall {cpu_wall:.2f}  reps {[round(x) for x in tps]}  late workers {late}  narrow jobs {narrow}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

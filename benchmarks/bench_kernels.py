@@ -10,6 +10,7 @@ has (AMX, AVX512-BF16), next to torch's bf16 matmul (oneDNN) on the same shapes,
 Note: timings on a shared machine move with the neighbours' load; compare columns
 from the same run.
 """
+
 import argparse
 import time
 
@@ -87,15 +88,21 @@ def tile_gemm(rng, torch, seconds, M=512):
         print("\nbf16 tile GEMM: skipped, this CPU has neither AMX-BF16 nor AVX512-BF16")
         return
     print(f"\nbf16 tile GEMM, M={M} (x and fp32 w rounded to bf16 by lmrt; torch: bf16 tensors)")
-    print(f"{'shape':>8} {'K':>5} {'N':>6} {'thr':>3} | " + " ".join(f"{u:>10}" for u in units)
-          + (f" | {'torch bf16':>10}" if torch else "") + "   (GFLOP/s)")
+    print(
+        f"{'shape':>8} {'K':>5} {'N':>6} {'thr':>3} | "
+        + " ".join(f"{u:>10}" for u in units)
+        + (f" | {'torch bf16':>10}" if torch else "")
+        + "   (GFLOP/s)"
+    )
     for name, Kd, N in SHAPES[:4]:
         x = rng.standard_normal((M, Kd), dtype=np.float32)
         w = rng.standard_normal((N, Kd), dtype=np.float32)
         for thr in (1, 2):
             flops = 2.0 * M * Kd * N
-            row = [f"{flops / timeit(lambda: K.linear_bf16_tiles(x, w, tile_unit=u, num_threads=thr), seconds) / 1e9:10.1f}"
-                   for u in units]
+            row = [
+                f"{flops / timeit(lambda: K.linear_bf16_tiles(x, w, tile_unit=u, num_threads=thr), seconds) / 1e9:10.1f}"
+                for u in units
+            ]
             line = f"{name:>8} {Kd:5d} {N:6d} {thr:3d} | " + " ".join(row)
             if torch:
                 torch.set_num_threads(thr)

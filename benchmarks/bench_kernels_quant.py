@@ -13,15 +13,14 @@ cpu/wall: process CPU time over wall time for the whole row, divided by the thre
 1.00 means every thread had a core to itself, lower means the neighbours took some
 (the machine is shared, so compare columns of the same row, not across runs).
 """
+
 import argparse
 import time
 
 import numpy as np
-
-from lmrt._core import kernels as K
-
 from bench_kernels import SHAPES  # the default model's linear shapes
 
+from lmrt._core import kernels as K
 
 
 class Clock:
@@ -65,8 +64,11 @@ def main():
     print(f"ISA {K.active_isa()} (best {K.best_isa()}), physical cores {K.physical_cores()}")
     cols = ["f32", "torch"] if torch else ["f32"]
     cols += ["w4g32", "w4g64", "w4g128", "i8"]
-    print(f"{'shape':>8} {'M':>4} {'K':>5} {'N':>6} {'thr':>3} | " + " ".join(f"{c:>13}" for c in cols)
-          + " | cpu/wall   (GFLOP/s [weight GB/s])")
+    print(
+        f"{'shape':>8} {'M':>4} {'K':>5} {'N':>6} {'thr':>3} | "
+        + " ".join(f"{c:>13}" for c in cols)
+        + " | cpu/wall   (GFLOP/s [weight GB/s])"
+    )
     for M in args.m:
         for name, Kd, N in SHAPES:
             if M == 512 and name == "lm_head":
@@ -102,8 +104,7 @@ def main():
                     cell(lambda: K.linear_w4(x, packed, sc, mn, g, num_threads=thr), N * Kd // 2 + 8 * N * (Kd // g))
                 cell(lambda: K.linear_i8(x, q, qs, num_threads=thr), N * Kd + 4 * N)
                 ratio = clk.cpu / clk.wall / thr
-                print(f"{name:>8} {M:4d} {Kd:5d} {N:6d} {thr:3d} | " + " ".join(cells) + f" | {ratio:5.2f}",
-                      flush=True)
+                print(f"{name:>8} {M:4d} {Kd:5d} {N:6d} {thr:3d} | " + " ".join(cells) + f" | {ratio:5.2f}", flush=True)
 
 
 if __name__ == "__main__":

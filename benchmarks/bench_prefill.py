@@ -8,6 +8,7 @@ Same random token ids for every system, same threads; medians of --reps after a 
 
     HF_HUB_OFFLINE=1 PYTHONPATH=. python benchmarks/bench_prefill.py [--threads N] [--reps 5] [--len 512]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,9 +72,12 @@ def main(argv=None):
     ap.add_argument("--len", type=int, default=512, help="prompt tokens")
     ap.add_argument("--decode", type=int, default=64, help="new tokens for the batch-1 decode figure (0: none)")
     ap.add_argument("--out", default="/tmp/lmrt-synth-135m", help="where the random models are written (reused)")
-    ap.add_argument("--only", default="lmrt-w4,lmrt-w4-bf16,lmrt-fp32,hf-bf16,hf-fp32",
-                    help="systems; the -bf16 one (prefill_precision='bf16') runs only where the CPU has a bf16 "
-                         "tile unit (AMX-BF16 or AVX512-BF16)")
+    ap.add_argument(
+        "--only",
+        default="lmrt-w4,lmrt-w4-bf16,lmrt-fp32,hf-bf16,hf-fp32",
+        help="systems; the -bf16 one (prefill_precision='bf16') runs only where the CPU has a bf16 "
+        "tile unit (AMX-BF16 or AVX512-BF16)",
+    )
     args = ap.parse_args(argv)
 
     import lmrt
@@ -106,20 +110,27 @@ def main(argv=None):
             got = [r.decode(p[:32], args.decode) for p in prompts[1:4]]
             res.update(decode=statistics.median(x[0] for x in got), dcw=sum(x[2] for x in got) / sum(x[1] for x in got))
         rows[name] = res
-        print(f"{name:10s} prefill {res['prefill']:8.1f} tok/s (cpu/wall {res['pcw']:.2f})"
-              + (f"  decode {res['decode']:7.1f} tok/s (cpu/wall {res['dcw']:.2f})" if args.decode else ""), flush=True)
+        print(
+            f"{name:10s} prefill {res['prefill']:8.1f} tok/s (cpu/wall {res['pcw']:.2f})"
+            + (f"  decode {res['decode']:7.1f} tok/s (cpu/wall {res['dcw']:.2f})" if args.decode else ""),
+            flush=True,
+        )
         r.close()
     cpu_model, ncpu = machine_info()
     print(f"\n{cpu_model}, {ncpu} CPUs, {threads} threads, {platform.platform()}; lmrt {lmrt.system_info()}")
     print(f"command: HF_HUB_OFFLINE=1 PYTHONPATH=. python benchmarks/bench_prefill.py {' '.join(argv or sys.argv[1:])}")
     print(f"\n| system | prefill {args.len} tok/s (cpu/wall) | decode b=1 tok/s (cpu/wall) |\n|---|---|---|")
     for name, r in rows.items():
-        print(f"| {name} | {r['prefill']:.1f} ({r['pcw']:.2f}) | "
-              + (f"{r['decode']:.1f} ({r['dcw']:.2f}) |" if args.decode else "— |"))
+        print(
+            f"| {name} | {r['prefill']:.1f} ({r['pcw']:.2f}) | "
+            + (f"{r['decode']:.1f} ({r['dcw']:.2f}) |" if args.decode else "— |")
+        )
     for ours in ("lmrt-w4", "lmrt-w4-bf16", "lmrt-fp32"):
         if ours in rows and "hf-bf16" in rows:
-            print(f"| {ours} / hf-bf16 | {rows[ours]['prefill'] / rows['hf-bf16']['prefill']:.2f}x | "
-                  + (f"{rows[ours]['decode'] / rows['hf-bf16']['decode']:.2f}x |" if args.decode else "|"))
+            print(
+                f"| {ours} / hf-bf16 | {rows[ours]['prefill'] / rows['hf-bf16']['prefill']:.2f}x | "
+                + (f"{rows[ours]['decode'] / rows['hf-bf16']['decode']:.2f}x |" if args.decode else "|")
+            )
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ The full run (all rows, appended to benchmarks/RESULTS.md; on a quiet machine):
 
 Smoke test: add --quick --no-write (1 rep, 16 new tokens, prefill 128).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,6 +74,7 @@ CHAT_PROMPT = [{"role": "user", "content": "What is the capital of France? Answe
 
 # ---------------------------------------------------------------- timing
 
+
 def _busy_s():
     """Seconds of CPU time used by everything on the machine since boot (all cores)."""
     with open("/proc/stat") as f:
@@ -100,8 +102,12 @@ def sample(tps, m):
 def summarize(samples):
     """samples: (tokens/s, wall, cpu, others) per rep -> median tok/s, cpu/wall, cores used by others."""
     wall = sum(s[1] for s in samples)
-    return dict(tps=statistics.median(s[0] for s in samples), cpu_wall=sum(s[2] for s in samples) / wall,
-                others=sum(s[3] for s in samples) / wall, all=[s[0] for s in samples])
+    return dict(
+        tps=statistics.median(s[0] for s in samples),
+        cpu_wall=sum(s[2] for s in samples) / wall,
+        others=sum(s[3] for s in samples) / wall,
+        all=[s[0] for s in samples],
+    )
 
 
 class Hog:
@@ -131,14 +137,22 @@ class Hog:
 
 # ---------------------------------------------------------------- systems
 
+
 class LmrtRunner:
     def __init__(self, model, threads, dtype="float32", lm_head_dtype="auto", prefill_precision="auto"):
         import lmrt
 
         self.lmrt = lmrt
-        cfg = lmrt.EngineConfig(dtype=dtype, num_threads=threads, max_batch_size=16, max_num_batched_tokens=512,
-                                session_len=1024, enable_prefix_caching=False, lm_head_dtype=lm_head_dtype,
-                                prefill_precision=prefill_precision)
+        cfg = lmrt.EngineConfig(
+            dtype=dtype,
+            num_threads=threads,
+            max_batch_size=16,
+            max_num_batched_tokens=512,
+            session_len=1024,
+            enable_prefix_caching=False,
+            lm_head_dtype=lm_head_dtype,
+            prefill_precision=prefill_precision,
+        )
         self.pipe = lmrt.pipeline(model, cfg)
         self.eng = self.pipe._engine
         info = self.pipe.info()
@@ -149,8 +163,10 @@ class LmrtRunner:
         separate_head = info["lm_head_dtype"] == "int8" or not spec.tie_word_embeddings
         self.bytes_per_token = info["weights_bytes"] - (embed if separate_head else 0)
         group = f" g{info['group_size']}" if info.get("group_size") else ""
-        self.desc = (f"weight_format={info['weight_format']}{group}, lm_head={info['lm_head_dtype']}, "
-                     f"prefill={info['prefill_precision']}, weights {info['weights_bytes'] / 1e6:.1f} MB")
+        self.desc = (
+            f"weight_format={info['weight_format']}{group}, lm_head={info['lm_head_dtype']}, "
+            f"prefill={info['prefill_precision']}, weights {info['weights_bytes'] / 1e6:.1f} MB"
+        )
 
     def _gen(self, n):
         return self.lmrt.GenerationConfig(max_new_tokens=n, min_new_tokens=n, ignore_eos=True)
@@ -184,16 +200,16 @@ class LlamaCppRunner:
         import llama_cpp
         from llama_cpp import Llama
 
-        self.llm = Llama(model_path=str(gguf), n_threads=threads, n_threads_batch=threads, n_ctx=2048, n_batch=512,
-                         verbose=False)
+        self.llm = Llama(
+            model_path=str(gguf), n_threads=threads, n_threads_batch=threads, n_ctx=2048, n_batch=512, verbose=False
+        )
         self.bytes_per_token = None  # filled in by main from the GGUF's tensor sizes
         self.desc = f"llama-cpp-python {llama_cpp.__version__}"
 
     def _stream(self, prompt):
         """Greedy tokens after `prompt`, forever (generate() never stops at EOS itself; we stop it)."""
         self.llm.reset()  # n_tokens = 0: no prefix reuse, the prompt is evaluated in full
-        return self.llm.generate(list(prompt), temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0,
-                                 reset=True)
+        return self.llm.generate(list(prompt), temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0, reset=True)
 
     def decode(self, prompt, n):
         times, toks = [], []
@@ -225,7 +241,6 @@ class LlamaCppRunner:
         del self.llm
 
 
-
 class HfBf16Runner:
     """bench_engine.HfRunner (HF transformers, bf16), each call under this file's Meter (CPU/wall, others)."""
 
@@ -241,9 +256,12 @@ class HfBf16Runner:
         embed = m.get_input_embeddings().weight
         tied = m.get_output_embeddings().weight is embed
         self.bytes_per_token = sum(p.numel() * p.element_size() for p in m.parameters()) - (
-            0 if tied else embed.numel() * embed.element_size())
-        self.desc = (f"transformers {transformers.__version__}, torch {torch.__version__}, {m.dtype}, "
-                     f"{torch.get_num_threads()} threads, tied head {tied}")
+            0 if tied else embed.numel() * embed.element_size()
+        )
+        self.desc = (
+            f"transformers {transformers.__version__}, torch {torch.__version__}, {m.dtype}, "
+            f"{torch.get_num_threads()} threads, tied head {tied}"
+        )
 
     def _metered(self, fn, *args):
         with Meter() as m:
@@ -264,13 +282,14 @@ class HfBf16Runner:
         x = torch.tensor([ids])
         with torch.inference_mode():
             out = self.h._generate(x, n, torch.ones_like(x))  # min_new_tokens=n: EOS ignored, like the others
-        return out[0, len(ids):].tolist()
+        return out[0, len(ids) :].tolist()
 
     def close(self):
         self.h.close()
 
 
 # ---------------------------------------------------------------- side measurements
+
 
 def dram_bandwidth(threads, reps=10):
     """Best read bandwidth (GB/s) over 256 MiB with numpy max / bitwise-or reductions in 1..threads threads."""
@@ -309,9 +328,14 @@ def lmrt_kernel_decode_ms(threads, reps=5):
     layers = []
     for _ in range(L):
         for n, k in shapes:
-            layers.append((rng.integers(0, 256, size=(n, k // 2), dtype=np.uint8),
-                           rng.random((n, k // g), dtype=np.float32) * 0.01,
-                           -rng.random((n, k // g), dtype=np.float32) * 0.01, k))
+            layers.append(
+                (
+                    rng.integers(0, 256, size=(n, k // 2), dtype=np.uint8),
+                    rng.random((n, k // g), dtype=np.float32) * 0.01,
+                    -rng.random((n, k // g), dtype=np.float32) * 0.01,
+                    k,
+                )
+            )
     wbytes = sum(c.nbytes + s.nbytes + mn.nbytes for c, s, mn, _ in layers)
     q = rng.integers(-127, 128, size=(V, H), dtype=np.int8)
     qs = rng.random(V, dtype=np.float32) * 0.01
@@ -331,9 +355,14 @@ def lmrt_kernel_decode_ms(threads, reps=5):
             ts.append(time.perf_counter() - t0)
         return statistics.median(ts) * 1e3
 
-    res = (t(run_layers), t(lambda: K.linear_i8(xs[H], q, qs, num_threads=threads)),
-           t(lambda: K.linear(xs[H], dense, num_threads=threads)), wbytes)
-    del layers, q, dense
+    res = (
+        t(run_layers),
+        t(lambda: K.linear_i8(xs[H], q, qs, num_threads=threads)),
+        t(lambda: K.linear(xs[H], dense, num_threads=threads)),
+        wbytes,
+    )
+    layers.clear()  # the weights go before the next measurement
+    q = dense = None
     gc.collect()
     return res
 
@@ -356,18 +385,37 @@ def parse_args(argv):
     ap.add_argument("--threads", type=int, default=None, help="threads for every system (default: physical cores)")
     ap.add_argument("--reps", type=int, default=5, help="timed repetitions per measurement (median is reported)")
     ap.add_argument("--quick", action="store_true", help="smoke mode: 1 rep, 16 new tokens, prefill 128")
-    ap.add_argument("--only", default="lmrt-w4,lmrt-w4-dense-head,lmrt-fp32,lmrt-awq-g64,llama.cpp,hf-bf16",
-                    help="comma-separated systems (also: llama.cpp-1t, llama.cpp on one thread)")
-    ap.add_argument("--awq-dir", type=Path, default=DEFAULT_AWQ_DIR,
-                    help="lmrt-awq-g64's AutoAWQ checkpoint (made by lmrt-quantize --method awq --group-size 64)")
-    ap.add_argument("--batch-systems", default="lmrt-w4,lmrt-awq-g64,hf-bf16",
-                    help="systems that also run batch16 (not llama.cpp: one sequence at a time)")
-    ap.add_argument("--hog-systems", default="lmrt-w4,lmrt-awq-g64,llama.cpp",
-                    help="systems that also run decode under a busy core")
-    ap.add_argument("--hog-reps", type=int, default=3,
-                    help="repetitions of the contended decode (llama.cpp may run at ~3 tok/s there)")
-    ap.add_argument("--hf-batch-reps", type=int, default=1, help="repetitions of hf-bf16's batch16 (slow: ~1-2 min each)")
-    ap.add_argument("--pin-hog", type=int, default=None, help="pin the busy-loop process to this CPU (default: unpinned)")
+    ap.add_argument(
+        "--only",
+        default="lmrt-w4,lmrt-w4-dense-head,lmrt-fp32,lmrt-awq-g64,llama.cpp,hf-bf16",
+        help="comma-separated systems (also: llama.cpp-1t, llama.cpp on one thread)",
+    )
+    ap.add_argument(
+        "--awq-dir",
+        type=Path,
+        default=DEFAULT_AWQ_DIR,
+        help="lmrt-awq-g64's AutoAWQ checkpoint (made by lmrt-quantize --method awq --group-size 64)",
+    )
+    ap.add_argument(
+        "--batch-systems",
+        default="lmrt-w4,lmrt-awq-g64,hf-bf16",
+        help="systems that also run batch16 (not llama.cpp: one sequence at a time)",
+    )
+    ap.add_argument(
+        "--hog-systems", default="lmrt-w4,lmrt-awq-g64,llama.cpp", help="systems that also run decode under a busy core"
+    )
+    ap.add_argument(
+        "--hog-reps",
+        type=int,
+        default=3,
+        help="repetitions of the contended decode (llama.cpp may run at ~3 tok/s there)",
+    )
+    ap.add_argument(
+        "--hf-batch-reps", type=int, default=1, help="repetitions of hf-bf16's batch16 (slow: ~1-2 min each)"
+    )
+    ap.add_argument(
+        "--pin-hog", type=int, default=None, help="pin the busy-loop process to this CPU (default: unpinned)"
+    )
     ap.add_argument("--no-write", action="store_true", help="do not append to benchmarks/RESULTS.md")
     return ap.parse_args(argv)
 
@@ -378,9 +426,12 @@ def make_systems(args, threads, gguf_path, dense_path, llama_ok):
     awq_missing = None
     if not (awq / "config.json").exists():
         cmd = f"HF_HUB_OFFLINE=1 python -m quantize.cli --method awq --group-size 64 --threads 2 --out {awq}"
-        print(f"lmrt-awq-g64: no AutoAWQ checkpoint in {awq}; skipping it. Make it (from the repo root; ~30 "
-              f"min on 2 cores) with:\n    {cmd}\n(= lmrt-quantize --method awq --group-size 64 --out {awq}; "
-              f"benchmarks/awq_runs.sh makes it with the other AWQ runs)", flush=True)
+        print(
+            f"lmrt-awq-g64: no AutoAWQ checkpoint in {awq}; skipping it. Make it (from the repo root; ~30 "
+            f"min on 2 cores) with:\n    {cmd}\n(= lmrt-quantize --method awq --group-size 64 --out {awq}; "
+            f"benchmarks/awq_runs.sh makes it with the other AWQ runs)",
+            flush=True,
+        )
         awq_missing = f"no checkpoint in {awq}; make it with `{cmd}`"
     no_llama = None if llama_ok else "llama-cpp-python unavailable"
     return {
@@ -402,22 +453,24 @@ def measure(r, wl, wl_hog, plan, log):
 
     def record(k, samples, note=""):
         x = res[k] = summarize(samples)
-        log(f"    {k:7s} {x['tps']:8.1f} tok/s  cpu/wall {x['cpu_wall']:.2f}  others {x['others']:.2f}{note}  "
-            f"{[round(v) for v in x['all']]}")
+        log(
+            f"    {k:7s} {x['tps']:8.1f} tok/s  cpu/wall {x['cpu_wall']:.2f}  others {x['others']:.2f}{note}  "
+            f"{[round(v) for v in x['all']]}"
+        )
 
     r.decode(wl.decode[0], 8)
-    record("decode", [r.decode(p, wl.decode_new) for p in wl.decode[1:plan["reps"] + 1]])
+    record("decode", [r.decode(p, wl.decode_new) for p in wl.decode[1 : plan["reps"] + 1]])
     r.prefill(wl.prefill[0])
-    record("prefill", [r.prefill(p) for p in wl.prefill[1:plan["reps"] + 1]])
+    record("prefill", [r.prefill(p) for p in wl.prefill[1 : plan["reps"] + 1]])
     if plan["hog_reps"]:
         with Hog(plan["pin_hog"]) as hog:
             r.decode(wl_hog.decode[0], 8)
-            samples = [r.decode(p, wl_hog.decode_new) for p in wl_hog.decode[1:plan["hog_reps"] + 1]]
+            samples = [r.decode(p, wl_hog.decode_new) for p in wl_hog.decode[1 : plan["hog_reps"] + 1]]
         record("hog", samples, f" (hog itself {hog.cores:.2f})")
         res["hog"]["hog_cores"] = hog.cores
     if plan["batch_reps"]:
         r.batch(wl.batch[0], 4)  # short warm-up: the batch's shapes, few steps
-        record("batch16", [r.batch(p, wl.batch_new) for p in wl.batch[1:plan["batch_reps"] + 1]])
+        record("batch16", [r.batch(p, wl.batch_new) for p in wl.batch[1 : plan["batch_reps"] + 1]])
     return res
 
 
@@ -439,8 +492,9 @@ def main(argv=None):
     wl = Workload(49152, reps, **kw)
     wl_hog = Workload(49152, reps, seed=1, **kw)  # other prompts for the contended decode
     tok = Tokenizer.from_pretrained(metadata_dir(gguf_path))  # lmrt's ids, fed to every system
-    chat_ids = tok.encode(tok.apply_chat_template(CHAT_PROMPT, add_generation_prompt=True, tokenize=False),
-                          add_special_tokens=False)
+    chat_ids = tok.encode(
+        tok.apply_chat_template(CHAT_PROMPT, add_generation_prompt=True, tokenize=False), add_special_tokens=False
+    )
 
     def log(s):
         print(s, flush=True)
@@ -463,8 +517,10 @@ def main(argv=None):
     bw = dram_bandwidth(threads)
     log(f"DRAM read bandwidth (best of numpy reductions, 1..{threads} threads): {bw:.1f} GB/s")
     kern = lmrt_kernel_decode_ms(threads, reps=3 if args.quick else 5)
-    log(f"lmrt kernels, one decode step: w4 linears {kern[0]:.2f} ms ({kern[3] / 1e6:.1f} MB, "
-        f"{kern[3] / kern[0] / 1e6:.1f} GB/s), int8 head {kern[1]:.2f} ms, fp32 head {kern[2]:.2f} ms")
+    log(
+        f"lmrt kernels, one decode step: w4 linears {kern[0]:.2f} ms ({kern[3] / 1e6:.1f} MB, "
+        f"{kern[3] / kern[0] / 1e6:.1f} GB/s), int8 head {kern[1]:.2f} ms, fp32 head {kern[2]:.2f} ms"
+    )
 
     results, meta, greedy, skipped = {}, {}, {}, {}
     for name in chosen:
@@ -491,9 +547,23 @@ def main(argv=None):
             gc.collect()
     elapsed = time.perf_counter() - t_start
 
-    env = dict(args=args, argv=argv, threads=threads, reps=reps, hog_reps=hog_reps, hf_batch_reps=hf_batch_reps,
-               sysinfo=sysinfo, llama_version=llama_version, llama_sysinfo=llama_sysinfo, bw=bw, kern=kern,
-               elapsed=elapsed, gguf_path=gguf_path, dense_path=dense_path, wl=wl)
+    env = dict(
+        args=args,
+        argv=argv,
+        threads=threads,
+        reps=reps,
+        hog_reps=hog_reps,
+        hf_batch_reps=hf_batch_reps,
+        sysinfo=sysinfo,
+        llama_version=llama_version,
+        llama_sysinfo=llama_sysinfo,
+        bw=bw,
+        kern=kern,
+        elapsed=elapsed,
+        gguf_path=gguf_path,
+        dense_path=dense_path,
+        wl=wl,
+    )
     table = report(chosen, results, meta, greedy, skipped, env)
     print()
     print(table)
@@ -523,8 +593,10 @@ def table_rows(chosen, results, meta, skipped, e):
         bound = e["bw"] * 1e3 / mb
         kept = f"{r['hog']['tps'] / r['decode']['tps'] * 100:.0f}%" if "hog" in r else "—"
         c = lambda k: cell(r.get(k), e["hog_reps"] if k == "hog" else e["reps"], k == "batch16" and name == "hf-bf16")
-        rows.append(f"| {name} | {mb:.1f} | {c('decode')} | {bound:.0f} ({r['decode']['tps'] / bound * 100:.0f}%) | "
-                    f"{c('prefill')} | {c('hog')} | {kept} | {c('batch16')} |")
+        rows.append(
+            f"| {name} | {mb:.1f} | {c('decode')} | {bound:.0f} ({r['decode']['tps'] / bound * 100:.0f}%) | "
+            f"{c('prefill')} | {c('hog')} | {kept} | {c('batch16')} |"
+        )
     for ours, theirs, keys in RATIOS:
         if ours not in results or theirs not in results:
             continue
@@ -554,7 +626,7 @@ def report(chosen, results, meta, greedy, skipped, e):
         f"models: {e['gguf_path']}, {e['dense_path']} (lmrt-fp32, hf-bf16), {args.awq_dir} (lmrt-awq-g64)",
         "- systems: " + "; ".join(f"{n}: {meta[n]['desc']}" for n in ran),
         f"- reps: median of {e['reps']} after a warm-up (contended decode: {e['hog_reps']}; hf-bf16 batch16: "
-        f"{e['hf_batch_reps']}); whole run {e['elapsed']:.0f} s; hog = `python -c \"while True: pass\"`, "
+        f'{e["hf_batch_reps"]}); whole run {e["elapsed"]:.0f} s; hog = `python -c "while True: pass"`, '
         f"{'pinned to CPU %d' % args.pin_hog if args.pin_hog is not None else 'unpinned'}",
         f"- DRAM read bandwidth (numpy reductions over 256 MiB, best of 1 and {threads} threads): {e['bw']:.1f} GB/s",
         "",
@@ -569,8 +641,10 @@ def report(chosen, results, meta, greedy, skipped, e):
     lines += table_rows(chosen, results, meta, skipped, e)
     lines += ["", "Per-rep tokens/s (spread):"]
     for name in ran:
-        lines.append(f"- {name}: " + "; ".join(f"{k} " + ", ".join(f"{x:.0f}" for x in v["all"])
-                                               for k, v in results[name].items()))
+        lines.append(
+            f"- {name}: "
+            + "; ".join(f"{k} " + ", ".join(f"{x:.0f}" for x in v["all"]) for k, v in results[name].items())
+        )
     hogs = [f"{n} {results[n]['hog']['hog_cores']:.2f}" for n in ran if "hog" in results[n]]
     if hogs:
         lines.append(f"- cores the hog process itself got during the contended decode: {', '.join(hogs)}")
@@ -585,12 +659,16 @@ def report(chosen, results, meta, greedy, skipped, e):
                 n += 1
             return n
 
-        lines.append(f"- greedy check (chat prompt, 32 tokens, leading tokens equal to {ref_name}'s): "
-                     + ", ".join(f"{n} {agree(t)}/32" for n, t in greedy.items()))
-    lines.append(f"- lmrt linear kernels alone, one decode step (M=1, {threads} threads, synthetic weights of the "
-                 f"model's shapes, 121 Python calls): 30 layers of w4 linears {kern[0]:.2f} ms "
-                 f"({kern[3] / 1e6:.1f} MB, {kern[3] / kern[0] / 1e6:.1f} GB/s), int8 lm_head {kern[1]:.2f} ms, "
-                 f"fp32 lm_head {kern[2]:.2f} ms")
+        lines.append(
+            f"- greedy check (chat prompt, 32 tokens, leading tokens equal to {ref_name}'s): "
+            + ", ".join(f"{n} {agree(t)}/32" for n, t in greedy.items())
+        )
+    lines.append(
+        f"- lmrt linear kernels alone, one decode step (M=1, {threads} threads, synthetic weights of the "
+        f"model's shapes, 121 Python calls): 30 layers of w4 linears {kern[0]:.2f} ms "
+        f"({kern[3] / 1e6:.1f} MB, {kern[3] / kern[0] / 1e6:.1f} GB/s), int8 lm_head {kern[1]:.2f} ms, "
+        f"fp32 lm_head {kern[2]:.2f} ms"
+    )
     lines.append("")
     return "\n".join(lines)
 

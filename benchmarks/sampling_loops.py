@@ -7,6 +7,7 @@ benchmarks/RESULTS.md with the command.
 
     HF_HUB_OFFLINE=1 PYTHONPATH=. python benchmarks/sampling_loops.py
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,9 @@ SETTINGS = {
     "model card: temperature 0.2, top_p 0.9": dict(temperature=0.2, top_p=0.9),
     "model card + repetition_penalty 1.1 (lmrt's default)": dict(temperature=0.2, top_p=0.9, repetition_penalty=1.1),
     "temperature 0.7, top_p 0.9": dict(temperature=0.7, top_p=0.9),
-    "llama.cpp's: temperature 0.8, top_k 40, top_p 0.95, min_p 0.05": dict(temperature=0.8, top_k=40, top_p=0.95,
-                                                                          min_p=0.05),
+    "llama.cpp's: temperature 0.8, top_k 40, top_p 0.95, min_p 0.05": dict(
+        temperature=0.8, top_k=40, top_p=0.95, min_p=0.05
+    ),
 }
 
 
@@ -47,7 +49,7 @@ def _cpu_name() -> str:
 
 
 def loops(ids: list[int], n: int = 8, k: int = 3) -> bool:
-    counts = collections.Counter(tuple(ids[i:i + n]) for i in range(len(ids) - n + 1))
+    counts = collections.Counter(tuple(ids[i : i + n]) for i in range(len(ids) - n + 1))
     return max(counts.values(), default=0) >= k
 
 
@@ -64,8 +66,10 @@ def main() -> None:
         num_loops = num_cut = 0
         lengths = []
         for seed in seeds:
-            outs = pipe([[{"role": "user", "content": p}] for p in PROMPTS],
-                        lmrt.GenerationConfig(max_new_tokens=args.max_new_tokens, seed=seed, **sampling))
+            outs = pipe(
+                [[{"role": "user", "content": p}] for p in PROMPTS],
+                lmrt.GenerationConfig(max_new_tokens=args.max_new_tokens, seed=seed, **sampling),
+            )
             for out in outs:
                 num_loops += loops(out.token_ids)
                 num_cut += out.finish_reason == "length"
@@ -74,18 +78,20 @@ def main() -> None:
         rows.append(f"| {name} | {runs} | {num_loops} | {num_cut} | {sorted(lengths)[len(lengths) // 2]} |")
         print(rows[-1], flush=True)
     pipe.close()
-    section = "\n".join([
-        f"### {datetime.datetime.now():%Y-%m-%d %H:%M} — default model: how often chat replies loop, per sampling",
-        "",
-        f"- command: `HF_HUB_OFFLINE=1 PYTHONPATH=. python benchmarks/sampling_loops.py{''.join(' ' + a for a in sys.argv[1:])}`",
-        f"- machine: {_cpu_name()}; lmrt {lmrt.__version__}; default model at 4 bits",
-        f"- 8 chat prompts x {args.max_new_tokens} new tokens; a reply loops when a run of 8 tokens occurs 3+ times",
-        "",
-        "| sampling | replies | loop | cut at the limit | median length |",
-        "|---|---|---|---|---|",
-        *rows,
-        "",
-    ])
+    section = "\n".join(
+        [
+            f"### {datetime.datetime.now():%Y-%m-%d %H:%M} — default model: how often chat replies loop, per sampling",
+            "",
+            f"- command: `HF_HUB_OFFLINE=1 PYTHONPATH=. python benchmarks/sampling_loops.py{''.join(' ' + a for a in sys.argv[1:])}`",
+            f"- machine: {_cpu_name()}; lmrt {lmrt.__version__}; default model at 4 bits",
+            f"- 8 chat prompts x {args.max_new_tokens} new tokens; a reply loops when a run of 8 tokens occurs 3+ times",
+            "",
+            "| sampling | replies | loop | cut at the limit | median length |",
+            "|---|---|---|---|---|",
+            *rows,
+            "",
+        ]
+    )
     if not args.no_write:
         with open(Path(__file__).with_name("RESULTS.md"), "a") as f:
             f.write("\n" + section)

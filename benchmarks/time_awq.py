@@ -1,6 +1,6 @@
 """Time the AWQ search alone (no evaluation) on the default model: wall and process CPU seconds.
 
-    HF_HUB_OFFLINE=1 python benchmarks/time_awq.py THREADS [GROUP_SIZE]
+HF_HUB_OFFLINE=1 python benchmarks/time_awq.py THREADS [GROUP_SIZE]
 """
 
 import os
@@ -26,4 +26,6 @@ model = evaluate.load_model(path)
 ids = calib.calib_tokens(AutoTokenizer.from_pretrained(path))
 cpu0, wall0 = time.process_time(), time.perf_counter()
 pre_quant.run_awq(model, ids, group_size)
-print(f"AWQ g{group_size} threads={threads}: wall {time.perf_counter() - wall0:.1f} s, process CPU {time.process_time() - cpu0:.1f} s")
+print(
+    f"AWQ g{group_size} threads={threads}: wall {time.perf_counter() - wall0:.1f} s, process CPU {time.process_time() - cpu0:.1f} s"
+)

@@ -1,5 +1,5 @@
-// The engine module, lmrt._core: the engine's typed classes (EngineOptions, ModelSpec, RequestParams,
-// StreamChunk, EngineStats) bound field by field under their C++ names, enums by name, and the
+// The engine module, lmrt._core: the engine's typed classes (EngineOptions, ModelSpec, RequestParams with
+// its SamplingParams, StreamChunk, EngineStats) bound field by field under their C++ names, enums by name, and the
 // bookkeeping classes (BlockManager, Scheduler, Request) for their own tests. Marshalling only: no
 // defaults are chosen here (lmrt/resolve.py does that) and no logic lives here. The kernels module for
 // tests is bindings_kernels.cpp.
@@ -37,11 +37,17 @@ std::map<std::string, RawTensor> raw_tensors(const py::dict& weights, std::vecto
     py::array a = py::array::ensure(item.second, py::array::c_style);
     if (!a) throw std::invalid_argument("weights: '" + name + "' is not an array");
     RawTensor t;
-    if (a.dtype().equal(py::dtype::of<float>())) t.type = RawType::F32;
-    else if (a.dtype().equal(py::dtype::of<uint16_t>())) t.type = RawType::BF16;
-    else if (a.dtype().equal(py::dtype::of<uint8_t>())) t.type = RawType::U8;
-    else if (a.dtype().equal(py::dtype::of<int8_t>())) t.type = RawType::I8;
-    else throw std::invalid_argument("weights: '" + name + "' must be float32, uint16 (bfloat16 bits), uint8 (4-bit codes) or int8");
+    if (a.dtype().equal(py::dtype::of<float>()))
+      t.type = RawType::F32;
+    else if (a.dtype().equal(py::dtype::of<uint16_t>()))
+      t.type = RawType::BF16;
+    else if (a.dtype().equal(py::dtype::of<uint8_t>()))
+      t.type = RawType::U8;
+    else if (a.dtype().equal(py::dtype::of<int8_t>()))
+      t.type = RawType::I8;
+    else
+      throw std::invalid_argument("weights: '" + name +
+                                  "' must be float32, uint16 (bfloat16 bits), uint8 (4-bit codes) or int8");
     t.data = a.data();
     t.shape.assign(a.shape(), a.shape() + a.ndim());
     raw[name] = t;
@@ -62,10 +68,12 @@ py::object array_or_none(const std::vector<T>& v, py::ssize_t cols) {
 void bind_types(py::module_& m) {
   py::enum_<cpu::DType>(m, "DType").value("float32", cpu::DType::F32).value("bfloat16", cpu::DType::BF16);
   py::enum_<cpu::TileUnit>(m, "TileUnit")
-      .value("model", cpu::TileUnit::Model).value("amx", cpu::TileUnit::Amx)
+      .value("model", cpu::TileUnit::Model)
+      .value("amx", cpu::TileUnit::Amx)
       .value("avx512bf16", cpu::TileUnit::Avx512Bf16);
   py::enum_<PrefillPrecision>(m, "PrefillPrecision")
-      .value("fp32", PrefillPrecision::FP32).value("bf16", PrefillPrecision::BF16);
+      .value("fp32", PrefillPrecision::FP32)
+      .value("bf16", PrefillPrecision::BF16);
 
   py::class_<EngineOptions>(m, "EngineOptions")
       .def(py::init<>())
@@ -96,23 +104,21 @@ void bind_types(py::module_& m) {
       .def_readwrite("qkv_bias", &ModelSpec::qkv_bias)
       .def_readwrite("weight_dtype", &ModelSpec::weight_dtype);
 
+  py::class_<SamplingParams>(m, "SamplingParams")
+      .def(py::init<>())
+      .def_readwrite("temperature", &SamplingParams::temperature)
+      .def_readwrite("top_k", &SamplingParams::top_k)
+      .def_readwrite("top_p", &SamplingParams::top_p)
+      .def_readwrite("min_p", &SamplingParams::min_p)
+      .def_readwrite("repetition_penalty", &SamplingParams::repetition_penalty)
+      .def_readwrite("seed", &SamplingParams::seed)
+      .def_readwrite("has_seed", &SamplingParams::has_seed);
+
   py::class_<RequestParams>(m, "RequestParams")
       .def(py::init<>())
       .def_readwrite("max_new_tokens", &RequestParams::max_new_tokens)
       .def_readwrite("min_new_tokens", &RequestParams::min_new_tokens)
-      .def_property("temperature", [](const RequestParams& p) { return p.sampling.temperature; },
-                    [](RequestParams& p, float v) { p.sampling.temperature = v; })
-      .def_property("top_k", [](const RequestParams& p) { return p.sampling.top_k; },
-                    [](RequestParams& p, int v) { p.sampling.top_k = v; })
-      .def_property("top_p", [](const RequestParams& p) { return p.sampling.top_p; },
-                    [](RequestParams& p, float v) { p.sampling.top_p = v; })
-      .def_property("min_p", [](const RequestParams& p) { return p.sampling.min_p; },
-                    [](RequestParams& p, float v) { p.sampling.min_p = v; })
-      .def_property("repetition_penalty", [](const RequestParams& p) { return p.sampling.repetition_penalty; },
-                    [](RequestParams& p, float v) { p.sampling.repetition_penalty = v; })
-      .def_property("seed",
-                    [](const RequestParams& p) { return p.sampling.has_seed ? py::object(py::int_(p.sampling.seed)) : py::object(py::none()); },
-                    [](RequestParams& p, std::optional<uint64_t> v) { p.sampling.has_seed = v.has_value(); p.sampling.seed = v.value_or(0); })
+      .def_readwrite("sampling", &RequestParams::sampling)
       .def_readwrite("eos_token_ids", &RequestParams::eos_token_ids)
       .def_readwrite("stop_token_ids", &RequestParams::stop_token_ids)
       .def_readwrite("ignore_eos", &RequestParams::ignore_eos)
@@ -121,17 +127,23 @@ void bind_types(py::module_& m) {
 
   py::class_<StreamChunk>(m, "StreamChunk")
       .def_readonly("token_ids", &StreamChunk::token_ids)
-      .def_property_readonly("finish_reason", [](const StreamChunk& c) {
-        return c.finish_reason == FinishReason::None ? py::object(py::none()) : py::object(py::str(finish_reason_name(c.finish_reason)));
-      })
+      .def_property_readonly("finish_reason",
+                             [](const StreamChunk& c) {
+                               return c.finish_reason == FinishReason::None
+                                          ? py::object(py::none())
+                                          : py::object(py::str(finish_reason_name(c.finish_reason)));
+                             })
       .def_readonly("error", &StreamChunk::error)
       .def_readonly("num_prompt_tokens", &StreamChunk::num_prompt_tokens)
       .def_readonly("num_prefilled_tokens", &StreamChunk::num_prefilled_tokens)
       .def_readonly("num_cached_tokens", &StreamChunk::num_cached_tokens)
       .def_readonly("num_preemptions", &StreamChunk::num_preemptions)
-      .def_property_readonly("prompt_logprobs", [](const StreamChunk& c) { return array_or_none(c.prompt_logprobs, 0); })
+      .def_property_readonly("prompt_logprobs",
+                             [](const StreamChunk& c) { return array_or_none(c.prompt_logprobs, 0); })
       .def_property_readonly("prompt_logits", [](const StreamChunk& c) {  // [num_prompt_tokens, V]
-        return array_or_none(c.prompt_logits, c.num_prompt_tokens ? static_cast<py::ssize_t>(c.prompt_logits.size()) / c.num_prompt_tokens : 0);
+        return array_or_none(
+            c.prompt_logits,
+            c.num_prompt_tokens ? static_cast<py::ssize_t>(c.prompt_logits.size()) / c.num_prompt_tokens : 0);
       });
 
   py::class_<EngineStats>(m, "EngineStats")
@@ -173,8 +185,8 @@ void bind_engine(py::module_& m) {
       .def("stats", &Engine::stats)
       .def("capacity_tokens", &Engine::capacity_tokens)
       .def("shutdown", &Engine::shutdown, py::call_guard<py::gil_scoped_release>());
-  m.def("kv_bytes_per_block", &KVCache::bytes_per_block, "num_layers"_a, "block_size"_a, "num_kv_heads"_a,
-        "head_dim"_a, "dtype"_a);
+  m.def("kv_bytes_per_block", &KVCache::bytes_per_block, "num_layers"_a, "block_size"_a, "num_kv_heads"_a, "head_dim"_a,
+        "dtype"_a);
 }
 
 // The bookkeeping on its own, for tests of csrc/engine/README.md's invariants. Tables cross as lists:
@@ -187,30 +199,49 @@ void bind_bookkeeping(py::module_& m) {
       .def("num_cached_blocks", &BlockManager::num_cached_blocks)
       .def("ref_count", &BlockManager::ref_count, "block"_a)
       .def("blocks_for", &BlockManager::blocks_for, "num_tokens"_a)
-      .def("match_prefix", [](BlockManager& b, const Table& tokens, int max_tokens) {
-        Table table;
-        uint64_t hash = 0;
-        const int n = b.match_prefix(tokens, max_tokens, table, hash);
-        return std::make_tuple(n, table, hash);
-      }, "tokens"_a, "max_tokens"_a, "(tokens matched, table, hash of its last block)")
+      .def(
+          "match_prefix",
+          [](BlockManager& b, const Table& tokens, int max_tokens) {
+            Table table;
+            uint64_t hash = 0;
+            const int n = b.match_prefix(tokens, max_tokens, table, hash);
+            return std::make_tuple(n, table, hash);
+          },
+          "tokens"_a, "max_tokens"_a, "(tokens matched, table, hash of its last block)")
       .def("can_allocate", &BlockManager::can_allocate, "table"_a, "num_tokens"_a)
-      .def("allocate", [](BlockManager& b, Table table, int n) { b.allocate(table, n); return table; }, "table"_a, "num_tokens"_a)
-      .def("deallocate", [](BlockManager& b, Table table) { b.deallocate(table); return table; }, "table"_a)
-      .def("register_full_blocks", [](BlockManager& b, const Table& tokens, int num_computed, const Table& table,
-                                      int num_hashed, uint64_t last_hash) {
-        b.register_full_blocks(tokens, num_computed, table, num_hashed, last_hash);
-        return std::make_tuple(num_hashed, last_hash);
-      }, "tokens"_a, "num_computed_tokens"_a, "table"_a, "num_hashed_blocks"_a, "last_hash"_a);
+      .def(
+          "allocate",
+          [](BlockManager& b, Table table, int n) {
+            b.allocate(table, n);
+            return table;
+          },
+          "table"_a, "num_tokens"_a)
+      .def(
+          "deallocate",
+          [](BlockManager& b, Table table) {
+            b.deallocate(table);
+            return table;
+          },
+          "table"_a)
+      .def(
+          "register_full_blocks",
+          [](BlockManager& b, const Table& tokens, int num_computed, const Table& table, int num_hashed,
+             uint64_t last_hash) {
+            b.register_full_blocks(tokens, num_computed, table, num_hashed, last_hash);
+            return std::make_tuple(num_hashed, last_hash);
+          },
+          "tokens"_a, "num_computed_tokens"_a, "table"_a, "num_hashed_blocks"_a, "last_hash"_a);
 
   py::class_<Request>(m, "Request")
       .def(py::init([](Table prompt, int max_new_tokens) {
-        auto r = std::make_unique<Request>();
-        r->num_prompt_tokens = static_cast<int>(prompt.size());
-        r->tokens = std::move(prompt);
-        r->params.max_new_tokens = max_new_tokens;
-        r->max_total_tokens = r->num_prompt_tokens + max_new_tokens;
-        return r;
-      }), "prompt"_a, "max_new_tokens"_a)
+             auto r = std::make_unique<Request>();
+             r->num_prompt_tokens = static_cast<int>(prompt.size());
+             r->tokens = std::move(prompt);
+             r->params.max_new_tokens = max_new_tokens;
+             r->max_total_tokens = r->num_prompt_tokens + max_new_tokens;
+             return r;
+           }),
+           "prompt"_a, "max_new_tokens"_a)
       .def_readwrite("id", &Request::id)
       .def_readwrite("tokens", &Request::tokens)
       .def_readonly("num_prompt_tokens", &Request::num_prompt_tokens)
@@ -223,17 +254,22 @@ void bind_bookkeeping(py::module_& m) {
 
   py::class_<Scheduler>(m, "Scheduler")
       .def(py::init([](BlockManager& blocks, int max_batch_size, int max_num_batched_tokens) {
-        return std::make_unique<Scheduler>(SchedulerConfig{max_batch_size, max_num_batched_tokens}, blocks);
-      }), "blocks"_a, "max_batch_size"_a, "max_num_batched_tokens"_a, py::keep_alive<1, 2>())
+             return std::make_unique<Scheduler>(SchedulerConfig{max_batch_size, max_num_batched_tokens}, blocks);
+           }),
+           "blocks"_a, "max_batch_size"_a, "max_num_batched_tokens"_a, py::keep_alive<1, 2>())
       .def("add", &Scheduler::add, "request"_a, py::keep_alive<1, 2>())
-      .def("schedule", [](Scheduler& s) {
-        std::vector<std::pair<Request*, int>> out;
-        for (const ScheduledSeq& q : s.schedule()) out.emplace_back(q.req, q.num_tokens);
-        return out;
-      }, py::return_value_policy::reference)
+      .def(
+          "schedule",
+          [](Scheduler& s) {
+            std::vector<std::pair<Request*, int>> out;
+            for (const ScheduledSeq& q : s.schedule()) out.emplace_back(q.req, q.num_tokens);
+            return out;
+          },
+          py::return_value_policy::reference)
       .def("remove", &Scheduler::remove, "request"_a)
-      .def("waiting", [](const Scheduler& s) { return std::vector<Request*>(s.waiting().begin(), s.waiting().end()); },
-           py::return_value_policy::reference)
+      .def(
+          "waiting", [](const Scheduler& s) { return std::vector<Request*>(s.waiting().begin(), s.waiting().end()); },
+          py::return_value_policy::reference)
       .def("running", &Scheduler::running, py::return_value_policy::reference)
       .def("num_preemptions", &Scheduler::num_preemptions);
 }

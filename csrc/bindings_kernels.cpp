@@ -37,8 +37,8 @@ cpu::DType parse_dtype(const std::string& s) {
 
 // A tensor of dtype dt as numpy holds it: float32, or uint16 bit patterns for bf16.
 void check_storage(const py::array& a, cpu::DType dt, const char* what, bool writable) {
-  const bool ok = dt == cpu::DType::F32 ? py::isinstance<py::array_t<float>>(a)
-                                        : py::isinstance<py::array_t<uint16_t>>(a);
+  const bool ok =
+      dt == cpu::DType::F32 ? py::isinstance<py::array_t<float>>(a) : py::isinstance<py::array_t<uint16_t>>(a);
   if (!ok)
     bad(std::string(what) + " must be a " + (dt == cpu::DType::F32 ? "float32" : "uint16 (bf16 bits)") +
         " array, got dtype " + std::string(py::str(a.dtype())));
@@ -73,8 +73,7 @@ std::array<int64_t, 3> check_linear_args(const F32In& x, const py::array& w, con
   if (x.ndim() != 2) bad("x must be 2-D [M, K], got shape " + shape_str(x));
   if (w.ndim() != 2) bad("w must be 2-D [N, K], got shape " + shape_str(w));
   const int64_t M = x.shape(0), K = x.shape(1), N = w.shape(0);
-  if (w.shape(1) != K)
-    bad("w must be [N, K] with K = x.shape[1] = " + std::to_string(K) + ", got " + shape_str(w));
+  if (w.shape(1) != K) bad("w must be [N, K] with K = x.shape[1] = " + std::to_string(K) + ", got " + shape_str(w));
   if (bias && (bias->ndim() != 1 || bias->shape(0) != N))
     bad("bias must be [N] = [" + std::to_string(N) + "], got " + shape_str(*bias));
   return {M, K, N};
@@ -101,8 +100,7 @@ py::array_t<float> run_linear(F32In x, py::array w, std::optional<F32In> bias, c
   return y;
 }
 
-py::array_t<float> linear(F32In x, py::array w, std::optional<F32In> bias, const std::string& wdtype,
-                          int num_threads) {
+py::array_t<float> linear(F32In x, py::array w, std::optional<F32In> bias, const std::string& wdtype, int num_threads) {
   return run_linear(x, w, bias, wdtype, num_threads,
                     [](cpu::ThreadPool& pool, const float* xp, const void* wp, const float* bp, float* yp, int64_t M,
                        int64_t K, int64_t N, cpu::DType dt) { cpu::linear(pool, xp, M, K, K, wp, dt, N, bp, yp, N); });
@@ -116,10 +114,15 @@ std::optional<cpu::TileUnit> tile_unit_arg(const std::optional<std::string>& nam
     return std::nullopt;
   }
   cpu::TileUnit t;
-  if (*name == "model") t = cpu::TileUnit::Model;
-  else if (*name == "amx") t = cpu::TileUnit::Amx;
-  else if (*name == "avx512bf16") t = cpu::TileUnit::Avx512Bf16;
-  else bad("tile_unit must be 'amx', 'avx512bf16', 'model'" + std::string(none_ok ? " or None" : "") + ", got '" + *name + "'");
+  if (*name == "model")
+    t = cpu::TileUnit::Model;
+  else if (*name == "amx")
+    t = cpu::TileUnit::Amx;
+  else if (*name == "avx512bf16")
+    t = cpu::TileUnit::Avx512Bf16;
+  else
+    bad("tile_unit must be 'amx', 'avx512bf16', 'model'" + std::string(none_ok ? " or None" : "") + ", got '" + *name +
+        "'");
   if (!cpu::tile_unit_available(t))
     bad("this CPU (or OS, or build) has no " + std::string(*name == "amx" ? "AMX-BF16" : "AVX512-BF16") +
         ": pass tile_unit='model' (the software model) or another unit");
@@ -128,17 +131,20 @@ std::optional<cpu::TileUnit> tile_unit_arg(const std::optional<std::string>& nam
 
 // The bf16 tile GEMM on dense w. mode: "store" (y = x w^T + bias), "add" (y0 + x w^T + bias), "silu_mul"
 // (silu(c[:, :N/2]) * c[:, N/2:] as bf16 bits, uint16 [M, N/2], with c = x w^T + bias).
-py::array linear_bf16_tiles(F32In x, py::array w, std::optional<F32In> bias, const std::string& wdtype,
-                            int num_threads, const std::optional<std::string>& tile_unit, const std::string& mode,
+py::array linear_bf16_tiles(F32In x, py::array w, std::optional<F32In> bias, const std::string& wdtype, int num_threads,
+                            const std::optional<std::string>& tile_unit, const std::string& mode,
                             std::optional<F32In> y0) {
   const cpu::TileUnit unit = *tile_unit_arg(tile_unit, false);
   if (mode != "store" && mode != "add" && mode != "silu_mul")
     bad("mode must be 'store', 'add' or 'silu_mul', got '" + mode + "'");
-  const cpu::TileOut out = mode == "add" ? cpu::TileOut::Add : mode == "silu_mul" ? cpu::TileOut::SiluMul : cpu::TileOut::Store;
+  const cpu::TileOut out = mode == "add"        ? cpu::TileOut::Add
+                           : mode == "silu_mul" ? cpu::TileOut::SiluMul
+                                                : cpu::TileOut::Store;
   if (out == cpu::TileOut::Add && (!y0 || y0->ndim() != 2 || y0->shape(0) != x.shape(0) || y0->shape(1) != w.shape(0)))
     bad("mode='add' needs y0 of shape [M, N]");
   if (out == cpu::TileOut::SiluMul && w.ndim() == 2 && w.shape(0) % 64)
-    bad("mode='silu_mul' needs N (gate rows, then as many up rows) a multiple of 64, got " + std::to_string(w.shape(0)));
+    bad("mode='silu_mul' needs N (gate rows, then as many up rows) a multiple of 64, got " +
+        std::to_string(w.shape(0)));
   const cpu::DType dt = parse_dtype(wdtype);
   check_threads(num_threads);
   const auto [M, K, N] = check_linear_args(x, w, bias, dt);
@@ -194,12 +200,11 @@ py::array_t<float> linear_w4(F32In x, py::array codes, F32In scales, F32In mins,
         std::to_string(group_size));
   auto c = exact_2d<uint8_t>(codes, "codes", "uint8");
   const int64_t N = c.shape(0), G = K / group_size;
-  if (c.shape(1) != K / 2)
-    bad("codes must be [N, K/2] with K/2 = " + std::to_string(K / 2) + ", got " + shape_str(c));
+  if (c.shape(1) != K / 2) bad("codes must be [N, K/2] with K/2 = " + std::to_string(K / 2) + ", got " + shape_str(c));
   for (auto* a : {&scales, &mins})
     if (a->ndim() != 2 || a->shape(0) != N || a->shape(1) != G)
-      bad(std::string(a == &scales ? "scales" : "mins") + " must be [N, K/group_size] = [" + std::to_string(N) +
-          ", " + std::to_string(G) + "], got " + shape_str(*a));
+      bad(std::string(a == &scales ? "scales" : "mins") + " must be [N, K/group_size] = [" + std::to_string(N) + ", " +
+          std::to_string(G) + "], got " + shape_str(*a));
   check_bias(bias, N);
   py::array_t<float> y({M, N});
   const float* xp = x.data();
@@ -276,8 +281,7 @@ py::array_t<float> rope(F32In x, I32In pos, F32In inv_freq, int n_heads, int hea
   if (n_heads < 1 || head_dim < 2 || head_dim % 2) bad("need n_heads >= 1 and an even head_dim >= 2");
   const int64_t M = x.shape(0);
   if (x.shape(1) != static_cast<int64_t>(n_heads) * head_dim)
-    bad("x must be [M, n_heads * head_dim] = [M, " + std::to_string(n_heads * head_dim) + "], got " +
-        shape_str(x));
+    bad("x must be [M, n_heads * head_dim] = [M, " + std::to_string(n_heads * head_dim) + "], got " + shape_str(x));
   if (pos.ndim() != 1 || pos.shape(0) != M) bad("pos must be [M] = [" + std::to_string(M) + "], got " + shape_str(pos));
   if (inv_freq.ndim() != 1 || inv_freq.shape(0) != head_dim / 2)
     bad("inv_freq must be [head_dim / 2] = [" + std::to_string(head_dim / 2) + "], got " + shape_str(inv_freq));
@@ -308,8 +312,7 @@ py::array_t<float> silu_mul(F32In gu) {
 
 // A cache tensor: [num_blocks, n_kv_heads, block_size, head_dim] or any shape
 // with that many elements in total; returns num_blocks.
-int64_t check_cache(const py::array& c, cpu::DType dt, const char* what, int n_kv_heads, int head_dim,
-                    int block_size) {
+int64_t check_cache(const py::array& c, cpu::DType dt, const char* what, int n_kv_heads, int head_dim, int block_size) {
   check_storage(c, dt, what, true);
   if (n_kv_heads < 1 || head_dim < 1 || block_size < 1) bad("n_kv_heads, head_dim and block_size must be >= 1");
   const int64_t per_block = static_cast<int64_t>(n_kv_heads) * head_dim * block_size;
@@ -319,8 +322,8 @@ int64_t check_cache(const py::array& c, cpu::DType dt, const char* what, int n_k
   return c.size() / per_block;
 }
 
-void kv_store(py::array k_cache, py::array v_cache, F32In k, F32In v, I64In slots, int n_kv_heads,
-              int head_dim, int block_size, const std::string& dtype) {
+void kv_store(py::array k_cache, py::array v_cache, F32In k, F32In v, I64In slots, int n_kv_heads, int head_dim,
+              int block_size, const std::string& dtype) {
   const cpu::DType dt = parse_dtype(dtype);
   const int64_t nb = check_cache(k_cache, dt, "k_cache", n_kv_heads, head_dim, block_size);
   if (check_cache(v_cache, dt, "v_cache", n_kv_heads, head_dim, block_size) != nb)
@@ -329,7 +332,8 @@ void kv_store(py::array k_cache, py::array v_cache, F32In k, F32In v, I64In slot
   if (k.ndim() != 2 || k.shape(1) != row) bad("k must be [M, n_kv_heads * head_dim], got " + shape_str(k));
   const int64_t M = k.shape(0);
   if (v.ndim() != 2 || v.shape(0) != M || v.shape(1) != row) bad("v must have the shape of k, got " + shape_str(v));
-  if (slots.ndim() != 1 || slots.shape(0) != M) bad("slots must be [M] = [" + std::to_string(M) + "], got " + shape_str(slots));
+  if (slots.ndim() != 1 || slots.shape(0) != M)
+    bad("slots must be [M] = [" + std::to_string(M) + "], got " + shape_str(slots));
   const int64_t* sp = slots.data();
   for (int64_t m = 0; m < M; ++m)
     if (sp[m] < 0 || sp[m] >= nb * block_size)
@@ -345,8 +349,8 @@ void kv_store(py::array k_cache, py::array v_cache, F32In k, F32In v, I64In slot
 
 // q: one [M_i, n_heads * head_dim] array per sequence.
 py::list paged_attention(std::vector<F32In> qs, py::array k_cache, py::array v_cache, std::vector<I32In> block_tables,
-                         std::vector<I32In> positions, int n_heads, int n_kv_heads, int head_dim,
-                         int block_size, float scale, const std::string& dtype, int num_threads,
+                         std::vector<I32In> positions, int n_heads, int n_kv_heads, int head_dim, int block_size,
+                         float scale, const std::string& dtype, int num_threads,
                          const std::optional<std::string>& tile_unit, int64_t min_rows) {
   const cpu::DType dt = parse_dtype(dtype);
   const std::optional<cpu::TileUnit> unit = tile_unit_arg(tile_unit, true);
@@ -382,7 +386,8 @@ py::list paged_attention(std::vector<F32In> qs, py::array k_cache, py::array v_c
     }
     for (int64_t b = 0; b < ta.shape(0); ++b)
       if (ta.data()[b] < 0 || ta.data()[b] >= nb)
-        bad(tag + "block id " + std::to_string(ta.data()[b]) + " outside the cache's " + std::to_string(nb) + " blocks");
+        bad(tag + "block id " + std::to_string(ta.data()[b]) + " outside the cache's " + std::to_string(nb) +
+            " blocks");
     out_arrays.emplace_back(std::vector<py::ssize_t>{M, row});
     seqs[s] = cpu::AttnSeq{qa.data(), row, out_arrays.back().mutable_data(), row, ta.data(), pa.data(), M};
   }
@@ -411,7 +416,8 @@ py::array_t<float> embedding(py::array table, I32In ids, const std::string& dtyp
   const int64_t M = ids.shape(0);
   const int32_t* ip = ids.data();
   for (int64_t m = 0; m < M; ++m)
-    if (ip[m] < 0 || ip[m] >= V) bad("ids[" + std::to_string(m) + "] = " + std::to_string(ip[m]) + " outside [0, " + std::to_string(V) + ")");
+    if (ip[m] < 0 || ip[m] >= V)
+      bad("ids[" + std::to_string(m) + "] = " + std::to_string(ip[m]) + " outside [0, " + std::to_string(V) + ")");
   py::array_t<float> out({M, H});
   const void* tp = table.data();
   float* op = out.mutable_data();
@@ -443,11 +449,14 @@ py::array_t<float> from_bf16(py::array_t<uint16_t, py::array::c_style> a) {
 void bind_kernels(py::module_& m) {
   using namespace py::literals;
   namespace cpu = lmrt::cpu;
-  m.def("set_isa", [](const std::string& name) {
-    const cpu::Isa isa = kern::isa_arg(name);
-    if (!cpu::isa_supported(isa)) kern::bad("ISA '" + name + "' is not supported by this CPU/OS or build");
-    cpu::set_isa(isa);
-  }, "name"_a, "Force the kernel path: 'scalar' | 'avx2' | 'avx512'.");
+  m.def(
+      "set_isa",
+      [](const std::string& name) {
+        const cpu::Isa isa = kern::isa_arg(name);
+        if (!cpu::isa_supported(isa)) kern::bad("ISA '" + name + "' is not supported by this CPU/OS or build");
+        cpu::set_isa(isa);
+      },
+      "name"_a, "Force the kernel path: 'scalar' | 'avx2' | 'avx512'.");
   m.def("active_isa", [] { return std::string(cpu::isa_name(cpu::active_isa())); });
   m.def("best_isa", [] { return std::string(cpu::isa_name(cpu::best_isa())); });
   m.def("isa_supported", [](const std::string& name) { return cpu::isa_supported(kern::isa_arg(name)); }, "name"_a);
@@ -488,8 +497,8 @@ void bind_kernels(py::module_& m) {
         "y0 + that; mode='silu_mul': silu(c[:, :N/2]) * c[:, N/2:] as bf16 bits (uint16), for c = x @ w.T (+ bias).");
   m.def("linear", &kern::linear, "x"_a, "w"_a, "bias"_a = py::none(), "wdtype"_a = "f32", "num_threads"_a = 1,
         "y = x @ w.T (+ bias). x [M, K] float32; w [N, K] float32, or uint16 bf16 bits with wdtype='bf16'.");
-  m.def("linear_w4", &kern::linear_w4, "x"_a, "codes"_a, "scales"_a, "mins"_a, "group_size"_a,
-        "bias"_a = py::none(), "num_threads"_a = 1, "tile_unit"_a = py::none(),
+  m.def("linear_w4", &kern::linear_w4, "x"_a, "codes"_a, "scales"_a, "mins"_a, "group_size"_a, "bias"_a = py::none(),
+        "num_threads"_a = 1, "tile_unit"_a = py::none(),
         "y = x @ w.T (+ bias) for 4-bit w[n, k] = code * scales[n, k // g] + mins[n, k // g]. codes [N, K/2] "
         "uint8: in each run of 32 inputs byte j holds input j (low nibble) and j + 16 (high nibble). "
         "tile_unit='amx' or 'avx512bf16' runs it on that bf16 tile unit (x and the dequantised w rounded to "
@@ -503,11 +512,11 @@ void bind_kernels(py::module_& m) {
   m.def("rope", &kern::rope, "x"_a, "pos"_a, "inv_freq"_a, "n_heads"_a, "head_dim"_a, "attn_scale"_a = 1.0f,
         "HF rotate_half rotary embedding; returns a new array.");
   m.def("silu_mul", &kern::silu_mul, "gu"_a, "silu(gu[:, :I]) * gu[:, I:].");
-  m.def("kv_store", &kern::kv_store, "k_cache"_a, "v_cache"_a, "k"_a, "v"_a, "slots"_a, "n_kv_heads"_a,
-        "head_dim"_a, "block_size"_a, "dtype"_a = "f32", "Writes k/v rows into the caches in place.");
-  m.def("paged_attention", &kern::paged_attention, "q"_a, "k_cache"_a, "v_cache"_a, "block_tables"_a,
-        "positions"_a, "n_heads"_a, "n_kv_heads"_a, "head_dim"_a, "block_size"_a, "scale"_a, "dtype"_a = "f32",
-        "num_threads"_a = 1, "tile_unit"_a = py::none(), "min_rows"_a = 32,
+  m.def("kv_store", &kern::kv_store, "k_cache"_a, "v_cache"_a, "k"_a, "v"_a, "slots"_a, "n_kv_heads"_a, "head_dim"_a,
+        "block_size"_a, "dtype"_a = "f32", "Writes k/v rows into the caches in place.");
+  m.def("paged_attention", &kern::paged_attention, "q"_a, "k_cache"_a, "v_cache"_a, "block_tables"_a, "positions"_a,
+        "n_heads"_a, "n_kv_heads"_a, "head_dim"_a, "block_size"_a, "scale"_a, "dtype"_a = "f32", "num_threads"_a = 1,
+        "tile_unit"_a = py::none(), "min_rows"_a = 32,
         "Causal paged attention; q is one [M_i, n_heads * head_dim] array per sequence, and so is the result. "
         "tile_unit='amx' or 'avx512bf16' runs the sequences of at least min_rows rows on that bf16 tile unit "
         "(prefill precision 'bf16'), 'model' on the software model.");
@@ -515,4 +524,3 @@ void bind_kernels(py::module_& m) {
   m.def("f32_to_bf16", &kern::to_bf16, "a"_a, "float32 -> bf16 bits (uint16), round to nearest even.");
   m.def("bf16_to_f32", &kern::from_bf16, "a"_a);
 }
-

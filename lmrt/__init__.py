@@ -1,10 +1,20 @@
 """lmrt: a quantization-first LLM inference runtime."""
+
 from lmrt.config import ConfigError, EngineConfig, GenerationConfig
 
 __version__ = "0.1.0"
 
-__all__ = ["pipeline", "Pipeline", "Response", "EngineConfig", "GenerationConfig", "ConfigError", "RequestError",
-           "PromptTooLongError", "system_info"]
+__all__ = [
+    "pipeline",
+    "Pipeline",
+    "Response",
+    "EngineConfig",
+    "GenerationConfig",
+    "ConfigError",
+    "RequestError",
+    "PromptTooLongError",
+    "system_info",
+]
 
 
 def __getattr__(name):

@@ -3,6 +3,7 @@
 The engine runs on its own thread; this module turns text into token ids, submits
 requests, and turns the streamed ids back into text (UTF-8 safe, stop strings).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -14,10 +15,10 @@ from typing import AsyncIterator, Callable, Iterator, List, Optional, Sequence, 
 import numpy as np
 
 from lmrt import _core, resolve
-from lmrt.loader import add_int8_lm_head, load_weights, metadata_dir, num_parameters
 from lmrt.config import EngineConfig, GenerationConfig
 from lmrt.detokenizer import IncrementalDetokenizer, StopStringMatcher
 from lmrt.formats import read_json
+from lmrt.loader import add_int8_lm_head, load_weights, metadata_dir, num_parameters
 from lmrt.tokenizer import Tokenizer
 
 Messages = List[dict]
@@ -52,11 +53,15 @@ class PromptTooLongError(ValueError):
         self.model_limit = model_limit  # the model's max_position_embeddings: session_len can go this far
         need = " (one more is needed to generate)" if generating else ""
         if setting == "session_len":
-            msg = (f"prompt has {num_tokens} tokens but session_len is {limit}{need}: shorten the prompt or raise "
-                   "session_len")
+            msg = (
+                f"prompt has {num_tokens} tokens but session_len is {limit}{need}: shorten the prompt or raise "
+                "session_len"
+            )
         else:
-            msg = (f"prompt has {num_tokens} tokens but the KV cache holds {limit}{need}: shorten the prompt or give "
-                   "the cache more memory (cache_memory_gib)")
+            msg = (
+                f"prompt has {num_tokens} tokens but the KV cache holds {limit}{need}: shorten the prompt or give "
+                "the cache more memory (cache_memory_gib)"
+            )
         super().__init__(msg)
 
 
@@ -80,13 +85,15 @@ class Pipeline:
         generation_json = tokenizer_dir / "generation_config.json"
         # What a request gets when it passes no GenerationConfig: the checkpoint's recommended sampling.
         self.generation_defaults = GenerationConfig.from_checkpoint(
-            read_json(generation_json) if generation_json.is_file() else None)
+            read_json(generation_json) if generation_json.is_file() else None
+        )
         self.generation_defaults_source = str(generation_json) if generation_json.is_file() else None
         self.num_parameters = num_parameters(weights)
         if self.resolved.lm_head_dtype == "int8":
             add_int8_lm_head(weights)
-        self._engine = _core.Engine(self.spec.to_core(self.resolved.weight_dtype), weights,
-                                    self.resolved.engine_options())
+        self._engine = _core.Engine(
+            self.spec.to_core(self.resolved.weight_dtype), weights, self.resolved.engine_options()
+        )
         del weights
         tok_eos = tuple(self.tokenizer.eos_token_ids) if self.tokenizer else ()
         self._eos = tuple(dict.fromkeys(tuple(self.spec.eos_token_ids) + tok_eos))
@@ -108,18 +115,22 @@ class Pipeline:
         """Raises PromptTooLongError, with the numbers and the setting to raise, when a prompt cannot run."""
         extra = 1 if generating else 0
         if num_tokens + extra > self.session_len:
-            raise PromptTooLongError(num_tokens, self.session_len, "session_len", self.spec.max_position_embeddings,
-                                     generating)
+            raise PromptTooLongError(
+                num_tokens, self.session_len, "session_len", self.spec.max_position_embeddings, generating
+            )
         capacity = self._engine.capacity_tokens()
         if num_tokens + extra > capacity:
-            raise PromptTooLongError(num_tokens, capacity, "cache_memory_gib", self.spec.max_position_embeddings,
-                                     generating)
+            raise PromptTooLongError(
+                num_tokens, capacity, "cache_memory_gib", self.spec.max_position_embeddings, generating
+            )
 
     # ---- prompts ----
     def encode_prompt(self, prompt: Prompt) -> List[int]:
         """A str is a raw prompt, a list of {"role", "content"} dicts a chat, a list of ints token ids."""
         if self.tokenizer is None and (isinstance(prompt, str) or (prompt and isinstance(prompt[0], dict))):
-            raise ValueError(f"{self.model_path} has no tokenizer.json: pass token ids, or use a checkpoint with a tokenizer")
+            raise ValueError(
+                f"{self.model_path} has no tokenizer.json: pass token ids, or use a checkpoint with a tokenizer"
+            )
         if isinstance(prompt, str):
             return self.tokenizer.encode(prompt, add_special_tokens=True)
         if isinstance(prompt, (list, tuple)) and prompt and all(isinstance(m, dict) for m in prompt):
@@ -129,13 +140,15 @@ class Pipeline:
             return [int(t) for t in prompt]
         raise TypeError("prompt must be a str, a list of {'role', 'content'} messages, or a list of token ids")
 
-    def _submit(self, ids: List[int], gen: GenerationConfig, prompt_logprobs: bool = False,
-                prompt_logits: bool = False) -> int:
+    def _submit(
+        self, ids: List[int], gen: GenerationConfig, prompt_logprobs: bool = False, prompt_logits: bool = False
+    ) -> int:
         self.check_prompt_fits(len(ids), generating=gen.max_new_tokens > 0)
         p = _core.RequestParams()
         p.max_new_tokens, p.min_new_tokens = gen.max_new_tokens, gen.min_new_tokens
-        p.temperature, p.top_k, p.top_p, p.min_p = gen.temperature, gen.top_k, gen.top_p, gen.min_p
-        p.repetition_penalty, p.seed = gen.repetition_penalty, gen.seed
+        s = p.sampling
+        s.temperature, s.top_k, s.top_p, s.min_p = gen.temperature, gen.top_k, gen.top_p, gen.min_p
+        s.repetition_penalty, s.has_seed, s.seed = gen.repetition_penalty, gen.seed is not None, gen.seed or 0
         p.eos_token_ids, p.stop_token_ids, p.ignore_eos = list(self._eos), list(gen.stop_token_ids), gen.ignore_eos
         p.prompt_logprobs, p.prompt_logits = prompt_logprobs, prompt_logits
         return self._engine.submit(ids, p)
@@ -152,8 +165,12 @@ class Pipeline:
                 on_prefill(chunk.num_prefilled_tokens, chunk.num_prompt_tokens)
 
     # ---- generation ----
-    def stream(self, prompt: Prompt, gen_config: Optional[GenerationConfig] = None,
-               on_prefill: Optional[Callable[[int, int], None]] = None) -> "RequestStream":
+    def stream(
+        self,
+        prompt: Prompt,
+        gen_config: Optional[GenerationConfig] = None,
+        on_prefill: Optional[Callable[[int, int], None]] = None,
+    ) -> "RequestStream":
         """Submits now; iterating yields Responses as tokens are sampled, each with only the new text and ids.
         Closing the stream (or dropping it) before the end aborts the request. No gen_config: the checkpoint's
         defaults (``generation_defaults``). on_prefill(done, total), if given, is called about every 0.1 s
@@ -176,11 +193,15 @@ class Pipeline:
         finally:
             it.close()
 
-    def __call__(self, prompts: Union[Prompt, Sequence[Prompt]], gen_config: Optional[GenerationConfig] = None
-                 ) -> Union[Response, List[Response]]:
+    def __call__(
+        self, prompts: Union[Prompt, Sequence[Prompt]], gen_config: Optional[GenerationConfig] = None
+    ) -> Union[Response, List[Response]]:
         """Generates whole responses. One prompt gives a Response; a list of prompts a list (run as one batch)."""
         single = isinstance(prompts, str) or (
-            isinstance(prompts, (list, tuple)) and prompts and (isinstance(prompts[0], dict) or isinstance(prompts[0], int)))
+            isinstance(prompts, (list, tuple))
+            and prompts
+            and (isinstance(prompts[0], dict) or isinstance(prompts[0], int))
+        )
         batch = [prompts] if single else list(prompts)
         gen = gen_config or self.generation_defaults
         # Every request is in the engine before we wait on any: they run as one batch.
@@ -189,9 +210,17 @@ class Pipeline:
         out = []
         for i, items in enumerate(list(f) for f in followers):
             last = items[-1]
-            out.append(Response("".join(r.text for r in items), [t for r in items for t in r.token_ids],
-                                last.finish_reason, last.num_prompt_tokens, last.num_generated_tokens,
-                                last.num_cached_tokens, i))
+            out.append(
+                Response(
+                    "".join(r.text for r in items),
+                    [t for r in items for t in r.token_ids],
+                    last.finish_reason,
+                    last.num_prompt_tokens,
+                    last.num_generated_tokens,
+                    last.num_cached_tokens,
+                    i,
+                )
+            )
         return out[0] if single else out
 
     # ---- scoring ----
@@ -223,13 +252,26 @@ class Pipeline:
     def info(self) -> dict:
         s, r = self._engine.stats(), self.resolved
         return dict(
-            model=str(self.model_path), architecture=self.spec.architecture, num_parameters=self.num_parameters,
-            weight_dtype=r.weight_dtype, weight_format=self.spec.weight_format, group_size=self.spec.group_size,
-            lm_head_dtype=r.lm_head_dtype, kv_cache_dtype=r.kv_dtype, kv_capacity_tokens=self._engine.capacity_tokens(),
-            block_size=r.block_size, num_threads=r.num_threads, kernel_isa=_core.kernels.active_isa(),
-            session_len=r.session_len, prefill_precision=r.prefill_precision, tile_unit=r.tile_unit,
-            weights_bytes=s.weights_bytes, kv_cache_bytes=s.kv_cache_bytes, kv_cache_sizing=r.kv_cache_sizing,
-            max_batch_size=r.max_batch_size, sampling_defaults=self.generation_defaults.describe(),
+            model=str(self.model_path),
+            architecture=self.spec.architecture,
+            num_parameters=self.num_parameters,
+            weight_dtype=r.weight_dtype,
+            weight_format=self.spec.weight_format,
+            group_size=self.spec.group_size,
+            lm_head_dtype=r.lm_head_dtype,
+            kv_cache_dtype=r.kv_dtype,
+            kv_capacity_tokens=self._engine.capacity_tokens(),
+            block_size=r.block_size,
+            num_threads=r.num_threads,
+            kernel_isa=_core.kernels.active_isa(),
+            session_len=r.session_len,
+            prefill_precision=r.prefill_precision,
+            tile_unit=r.tile_unit,
+            weights_bytes=s.weights_bytes,
+            kv_cache_bytes=s.kv_cache_bytes,
+            kv_cache_sizing=r.kv_cache_sizing,
+            max_batch_size=r.max_batch_size,
+            sampling_defaults=self.generation_defaults.describe(),
             sampling_defaults_source=self.generation_defaults_source,
         )
 
@@ -247,8 +289,14 @@ class RequestStream:
     """An iterator over one request's output. The request is already in the engine; close() or
     garbage collection before the end aborts it and drops its output."""
 
-    def __init__(self, pipe: Pipeline, rid: int, ids: List[int], gen: GenerationConfig,
-                 on_prefill: Optional[Callable[[int, int], None]] = None):
+    def __init__(
+        self,
+        pipe: Pipeline,
+        rid: int,
+        ids: List[int],
+        gen: GenerationConfig,
+        on_prefill: Optional[Callable[[int, int], None]] = None,
+    ):
         self._pipe, self.request_id = pipe, rid
         self._state = {"finished": False}
         # The generator must not reference self, or dropping an unread stream would leave a cycle
@@ -278,11 +326,20 @@ class RequestStream:
             pass
 
 
-def _follow(pipe: Pipeline, rid: int, ids: List[int], gen: GenerationConfig, state: dict,
-            on_prefill: Optional[Callable[[int, int], None]] = None) -> Iterator[Response]:
+def _follow(
+    pipe: Pipeline,
+    rid: int,
+    ids: List[int],
+    gen: GenerationConfig,
+    state: dict,
+    on_prefill: Optional[Callable[[int, int], None]] = None,
+) -> Iterator[Response]:
     """Turns one request's token chunks into Responses: incremental text, stop strings."""
-    detok = (IncrementalDetokenizer(pipe.tokenizer, prompt_ids=ids, skip_special_tokens=gen.skip_special_tokens)
-             if pipe.tokenizer else None)
+    detok = (
+        IncrementalDetokenizer(pipe.tokenizer, prompt_ids=ids, skip_special_tokens=gen.skip_special_tokens)
+        if pipe.tokenizer
+        else None
+    )
     stops = StopStringMatcher(gen.stop) if gen.stop else None
     num_generated = 0
     while not state["finished"]:

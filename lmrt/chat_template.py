@@ -4,6 +4,7 @@ Templates come from model repositories and are untrusted code, so they run in ji
 environment mirrors the one transformers builds (``transformers/utils/chat_template_utils.py``): the same jinja
 options, globals and filters, so a template renders to the same string here as it does there.
 """
+
 from __future__ import annotations
 
 import dataclasses

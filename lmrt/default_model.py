@@ -106,15 +106,20 @@ def _prepare_default_model(dense: Path | None, w4: Path | None) -> None:
 
     gguf_path = default_model_gguf()
     target = (w4 or dense).parent
-    print(f"lmrt: preparing the default model {DEFAULT_MODEL_NAME} in {target} (once; about 15 s)",
-          file=sys.stderr, flush=True)
+    print(
+        f"lmrt: preparing the default model {DEFAULT_MODEL_NAME} in {target} (once; about 15 s)",
+        file=sys.stderr,
+        flush=True,
+    )
     steps = Steps(1 + (2 if dense else 0) + (1 if w4 else 0))
     with steps.step(f"reading {gguf_path.name}"):
         reader = open_gguf(gguf_path)
     if dense is not None:
+
         def write_dense(tmp: Path) -> None:
             config = convert_weights_and_config(
-                reader, gguf_path, tmp, progress=lambda ts: steps.bar(ts, "float16 checkpoint", unit="tensor"))
+                reader, gguf_path, tmp, progress=lambda ts: steps.bar(ts, "float16 checkpoint", unit="tensor")
+            )
             with steps.step("tokenizer and chat template"):
                 convert_tokenizer(gguf_path, tmp, model_max_length=config["max_position_embeddings"])
 
@@ -123,8 +128,9 @@ def _prepare_default_model(dense: Path | None, w4: Path | None) -> None:
         dense_dir = dense or w4.with_name(w4.name.removesuffix("-w4"))
 
         def write_w4(tmp: Path) -> None:
-            config, tensors = read_gguf(gguf_path, reader,
-                                        progress=lambda ts: steps.bar(ts, "4-bit checkpoint", unit="tensor"))
+            config, tensors = read_gguf(
+                gguf_path, reader, progress=lambda ts: steps.bar(ts, "4-bit checkpoint", unit="tensor")
+            )
             save_lmrt_w4(tmp, config, tensors)
             for file in dense_dir.iterdir():  # the tokenizer and generation config
                 if file.name not in ("config.json", "model.safetensors"):

@@ -6,6 +6,7 @@ the first token in a string, so a token's text depends on what precedes it. ``In
 short window of recent ids together with the ids already emitted before them (the approach of vLLM and TGI) and emits
 the difference, so each step costs O(window), not O(sequence).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -77,7 +78,9 @@ class StopStringMatcher:
 
     def feed(self, delta: str) -> str:
         if self.stopped:
-            raise RuntimeError("StopStringMatcher already matched a stop string; stop the request instead of feeding it.")
+            raise RuntimeError(
+                "StopStringMatcher already matched a stop string; stop the request instead of feeding it."
+            )
         text = self._held + delta
         # The held text holds no complete stop string, so the earliest match in `text` is the first in the stream.
         hits = [(i, s) for s in self.stop_strings if (i := text.find(s)) >= 0]

@@ -1,5 +1,6 @@
 """Every environment variable lmrt reads, in one place. (LMRT_ISA=scalar|avx2|avx512, which forces a kernel
 path, is read by the C++ core itself when it loads: csrc/kernels/cpu/isa.cpp.)"""
+
 from __future__ import annotations
 
 import os

@@ -72,7 +72,7 @@ def metadata_dir(path: str | Path) -> Path:
     path = Path(path)
     if path.suffix.lower() != ".gguf" or path.is_dir():
         return path
-    from .default_model import is_default_model_gguf, default_model_path
+    from .default_model import default_model_path, is_default_model_gguf
     from .formats.gguf import gguf_tokenizer_dir
 
     return default_model_path() if is_default_model_gguf(path) else gguf_tokenizer_dir(path)
@@ -208,12 +208,16 @@ def _assemble(spec: ModelSpec, dtype: str, get, source: dict[str, TensorRef] | N
         p, o = f"model.layers.{i}.", f"layers.{i}."
         attn = [p + f"self_attn.{x}_proj" for x in "qkv"]
         out[o + "input_norm"] = vector([p + "input_layernorm.weight"], [H])  # [H]
-        out.update(linear(o + "qkv_proj", [n + ".weight" for n in attn], [q_rows, kv_rows, kv_rows], H))  # [(nh+2nkv)hd, H]
+        out.update(
+            linear(o + "qkv_proj", [n + ".weight" for n in attn], [q_rows, kv_rows, kv_rows], H)
+        )  # [(nh+2nkv)hd, H]
         if spec.qkv_bias:
             out[o + "qkv_bias"] = vector([n + ".bias" for n in attn], [q_rows, kv_rows, kv_rows])  # [(nh+2nkv)hd]
         out.update(linear(o + "o_proj", [p + "self_attn.o_proj.weight"], [H], q_rows))  # [H, nh hd]
         out[o + "post_attn_norm"] = vector([p + "post_attention_layernorm.weight"], [H])  # [H]
-        out.update(linear(o + "gate_up_proj", [p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"], [I, I], H))  # [2I, H]
+        out.update(
+            linear(o + "gate_up_proj", [p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"], [I, I], H)
+        )  # [2I, H]
         out.update(linear(o + "down_proj", [p + "mlp.down_proj.weight"], [H], I))  # [H, I]
     out["norm"] = vector(["model.norm.weight"], [H])  # [H]
     if not spec.tie_word_embeddings:  # a tied checkpoint that also stores lm_head: HF ignores it, so do we
@@ -252,7 +256,9 @@ def _expected_names(spec: ModelSpec, quantized=lambda name: False, fields=("qwei
 def _checked(source: dict[str, TensorRef], name: str, shape: tuple[int, ...]) -> TensorRef:
     ref = source[name]
     if ref.shape != shape:
-        raise CheckpointError(f"{ref.file}: tensor {name!r} has shape {list(ref.shape)}, expected {list(shape)} from config.json")
+        raise CheckpointError(
+            f"{ref.file}: tensor {name!r} has shape {list(ref.shape)}, expected {list(shape)} from config.json"
+        )
     if ref.dtype not in FLOAT_DTYPES:
         raise CheckpointError(
             f"{ref.file}: tensor {name!r}: dtype {ref.dtype} is not supported; supported: {', '.join(FLOAT_DTYPES)}"

@@ -129,9 +129,7 @@ class ModelSpec:
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.num_heads % self.num_kv_heads:
-            raise ValueError(
-                f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})"
-            )
+            raise ValueError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
         if self.head_dim % 2:
             raise ValueError(f"head_dim must be even for RoPE, got {self.head_dim}")
         if not self.rms_norm_eps > 0:
@@ -147,7 +145,9 @@ class ModelSpec:
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def from_hf_config(cls, config: Mapping[str, Any], generation_config: Mapping[str, Any] | None = None) -> "ModelSpec":
+    def from_hf_config(
+        cls, config: Mapping[str, Any], generation_config: Mapping[str, Any] | None = None
+    ) -> "ModelSpec":
         """Build from a parsed HF ``config.json`` (and optionally ``generation_config.json``)."""
         architectures = config.get("architectures") or []
         if not architectures:
@@ -252,7 +252,9 @@ class ModelSpec:
             return 1.0 if scale <= 1 else 0.1 * mscale * math.log(scale) + 1.0
 
         if scaling.mscale and scaling.mscale_all_dim:
-            return float(get_mscale(scaling.factor, scaling.mscale) / get_mscale(scaling.factor, scaling.mscale_all_dim))
+            return float(
+                get_mscale(scaling.factor, scaling.mscale) / get_mscale(scaling.factor, scaling.mscale_all_dim)
+            )
         return get_mscale(scaling.factor)
 
     def to_core(self, weight_dtype: str):
@@ -262,8 +264,12 @@ class ModelSpec:
 
         c = _core.ModelSpec()
         c.vocab_size, c.hidden_size, c.intermediate_size = self.vocab_size, self.hidden_size, self.intermediate_size
-        c.num_layers, c.num_heads, c.num_kv_heads, c.head_dim = (self.num_layers, self.num_heads, self.num_kv_heads,
-                                                                 self.head_dim)
+        c.num_layers, c.num_heads, c.num_kv_heads, c.head_dim = (
+            self.num_layers,
+            self.num_heads,
+            self.num_kv_heads,
+            self.head_dim,
+        )
         c.rms_norm_eps = self.rms_norm_eps
         c.inv_freq = self.inv_freq().tolist()  # float32 [head_dim / 2]
         c.attention_scaling = self.attention_scaling()
@@ -360,7 +366,9 @@ def _read_rope(config: Mapping[str, Any]) -> tuple[float, RopeScaling | None]:
             f"supported: {SUPPORTED_ROPE_TYPES}"
         )
     if rope_type not in SUPPORTED_ROPE_TYPES:
-        raise UnsupportedModelError(f"rope scaling type {rope_type!r} is not supported; supported: {SUPPORTED_ROPE_TYPES}")
+        raise UnsupportedModelError(
+            f"rope scaling type {rope_type!r} is not supported; supported: {SUPPORTED_ROPE_TYPES}"
+        )
     max_positions = config["max_position_embeddings"]
     factor = params.get("factor")
     original_max = params.get("original_max_position_embeddings")

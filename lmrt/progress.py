@@ -1,6 +1,7 @@
 """Progress on stderr for work a user waits on: numbered steps, each with its time, and bars where the
 work can be counted. On a terminal a step's line shows its running time while it works; elsewhere (logs,
 pipes) each step prints one line when it starts and one when it ends."""
+
 from __future__ import annotations
 
 import sys
@@ -31,6 +32,7 @@ class Steps:
         label, start = self._label(what), time.monotonic()
         stop = threading.Event()
         if self.live:
+
             def tick() -> None:
                 while not stop.wait(_TICK_S):
                     self.out.write(f"\r{label} ... {time.monotonic() - start:.0f} s")
@@ -60,5 +62,6 @@ class Steps:
         from tqdm import tqdm
 
         label = self._label(what)
-        yield from tqdm(items, desc=label, total=total, unit=unit, file=self.out, leave=True,
-                        mininterval=0.2 if self.live else 5.0)
+        yield from tqdm(
+            items, desc=label, total=total, unit=unit, file=self.out, leave=True, mininterval=0.2 if self.live else 5.0
+        )

@@ -5,6 +5,7 @@ Everything the engine runs with is decided here, from three inputs: the config, 
 ``Machine`` (what the CPU and the environment say, read once). Nothing below this module (the C++ core
 included) has defaults of its own.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,26 +41,30 @@ class Machine:
 
         k = _core.kernels
         units = tuple(u for u, ok in (("amx", k.amx_available()), ("avx512bf16", k.avx512bf16_available())) if ok)
-        return cls(physical_cores=k.physical_cores(), available_ram_bytes=_available_ram_bytes(),
-                   tile_units=units + ("model",), env_tile_unit=env.tile_unit())
+        return cls(
+            physical_cores=k.physical_cores(),
+            available_ram_bytes=_available_ram_bytes(),
+            tile_units=units + ("model",),
+            env_tile_unit=env.tile_unit(),
+        )
 
 
 @dataclass(frozen=True)
 class Resolved:
     """Every engine setting, concrete."""
 
-    weight_dtype: str        # "float32" | "bfloat16": dense matrices and activations
-    kv_dtype: str            # "float32" | "bfloat16"
-    lm_head_dtype: str       # "dense" | "int8"
+    weight_dtype: str  # "float32" | "bfloat16": dense matrices and activations
+    kv_dtype: str  # "float32" | "bfloat16"
+    lm_head_dtype: str  # "dense" | "int8"
     num_threads: int
-    session_len: int         # prompt + generated tokens per request at most
+    session_len: int  # prompt + generated tokens per request at most
     max_batch_size: int
     max_num_batched_tokens: int
     block_size: int
-    num_blocks: int          # the KV pool
-    kv_cache_sizing: str     # how num_blocks was chosen, in words
+    num_blocks: int  # the KV pool
+    kv_cache_sizing: str  # how num_blocks was chosen, in words
     enable_prefix_caching: bool
-    prefill_precision: str   # "fp32" | "bf16"
+    prefill_precision: str  # "fp32" | "bf16"
     tile_unit: Optional[str]  # the unit bf16 prefill runs on; None with fp32 prefill
 
     def engine_options(self):
@@ -94,13 +99,15 @@ def resolve(config: EngineConfig, spec: ModelSpec, machine: Machine) -> Resolved
         raise ConfigError("session_len", config.session_len, f"must be <= the model's max_position_embeddings ({most})")
     session_len = config.session_len or most
     prefill, unit = _prefill(config, machine)
-    bytes_per_block = _core.kv_bytes_per_block(spec.num_layers, config.block_size, spec.num_kv_heads, spec.head_dim,
-                                               _core.DType.__members__[kv_dtype])
+    bytes_per_block = _core.kv_bytes_per_block(
+        spec.num_layers, config.block_size, spec.num_kv_heads, spec.head_dim, _core.DType.__members__[kv_dtype]
+    )
     num_blocks, sizing = _kv_blocks(config, session_len, bytes_per_block, machine)
     return Resolved(
         weight_dtype=wdtype,
         kv_dtype=kv_dtype,
-        lm_head_dtype=("int8" if spec.weight_format == "w4" else "dense") if config.lm_head_dtype == "auto"
+        lm_head_dtype=("int8" if spec.weight_format == "w4" else "dense")
+        if config.lm_head_dtype == "auto"
         else config.lm_head_dtype,
         num_threads=config.num_threads or machine.physical_cores,
         session_len=session_len,
@@ -124,17 +131,24 @@ def _prefill(config: EngineConfig, machine: Machine) -> tuple[str, Optional[str]
         if unit not in TILE_UNITS:
             raise ConfigError("LMRT_TILE_UNIT", unit, "choose 'amx', 'avx512bf16' or 'model'")
         if unit not in machine.tile_units:
-            raise ConfigError("LMRT_TILE_UNIT", unit, "this CPU (or OS) lacks it; unset LMRT_TILE_UNIT to use the "
-                              "best unit here, or use prefill_precision='fp32'")
+            raise ConfigError(
+                "LMRT_TILE_UNIT",
+                unit,
+                "this CPU (or OS) lacks it; unset LMRT_TILE_UNIT to use the "
+                "best unit here, or use prefill_precision='fp32'",
+            )
         return "bf16", unit
     hardware = [u for u in machine.tile_units if u != "model"]
     if hardware:
         return "bf16", hardware[0]
     if config.prefill_precision == "bf16":
-        raise ConfigError("prefill_precision", "bf16",
-                          "runs prefill on a bf16 tile unit, which this CPU (or OS) lacks: it needs AMX-BF16 (Intel "
-                          "Sapphire Rapids or later) or AVX512-BF16 (AMD Zen 4 or later, Intel Cooper Lake); use "
-                          "prefill_precision='fp32'")
+        raise ConfigError(
+            "prefill_precision",
+            "bf16",
+            "runs prefill on a bf16 tile unit, which this CPU (or OS) lacks: it needs AMX-BF16 (Intel "
+            "Sapphire Rapids or later) or AVX512-BF16 (AMD Zen 4 or later, Intel Cooper Lake); use "
+            "prefill_precision='fp32'",
+        )
     return "fp32", None
 
 
@@ -144,8 +158,11 @@ def _kv_blocks(config: EngineConfig, session_len: int, bytes_per_block: int, mac
     if config.cache_memory_gib is not None:
         num = int(config.cache_memory_gib * 2**30) // bytes_per_block
         if num < 1:
-            raise ConfigError("cache_memory_gib", config.cache_memory_gib,
-                              f"holds no KV block: one block of {config.block_size} tokens takes {bytes_per_block} bytes")
+            raise ConfigError(
+                "cache_memory_gib",
+                config.cache_memory_gib,
+                f"holds no KV block: one block of {config.block_size} tokens takes {bytes_per_block} bytes",
+            )
         return num, "set by cache_memory_gib"
     n = config.max_batch_size
     sessions = f"{n} session{'s' if n > 1 else ''} of {session_len:,} tokens"
@@ -153,8 +170,10 @@ def _kv_blocks(config: EngineConfig, session_len: int, bytes_per_block: int, mac
     cap = int(machine.available_ram_bytes * DEFAULT_CACHE_FRACTION) // bytes_per_block
     if needed <= cap:
         return needed, f"what {sessions} need{'s' if n == 1 else ''}"
-    return max(1, cap), (f"{sessions} would need {needed * bytes_per_block / 2**30:.1f} GiB; capped at "
-                         f"{DEFAULT_CACHE_FRACTION:.0%} of the available RAM")
+    return max(1, cap), (
+        f"{sessions} would need {needed * bytes_per_block / 2**30:.1f} GiB; capped at "
+        f"{DEFAULT_CACHE_FRACTION:.0%} of the available RAM"
+    )
 
 
 def _available_ram_bytes() -> int:

@@ -5,14 +5,14 @@ transformers keeps beside it -- ``tokenizer_config.json`` (special tokens, ``add
 chat templates), ``chat_template.jinja`` / ``chat_template.json`` and the eos ids of ``generation_config.json`` /
 ``config.json`` -- and applies them the way transformers' fast tokenizers do, so ids and prompts match it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from tokenizers import AddedToken
+from tokenizers import AddedToken, processors
 from tokenizers import Tokenizer as _Backend
-from tokenizers import processors
 
 from .chat_template import render_chat
 from .formats import read_json
@@ -50,7 +50,9 @@ def _load_chat_template(model_dir: Path, config: dict) -> str | dict[str, str] |
     if templates:
         return templates["default"] if list(templates) == ["default"] else templates
 
-    template = read_json(model_dir / "chat_template.json", default={}).get("chat_template") or config.get("chat_template")
+    template = read_json(model_dir / "chat_template.json", default={}).get("chat_template") or config.get(
+        "chat_template"
+    )
     if isinstance(template, list):
         # Older configs store named templates as [{"name": ..., "template": ...}].
         template = {t["name"]: t["template"] for t in template}

@@ -80,7 +80,9 @@ def gram_loss(weight: torch.Tensor, gram: torch.Tensor, num_tokens: int) -> Loss
     return loss
 
 
-def module_loss(module: nn.Module, param_names: Sequence[str], x: torch.Tensor, call: Callable[..., torch.Tensor]) -> Loss:
+def module_loss(
+    module: nn.Module, param_names: Sequence[str], x: torch.Tensor, call: Callable[..., torch.Tensor]
+) -> Loss:
     """Mean squared error of ``call(module, x, params)`` with ``param_names`` replaced by the candidates.
 
     ``call(module, x, overrides)`` runs the module with the parameter overrides (``{}`` = its own weights)

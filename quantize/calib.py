@@ -33,7 +33,9 @@ def default_calib_text() -> str:
     return "\n\n".join(path.read_text(encoding="utf-8", errors="replace") for path in paths)
 
 
-def calib_tokens(tokenizer, text: str | None = None, num_samples: int = DEFAULT_NUM_SAMPLES, seqlen: int = DEFAULT_SEQLEN) -> torch.Tensor:
+def calib_tokens(
+    tokenizer, text: str | None = None, num_samples: int = DEFAULT_NUM_SAMPLES, seqlen: int = DEFAULT_SEQLEN
+) -> torch.Tensor:
     """Token ids [num_samples, seqlen] (int64) from ``text`` (default: ``default_calib_text()``).
 
     A text too short for ``num_samples`` windows gives as many as it holds, with a warning on stderr.

@@ -30,7 +30,9 @@ def pick_group_size(in_features: dict[str, int], requested: int | None) -> int:
     working = [g for g in GROUP_SIZES if all(n % g == 0 for n in in_features.values())]
     if requested is None:
         if not working:
-            raise ValueError(f"none of the group sizes {GROUP_SIZES} divides every linear's input size {sorted(set(in_features.values()))}")
+            raise ValueError(
+                f"none of the group sizes {GROUP_SIZES} divides every linear's input size {sorted(set(in_features.values()))}"
+            )
         return working[0]
     bad = {name: n for name, n in in_features.items() if n % requested}
     if bad:
@@ -44,15 +46,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmrt-quantize", description=__doc__.split("\n\n")[0])
     parser.add_argument("model", nargs="?", help="HF checkpoint dir (default: lmrt's default model)")
     parser.add_argument("--out", required=True, type=Path, help="output checkpoint dir")
-    parser.add_argument("--method", choices=("awq", "rtn"), default="awq", help="awq (default) or plain round-to-nearest")
+    parser.add_argument(
+        "--method", choices=("awq", "rtn"), default="awq", help="awq (default) or plain round-to-nearest"
+    )
     parser.add_argument("--w-bits", type=int, default=4, choices=(4,), help="weight bits (AutoAWQ gemm is 4-bit)")
-    parser.add_argument("--group-size", type=int, choices=GROUP_SIZES, help="default: the largest dividing every linear's input size")
-    parser.add_argument("--calib-file", type=Path, help="calibration text (default: the non-GPL licences in /usr/share/common-licenses)")
+    parser.add_argument(
+        "--group-size", type=int, choices=GROUP_SIZES, help="default: the largest dividing every linear's input size"
+    )
+    parser.add_argument(
+        "--calib-file", type=Path, help="calibration text (default: the non-GPL licences in /usr/share/common-licenses)"
+    )
     parser.add_argument("--calib-samples", type=int, default=calib.DEFAULT_NUM_SAMPLES)
     parser.add_argument("--calib-seqlen", type=int, default=calib.DEFAULT_SEQLEN)
-    parser.add_argument("--search-samples", type=int, default=pre_quant.DEFAULT_SEARCH_SAMPLES, help="calibration sequences the attention/MLP scale objectives run on")
+    parser.add_argument(
+        "--search-samples",
+        type=int,
+        default=pre_quant.DEFAULT_SEARCH_SAMPLES,
+        help="calibration sequences the attention/MLP scale objectives run on",
+    )
     parser.add_argument("--no-clip", action="store_true", help="skip the clip search")
-    parser.add_argument("--eval-file", type=Path, default=calib.DEFAULT_EVAL_FILE, help="perplexity text (default: GPL-3)")
+    parser.add_argument(
+        "--eval-file", type=Path, default=calib.DEFAULT_EVAL_FILE, help="perplexity text (default: GPL-3)"
+    )
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     return parser
 
@@ -88,7 +103,9 @@ def quantize(args: argparse.Namespace, argv: list[str]) -> dict:
     group_size = pick_group_size({name: m.in_features for name, m in linears.items()}, args.group_size)
     odd = [name for name, m in linears.items() if m.out_features % 8]
     if odd:
-        raise ValueError(f"{odd[0]} has {linears[odd[0]].out_features} outputs, not a multiple of 8 (AutoAWQ packs 8 per int32)")
+        raise ValueError(
+            f"{odd[0]} has {linears[odd[0]].out_features} outputs, not a multiple of 8 (AutoAWQ packs 8 per int32)"
+        )
 
     eval_ids = evaluate.text_ids(tokenizer, args.eval_file.read_text(encoding="utf-8", errors="replace"))
     t0 = time.perf_counter()
@@ -108,7 +125,9 @@ def quantize(args: argparse.Namespace, argv: list[str]) -> dict:
                 "search_samples": min(args.search_samples, int(calib_ids.shape[0])),
                 "clip": not args.no_clip,
             }
-            quantized, layer_reports = pre_quant.run_awq(model, calib_ids, group_size, clip=not args.no_clip, search_samples=args.search_samples)
+            quantized, layer_reports = pre_quant.run_awq(
+                model, calib_ids, group_size, clip=not args.no_clip, search_samples=args.search_samples
+            )
         else:
             quantized, layer_reports = pre_quant.run_rtn(model, group_size), []
     quantize_seconds = time.perf_counter() - t0
@@ -148,8 +167,16 @@ def render_markdown(report: dict) -> str:
     rows = [
         ("model", report["model"]),
         ("method", f"{report['method'].upper()} w{report['w_bits']} g{report['group_size']}"),
-        ("calibration", "none" if report["calibration"] is None else ", ".join(f"{k}={v}" for k, v in report["calibration"].items())),
-        ("perplexity before", f"{report['ppl_before']:.3f} ({report['eval_file']}, {report['eval_tokens']} tokens, windows of {evaluate.DEFAULT_WINDOW})"),
+        (
+            "calibration",
+            "none"
+            if report["calibration"] is None
+            else ", ".join(f"{k}={v}" for k, v in report["calibration"].items()),
+        ),
+        (
+            "perplexity before",
+            f"{report['ppl_before']:.3f} ({report['eval_file']}, {report['eval_tokens']} tokens, windows of {evaluate.DEFAULT_WINDOW})",
+        ),
         ("perplexity after", f"{report['ppl_after']:.3f}"),
         ("weight bytes before", f"{report['bytes_before']} ({report['bytes_before'] / mb:.1f} MiB)"),
         ("weight bytes after", f"{report['bytes_after']} ({report['bytes_after'] / mb:.1f} MiB)"),

@@ -25,7 +25,15 @@ from tqdm import tqdm
 from . import auto_clip, auto_scale
 from .quantizer import QuantizedWeight
 
-LINEAR_NAMES = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+LINEAR_NAMES = (
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+)
 NO_CLIP = ("self_attn.q_proj", "self_attn.k_proj")
 DEFAULT_SEARCH_SAMPLES = 2  # sequences the attention / MLP objectives run on (20 candidates each)
 _CHUNK = 8  # sequences per forward pass of a layer
@@ -42,19 +50,27 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     """The decoder layers of a Llama-family causal LM, checked for the modules AWQ needs."""
     layers = getattr(getattr(model, "model", None), "layers", None)
     if layers is None:
-        raise ValueError(f"{type(model).__name__} has no model.layers; only Llama-family decoders (Llama, Mistral, Qwen2) are supported")
+        raise ValueError(
+            f"{type(model).__name__} has no model.layers; only Llama-family decoders (Llama, Mistral, Qwen2) are supported"
+        )
     needed = LINEAR_NAMES + ("input_layernorm", "post_attention_layernorm")
     for name in needed:
         try:
             layers[0].get_submodule(name)
         except AttributeError:
-            raise ValueError(f"decoder layers of {type(model).__name__} lack {name}; only Llama-family decoders (Llama, Mistral, Qwen2) are supported") from None
+            raise ValueError(
+                f"decoder layers of {type(model).__name__} lack {name}; only Llama-family decoders (Llama, Mistral, Qwen2) are supported"
+            ) from None
     return layers
 
 
 def quantizable_linears(model: nn.Module) -> dict[str, nn.Linear]:
     """Full name -> linear, for every linear AWQ quantises (the decoder layers'; not lm_head)."""
-    return {f"model.layers.{i}.{name}": layer.get_submodule(name) for i, layer in enumerate(decoder_layers(model)) for name in LINEAR_NAMES}
+    return {
+        f"model.layers.{i}.{name}": layer.get_submodule(name)
+        for i, layer in enumerate(decoder_layers(model))
+        for name in LINEAR_NAMES
+    }
 
 
 def run_rtn(model: nn.Module, group_size: int) -> dict[str, QuantizedWeight]:
@@ -124,7 +140,9 @@ def quantize_layer(
             if id(x) not in grams:
                 grams[id(x)] = x.t() @ x
             blocks = auto_clip.gram_blocks(grams[id(x)], group_size)
-            auto_clip.apply_clip(linear.weight.data, auto_clip.search_clip(linear.weight.data, blocks, group_size), group_size)
+            auto_clip.apply_clip(
+                linear.weight.data, auto_clip.search_clip(linear.weight.data, blocks, group_size), group_size
+            )
         quantized[name] = _quantize_in_place(linear, group_size)
     return quantized, report
 
@@ -144,14 +162,23 @@ def _call_layer(layer: nn.Module, x: torch.Tensor, position_embeddings) -> torch
 
 def _run_layer(layer: nn.Module, hidden: torch.Tensor, position_embeddings) -> torch.Tensor:
     with torch.no_grad():
-        return torch.cat([_call_layer(layer, hidden[j : j + _CHUNK], position_embeddings) for j in range(0, len(hidden), _CHUNK)])
+        return torch.cat(
+            [_call_layer(layer, hidden[j : j + _CHUNK], position_embeddings) for j in range(0, len(hidden), _CHUNK)]
+        )
 
 
 def _capture_inputs(layer: nn.Module, hidden: torch.Tensor, position_embeddings) -> dict[str, torch.Tensor]:
     """Run the layer on ``hidden`` [n, L, H]; the input of every linear, name -> [n, L, in] (q/k/v share one)."""
-    captured: dict[str, list[torch.Tensor]] = {"self_attn.q_proj": [], "self_attn.o_proj": [], "mlp.gate_proj": [], "mlp.down_proj": []}
+    captured: dict[str, list[torch.Tensor]] = {
+        "self_attn.q_proj": [],
+        "self_attn.o_proj": [],
+        "mlp.gate_proj": [],
+        "mlp.down_proj": [],
+    }
     hooks = [
-        layer.get_submodule(name).register_forward_hook(lambda _m, args, _o, name=name: captured[name].append(args[0].detach()))
+        layer.get_submodule(name).register_forward_hook(
+            lambda _m, args, _o, name=name: captured[name].append(args[0].detach())
+        )
         for name in captured
     ]
     try:
@@ -162,10 +189,15 @@ def _capture_inputs(layer: nn.Module, hidden: torch.Tensor, position_embeddings)
     feats = {name: torch.cat(chunks) for name, chunks in captured.items()}
     feats["self_attn.k_proj"] = feats["self_attn.v_proj"] = feats["self_attn.q_proj"]
     feats["mlp.up_proj"] = feats["mlp.gate_proj"]
-    return {name: x.reshape(-1, x.shape[-1]) if name in ("self_attn.o_proj", "mlp.down_proj") else x for name, x in feats.items()}
+    return {
+        name: x.reshape(-1, x.shape[-1]) if name in ("self_attn.o_proj", "mlp.down_proj") else x
+        for name, x in feats.items()
+    }
 
 
-def _search_and_apply_scales(layer, feats, search_idx, position_embeddings, group_size, grid, report: LayerReport) -> None:
+def _search_and_apply_scales(
+    layer, feats, search_idx, position_embeddings, group_size, grid, report: LayerReport
+) -> None:
     """Search every group's scales on the captured fp inputs, then fold them all in; the captured inputs are scaled to match."""
     attn, mlp = layer.self_attn, layer.mlp
     plans = []  # (group name, prev module, linears, scales)
@@ -175,7 +207,9 @@ def _search_and_apply_scales(layer, feats, search_idx, position_embeddings, grou
     qkv = [attn.q_proj, attn.k_proj, attn.v_proj]
 
     def call_attn(module, xs, overrides):
-        return functional_call(module, overrides, (xs,), {"position_embeddings": position_embeddings, "attention_mask": None})[0]
+        return functional_call(
+            module, overrides, (xs,), {"position_embeddings": position_embeddings, "attention_mask": None}
+        )[0]
 
     loss = auto_scale.module_loss(attn, ["q_proj.weight", "k_proj.weight", "v_proj.weight"], x[search_idx], call_attn)
     result = auto_scale.search_scale(_abs_mean(x), [m.weight.data.float() for m in qkv], loss, group_size, grid)
@@ -205,7 +239,12 @@ def _search_and_apply_scales(layer, feats, search_idx, position_embeddings, grou
     result = auto_scale.search_scale(_abs_mean(x), [mlp.down_proj.weight.data.float()], loss, group_size, grid)
     plans.append(("down", mlp.up_proj, [mlp.down_proj], result))
 
-    scaled_inputs = {"qkv": "self_attn.q_proj", "o": "self_attn.o_proj", "gate_up": "mlp.gate_proj", "down": "mlp.down_proj"}
+    scaled_inputs = {
+        "qkv": "self_attn.q_proj",
+        "o": "self_attn.o_proj",
+        "gate_up": "mlp.gate_proj",
+        "down": "mlp.down_proj",
+    }
     for group, prev, linears, result in plans:
         auto_scale.apply_scale(prev, linears, result.scales)
         feats[scaled_inputs[group]].div_(result.scales)  # shared tensors: k/v and up see it too

@@ -32,7 +32,9 @@ def quantization_config(group_size: int, bits: int = 4) -> dict:
     }
 
 
-def write_checkpoint(model: nn.Module, quantized: dict[str, QuantizedWeight], source_dir: Path, out_dir: Path, group_size: int) -> Path:
+def write_checkpoint(
+    model: nn.Module, quantized: dict[str, QuantizedWeight], source_dir: Path, out_dir: Path, group_size: int
+) -> Path:
     """Write ``model`` with ``quantized`` (full linear name -> weight) to ``out_dir``; returns the weight file."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

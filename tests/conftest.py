@@ -35,6 +35,7 @@ def pytest_collection_modifyitems(config, items):
 def _torch_and_transformers():
     return pytest.importorskip("torch"), pytest.importorskip("transformers")
 
+
 LLAMA3_ROPE_SCALING = {
     "rope_type": "llama3",
     "factor": 8.0,

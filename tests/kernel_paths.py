@@ -1,4 +1,5 @@
 """The CPU kernel paths, each forced in turn: shared by the kernel test files."""
+
 import numpy as np
 import pytest
 
@@ -60,7 +61,7 @@ class PagedCache:
         nblk = (length + self.bs - 1) // self.bs
         table = np.array([self.free.pop() for _ in range(nblk)], np.int32)
         k, v = (self.rng.standard_normal((2, length, self.n_kv * self.hd))).astype(np.float32)
-        slots = (table[np.arange(length) // self.bs].astype(np.int64) * self.bs + np.arange(length) % self.bs)
+        slots = table[np.arange(length) // self.bs].astype(np.int64) * self.bs + np.arange(length) % self.bs
         K.kv_store(self.k, self.v, k, v, slots, self.n_kv, self.hd, self.bs, self.dtype)
         return table, k, v
 
@@ -74,9 +75,9 @@ def attn_ref(q, k, v, pos, n_heads, n_kv, hd, scale):
     out = np.zeros((len(pos), n_heads * hd))
     for m, p in enumerate(pos):
         for h in range(n_heads):
-            kh = k[: p + 1, (h // group) * hd:(h // group + 1) * hd].astype(np.float64)
-            vh = v[: p + 1, (h // group) * hd:(h // group + 1) * hd].astype(np.float64)
-            s = kh @ q[m, h * hd:(h + 1) * hd].astype(np.float64) * scale
+            kh = k[: p + 1, (h // group) * hd : (h // group + 1) * hd].astype(np.float64)
+            vh = v[: p + 1, (h // group) * hd : (h // group + 1) * hd].astype(np.float64)
+            s = kh @ q[m, h * hd : (h + 1) * hd].astype(np.float64) * scale
             e = np.exp(s - s.max())
-            out[m, h * hd:(h + 1) * hd] = e @ vh / e.sum()
+            out[m, h * hd : (h + 1) * hd] = e @ vh / e.sum()
     return out

@@ -10,6 +10,7 @@ waiting request holds no blocks; a running one covers its computed tokens; a ste
 token budget and batch size; no step writes into a block another request shares; every request
 finishes with its tokens, through preemption and prefix-cache hits alike.
 """
+
 from __future__ import annotations
 
 import collections
@@ -58,7 +59,7 @@ def test_block_manager_invariants(ops, block_size, num_blocks, caching):
     def write(seq):
         tokens, table = seq[0], seq[1]
         for i, b in enumerate(table):
-            part = tokens[i * block_size:(i + 1) * block_size]
+            part = tokens[i * block_size : (i + 1) * block_size]
             if len(part) == block_size:
                 contents[b] = tuple(part)
 
@@ -69,7 +70,7 @@ def test_block_manager_invariants(ops, block_size, num_blocks, caching):
             assert n == len(table) * block_size and n <= len(tokens) - 1
             assert caching or n == 0
             for i, b in enumerate(table):  # a hit is the query's own tokens, never a collision
-                assert contents[b] == tuple(tokens[i * block_size:(i + 1) * block_size])
+                assert contents[b] == tuple(tokens[i * block_size : (i + 1) * block_size])
             if not blocks.can_allocate(table, len(tokens)):
                 table = blocks.deallocate(table)
                 assert table == []
@@ -116,7 +117,8 @@ def test_prefix_cache_hit_after_the_owner_leaves():
 
 REQUESTS = st.lists(
     st.tuples(st.lists(TOKENS, min_size=1, max_size=20), st.integers(1, 6), st.integers(0, 4)),
-    min_size=1, max_size=10,
+    min_size=1,
+    max_size=10,
 )
 
 
@@ -155,7 +157,8 @@ def drive(requests, num_blocks, block_size, max_batch_size, budget, caching):
         for r, n in plan:  # the forward pass, then Engine::postprocess
             r.num_computed_tokens += n
             r.num_hashed_blocks, r.last_block_hash = blocks.register_full_blocks(
-                r.tokens, r.num_computed_tokens, r.block_table, r.num_hashed_blocks, r.last_block_hash)
+                r.tokens, r.num_computed_tokens, r.block_table, r.num_hashed_blocks, r.last_block_hash
+            )
             if r.num_computed_tokens < len(r.tokens):
                 continue  # prefill goes on
             r.tokens = r.tokens + [(len(r.tokens) * 7 + r.id) % 3]  # the "sampled" token
@@ -171,15 +174,21 @@ def drive(requests, num_blocks, block_size, max_batch_size, budget, caching):
 
 
 @settings(max_examples=300, deadline=None)
-@given(requests=REQUESTS, block_size=st.sampled_from([1, 2, 4]), max_batch_size=st.integers(1, 4),
-       budget=st.integers(1, 16), caching=st.booleans(), spare=st.integers(0, 8))
+@given(
+    requests=REQUESTS,
+    block_size=st.sampled_from([1, 2, 4]),
+    max_batch_size=st.integers(1, 4),
+    budget=st.integers(1, 16),
+    caching=st.booleans(),
+    spare=st.integers(0, 8),
+)
 def test_scheduler_invariants_and_liveness(requests, block_size, max_batch_size, budget, caching, spare):
     # Enough blocks for the longest request alone (it must be able to finish), and `spare` more.
     longest = max(len(p) + m for p, m, _ in requests)
     num_blocks = -(-longest // block_size) + spare
     reqs, _ = drive(requests, num_blocks, block_size, max_batch_size, budget, caching)
     for r, (prompt, max_new, _) in zip(reqs, requests):
-        assert r.tokens[:len(prompt)] == prompt and len(r.tokens) == len(prompt) + max_new
+        assert r.tokens[: len(prompt)] == prompt and len(r.tokens) == len(prompt) + max_new
 
 
 def test_a_full_pool_preempts_the_newest_and_it_recomputes():

@@ -79,7 +79,9 @@ CASES = {
     "llama-bf16": lambda d: make_tiny_llama(d, tied=False, dtype=torch.bfloat16),
     "llama-f16": lambda d: make_tiny_llama(d, tied=True, dtype=torch.float16),
     "qwen2-bias": lambda d: make_tiny_qwen2(d, tied=False),
-    "qwen2-bias-tied-bf16-sharded": lambda d: make_tiny_qwen2(d, tied=True, dtype=torch.bfloat16, max_shard_size="20KB"),
+    "qwen2-bias-tied-bf16-sharded": lambda d: make_tiny_qwen2(
+        d, tied=True, dtype=torch.bfloat16, max_shard_size="20KB"
+    ),
 }
 SOURCE_DTYPES = {"bf16": torch.bfloat16, "f16": torch.float16}
 
@@ -119,8 +121,17 @@ def test_spec_fields_match_hf_config(tmp_path):
     assert spec.bos_token_id == 1
     assert spec.eos_token_ids == (2, 5)  # config's int merged with generation_config's list
     core = spec.to_core("bfloat16")  # the C++ core's typed ModelSpec
-    for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads",
-                 "head_dim", "tie_word_embeddings", "qkv_bias"):
+    for name in (
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_layers",
+        "num_heads",
+        "num_kv_heads",
+        "head_dim",
+        "tie_word_embeddings",
+        "qkv_bias",
+    ):
         assert getattr(core, name) == getattr(spec, name), name
     assert core.rms_norm_eps == np.float32(spec.rms_norm_eps) and core.attention_scaling == spec.attention_scaling()
     np.testing.assert_array_equal(np.asarray(core.inv_freq, np.float32), spec.inv_freq())
@@ -317,7 +328,9 @@ def test_bf16_rounding_matches_torch_including_ties():
     x = x[~np.isnan(x)]
     want = torch.from_numpy(x).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
     np.testing.assert_array_equal(float32_to_bf16_bits(x), want)
-    np.testing.assert_array_equal(bf16_bits_to_float32(want), torch.from_numpy(want.view(np.int16)).view(torch.bfloat16).float().numpy())
+    np.testing.assert_array_equal(
+        bf16_bits_to_float32(want), torch.from_numpy(want.view(np.int16)).view(torch.bfloat16).float().numpy()
+    )
     assert np.isnan(bf16_bits_to_float32(float32_to_bf16_bits(np.array([np.nan], np.float32))))[0]
 
 
@@ -327,7 +340,9 @@ def test_loading_does_not_import_torch(tiny_qwen2):
         f"spec, tensors = load_checkpoint({str(tiny_qwen2)!r}, dtype='bfloat16'); spec.inv_freq(); "
         "bad = [m for m in ('torch', 'transformers', 'gguf') if m in sys.modules]; assert not bad, bad"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1])))
+    subprocess.run(
+        [sys.executable, "-c", code], check=True, env=dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1]))
+    )
 
 
 # ---------------------------------------------------------------------- checkpoint errors
@@ -381,7 +396,9 @@ def test_file_shorter_than_header_length_field(tiny_llama):
 def test_header_length_beyond_file(tiny_llama):
     file = tiny_llama / "model.safetensors"
     file.write_bytes(struct.pack("<Q", 10**9) + b"{}")
-    with pytest.raises(CheckpointError, match=r"model\.safetensors: header length 1000000000 is beyond the file size 10"):
+    with pytest.raises(
+        CheckpointError, match=r"model\.safetensors: header length 1000000000 is beyond the file size 10"
+    ):
         load_checkpoint(tiny_llama)
 
 
@@ -444,7 +461,9 @@ def test_wrong_shape_names_tensor_expected_and_found(tiny_llama):
     config = json.loads((tiny_llama / "config.json").read_text())
     config["intermediate_size"] = 80
     (tiny_llama / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match=r"'model\.layers\.0\.mlp\.gate_proj\.weight' has shape \[96, 64\], expected \[80, 64\]"):
+    with pytest.raises(
+        CheckpointError, match=r"'model\.layers\.0\.mlp\.gate_proj\.weight' has shape \[96, 64\], expected \[80, 64\]"
+    ):
         load_checkpoint(tiny_llama)
 
 

@@ -1,6 +1,7 @@
 """The lmrt CLI against a fake pipeline (real EngineConfig / GenerationConfig): argument parsing, every flag
 reaching its config, errors in the command line's words before anything loads, streaming output, the chat
 loop (history, over-long turns, multi-line turns). tests/test_cli_process.py runs the real command."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -59,8 +60,16 @@ class FakePipeline:
     """Replies with the pieces of `reply`, one Response each; records every call. A prompt's tokens are its
     words (chat: every message's words, plus 3 per message for the template)."""
 
-    def __init__(self, model=None, engine_config=None, reply=("Hel", "lo", "!"), finish_reason="stop",
-                 interrupt_at=None, session_len=8192, fail_with=None):
+    def __init__(
+        self,
+        model=None,
+        engine_config=None,
+        reply=("Hel", "lo", "!"),
+        finish_reason="stop",
+        interrupt_at=None,
+        session_len=8192,
+        fail_with=None,
+    ):
         self.model, self.engine_config = model, engine_config
         self.reply, self.finish_reason, self.interrupt_at = reply, finish_reason, interrupt_at
         self.session_len, self.fail_with = session_len, fail_with
@@ -131,8 +140,11 @@ def fake(monkeypatch):
 
 # ---- generate ----
 
+
 def test_generate_streams_raw_prompt(fake, capsys):
-    assert cli.main(["generate", "my/model", "--prompt", "Say hi", "--max-new-tokens", "7", "--temperature", "0.5"]) == 0
+    assert (
+        cli.main(["generate", "my/model", "--prompt", "Say hi", "--max-new-tokens", "7", "--temperature", "0.5"]) == 0
+    )
     (pipe,) = fake
     assert capsys.readouterr().out == "Hello!\n"
     assert pipe.model == "my/model" and pipe.prompts == ["Say hi"]
@@ -147,7 +159,10 @@ def test_generate_with_no_flags_uses_the_checkpoint_sampling(fake):
 
 
 def test_generate_chat_with_system(fake):
-    assert cli.main(["generate", "--prompt", "Hi", "--chat", "--system", "Be brief.", "--top-k", "5", "--top-p", "0.5"]) == 0
+    assert (
+        cli.main(["generate", "--prompt", "Hi", "--chat", "--system", "Be brief.", "--top-k", "5", "--top-p", "0.5"])
+        == 0
+    )
     (pipe,) = fake
     assert pipe.model is None  # the default model
     assert pipe.prompts == [[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]]
@@ -185,30 +200,38 @@ def test_a_prompt_beyond_the_session_names_session_len(fake, capsys):
     assert cli.main(["generate", "--prompt", "one two three four five", "--session-len", "4"]) == 1
     assert capsys.readouterr().err == (
         "lmrt generate: error: the prompt has 5 tokens but --session-len is 4: shorten it, or raise --session-len "
-        "(the model allows up to 8,192)\n")
+        "(the model allows up to 8,192)\n"
+    )
 
 
 def test_a_session_len_beyond_the_model_is_refused_by_name(monkeypatch, capsys):
     def pipeline(model=None, engine_config=None):
-        raise ConfigError("session_len", engine_config.session_len, "must be <= the model's max_position_embeddings (8192)")
+        raise ConfigError(
+            "session_len", engine_config.session_len, "must be <= the model's max_position_embeddings (8192)"
+        )
 
     monkeypatch.setattr(lmrt, "pipeline", pipeline, raising=False)
     assert cli.main(["info", "--session-len", "9000"]) == 2
     assert capsys.readouterr().err == (
-        "lmrt info: error: --session-len must be <= the model's max_position_embeddings (8192), got 9000\n")
+        "lmrt info: error: --session-len must be <= the model's max_position_embeddings (8192), got 9000\n"
+    )
 
 
 # ---- every flag reaches its config ----
 
-@pytest.mark.parametrize("argv, field, value", [
-    (["--dtype", "bfloat16"], "dtype", "bfloat16"),
-    (["--kv-cache-dtype", "float32"], "kv_cache_dtype", "float32"),
-    (["--threads", "4"], "num_threads", 4),
-    (["--session-len", "1000"], "session_len", 1000),
-    (["--cache-memory-gib", "0.25"], "cache_memory_gib", 0.25),
-    (["--max-batch-size", "3"], "max_batch_size", 3),
-    (["--prefill-precision", "fp32"], "prefill_precision", "fp32"),
-])
+
+@pytest.mark.parametrize(
+    "argv, field, value",
+    [
+        (["--dtype", "bfloat16"], "dtype", "bfloat16"),
+        (["--kv-cache-dtype", "float32"], "kv_cache_dtype", "float32"),
+        (["--threads", "4"], "num_threads", 4),
+        (["--session-len", "1000"], "session_len", 1000),
+        (["--cache-memory-gib", "0.25"], "cache_memory_gib", 0.25),
+        (["--max-batch-size", "3"], "max_batch_size", 3),
+        (["--prefill-precision", "fp32"], "prefill_precision", "fp32"),
+    ],
+)
 @pytest.mark.parametrize("command", [["info"], ["generate", "--prompt", "x"], ["chat"]])
 def test_engine_flags(fake, monkeypatch, command, argv, field, value):
     monkeypatch.setattr("builtins.input", _lines("/exit"))
@@ -224,16 +247,19 @@ def test_max_batch_size_default(fake, monkeypatch, command, expected):
     assert fake[0].engine_config.max_batch_size == expected
 
 
-@pytest.mark.parametrize("argv, changes", [
-    (["--max-new-tokens", "9"], dict(max_new_tokens=9)),
-    (["--temperature", "0"], dict(temperature=0.0)),
-    (["--top-p", "0.5"], dict(top_p=0.5)),
-    (["--top-k", "7"], dict(top_k=7)),
-    (["--min-p", "0.05"], dict(min_p=0.05)),
-    (["--repetition-penalty", "1.3"], dict(repetition_penalty=1.3)),
-    (["--stop", "END", "--stop", "\n\n"], dict(stop=("END", "\n\n"))),
-    (["--seed", "11"], dict(seed=11)),
-])
+@pytest.mark.parametrize(
+    "argv, changes",
+    [
+        (["--max-new-tokens", "9"], dict(max_new_tokens=9)),
+        (["--temperature", "0"], dict(temperature=0.0)),
+        (["--top-p", "0.5"], dict(top_p=0.5)),
+        (["--top-k", "7"], dict(top_k=7)),
+        (["--min-p", "0.05"], dict(min_p=0.05)),
+        (["--repetition-penalty", "1.3"], dict(repetition_penalty=1.3)),
+        (["--stop", "END", "--stop", "\n\n"], dict(stop=("END", "\n\n"))),
+        (["--seed", "11"], dict(seed=11)),
+    ],
+)
 @pytest.mark.parametrize("command", [["generate", "--prompt", "x"], ["chat"]])
 def test_generation_flags(fake, monkeypatch, command, argv, changes):
     monkeypatch.setattr("builtins.input", _lines("hello", "/exit"))
@@ -241,21 +267,24 @@ def test_generation_flags(fake, monkeypatch, command, argv, changes):
     assert fake[0].gen_configs == [dataclasses.replace(CHECKPOINT_SAMPLING, **changes)]
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["generate", "--prompt", "x", "--threads", "0"], "--threads must be an integer >= 1, got 0"),
-    (["generate", "--prompt", "x", "--max-new-tokens", "-5"], "--max-new-tokens must be an integer >= 0, got -5"),
-    (["chat", "--session-len", "1"], "--session-len must be an integer >= 2, got 1"),
-    (["info", "--cache-memory-gib", "0"], "--cache-memory-gib must be a number > 0 (GiB), got 0.0"),
-    (["info", "--max-batch-size", "0"], "--max-batch-size must be an integer >= 1, got 0"),
-    (["chat", "--temperature", "-1"], "--temperature must be a finite number >= 0 (0 = greedy), got -1.0"),
-    (["chat", "--temperature", "nan"], "--temperature must be a finite number >= 0 (0 = greedy), got nan"),
-    (["chat", "--top-p", "2"], "--top-p must be in (0, 1] (1 = off), got 2.0"),
-    (["chat", "--top-k", "-1"], "--top-k must be an integer >= 0 (0 = off), got -1"),
-    (["chat", "--min-p", "1.5"], "--min-p must be in [0, 1] (0 = off), got 1.5"),
-    (["chat", "--repetition-penalty", "0"], "--repetition-penalty must be a number > 0 (1 = off), got 0.0"),
-    (["chat", "--seed", "-1"], "--seed must be an integer in [0, 2**64), got -1"),
-    (["chat", "--stop", ""], "--stop must be non-empty strings, got ('',)"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["generate", "--prompt", "x", "--threads", "0"], "--threads must be an integer >= 1, got 0"),
+        (["generate", "--prompt", "x", "--max-new-tokens", "-5"], "--max-new-tokens must be an integer >= 0, got -5"),
+        (["chat", "--session-len", "1"], "--session-len must be an integer >= 2, got 1"),
+        (["info", "--cache-memory-gib", "0"], "--cache-memory-gib must be a number > 0 (GiB), got 0.0"),
+        (["info", "--max-batch-size", "0"], "--max-batch-size must be an integer >= 1, got 0"),
+        (["chat", "--temperature", "-1"], "--temperature must be a finite number >= 0 (0 = greedy), got -1.0"),
+        (["chat", "--temperature", "nan"], "--temperature must be a finite number >= 0 (0 = greedy), got nan"),
+        (["chat", "--top-p", "2"], "--top-p must be in (0, 1] (1 = off), got 2.0"),
+        (["chat", "--top-k", "-1"], "--top-k must be an integer >= 0 (0 = off), got -1"),
+        (["chat", "--min-p", "1.5"], "--min-p must be in [0, 1] (0 = off), got 1.5"),
+        (["chat", "--repetition-penalty", "0"], "--repetition-penalty must be a number > 0 (1 = off), got 0.0"),
+        (["chat", "--seed", "-1"], "--seed must be an integer in [0, 2**64), got -1"),
+        (["chat", "--stop", ""], "--stop must be non-empty strings, got ('',)"),
+    ],
+)
 def test_bad_values_are_refused_before_the_model_loads(fake, capsys, argv, message):
     assert cli.main(argv) == 2
     assert capsys.readouterr().err == f"lmrt {argv[0]}: error: {message}\n"
@@ -304,10 +333,17 @@ def test_help_shows_every_default(command, capsys):
 def test_info_output(fake, capsys):
     assert cli.main(["info"]) == 0
     out = capsys.readouterr().out
-    for expected in ["fake/model", "134.5M", "4-bit, group 32; lm_head int8; other tensors float32", "90.0 MiB",
-                     "3.0 GiB (16 sessions of 8,192 tokens would need 5.6 GiB; capped at 10% of the available RAM)",
-                     "65,536 tokens", "avx512", "8,192",
-                     "temperature 0.2, top_p 0.9, repetition_penalty 1.1 (from fake/model/generation_config.json)"]:
+    for expected in [
+        "fake/model",
+        "134.5M",
+        "4-bit, group 32; lm_head int8; other tensors float32",
+        "90.0 MiB",
+        "3.0 GiB (16 sessions of 8,192 tokens would need 5.6 GiB; capped at 10% of the available RAM)",
+        "65,536 tokens",
+        "avx512",
+        "8,192",
+        "temperature 0.2, top_p 0.9, repetition_penalty 1.1 (from fake/model/generation_config.json)",
+    ]:
         assert expected in out
     assert fake[0].closed
 
@@ -331,6 +367,7 @@ def test_missing_extras_are_reported_without_traceback(monkeypatch, capsys):
 
 
 # ---- the chat loop ----
+
 
 def _lines(*lines):
     """A `read` function that returns the lines, then raises EOFError (or an exception given as a line)."""
@@ -400,8 +437,10 @@ def test_an_over_long_turn_is_refused_and_the_chat_goes_on():
     pipe = FakePipeline(session_len=20)
     long_turn = " ".join(["word"] * 30)
     out, err = _chat(pipe, "hi", long_turn, "still there?")
-    assert ("[not sent: the prompt has 33 tokens but --session-len is 20: shorten it, or raise --session-len "
-            "(the model allows up to 8,192)]") in err
+    assert (
+        "[not sent: the prompt has 33 tokens but --session-len is 20: shorten it, or raise --session-len "
+        "(the model allows up to 8,192)]"
+    ) in err
     assert user_turns(pipe) == ["hi", "still there?"]  # the long turn never reached the engine
     # ... and left no trace in the history: the next turn follows the first exchange.
     assert [m["content"] for m in pipe.prompts[1]] == ["hi", "Hello!", "still there?"]
@@ -466,6 +505,8 @@ def test_chat_command_end_to_end(fake, monkeypatch, capsys):
     captured = capsys.readouterr()
     assert captured.out == "Hello!\n" and pipe.closed
     # It says what it loaded and which sampling is in force.
-    assert ("lmrt: fake/model (LlamaForCausalLM; 4-bit, group 32; lm_head int8; other tensors float32); "
-            "8,192-token sessions, 8 threads (avx512); sampling: temperature 0.2, top_p 0.9, repetition_penalty 1.1 "
-            "(the model's generation_config.json)") in captured.err
+    assert (
+        "lmrt: fake/model (LlamaForCausalLM; 4-bit, group 32; lm_head int8; other tensors float32); "
+        "8,192-token sessions, 8 threads (avx512); sampling: temperature 0.2, top_p 0.9, repetition_penalty 1.1 "
+        "(the model's generation_config.json)"
+    ) in captured.err

@@ -1,5 +1,6 @@
 """The real `lmrt` command on the default model, as a user runs it: in a terminal (a pty) for the chat, through
 pipes for generate and info. Each runs in its own process, importing the same lmrt as this test."""
+
 from __future__ import annotations
 
 import os
@@ -36,8 +37,9 @@ def env():
 
 
 def run(env, *args, stdin: str | None = None, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run(lmrt_argv(*args), input=stdin, capture_output=True, text=True, env=env, cwd=cwd,
-                          timeout=TIMEOUT_S)
+    return subprocess.run(
+        lmrt_argv(*args), input=stdin, capture_output=True, text=True, env=env, cwd=cwd, timeout=TIMEOUT_S
+    )
 
 
 class Terminal:
@@ -45,8 +47,9 @@ class Terminal:
 
     def __init__(self, argv, env, cwd):
         master, slave = os.openpty()
-        self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=cwd,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=cwd, start_new_session=True
+        )
         os.close(slave)
         self.fd, self.seen = master, ""
 
@@ -96,14 +99,20 @@ STATS = r"\[\d+ tokens, [^\]]*prompt (\d+) tokens"
 def test_chat_in_a_terminal(env, tmp_path):
     """An over-long turn gets a message and the chat goes on; the next turn is answered; three lines pasted
     at once are one turn (one reply); /exit ends with status 0."""
-    term = Terminal(lmrt_argv("chat", "--session-len", "256", "--max-new-tokens", "12", "--temperature", "0",
-                              "--stats"), env, tmp_path)
+    term = Terminal(
+        lmrt_argv("chat", "--session-len", "256", "--max-new-tokens", "12", "--temperature", "0", "--stats"),
+        env,
+        tmp_path,
+    )
     try:
         at = term.expect(r"lmrt: .*SmolLM2-135M-Instruct.*4-bit, group 32.*256-token sessions.*sampling: greedy").end()
         at = term.expect(PROMPT, at).end()
         term.type(" ".join(["lengthy"] * 300) + "\r")
-        m = term.expect(r"\[not sent: the prompt has [\d,]+ tokens but --session-len is 256: shorten it, or raise "
-                        r"--session-len \(the model allows up to 8,192\)\]", at)
+        m = term.expect(
+            r"\[not sent: the prompt has [\d,]+ tokens but --session-len is 256: shorten it, or raise "
+            r"--session-len \(the model allows up to 8,192\)\]",
+            at,
+        )
         at = term.expect(PROMPT, m.end()).end()
         term.type("What is the capital of France?\r")
         first = term.expect(STATS, at)
@@ -131,9 +140,25 @@ def test_chat_multi_line_block_through_a_pipe(env, tmp_path):
 
 
 def test_info_shows_what_the_engine_received(env, tmp_path):
-    out = run(env, "info", "--session-len", "1000", "--cache-memory-gib", "0.01", "--kv-cache-dtype", "bfloat16",
-              "--threads", "1", "--max-batch-size", "3", "--prefill-precision", "fp32", "--dtype", "bfloat16",
-              cwd=tmp_path)
+    out = run(
+        env,
+        "info",
+        "--session-len",
+        "1000",
+        "--cache-memory-gib",
+        "0.01",
+        "--kv-cache-dtype",
+        "bfloat16",
+        "--threads",
+        "1",
+        "--max-batch-size",
+        "3",
+        "--prefill-precision",
+        "fp32",
+        "--dtype",
+        "bfloat16",
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     rows = dict(re.split(r"\s{2,}", line, maxsplit=1) for line in out.stdout.splitlines())
     assert rows["session length"] == "1,000 tokens"
@@ -168,16 +193,20 @@ def test_generate_seed_stop_and_stdin(env, tmp_path):
 def test_generate_prompt_beyond_the_session(env, tmp_path):
     out = run(env, "generate", "--session-len", "64", "--prompt", "word " * 100, cwd=tmp_path)
     assert out.returncode == 1
-    assert re.fullmatch(r"lmrt generate: error: the prompt has \d+ tokens but --session-len is 64: shorten it, or "
-                        r"raise --session-len \(the model allows up to 8,192\)\n", out.stderr), out.stderr
+    assert re.fullmatch(
+        r"lmrt generate: error: the prompt has \d+ tokens but --session-len is 64: shorten it, or "
+        r"raise --session-len \(the model allows up to 8,192\)\n",
+        out.stderr,
+    ), out.stderr
 
 
 def test_min_p_and_repetition_penalty_reach_the_engine(env, tmp_path):
     args = ["generate", "--chat", "--prompt", "List the days of the week.", "--max-new-tokens", "40", "--top-p", "1"]
     greedy = run(env, *args, "--temperature", "0", "--repetition-penalty", "1", cwd=tmp_path)
     # min_p 1 keeps only the most likely token: sampling at temperature 1 is then greedy, whatever the seed.
-    min_p = run(env, *args, "--temperature", "1", "--min-p", "1", "--repetition-penalty", "1", "--seed", "3",
-                cwd=tmp_path)
+    min_p = run(
+        env, *args, "--temperature", "1", "--min-p", "1", "--repetition-penalty", "1", "--seed", "3", cwd=tmp_path
+    )
     penalised = run(env, *args, "--temperature", "0", "--repetition-penalty", "1.5", cwd=tmp_path)
     assert greedy.returncode == min_p.returncode == penalised.returncode == 0
     assert min_p.stdout == greedy.stdout
@@ -188,8 +217,15 @@ def test_generate_into_a_closed_pipe_ends_quietly(env, tmp_path):
     """`lmrt generate ... | head -1`: the reader is gone before the first word; no error, no traceback."""
     read, write = os.pipe()
     os.close(read)  # closed before the child writes anything, so its first write fails
-    child = subprocess.run(lmrt_argv("generate", "--prompt", "Once upon a time", "--max-new-tokens", "50"),
-                           stdout=write, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path, timeout=TIMEOUT_S)
+    child = subprocess.run(
+        lmrt_argv("generate", "--prompt", "Once upon a time", "--max-new-tokens", "50"),
+        stdout=write,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=TIMEOUT_S,
+    )
     os.close(write)
     assert child.returncode == 141, child.stderr
     assert not any(w in child.stderr for w in ("Traceback", "error", "BrokenPipe")), child.stderr

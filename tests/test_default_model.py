@@ -19,8 +19,8 @@ from safetensors.numpy import load_file
 from tokenizers import Tokenizer
 
 from lmrt import default_model
-from lmrt.loader import load_checkpoint
 from lmrt.default_model import DEFAULT_MODEL_GGUF, default_model_path
+from lmrt.loader import load_checkpoint
 
 TEXTS = [
     "Hello, world!",
@@ -166,7 +166,10 @@ def test_default_is_4bit_and_keeps_the_gguf_tensors_exactly(converted, gguf_path
     with contextlib.redirect_stderr(stderr):
         path = default_model.default_model_w4_path()
     lines = [line.split("\r")[-1] for line in stderr.getvalue().split("\n")]
-    assert lines[0] == f"lmrt: preparing the default model SmolLM2-135M-Instruct in {converted[0].parent} (once; about 15 s)"
+    assert (
+        lines[0]
+        == f"lmrt: preparing the default model SmolLM2-135M-Instruct in {converted[0].parent} (once; about 15 s)"
+    )
     assert re.fullmatch(r"  \[1/2\] reading SmolLM2-135M-Instruct\.Q4_1\.gguf \.\.\. done in [\d.]+ s", lines[2])
     assert re.match(r"  \[2/2\] 4-bit checkpoint: 100%\|.*\| 272/272", lines[3])
     assert path.name == converted[0].name + "-w4"
@@ -194,8 +197,12 @@ def test_sampling_defaults_are_written_and_added_to_older_caches(converted, monk
     default model's generation_config.json, and adds them to a cache that an earlier lmrt wrote without."""
     monkeypatch.setenv("LMRT_CACHE", str(converted[0].parent))
     file = converted[0] / "generation_config.json"
-    assert json.loads(file.read_text()) == {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2,
-                                            **default_model.DEFAULT_MODEL_SAMPLING}
+    assert json.loads(file.read_text()) == {
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "pad_token_id": 2,
+        **default_model.DEFAULT_MODEL_SAMPLING,
+    }
     file.write_text(json.dumps({"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2}))  # as lmrt 0.1.0 wrote it
     assert default_model_path() == converted[0]
     assert json.loads(file.read_text())["temperature"] == 0.2

@@ -1,5 +1,6 @@
 """The engine against HF transformers fp32 on tiny random models, and the persistent
 batch's guarantees: batching, preemption and prefix caching change no token."""
+
 from __future__ import annotations
 
 import threading
@@ -38,8 +39,14 @@ def hf_logits(path, ids, dtype=torch.float32) -> np.ndarray:
 
 
 def engine_config(**kw) -> lmrt.EngineConfig:
-    base = dict(block_size=16, num_threads=2, max_batch_size=8, max_num_batched_tokens=48, cache_memory_gib=0.05,
-                prefill_precision="fp32")  # exact: these tests compare bits and HF fp32
+    base = dict(
+        block_size=16,
+        num_threads=2,
+        max_batch_size=8,
+        max_num_batched_tokens=48,
+        cache_memory_gib=0.05,
+        prefill_precision="fp32",
+    )  # exact: these tests compare bits and HF fp32
     base.update(kw)
     return lmrt.EngineConfig(**base)
 
@@ -78,7 +85,9 @@ def test_greedy_tokens_match_hf_generate(models, name):
     ids = prompt(20, seed=2)
     model = transformers.AutoModelForCausalLM.from_pretrained(models[name]).eval()
     with torch.no_grad():
-        ref = model.generate(torch.tensor([ids]), max_new_tokens=24, do_sample=False, min_new_tokens=24)[0, 20:].tolist()
+        ref = model.generate(torch.tensor([ids]), max_new_tokens=24, do_sample=False, min_new_tokens=24)[
+            0, 20:
+        ].tolist()
     with lmrt.pipeline(models[name], engine_config()) as pipe:
         assert pipe(ids, GREEDY).token_ids == ref
 
@@ -114,8 +123,9 @@ def test_repetition_penalty_matches_hf(models):
     ids = prompt(12, seed=5)
     model = transformers.AutoModelForCausalLM.from_pretrained(models["llama-tied"]).eval()
     with torch.no_grad():
-        ref = model.generate(torch.tensor([ids]), max_new_tokens=24, min_new_tokens=24, do_sample=False,
-                             repetition_penalty=1.5)[0, 12:].tolist()
+        ref = model.generate(
+            torch.tensor([ids]), max_new_tokens=24, min_new_tokens=24, do_sample=False, repetition_penalty=1.5
+        )[0, 12:].tolist()
     with lmrt.pipeline(models["llama-tied"], engine_config()) as pipe:
         out = pipe(ids, lmrt.GenerationConfig(max_new_tokens=24, ignore_eos=True, repetition_penalty=1.5))
     assert out.token_ids == ref
@@ -146,6 +156,7 @@ def test_min_new_tokens_bans_eos(models):
 
 
 # ---- the persistent batch ----
+
 
 def run_alone(path, prompts, gen, **cfg):
     with lmrt.pipeline(path, engine_config(enable_prefix_caching=False, **cfg)) as pipe:
@@ -271,12 +282,14 @@ def test_asyncio_stream(models):
         async def main():
             async def one():
                 return [t async for r in pipe.astream(ids, GREEDY) for t in r.token_ids]
+
             return await asyncio.gather(one(), one())
 
         assert asyncio.run(main()) == [expected, expected]
 
 
 # ---- bad input: a clear error, and the engine keeps serving ----
+
 
 def test_bad_requests_are_refused_and_serving_goes_on(models):
     path = models["llama-tied"]
@@ -291,7 +304,7 @@ def test_bad_requests_are_refused_and_serving_goes_on(models):
             pipe("text needs a tokenizer", GREEDY)
         with pytest.raises(ValueError, match="top_p must be in"):  # the core checks too, not only the config
             params = _core.RequestParams()
-            params.max_new_tokens, params.top_p = 4, 0.0
+            params.max_new_tokens, params.sampling.top_p = 4, 0.0
             pipe._engine.submit(ids, params)
         assert pipe(ids, GREEDY).token_ids == expected
         # A request reaching session_len ends with "length".
@@ -299,30 +312,36 @@ def test_bad_requests_are_refused_and_serving_goes_on(models):
         assert out.finish_reason == "length" and len(out.token_ids) == 64 - 50
 
 
-@pytest.mark.parametrize("kw, match", [
-    (dict(temperature=-1.0), "temperature"),
-    (dict(top_p=0.0), "top_p"),
-    (dict(top_p=1.5), "top_p"),
-    (dict(top_k=-1), "top_k"),
-    (dict(min_p=2.0), "min_p"),
-    (dict(repetition_penalty=0.0), "repetition_penalty"),
-    (dict(max_new_tokens=-1), "max_new_tokens"),
-    (dict(max_new_tokens=2, min_new_tokens=3), "min_new_tokens"),
-    (dict(seed=-1), "seed"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(temperature=-1.0), "temperature"),
+        (dict(top_p=0.0), "top_p"),
+        (dict(top_p=1.5), "top_p"),
+        (dict(top_k=-1), "top_k"),
+        (dict(min_p=2.0), "min_p"),
+        (dict(repetition_penalty=0.0), "repetition_penalty"),
+        (dict(max_new_tokens=-1), "max_new_tokens"),
+        (dict(max_new_tokens=2, min_new_tokens=3), "min_new_tokens"),
+        (dict(seed=-1), "seed"),
+    ],
+)
 def test_invalid_sampling_values(kw, match):
     with pytest.raises(ConfigError, match=match):
         lmrt.GenerationConfig(**kw)
 
 
-@pytest.mark.parametrize("kw, match", [
-    (dict(dtype="float16"), "dtype"),
-    (dict(kv_cache_dtype="int8"), "not in this build yet"),
-    (dict(quant_policy=3), "quant_policy"),
-    (dict(block_size=0), "block_size"),
-    (dict(max_batch_size=0), "max_batch_size"),
-    (dict(backend="cuda"), "backend"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(dtype="float16"), "dtype"),
+        (dict(kv_cache_dtype="int8"), "not in this build yet"),
+        (dict(quant_policy=3), "quant_policy"),
+        (dict(block_size=0), "block_size"),
+        (dict(max_batch_size=0), "max_batch_size"),
+        (dict(backend="cuda"), "backend"),
+    ],
+)
 def test_invalid_engine_config(kw, match):
     with pytest.raises(ConfigError, match=match):
         lmrt.EngineConfig(**kw)

@@ -1,6 +1,7 @@
 """A GGUF file loads by path on its own: in a process that cannot find the default model's package, a copy of
 its GGUF (just some file now) loads, converts its tokenizer into a fresh cache and generates the same greedy
 text as the default model, whose 4-bit form holds the same tensors."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -45,8 +46,9 @@ def test_a_gguf_file_loads_without_the_default_models_package(tmp_path):
     shutil.copyfile(default_model_gguf(), gguf)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "LMRT_CACHE": str(tmp_path / "cache")}
     code = CHILD.format(root=ROOT, path=str(gguf), messages=MESSAGES)
-    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
-                           timeout=300)
+    child = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+    )
     assert child.returncode == 0, child.stderr[-3000:]
     got = json.loads(child.stdout.strip().splitlines()[-1])
     assert got["weights"] == "w4"

@@ -1,6 +1,7 @@
 """Acceptance: greedy text from lmrt (fp32) equals HF transformers fp32 on the default model,
 token for token, for 8 varied chat prompts x 64 new tokens. A divergence is accepted only at a
 near-tie: HF's two best logits at that step within NEAR_TIE of each other."""
+
 from __future__ import annotations
 
 import time
@@ -32,8 +33,13 @@ PROMPTS = [
 def chats():
     path = default_model_path()
     tok = Tokenizer.from_pretrained(path)
-    ids = [tok.encode(tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True),
-                      add_special_tokens=False) for p in PROMPTS]
+    ids = [
+        tok.encode(
+            tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True),
+            add_special_tokens=False,
+        )
+        for p in PROMPTS
+    ]
     return path, tok, ids
 
 
@@ -42,10 +48,15 @@ def hf_greedy(path, ids):
     out = []
     with torch.no_grad():
         for p in ids:
-            g = model.generate(torch.tensor([p]), max_new_tokens=MAX_NEW, do_sample=False, repetition_penalty=1.0,
-                               output_logits=True,
-                               return_dict_in_generate=True)
-            out.append((g.sequences[0, len(p):].tolist(), [s[0].double().numpy() for s in g.logits]))
+            g = model.generate(
+                torch.tensor([p]),
+                max_new_tokens=MAX_NEW,
+                do_sample=False,
+                repetition_penalty=1.0,
+                output_logits=True,
+                return_dict_in_generate=True,
+            )
+            out.append((g.sequences[0, len(p) :].tolist(), [s[0].double().numpy() for s in g.logits]))
     return out
 
 
@@ -64,8 +75,10 @@ def test_greedy_text_equals_hf_fp32(chats):
         j = next(k for k, (a, b) in enumerate(zip(r.token_ids, ref_ids)) if a != b)
         top2 = np.sort(ref_logits[j])[-2:]
         gap = top2[1] - top2[0]
-        assert gap < NEAR_TIE, (f"prompt {i} diverges at new token {j} ({r.token_ids[j]} vs HF {ref_ids[j]}) "
-                                f"where HF's top-2 logit gap is {gap:.3g}, not a near-tie")
+        assert gap < NEAR_TIE, (
+            f"prompt {i} diverges at new token {j} ({r.token_ids[j]} vs HF {ref_ids[j]}) "
+            f"where HF's top-2 logit gap is {gap:.3g}, not a near-tie"
+        )
         assert ref_logits[j][r.token_ids[j]] >= top2[0], "lmrt picked a token outside HF's top 2"
     print(f"{exact}/{len(PROMPTS)} prompts token-for-token identical")
 

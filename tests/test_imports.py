@@ -1,5 +1,6 @@
 """The Python package's import graph: no cycles (counting the imports inside functions too), and the inference
 path imports neither torch nor transformers. Static (ast), so it needs neither."""
+
 from __future__ import annotations
 
 import ast
@@ -51,7 +52,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         stack.pop()

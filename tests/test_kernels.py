@@ -5,6 +5,7 @@ CPU lacks is skipped with the reason. Paths are also checked against the scalar 
 for bit equality across thread counts, and for batch invariance (a row computed inside
 any batch is bit-identical to the same row computed alone).
 """
+
 import glob
 import os
 import shutil
@@ -12,29 +13,36 @@ import subprocess
 
 import numpy as np
 import pytest
+from kernel_paths import CPU_NEEDS, ISAS, PagedCache, assert_bits_equal, attn_ref, bf16_round, bits, isa, with_isa  # noqa: F401  (isa is a fixture)
 
 from lmrt._core import kernels as K
 
-from kernel_paths import CPU_NEEDS, ISAS, PagedCache, assert_bits_equal, attn_ref, bf16_round, bits, isa, with_isa  # noqa: F401  (isa is a fixture)
-
 EPS32 = 2.0**-24  # unit roundoff of fp32
+
+
 # fp32 dot product of length K: |err| <= ~K * u * sum|x_k w_k| (worst-case rounding bound).
 def dot_tol(K):
     return K * EPS32
+
 
 # rmsnorm: a length-H sum of squares (H*u relative), then a sqrt, a divide and two products.
 def norm_tol(H):
     return (H + 8) * EPS32
 
+
 # rope: cos/sin (libm vs torch/SLEEF, ~1 ulp each, scaled) in two products and one add.
 ROPE_TOL = 8 * EPS32
 # silu_mul: expf (~1 ulp), one add, one divide and one product.
 SILU_TOL = 8 * EPS32
+
+
 # attention: each score is a head_dim-long dot (head_dim*u relative to |q||k|*scale, which
 # turns into an absolute error of the exponent) plus expf/normalisation ulps; bounded
 # with margin as 4*(head_dim + 16)*u relative to max|v|.
 def attn_tol(head_dim):
     return 4 * (head_dim + 16) * EPS32
+
+
 # Two paths against each other: each is within its bound of the exact value.
 PAIR_FACTOR = 2
 
@@ -47,6 +55,7 @@ def randn(*shape, scale=1.0):
 
 
 # ---------------------------------------------------------------- ISA selection
+
 
 def test_isa_queries():
     assert K.isa_supported("scalar")
@@ -70,8 +79,9 @@ def test_isa_env_override(tmp_path):
     # The child imports the same lmrt as this run (installed or in-tree), from a neutral cwd.
     env = dict(os.environ, LMRT_ISA="scalar")
     env["PYTHONPATH"] = os.path.dirname(os.path.dirname(lmrt.__file__)) + os.pathsep + env.get("PYTHONPATH", "")
-    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "scalar"
 
 
@@ -91,11 +101,26 @@ def test_isa_objects_define_no_shared_symbols():
 
 # ---------------------------------------------------------------- bf16 conversion
 
+
 def test_bf16_round_to_nearest_even():
     one = np.float32(1.0)
     ulp = np.float32(2.0**-7)  # bf16 ulp at 1.0
-    vals = np.array([1.0, 1.0 + 2.0**-8, 1.0 + 3 * 2.0**-8, 1.0 + 2.0**-8 + 2.0**-20, -(1.0 + 2.0**-8),
-                     np.inf, -np.inf, 0.0, -0.0, 3.4e38, 1e-40], np.float32)
+    vals = np.array(
+        [
+            1.0,
+            1.0 + 2.0**-8,
+            1.0 + 3 * 2.0**-8,
+            1.0 + 2.0**-8 + 2.0**-20,
+            -(1.0 + 2.0**-8),
+            np.inf,
+            -np.inf,
+            0.0,
+            -0.0,
+            3.4e38,
+            1e-40,
+        ],
+        np.float32,
+    )
     got = K.bf16_to_f32(K.f32_to_bf16(vals))
     assert got[0] == one
     assert got[1] == one  # tie -> even (1.0)
@@ -114,7 +139,9 @@ def test_bf16_matches_torch():
     a = np.concatenate([randn(10000, scale=100.0), randn(1000, scale=1e-38)])
     want = torch.from_numpy(a).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
     np.testing.assert_array_equal(K.f32_to_bf16(a), want)
-    np.testing.assert_array_equal(K.bf16_to_f32(want), torch.from_numpy(want.view(np.int16)).view(torch.bfloat16).float().numpy())
+    np.testing.assert_array_equal(
+        K.bf16_to_f32(want), torch.from_numpy(want.view(np.int16)).view(torch.bfloat16).float().numpy()
+    )
 
 
 # ---------------------------------------------------------------- linear
@@ -176,7 +203,9 @@ def test_linear_batch_invariance(isa, wdtype, threads):
     w, _ = make_w(N, Kd, wdtype)
     big = K.linear(x, w, wdtype=wdtype, num_threads=threads)
     for r in range(M):  # every row position inside every tile
-        assert_bits_equal(K.linear(x[r:r + 1], w, wdtype=wdtype, num_threads=threads), big[r:r + 1], f"row {r} alone")
+        assert_bits_equal(
+            K.linear(x[r : r + 1], w, wdtype=wdtype, num_threads=threads), big[r : r + 1], f"row {r} alone"
+        )
     for a, b in [(0, 3), (5, 12), (63, 130), (1, 150)]:
         assert_bits_equal(K.linear(x[a:b], w, wdtype=wdtype, num_threads=threads), big[a:b], f"rows {a}:{b}")
     other = K.linear(x, w, wdtype=wdtype, num_threads=3 - threads)
@@ -208,6 +237,7 @@ def test_linear_validation():
 
 
 # ---------------------------------------------------------------- rmsnorm, silu_mul, embedding
+
 
 @pytest.mark.parametrize("M,H", [(1, 576), (5, 37)])
 def test_rmsnorm(isa, M, H):
@@ -242,19 +272,20 @@ def test_embedding(isa, dtype):
 
 # ---------------------------------------------------------------- rope
 
+
 def hf_rope_torch(x, pos, inv_freq, n_heads, head_dim, scale):
     """HF LlamaRotaryEmbedding.forward + apply_rotary_pos_emb, in torch fp32."""
     torch = pytest.importorskip("torch")
-    inv = torch.from_numpy(inv_freq)[None, :, None].float()              # [1, hd/2, 1]
-    p = torch.from_numpy(pos.astype(np.int64))[None, None, :].float()   # [1, 1, M]
-    freqs = (inv @ p).transpose(1, 2)                                   # [1, M, hd/2]
+    inv = torch.from_numpy(inv_freq)[None, :, None].float()  # [1, hd/2, 1]
+    p = torch.from_numpy(pos.astype(np.int64))[None, None, :].float()  # [1, 1, M]
+    freqs = (inv @ p).transpose(1, 2)  # [1, M, hd/2]
     emb = torch.cat((freqs, freqs), dim=-1)
     cos, sin = emb.cos() * scale, emb.sin() * scale
     q = torch.from_numpy(x).view(len(pos), n_heads, head_dim).transpose(0, 1)[None]  # [1, H, M, hd]
     cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
 
     def rotate_half(t):
-        t1, t2 = t[..., : t.shape[-1] // 2], t[..., t.shape[-1] // 2:]
+        t1, t2 = t[..., : t.shape[-1] // 2], t[..., t.shape[-1] // 2 :]
         return torch.cat((-t2, t1), dim=-1)
 
     out = q * cos + rotate_half(q) * sin
@@ -264,7 +295,9 @@ def hf_rope_torch(x, pos, inv_freq, n_heads, head_dim, scale):
 @pytest.mark.parametrize("head_dim,n_heads,scale", [(64, 9, 1.0), (32, 3, 0.7)])
 def test_rope_matches_hf(isa, head_dim, n_heads, scale):
     pos = np.array([0, 1, 7, 100, 2047, 8191], np.int32)
-    inv_freq = (1.0 / (10000.0 ** (np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32) / head_dim))).astype(np.float32)
+    inv_freq = (1.0 / (10000.0 ** (np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32) / head_dim))).astype(
+        np.float32
+    )
     x = randn(len(pos), n_heads * head_dim)
     y = K.rope(x, pos, inv_freq, n_heads, head_dim, scale)
     ref = hf_rope_torch(x, pos, inv_freq, n_heads, head_dim, scale)
@@ -282,6 +315,7 @@ def test_rope_matches_hf(isa, head_dim, n_heads, scale):
 
 
 # ---------------------------------------------------------------- kv_store + paged_attention
+
 
 def Cache(num_blocks, n_kv, hd, bs, dtype):
     return PagedCache(num_blocks, n_kv, hd, bs, dtype, rng)
@@ -305,8 +339,8 @@ def test_kv_store(dtype):
 
 ATTN_CONFIGS = [  # (n_heads, n_kv_heads, head_dim, block_size)
     (9, 3, 64, 16),  # SmolLM2-135M: GQA ratio 3
-    (4, 4, 32, 8),   # GQA ratio 1
-    (2, 1, 20, 5),   # head_dim not a multiple of any vector width
+    (4, 4, 32, 8),  # GQA ratio 1
+    (2, 1, 20, 5),  # head_dim not a multiple of any vector width
 ]
 
 
@@ -322,8 +356,20 @@ def build_attn_case(n_heads, n_kv, hd, bs, dtype):
 
 
 def run_attn(c, seqs, n_heads, scale, threads):
-    return K.paged_attention([s[0] for s in seqs], c.k, c.v, [s[1] for s in seqs], [s[2] for s in seqs],
-                             n_heads, c.n_kv, c.hd, c.bs, scale, c.dtype, threads)
+    return K.paged_attention(
+        [s[0] for s in seqs],
+        c.k,
+        c.v,
+        [s[1] for s in seqs],
+        [s[2] for s in seqs],
+        n_heads,
+        c.n_kv,
+        c.hd,
+        c.bs,
+        scale,
+        c.dtype,
+        threads,
+    )
 
 
 @pytest.mark.parametrize("dtype", ["f32", "bf16"])
@@ -332,7 +378,7 @@ def test_paged_attention(isa, n_heads, n_kv, hd, bs, dtype):
     c, seqs = build_attn_case(n_heads, n_kv, hd, bs, dtype)
     scale = hd**-0.5
     outs = run_attn(c, seqs, n_heads, scale, 2)
-    for (q, table, pos, k, v), out in zip(seqs, outs):
+    for (q, _table, pos, k, v), out in zip(seqs, outs):
         kq, vq = (bf16_round(k), bf16_round(v)) if dtype == "bf16" else (k, v)
         ref = attn_ref(q, kq, vq, pos, n_heads, n_kv, hd, scale)
         assert out.shape == ref.shape
@@ -355,8 +401,8 @@ def test_paged_attention_batch_invariance(isa, dtype):
         assert_bits_equal(alone, together[i], f"sequence {i} alone")
         q, table, pos = s[0], s[1], s[2]
         m = len(pos) - 1  # last token alone (as in a decode step)
-        one = run_attn(c, [(q[m:m + 1], table, pos[m:m + 1])], n_heads, scale, 2)[0]
-        assert_bits_equal(one, together[i][m:m + 1], f"sequence {i} token {m} alone")
+        one = run_attn(c, [(q[m : m + 1], table, pos[m : m + 1])], n_heads, scale, 2)[0]
+        assert_bits_equal(one, together[i][m : m + 1], f"sequence {i} token {m} alone")
 
 
 def test_paged_attention_validation():

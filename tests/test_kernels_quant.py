@@ -10,12 +10,12 @@ alone or in a small batch (the decode path, which dequantises in registers).
 The 4-bit packing is done here in NumPy from the layout documented in ops.h (W4Matrix),
 independently of the kernels.
 """
+
 import numpy as np
 import pytest
+from kernel_paths import CPU_NEEDS, ISAS, assert_bits_equal, bits, isa, with_isa  # noqa: F401  (isa is a fixture)
 
 from lmrt._core import kernels as K
-
-from kernel_paths import CPU_NEEDS, ISAS, assert_bits_equal, bits, isa, with_isa  # noqa: F401  (isa is a fixture)
 
 EPS32 = 2.0**-24  # unit roundoff of fp32
 
@@ -39,6 +39,7 @@ def randn(*shape, scale=1.0):
 
 
 # ---------------------------------------------------------------- 4-bit
+
 
 def pack_w4(codes):
     """codes [N, K] in 0..15 -> [N, K/2] uint8: in each run of 32 inputs, byte j holds
@@ -148,7 +149,7 @@ def test_w4_batch_invariance(isa, g, threads):
     run = lambda xs, t=threads: K.linear_w4(xs, p, scales, mins, g, bias, num_threads=t)  # noqa: E731
     big = run(x)
     for r in range(M):  # every row position inside every tile, against the decode path
-        assert_bits_equal(run(x[r:r + 1]), big[r:r + 1], f"row {r} alone")
+        assert_bits_equal(run(x[r : r + 1]), big[r : r + 1], f"row {r} alone")
     for a, b in [(0, 3), (5, 12), (0, 8), (3, 12), (3, 20), (63, 130), (1, 150)]:
         assert_bits_equal(run(x[a:b]), big[a:b], f"rows {a}:{b}")
     assert_bits_equal(run(x, 3 - threads), big, "1 vs 2 threads")
@@ -165,7 +166,7 @@ def test_w4_prefill_smollm_shape_threads(isa, g):
     y2 = w4(x, codes, scales, mins, g, threads=2)
     assert_bits_equal(y1, y2, "1 vs 2 threads")
     for r in (0, 77, 511):
-        assert_bits_equal(w4(x[r:r + 1], codes, scales, mins, g, threads=2), y1[r:r + 1], f"row {r} alone")
+        assert_bits_equal(w4(x[r : r + 1], codes, scales, mins, g, threads=2), y1[r : r + 1], f"row {r} alone")
     ref, bound = ref64(x, w4_dequant64(codes, scales, mins, g), None)
     assert np.all(np.abs(y2 - ref) <= quant_tol(Kd) * bound)
 
@@ -178,11 +179,13 @@ def test_w4_validation():
     with pytest.raises(ValueError, match="group_size"):
         K.linear_w4(x, p, scales, mins, 16)
     with pytest.raises(ValueError, match="group_size"):
-        K.linear_w4(randn(2, 96), np.zeros((N, 48), np.uint8), np.ones((N, 1), np.float32),
-                    np.ones((N, 1), np.float32), 64)  # K=96 not a multiple of 64
+        K.linear_w4(
+            randn(2, 96), np.zeros((N, 48), np.uint8), np.ones((N, 1), np.float32), np.ones((N, 1), np.float32), 64
+        )  # K=96 not a multiple of 64
     with pytest.raises(ValueError, match="group_size"):
-        K.linear_w4(randn(2, 576), np.zeros((N, 288), np.uint8), np.ones((N, 4), np.float32),
-                    np.ones((N, 4), np.float32), 128)  # SmolLM2 hidden with g=128
+        K.linear_w4(
+            randn(2, 576), np.zeros((N, 288), np.uint8), np.ones((N, 4), np.float32), np.ones((N, 4), np.float32), 128
+        )  # SmolLM2 hidden with g=128
     with pytest.raises(ValueError, match="codes"):
         K.linear_w4(x, p[:, :-1].copy(), scales, mins, g)
     with pytest.raises(ValueError, match="uint8"):
@@ -201,14 +204,14 @@ def test_w4_validation():
 
 # ---------------------------------------------------------------- int8
 
+
 def make_i8(N, Kd):
     q = rng.integers(-128, 128, size=(N, Kd), dtype=np.int8)
     scales = rng.uniform(0.001, 0.02, size=N).astype(np.float32)
     return q, scales
 
 
-I8_SHAPES = [(1, 576, 61), (1, 37, 13), (3, 133, 29), (8, 1536, 49), (9, 576, 13), (17, 96, 101),
-             (130, 71, 38)]
+I8_SHAPES = [(1, 576, 61), (1, 37, 13), (3, 133, 29), (8, 1536, 49), (9, 576, 13), (17, 96, 101), (130, 71, 38)]
 
 
 @pytest.mark.parametrize("M,Kd,N", I8_SHAPES)
@@ -244,7 +247,7 @@ def test_i8_batch_invariance(isa, Kd, threads):
     run = lambda xs, t=threads: K.linear_i8(xs, q, scales, bias, num_threads=t)  # noqa: E731
     big = run(x)
     for r in range(M):
-        assert_bits_equal(run(x[r:r + 1]), big[r:r + 1], f"row {r} alone")
+        assert_bits_equal(run(x[r : r + 1]), big[r : r + 1], f"row {r} alone")
     for a, b in [(0, 3), (5, 12), (0, 8), (3, 12), (3, 20), (63, 130), (1, 150)]:
         assert_bits_equal(run(x[a:b]), big[a:b], f"rows {a}:{b}")
     assert_bits_equal(run(x, 3 - threads), big, "1 vs 2 threads")

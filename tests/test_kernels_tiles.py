@@ -8,12 +8,14 @@ where the CPU has AMX-BF16, and VDPBF16PS where it has AVX512-BF16 (each skipped
 reason). The vector helpers around the tiles (bf16 rounding, softmax chunk, accumulator update, the
 strip packers) run on each ISA path in turn.
 """
+
 import numpy as np
 import pytest
-
 from kernel_paths import PagedCache, assert_bits_equal, attn_ref, bf16_round, isa  # noqa: F401  (isa is a fixture)
+
 from lmrt import _bf16
 from lmrt._core import kernels as K
+
 
 # Summing K products in fp32 (exact products of bf16 inputs): each partial sum rounds once, so
 # |error| <= K * 2^-24 * sum_k |x_k w_k| (the classic gamma_K bound); we allow twice that.
@@ -23,8 +25,10 @@ def fp32_sum_bound(xr, wr, bias):
 
 
 UNITS = ["model", "amx", "avx512bf16"]
-UNIT_MISSING = {"amx": "CPU lacks AMX-TILE/AMX-BF16, or the OS did not grant the tile state",
-                "avx512bf16": "CPU lacks AVX-512 with AVX512-BF16"}
+UNIT_MISSING = {
+    "amx": "CPU lacks AMX-TILE/AMX-BF16, or the OS did not grant the tile state",
+    "avx512bf16": "CPU lacks AVX-512 with AVX512-BF16",
+}
 
 
 def unit_available(name):
@@ -39,7 +43,12 @@ def unit(request):
 
 
 SHAPES = [  # (M, K, N): one tile, padding on every side, many blocks, the model's prefill shapes
-    (1, 32, 16), (5, 40, 20), (3, 17, 3), (33, 96, 70), (64, 576, 960), (40, 1536, 576)
+    (1, 32, 16),
+    (5, 40, 20),
+    (3, 17, 3),
+    (33, 96, 70),
+    (64, 576, 960),
+    (40, 1536, 576),
 ]
 
 
@@ -84,11 +93,11 @@ def test_silu_mul_mode_pairs_gates_with_their_ups(unit, isa, M, K_, N):
     xr = _bf16.bf16_bits_to_float32(_bf16.float32_to_bf16_bits(x)).astype(np.float64)
     wr = _bf16.bf16_bits_to_float32(_bf16.float32_to_bf16_bits(w)).astype(np.float64)
     c = xr @ wr.T
-    g, u = c[:, : N // 2], c[:, N // 2:]
+    g, u = c[:, : N // 2], c[:, N // 2 :]
     ref = g / (1 + np.exp(-g)) * u
     bound = fp32_sum_bound(xr, wr, None)
     # d(silu(g) u) = (silu'(g) u) dg + silu(g) du, |silu'| <= 1.1
-    err_in = 1.1 * np.abs(u) * bound[:, : N // 2] + np.abs(g) * bound[:, N // 2:]
+    err_in = 1.1 * np.abs(u) * bound[:, : N // 2] + np.abs(g) * bound[:, N // 2 :]
     assert act.shape == (M, N // 2)
     assert (np.abs(act - ref) <= err_in + 2.0**-8 * np.abs(ref) + 1e-30).all()
     with pytest.raises(ValueError, match="multiple of 64"):
@@ -123,8 +132,10 @@ def test_w4_weights_on_tiles(unit, isa, M, K_, N, g):
     bound = fp32_sum_bound(xr, wr, bias) + 2.0**-8 * np.abs(xr) @ np.abs(wr).T / K_
     assert (np.abs(y - ref) <= bound).all()
     from kernel_paths import with_isa
-    base = with_isa("scalar", lambda: K.linear_w4(x, pack_w4_codes(codes), scales, mins, g, bias, num_threads=2,
-                                                  tile_unit=unit))
+
+    base = with_isa(
+        "scalar", lambda: K.linear_w4(x, pack_w4_codes(codes), scales, mins, g, bias, num_threads=2, tile_unit=unit)
+    )
     assert_bits_equal(y, base, f"{isa} packer vs scalar")
 
 
@@ -144,6 +155,7 @@ def test_int8_weights_on_tiles(unit, isa, M, K_, N):
     bound = fp32_sum_bound(xr, qd, None) * scales + 2 * 2.0**-24 * np.abs(ref)
     assert (np.abs(y - ref) <= bound).all()
     from kernel_paths import with_isa
+
     base = with_isa("scalar", lambda: K.linear_i8(x, q, scales, num_threads=2, tile_unit=unit))
     assert_bits_equal(y, base, f"{isa} int8 widening vs scalar")
     with pytest.raises(ValueError, match="no bias"):
@@ -180,6 +192,7 @@ def test_a_missing_unit_is_refused_with_the_way_out(missing):
 
 # ---------------------------------------------------------------- attention on tiles
 
+
 # Against float64 on bf16-rounded q, K, V, the error comes from the probabilities' bf16 rounding
 # (|p~ - p| <= 2^-9 p, in the weighted sum and in its normaliser: at most 2 * 2^-9 * max|v|), plus the
 # fp32 scores and exp (the exact path's bound, attn_tol in test_kernels.py: far smaller).
@@ -188,10 +201,10 @@ def attn_tiles_tol(hd):
 
 
 ATTN_TILE_CONFIGS = [  # (n_heads, n_kv_heads, head_dim, block_size)
-    (9, 3, 64, 64),   # SmolLM2-135M, the default block size
-    (9, 3, 64, 16),   # blocks smaller than a key chunk
+    (9, 3, 64, 64),  # SmolLM2-135M, the default block size
+    (9, 3, 64, 16),  # blocks smaller than a key chunk
     (4, 2, 128, 32),  # Llama-3-8B's head size
-    (2, 1, 48, 24),   # head_dim not a multiple of 32 (padded), blocks not a power of 2
+    (2, 1, 48, 24),  # head_dim not a multiple of 32 (padded), blocks not a power of 2
 ]
 # (cached length, query positions): a whole prompt with a partial last chunk; a later chunk of a prompt
 # (chunked prefill / prefix cache hit); a short chunk and a decode row (both on the exact path).
@@ -204,15 +217,30 @@ def build_tile_case(n_heads, n_kv, hd, bs, dtype, seed=0):
     seqs = []
     for length, pos in ATTN_TILE_SEQS:
         table, k, v = c.new_seq(length)
-        seqs.append((rng.standard_normal((len(pos), n_heads * hd)).astype(np.float32), table, pos.astype(np.int32),
-                     k, v))
+        seqs.append(
+            (rng.standard_normal((len(pos), n_heads * hd)).astype(np.float32), table, pos.astype(np.int32), k, v)
+        )
     return c, seqs
 
 
 def run_tiles(c, seqs, n_heads, scale, threads, tile_unit, min_rows=32):
     """tile_unit None: the exact path."""
-    return K.paged_attention([s[0] for s in seqs], c.k, c.v, [s[1] for s in seqs], [s[2] for s in seqs], n_heads,
-                             c.n_kv, c.hd, c.bs, scale, c.dtype, threads, tile_unit=tile_unit, min_rows=min_rows)
+    return K.paged_attention(
+        [s[0] for s in seqs],
+        c.k,
+        c.v,
+        [s[1] for s in seqs],
+        [s[2] for s in seqs],
+        n_heads,
+        c.n_kv,
+        c.hd,
+        c.bs,
+        scale,
+        c.dtype,
+        threads,
+        tile_unit=tile_unit,
+        min_rows=min_rows,
+    )
 
 
 @pytest.mark.parametrize("dtype", ["f32", "bf16"])
@@ -222,7 +250,7 @@ def test_attention_tiles_match_float64(unit, isa, n_heads, n_kv, hd, bs, dtype):
     scale = hd**-0.5
     outs = run_tiles(c, seqs, n_heads, scale, 2, unit)
     exact = run_tiles(c, seqs, n_heads, scale, 2, None)
-    for (q, table, pos, k, v), out, ex in zip(seqs, outs, exact):
+    for (q, _table, pos, k, v), out, ex in zip(seqs, outs, exact):
         if len(pos) < 32:  # fewer rows than min_rows: the exact path, bit for bit
             assert_bits_equal(out, ex, f"{len(pos)}-row sequence")
             continue

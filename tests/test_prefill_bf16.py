@@ -7,6 +7,7 @@ the CPU has AMX-BF16 and VDPBF16PS where it has AVX512-BF16 (each skipped elsewh
 busy engine (batching, preemption, prefix caching); and on the default model (perplexity and chat answers
 against fp32 prefill) on the best unit here.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,8 +30,10 @@ def rel_err(a, ref):
     return float(np.abs(a - ref).max() / np.abs(ref).max())
 
 
-UNIT_MISSING = {"amx": (K.amx_available, "CPU lacks AMX-TILE/AMX-BF16, or the OS did not grant the tile state"),
-                "avx512bf16": (K.avx512bf16_available, "CPU lacks AVX-512 with AVX512-BF16")}
+UNIT_MISSING = {
+    "amx": (K.amx_available, "CPU lacks AMX-TILE/AMX-BF16, or the OS did not grant the tile state"),
+    "avx512bf16": (K.avx512bf16_available, "CPU lacks AVX-512 with AVX512-BF16"),
+}
 
 
 @pytest.fixture(params=["model", "amx", "avx512bf16"])
@@ -92,8 +95,10 @@ def test_busy_engine_with_bf16_prefill(tiles, tmp_path):
 
     path = make_tiny_llama(tmp_path / "m", tied=False)
     shared = np.random.RandomState(5).randint(3, 128, size=40).tolist()
-    prompts = [(shared if i % 2 else []) + np.random.RandomState(100 + i).randint(3, 128, size=5 + 9 * i).tolist()
-               for i in range(16)]
+    prompts = [
+        (shared if i % 2 else []) + np.random.RandomState(100 + i).randint(3, 128, size=5 + 9 * i).tolist()
+        for i in range(16)
+    ]
     gen = lmrt.GenerationConfig(max_new_tokens=24, ignore_eos=True)
     blocks = 16  # the longest request (40 + 140 + 24 tokens) fits alone, 16 together cannot
     small = _core.kv_bytes_per_block(2, 16, 2, 16, _core.DType.float32) * blocks / 2**30
@@ -153,20 +158,25 @@ BF16_PPL_REL_TOL = 0.005
 @pytest.mark.slow
 def test_default_model_bf16_prefill_perplexity_and_greedy_text(monkeypatch):
     if K.best_tile_unit() is None:
-        pytest.skip("CPU lacks AMX-BF16 and AVX512-BF16: the tile unit's software model would take many minutes "
-                    "on the default model")
+        pytest.skip(
+            "CPU lacks AMX-BF16 and AVX512-BF16: the tile unit's software model would take many minutes "
+            "on the default model"
+        )
     monkeypatch.delenv("LMRT_TILE_UNIT", raising=False)
     from test_w4_engine import _gpl3_windows
 
     from lmrt.default_model import default_model_gguf
 
-    chats = [[{"role": "user", "content": p}] for p in
-             ("What is the capital of France?", "Write a haiku about the sea.", "List three fruits that are red.")]
+    chats = [
+        [{"role": "user", "content": p}]
+        for p in ("What is the capital of France?", "Write a haiku about the sea.", "List three fruits that are red.")
+    ]
     gen = lmrt.GenerationConfig(max_new_tokens=48)
     ppl, outs = {}, {}
     for precision in ("bf16", "fp32"):  # fp32 last: it stays open to check a divergence
-        pipe = lmrt.pipeline(default_model_gguf(), lmrt.EngineConfig(max_num_batched_tokens=512,
-                                                                     prefill_precision=precision))
+        pipe = lmrt.pipeline(
+            default_model_gguf(), lmrt.EngineConfig(max_num_batched_tokens=512, prefill_precision=precision)
+        )
         assert all(len(pipe.encode_prompt(c)) >= 32 for c in chats)  # the prompts go through the tiles
         lp = np.concatenate([pipe.get_logprobs(w) for w in _gpl3_windows(pipe.tokenizer)]).astype(np.float64)
         ppl[precision] = float(np.exp(-lp.mean()))

@@ -26,9 +26,8 @@ from safetensors.numpy import load_file, save_file
 
 from lmrt._bf16 import bf16_bits_to_float32, float32_to_bf16_bits
 from lmrt.formats import CheckpointError
-from lmrt.loader import load_checkpoint, load_weights, num_parameters
-from lmrt.model_config import UnsupportedModelError
 from lmrt.formats.awq import (
+    AWQ_ORDER,
     AwqFormatError,
     awq_to_core,
     core_to_dense,
@@ -38,8 +37,9 @@ from lmrt.formats.awq import (
     unpack_awq,
     unpack_core_codes,
 )
-from lmrt.formats.awq import AWQ_ORDER
 from lmrt.formats.gguf import import_tensor, q4_0_to_core
+from lmrt.loader import load_checkpoint, load_weights, num_parameters
+from lmrt.model_config import UnsupportedModelError
 
 GROUP_SIZES = (32, 64, 128)
 LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
@@ -108,7 +108,11 @@ def test_pack_awq_is_bit_identical_to_autoawq(g):
     linear = torch.nn.Linear(K, N, bias=False)
     linear.weight.data = torch.from_numpy(exact_awq(q, zeros, scales, g).astype(np.float32).T.copy())
     ref = gemm.WQLinear_GEMM.from_linear(
-        linear, 4, g, scales=torch.from_numpy(scales.astype(np.float32)), zeros=torch.from_numpy(zeros.astype(np.float32))
+        linear,
+        4,
+        g,
+        scales=torch.from_numpy(scales.astype(np.float32)),
+        zeros=torch.from_numpy(zeros.astype(np.float32)),
     )
     assert np.array_equal(ref.qweight.numpy(), qweight)
     assert np.array_equal(ref.qzeros.numpy(), qzeros)
@@ -226,7 +230,13 @@ def rtn_awq(weight: np.ndarray, g: int):
 
 
 def make_tiny_awq(
-    path: Path, g: int, modules_to_not_convert=None, tied=True, config_changes=None, drop=(), builder=make_tiny_llama,
+    path: Path,
+    g: int,
+    modules_to_not_convert=None,
+    tied=True,
+    config_changes=None,
+    drop=(),
+    builder=make_tiny_llama,
     **shape,
 ):
     """A tiny random Llama (or ``builder``'s model), its layer linears RTN-quantised into AutoAWQ gemm tensors.
@@ -338,7 +348,9 @@ def test_awq_qwen2_keeps_qkv_bias(tmp_path):
         assert np.array_equal(tensors[f"layers.{i}.qkv_bias"], dense[f"layers.{i}.qkv_bias"])
         p = f"model.layers.{i}.self_attn."
         source = np.concatenate([expected[p + "q_proj"], expected[p + "k_proj"], expected[p + "v_proj"]])
-        assert np.array_equal(core_to_dense(*(tensors[f"layers.{i}.qkv_proj.{x}"] for x in ("codes", "scales", "mins"))), source)
+        assert np.array_equal(
+            core_to_dense(*(tensors[f"layers.{i}.qkv_proj.{x}"] for x in ("codes", "scales", "mins"))), source
+        )
 
 
 @pytest.mark.parametrize(
@@ -376,14 +388,18 @@ def test_awq_group_size_not_dividing_k(tmp_path):
 
 def test_awq_missing_qzeros(tmp_path):
     path, _ = make_tiny_awq(tmp_path / "awq", 32, drop=["model.layers.1.mlp.up_proj.qzeros"])
-    with pytest.raises(CheckpointError, match=r"missing tensors: model.layers.1.mlp.up_proj.qzeros .*needs qweight, qzeros and scales"):
+    with pytest.raises(
+        CheckpointError, match=r"missing tensors: model.layers.1.mlp.up_proj.qzeros .*needs qweight, qzeros and scales"
+    ):
         load_checkpoint(path)
 
 
 def test_awq_wrong_qweight_shape(tmp_path):
     path, _ = make_tiny_awq(tmp_path / "awq", 32)
     tensors = load_file(path / "model.safetensors")
-    tensors["model.layers.0.self_attn.o_proj.qweight"] = tensors["model.layers.0.self_attn.o_proj.qweight"][:, :4].copy()
+    tensors["model.layers.0.self_attn.o_proj.qweight"] = tensors["model.layers.0.self_attn.o_proj.qweight"][
+        :, :4
+    ].copy()
     save_file(tensors, path / "model.safetensors")
     with pytest.raises(CheckpointError, match=r"o_proj.qweight has shape \[64, 4\], expected \[64, 8\]"):
         load_checkpoint(path)
@@ -481,7 +497,8 @@ def test_load_gguf_matches_the_dequantised_model(default_gguf):
     from gguf import GGUFReader
     from gguf.quants import dequantize
 
-    from lmrt.formats.gguf import hf_tensor_name as _hf_tensor_name, unpermute_rope_rows as _unpermute_rope_rows
+    from lmrt.formats.gguf import hf_tensor_name as _hf_tensor_name
+    from lmrt.formats.gguf import unpermute_rope_rows as _unpermute_rope_rows
 
     spec, tensors = load_weights(default_gguf)  # dispatches on the .gguf suffix
     assert (spec.weight_format, spec.group_size, spec.num_layers, spec.hidden_size) == ("w4", 32, 30, 576)
@@ -585,7 +602,8 @@ def test_lmrt_w4_checkpoint_errors(tmp_path):
         load_checkpoint(tmp_path / "ok")
 
     mixed = dict(parts)
-    mixed["model.layers.0.mlp.down_proj.weight"] = tuple(np.zeros((a.shape[0], a.shape[1] // 2), a.dtype)
-                                                         for a in parts["model.layers.0.mlp.down_proj.weight"])
+    mixed["model.layers.0.mlp.down_proj.weight"] = tuple(
+        np.zeros((a.shape[0], a.shape[1] // 2), a.dtype) for a in parts["model.layers.0.mlp.down_proj.weight"]
+    )
     with pytest.raises(ValueError, match="one group size"):
         save_lmrt_w4(tmp_path / "mixed", config, mixed)

@@ -23,10 +23,10 @@ except ImportError:  # a source checkout: the package sits beside tests/ (append
     sys.path.append(str(Path(__file__).resolve().parents[1]))
 
 from conftest import make_tiny_llama
-from quantize import auto_scale, cli, evaluate, pre_quant, writer
-from quantize.quantizer import QuantizedWeight, fake_quantize
 
 from lmrt.formats.awq import AWQ_ORDER, dequantize_awq, pack_awq, unpack_awq
+from quantize import auto_scale, cli, evaluate, pre_quant, writer
+from quantize.quantizer import QuantizedWeight, fake_quantize
 
 LICENSES = Path("/usr/share/common-licenses")
 
@@ -54,8 +54,9 @@ def test_quantizer_round_trip_is_exact():
         qw = QuantizedWeight.from_weight(w, group_size)
         assert qw.q.dtype == torch.uint8 and int(qw.q.max()) <= 15 and int(qw.zeros.max()) <= 15
         packed = qw.to_awq()
-        restored = torch.from_numpy(dequantize_awq(*(packed[k].numpy() for k in ("qweight", "qzeros", "scales")),
-                                                   group_size).T.copy())  # [in, out] -> [out, in]
+        restored = torch.from_numpy(
+            dequantize_awq(*(packed[k].numpy() for k in ("qweight", "qzeros", "scales")), group_size).T.copy()
+        )  # [in, out] -> [out, in]
         assert torch.equal(restored, fake_quantize(w, group_size))
         assert torch.equal(qw.dequantize(), fake_quantize(w, group_size))
         # within one step (half a step of rounding, up to half a step of zero-point rounding at the ends)
@@ -94,7 +95,9 @@ def test_packing_bit_layout_matches_design():
         return pack_awq(values, values, one)[0].tolist()
 
     assert word(torch.arange(8, dtype=torch.uint8)[None].numpy()) == [[0x75316420]]
-    assert word(torch.arange(8, 16, dtype=torch.uint8)[None].numpy()) == [[0xFDB9ECA8 - 2**32]]  # int32 two's complement
+    assert word(torch.arange(8, 16, dtype=torch.uint8)[None].numpy()) == [
+        [0xFDB9ECA8 - 2**32]
+    ]  # int32 two's complement
     assert word(torch.full((1, 8), 15, dtype=torch.uint8).numpy()) == [[-1]]
 
     w = _random_weight(out_features=40, in_features=64, seed=1)
@@ -181,7 +184,14 @@ def _outlier_inputs(hidden_size: int, seed: int = 0) -> torch.Tensor:
 
 def _block_error(layer, reference_layer, x, position_embeddings) -> float:
     with torch.no_grad():
-        return float((pre_quant._run_layer(layer, x, position_embeddings) - pre_quant._run_layer(reference_layer, x, position_embeddings)).pow(2).mean())
+        return float(
+            (
+                pre_quant._run_layer(layer, x, position_embeddings)
+                - pre_quant._run_layer(reference_layer, x, position_embeddings)
+            )
+            .pow(2)
+            .mean()
+        )
 
 
 def test_auto_scale_lowers_block_error_vs_rtn(tmp_path):
@@ -198,7 +208,10 @@ def test_auto_scale_lowers_block_error_vs_rtn(tmp_path):
     assert set(report.alphas) == {"qkv", "gate_up", "down"}  # GQA: no v->o scale, as AutoAWQ
     assert all(gain <= 1.0 for gain in report.gain.values())
     assert report.gain["qkv"] < 0.9 and report.alphas["qkv"] > 0
-    rtn_error, awq_error = _block_error(rtn, layer, x, position_embeddings), _block_error(awq, layer, x, position_embeddings)
+    rtn_error, awq_error = (
+        _block_error(rtn, layer, x, position_embeddings),
+        _block_error(awq, layer, x, position_embeddings),
+    )
     assert awq_error < 0.8 * rtn_error, (awq_error, rtn_error)
 
 
@@ -216,7 +229,10 @@ def test_group_size_default_and_refusal():
     sizes = {"model.layers.0.self_attn.q_proj": 576, "model.layers.0.mlp.down_proj": 1536}
     assert cli.pick_group_size(sizes, None) == 64
     assert cli.pick_group_size(sizes, 32) == 32
-    with pytest.raises(ValueError, match=r"--group-size 128 does not divide the input size 576 of model.layers.0.self_attn.q_proj; use --group-size 64"):
+    with pytest.raises(
+        ValueError,
+        match=r"--group-size 128 does not divide the input size 576 of model.layers.0.self_attn.q_proj; use --group-size 64",
+    ):
         cli.pick_group_size(sizes, 128)
 
 
@@ -239,8 +255,21 @@ def test_cli_end_to_end_on_a_tiny_model(tmp_path, capsys):
     eval_file = tmp_path / "eval.txt"
     eval_file.write_text((LICENSES / "GPL-3").read_text()[:6000])
     out = tmp_path / "awq"
-    argv = [str(source), "--out", str(out), "--calib-file", str(LICENSES / "BSD"), "--calib-samples", "4",
-            "--calib-seqlen", "64", "--eval-file", str(eval_file), "--threads", "1"]
+    argv = [
+        str(source),
+        "--out",
+        str(out),
+        "--calib-file",
+        str(LICENSES / "BSD"),
+        "--calib-samples",
+        "4",
+        "--calib-seqlen",
+        "64",
+        "--eval-file",
+        str(eval_file),
+        "--threads",
+        "1",
+    ]
     assert cli.main(argv) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["group_size"] == 32  # 96 rules out 128 and 64
@@ -249,13 +278,18 @@ def test_cli_end_to_end_on_a_tiny_model(tmp_path, capsys):
     assert report["bytes_after"] < report["bytes_before"]
     assert len(report["layers"]) == 2
     assert (out / "report.md").read_text() in capsys.readouterr().out
-    assert {"tokenizer.json", "tokenizer_config.json", "config.json", "model.safetensors"} <= {p.name for p in out.iterdir()}
+    assert {"tokenizer.json", "tokenizer_config.json", "config.json", "model.safetensors"} <= {
+        p.name for p in out.iterdir()
+    }
 
     assert cli.main(argv[:1] + ["--method", "rtn", "--out", str(tmp_path / "rtn"), "--eval-file", str(eval_file)]) == 0
     assert json.loads((tmp_path / "rtn" / "report.json").read_text())["calibration"] is None
 
     assert cli.main([str(source), "--out", str(tmp_path / "bad"), "--group-size", "64"]) == 2
-    assert "--group-size 64 does not divide the input size 96 of model.layers.0.self_attn.q_proj; use --group-size 32" in capsys.readouterr().err
+    assert (
+        "--group-size 64 does not divide the input size 96 of model.layers.0.self_attn.q_proj; use --group-size 32"
+        in capsys.readouterr().err
+    )
 
 
 def test_lmrt_runs_what_lmrt_quantize_writes(tmp_path):
@@ -268,14 +302,33 @@ def test_lmrt_runs_what_lmrt_quantize_writes(tmp_path):
     source = make_tiny_llama(tmp_path / "fp", hidden_size=96, intermediate_size=160)
     _tiny_tokenizer(source, (LICENSES / "Apache-2.0").read_text())
     out = tmp_path / "awq"
-    assert lmrt_main(["quantize", str(source), "--out", str(out), "--calib-file", str(LICENSES / "BSD"),
-                      "--calib-samples", "4", "--calib-seqlen", "64", "--eval-file", str(LICENSES / "BSD"),
-                      "--threads", "1"]) == 0
+    assert (
+        lmrt_main(
+            [
+                "quantize",
+                str(source),
+                "--out",
+                str(out),
+                "--calib-file",
+                str(LICENSES / "BSD"),
+                "--calib-samples",
+                "4",
+                "--calib-seqlen",
+                "64",
+                "--eval-file",
+                str(LICENSES / "BSD"),
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     ids = list(range(5, 105))
     with torch.no_grad():
         ref = load_awq_dequantized(out)(torch.tensor([ids])).logits[0].double().numpy()
-    cfg = lmrt.EngineConfig(lm_head_dtype="dense", num_threads=1, cache_memory_gib=0.01, block_size=16,
-                            prefill_precision="fp32")
+    cfg = lmrt.EngineConfig(
+        lm_head_dtype="dense", num_threads=1, cache_memory_gib=0.01, block_size=16, prefill_precision="fp32"
+    )
     with lmrt.pipeline(out, cfg) as pipe:
         assert pipe.info()["weight_format"] == "w4"
         ours = pipe.get_logits(ids)

@@ -1,5 +1,6 @@
 """The resolve step (lmrt/resolve.py) on hand-made machines, and the typed boundary it hands the core: every
 "auto" and None becomes a concrete value here, and the C++ side takes typed fields and enums by name only."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,10 +13,26 @@ from lmrt.model_config import ModelSpec
 from lmrt.resolve import DEFAULT_CACHE_FRACTION, DEFAULT_MAX_NUM_BATCHED_TOKENS, Machine, resolve
 
 GIB = 2**30
-SPEC = ModelSpec(architecture="LlamaForCausalLM", vocab_size=49152, hidden_size=576, intermediate_size=1536,
-                 num_layers=30, num_heads=9, num_kv_heads=3, head_dim=64, rms_norm_eps=1e-5, rope_theta=1e5,
-                 rope_scaling=None, max_position_embeddings=8192, tie_word_embeddings=True, qkv_bias=False,
-                 bos_token_id=1, eos_token_ids=(2,), weight_format="w4", group_size=32)
+SPEC = ModelSpec(
+    architecture="LlamaForCausalLM",
+    vocab_size=49152,
+    hidden_size=576,
+    intermediate_size=1536,
+    num_layers=30,
+    num_heads=9,
+    num_kv_heads=3,
+    head_dim=64,
+    rms_norm_eps=1e-5,
+    rope_theta=1e5,
+    rope_scaling=None,
+    max_position_embeddings=8192,
+    tie_word_embeddings=True,
+    qkv_bias=False,
+    bos_token_id=1,
+    eos_token_ids=(2,),
+    weight_format="w4",
+    group_size=32,
+)
 # The default model's K and V: 30 layers x 3 heads x 64 x 2 x 4 bytes (float32) per token.
 F32_BYTES_PER_TOKEN = 30 * 3 * 64 * 2 * 4
 ZEN4 = Machine(physical_cores=2, available_ram_bytes=24 * GIB, tile_units=("avx512bf16", "model"))
@@ -27,8 +44,11 @@ def test_auto_becomes_concrete():
     assert (r.weight_dtype, r.kv_dtype, r.lm_head_dtype) == ("float32", "float32", "int8")
     assert (r.num_threads, r.session_len, r.max_num_batched_tokens) == (2, 8192, DEFAULT_MAX_NUM_BATCHED_TOKENS)
     assert (r.prefill_precision, r.tile_unit) == ("bf16", "avx512bf16")
-    r = resolve(EngineConfig(dtype="bfloat16", lm_head_dtype="dense", num_threads=3), dataclasses.replace(
-        SPEC, weight_format="dense", group_size=None), AVX2)
+    r = resolve(
+        EngineConfig(dtype="bfloat16", lm_head_dtype="dense", num_threads=3),
+        dataclasses.replace(SPEC, weight_format="dense", group_size=None),
+        AVX2,
+    )
     assert (r.weight_dtype, r.kv_dtype, r.lm_head_dtype, r.num_threads) == ("bfloat16", "bfloat16", "dense", 3)
     assert (r.prefill_precision, r.tile_unit) == ("fp32", None)  # no hardware unit: the exact prefill
 
@@ -65,7 +85,10 @@ def test_engine_options_are_typed():
     r = resolve(EngineConfig(kv_cache_dtype="bfloat16", max_batch_size=3), SPEC, ZEN4)
     o = r.engine_options()
     assert (o.kv_dtype, o.prefill_precision, o.tile_unit) == (
-        _core.DType.bfloat16, _core.PrefillPrecision.bf16, _core.TileUnit.avx512bf16)
+        _core.DType.bfloat16,
+        _core.PrefillPrecision.bf16,
+        _core.TileUnit.avx512bf16,
+    )
     assert (o.num_blocks, o.block_size, o.max_batch_size, o.session_len) == (r.num_blocks, 64, 3, 8192)
     with pytest.raises(TypeError):  # an enum takes its own values, never a string that could fall through
         o.kv_dtype = "int8"

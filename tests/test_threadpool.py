@@ -4,6 +4,7 @@ and no job left unfinished when workers are preempted between jobs.
 A late worker (descheduled mid-chunk by another process) narrows the pool for a while; chunking never
 depends on that, so results cannot either (the kernel tests check thread-count invariance bit for bit).
 """
+
 import ast
 import subprocess
 import sys
@@ -63,13 +64,16 @@ TINY_JOBS_TIMEOUT_S = 60
 @pytest.mark.parametrize("threads", [2, 3])
 def test_tiny_jobs_back_to_back_beside_competing_threads(threads, tmp_path):
     # The child imports the same lmrt as this process (installed or the source tree), whatever its cwd.
-    code = (f"import sys; sys.path.insert(0, {str(Path(lmrt.__file__).resolve().parents[1])!r}); "
-            "from lmrt import _core; "
-            f"print(_core.kernels.check_pool({threads}, 1000000, tiny=True, spinners=4))")
+    code = (
+        f"import sys; sys.path.insert(0, {str(Path(lmrt.__file__).resolve().parents[1])!r}); "
+        "from lmrt import _core; "
+        f"print(_core.kernels.check_pool({threads}, 1000000, tiny=True, spinners=4))"
+    )
     for attempt in range(3):
         try:
-            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
-                                 timeout=TINY_JOBS_TIMEOUT_S)
+            out = subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=TINY_JOBS_TIMEOUT_S
+            )
         except subprocess.TimeoutExpired:
             pytest.fail(f"the pool stalled: a job never finished within {TINY_JOBS_TIMEOUT_S} s (run {attempt})")
         assert out.returncode == 0, f"run {attempt} died with code {out.returncode}: {out.stderr[-2000:]}"

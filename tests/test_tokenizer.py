@@ -1,4 +1,5 @@
 """Tokenizer, chat template, detokenizer and stop strings, checked against HF transformers as the reference."""
+
 import importlib.util
 import json
 import random
@@ -122,7 +123,9 @@ def test_add_bos_token(tok_dir, tmp_path):
 
 def test_eos_ids_from_every_source(tok_dir, tmp_path):
     d = _variant_dir(
-        tok_dir, tmp_path, extra_files={"generation_config.json": {"eos_token_id": [2, 0]}, "config.json": {"eos_token_id": 5}}
+        tok_dir,
+        tmp_path,
+        extra_files={"generation_config.json": {"eos_token_id": [2, 0]}, "config.json": {"eos_token_id": 5}},
     )
     assert Tokenizer.from_pretrained(d).eos_token_ids == (2, 0, 5)
 
@@ -201,7 +204,9 @@ def test_template_environment_matches_transformers(tok, ref):
 
 def test_template_helpers(tok):
     with pytest.raises(Exception, match="no assistant allowed"):
-        tok.apply_chat_template([{"role": "user", "content": "x"}], chat_template="{{ raise_exception('no assistant allowed') }}")
+        tok.apply_chat_template(
+            [{"role": "user", "content": "x"}], chat_template="{{ raise_exception('no assistant allowed') }}"
+        )
     year = tok.apply_chat_template([{"role": "user", "content": "x"}], chat_template="{{ strftime_now('%Y') }}")
     assert year.isdigit() and len(year) == 4
 
@@ -223,7 +228,9 @@ def test_no_chat_template_names_the_fix(tok_dir, tmp_path):
     with pytest.raises(ValueError, match="plain string prompt.*chat_template="):
         tok.apply_chat_template([{"role": "user", "content": "hi"}])
     # An explicit template still works.
-    assert tok.apply_chat_template([{"role": "user", "content": "hi"}], chat_template="{{ messages[0].content }}") == "hi"
+    assert (
+        tok.apply_chat_template([{"role": "user", "content": "hi"}], chat_template="{{ messages[0].content }}") == "hi"
+    )
 
 
 def test_chat_template_sources(tok_dir, tmp_path):
@@ -261,8 +268,29 @@ def test_bad_messages(tok, bad):
 
 # -- incremental detokenizer ---------------------------------------------------------------------------------
 
-PIECES = ["Hello", " world", "😀", "🎉👩‍👩‍👧‍👦", "日本語", "中文", "한국어", "café", "naïve", "Ω≈ç√", " ", "\n", "\t", "e\u0301",
-          "🇫🇷", "::", "}", "x = 1", "<|im_end|>", "Ѐ", "𝔘𝔫𝔦"]
+PIECES = [
+    "Hello",
+    " world",
+    "😀",
+    "🎉👩‍👩‍👧‍👦",
+    "日本語",
+    "中文",
+    "한국어",
+    "café",
+    "naïve",
+    "Ω≈ç√",
+    " ",
+    "\n",
+    "\t",
+    "e\u0301",
+    "🇫🇷",
+    "::",
+    "}",
+    "x = 1",
+    "<|im_end|>",
+    "Ѐ",
+    "𝔘𝔫𝔦",
+]
 
 
 def _random_text(rng: random.Random) -> str:
@@ -330,7 +358,8 @@ def test_detokenizer_with_prompt_context(tok):
 
 def test_detokenizer_sentencepiece_leading_space():
     # Metaspace decoders drop the leading space of a string's first token; mid-stream tokens must keep theirs.
-    from tokenizers import Tokenizer as Backend, decoders, models
+    from tokenizers import Tokenizer as Backend
+    from tokenizers import decoders, models
 
     words = ["<unk>", "\u2581Hello", "\u2581world", "!", "\u2581\u2581"]
     backend = Backend(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))

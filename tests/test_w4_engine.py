@@ -1,5 +1,6 @@
 """4-bit weights through the whole engine: AutoAWQ checkpoints against HF transformers fp32 on
 the dequantised weights, and the default model's GGUF imported losslessly."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -43,8 +44,14 @@ def test_awq_logits_match_hf_on_dequantised_weights(tmp_path, g):
             params[module + ".weight"].copy_(torch.from_numpy(np.asarray(w, dtype=np.float32)))
         ids = np.random.RandomState(g).randint(3, 128, size=90).tolist()
         ref = model(torch.tensor([ids])).logits[0].double().numpy()
-    cfg = lmrt.EngineConfig(block_size=16, num_threads=2, max_num_batched_tokens=32, cache_memory_gib=0.02,
-                            lm_head_dtype="dense", prefill_precision="fp32")
+    cfg = lmrt.EngineConfig(
+        block_size=16,
+        num_threads=2,
+        max_num_batched_tokens=32,
+        cache_memory_gib=0.02,
+        lm_head_dtype="dense",
+        prefill_precision="fp32",
+    )
     with lmrt.pipeline(path, cfg) as pipe:
         assert pipe.info()["weight_format"] == "w4" and pipe.info()["group_size"] == g
         assert rel_err(pipe.get_logits(ids), ref) < W4_REL_TOL
@@ -60,7 +67,7 @@ def _gpl3_windows(tok, window=512):
     (HF fp32 on the dequantised weights gives 22.05 that way)."""
     text = open("/usr/share/common-licenses/GPL-3", encoding="utf-8").read()
     ids = tok.encode(text, add_special_tokens=False)
-    return [w for w in (ids[i:i + window] for i in range(0, len(ids), window)) if len(w) >= 2]
+    return [w for w in (ids[i : i + window] for i in range(0, len(ids), window)) if len(w) >= 2]
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +79,10 @@ def gguf_pipe():
 def test_gguf_import_is_4bit_and_greedy_matches_fp32(gguf_pipe):
     info = gguf_pipe.info()
     assert info["weight_format"] == "w4" and info["group_size"] == 32
-    chats = [[{"role": "user", "content": p}] for p in
-             ("What is the capital of France?", "Write a haiku about the sea.", "List three fruits that are red.")]
+    chats = [
+        [{"role": "user", "content": p}]
+        for p in ("What is the capital of France?", "Write a haiku about the sea.", "List three fruits that are red.")
+    ]
     gen = lmrt.GenerationConfig(max_new_tokens=48)
     ours = gguf_pipe(chats, gen)
     # The reference: lmrt fp32 on the converted checkpoint (the same Q4_1 values, stored as fp16).
@@ -123,8 +132,10 @@ def test_default_model_awq_checkpoint_matches_hf_dequantised(tmp_path):
     short = tmp_path / "eval.txt"
     short.write_text(open("/usr/share/common-licenses/GPL-3", encoding="utf-8").read()[:3000])
     out = tmp_path / "rtn-g64"
-    assert lmrt_main(["quantize", "--method", "rtn", "--group-size", "64", "--out", str(out),
-                      "--eval-file", str(short)]) == 0
+    assert (
+        lmrt_main(["quantize", "--method", "rtn", "--group-size", "64", "--out", str(out), "--eval-file", str(short)])
+        == 0
+    )
     with lmrt.pipeline(out, exact_config(lm_head_dtype="dense")) as pipe:
         assert (pipe.info()["weight_format"], pipe.info()["group_size"]) == ("w4", 64)
         ids = pipe.encode_prompt([{"role": "user", "content": "Explain in two sentences why the sky is blue."}])

@@ -17,7 +17,9 @@ class Buffer {
   explicit Buffer(size_t bytes) { reset(bytes); }
   ~Buffer() { release(); }
   Buffer(Buffer&& o) noexcept
-      : data_(std::exchange(o.data_, nullptr)), bytes_(std::exchange(o.bytes_, 0)), mapped_(std::exchange(o.mapped_, 0)) {}
+      : data_(std::exchange(o.data_, nullptr)),
+        bytes_(std::exchange(o.bytes_, 0)),
+        mapped_(std::exchange(o.mapped_, 0)) {}
   Buffer& operator=(Buffer&& o) noexcept {
     std::swap(data_, o.data_);
     std::swap(bytes_, o.bytes_);
@@ -52,9 +54,13 @@ class Buffer {
   }
 
   template <class T = void>
-  T* data() { return static_cast<T*>(data_); }
+  T* data() {
+    return static_cast<T*>(data_);
+  }
   template <class T = void>
-  const T* data() const { return static_cast<const T*>(data_); }
+  const T* data() const {
+    return static_cast<const T*>(data_);
+  }
   size_t bytes() const { return bytes_; }
   bool empty() const { return bytes_ == 0; }
 
@@ -62,8 +68,10 @@ class Buffer {
   static constexpr size_t kMapBytes = size_t{1} << 20;  // mappings are page aligned, so 64-byte aligned too
 
   void release() {
-    if (mapped_) munmap(data_, mapped_);
-    else std::free(data_);
+    if (mapped_)
+      munmap(data_, mapped_);
+    else
+      std::free(data_);
     data_ = nullptr;
     bytes_ = 0;
     mapped_ = 0;

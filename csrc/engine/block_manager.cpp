@@ -6,9 +6,16 @@
 namespace lmrt {
 
 BlockManager::BlockManager(int num_blocks, int block_size, bool enable_prefix_caching)
-    : num_blocks_(num_blocks), block_size_(block_size), prefix_caching_(enable_prefix_caching),
-      ref_(num_blocks, 0), prev_(num_blocks, -1), next_(num_blocks, -1), in_free_(num_blocks, 0),
-      hash_of_(num_blocks, 0), has_hash_(num_blocks, 0), cached_info_(num_blocks) {
+    : num_blocks_(num_blocks),
+      block_size_(block_size),
+      prefix_caching_(enable_prefix_caching),
+      ref_(num_blocks, 0),
+      prev_(num_blocks, -1),
+      next_(num_blocks, -1),
+      in_free_(num_blocks, 0),
+      hash_of_(num_blocks, 0),
+      has_hash_(num_blocks, 0),
+      cached_info_(num_blocks) {
   if (num_blocks <= 0 || block_size <= 0) throw std::invalid_argument("BlockManager: sizes must be positive");
   for (int b = 0; b < num_blocks; ++b) push_free(b);
 }
@@ -30,15 +37,24 @@ uint64_t BlockManager::hash_block(uint64_t parent, const int32_t* tokens, int n)
 void BlockManager::push_free(int b) {
   prev_[b] = tail_;
   next_[b] = -1;
-  if (tail_ >= 0) next_[tail_] = b; else head_ = b;
+  if (tail_ >= 0)
+    next_[tail_] = b;
+  else
+    head_ = b;
   tail_ = b;
   in_free_[b] = 1;
   ++num_free_;
 }
 
 void BlockManager::unlink_free(int b) {
-  if (prev_[b] >= 0) next_[prev_[b]] = next_[b]; else head_ = next_[b];
-  if (next_[b] >= 0) prev_[next_[b]] = prev_[b]; else tail_ = prev_[b];
+  if (prev_[b] >= 0)
+    next_[prev_[b]] = next_[b];
+  else
+    head_ = next_[b];
+  if (next_[b] >= 0)
+    prev_[next_[b]] = prev_[b];
+  else
+    tail_ = prev_[b];
   prev_[b] = next_[b] = -1;
   in_free_[b] = 0;
   --num_free_;

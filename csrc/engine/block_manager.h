@@ -21,8 +21,7 @@ class BlockManager {
   // Reuses cached full blocks matching the start of tokens[0, max_tokens).
   // Appends them to table (taking a reference each) and returns the number of tokens they cover.
   // note: table must be empty; hash_out receives the hash chain value of the last matched block.
-  int match_prefix(const std::vector<int32_t>& tokens, int max_tokens, std::vector<int32_t>& table,
-                   uint64_t& hash_out);
+  int match_prefix(const std::vector<int32_t>& tokens, int max_tokens, std::vector<int32_t>& table, uint64_t& hash_out);
 
   // Grows table to cover num_tokens tokens.
   bool can_allocate(const std::vector<int32_t>& table, int num_tokens) const;
@@ -40,26 +39,26 @@ class BlockManager {
 
  private:
   static uint64_t hash_block(uint64_t parent, const int32_t* tokens, int n);
-  int pop_free();              // takes the least recently freed block, evicting its cache entry
-  void push_free(int block);   // at the most-recently-freed end
+  int pop_free();             // takes the least recently freed block, evicting its cache entry
+  void push_free(int block);  // at the most-recently-freed end
   void unlink_free(int block);
 
   int num_blocks_, block_size_;
   bool prefix_caching_;
-  std::vector<int> ref_;                 // [num_blocks]
+  std::vector<int> ref_;  // [num_blocks]
   // free list, doubly linked over block ids, oldest first
-  std::vector<int> prev_, next_;         // [num_blocks]
-  std::vector<char> in_free_;            // [num_blocks]
+  std::vector<int> prev_, next_;  // [num_blocks]
+  std::vector<char> in_free_;     // [num_blocks]
   int head_ = -1, tail_ = -1, num_free_ = 0;
   // prefix cache
   struct CachedBlock {
     uint64_t parent;
     std::vector<int32_t> tokens;  // [block_size] verified on match: a hash collision is never a hit
   };
-  std::vector<uint64_t> hash_of_;        // [num_blocks] valid where has_hash_
-  std::vector<char> has_hash_;           // [num_blocks]
+  std::vector<uint64_t> hash_of_;             // [num_blocks] valid where has_hash_
+  std::vector<char> has_hash_;                // [num_blocks]
   std::unordered_map<uint64_t, int> cached_;  // hash -> block
-  std::vector<CachedBlock> cached_info_; // [num_blocks]
+  std::vector<CachedBlock> cached_info_;      // [num_blocks]
 };
 
 }  // namespace lmrt

@@ -74,14 +74,15 @@ int64_t Engine::submit(std::vector<int32_t> prompt, RequestParams params) {
     throw std::invalid_argument("max_new_tokens and min_new_tokens must be >= 0");
   const bool scoring = params.max_new_tokens == 0;
   if (scoring ? n > options_.session_len : n >= options_.session_len)
-    throw std::invalid_argument("prompt has " + std::to_string(n) + " tokens but session_len is " +
-                                std::to_string(options_.session_len) + (scoring ? "" : " (one more is needed to generate)") +
-                                ": shorten the prompt or raise session_len");
+    throw std::invalid_argument(
+        "prompt has " + std::to_string(n) + " tokens but session_len is " + std::to_string(options_.session_len) +
+        (scoring ? "" : " (one more is needed to generate)") + ": shorten the prompt or raise session_len");
   if (blocks_.blocks_for(n + (scoring ? 0 : 1)) > options_.num_blocks)
     throw std::invalid_argument("prompt has " + std::to_string(n) + " tokens but the KV cache holds " +
                                 std::to_string(capacity_tokens()) + ": give the cache more memory");
   for (int32_t t : params.stop_token_ids)
-    if (t < 0 || t >= s.vocab_size) throw std::invalid_argument("stop token id " + std::to_string(t) + " is outside the vocabulary");
+    if (t < 0 || t >= s.vocab_size)
+      throw std::invalid_argument("stop token id " + std::to_string(t) + " is outside the vocabulary");
 
   auto r = std::make_unique<Request>();
   r->tokens = std::move(prompt);
@@ -112,8 +113,10 @@ StreamChunk Engine::get(int64_t id, double timeout_s) {
     const Stream& st = streams_.at(id);
     return st.done || !st.pending.token_ids.empty();
   };
-  if (timeout_s < 0) out_cv_.wait(lk, ready);
-  else out_cv_.wait_for(lk, std::chrono::duration<double>(timeout_s), ready);
+  if (timeout_s < 0)
+    out_cv_.wait(lk, ready);
+  else
+    out_cv_.wait_for(lk, std::chrono::duration<double>(timeout_s), ready);
   Stream& st = streams_.at(id);
   StreamChunk out = std::move(st.pending);
   st.pending = StreamChunk{};
@@ -163,10 +166,20 @@ int Engine::num_streams() {
 
 EngineStats Engine::stats() {
   std::lock_guard<std::mutex> lk(mu_);
-  return EngineStats{scheduler_.num_running(), scheduler_.num_waiting(), blocks_.num_free_blocks(),
-                     blocks_.num_blocks(), blocks_.block_size(), num_steps_, scheduler_.num_preemptions(),
-                     scheduler_.prefix_cache_hit_tokens(), scheduler_.prefix_cache_query_tokens(), num_prefill_tokens_,
-                     num_decode_tokens_, kv_.bytes(), model_.weights().bytes(), pool_.late_workers(),
+  return EngineStats{scheduler_.num_running(),
+                     scheduler_.num_waiting(),
+                     blocks_.num_free_blocks(),
+                     blocks_.num_blocks(),
+                     blocks_.block_size(),
+                     num_steps_,
+                     scheduler_.num_preemptions(),
+                     scheduler_.prefix_cache_hit_tokens(),
+                     scheduler_.prefix_cache_query_tokens(),
+                     num_prefill_tokens_,
+                     num_decode_tokens_,
+                     kv_.bytes(),
+                     model_.weights().bytes(),
+                     pool_.late_workers(),
                      pool_.narrow_jobs()};
 }
 
@@ -205,7 +218,8 @@ bool Engine::step() {
   {
     std::lock_guard<std::mutex> lk(mu_);
     ++num_steps_;
-    if (error.empty()) postprocess(plan, logits);
+    if (error.empty())
+      postprocess(plan, logits);
     else
       for (const ScheduledSeq& s : plan) finish(s.req, FinishReason::Error, "forward pass failed: " + error);
   }
@@ -256,7 +270,8 @@ void Engine::postprocess(const std::vector<ScheduledSeq>& plan, const float* log
       for (int j = 0; j < n && first + j < r->num_prompt_tokens; ++j) {
         const int pos = first + j;
         const float* row = rows + static_cast<size_t>(j) * V;
-        if (r->params.prompt_logits) std::memcpy(&r->prompt_logits[static_cast<size_t>(pos) * V], row, V * sizeof(float));
+        if (r->params.prompt_logits)
+          std::memcpy(&r->prompt_logits[static_cast<size_t>(pos) * V], row, V * sizeof(float));
         if (r->params.prompt_logprobs && pos + 1 < r->num_prompt_tokens)
           r->prompt_logprobs[pos] = Sampler::logprob(row, V, r->tokens[pos + 1]);
       }
@@ -280,7 +295,8 @@ void Engine::postprocess(const std::vector<ScheduledSeq>& plan, const float* log
     std::vector<int32_t> bans;
     if (r->num_generated() < r->params.min_new_tokens) {
       bans = r->params.stop_token_ids;
-      if (!r->params.ignore_eos) bans.insert(bans.end(), r->params.eos_token_ids.begin(), r->params.eos_token_ids.end());
+      if (!r->params.ignore_eos)
+        bans.insert(bans.end(), r->params.eos_token_ids.begin(), r->params.eos_token_ids.end());
     }
     const int32_t tok = sampler_.sample(rows, V, r->params.sampling, r->tokens, bans.empty() ? kNoBans : bans, r->rng);
     r->tokens.push_back(tok);

@@ -30,8 +30,8 @@ enum class PrefillPrecision { FP32, BF16 };
 // Every value concrete and chosen by the caller (lmrt/resolve.py): the engine has no defaults of its
 // own and refuses values out of range (Engine::Engine).
 struct EngineOptions {
-  int num_blocks = 0;              // KV blocks in the pool
-  int block_size = 0;              // tokens per KV block
+  int num_blocks = 0;  // KV blocks in the pool
+  int block_size = 0;  // tokens per KV block
   cpu::DType kv_dtype = cpu::DType::F32;
   int max_batch_size = 0;          // running requests at most
   int max_num_batched_tokens = 0;  // rows per forward step at most
@@ -119,9 +119,9 @@ class Engine {
   Batch batch_;
   std::vector<int32_t> logit_base_;  // [num scheduled seqs] first logits row of each, or -1
 
-  std::mutex mu_;                    // guards everything below
-  std::condition_variable work_cv_;  // the loop waits for work
-  std::condition_variable out_cv_;   // get() waits for output
+  std::mutex mu_;                                                   // guards everything below
+  std::condition_variable work_cv_;                                 // the loop waits for work
+  std::condition_variable out_cv_;                                  // get() waits for output
   std::unordered_map<int64_t, std::unique_ptr<Request>> requests_;  // live requests
   std::unordered_map<int64_t, Stream> streams_;                     // until the final chunk is taken
   int64_t next_id_ = 1;

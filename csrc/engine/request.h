@@ -43,7 +43,7 @@ inline const char* finish_reason_name(FinishReason r) {
 
 struct Request {
   int64_t id = 0;
-  std::vector<int32_t> tokens;       // [num_tokens] prompt, then generated tokens
+  std::vector<int32_t> tokens;  // [num_tokens] prompt, then generated tokens
   int num_prompt_tokens = 0;
   int num_computed_tokens = 0;       // tokens whose K/V are in the cache
   int max_total_tokens = 0;          // prompt + max_new_tokens, capped by session_len

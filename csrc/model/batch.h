@@ -8,7 +8,7 @@ namespace lmrt {
 
 // One sequence's rows in the batch.
 struct SeqRows {
-  int64_t first_row = 0;             // index of its first row in Batch::tokens
+  int64_t first_row = 0;  // index of its first row in Batch::tokens
   int64_t num_rows = 0;
   const int32_t* block_table = nullptr;  // [ceil(positions of its last row + 1 / block_size)]
 };

@@ -10,8 +10,10 @@ namespace {
 // Row-wise ops are cheap per row: split rows over the pool only when there are many.
 template <class F>
 void rows(cpu::ThreadPool& pool, int64_t num_rows, const F& fn) {
-  if (num_rows < 16) fn(0, num_rows);
-  else pool.parallel_for(num_rows, 8, fn);
+  if (num_rows < 16)
+    fn(0, num_rows);
+  else
+    pool.parallel_for(num_rows, 8, fn);
 }
 
 }  // namespace
@@ -51,20 +53,18 @@ const float* LlamaModel::forward(const Batch& batch, KVCache& kv, cpu::ThreadPoo
   attn_seqs_.resize(batch.seqs.size());
   for (size_t s = 0; s < batch.seqs.size(); ++s) {
     const SeqRows& r = batch.seqs[s];
-    attn_seqs_[s] = cpu::AttnSeq{qkv_.data<float>() + r.first_row * QKV,
-                                 QKV,
-                                 attn_.data<float>() + r.first_row * Q,
-                                 Q,
-                                 r.block_table,
-                                 batch.positions.data() + r.first_row,
-                                 r.num_rows};
+    attn_seqs_[s] = cpu::AttnSeq{
+        qkv_.data<float>() + r.first_row * QKV, QKV,       attn_.data<float>() + r.first_row * Q, Q, r.block_table,
+        batch.positions.data() + r.first_row,   r.num_rows};
   }
 
   cpu::embedding(weights_.embed.data.data(), weights_.embed.dtype, H, batch.tokens.data(), T, x, H);
   const bool tiles = bf16_prefill_ && T >= kTilesMinRows;
   for (int l = 0; l < spec_.num_layers; ++l) {
-    if (tiles) layer_tiles(l, batch, kv.layer(l), pool);
-    else layer(l, batch, kv.layer(l), pool);
+    if (tiles)
+      layer_tiles(l, batch, kv.layer(l), pool);
+    else
+      layer(l, batch, kv.layer(l), pool);
   }
   if (R == 0) return nullptr;
   float* sel = sel_.data<float>();
@@ -109,7 +109,8 @@ void LlamaModel::layer(int l, const Batch& batch, const cpu::KVLayer& cache, cpu
   float* gu = gu_.data<float>();
   float* act = act_.data<float>();
   // attention block
-  rows(pool, T, [&](int64_t b, int64_t e) { cpu::rmsnorm(x + b * H, e - b, H, H, w.input_norm.data(), eps, h + b * H, H); });
+  rows(pool, T,
+       [&](int64_t b, int64_t e) { cpu::rmsnorm(x + b * H, e - b, H, H, w.input_norm.data(), eps, h + b * H, H); });
   apply_linear(pool, w.qkv, h, T, H, w.qkv_bias.empty() ? nullptr : w.qkv_bias.data(), qkv_.data<float>(),
                spec_.qkv_dim());
   attention(batch, cache, pool, false);
@@ -140,7 +141,8 @@ void LlamaModel::layer_tiles(int l, const Batch& batch, const cpu::KVLayer& cach
   uint16_t* actb = tiles_act_.data<uint16_t>();
   using cpu::TileOut;
   // attention block
-  rows(pool, T, [&](int64_t b, int64_t e) { cpu::rmsnorm(x + b * H, e - b, H, H, w.input_norm.data(), eps, h + b * H, H); });
+  rows(pool, T,
+       [&](int64_t b, int64_t e) { cpu::rmsnorm(x + b * H, e - b, H, H, w.input_norm.data(), eps, h + b * H, H); });
   cpu::bf16_tiles_input(pool, h, T, H, H, xb);
   cpu::linear_bf16_tiles_in(pool, xb, T, H, tile_weights(w.qkv, false), w.qkv.rows,
                             w.qkv_bias.empty() ? nullptr : w.qkv_bias.data(), TileOut::Store, qkv_.data<float>(),
@@ -149,16 +151,17 @@ void LlamaModel::layer_tiles(int l, const Batch& batch, const cpu::KVLayer& cach
   cpu::bf16_tiles_input(pool, attn_.data<float>(), T, Q, Q, xb);
   cpu::linear_bf16_tiles_in(pool, xb, T, Q, tile_weights(w.o, false), H, nullptr, TileOut::Add, x, H, em);
   // MLP block
-  rows(pool, T, [&](int64_t b, int64_t e) { cpu::rmsnorm(x + b * H, e - b, H, H, w.post_attn_norm.data(), eps, h + b * H, H); });
+  rows(pool, T,
+       [&](int64_t b, int64_t e) { cpu::rmsnorm(x + b * H, e - b, H, H, w.post_attn_norm.data(), eps, h + b * H, H); });
   cpu::bf16_tiles_input(pool, h, T, H, H, xb);
   if (gate_up_paired_) {
-    cpu::linear_bf16_tiles_in(pool, xb, T, H, tile_weights(w.gate_up, true), 2 * I, nullptr, TileOut::SiluMul,
-                              actb, I, em);
+    cpu::linear_bf16_tiles_in(pool, xb, T, H, tile_weights(w.gate_up, true), 2 * I, nullptr, TileOut::SiluMul, actb, I,
+                              em);
   } else {
     float* gu = gu_.data<float>();
     float* act = act_.data<float>();
-    cpu::linear_bf16_tiles_in(pool, xb, T, H, tile_weights(w.gate_up, false), 2 * I, nullptr, TileOut::Store, gu,
-                              2 * I, em);
+    cpu::linear_bf16_tiles_in(pool, xb, T, H, tile_weights(w.gate_up, false), 2 * I, nullptr, TileOut::Store, gu, 2 * I,
+                              em);
     rows(pool, T, [&](int64_t b, int64_t e) { cpu::silu_mul(gu + b * 2 * I, e - b, I, 2 * I, act + b * I, I); });
     cpu::bf16_tiles_input(pool, act, T, I, I, actb);
   }

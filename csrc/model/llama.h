@@ -42,22 +42,22 @@ class LlamaModel {
   ModelSpec spec_;
   Weights weights_;
   // Workspaces grow to the largest batch seen and are reused; nothing is allocated per step otherwise.
-  Buffer x_;       // [T, H] residual stream
-  Buffer h_;       // [T, H] normed input / sublayer output
-  Buffer qkv_;     // [T, qkv_dim]
-  Buffer attn_;    // [T, nh hd]
-  Buffer gu_;      // [T, 2 I]
-  Buffer act_;     // [T, I]
-  Buffer sel_;     // [R, H] final hidden rows that need logits
-  Buffer logits_;  // [R, V]
+  Buffer x_;                             // [T, H] residual stream
+  Buffer h_;                             // [T, H] normed input / sublayer output
+  Buffer qkv_;                           // [T, qkv_dim]
+  Buffer attn_;                          // [T, nh hd]
+  Buffer gu_;                            // [T, 2 I]
+  Buffer act_;                           // [T, I]
+  Buffer sel_;                           // [R, H] final hidden rows that need logits
+  Buffer logits_;                        // [R, V]
   std::vector<cpu::AttnSeq> attn_seqs_;  // [num_seqs]
   // The tile path (enable_bf16_prefill):
   bool bf16_prefill_ = false;
   cpu::TileUnit tile_unit_ = cpu::TileUnit::Model;
   bool gate_up_paired_ = false;  // gate_up read with pair_halves: its product ends in silu_mul
-  Buffer tiles_x_;     // [bf16_tiles_x_size(T, max(H, q_dim))] uint16: a product's input as bf16
-  Buffer tiles_act_;   // [bf16_tiles_x_size(T, I)] uint16: silu(gate) * up as bf16, down's input
-  Buffer attn_tiles_;  // paged_attention_tiles' packed K/V (it sizes it)
+  Buffer tiles_x_;               // [bf16_tiles_x_size(T, max(H, q_dim))] uint16: a product's input as bf16
+  Buffer tiles_act_;             // [bf16_tiles_x_size(T, I)] uint16: silu(gate) * up as bf16, down's input
+  Buffer attn_tiles_;            // paged_attention_tiles' packed K/V (it sizes it)
 };
 
 }  // namespace lmrt

@@ -17,9 +17,7 @@ cpu::TileWeights tile_weights(const Matrix& w, bool pair_halves) {
     case WeightFormat::W4:
       t.w4 = cpu::W4Matrix{w.data.data<uint8_t>(), w.scales.data<float>(), w.mins.data<float>(), w.group_size};
       return t;
-    case WeightFormat::I8:
-      t.i8 = cpu::I8Matrix{w.data.data<int8_t>(), w.scales.data<float>()};
-      return t;
+    case WeightFormat::I8: t.i8 = cpu::I8Matrix{w.data.data<int8_t>(), w.scales.data<float>()}; return t;
   }
   throw std::logic_error("tile_weights: unknown weight format");
 }

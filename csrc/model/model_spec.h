@@ -20,7 +20,7 @@ struct ModelSpec {
   int num_kv_heads = 0;
   int head_dim = 0;
   float rms_norm_eps = 1e-6f;
-  std::vector<float> inv_freq;  // [head_dim / 2] rotary frequencies, scaling variants applied
+  std::vector<float> inv_freq;     // [head_dim / 2] rotary frequencies, scaling variants applied
   float attention_scaling = 1.0f;  // multiplies cos and sin (1 except for YaRN-like variants)
   bool tie_word_embeddings = false;
   bool qkv_bias = false;

@@ -42,8 +42,8 @@ class Source {
     const RawTensor* r = find(name);
     if (!r) throw std::invalid_argument("weights: missing tensor '" + name + "'");
     if (r->shape != shape)
-      throw std::invalid_argument("weights: tensor '" + name + "' has shape " + shape_str(r->shape) +
-                                  ", expected " + shape_str(shape));
+      throw std::invalid_argument("weights: tensor '" + name + "' has shape " + shape_str(r->shape) + ", expected " +
+                                  shape_str(shape));
     return *r;
   }
 

@@ -32,11 +32,11 @@ struct LayerWeights {
 };
 
 struct Weights {
-  Matrix embed;                       // [V, H]
-  std::vector<LayerWeights> layers;   // [num_layers]
-  std::vector<float> norm;            // [H]
-  Matrix lm_head;                     // [V, H]; empty when tied to embed (a tied model may still
-                                      // carry a quantized copy of embed here)
+  Matrix embed;                      // [V, H]
+  std::vector<LayerWeights> layers;  // [num_layers]
+  std::vector<float> norm;           // [H]
+  Matrix lm_head;                    // [V, H]; empty when tied to embed (a tied model may still
+                                     // carry a quantized copy of embed here)
 
   const Matrix& output_matrix() const { return lm_head.empty() ? embed : lm_head; }
   size_t bytes() const;

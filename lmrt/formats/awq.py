@@ -118,7 +118,9 @@ def unpack_core_codes(codes: np.ndarray) -> np.ndarray:
     """The core's packed uint8 [N, K/2] -> codes uint8 [N, K]."""
     codes = np.asarray(codes)
     if codes.dtype != np.uint8 or codes.ndim != 2 or codes.shape[1] % (_RUN // 2):
-        raise AwqFormatError(f"packed codes must be uint8 [N, K/2] with K a multiple of {_RUN}, got {codes.dtype} {codes.shape}")
+        raise AwqFormatError(
+            f"packed codes must be uint8 [N, K/2] with K a multiple of {_RUN}, got {codes.dtype} {codes.shape}"
+        )
     N, half = codes.shape
     runs = codes.reshape(N, half // (_RUN // 2), 1, _RUN // 2)
     return np.concatenate([runs & 0x0F, runs >> 4], axis=2).reshape(N, half * 2)
@@ -131,7 +133,13 @@ def core_to_dense(codes: np.ndarray, scales: np.ndarray, mins: np.ndarray) -> np
     scales, mins = np.asarray(scales), np.asarray(mins)
     if scales.dtype != np.float32 or mins.dtype != np.float32:
         raise AwqFormatError(f"scales and mins must be float32, got {scales.dtype} and {mins.dtype}")
-    if scales.shape != mins.shape or scales.ndim != 2 or scales.shape[0] != N or scales.shape[1] == 0 or K % scales.shape[1]:
+    if (
+        scales.shape != mins.shape
+        or scales.ndim != 2
+        or scales.shape[0] != N
+        or scales.shape[1] == 0
+        or K % scales.shape[1]
+    ):
         raise AwqFormatError(f"scales {scales.shape} and mins {mins.shape} must both be [N={N}, K/g] for K={K}")
     g = K // scales.shape[1]
     return q.astype(np.float32) * np.repeat(scales, g, axis=1) + np.repeat(mins, g, axis=1)
@@ -212,8 +220,12 @@ def _check_awq(qweight, qzeros, scales) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 def _check_group_size(K: int, num_groups: int, group_size: int) -> None:
     if group_size not in CORE_GROUP_SIZES:
-        raise AwqFormatError(f"group size {group_size} is not supported; supported: {', '.join(map(str, CORE_GROUP_SIZES))}")
+        raise AwqFormatError(
+            f"group size {group_size} is not supported; supported: {', '.join(map(str, CORE_GROUP_SIZES))}"
+        )
     if K % group_size:
         raise AwqFormatError(f"group size {group_size} does not divide K={K} inputs")
     if num_groups * group_size != K:
-        raise AwqFormatError(f"{num_groups} groups of {group_size} do not cover K={K} inputs (expected {K // group_size})")
+        raise AwqFormatError(
+            f"{num_groups} groups of {group_size} do not cover K={K} inputs (expected {K // group_size})"
+        )

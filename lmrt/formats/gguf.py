@@ -106,8 +106,10 @@ def read_gguf(path: str | Path, reader=None, progress=None) -> tuple[dict, dict[
         part = import_tensor(tensor.data, tensor.tensor_type.name, shape)
         if name.endswith(("q_proj.weight", "k_proj.weight")):
             heads = spec.num_heads if name.endswith("q_proj.weight") else spec.num_kv_heads
-            part = tuple(unpermute_rope_rows(a, heads) for a in part) if isinstance(part, tuple) else (
-                unpermute_rope_rows(part, heads)
+            part = (
+                tuple(unpermute_rope_rows(a, heads) for a in part)
+                if isinstance(part, tuple)
+                else (unpermute_rope_rows(part, heads))
             )
         parts[name] = part
     return config, parts
@@ -147,7 +149,11 @@ def hf_config(reader) -> dict:
         "torch_dtype": "float16",
     }
     config["rope_parameters"] = {"rope_type": "default", "rope_theta": config["rope_theta"]}
-    for gguf_key, key in (("bos_token_id", "bos_token_id"), ("eos_token_id", "eos_token_id"), ("padding_token_id", "pad_token_id")):
+    for gguf_key, key in (
+        ("bos_token_id", "bos_token_id"),
+        ("eos_token_id", "eos_token_id"),
+        ("padding_token_id", "pad_token_id"),
+    ):
         value = field(f"tokenizer.ggml.{gguf_key}")
         if value is not None:
             config[key] = int(value)
@@ -158,8 +164,11 @@ def generation_config(reader, config: dict) -> dict:
     """generation_config.json for a GGUF: its special token ids, and the sampling settings its
     ``general.sampling.*`` metadata recommends, if any."""
     out = {k: config[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if k in config}
-    sampling = {key: reader.fields[f"general.sampling.{g}"].contents() for g, key in _GGUF_SAMPLING.items()
-                if f"general.sampling.{g}" in reader.fields}
+    sampling = {
+        key: reader.fields[f"general.sampling.{g}"].contents()
+        for g, key in _GGUF_SAMPLING.items()
+        if f"general.sampling.{g}" in reader.fields
+    }
     if sampling:
         out.update(do_sample=True, **{k: float(v) if k != "top_k" else int(v) for k, v in sampling.items()})
     return out
@@ -229,7 +238,9 @@ def import_tensor(data: np.ndarray, type_name: str, shape: tuple[int, ...]):
             raise GgufFormatError(f"GGUF tensor type {type_name} is not known to the gguf package") from e
         out = dequantize(data, qtype).astype(np.float32, copy=False)
     if out.size != int(np.prod(shape)):
-        raise GgufFormatError(f"{type_name} tensor has {out.size} values, its shape {list(shape)} needs {int(np.prod(shape))}")
+        raise GgufFormatError(
+            f"{type_name} tensor has {out.size} values, its shape {list(shape)} needs {int(np.prod(shape))}"
+        )
     return np.ascontiguousarray(out.reshape(shape))
 
 
@@ -277,8 +288,9 @@ def convert_tokenizer(gguf_path: Path, out: Path, model_max_length: int) -> None
     try:
         from transformers import AutoTokenizer
     except ImportError:
-        raise ImportError(f"converting the tokenizer of {gguf_path.name} (once) needs transformers: "
-                          "pip install 'lmrt[convert]'") from None
+        raise ImportError(
+            f"converting the tokenizer of {gguf_path.name} (once) needs transformers: pip install 'lmrt[convert]'"
+        ) from None
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     tokenizer.model_max_length = model_max_length
     tokenizer.save_pretrained(out)

@@ -1,4 +1,5 @@
 """int8 weights with one scale per output row (the core's I8Matrix): w[n, k] ~ q[n, k] * scale[n]."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -19,7 +19,11 @@ W4_FIELDS = ("codes", "scales", "mins")
 def lmrt_part(source: dict[str, TensorRef], module: str, shape: tuple[int, int], group_size: int) -> W4Part:
     """One linear in lmrt's own 4-bit form (the core's W4Matrix, module docstring) of core shape [N, K]."""
     N, K = shape
-    expected = {"codes": ((N, K // 2), "U8"), "scales": ((N, K // group_size), "F32"), "mins": ((N, K // group_size), "F32")}
+    expected = {
+        "codes": ((N, K // 2), "U8"),
+        "scales": ((N, K // group_size), "F32"),
+        "mins": ((N, K // group_size), "F32"),
+    }
     part = []
     for x, (want, dtype) in expected.items():
         ref = source[f"{module}.{x}"]

@@ -45,7 +45,9 @@ def read_safetensors(file: Path) -> dict[str, TensorRef]:
     file = Path(file)
     size = file.stat().st_size
     if size < 8:
-        raise CheckpointError(f"{file}: truncated ({size} bytes; a safetensors file starts with an 8-byte header length)")
+        raise CheckpointError(
+            f"{file}: truncated ({size} bytes; a safetensors file starts with an 8-byte header length)"
+        )
     with open(file, "rb") as f:
         (header_len,) = struct.unpack("<Q", f.read(8))
         if header_len > size - 8:

@@ -1,4 +1,5 @@
-// silu_mul's row (and the tile path's fused gate/up block) with AVX-512: exp_ps (simd_avx512.h, within 2 ulp) instead of libm's expf.
+// silu_mul's row (and the tile path's fused gate/up block) with AVX-512: exp_ps (simd_avx512.h, within 2 ulp) instead
+// of libm's expf.
 #include "kernels/cpu/isa_kernels.h"
 #include "kernels/cpu/simd_avx512.h"
 

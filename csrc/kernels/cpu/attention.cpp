@@ -78,8 +78,8 @@ AttnFn attention_for(Isa isa) {
 
 }  // namespace
 
-void paged_attention(ThreadPool& pool, const KVLayer& kv, const AttnSeq* seqs, int64_t num_seqs,
-                     int n_heads, float scale) {
+void paged_attention(ThreadPool& pool, const KVLayer& kv, const AttnSeq* seqs, int64_t num_seqs, int n_heads,
+                     float scale) {
   const AttnFn fn = attention_for(active_isa());
   const int group = n_heads / kv.n_kv_heads;
   // Work item i is (sequence, token, head), sequences laid end to end.

@@ -20,9 +20,9 @@ namespace lmrt::cpu {
 
 namespace {
 
-constexpr int64_t kRows = 32;          // query rows per work item: the 2 A tiles of a block
-constexpr int64_t kChunk = kKeyChunk;  // keys per softmax chunk: 2 blocks of S
-constexpr int64_t kMaxHeadDim = 256;   // bounds the per-thread scratch on the stack
+constexpr int64_t kRows = 32;             // query rows per work item: the 2 A tiles of a block
+constexpr int64_t kChunk = kKeyChunk;     // keys per softmax chunk: 2 blocks of S
+constexpr int64_t kMaxHeadDim = 256;      // bounds the per-thread scratch on the stack
 constexpr int64_t kBlockElems = 16 * 32;  // bf16 elements of one packed tile (16 rows x 32)
 
 int64_t round_up(int64_t a, int64_t q) { return (a + q - 1) / q * q; }
@@ -47,7 +47,8 @@ void pack_chunk(const KVLayer& kv, const TileSeq& t, int h, int64_t c, int64_t h
     std::fill(krow, krow + hdp, uint16_t{0});
     std::fill(vrow, vrow + hdp, uint16_t{0});
     if (key < t.num_keys) {
-      const int64_t at = ((static_cast<int64_t>(t.seq->block_table[key / bs]) * kv.n_kv_heads + h) * bs + key % bs) * hd;
+      const int64_t at =
+          ((static_cast<int64_t>(t.seq->block_table[key / bs]) * kv.n_kv_heads + h) * bs + key % bs) * hd;
       if (kv.dtype == DType::BF16) {
         std::copy_n(static_cast<const uint16_t*>(kv.k) + at, hd, krow);
         std::copy_n(static_cast<const uint16_t*>(kv.v) + at, hd, vrow);
@@ -58,8 +59,7 @@ void pack_chunk(const KVLayer& kv, const TileSeq& t, int h, int64_t c, int64_t h
     }
     // K: key = 16-row block nb, row n; dims (2p, 2p + 1) of step s form pair p.
     const int64_t nb = key / 16, n = key % 16;
-    for (int64_t d = 0; d < hdp; ++d)
-      kp[((nb * steps + d / 32) * 16 + (d % 32) / 2) * 32 + 2 * n + d % 2] = krow[d];
+    for (int64_t d = 0; d < hdp; ++d) kp[((nb * steps + d / 32) * 16 + (d % 32) / 2) * 32 + 2 * n + d % 2] = krow[d];
     // V^T: output dim d = 16-column block d / 16, column d % 16; keys (2p, 2p + 1) of step s form pair p.
     const int64_t s = key / 32, p = (key % 32) / 2, j = key % 2;
     for (int64_t d = 0; d < hdp; ++d) vp[(((d / 16) * ksteps + s) * 16 + p) * 32 + 2 * (d % 16) + j] = vrow[d];
@@ -101,8 +101,8 @@ void attend_rows(const KVLayer& kv, const TileSeq& t, int head, int group, int64
     softmax(s, n_valid, kRows, scale, m, l, p, corr);
     const int64_t s0 = c * kChunk / 32;  // first 32-key step of the chunk
     for (int64_t cb = 0; cb < hdp / 16; cb += 2)
-      block(p, kChunk, vp + (cb * ksteps + s0) * kBlockElems, vp + ((cb + 1) * ksteps + s0) * kBlockElems, 2,
-            nullptr, 0, pv + cb * 16, hdp);
+      block(p, kChunk, vp + (cb * ksteps + s0) * kBlockElems, vp + ((cb + 1) * ksteps + s0) * kBlockElems, 2, nullptr,
+            0, pv + cb * 16, hdp);
     update(o, pv, corr, kRows, hdp);
   }
   for (int64_t r = 0; r < rows; ++r) {
@@ -209,8 +209,8 @@ void paged_attention_tiles(ThreadPool& pool, const KVLayer& kv, const AttnSeq* s
       while (si + 1 < tiled.size() && tiled[si + 1].first_item <= i) ++si;
       const TileSeq& t = tiled[si];
       const int64_t local = i - t.first_item, blocks = (t.seq->M + kRows - 1) / kRows;
-      attend_rows(kv, t, static_cast<int>(local / blocks), group, (local % blocks) * kRows, scale, hdp, block,
-                  to_bf16, softmax, update);
+      attend_rows(kv, t, static_cast<int>(local / blocks), group, (local % blocks) * kRows, scale, hdp, block, to_bf16,
+                  softmax, update);
     }
     unit.end();
   });

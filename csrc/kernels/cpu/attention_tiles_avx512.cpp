@@ -19,7 +19,8 @@ void softmax_chunk(const float* s, const int32_t* n_valid, int64_t R, float scal
       valid[v] = left >= kLanes ? static_cast<Tail>(0xffff) : left <= 0 ? static_cast<Tail>(0) : tail_mask(left);
     }
     if (nv <= 0) {
-      for (int v = 0; v < kVecs; ++v) _mm256_storeu_si256(reinterpret_cast<__m256i*>(pr + v * kLanes), _mm256_setzero_si256());
+      for (int v = 0; v < kVecs; ++v)
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(pr + v * kLanes), _mm256_setzero_si256());
       corr[r] = 1.0f;
       continue;
     }

@@ -5,8 +5,7 @@
 
 namespace lmrt::cpu {
 
-void embedding(const void* table, DType dt, int64_t H, const int32_t* ids, int64_t M, float* out,
-               int64_t ldo) {
+void embedding(const void* table, DType dt, int64_t H, const int32_t* ids, int64_t M, float* out, int64_t ldo) {
   for (int64_t m = 0; m < M; ++m) {
     const int64_t row = static_cast<int64_t>(ids[m]) * H;
     float* o = out + m * ldo;  // [H]

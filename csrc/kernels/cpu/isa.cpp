@@ -32,12 +32,11 @@ CpuFeatures detect() {
   CpuFeatures f;
   unsigned a, b, c, d;
   if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
-  const bool osxsave = c & (1u << 27), avx = c & (1u << 28), fma = c & (1u << 12),
-             f16c = c & (1u << 29);
+  const bool osxsave = c & (1u << 27), avx = c & (1u << 28), fma = c & (1u << 12), f16c = c & (1u << 29);
   if (!osxsave || !avx) return f;
   const uint64_t xcr0 = xgetbv0();
-  const bool os_ymm = (xcr0 & 0x6) == 0x6;              // SSE + AVX state
-  const bool os_zmm = (xcr0 & 0xe6) == 0xe6;            // + opmask, ZMM_Hi256, Hi16_ZMM
+  const bool os_ymm = (xcr0 & 0x6) == 0x6;    // SSE + AVX state
+  const bool os_zmm = (xcr0 & 0xe6) == 0xe6;  // + opmask, ZMM_Hi256, Hi16_ZMM
   if (__get_cpuid_max(0, nullptr) < 7) return f;
   __cpuid_count(7, 0, a, b, c, d);
   const bool avx2 = b & (1u << 5);
@@ -75,16 +74,12 @@ Isa initial_isa() {
 
 bool isa_supported(Isa isa) {
   switch (isa) {
-    case Isa::Scalar:
-      return true;
+    case Isa::Scalar: return true;
 #ifdef LMRT_X86
-    case Isa::Avx2:
-      return features().avx2;
-    case Isa::Avx512:
-      return features().avx512;
+    case Isa::Avx2: return features().avx2;
+    case Isa::Avx512: return features().avx512;
 #endif
-    default:
-      return false;
+    default: return false;
   }
 }
 
@@ -99,26 +94,21 @@ Isa active_isa() {
   if (v >= 0) return static_cast<Isa>(v);
   int expected = -1;
   // A concurrent set_isa wins over the start-up default.
-  g_active.compare_exchange_strong(expected, static_cast<int>(initial_isa()),
-                                   std::memory_order_acq_rel);
+  g_active.compare_exchange_strong(expected, static_cast<int>(initial_isa()), std::memory_order_acq_rel);
   return static_cast<Isa>(g_active.load(std::memory_order_acquire));
 }
 
 void set_isa(Isa isa) {
   if (!isa_supported(isa))
-    throw std::invalid_argument(std::string("ISA ") + isa_name(isa) +
-                                " is not supported by this CPU/OS or build");
+    throw std::invalid_argument(std::string("ISA ") + isa_name(isa) + " is not supported by this CPU/OS or build");
   g_active.store(static_cast<int>(isa), std::memory_order_release);
 }
 
 const char* isa_name(Isa isa) {
   switch (isa) {
-    case Isa::Scalar:
-      return "scalar";
-    case Isa::Avx2:
-      return "avx2";
-    case Isa::Avx512:
-      return "avx512";
+    case Isa::Scalar: return "scalar";
+    case Isa::Avx2: return "avx2";
+    case Isa::Avx512: return "avx512";
   }
   return "unknown";
 }
@@ -129,8 +119,7 @@ Isa parse_isa(const char* name) {
     if (!std::strcmp(name, "avx2")) return Isa::Avx2;
     if (!std::strcmp(name, "avx512")) return Isa::Avx512;
   }
-  throw std::invalid_argument(std::string("unknown ISA '") + (name ? name : "(null)") +
-                              "' (want scalar|avx2|avx512)");
+  throw std::invalid_argument(std::string("unknown ISA '") + (name ? name : "(null)") + "' (want scalar|avx2|avx512)");
 }
 
 }  // namespace lmrt::cpu

@@ -27,9 +27,8 @@ enum : int { kF32 = 0, kBF16 = 1 };
 // note: each y element is reduced in vector lanes over K in ascending chunks
 // followed by one fixed horizontal sum, whatever tile shape computes it, so the
 // result of an element does not depend on m0/m1/n0/n1 (batch invariance).
-using LinearTileSig = void(const float* x, int64_t ldx, int64_t K, const void* w, int wdt,
-                           const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1,
-                           int64_t n0, int64_t n1);
+using LinearTileSig = void(const float* x, int64_t ldx, int64_t K, const void* w, int wdt, const float* bias, float* y,
+                           int64_t ldy, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
 using LinearTileFn = LinearTileSig*;
 
 // One (query token, query head) of paged attention.
@@ -57,22 +56,22 @@ using AttnFn = AttnSig*;
 // Writes w[n, k] for n in [n0, n1) as fp32 into out[(n - n0) * K + k]:
 //   4-bit: w = fma(float(code), scale, min) (one rounding), codes/scales/mins laid out as
 //   W4Matrix in ops.h; K a multiple of group_size (32, 64 or 128).
-using W4DequantSig = void(const uint8_t* codes, const float* scales, const float* mins, int group_size,
-                          int64_t K, int64_t n0, int64_t n1, float* out);
+using W4DequantSig = void(const uint8_t* codes, const float* scales, const float* mins, int group_size, int64_t K,
+                          int64_t n0, int64_t n1, float* out);
 using W4DequantFn = W4DequantSig*;
 // The same outputs as w4 dequant + LinearTileFn over the dequantised rows, bit for bit,
 // but dequantising in registers (decode: few rows of x, W streamed once).
 using W4TileSig = void(const float* x, int64_t ldx, int64_t K, const uint8_t* codes, const float* scales,
-                       const float* mins, int group_size, const float* bias, float* y, int64_t ldy,
-                       int64_t m0, int64_t m1, int64_t n0, int64_t n1);
+                       const float* mins, int group_size, const float* bias, float* y, int64_t ldy, int64_t m0,
+                       int64_t m1, int64_t n0, int64_t n1);
 using W4TileFn = W4TileSig*;
 //   int8: out = float(q) (exact); the per-row scale is applied by the caller afterwards.
 using I8DequantSig = void(const int8_t* q, int64_t K, int64_t n0, int64_t n1, float* out);
 using I8DequantFn = I8DequantSig*;
 // Raw dots y[m, n] = sum_k x[m, k] * float(q[n, k]), bit-identical to i8 dequant +
 // LinearTileFn with bias = nullptr.
-using I8TileSig = void(const float* x, int64_t ldx, int64_t K, const int8_t* q, float* y, int64_t ldy,
-                       int64_t m0, int64_t m1, int64_t n0, int64_t n1);
+using I8TileSig = void(const float* x, int64_t ldx, int64_t K, const int8_t* q, float* y, int64_t ldy, int64_t m0,
+                       int64_t m1, int64_t n0, int64_t n1);
 using I8TileFn = I8TileSig*;
 
 // out[i] = silu(g[i]) * u[i] = g[i] / (1 + exp(-g[i])) * u[i] for i < n (elementwise, so any
@@ -107,8 +106,8 @@ using TilePack16Fn = TilePack16Sig*;
 // The same for rows [r0, r0 + num_rows) of a 4-bit matrix (layout as W4Matrix in ops.h), each weight
 // formed as w4_dequant forms it (one fma in fp32) and then rounded: bit for bit w4_dequant, then
 // tile_pack16.
-using TilePack16W4Sig = void(const uint8_t* codes, const float* scales, const float* mins, int group_size,
-                             int64_t K, int64_t r0, int64_t num_rows, uint16_t* out);
+using TilePack16W4Sig = void(const uint8_t* codes, const float* scales, const float* mins, int group_size, int64_t K,
+                             int64_t r0, int64_t num_rows, uint16_t* out);
 using TilePack16W4Fn = TilePack16W4Sig*;
 // out[i] = bf16(x[i]) for i < n, rounded to nearest even (a NaN stays a NaN).
 using ToBf16Sig = void(const float* x, int64_t n, uint16_t* out);

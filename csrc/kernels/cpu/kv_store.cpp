@@ -5,8 +5,8 @@
 
 namespace lmrt::cpu {
 
-void kv_store(const KVLayer& kv, const float* k, int64_t ldk, const float* v, int64_t ldv,
-              int64_t M, const int64_t* slot) {
+void kv_store(const KVLayer& kv, const float* k, int64_t ldk, const float* v, int64_t ldv, int64_t M,
+              const int64_t* slot) {
   const int64_t hd = kv.head_dim, bs = kv.block_size;
   for (int64_t m = 0; m < M; ++m) {
     const int64_t block = slot[m] / bs, off = slot[m] % bs;

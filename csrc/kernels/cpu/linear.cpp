@@ -27,17 +27,16 @@ float dot(const float* x, const WT* w, int64_t K) {  // x [K], w [K]
 }
 
 template <typename WT>
-void tile(const float* x, int64_t ldx, int64_t K, const WT* w, const float* bias, float* y,
-          int64_t ldy, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+void tile(const float* x, int64_t ldx, int64_t K, const WT* w, const float* bias, float* y, int64_t ldy, int64_t m0,
+          int64_t m1, int64_t n0, int64_t n1) {
   for (int64_t m = m0; m < m1; ++m)
-    for (int64_t n = n0; n < n1; ++n)
-      y[m * ldy + n] = dot(x + m * ldx, w + n * K, K) + (bias ? bias[n] : 0.0f);
+    for (int64_t n = n0; n < n1; ++n) y[m * ldy + n] = dot(x + m * ldx, w + n * K, K) + (bias ? bias[n] : 0.0f);
 }
 
 }  // namespace
 
-void linear_tile(const float* x, int64_t ldx, int64_t K, const void* w, int wdt, const float* bias,
-                 float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+void linear_tile(const float* x, int64_t ldx, int64_t K, const void* w, int wdt, const float* bias, float* y,
+                 int64_t ldy, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   if (wdt == kBF16)
     tile(x, ldx, K, static_cast<const uint16_t*>(w), bias, y, ldy, m0, m1, n0, n1);
   else
@@ -67,8 +66,8 @@ int64_t round_up(int64_t a, int64_t q) { return (a + q - 1) / q * q; }
 
 }  // namespace
 
-void linear(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const void* w,
-            DType wdt, int64_t N, const float* bias, float* y, int64_t ldy) {
+void linear(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const void* w, DType wdt, int64_t N,
+            const float* bias, float* y, int64_t ldy) {
   if (M <= 0 || N <= 0) return;
   const LinearTileFn tile = linear_tile_for(active_isa());
   const int64_t esize = wdt == DType::BF16 ? 2 : 4;

@@ -33,7 +33,8 @@ int64_t round_up(int64_t a, int64_t q) { return (a + q - 1) / q * q; }
 // pair p and column n, C[m][n] += A[m][2p] * B[p][2n], then C[m][n] += A[m][2p+1] * B[p][2n+1]
 // (products of bf16 are exact in fp32; each sum rounds to nearest even). The hardware flushes
 // denormals, which this model does not: the tests' tolerance covers that.
-void emulated_dp(float* c, int64_t ldc, const uint16_t* a, int64_t lda, const uint16_t* b) {  // c [16, 16], a [16, lda], b [16, 32]
+void emulated_dp(float* c, int64_t ldc, const uint16_t* a, int64_t lda,
+                 const uint16_t* b) {  // c [16, 16], a [16, lda], b [16, 32]
   for (int64_t m = 0; m < kTile; ++m)
     for (int64_t p = 0; p < kTile; ++p) {
       const float a0 = bf16_bits_to_f32(a[m * lda + 2 * p]), a1 = bf16_bits_to_f32(a[m * lda + 2 * p + 1]);
@@ -94,23 +95,17 @@ bool avx512bf16_available() {
 
 const char* tile_unit_name(TileUnit t) {
   switch (t) {
-    case TileUnit::Amx:
-      return "amx";
-    case TileUnit::Avx512Bf16:
-      return "avx512bf16";
-    default:
-      return "model";
+    case TileUnit::Amx: return "amx";
+    case TileUnit::Avx512Bf16: return "avx512bf16";
+    default: return "model";
   }
 }
 
 bool tile_unit_available(TileUnit t) {
   switch (t) {
-    case TileUnit::Amx:
-      return amx_available();
-    case TileUnit::Avx512Bf16:
-      return avx512bf16_available();
-    default:
-      return true;
+    case TileUnit::Amx: return amx_available();
+    case TileUnit::Avx512Bf16: return avx512bf16_available();
+    default: return true;
   }
 }
 
@@ -214,8 +209,8 @@ void pack_strip(const TileWeights& w, int64_t N, int64_t K, int64_t j, W4Dequant
 
 }  // namespace
 
-void linear_bf16_tiles_in(ThreadPool& pool, const uint16_t* xb, int64_t M, int64_t K, const TileWeights& w,
-                          int64_t N, const float* bias, TileOut mode, void* out, int64_t ldo, TileUnit tile_unit) {
+void linear_bf16_tiles_in(ThreadPool& pool, const uint16_t* xb, int64_t M, int64_t K, const TileWeights& w, int64_t N,
+                          const float* bias, TileOut mode, void* out, int64_t ldo, TileUnit tile_unit) {
   if (M <= 0 || N <= 0) return;
   if ((mode == TileOut::SiluMul || w.pair_halves) && N % (2 * kBlock))
     throw std::invalid_argument("linear_bf16_tiles: SiluMul / pair_halves need N a multiple of 64, got " +

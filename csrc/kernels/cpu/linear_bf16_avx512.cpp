@@ -19,8 +19,8 @@ void tile_pack16(const float* w, int64_t ldw, int64_t num_rows, int64_t K, uint1
   pack16_rows(w, ldw, num_rows, K, out, pairs);
 }
 
-void tile_pack16_w4(const uint8_t* codes, const float* scales, const float* mins, int group_size, int64_t K,
-                    int64_t r0, int64_t num_rows, uint16_t* out) {
+void tile_pack16_w4(const uint8_t* codes, const float* scales, const float* mins, int group_size, int64_t K, int64_t r0,
+                    int64_t num_rows, uint16_t* out) {
   pack16_w4_rows(codes, scales, mins, group_size, K, r0, num_rows, out, pairs);
 }
 

@@ -23,8 +23,7 @@ inline void rows_block(const uint16_t* a, int64_t lda, const uint16_t* b0, const
                        const float* init, int64_t ldi, float* c, int64_t ldc) {
   __m512 acc[kRows][2];
   for (int r = 0; r < kRows; ++r)
-    for (int h = 0; h < 2; ++h)
-      acc[r][h] = init ? _mm512_loadu_ps(init + r * ldi + 16 * h) : _mm512_setzero_ps();
+    for (int h = 0; h < 2; ++h) acc[r][h] = init ? _mm512_loadu_ps(init + r * ldi + 16 * h) : _mm512_setzero_ps();
   for (int64_t s = 0; s < steps; ++s) {
     const uint16_t* as = a + s * 32;
     const uint16_t* w0 = b0 + s * 16 * 32;
@@ -57,8 +56,8 @@ void tile_pack16(const float* w, int64_t ldw, int64_t num_rows, int64_t K, uint1
   avx512::pack16_rows(w, ldw, num_rows, K, out, pairs);
 }
 
-void tile_pack16_w4(const uint8_t* codes, const float* scales, const float* mins, int group_size, int64_t K,
-                    int64_t r0, int64_t num_rows, uint16_t* out) {
+void tile_pack16_w4(const uint8_t* codes, const float* scales, const float* mins, int group_size, int64_t K, int64_t r0,
+                    int64_t num_rows, uint16_t* out) {
   avx512::pack16_w4_rows(codes, scales, mins, group_size, K, r0, num_rows, out, pairs);
 }
 

@@ -54,8 +54,8 @@ inline void row_block(const float* x, int64_t ldx, int64_t K, const int8_t* q, f
 // i8_tile (isa_kernels.h). C4, C3, C2, C1: W rows per block of 4, 3, 2, 1 rows of x,
 // sized to the ISA's register file.
 template <int C4, int C3, int C2, int C1>
-void tile(const float* x, int64_t ldx, int64_t K, const int8_t* q, float* y, int64_t ldy, int64_t m0,
-          int64_t m1, int64_t n0, int64_t n1) {
+void tile(const float* x, int64_t ldx, int64_t K, const int8_t* q, float* y, int64_t ldy, int64_t m0, int64_t m1,
+          int64_t n0, int64_t n1) {
   int64_t m = m0;
   for (; m + 4 <= m1; m += 4) row_block<4, C4>(x, ldx, K, q, y, ldy, m, n0, n1);
   if (m1 - m == 3) row_block<3, C3>(x, ldx, K, q, y, ldy, m, n0, n1);

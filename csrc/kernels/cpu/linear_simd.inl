@@ -15,8 +15,8 @@ constexpr int kPrefetchTiles = 4;
 // element sees exactly the same FMA sequence (K chunks ascending, then the tail,
 // then hsum) whatever R and C are, which is what makes linear batch invariant.
 template <int R, int C, typename WT>
-inline void kernel(const float* x, int64_t ldx, const WT* w, int64_t K, const float* bias,
-                   float* y, int64_t ldy) {  // x [R, K], w [C, K], bias [C] or null, y [R, C]
+inline void kernel(const float* x, int64_t ldx, const WT* w, int64_t K, const float* bias, float* y,
+                   int64_t ldy) {  // x [R, K], w [C, K], bias [C] or null, y [R, C]
   Vec acc[R][C];
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < C; ++c) acc[r][c] = zero();
@@ -53,29 +53,27 @@ inline void kernel(const float* x, int64_t ldx, const WT* w, int64_t K, const fl
 // C4: W rows per block of 4 rows of x, sized to the ISA's register file; single rows
 // of x (decode) go 4 W rows at a time.
 template <int C4, typename WT>
-void tile(const float* x, int64_t ldx, int64_t K, const WT* w, const float* bias, float* y,
-          int64_t ldy, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+void tile(const float* x, int64_t ldx, int64_t K, const WT* w, const float* bias, float* y, int64_t ldy, int64_t m0,
+          int64_t m1, int64_t n0, int64_t n1) {
   int64_t m = m0;
   for (; m + 4 <= m1; m += 4) {
     int64_t n = n0;
     for (; n + C4 <= n1; n += C4)
       kernel<4, C4>(x + m * ldx, ldx, w + n * K, K, bias ? bias + n : nullptr, y + m * ldy + n, ldy);
-    for (; n < n1; ++n)
-      kernel<4, 1>(x + m * ldx, ldx, w + n * K, K, bias ? bias + n : nullptr, y + m * ldy + n, ldy);
+    for (; n < n1; ++n) kernel<4, 1>(x + m * ldx, ldx, w + n * K, K, bias ? bias + n : nullptr, y + m * ldy + n, ldy);
   }
   for (; m < m1; ++m) {
     int64_t n = n0;
     for (; n + 4 <= n1; n += 4)
       kernel<1, 4>(x + m * ldx, ldx, w + n * K, K, bias ? bias + n : nullptr, y + m * ldy + n, ldy);
-    for (; n < n1; ++n)
-      kernel<1, 1>(x + m * ldx, ldx, w + n * K, K, bias ? bias + n : nullptr, y + m * ldy + n, ldy);
+    for (; n < n1; ++n) kernel<1, 1>(x + m * ldx, ldx, w + n * K, K, bias ? bias + n : nullptr, y + m * ldy + n, ldy);
   }
 }
 
 // linear_tile (isa_kernels.h) with its weight dtype dispatched.
 template <int C4>
-void tile_any_dtype(const float* x, int64_t ldx, int64_t K, const void* w, int wdt, const float* bias,
-                    float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+void tile_any_dtype(const float* x, int64_t ldx, int64_t K, const void* w, int wdt, const float* bias, float* y,
+                    int64_t ldy, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   if (wdt == kBF16)
     tile<C4>(x, ldx, K, static_cast<const uint16_t*>(w), bias, y, ldy, m0, m1, n0, n1);
   else

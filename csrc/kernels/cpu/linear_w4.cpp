@@ -24,8 +24,8 @@ namespace lmrt::cpu {
 
 namespace scalar {
 
-void w4_dequant(const uint8_t* codes, const float* scales, const float* mins, int group_size, int64_t K,
-                int64_t n0, int64_t n1, float* out) {
+void w4_dequant(const uint8_t* codes, const float* scales, const float* mins, int group_size, int64_t K, int64_t n0,
+                int64_t n1, float* out) {
   const int64_t G = K / group_size;
   for (int64_t n = n0; n < n1; ++n) {
     const uint8_t* c = codes + n * (K / 2);

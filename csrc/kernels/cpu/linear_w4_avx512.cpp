@@ -6,14 +6,13 @@ namespace lmrt::cpu::avx512 {
 
 #include "kernels/cpu/linear_w4_simd.inl"
 
-void w4_dequant(const uint8_t* codes, const float* scales, const float* mins, int group_size, int64_t K,
-                int64_t n0, int64_t n1, float* out) {
+void w4_dequant(const uint8_t* codes, const float* scales, const float* mins, int group_size, int64_t K, int64_t n0,
+                int64_t n1, float* out) {
   dequant(codes, scales, mins, group_size, K, n0, n1, out);
 }
 
-void w4_tile(const float* x, int64_t ldx, int64_t K, const uint8_t* codes, const float* scales,
-             const float* mins, int group_size, const float* bias, float* y, int64_t ldy, int64_t m0,
-             int64_t m1, int64_t n0, int64_t n1) {
+void w4_tile(const float* x, int64_t ldx, int64_t K, const uint8_t* codes, const float* scales, const float* mins,
+             int group_size, const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   // 4x4: 16 accumulators + 2 dequantised W + x + scale/min of the 32 zmm registers.
   tile<4, 4, 4, 4>(x, ldx, K, codes, scales, mins, group_size, bias, y, ldy, m0, m1, n0, n1);
 }

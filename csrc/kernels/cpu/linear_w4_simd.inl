@@ -38,8 +38,8 @@ constexpr int kPrefetchTiles = 4;
 
 // R rows of x against C rows of W (codes/scales/mins point at the first of the C rows).
 template <int R, int C>
-inline void kernel(const float* x, int64_t ldx, int64_t K, const uint8_t* codes, const float* scales,
-                   const float* mins, int gshift, const float* bias, float* y, int64_t ldy) {
+inline void kernel(const float* x, int64_t ldx, int64_t K, const uint8_t* codes, const float* scales, const float* mins,
+                   int gshift, const float* bias, float* y, int64_t ldy) {
   const int64_t G = K >> gshift, kb = K / 2;
   Vec acc[R][C];
   for (int r = 0; r < R; ++r)
@@ -62,24 +62,23 @@ inline void kernel(const float* x, int64_t ldx, int64_t K, const uint8_t* codes,
 
 template <int R, int C>
 inline void row_block(const float* x, int64_t ldx, int64_t K, const uint8_t* codes, const float* scales,
-                      const float* mins, int gshift, const float* bias, float* y, int64_t ldy, int64_t m,
-                      int64_t n0, int64_t n1) {
+                      const float* mins, int gshift, const float* bias, float* y, int64_t ldy, int64_t m, int64_t n0,
+                      int64_t n1) {
   const int64_t G = K >> gshift, kb = K / 2;
   int64_t n = n0;
   for (; n + C <= n1; n += C)
-    kernel<R, C>(x + m * ldx, ldx, K, codes + n * kb, scales + n * G, mins + n * G, gshift,
-                 bias ? bias + n : nullptr, y + m * ldy + n, ldy);
+    kernel<R, C>(x + m * ldx, ldx, K, codes + n * kb, scales + n * G, mins + n * G, gshift, bias ? bias + n : nullptr,
+                 y + m * ldy + n, ldy);
   for (; n < n1; ++n)
-    kernel<R, 1>(x + m * ldx, ldx, K, codes + n * kb, scales + n * G, mins + n * G, gshift,
-                 bias ? bias + n : nullptr, y + m * ldy + n, ldy);
+    kernel<R, 1>(x + m * ldx, ldx, K, codes + n * kb, scales + n * G, mins + n * G, gshift, bias ? bias + n : nullptr,
+                 y + m * ldy + n, ldy);
 }
 
 // w4_tile (isa_kernels.h). C4, C3, C2, C1: W rows per block of 4, 3, 2, 1 rows of x,
 // sized to the ISA's register file.
 template <int C4, int C3, int C2, int C1>
 void tile(const float* x, int64_t ldx, int64_t K, const uint8_t* codes, const float* scales, const float* mins,
-          int group_size, const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t n0,
-          int64_t n1) {
+          int group_size, const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   const int gs = group_shift(group_size);
   int64_t m = m0;
   for (; m + 4 <= m1; m += 4) row_block<4, C4>(x, ldx, K, codes, scales, mins, gs, bias, y, ldy, m, n0, n1);
@@ -89,8 +88,8 @@ void tile(const float* x, int64_t ldx, int64_t K, const uint8_t* codes, const fl
 }
 
 // w4_dequant (isa_kernels.h).
-inline void dequant(const uint8_t* codes, const float* scales, const float* mins, int group_size, int64_t K,
-                    int64_t n0, int64_t n1, float* out) {
+inline void dequant(const uint8_t* codes, const float* scales, const float* mins, int group_size, int64_t K, int64_t n0,
+                    int64_t n1, float* out) {
   const int gshift = group_shift(group_size);
   const int64_t G = K >> gshift, kb = K / 2;
   for (int64_t n = n0; n < n1; ++n) {

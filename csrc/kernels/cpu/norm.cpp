@@ -6,8 +6,7 @@ namespace lmrt::cpu {
 
 // Follows HF LlamaRMSNorm in fp32: x * rsqrt(mean(x^2) + eps), then * w.
 // Scalar only: O(M*H) next to the O(M*H*N) linears around it.
-void rmsnorm(const float* x, int64_t M, int64_t H, int64_t ldx, const float* w, float eps,
-             float* y, int64_t ldy) {
+void rmsnorm(const float* x, int64_t M, int64_t H, int64_t ldx, const float* w, float eps, float* y, int64_t ldy) {
   for (int64_t m = 0; m < M; ++m) {
     const float* xr = x + m * ldx;  // [H]
     float* yr = y + m * ldy;        // [H], may be xr

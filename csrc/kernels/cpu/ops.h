@@ -27,21 +27,20 @@ enum class DType : int { F32 = 0, BF16 = 1 };
 //   w    [N, K] (wdt), rows contiguous (row stride K)
 //   bias [N] fp32 or nullptr
 //   y    [M, N] fp32, row stride ldy; must not alias x
-void linear(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx,
-            const void* w, DType wdt, int64_t N, const float* bias, float* y, int64_t ldy);
+void linear(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const void* w, DType wdt, int64_t N,
+            const float* bias, float* y, int64_t ldy);
 
 // y[m, :] = x[m, :] / sqrt(mean(x[m, :]^2) + eps) * w[:]
 //   x [M, H] stride ldx, w [H], y [M, H] stride ldy (y == x allowed)
-void rmsnorm(const float* x, int64_t M, int64_t H, int64_t ldx, const float* w, float eps,
-             float* y, int64_t ldy);
+void rmsnorm(const float* x, int64_t M, int64_t H, int64_t ldx, const float* w, float eps, float* y, int64_t ldy);
 
 // Rotary embedding, HF "rotate_half" layout (pairs are i and i + head_dim/2), in place.
 //   x        [M, n_heads * head_dim] stride ldx
 //   pos      [M] token positions
 //   inv_freq [head_dim / 2] fp32
 // angle = float(pos) * inv_freq[i] in fp32; cos and sin are multiplied by attn_scale.
-void rope(float* x, int64_t M, int64_t ldx, int n_heads, int head_dim, const int32_t* pos,
-          const float* inv_freq, float attn_scale);
+void rope(float* x, int64_t M, int64_t ldx, int n_heads, int head_dim, const int32_t* pos, const float* inv_freq,
+          float attn_scale);
 
 // out[m, i] = silu(gu[m, i]) * gu[m, I + i]   (gate in the first I columns, up in the next I)
 //   gu [M, 2I] stride ldg, out [M, I] stride ldo
@@ -62,8 +61,8 @@ struct KVLayer {
 // Writes the K and V rows of M tokens into the cache.
 //   k, v        [M, n_kv_heads * head_dim] fp32, row strides ldk, ldv
 //   slot        [M] absolute cache slot of each token: block_id * block_size + offset
-void kv_store(const KVLayer& kv, const float* k, int64_t ldk, const float* v, int64_t ldv,
-              int64_t M, const int64_t* slot);
+void kv_store(const KVLayer& kv, const float* k, int64_t ldk, const float* v, int64_t ldv, int64_t M,
+              const int64_t* slot);
 
 // Causal attention of one sequence's new tokens over its paged cache.
 //   q           [M, n_heads * head_dim] stride ldq
@@ -82,8 +81,8 @@ struct AttnSeq {
   const int32_t* pos;
   int64_t M;
 };
-void paged_attention(ThreadPool& pool, const KVLayer& kv, const AttnSeq* seqs, int64_t num_seqs,
-                     int n_heads, float scale);
+void paged_attention(ThreadPool& pool, const KVLayer& kv, const AttnSeq* seqs, int64_t num_seqs, int n_heads,
+                     float scale);
 // The unit that runs the bf16 tile products (tiles.h): the software model of AMX's instruction
 // (any CPU; tests), AMX tiles, or VDPBF16PS in zmm registers on the same packed layout.
 enum class TileUnit { Model, Amx, Avx512Bf16 };
@@ -126,7 +125,7 @@ void linear_i8(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t l
 // into the tile unit's layout (a per-thread buffer) as the product reaches it, then reused for
 // every row block, so no bf16 copy of the model is kept.
 struct TileWeights {
-  const void* dense = nullptr;      // [N, K] of dense_dtype; nullptr: the 4-bit w4, or i8 where i8.q is set
+  const void* dense = nullptr;  // [N, K] of dense_dtype; nullptr: the 4-bit w4, or i8 where i8.q is set
   DType dense_dtype = DType::F32;
   W4Matrix w4{};
   // int8 rows (the output matrix): q rounds to bf16 exactly (|q| <= 127), and each output is its raw
@@ -157,8 +156,8 @@ bool best_tile_unit(TileUnit* out);
 enum class TileOut { Store, Add, SiluMul };
 int64_t bf16_tiles_x_size(int64_t M, int64_t K);
 void bf16_tiles_input(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, uint16_t* xb);
-void linear_bf16_tiles_in(ThreadPool& pool, const uint16_t* xb, int64_t M, int64_t K, const TileWeights& w,
-                          int64_t N, const float* bias, TileOut mode, void* out, int64_t ldo, TileUnit tile_unit);
+void linear_bf16_tiles_in(ThreadPool& pool, const uint16_t* xb, int64_t M, int64_t K, const TileWeights& w, int64_t N,
+                          const float* bias, TileOut mode, void* out, int64_t ldo, TileUnit tile_unit);
 // The same with x [M, K] fp32 (row stride ldx): rounded to bf16 into scratch (grown as needed) first.
 void linear_bf16_tiles(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const TileWeights& w,
                        int64_t N, const float* bias, TileOut mode, void* out, int64_t ldo, TileUnit tile_unit,
@@ -166,8 +165,7 @@ void linear_bf16_tiles(ThreadPool& pool, const float* x, int64_t M, int64_t K, i
 
 // Row gather from an embedding table: out[m, :] = table[ids[m], :] as fp32.
 //   table [V, H] (dt), out [M, H] stride ldo
-void embedding(const void* table, DType dt, int64_t H, const int32_t* ids, int64_t M, float* out,
-               int64_t ldo);
+void embedding(const void* table, DType dt, int64_t H, const int32_t* ids, int64_t M, float* out, int64_t ldo);
 
 // Conversions used by loaders and tests (round to nearest even).
 uint16_t f32_to_bf16(float x);

@@ -33,9 +33,9 @@ inline int64_t round_up(int64_t a, int64_t q) { return (a + q - 1) / q * q; }
 // finish(m0, m1, n0, n1): called on each finished block of y (i8 scales there), still in cache.
 // tile_bias: bias passed to the fp32 tile (nullptr for i8, whose finish adds it).
 template <typename Dequant, typename Fused, typename Finish>
-void run(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, int64_t N,
-         const float* tile_bias, float* y, int64_t ldy, LinearTileFn tile, const Dequant& dequant,
-         const Fused& fused, bool has_fused, const Finish& finish) {
+void run(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, int64_t N, const float* tile_bias,
+         float* y, int64_t ldy, LinearTileFn tile, const Dequant& dequant, const Fused& fused, bool has_fused,
+         const Finish& finish) {
   const int64_t threads = pool.num_threads();
   const int64_t nb_balance = (N + 8 * threads - 1) / (8 * threads);
   if (has_fused && M <= kDecodeMaxRows) {

@@ -9,8 +9,8 @@ namespace lmrt::cpu {
 //   angle = float(pos) * inv_freq[i];  c = cos(angle) * scale;  s = sin(angle) * scale
 //   x1' = x1 * c - x2 * s;  x2' = x2 * c + x1 * s   (x1 = x[:half], x2 = x[half:])
 // Scalar only: the cos/sin per token dominate and are shared by all heads.
-void rope(float* x, int64_t M, int64_t ldx, int n_heads, int head_dim, const int32_t* pos,
-          const float* inv_freq, float attn_scale) {
+void rope(float* x, int64_t M, int64_t ldx, int n_heads, int head_dim, const int32_t* pos, const float* inv_freq,
+          float attn_scale) {
   const int half = head_dim / 2;
   std::vector<float> c(half), s(half);
   for (int64_t m = 0; m < M; ++m) {

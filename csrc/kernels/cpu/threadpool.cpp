@@ -97,10 +97,10 @@ struct ThreadPool::Impl {
   std::atomic<const Fn*> fn{nullptr};
   std::atomic<int64_t> total{0};
   std::atomic<int64_t> chunk{1};
-  std::atomic<int> active{1};          // threads (caller included) allowed to claim chunks
-  std::atomic<uint64_t> ticket{0};     // job id << 32 | chunk count << 16 | next unclaimed chunk
-  std::atomic<uint32_t> done{0};       // chunks finished in the current job
-  std::atomic<int64_t> last_done{0};   // when the job's last chunk finished (steady_clock ticks)
+  std::atomic<int> active{1};         // threads (caller included) allowed to claim chunks
+  std::atomic<uint64_t> ticket{0};    // job id << 32 | chunk count << 16 | next unclaimed chunk
+  std::atomic<uint32_t> done{0};      // chunks finished in the current job
+  std::atomic<int64_t> last_done{0};  // when the job's last chunk finished (steady_clock ticks)
   std::atomic<bool> caller_asleep{false};
   std::atomic<bool> failed{false};
   std::mutex err_mu;
@@ -148,9 +148,7 @@ struct ThreadPool::Impl {
   void worker_loop(int index) {
     uint32_t seen = 0;
     for (;;) {
-      auto ready = [&] {
-        return stop.load(std::memory_order_acquire) || job.load(std::memory_order_acquire) != seen;
-      };
+      auto ready = [&] { return stop.load(std::memory_order_acquire) || job.load(std::memory_order_acquire) != seen; };
       if (!spin_until(ready)) {
         std::unique_lock<std::mutex> lk(mu);
         cv_work.wait(lk, ready);
@@ -166,8 +164,7 @@ struct ThreadPool::Impl {
 ThreadPool::ThreadPool(int num_threads) : impl_(new Impl) {
   impl_->num_threads = std::max(1, num_threads);
   impl_->width = impl_->num_threads;
-  for (int i = 1; i < impl_->num_threads; ++i)
-    impl_->workers.emplace_back([this, i] { impl_->worker_loop(i); });
+  for (int i = 1; i < impl_->num_threads; ++i) impl_->workers.emplace_back([this, i] { impl_->worker_loop(i); });
 }
 
 ThreadPool::~ThreadPool() {
@@ -184,8 +181,7 @@ int ThreadPool::num_threads() const { return impl_->num_threads; }
 int64_t ThreadPool::late_workers() const { return impl_->late_workers.load(std::memory_order_relaxed); }
 int64_t ThreadPool::narrow_jobs() const { return impl_->narrow_jobs.load(std::memory_order_relaxed); }
 
-void ThreadPool::parallel_for(int64_t n, int64_t grain,
-                              const std::function<void(int64_t, int64_t)>& fn) {
+void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
   if (n <= 0) return;
   Impl& s = *impl_;
   // At most ~8 chunks per thread: enough to balance, few enough that the shared
@@ -193,8 +189,8 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain,
   // num_threads only (not on the width now in use), so results never depend on
   // contention.
   // (The ticket holds at most 65535 chunks.)
-  const int64_t chunk = std::max({std::max<int64_t>(grain, 1), (n + 8 * s.num_threads - 1) / (8 * s.num_threads),
-                                  (n + 65534) / 65535});
+  const int64_t chunk =
+      std::max({std::max<int64_t>(grain, 1), (n + 8 * s.num_threads - 1) / (8 * s.num_threads), (n + 65534) / 65535});
   // Back to full width once the backoff period is over.
   if (s.width < s.num_threads && Clock::now() >= s.backoff_until) ++s.width;
   if (s.width < s.num_threads) s.narrow_jobs.fetch_add(1, std::memory_order_relaxed);

@@ -46,8 +46,7 @@ struct PoolCheck {
 // a worker claims sleeps slow_us while the caller runs the rest. tiny: jobs of
 // 1-12 one-item chunks instead; spinners: busy threads competing for the cores
 // meanwhile.
-PoolCheck check_pool(int num_threads, int num_jobs, int slow_every, int slow_us, bool tiny = false,
-                     int spinners = 0);
+PoolCheck check_pool(int num_threads, int num_jobs, int slow_every, int slow_us, bool tiny = false, int spinners = 0);
 
 // Physical cores of this machine (falls back to hardware_concurrency).
 int physical_cores();

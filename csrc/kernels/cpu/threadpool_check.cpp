@@ -38,8 +38,7 @@ PoolCheck check_pool(int num_threads, int num_jobs, int slow_every, int slow_us,
   for (int i = 0; i < spinners; ++i)
     spin.emplace_back([&stop] {
       while (!stop.load(std::memory_order_relaxed)) {
-        for (volatile int k = 0; k < 100000; k = k + 1) {
-        }
+        for (volatile int k = 0; k < 100000; k = k + 1) {}
         std::this_thread::yield();
       }
     });

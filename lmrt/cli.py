@@ -27,35 +27,29 @@ _PASTE_WAIT_S = 0.05
 # Show prefill progress once a prompt has taken this long.
 _PREFILL_BAR_AFTER_S = 0.5
 
-# EngineConfig / GenerationConfig field -> the flag that sets it, where the two names differ.
-_FLAGS = {"num_threads": "--threads"}
-# The config fields the command line sets.
-_CLI_FIELDS = {
-    "dtype",
-    "kv_cache_dtype",
-    "num_threads",
-    "session_len",
-    "cache_memory_gib",
-    "max_batch_size",
-    "prefill_precision",
-    "max_new_tokens",
-    "temperature",
-    "top_p",
-    "top_k",
-    "min_p",
-    "repetition_penalty",
-    "stop",
-    "seed",
+# Each flag's argparse name -> the EngineConfig / GenerationConfig field it sets: one table for building the
+# configs and for naming the flag in their errors.
+_ENGINE_FLAGS = {
+    "dtype": "dtype",
+    "kv_cache_dtype": "kv_cache_dtype",
+    "threads": "num_threads",
+    "prefill_precision": "prefill_precision",
+    "session_len": "session_len",
+    "cache_memory_gib": "cache_memory_gib",
+    "max_batch_size": "max_batch_size",
+}
+_GENERATION_FLAGS = {
+    name: name
+    for name in ("max_new_tokens", "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "seed", "stop")
+}
+_FLAG_OF_FIELD = {
+    field: "--" + dest.replace("_", "-") for dest, field in {**_ENGINE_FLAGS, **_GENERATION_FLAGS}.items()
 }
 # Requests that chat and generate run at once: one conversation (a smaller default KV cache).
 _CLI_MAX_BATCH_SIZE = 1
 
 _ENGINE_DEFAULTS = {f.name: f.default for f in dataclasses.fields(EngineConfig)}
 _GEN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(GenerationConfig)}
-
-
-def _flag(field: str) -> str:
-    return _FLAGS.get(field, "--" + field.replace("_", "-"))
 
 
 def _engine_args(parser: argparse.ArgumentParser, max_batch_size: int) -> None:
@@ -177,41 +171,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _engine_config(args: argparse.Namespace) -> EngineConfig:
     """Raises ConfigError before anything loads."""
-    options = {
-        "dtype": args.dtype,
-        "kv_cache_dtype": args.kv_cache_dtype,
-        "num_threads": args.threads,
-        "prefill_precision": args.prefill_precision,
-        "session_len": args.session_len,
-        "cache_memory_gib": args.cache_memory_gib,
-        "max_batch_size": args.default_max_batch_size if args.max_batch_size is None else args.max_batch_size,
-    }
+    options = {field: getattr(args, dest) for dest, field in _ENGINE_FLAGS.items()}
+    if options["max_batch_size"] is None:
+        options["max_batch_size"] = args.default_max_batch_size
     return EngineConfig(**{k: v for k, v in options.items() if v is not None})
 
 
 def _generation_changes(args: argparse.Namespace) -> dict:
     """The sampling settings the user set; checked here (a ConfigError) before anything loads."""
-    changes = {
-        "max_new_tokens": args.max_new_tokens,
-        "temperature": args.temperature,
-        "top_p": args.top_p,
-        "top_k": args.top_k,
-        "min_p": args.min_p,
-        "repetition_penalty": args.repetition_penalty,
-        "seed": args.seed,
-        "stop": tuple(args.stop) if args.stop else None,
-    }
+    changes = {field: getattr(args, dest) for dest, field in _GENERATION_FLAGS.items()}
+    changes["stop"] = tuple(args.stop) if args.stop else None
     changes = {k: v for k, v in changes.items() if v is not None}
     GenerationConfig(**changes)
     return changes
 
 
 def _config_error_message(e: ConfigError) -> str:
-    if e.field not in _CLI_FIELDS:  # not a flag: a file's setting, an environment variable
+    flag = _FLAG_OF_FIELD.get(e.field)
+    if flag is None:  # not a flag: a file's setting, an environment variable
         return str(e)
     if e.requirement.startswith("must"):
-        return f"{_flag(e.field)} {e.requirement}, got {e.value}"
-    return f"{_flag(e.field)} {e.value}: {e.requirement}"
+        return f"{flag} {e.requirement}, got {e.value}"
+    return f"{flag} {e.value}: {e.requirement}"
 
 
 def _prompt_error_message(e) -> str:
@@ -508,7 +489,7 @@ def _loaded_line(info: dict, gen_config, changes: dict) -> str:
     """What `lmrt chat` says it loaded, and the sampling in force."""
     source = info.get("sampling_defaults_source")
     defaults = "the model's generation_config.json" if source else "lmrt's defaults"
-    flags = ", ".join(_flag(k) for k in changes if k != "seed")
+    flags = ", ".join(_FLAG_OF_FIELD[k] for k in changes if k != "seed")
     origin = f"{flags} over {defaults}" if flags else defaults
     return (
         f"lmrt: {info['model']} ({info['architecture']}; {_format_weights(info)}); "

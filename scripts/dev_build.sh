@@ -7,4 +7,8 @@ cd "$(dirname "$0")/.."
 cmake -S . -B build/dev -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-Release}" \
   -Dpybind11_DIR="$(${PYTHON:-python3} -m pybind11 --cmakedir)" -DPython_EXECUTABLE="$(which ${PYTHON:-python3})" >/dev/null
 cmake --build build/dev -j"${JOBS:-2}"
-cp build/dev/_core*.so lmrt/
+# Replace the module by a rename, not in place: a process still running the old one keeps its mapping
+# (copying over a mapped .so makes that process die of SIGBUS).
+for so in build/dev/_core*.so; do
+  cp "$so" "lmrt/.$(basename "$so").tmp" && mv -f "lmrt/.$(basename "$so").tmp" "lmrt/$(basename "$so")"
+done

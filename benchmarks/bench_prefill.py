@@ -6,7 +6,7 @@ vocab, tied) is instantiated by transformers with random weights (std 0.02), sav
 round-to-nearest quantised at group 64 into lmrt's own 4-bit form (speed does not depend on the values).
 Same random token ids for every system, same threads; medians of --reps after a warm-up; CPU/wall beside.
 
-    HF_HUB_OFFLINE=1 PYTHONPATH=. python benchmarks/bench_prefill.py [--threads N] [--reps 5] [--len 512]
+    HF_HUB_OFFLINE=1 PYTHONPATH=src:. python benchmarks/bench_prefill.py [--threads N] [--reps 5] [--len 512]
 """
 
 from __future__ import annotations
@@ -118,7 +118,9 @@ def main(argv=None):
         r.close()
     cpu_model, ncpu = machine_info()
     print(f"\n{cpu_model}, {ncpu} CPUs, {threads} threads, {platform.platform()}; lmrt {lmrt.system_info()}")
-    print(f"command: HF_HUB_OFFLINE=1 PYTHONPATH=. python benchmarks/bench_prefill.py {' '.join(argv or sys.argv[1:])}")
+    print(
+        f"command: HF_HUB_OFFLINE=1 PYTHONPATH=src:. python benchmarks/bench_prefill.py {' '.join(argv or sys.argv[1:])}"
+    )
     print(f"\n| system | prefill {args.len} tok/s (cpu/wall) | decode b=1 tok/s (cpu/wall) |\n|---|---|---|")
     for name, r in rows.items():
         print(

@@ -41,7 +41,7 @@ compares every system's tokens with llama.cpp's.
 
 The full run (all rows, appended to benchmarks/RESULTS.md; on a quiet machine):
 
-    HF_HUB_OFFLINE=1 PYTHONPATH=. python benchmarks/bench_w4.py [--threads 2] [--reps 5] [--awq-dir DIR]
+    HF_HUB_OFFLINE=1 PYTHONPATH=src:. python benchmarks/bench_w4.py [--threads 2] [--reps 5] [--awq-dir DIR]
 
 Smoke test: add --quick --no-write (1 rep, 16 new tokens, prefill 128).
 """
@@ -611,7 +611,9 @@ def table_rows(chosen, results, meta, skipped, e):
 def report(chosen, results, meta, greedy, skipped, e):
     args, threads, sysinfo, wl, kern = e["args"], e["threads"], e["sysinfo"], e["wl"], e["kern"]
     cpu_model, ncpu = machine_info()
-    cmd = "HF_HUB_OFFLINE=1 PYTHONPATH=. python " + " ".join(["benchmarks/bench_w4.py"] + (e["argv"] or sys.argv[1:]))
+    cmd = "HF_HUB_OFFLINE=1 PYTHONPATH=src:. python " + " ".join(
+        ["benchmarks/bench_w4.py"] + (e["argv"] or sys.argv[1:])
+    )
     ran = [n for n in chosen if n in results]
     lines = [
         f"### {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} — 4-bit: lmrt vs llama.cpp "

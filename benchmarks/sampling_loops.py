@@ -5,7 +5,7 @@ A reply "loops" when some run of 8 tokens occurs 3 or more times in it; "cut" wh
 8 chat prompts x 400 new tokens; every sampled setting runs 3 seeds, greedy once. Appends a section to
 benchmarks/RESULTS.md with the command.
 
-    HF_HUB_OFFLINE=1 PYTHONPATH=. python benchmarks/sampling_loops.py
+    HF_HUB_OFFLINE=1 PYTHONPATH=src:. python benchmarks/sampling_loops.py
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def main() -> None:
         [
             f"### {datetime.datetime.now():%Y-%m-%d %H:%M} — default model: how often chat replies loop, per sampling",
             "",
-            f"- command: `HF_HUB_OFFLINE=1 PYTHONPATH=. python benchmarks/sampling_loops.py{''.join(' ' + a for a in sys.argv[1:])}`",
+            f"- command: `HF_HUB_OFFLINE=1 PYTHONPATH=src:. python benchmarks/sampling_loops.py{''.join(' ' + a for a in sys.argv[1:])}`",
             f"- machine: {_cpu_name()}; lmrt {lmrt.__version__}; default model at 4 bits",
             f"- 8 chat prompts x {args.max_new_tokens} new tokens; a reply loops when a run of 8 tokens occurs 3+ times",
             "",

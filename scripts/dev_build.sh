@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Developer build: compiles lmrt._core into build/dev and copies it next to the
-# sources, so `PYTHONPATH=. pytest tests/` runs against this tree without pip.
+# sources, so `PYTHONPATH=src:. pytest tests/` runs against this tree without pip.
 # BUILD_TYPE=RelWithDebInfo keeps symbols and line tables (same -O3 code) for a debugger.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,5 +10,5 @@ cmake --build build/dev -j"${JOBS:-2}"
 # Replace the module by a rename, not in place: a process still running the old one keeps its mapping
 # (copying over a mapped .so makes that process die of SIGBUS).
 for so in build/dev/_core*.so; do
-  cp "$so" "lmrt/.$(basename "$so").tmp" && mv -f "lmrt/.$(basename "$so").tmp" "lmrt/$(basename "$so")"
+  cp "$so" "src/lmrt/.$(basename "$so").tmp" && mv -f "src/lmrt/.$(basename "$so").tmp" "src/lmrt/$(basename "$so")"
 done

@@ -5,7 +5,7 @@
 # ENGINE_REPS=N runs each ISA's engine tests N times (a rare hang shows more often).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export HF_HUB_OFFLINE=1 PYTHONPATH=. PYTHONUNBUFFERED=1
+export HF_HUB_OFFLINE=1 PYTHONPATH=src:. PYTHONUNBUFFERED=1
 LOG=/tmp/devcheck; rm -rf $LOG; mkdir -p $LOG  # all logs; tarred into $OUT at the end
 lscpu | grep -E "Model name|^CPU\(s\)|Thread|Core" ; grep -o 'avx512[a-z_0-9]*\|amx[a-z_0-9]*' /proc/cpuinfo | sort -u | tr '\n' ' '; echo
 JOBS=16 BUILD_TYPE=RelWithDebInfo bash scripts/dev_build.sh 2>&1 | grep -E "error|warning" | head -20

@@ -16,6 +16,7 @@ import transformers
 from conftest import LLAMA3_ROPE_SCALING, make_tiny_llama, make_tiny_qwen2
 from safetensors.numpy import load_file, save_file
 
+import lmrt
 from lmrt import _core
 from lmrt._bf16 import bf16_bits_to_float32, float32_to_bf16_bits
 from lmrt.formats import CheckpointError
@@ -341,7 +342,9 @@ def test_loading_does_not_import_torch(tiny_qwen2):
         "bad = [m for m in ('torch', 'transformers', 'gguf') if m in sys.modules]; assert not bad, bad"
     )
     subprocess.run(
-        [sys.executable, "-c", code], check=True, env=dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1]))
+        [sys.executable, "-c", code],
+        check=True,
+        env=dict(os.environ, PYTHONPATH=str(Path(lmrt.__file__).resolve().parents[1])),
     )
 
 

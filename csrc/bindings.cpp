@@ -67,6 +67,11 @@ py::object array_or_none(const std::vector<T>& v, py::ssize_t cols) {
 
 void bind_types(py::module_& m) {
   py::enum_<cpu::DType>(m, "DType").value("float32", cpu::DType::F32).value("bfloat16", cpu::DType::BF16);
+  py::enum_<cpu::KVDType>(m, "KVDType")
+      .value("float32", cpu::KVDType::F32)
+      .value("bfloat16", cpu::KVDType::BF16)
+      .value("int8", cpu::KVDType::I8)
+      .value("int4", cpu::KVDType::I4);
   py::enum_<cpu::TileUnit>(m, "TileUnit")
       .value("model", cpu::TileUnit::Model)
       .value("amx", cpu::TileUnit::Amx)
@@ -186,7 +191,7 @@ void bind_engine(py::module_& m) {
       .def("capacity_tokens", &Engine::capacity_tokens)
       .def("shutdown", &Engine::shutdown, py::call_guard<py::gil_scoped_release>());
   m.def("kv_bytes_per_block", &KVCache::bytes_per_block, "num_layers"_a, "block_size"_a, "num_kv_heads"_a, "head_dim"_a,
-        "dtype"_a);
+        "k_dtype"_a, "v_dtype"_a);
 }
 
 // The bookkeeping on its own, for tests of csrc/engine/README.md's invariants. Tables cross as lists:

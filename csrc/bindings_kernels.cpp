@@ -310,24 +310,70 @@ py::array_t<float> silu_mul(F32In gu) {
   return out;
 }
 
-// A cache tensor: [num_blocks, n_kv_heads, block_size, head_dim] or any shape
-// with that many elements in total; returns num_blocks.
-int64_t check_cache(const py::array& c, cpu::DType dt, const char* what, int n_kv_heads, int head_dim, int block_size) {
-  check_storage(c, dt, what, true);
+cpu::KVDType kv_dtype_arg(const std::string& s) {
+  if (s == "f32" || s == "float32") return cpu::KVDType::F32;
+  if (s == "bf16" || s == "bfloat16") return cpu::KVDType::BF16;
+  if (s == "i8" || s == "int8") return cpu::KVDType::I8;
+  if (s == "i4" || s == "int4") return cpu::KVDType::I4;
+  bad("dtype must be 'f32', 'bf16', 'i8' or 'i4', got '" + s + "'");
+}
+
+// One cache (k or v) of a KVLayer: the array holds whole blocks of n_kv_heads * block_size rows of
+// kv_row_bytes(dt, head_dim) bytes (float32 for f32, uint16 for bf16, uint8 codes for i8 / i4); i8 / i4 also take
+// scales (uint16 fp16 bits) and zeros (uint8), one per row. Returns the number of blocks.
+int64_t check_kv(const py::array& c, cpu::KVDType dt, const char* what, int n_kv_heads, int head_dim, int block_size,
+                 const std::optional<py::array>& scales, const std::optional<py::array>& zeros) {
   if (n_kv_heads < 1 || head_dim < 1 || block_size < 1) bad("n_kv_heads, head_dim and block_size must be >= 1");
-  const int64_t per_block = static_cast<int64_t>(n_kv_heads) * head_dim * block_size;
-  if (c.size() % per_block)
-    bad(std::string(what) + " must hold whole blocks of n_kv_heads * block_size * head_dim = " +
-        std::to_string(per_block) + " elements, got shape " + shape_str(c));
-  return c.size() / per_block;
+  if (dt == cpu::KVDType::I4 && head_dim % 32) bad("i4 rows need head_dim a multiple of 32");
+  const bool ok = dt == cpu::KVDType::F32    ? py::isinstance<py::array_t<float>>(c)
+                  : dt == cpu::KVDType::BF16 ? py::isinstance<py::array_t<uint16_t>>(c)
+                                             : py::isinstance<py::array_t<uint8_t>>(c);
+  if (!ok) bad(std::string(what) + " must be float32 (f32), uint16 (bf16) or uint8 (i8 / i4 codes) as its dtype says");
+  if (!(c.flags() & py::array::c_style) || !c.writeable())
+    bad(std::string(what) + " must be C-contiguous and writable");
+  const int64_t per_block = static_cast<int64_t>(n_kv_heads) * block_size * cpu::kv_row_bytes(dt, head_dim);
+  if (c.nbytes() % per_block) bad(std::string(what) + " must hold whole blocks, got shape " + shape_str(c));
+  const int64_t rows = c.nbytes() / per_block * n_kv_heads * block_size;
+  const bool quantized = dt == cpu::KVDType::I8 || dt == cpu::KVDType::I4;
+  if (quantized != (scales.has_value() && zeros.has_value()))
+    bad(std::string(what) + (quantized ? ": i8 / i4 need its scales and zeros" : ": scales and zeros are for i8 / i4"));
+  if (quantized && !(py::isinstance<py::array_t<uint16_t>>(*scales) && py::isinstance<py::array_t<uint8_t>>(*zeros) &&
+                     scales->size() == rows && zeros->size() == rows && scales->writeable() && zeros->writeable() &&
+                     (scales->flags() & py::array::c_style) && (zeros->flags() & py::array::c_style)))
+    bad(std::string(what) + ": scales must be uint16 and zeros uint8, C-contiguous and writable, one per row (" +
+        std::to_string(rows) + ")");
+  return c.nbytes() / per_block;
+}
+
+// The KVLayer of the kernel calls: k and v caches of dtype (v_dtype: the same, unless given), checked.
+struct KVArgs {
+  cpu::KVLayer kv;
+  int64_t num_blocks;
+};
+KVArgs kv_args(py::array& k_cache, py::array& v_cache, const std::string& dtype,
+               const std::optional<std::string>& v_dtype, int n_kv_heads, int head_dim, int block_size,
+               std::optional<py::array>& k_scales, std::optional<py::array>& k_zeros,
+               std::optional<py::array>& v_scales, std::optional<py::array>& v_zeros) {
+  const cpu::KVDType kd = kv_dtype_arg(dtype), vd = v_dtype ? kv_dtype_arg(*v_dtype) : kd;
+  if (kd != vd && !(kd == cpu::KVDType::I8 && vd == cpu::KVDType::I4))
+    bad("K and V share a dtype, or K is i8 and V i4");
+  const int64_t nb = check_kv(k_cache, kd, "k_cache", n_kv_heads, head_dim, block_size, k_scales, k_zeros);
+  if (check_kv(v_cache, vd, "v_cache", n_kv_heads, head_dim, block_size, v_scales, v_zeros) != nb)
+    bad("k_cache and v_cache must have the same number of blocks");
+  auto ptr16 = [](std::optional<py::array>& a) { return a ? static_cast<uint16_t*>(a->mutable_data()) : nullptr; };
+  auto ptr8 = [](std::optional<py::array>& a) { return a ? static_cast<uint8_t*>(a->mutable_data()) : nullptr; };
+  return {cpu::KVLayer{k_cache.mutable_data(), v_cache.mutable_data(), ptr16(k_scales), ptr8(k_zeros), ptr16(v_scales),
+                       ptr8(v_zeros), kd, vd, n_kv_heads, head_dim, block_size},
+          nb};
 }
 
 void kv_store(py::array k_cache, py::array v_cache, F32In k, F32In v, I64In slots, int n_kv_heads, int head_dim,
-              int block_size, const std::string& dtype) {
-  const cpu::DType dt = parse_dtype(dtype);
-  const int64_t nb = check_cache(k_cache, dt, "k_cache", n_kv_heads, head_dim, block_size);
-  if (check_cache(v_cache, dt, "v_cache", n_kv_heads, head_dim, block_size) != nb)
-    bad("k_cache and v_cache must have the same number of blocks");
+              int block_size, const std::string& dtype, std::optional<std::string> v_dtype,
+              std::optional<py::array> k_scales, std::optional<py::array> k_zeros, std::optional<py::array> v_scales,
+              std::optional<py::array> v_zeros) {
+  const KVArgs a =
+      kv_args(k_cache, v_cache, dtype, v_dtype, n_kv_heads, head_dim, block_size, k_scales, k_zeros, v_scales, v_zeros);
+  const int64_t nb = a.num_blocks;
   const int64_t row = static_cast<int64_t>(n_kv_heads) * head_dim;
   if (k.ndim() != 2 || k.shape(1) != row) bad("k must be [M, n_kv_heads * head_dim], got " + shape_str(k));
   const int64_t M = k.shape(0);
@@ -339,7 +385,7 @@ void kv_store(py::array k_cache, py::array v_cache, F32In k, F32In v, I64In slot
     if (sp[m] < 0 || sp[m] >= nb * block_size)
       bad("slots[" + std::to_string(m) + "] = " + std::to_string(sp[m]) + " is outside the cache's " +
           std::to_string(nb * block_size) + " slots");
-  cpu::KVLayer kv{k_cache.mutable_data(), v_cache.mutable_data(), dt, n_kv_heads, head_dim, block_size};
+  const cpu::KVLayer kv = a.kv;
   const float *kp = k.data(), *vp = v.data();
   {
     py::gil_scoped_release nogil;
@@ -351,13 +397,15 @@ void kv_store(py::array k_cache, py::array v_cache, F32In k, F32In v, I64In slot
 py::list paged_attention(std::vector<F32In> qs, py::array k_cache, py::array v_cache, std::vector<I32In> block_tables,
                          std::vector<I32In> positions, int n_heads, int n_kv_heads, int head_dim, int block_size,
                          float scale, const std::string& dtype, int num_threads,
-                         const std::optional<std::string>& tile_unit, int64_t min_rows) {
-  const cpu::DType dt = parse_dtype(dtype);
+                         const std::optional<std::string>& tile_unit, int64_t min_rows,
+                         std::optional<std::string> v_dtype, std::optional<py::array> k_scales,
+                         std::optional<py::array> k_zeros, std::optional<py::array> v_scales,
+                         std::optional<py::array> v_zeros) {
   const std::optional<cpu::TileUnit> unit = tile_unit_arg(tile_unit, true);
   check_threads(num_threads);
-  const int64_t nb = check_cache(k_cache, dt, "k_cache", n_kv_heads, head_dim, block_size);
-  if (check_cache(v_cache, dt, "v_cache", n_kv_heads, head_dim, block_size) != nb)
-    bad("k_cache and v_cache must have the same number of blocks");
+  const KVArgs a =
+      kv_args(k_cache, v_cache, dtype, v_dtype, n_kv_heads, head_dim, block_size, k_scales, k_zeros, v_scales, v_zeros);
+  const int64_t nb = a.num_blocks;
   if (n_heads < 1 || n_heads % n_kv_heads)
     bad("n_heads must be a positive multiple of n_kv_heads (GQA), got " + std::to_string(n_heads) + " and " +
         std::to_string(n_kv_heads));
@@ -391,7 +439,7 @@ py::list paged_attention(std::vector<F32In> qs, py::array k_cache, py::array v_c
     out_arrays.emplace_back(std::vector<py::ssize_t>{M, row});
     seqs[s] = cpu::AttnSeq{qa.data(), row, out_arrays.back().mutable_data(), row, ta.data(), pa.data(), M};
   }
-  cpu::KVLayer kv{k_cache.mutable_data(), v_cache.mutable_data(), dt, n_kv_heads, head_dim, block_size};
+  const cpu::KVLayer kv = a.kv;
   {
     py::gil_scoped_release nogil;
     std::lock_guard<std::mutex> lk(g_pool_mu);
@@ -513,13 +561,17 @@ void bind_kernels(py::module_& m) {
         "HF rotate_half rotary embedding; returns a new array.");
   m.def("silu_mul", &kern::silu_mul, "gu"_a, "silu(gu[:, :I]) * gu[:, I:].");
   m.def("kv_store", &kern::kv_store, "k_cache"_a, "v_cache"_a, "k"_a, "v"_a, "slots"_a, "n_kv_heads"_a, "head_dim"_a,
-        "block_size"_a, "dtype"_a = "f32", "Writes k/v rows into the caches in place.");
+        "block_size"_a, "dtype"_a = "f32", "v_dtype"_a = py::none(), "k_scales"_a = py::none(),
+        "k_zeros"_a = py::none(), "v_scales"_a = py::none(), "v_zeros"_a = py::none(),
+        "Writes k/v rows into the caches in place: dtype 'f32' | 'bf16' | 'i8' | 'i4' (v_dtype: V's, when it differs: "
+        "i8 K with i4 V); i8 / i4 caches are uint8 codes with uint16 (fp16) scales and uint8 zeros, one per row.");
   m.def("paged_attention", &kern::paged_attention, "q"_a, "k_cache"_a, "v_cache"_a, "block_tables"_a, "positions"_a,
         "n_heads"_a, "n_kv_heads"_a, "head_dim"_a, "block_size"_a, "scale"_a, "dtype"_a = "f32", "num_threads"_a = 1,
-        "tile_unit"_a = py::none(), "min_rows"_a = 32,
+        "tile_unit"_a = py::none(), "min_rows"_a = 32, "v_dtype"_a = py::none(), "k_scales"_a = py::none(),
+        "k_zeros"_a = py::none(), "v_scales"_a = py::none(), "v_zeros"_a = py::none(),
         "Causal paged attention; q is one [M_i, n_heads * head_dim] array per sequence, and so is the result. "
         "tile_unit='amx' or 'avx512bf16' runs the sequences of at least min_rows rows on that bf16 tile unit "
-        "(prefill precision 'bf16'), 'model' on the software model.");
+        "(prefill precision 'bf16'), 'model' on the software model. The cache arguments as kv_store's.");
   m.def("embedding", &kern::embedding, "table"_a, "ids"_a, "dtype"_a = "f32");
   m.def("f32_to_bf16", &kern::to_bf16, "a"_a, "float32 -> bf16 bits (uint16), round to nearest even.");
   m.def("bf16_to_f32", &kern::from_bf16, "a"_a);

@@ -46,27 +46,102 @@ def bf16_round(a):
     return K.bf16_to_f32(K.f32_to_bf16(np.asarray(a, np.float32)))
 
 
-class PagedCache:
-    """A paged KV cache of one layer (as the core lays it out), filled through kv_store."""
+KV_NUMPY = {"f32": np.float32, "bf16": np.uint16, "i8": np.uint8, "i4": np.uint8}
 
-    def __init__(self, num_blocks, n_kv, hd, bs, dtype, rng):
+
+def kv_row_bytes(dtype, hd):
+    return {"f32": 4 * hd, "bf16": 2 * hd, "i8": hd, "i4": hd // 2}[dtype]
+
+
+class PagedCache:
+    """A paged KV cache of one layer (as the core lays it out), filled through kv_store. dtype 'f32', 'bf16', or the
+    quantized 'i8' / 'i4' (codes, with an fp16 scale and a zero point per row); v_dtype: V's, when it differs."""
+
+    def __init__(self, num_blocks, n_kv, hd, bs, dtype, rng, v_dtype=None):
         self.rng = rng
         self.n_kv, self.hd, self.bs, self.dtype = n_kv, hd, bs, dtype
-        np_dtype = np.uint16 if dtype == "bf16" else np.float32
-        self.k = np.zeros((num_blocks, n_kv, bs, hd), np_dtype)
-        self.v = np.zeros((num_blocks, n_kv, bs, hd), np_dtype)
+        self.v_dtype = v_dtype or dtype
+        rows = num_blocks * n_kv * bs
+
+        def cache(dt):
+            width = kv_row_bytes(dt, hd) // np.dtype(KV_NUMPY[dt]).itemsize
+            return np.zeros((num_blocks, n_kv, bs, width), KV_NUMPY[dt])
+
+        self.k, self.v = cache(self.dtype), cache(self.v_dtype)
+        self.params = {}
+        for which, dt in (("k", self.dtype), ("v", self.v_dtype)):
+            if dt in ("i8", "i4"):
+                self.params[f"{which}_scales"] = np.zeros(rows, np.uint16)
+                self.params[f"{which}_zeros"] = np.zeros(rows, np.uint8)
         self.free = list(rng.permutation(num_blocks))  # scattered block ids
+
+    def kwargs(self):
+        """The cache arguments kv_store and paged_attention take after dtype."""
+        return dict(v_dtype=self.v_dtype, **self.params)
+
+    def store(self, k, v, slots):
+        K.kv_store(self.k, self.v, k, v, slots, self.n_kv, self.hd, self.bs, self.dtype, **self.kwargs())
 
     def new_seq(self, length):
         nblk = (length + self.bs - 1) // self.bs
         table = np.array([self.free.pop() for _ in range(nblk)], np.int32)
         k, v = (self.rng.standard_normal((2, length, self.n_kv * self.hd))).astype(np.float32)
         slots = table[np.arange(length) // self.bs].astype(np.int64) * self.bs + np.arange(length) % self.bs
-        K.kv_store(self.k, self.v, k, v, slots, self.n_kv, self.hd, self.bs, self.dtype)
+        self.store(k, v, slots)
         return table, k, v
 
     def as_f32(self, a):
         return K.bf16_to_f32(a) if self.dtype == "bf16" else a
+
+    def held(self, which, table, length):
+        """What the cache holds for positions 0..length-1 of a sequence, as float32 [length, n_kv * hd]: the values,
+        or the dequantised codes (code - zero) * scale."""
+        cache, dt = (self.k, self.dtype) if which == "k" else (self.v, self.v_dtype)
+        out = np.zeros((length, self.n_kv * self.hd), np.float32)
+        for t in range(length):
+            blk, off = table[t // self.bs], t % self.bs
+            for h in range(self.n_kv):
+                row = (blk * self.n_kv + h) * self.bs + off
+                stored = cache[blk, h, off]
+                if dt == "f32":
+                    x = stored
+                elif dt == "bf16":
+                    x = K.bf16_to_f32(stored)
+                else:
+                    codes = unpack_kv_codes(stored, dt)
+                    scale = self.params[f"{which}_scales"][row : row + 1].view(np.float16).astype(np.float32)[0]
+                    x = (codes.astype(np.float32) - self.params[f"{which}_zeros"][row]) * scale
+                out[t, h * self.hd : (h + 1) * self.hd] = x
+        return out
+
+
+def unpack_kv_codes(stored, dtype):
+    """A row's codes: i8 as they are; i4 from its bytes (in each run of 32 dims, byte j holds dim j in the low
+    nibble and dim j + 16 in the high one)."""
+    if dtype == "i8":
+        return stored.astype(np.int32)
+    runs = stored.reshape(-1, 16).astype(np.int32)
+    return np.concatenate([runs & 15, runs >> 4], axis=1).reshape(-1)
+
+
+def quantize_kv_rows_ref(x, bits):
+    """NumPy reference of the cache's quantization (csrc/kernels/cpu/ops.h, KVDType): per row, the range widened
+    to include 0, scale = (max - min) / (2^bits - 1) rounded up to fp16, zero = rint(-min / scale), code =
+    clip(rint(x / scale) + zero), all in float32, rounding half to even. Returns (codes int [R, hd], scale fp16
+    bits uint16 [R], zero uint8 [R])."""
+    x = np.asarray(x, np.float32)
+    qmax = np.float32(2**bits - 1)
+    mn = np.minimum(x.min(axis=1), np.float32(0))
+    mx = np.maximum(x.max(axis=1), np.float32(0))
+    s = ((mx - mn) / qmax).astype(np.float32)
+    s16 = s.astype(np.float16)
+    low = s16.astype(np.float32) < s
+    s16[low] = np.nextafter(s16[low], np.float16(np.inf))
+    sf = s16.astype(np.float32)
+    safe = np.where(sf > 0, sf, np.float32(1))
+    zero = np.where(sf > 0, np.rint(-mn / safe), 0).clip(0, qmax).astype(np.float32)
+    codes = np.where(sf[:, None] > 0, np.rint(x / safe[:, None]) + zero[:, None], 0).clip(0, qmax)
+    return codes.astype(np.int32), s16.view(np.uint16), zero.astype(np.uint8)
 
 
 def attn_ref(q, k, v, pos, n_heads, n_kv, hd, scale):

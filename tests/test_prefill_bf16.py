@@ -101,7 +101,7 @@ def test_busy_engine_with_bf16_prefill(tiles, tmp_path):
     ]
     gen = lmrt.GenerationConfig(max_new_tokens=24, ignore_eos=True)
     blocks = 16  # the longest request (40 + 140 + 24 tokens) fits alone, 16 together cannot
-    small = _core.kv_bytes_per_block(2, 16, 2, 16, _core.DType.float32) * blocks / 2**30
+    small = _core.kv_bytes_per_block(2, 16, 2, 16, _core.KVDType.float32, _core.KVDType.float32) * blocks / 2**30
     with lmrt.pipeline(path, cfg("bf16", cache_memory_gib=small, enable_prefix_caching=True)) as pipe:
         outs = [o.token_ids for o in pipe(prompts, gen)]
         stats = pipe.stats()

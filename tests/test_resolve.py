@@ -85,7 +85,7 @@ def test_engine_options_are_typed():
     r = resolve(EngineConfig(kv_cache_dtype="bfloat16", max_batch_size=3), SPEC, ZEN4)
     o = r.engine_options()
     assert (o.kv_dtype, o.prefill_precision, o.tile_unit) == (
-        _core.DType.bfloat16,
+        _core.KVDType.bfloat16,
         _core.PrefillPrecision.bf16,
         _core.TileUnit.avx512bf16,
     )
@@ -95,10 +95,22 @@ def test_engine_options_are_typed():
     with pytest.raises(AttributeError):  # a misspelt field is an error, not a new key
         o.num_block = 3
     with pytest.raises(KeyError):
-        _core.DType.__members__["int8"]
+        _core.KVDType.__members__["fp8"]
 
 
 def test_the_engine_refuses_options_it_was_not_given():
     """The core has no defaults: an EngineOptions left as constructed is refused, naming the field."""
     with pytest.raises(ValueError, match="EngineOptions: num_blocks must be >= 1"):
         _core.Engine(SPEC.to_core("float32"), {}, _core.EngineOptions())
+
+
+def test_kv_cache_capacity_per_dtype():
+    """Under the same cache_memory_gib, int8 holds >= 1.9x the tokens of bf16 (issue 12): at head_dim 64 a row is
+    64 codes + 3 bytes of scale and zero point against 128 bytes of bf16."""
+    blocks = {
+        dt: resolve(EngineConfig(cache_memory_gib=1.0, kv_cache_dtype=dt), SPEC, ZEN4).num_blocks
+        for dt in ("float32", "bfloat16", "int8")
+    }
+    assert blocks["float32"] * 2 <= blocks["bfloat16"] + 1
+    assert blocks["int8"] >= 1.9 * blocks["bfloat16"], blocks
+    assert _core.kv_bytes_per_block(30, 64, 3, 64, _core.KVDType.int8, _core.KVDType.int8) == 30 * 64 * 3 * 2 * (64 + 3)

@@ -25,7 +25,7 @@ Engine::Engine(ModelSpec spec, Weights weights, EngineOptions options)
     : options_(check(options)),
       model_(std::move(spec), std::move(weights)),
       kv_(model_.spec().num_layers, options.num_blocks, options.block_size, model_.spec().num_kv_heads,
-          model_.spec().head_dim, options.kv_dtype),
+          model_.spec().head_dim, options.kv_dtype, options.kv_dtype),
       blocks_(options.num_blocks, options.block_size, options.enable_prefix_caching),
       scheduler_(SchedulerConfig{options.max_batch_size, options.max_num_batched_tokens}, blocks_),
       pool_(options.num_threads) {

@@ -30,13 +30,13 @@ enum class PrefillPrecision { FP32, BF16 };
 // Every value concrete and chosen by the caller (lmrt/resolve.py): the engine has no defaults of its
 // own and refuses values out of range (Engine::Engine).
 struct EngineOptions {
-  int num_blocks = 0;  // KV blocks in the pool
-  int block_size = 0;  // tokens per KV block
-  cpu::DType kv_dtype = cpu::DType::F32;
-  int max_batch_size = 0;          // running requests at most
-  int max_num_batched_tokens = 0;  // rows per forward step at most
-  int num_threads = 0;             // kernel threads, the engine's loop thread included
-  int session_len = 0;             // prompt + generated tokens per request at most
+  int num_blocks = 0;                         // KV blocks in the pool
+  int block_size = 0;                         // tokens per KV block
+  cpu::KVDType kv_dtype = cpu::KVDType::F32;  // K and V alike
+  int max_batch_size = 0;                     // running requests at most
+  int max_num_batched_tokens = 0;             // rows per forward step at most
+  int num_threads = 0;                        // kernel threads, the engine's loop thread included
+  int session_len = 0;                        // prompt + generated tokens per request at most
   bool enable_prefix_caching = false;
   PrefillPrecision prefill_precision = PrefillPrecision::FP32;
   cpu::TileUnit tile_unit = cpu::TileUnit::Model;  // runs bf16 prefill (checked available)

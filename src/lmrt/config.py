@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Mapping, Optional, Tuple, Union
 
 _DTYPES = ("auto", "float32", "bfloat16")
-_KV_DTYPES = ("auto", "float32", "bfloat16")
+_KV_DTYPES = ("auto", "float32", "bfloat16", "int8")
 # TurboMind's quant_policy values and the kv_cache_dtype each one means.
 _QUANT_POLICY = {0: "auto", 8: "int8", 4: "int4"}
 
@@ -40,8 +40,9 @@ class EngineConfig:
 
     dtype: weights as "float32" (matches HF transformers fp32) or "bfloat16" (half the memory);
         "auto" is float32 on the CPU.
-    kv_cache_dtype: "auto" follows dtype; "float32" or "bfloat16". (`quant_policy` is accepted as
-        an alias: 0 = auto; 8 / 4 select the int8 / int4 KV cache once it lands.)
+    kv_cache_dtype: "auto" follows dtype; "float32", "bfloat16", or "int8": K and V quantized as they are
+        written, one fp16 scale and zero point per token and KV head, dequantised inside attention (half
+        of bf16's bytes). `quant_policy` is accepted as an alias: 0 = auto, 8 = int8 (4 = int4 once it lands).
     max_batch_size: requests decoding together at most.
     cache_memory_gib: memory for the paged KV cache; None = what max_batch_size full sessions need,
         capped at 10% of the available RAM (``Pipeline.info()["kv_cache_sizing"]`` says which applied).
@@ -92,10 +93,10 @@ class EngineConfig:
             )
             object.__setattr__(self, "kv_cache_dtype", implied)
         _need(
-            self.kv_cache_dtype not in ("int8", "int4"),
+            self.kv_cache_dtype != "int4",
             self,
             "kv_cache_dtype",
-            f"the quantized KV cache is not in this build yet; use one of {_KV_DTYPES}",
+            f"the int4 KV cache is not in this build yet; use one of {_KV_DTYPES}",
         )
         _need(self.kv_cache_dtype in _KV_DTYPES, self, "kv_cache_dtype", f"choose one of {_KV_DTYPES}")
         _need(

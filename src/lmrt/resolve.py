@@ -54,7 +54,7 @@ class Resolved:
     """Every engine setting, concrete."""
 
     weight_dtype: str  # "float32" | "bfloat16": dense matrices and activations
-    kv_dtype: str  # "float32" | "bfloat16"
+    kv_dtype: str  # "float32" | "bfloat16" | "int8"
     lm_head_dtype: str  # "dense" | "int8"
     num_threads: int
     session_len: int  # prompt + generated tokens per request at most
@@ -73,7 +73,7 @@ class Resolved:
 
         o = _core.EngineOptions()
         o.num_blocks, o.block_size = self.num_blocks, self.block_size
-        o.kv_dtype = _core.DType.__members__[self.kv_dtype]
+        o.kv_dtype = _core.KVDType.__members__[self.kv_dtype]
         o.max_batch_size, o.max_num_batched_tokens = self.max_batch_size, self.max_num_batched_tokens
         o.num_threads, o.session_len = self.num_threads, self.session_len
         o.enable_prefix_caching = self.enable_prefix_caching
@@ -99,8 +99,9 @@ def resolve(config: EngineConfig, spec: ModelSpec, machine: Machine) -> Resolved
         raise ConfigError("session_len", config.session_len, f"must be <= the model's max_position_embeddings ({most})")
     session_len = config.session_len or most
     prefill, unit = _prefill(config, machine)
+    kv = _core.KVDType.__members__[kv_dtype]
     bytes_per_block = _core.kv_bytes_per_block(
-        spec.num_layers, config.block_size, spec.num_kv_heads, spec.head_dim, _core.DType.__members__[kv_dtype]
+        spec.num_layers, config.block_size, spec.num_kv_heads, spec.head_dim, kv, kv
     )
     num_blocks, sizing = _kv_blocks(config, session_len, bytes_per_block, machine)
     return Resolved(

@@ -5,6 +5,7 @@
 
 #include "kernels/cpu/bf16.h"
 #include "kernels/cpu/isa_kernels.h"
+#include "kernels/cpu/kv_quant.h"
 #include "kernels/cpu/ops.h"
 
 namespace lmrt::cpu {
@@ -12,14 +13,35 @@ namespace lmrt::cpu {
 namespace scalar {
 namespace {
 
-inline float val(const float* p, int64_t i) { return p[i]; }
-inline float val(const uint16_t* p, int64_t i) { return bf16_bits_to_f32(p[i]); }
+// One cache row as this kernel reads it: dim i as fp32, dequantised on the fly for I8 / I4.
+struct Row {
+  const char* p;
+  int dt;
+  float s, m;  // I8 / I4: x = code * s + m, m = -zero * s (exact)
+  float operator[](int i) const {
+    switch (dt) {
+      case kF32: return reinterpret_cast<const float*>(p)[i];
+      case kBF16: return bf16_bits_to_f32(reinterpret_cast<const uint16_t*>(p)[i]);
+      default:
+        return std::fma(static_cast<float>(kv_code(reinterpret_cast<const uint8_t*>(p), static_cast<KVDType>(dt), i)),
+                        s, m);
+    }
+  }
+};
+
+Row row_of(const void* cache, const uint16_t* scales, const uint8_t* zeros, int dt, int hd, int64_t row) {
+  Row r{static_cast<const char*>(cache) + row * kv_row_bytes(static_cast<KVDType>(dt), hd), dt, 0.0f, 0.0f};
+  if (dt == kI8 || dt == kI4) {
+    r.s = f16_bits_to_f32(scales[row]);
+    r.m = -static_cast<float>(zeros[row]) * r.s;
+  }
+  return r;
+}
 
 // Online softmax over the sequence's blocks in position order: one running max
 // and denominator per (token, head), so its result depends only on its own q,
 // pos and cache contents.
-template <typename T>
-void attend(const AttnTask& t, const T* kc, const T* vc) {  // kc, vc: the layer's cache
+void attend(const AttnTask& t) {
   const int hd = t.head_dim, bs = t.block_size;
   float* s = t.scratch;         // [block_size]
   float* acc = t.scratch + bs;  // [head_dim]
@@ -28,12 +50,12 @@ void attend(const AttnTask& t, const T* kc, const T* vc) {  // kc, vc: the layer
   const int n_blocks = t.pos / bs + 1;
   for (int b = 0; b < n_blocks; ++b) {
     const int n = b == n_blocks - 1 ? t.pos - b * bs + 1 : bs;
-    const int64_t base = (static_cast<int64_t>(t.block_table[b]) * t.n_kv_heads + t.kv_head) * bs * hd;
+    const int64_t base = (static_cast<int64_t>(t.block_table[b]) * t.n_kv_heads + t.kv_head) * bs;  // first row
     float block_max = -INFINITY;
     for (int j = 0; j < n; ++j) {
-      const T* kr = kc + base + static_cast<int64_t>(j) * hd;
+      const Row kr = row_of(t.k, t.k_scales, t.k_zeros, t.k_dtype, hd, base + j);
       float d = 0.0f;
-      for (int i = 0; i < hd; ++i) d += t.q[i] * val(kr, i);
+      for (int i = 0; i < hd; ++i) d += t.q[i] * kr[i];
       s[j] = d * t.scale;
       block_max = std::max(block_max, s[j]);
     }
@@ -47,8 +69,8 @@ void attend(const AttnTask& t, const T* kc, const T* vc) {  // kc, vc: the layer
     for (int j = 0; j < n; ++j) {
       const float p = std::exp(s[j] - run_max);
       denom += p;
-      const T* vr = vc + base + static_cast<int64_t>(j) * hd;
-      for (int i = 0; i < hd; ++i) acc[i] += p * val(vr, i);
+      const Row vr = row_of(t.v, t.v_scales, t.v_zeros, t.v_dtype, hd, base + j);
+      for (int i = 0; i < hd; ++i) acc[i] += p * vr[i];
     }
   }
   const float inv = 1.0f / denom;
@@ -57,12 +79,7 @@ void attend(const AttnTask& t, const T* kc, const T* vc) {  // kc, vc: the layer
 
 }  // namespace
 
-void attention_one(const AttnTask& t) {
-  if (t.dtype == kBF16)
-    attend(t, static_cast<const uint16_t*>(t.k), static_cast<const uint16_t*>(t.v));
-  else
-    attend(t, static_cast<const float*>(t.k), static_cast<const float*>(t.v));
-}
+void attention_one(const AttnTask& t) { attend(t); }
 
 }  // namespace scalar
 
@@ -90,8 +107,13 @@ void paged_attention(ThreadPool& pool, const KVLayer& kv, const AttnSeq* seqs, i
     AttnTask t{};
     t.k = kv.k;
     t.v = kv.v;
+    t.k_scales = kv.k_scales;
+    t.k_zeros = kv.k_zeros;
+    t.v_scales = kv.v_scales;
+    t.v_zeros = kv.v_zeros;
     t.scratch = scratch.data();
-    t.dtype = kv.dtype == DType::BF16 ? kBF16 : kF32;
+    t.k_dtype = static_cast<int>(kv.k_dtype);
+    t.v_dtype = static_cast<int>(kv.v_dtype);
     t.n_kv_heads = kv.n_kv_heads;
     t.head_dim = kv.head_dim;
     t.block_size = kv.block_size;

@@ -9,20 +9,77 @@
 
 namespace {
 
+// A cache row as this kernel reads it: vec(i) gives dims [i, i + kLanes) as fp32 (i a multiple of kLanes),
+// one(i) a single dim (for a head_dim that is not a multiple of kLanes; kTail false where that cannot be). Quantized
+// rows are dequantised in registers, x = code * s + m (m = -zero * s): each value is exact in fp32, so the arithmetic
+// after it is the same as on an fp32 row of those values.
+struct RowF32 {
+  static constexpr bool kTail = true;
+  const float* p;
+  RowF32(const void* cache, const uint16_t*, const uint8_t*, int hd, int64_t row)
+      : p(static_cast<const float*>(cache) + row * hd) {}
+  Vec vec(int i) const { return load(p + i); }
+  float one(int i) const { return p[i]; }
+};
+struct RowBF16 {
+  static constexpr bool kTail = true;
+  const uint16_t* p;
+  RowBF16(const void* cache, const uint16_t*, const uint8_t*, int hd, int64_t row)
+      : p(static_cast<const uint16_t*>(cache) + row * hd) {}
+  Vec vec(int i) const { return load(p + i); }
+  float one(int i) const { return load1(p + i); }
+};
+struct RowI8 {
+  static constexpr bool kTail = true;
+  const uint8_t* p;
+  float s1, m1;
+  Vec s, m;
+  RowI8(const void* cache, const uint16_t* scales, const uint8_t* zeros, int hd, int64_t row)
+      : p(static_cast<const uint8_t*>(cache) + row * hd),
+        s1(f16_to_f32(scales[row])),
+        m1(-static_cast<float>(zeros[row]) * s1),
+        s(set1(s1)),
+        m(set1(m1)) {}
+  Vec vec(int i) const { return fmadd(bytes_f32(widen_u8(p + i)), s, m); }
+  float one(int i) const { return __builtin_fmaf(static_cast<float>(p[i]), s1, m1); }
+};
+// I4: in each run of 32 dims, byte j holds dim j (low nibble) and dim j + 16 (high); kLanes divides 16.
+struct RowI4 {
+  static constexpr bool kTail = false;  // head_dim is a multiple of 32
+  const uint8_t* p;
+  float s1, m1;
+  Vec s, m;
+  RowI4(const void* cache, const uint16_t* scales, const uint8_t* zeros, int hd, int64_t row)
+      : p(static_cast<const uint8_t*>(cache) + row * (hd / 2)),
+        s1(f16_to_f32(scales[row])),
+        m1(-static_cast<float>(zeros[row]) * s1),
+        s(set1(s1)),
+        m(set1(m1)) {}
+  Vec vec(int i) const {
+    const IVec b = widen_u8(p + (i / 32) * 16 + i % 16);
+    return fmadd(i % 32 < 16 ? low_nibbles(b) : high_nibbles(b), s, m);
+  }
+  float one(int i) const {
+    const uint8_t b = p[(i / 32) * 16 + i % 16];
+    return __builtin_fmaf(static_cast<float>(i % 32 < 16 ? b & 0x0f : b >> 4), s1, m1);
+  }
+};
+
 // s[j] = scale * q . k_j for J keys at once (independent chains for the FMA
 // pipes); each score's own FMA sequence is the same as with J = 1.
-template <int J, typename T>
-inline void scores(const float* q, const T* k, int hd, float scale, float* s) {  // k [J, hd], s [J]
+template <int J, typename KR>
+inline void scores(const float* q, const KR* k, int hd, float scale, float* s) {  // k [J] rows, s [J]
   Vec acc[J];
   for (int j = 0; j < J; ++j) acc[j] = zero();
   int i = 0;
   for (; i + kLanes <= hd; i += kLanes) {
     const Vec qv = load(q + i);
-    for (int j = 0; j < J; ++j) acc[j] = fmadd(qv, load(k + j * hd + i), acc[j]);
+    for (int j = 0; j < J; ++j) acc[j] = fmadd(qv, k[j].vec(i), acc[j]);
   }
   for (int j = 0; j < J; ++j) {
     float d = hsum(acc[j]);
-    for (int t = i; t < hd; ++t) d += q[t] * load1(k + j * hd + t);
+    if constexpr (KR::kTail)
+      for (int t = i; t < hd; ++t) d += q[t] * k[j].one(t);
     s[j] = d * scale;
   }
 }
@@ -30,8 +87,8 @@ inline void scores(const float* q, const T* k, int hd, float scale, float* s) { 
 // One (token, head): scores block by block, online softmax, P V. NV > 0: head_dim = NV * kLanes, with
 // the accumulator in registers (each key's update does not wait on a store and reload of it); NV = 0:
 // any head_dim, the accumulator in scratch. The same operations in the same order either way.
-template <int NV, typename T>
-void attend(const AttnTask& t, const T* kc, const T* vc) {  // kc, vc: the layer's cache
+template <int NV, typename KR, typename VR>
+void attend(const AttnTask& t) {
   const int hd = NV > 0 ? NV * kLanes : t.head_dim, bs = t.block_size;
   float* s = t.scratch;         // [block_size]
   float* acc = t.scratch + bs;  // [head_dim] (NV = 0)
@@ -45,12 +102,18 @@ void attend(const AttnTask& t, const T* kc, const T* vc) {  // kc, vc: the layer
   const int n_blocks = t.pos / bs + 1;
   for (int b = 0; b < n_blocks; ++b) {
     const int n = b == n_blocks - 1 ? t.pos - b * bs + 1 : bs;
-    const int64_t base = (static_cast<int64_t>(t.block_table[b]) * t.n_kv_heads + t.kv_head) * bs * hd;
-    const T* kb = kc + base;  // [block_size, hd]
-    const T* vb = vc + base;  // [block_size, hd]
+    const int64_t base = (static_cast<int64_t>(t.block_table[b]) * t.n_kv_heads + t.kv_head) * bs;  // first row
     int j = 0;
-    for (; j + 4 <= n; j += 4) scores<4>(t.q, kb + static_cast<int64_t>(j) * hd, hd, t.scale, s + j);
-    for (; j < n; ++j) scores<1>(t.q, kb + static_cast<int64_t>(j) * hd, hd, t.scale, s + j);
+    for (; j + 4 <= n; j += 4) {
+      const KR k[4] = {KR(t.k, t.k_scales, t.k_zeros, hd, base + j), KR(t.k, t.k_scales, t.k_zeros, hd, base + j + 1),
+                       KR(t.k, t.k_scales, t.k_zeros, hd, base + j + 2),
+                       KR(t.k, t.k_scales, t.k_zeros, hd, base + j + 3)};
+      scores<4>(t.q, k, hd, t.scale, s + j);
+    }
+    for (; j < n; ++j) {
+      const KR k[1] = {KR(t.k, t.k_scales, t.k_zeros, hd, base + j)};
+      scores<1>(t.q, k, hd, t.scale, s + j);
+    }
     float block_max = run_max;
     for (j = 0; j < n; ++j) block_max = s[j] > block_max ? s[j] : block_max;
     if (block_max > run_max) {
@@ -73,14 +136,15 @@ void attend(const AttnTask& t, const T* kc, const T* vc) {  // kc, vc: the layer
     for (j = 0; j < n; ++j) {
       const float p = s[j];
       denom += p;
-      const T* vr = vb + static_cast<int64_t>(j) * hd;
+      const VR vr(t.v, t.v_scales, t.v_zeros, hd, base + j);
       const Vec pv = set1(p);
       if constexpr (NV > 0) {
-        for (int v = 0; v < NV; ++v) racc[v] = fmadd(pv, load(vr + v * kLanes), racc[v]);
+        for (int v = 0; v < NV; ++v) racc[v] = fmadd(pv, vr.vec(v * kLanes), racc[v]);
       } else {
         int i = 0;
-        for (; i + kLanes <= hd; i += kLanes) store(acc + i, fmadd(pv, load(vr + i), load(acc + i)));
-        for (; i < hd; ++i) acc[i] += p * load1(vr + i);
+        for (; i + kLanes <= hd; i += kLanes) store(acc + i, fmadd(pv, vr.vec(i), load(acc + i)));
+        if constexpr (VR::kTail)
+          for (; i < hd; ++i) acc[i] += p * vr.one(i);
       }
     }
   }
@@ -92,26 +156,29 @@ void attend(const AttnTask& t, const T* kc, const T* vc) {  // kc, vc: the layer
   }
 }
 
-template <typename T>
-void attend_dispatch(const AttnTask& t, const T* kc, const T* vc) {
+template <typename KR, typename VR>
+void attend_dispatch(const AttnTask& t) {
   switch (t.head_dim % kLanes ? 0 : t.head_dim / kLanes) {
-    case 1: return attend<1>(t, kc, vc);
-    case 2: return attend<2>(t, kc, vc);
-    case 3: return attend<3>(t, kc, vc);
-    case 4: return attend<4>(t, kc, vc);
-    case 5: return attend<5>(t, kc, vc);
-    case 6: return attend<6>(t, kc, vc);
-    case 8: return attend<8>(t, kc, vc);
-    default: return attend<0>(t, kc, vc);
+    case 1: return attend<1, KR, VR>(t);
+    case 2: return attend<2, KR, VR>(t);
+    case 3: return attend<3, KR, VR>(t);
+    case 4: return attend<4, KR, VR>(t);
+    case 5: return attend<5, KR, VR>(t);
+    case 6: return attend<6, KR, VR>(t);
+    case 8: return attend<8, KR, VR>(t);
+    default: return attend<0, KR, VR>(t);
   }
 }
 
-// The dtype dispatch of attention_one.
+// The dtype dispatch of attention_one: K and V alike, or 8-bit K with 4-bit V (the pairs the cache offers).
 inline void attend(const AttnTask& t) {
-  if (t.dtype == kBF16)
-    attend_dispatch(t, static_cast<const uint16_t*>(t.k), static_cast<const uint16_t*>(t.v));
-  else
-    attend_dispatch(t, static_cast<const float*>(t.k), static_cast<const float*>(t.v));
+  if (t.k_dtype == kI8 && t.v_dtype == kI4) return attend_dispatch<RowI8, RowI4>(t);
+  switch (t.k_dtype) {
+    case kBF16: return attend_dispatch<RowBF16, RowBF16>(t);
+    case kI8: return attend_dispatch<RowI8, RowI8>(t);
+    case kI4: return attend_dispatch<RowI4, RowI4>(t);
+    default: return attend_dispatch<RowF32, RowF32>(t);
+  }
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "kernels/cpu/bf16.h"
+#include "kernels/cpu/kv_quant.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/tiles.h"
 
@@ -36,6 +37,22 @@ struct TileSeq {
   int64_t first_item;
 };
 
+// One cache row as bf16, as the tile unit takes it: bf16 rows as they are, fp32 rounded, quantized rows
+// dequantised (exact in fp32) and then rounded.
+void row_to_bf16(const void* cache, const uint16_t* scales, const uint8_t* zeros, KVDType dt, int hd, int64_t row,
+                 uint16_t* out, ToBf16Fn to_bf16) {
+  const char* p = static_cast<const char*>(cache) + row * kv_row_bytes(dt, hd);
+  if (dt == KVDType::BF16) {
+    std::copy_n(reinterpret_cast<const uint16_t*>(p), hd, out);
+  } else if (dt == KVDType::F32) {
+    to_bf16(reinterpret_cast<const float*>(p), hd, out);
+  } else {
+    float x[kMaxHeadDim];
+    kv_dequant_row(reinterpret_cast<const uint8_t*>(p), dt, scales[row], zeros[row], hd, x);
+    to_bf16(x, hd, out);
+  }
+}
+
 // Rounds keys [c * kChunk, (c + 1) * kChunk) of kv head h to bf16 and writes them into the packed K
 // and V of that head (zeros past num_keys and past head_dim, so padding never meets a NaN).
 void pack_chunk(const KVLayer& kv, const TileSeq& t, int h, int64_t c, int64_t hdp, ToBf16Fn to_bf16) {
@@ -47,15 +64,9 @@ void pack_chunk(const KVLayer& kv, const TileSeq& t, int h, int64_t c, int64_t h
     std::fill(krow, krow + hdp, uint16_t{0});
     std::fill(vrow, vrow + hdp, uint16_t{0});
     if (key < t.num_keys) {
-      const int64_t at =
-          ((static_cast<int64_t>(t.seq->block_table[key / bs]) * kv.n_kv_heads + h) * bs + key % bs) * hd;
-      if (kv.dtype == DType::BF16) {
-        std::copy_n(static_cast<const uint16_t*>(kv.k) + at, hd, krow);
-        std::copy_n(static_cast<const uint16_t*>(kv.v) + at, hd, vrow);
-      } else {
-        to_bf16(static_cast<const float*>(kv.k) + at, hd, krow);
-        to_bf16(static_cast<const float*>(kv.v) + at, hd, vrow);
-      }
+      const int64_t row = (static_cast<int64_t>(t.seq->block_table[key / bs]) * kv.n_kv_heads + h) * bs + key % bs;
+      row_to_bf16(kv.k, kv.k_scales, kv.k_zeros, kv.k_dtype, static_cast<int>(hd), row, krow, to_bf16);
+      row_to_bf16(kv.v, kv.v_scales, kv.v_zeros, kv.v_dtype, static_cast<int>(hd), row, vrow, to_bf16);
     }
     // K: key = 16-row block nb, row n; dims (2p, 2p + 1) of step s form pair p.
     const int64_t nb = key / 16, n = key % 16;

@@ -15,9 +15,9 @@
 
 namespace lmrt::cpu {
 
-// Element type codes as in DType (ops.h): 0 = F32, 1 = BF16. An int here so
+// Element type codes as in DType and KVDType (ops.h): 0 = F32, 1 = BF16, 2 = I8, 3 = I4. An int here so
 // this header does not pull in ops.h (and <functional>) into ISA files.
-enum : int { kF32 = 0, kBF16 = 1 };
+enum : int { kF32 = 0, kBF16 = 1, kI8 = 2, kI4 = 3 };
 
 // y[m, n] = sum_k x[m, k] * w[n, k] (+ bias[n]) for m in [m0, m1), n in [n0, n1).
 //   x    [M, K] fp32, row stride ldx
@@ -33,13 +33,18 @@ using LinearTileFn = LinearTileSig*;
 
 // One (query token, query head) of paged attention.
 struct AttnTask {
-  const float* q;              // [head_dim]
-  float* out;                  // [head_dim]
-  const void* k;               // layer K cache, layout as KVLayer in ops.h
-  const void* v;               // layer V cache
+  const float* q;            // [head_dim]
+  float* out;                // [head_dim]
+  const void* k;             // layer K cache, layout as KVLayer in ops.h
+  const void* v;             // layer V cache
+  const uint16_t* k_scales;  // I8 / I4 K: per row, fp16 bits
+  const uint8_t* k_zeros;    // I8 / I4 K: per row
+  const uint16_t* v_scales;  // I8 / I4 V
+  const uint8_t* v_zeros;
   const int32_t* block_table;  // [pos / block_size + 1]
   float* scratch;              // [block_size + head_dim]: block scores, then the accumulator
-  int dtype;
+  int k_dtype;                 // kF32, kBF16, kI8, kI4
+  int v_dtype;
   int n_kv_heads;
   int head_dim;
   int block_size;

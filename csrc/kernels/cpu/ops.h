@@ -46,19 +46,37 @@ void rope(float* x, int64_t M, int64_t ldx, int n_heads, int head_dim, const int
 //   gu [M, 2I] stride ldg, out [M, I] stride ldo
 void silu_mul(const float* gu, int64_t M, int64_t I, int64_t ldg, float* out, int64_t ldo);
 
-// One layer's paged KV cache. Element (block b, kv head h, slot s, dim d) is at
-//   ((b * n_kv_heads + h) * block_size + s) * head_dim + d
-// in k and in v (each num_blocks * n_kv_heads * block_size * head_dim elements of dtype).
+// Element types of the KV cache. F32 and BF16 hold the values. I8 and I4 hold codes, with one
+// (scale, zero point) per row (a row = one token of one kv head): x = (code - zero) * scale, asymmetric,
+// computed when the row is written (kv_store) from the row's own range [min, max] widened to include 0:
+// scale = (max - min) / (2^bits - 1) rounded up to fp16 (so the range is covered), zero = round(-min / scale),
+// code = clamp(round(x / scale) + zero, 0, 2^bits - 1), rounding half to even. The dequantised value is
+// exact in fp32 (a code of at most 8 bits times an 11-bit scale), so attention over codes computes
+// what attention over those values computes. I8: one byte per dim. I4: two codes per byte; in each run
+// of 32 dims, byte j holds dim j (low nibble) and dim j + 16 (high nibble), as W4Matrix's codes.
+enum class KVDType : int { F32 = 0, BF16 = 1, I8 = 2, I4 = 3 };
+// Bytes of one row of head_dim elements (I4 needs head_dim a multiple of 32).
+int64_t kv_row_bytes(KVDType dt, int head_dim);
+
+// One layer's paged KV cache. Row (block b, kv head h, slot s) is row ((b * n_kv_heads + h) * block_size + s)
+// of k and of v, each row kv_row_bytes(dtype, head_dim) bytes; for I8 / I4 its scale (fp16 bits) and zero
+// point are entry `row` of *_scales and *_zeros (nullptr for F32 / BF16). K and V have the same dtype, or
+// K is I8 and V I4.
 struct KVLayer {
   void* k;
   void* v;
-  DType dtype;
+  uint16_t* k_scales;  // [num_blocks * n_kv_heads * block_size] (I8 / I4 K)
+  uint8_t* k_zeros;    // [num_blocks * n_kv_heads * block_size]
+  uint16_t* v_scales;  // (I8 / I4 V)
+  uint8_t* v_zeros;
+  KVDType k_dtype;
+  KVDType v_dtype;
   int n_kv_heads;
   int head_dim;
   int block_size;
 };
 
-// Writes the K and V rows of M tokens into the cache.
+// Writes the K and V rows of M tokens into the cache (rounded to bf16, or quantized, as the cache stores them).
 //   k, v        [M, n_kv_heads * head_dim] fp32, row strides ldk, ldv
 //   slot        [M] absolute cache slot of each token: block_id * block_size + offset
 void kv_store(const KVLayer& kv, const float* k, int64_t ldk, const float* v, int64_t ldv, int64_t M,
@@ -69,7 +87,8 @@ void kv_store(const KVLayer& kv, const float* k, int64_t ldk, const float* v, in
 //   out         [M, n_heads * head_dim] stride ldo
 //   block_table [ceil((max(pos) + 1) / block_size)] block ids of the sequence
 //   pos         [M] position of each query token; token m attends to cache positions 0..pos[m]
-// The cache must already hold K/V for every position attended to (kv_store first).
+// The cache must already hold K/V for every position attended to (kv_store first). Quantized rows are
+// dequantised in registers as they are read; no copy of a block in another precision is made.
 // GQA: query head h reads kv head h / (n_heads / n_kv_heads).
 // Softmax in fp32 with the running max subtracted; scale is usually 1/sqrt(head_dim).
 struct AttnSeq {

@@ -63,6 +63,8 @@ inline void store_tail(float* p, Tail r, Vec v) {
 }
 
 inline float load1(const float* p) { return *p; }
+// IEEE half -> fp32 (F16C, exact).
+inline float f16_to_f32(uint16_t h) { return _cvtsh_ss(h); }
 inline float load1(const uint16_t* p) {
   return _mm_cvtss_f32(_mm_castsi128_ps(_mm_cvtsi32_si128(static_cast<int>(*p) << 16)));
 }
@@ -71,6 +73,7 @@ inline float load1(const uint16_t* p) {
 inline IVec widen_u8(const uint8_t* p) {
   return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
 }
+inline Vec bytes_f32(IVec b) { return _mm256_cvtepi32_ps(b); }
 inline Vec low_nibbles(IVec b) { return _mm256_cvtepi32_ps(_mm256_and_si256(b, _mm256_set1_epi32(0x0F))); }
 inline Vec high_nibbles(IVec b) { return _mm256_cvtepi32_ps(_mm256_srli_epi32(b, 4)); }
 // A group's weights w(j) = fma(float(j), scale, min) by code j (simd_avx512.h looks them up in a

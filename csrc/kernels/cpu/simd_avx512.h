@@ -50,6 +50,8 @@ inline Vec load_tail(const int8_t* p, Tail m) {
 inline void store_tail(float* p, Tail m, Vec v) { _mm512_mask_storeu_ps(p, m, v); }
 
 inline float load1(const float* p) { return *p; }
+// IEEE half -> fp32 (F16C, exact).
+inline float f16_to_f32(uint16_t h) { return _cvtsh_ss(h); }
 inline float load1(const uint16_t* p) {
   return _mm_cvtss_f32(_mm_castsi128_ps(_mm_cvtsi32_si128(static_cast<int>(*p) << 16)));
 }
@@ -58,6 +60,7 @@ inline float load1(const uint16_t* p) {
 inline IVec widen_u8(const uint8_t* p) {
   return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
+inline Vec bytes_f32(IVec b) { return _mm512_cvtepi32_ps(b); }
 inline Vec low_nibbles(IVec b) { return _mm512_cvtepi32_ps(_mm512_and_si512(b, _mm512_set1_epi32(0x0F))); }
 inline Vec high_nibbles(IVec b) { return _mm512_cvtepi32_ps(_mm512_srli_epi32(b, 4)); }
 // A group's 16 weight values, w(j) = fma(float(j), scale, min) for codes j = 0..15: here one vector

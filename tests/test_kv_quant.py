@@ -1,0 +1,242 @@
+"""The quantized KV cache (KVDType I8 / I4, csrc/kernels/cpu/ops.h): quantize-on-write against a NumPy reference
+of the same scheme (codes, scales and zero points equal), and attention over the codes against a float64
+reference of the same dequantised values on every ISA path, each forced in turn, and on the bf16 tile path;
+then against attention over the unquantized values, with the quantization's own bound."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from kernel_paths import (  # noqa: F401  (isa is a fixture)
+    PagedCache,
+    assert_bits_equal,
+    attn_ref,
+    bf16_round,
+    isa,
+    quantize_kv_rows_ref,
+    unpack_kv_codes,
+)
+
+from lmrt._core import kernels as K
+
+EPS32 = 2.0**-24
+rng = np.random.default_rng(77)
+BITS = {"i8": 8, "i4": 4}
+
+
+# The exact path over dequantised values is the fp32 kernel's arithmetic on those values (they are exact in fp32):
+# the same bound as tests/test_kernels.py's attention, 4 (head_dim + 16) u relative to max|v|.
+def attn_tol(hd):
+    return 4 * (hd + 16) * EPS32
+
+
+# The bf16 tile path over them: q, K, V and the probabilities rounded to bf16 (as tests/test_kernels_tiles.py).
+def tile_tol(hd):
+    return 2.0**-6
+
+
+def rows_for_store_test(hd):
+    """Rows of every kind the quantizer meets: both signs, all positive, all negative, zeros, a constant row,
+    a tiny and a large magnitude, one outlier dim."""
+    x = rng.standard_normal((12, hd)).astype(np.float32)
+    x[1] = np.abs(x[1]) + 0.5
+    x[2] = -np.abs(x[2]) - 0.5
+    x[3] = 0.0
+    x[4] = 1.25
+    x[5] *= 1e-6
+    x[6] *= 3e3
+    x[7, 5] = 60.0  # an outlier channel, as keys have
+    return x
+
+
+@pytest.mark.parametrize("dtype", ["i8", "i4"])
+def test_kv_store_quantizes_as_the_reference(dtype):
+    hd, n_kv, bs = 64, 2, 4
+    c = PagedCache(8, n_kv, hd, bs, dtype, rng)
+    x = rows_for_store_test(hd)  # 12 rows: 6 tokens x 2 kv heads
+    k, v = x.reshape(6, n_kv * hd), (x[::-1] * 0.5).copy().reshape(6, n_kv * hd)
+    table = np.array([5, 2], np.int32)
+    slots = table[np.arange(6) // bs].astype(np.int64) * bs + np.arange(6) % bs
+    # Rows written at different steps: one token at a time, as decoding writes them.
+    for t in range(6):
+        c.store(k[t : t + 1], v[t : t + 1], slots[t : t + 1])
+    for which, src in (("k", k), ("v", v)):
+        codes, scales, zeros = quantize_kv_rows_ref(src.reshape(12, hd), BITS[dtype])
+        cache = c.k if which == "k" else c.v
+        for t in range(6):
+            for h in range(n_kv):
+                row = (table[t // bs] * n_kv + h) * bs + t % bs
+                got = unpack_kv_codes(cache[table[t // bs], h, t % bs], dtype)
+                np.testing.assert_array_equal(got, codes[t * n_kv + h], err_msg=f"{which} token {t} head {h}")
+                assert c.params[f"{which}_scales"][row] == scales[t * n_kv + h]
+                assert c.params[f"{which}_zeros"][row] == zeros[t * n_kv + h]
+        # The dequantised row is within half a step of the value (the range covers it; scale rounded up).
+        held = c.held(which, table, 6).reshape(12, hd)
+        step = scales.view(np.float16).astype(np.float64)[:, None]
+        assert (np.abs(held.astype(np.float64) - src.reshape(12, hd)) <= 0.5 * step + 1e-30).all()
+
+
+def test_a_non_finite_row_stays_non_finite():
+    c = PagedCache(2, 1, 32, 2, "i8", rng)
+    k = np.ones((1, 32), np.float32)
+    k[0, 3] = np.nan
+    c.store(k, np.ones((1, 32), np.float32), np.array([0], np.int64))
+    assert np.isnan(c.held("k", np.array([0], np.int32), 1)).all()
+    assert np.isfinite(c.held("v", np.array([0], np.int32), 1)).all()
+
+
+QUANT_CONFIGS = [  # (n_heads, n_kv_heads, head_dim, block_size)
+    (9, 3, 64, 16),  # SmolLM2-135M
+    (4, 4, 32, 8),
+    (8, 2, 128, 16),  # Llama-3 shapes
+]
+
+
+def build_case(n_heads, n_kv, hd, bs, dtype, v_dtype=None, seed=0):
+    r = np.random.default_rng(seed)
+    c = PagedCache(48, n_kv, hd, bs, dtype, r, v_dtype)
+    seqs = []
+    # Prefill with a partial last block, decode far in, chunked prefill, one token.
+    for length, pos in [(37, np.arange(37)), (51, np.array([50])), (30, np.arange(19, 30)), (1, np.array([0]))]:
+        table, k, v = c.new_seq(length)
+        q = r.standard_normal((len(pos), n_heads * hd)).astype(np.float32)
+        seqs.append((q, table, pos.astype(np.int32), k, v))
+    return c, seqs
+
+
+def run(c, seqs, n_heads, scale, threads, tile_unit=None, min_rows=32):
+    return K.paged_attention(
+        [s[0] for s in seqs],
+        c.k,
+        c.v,
+        [s[1] for s in seqs],
+        [s[2] for s in seqs],
+        n_heads,
+        c.n_kv,
+        c.hd,
+        c.bs,
+        scale,
+        c.dtype,
+        threads,
+        tile_unit=tile_unit,
+        min_rows=min_rows,
+        **c.kwargs(),
+    )
+
+
+KV_KINDS = [("i8", None), ("i4", None), ("i8", "i4")]
+
+
+@pytest.mark.parametrize("dtype,v_dtype", KV_KINDS)
+@pytest.mark.parametrize("n_heads,n_kv,hd,bs", QUANT_CONFIGS)
+def test_attention_over_codes_matches_float64_of_the_same_values(isa, n_heads, n_kv, hd, bs, dtype, v_dtype):
+    c, seqs = build_case(n_heads, n_kv, hd, bs, dtype, v_dtype)
+    scale = hd**-0.5
+    for (q, table, pos, _k, _v), out in zip(seqs, run(c, seqs, n_heads, scale, 2)):
+        length = int(pos.max()) + 1
+        kq, vq = c.held("k", table, length), c.held("v", table, length)
+        ref = attn_ref(q, kq, vq, pos, n_heads, n_kv, hd, scale)
+        err = np.abs(out - ref).max() / np.abs(vq).max()
+        assert err <= attn_tol(hd), f"{len(pos)} rows: {err:.3g} of max|v|"
+
+
+# Against the unquantized values: each K value moves by at most half a step (step = scale of its row), so each
+# score by at most |q| (sum of half steps) * attention scale; V values likewise by half a step. With unit normal
+# rows a step is range / 255 (int8) or range / 15 (int4): this bound is the measured worst case with margin.
+QUANT_VS_FP_TOL = {"i8": 0.03, "i4": 0.5}
+
+
+@pytest.mark.parametrize("dtype,v_dtype", KV_KINDS)
+def test_attention_over_codes_is_close_to_unquantized(dtype, v_dtype):
+    n_heads, n_kv, hd, bs = 9, 3, 64, 16
+    c, seqs = build_case(n_heads, n_kv, hd, bs, dtype, v_dtype, seed=3)
+    scale = hd**-0.5
+    worst = 0.0
+    for (q, _table, pos, k, v), out in zip(seqs, run(c, seqs, n_heads, scale, 2)):
+        length = int(pos.max()) + 1
+        ref = attn_ref(q, k[:length], v[:length], pos, n_heads, n_kv, hd, scale)
+        worst = max(worst, np.abs(out - ref).max() / np.abs(v).max())
+    assert worst <= QUANT_VS_FP_TOL[v_dtype or dtype], worst
+
+
+@pytest.mark.parametrize("dtype,v_dtype", KV_KINDS)
+def test_threads_and_batch_change_no_bit(dtype, v_dtype):
+    n_heads, n_kv, hd, bs = 9, 3, 64, 16
+    c, seqs = build_case(n_heads, n_kv, hd, bs, dtype, v_dtype, seed=4)
+    one = run(c, seqs, n_heads, 0.125, 1)
+    for threads in (2, 3):
+        for i, (a, b) in enumerate(zip(run(c, seqs, n_heads, 0.125, threads), one)):
+            assert_bits_equal(a, b, f"sequence {i}, {threads} threads vs 1")
+    for i, s in enumerate(seqs):
+        assert_bits_equal(run(c, [s], n_heads, 0.125, 2)[0], one[i], f"sequence {i} alone")
+
+
+@pytest.mark.parametrize("dtype,v_dtype", KV_KINDS)
+def test_every_isa_agrees_with_scalar(dtype, v_dtype):
+    """The vector paths against the scalar reference on the same codes: the same bound, twice."""
+    n_heads, n_kv, hd, bs = 4, 2, 64, 8
+    c, seqs = build_case(n_heads, n_kv, hd, bs, dtype, v_dtype, seed=5)
+    vmax = max(np.abs(c.held("v", t, int(p.max()) + 1)).max() for _, t, p, _, _ in seqs)
+    prev = K.active_isa()
+    try:
+        K.set_isa("scalar")
+        ref = run(c, seqs, n_heads, 0.2, 1)
+        for name in ("avx2", "avx512"):
+            if not K.isa_supported(name):
+                continue
+            K.set_isa(name)
+            for i, (a, b) in enumerate(zip(run(c, seqs, n_heads, 0.2, 2), ref)):
+                assert np.abs(a - b).max() <= 2 * attn_tol(hd) * vmax, f"{name}, sequence {i}"
+    finally:
+        K.set_isa(prev)
+
+
+def tile_units():
+    units = ["model"]
+    if K.avx512bf16_available():
+        units.append("avx512bf16")
+    if K.amx_available():
+        units.append("amx")
+    return units
+
+
+@pytest.mark.parametrize("unit", tile_units())
+@pytest.mark.parametrize("dtype,v_dtype", KV_KINDS)
+def test_tile_prefill_over_codes_matches_float64(unit, dtype, v_dtype):
+    n_heads, n_kv, hd, bs = 9, 3, 64, 16
+    c, seqs = build_case(n_heads, n_kv, hd, bs, dtype, v_dtype, seed=6)
+    scale = hd**-0.5
+    for (q, table, pos, _k, _v), out in zip(seqs, run(c, seqs, n_heads, scale, 2, tile_unit=unit)):
+        length = int(pos.max()) + 1
+        kq, vq = c.held("k", table, length), c.held("v", table, length)
+        if len(pos) < 32:  # the exact path
+            ref = attn_ref(q, kq, vq, pos, n_heads, n_kv, hd, scale)
+            assert np.abs(out - ref).max() / np.abs(vq).max() <= attn_tol(hd)
+            continue
+        ref = attn_ref(bf16_round(q), bf16_round(kq), bf16_round(vq), pos, n_heads, n_kv, hd, scale)
+        assert np.abs(out - ref).max() / np.abs(bf16_round(vq)).max() <= tile_tol(hd)
+
+
+def test_bad_quantized_caches_are_refused():
+    c = PagedCache(2, 1, 32, 2, "i8", rng)
+    k = np.ones((1, 32), np.float32)
+    with pytest.raises(ValueError, match="scales and zeros"):
+        K.kv_store(c.k, c.v, k, k, np.array([0], np.int64), 1, 32, 2, "i8")
+    with pytest.raises(ValueError, match="head_dim a multiple of 32"):
+        PagedCache(2, 1, 48, 2, "i4", rng).store(
+            np.ones((1, 48), np.float32), np.ones((1, 48), np.float32), np.array([0], np.int64)
+        )
+    with pytest.raises(ValueError, match="K and V share a dtype"):
+        K.kv_store(
+            c.k,
+            c.v,
+            k,
+            k,
+            np.array([0], np.int64),
+            1,
+            32,
+            2,
+            "i4",
+            v_dtype="i8",
+            **{key: val for key, val in c.params.items()},
+        )

@@ -163,13 +163,21 @@ def test_info_shows_what_the_engine_received(env, tmp_path):
     rows = dict(re.split(r"\s{2,}", line, maxsplit=1) for line in out.stdout.splitlines())
     assert rows["session length"] == "1,000 tokens"
     assert rows["weights"] == "4-bit, group 32; lm_head int8; other tensors bfloat16"
-    assert rows["KV cache dtype"] == "bfloat16"
+    assert rows["KV cache dtype"] == "bfloat16 (23,040 bytes per token)"
     # 0.01 GiB of bf16 KV: 30 layers x 3 KV heads x 64 x 2 (K, V) x 2 bytes = 23,040 bytes a token, 64 a block
     assert rows["KV capacity"] == f"{int(0.01 * 2**30) // (23_040 * 64) * 64:,} tokens (64 per block)"
     assert rows["KV cache memory"].endswith("(set by cache_memory_gib)")
     assert rows["max batch size"] == "3" and rows["threads"] == "1"
     assert rows["prefill"].startswith("fp32")
     assert rows["sampling defaults"].startswith("temperature 0.2, top_p 0.9, repetition_penalty 1.1 (from ")
+
+
+def test_info_int8_kv_cache(env, tmp_path):
+    out = run(env, "info", "--kv-cache-dtype", "int8", "--max-batch-size", "1", cwd=tmp_path)
+    rows = dict(re.split(r"\s{2,}", line, maxsplit=1) for line in out.stdout.splitlines())
+    # 30 layers x 3 KV heads x 2 (K, V) x (64 codes + 3 bytes of scale and zero point)
+    assert rows["KV cache dtype"] == "int8 (12,060 bytes per token: codes, fp16 scales and zero points)", out.stdout
+    assert rows["KV capacity"] == "8,192 tokens (64 per block)"
 
 
 def test_info_default_kv_cache_is_sized_for_the_sessions(env, tmp_path):

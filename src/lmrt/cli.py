@@ -67,7 +67,10 @@ def _engine_args(parser: argparse.ArgumentParser, max_batch_size: int) -> None:
         help="dtype of the dense weights and activations (default: auto, float32 on the CPU)",
     )
     group.add_argument(
-        "--kv-cache-dtype", choices=_KV_DTYPES, help="KV cache dtype (default: auto, the weights' dtype)"
+        "--kv-cache-dtype",
+        choices=_KV_DTYPES,
+        help="KV cache dtype; int8 quantizes K and V per token and head as they are written, half bf16's memory "
+        "(default: auto, the weights' dtype)",
     )
     group.add_argument(
         "--session-len",
@@ -463,6 +466,16 @@ def _format_sampling(info: dict) -> str:
     return f"{info.get('sampling_defaults', 'greedy')} ({'from ' + source if source else 'lmrt defaults'})"
 
 
+def _format_kv_dtype(info: dict) -> str:
+    """'int8 (402 bytes per token: codes, fp16 scales and zero points)', or the plain dtype's bytes."""
+    tokens = info.get("kv_capacity_tokens") or 0
+    if not tokens:
+        return info["kv_cache_dtype"]
+    per_token = info["kv_cache_bytes"] / tokens
+    extra = ": codes, fp16 scales and zero points" if info["kv_cache_dtype"] in ("int8", "int4") else ""
+    return f"{info['kv_cache_dtype']} ({per_token:,.0f} bytes per token{extra})"
+
+
 def format_info(info: dict) -> str:
     sizing = f" ({info['kv_cache_sizing']})" if info.get("kv_cache_sizing") else ""
     rows = [
@@ -471,7 +484,7 @@ def format_info(info: dict) -> str:
         ("parameters", _format_count(info["num_parameters"])),
         ("weights", _format_weights(info)),
         ("weights memory", _format_bytes(info["weights_bytes"])),
-        ("KV cache dtype", info["kv_cache_dtype"]),
+        ("KV cache dtype", _format_kv_dtype(info)),
         ("KV cache memory", _format_bytes(info["kv_cache_bytes"]) + sizing),
         ("KV capacity", f"{info['kv_capacity_tokens']:,} tokens ({info['block_size']} per block)"),
         ("session length", f"{info['session_len']:,} tokens"),

@@ -1,0 +1,121 @@
+"""What a KV cache dtype costs in quality, on the default model (issue 12): perplexity on
+/usr/share/common-licenses/GPL-3 (disjoint 512-token windows, the same windows in every row, as the
+figures in shared/README.md were measured) and the mean KL divergence of each next-token distribution
+against the fp32-KV run; plus greedy text on 8 chat prompts x 64 new tokens against fp32 KV, with the
+gap between the top two logits where a row first diverges (a near-tie, or not).
+
+Every row runs the exact fp32 prefill (prefill_precision="fp32"), so only the KV cache differs between rows.
+Appends a section to benchmarks/RESULTS.md.
+
+    HF_HUB_OFFLINE=1 PYTHONPATH=src:. python benchmarks/kv_quality.py [--kv float32,bfloat16,int8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import lmrt
+
+PROMPTS = [
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+    "Explain in two sentences why the sky is blue.",
+    "List three fruits that are red.",
+    "Translate 'good morning' into Spanish and German.",
+    "Write a Python function that returns the square of a number.",
+    "What is 17 + 25? Answer with the number.",
+    "Give me a short tip for learning to cook.",
+]
+MAX_NEW = 64
+
+
+def windows(tok, window=512):
+    text = open("/usr/share/common-licenses/GPL-3", encoding="utf-8").read()
+    ids = tok.encode(text, add_special_tokens=False)
+    return [w for w in (ids[i : i + window] for i in range(0, len(ids), window)) if len(w) >= 2]
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    m = x.max(axis=-1, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
+
+
+def config(kv: str) -> lmrt.EngineConfig:
+    return lmrt.EngineConfig(kv_cache_dtype=kv, prefill_precision="fp32", max_num_batched_tokens=512, max_batch_size=8)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--kv", default="float32,bfloat16,int8", help="KV cache dtypes, the first is the reference")
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    kinds = args.kv.split(",")
+    rows, ref_logp, ref_greedy = [], None, None
+    for kv in kinds:
+        with lmrt.pipeline(None, config(kv)) as pipe:
+            ws = windows(pipe.tokenizer)
+            nll, kl, n = 0.0, 0.0, 0
+            logps = []
+            for i, w in enumerate(ws):
+                logp = log_softmax(pipe.get_logits(w)[:-1])  # [len - 1, V]: predicts w[1:]
+                nll -= logp[np.arange(len(w) - 1), w[1:]].sum()
+                n += len(w) - 1
+                if ref_logp is None:
+                    logps.append(logp.astype(np.float32))
+                else:
+                    r = ref_logp[i].astype(np.float64)
+                    kl += (np.exp(r) * (r - logp)).sum()
+            ppl = float(np.exp(nll / n))
+            if ref_logp is None:
+                ref_logp = logps
+            chats = [[{"role": "user", "content": p}] for p in PROMPTS]
+            outs = pipe(chats, lmrt.GenerationConfig(max_new_tokens=MAX_NEW))  # greedy, one batch
+            greedy = [o.token_ids for o in outs]
+            gaps = []
+            if ref_greedy is not None:
+                for chat, a, b in zip(chats, greedy, ref_greedy):
+                    if a == b:
+                        continue
+                    j = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+                    with lmrt.pipeline(None, config(kinds[0])) as ref_pipe:  # the reference's logits there
+                        logits = ref_pipe.get_logits(ref_pipe.encode_prompt(chat) + b[:j])[-1]
+                    top2 = np.sort(logits)[-2:]
+                    gaps.append(f"token {j}: top-2 gap {top2[1] - top2[0]:.3g}")
+            else:
+                ref_greedy = greedy
+            same = sum(a == b for a, b in zip(greedy, ref_greedy))
+            kv_bytes = pipe.info()["kv_cache_bytes"] / max(1, pipe.info()["kv_capacity_tokens"])
+            row = (
+                f"| {kv} | {kv_bytes:.0f} | {ppl:.4f} | {100 * (ppl / rows[0][1] - 1) if rows else 0:+.2f}% | "
+                f"{kl / n if kinds[0] != kv else 0:.2e} | {same}/8 | {'; '.join(gaps) or '—'} |"
+            )
+            rows.append((kv, ppl, row))
+            print(row, flush=True)
+    section = "\n".join(
+        [
+            f"### {datetime.datetime.now():%Y-%m-%d %H:%M} — KV cache dtypes: quality on the default model",
+            "",
+            f"- command: `HF_HUB_OFFLINE=1 PYTHONPATH=src:. python benchmarks/kv_quality.py{''.join(' ' + a for a in sys.argv[1:])}`",
+            f"- lmrt {lmrt.__version__}, default model at 4 bits, exact fp32 prefill in every row (only the KV cache differs)",
+            f"- perplexity: GPL-3 in {len(ws)} disjoint 512-token windows; KL: mean over every predicted position of "
+            f"KL(p_{kinds[0]} || p_row); greedy: 8 chat prompts x {MAX_NEW} new tokens, identical to the {kinds[0]} row's",
+            "",
+            "| KV cache | bytes/token | perplexity | vs first row | mean KL | greedy equal | first divergence (the reference's top-2 logit gap there) |",
+            "|---|---|---|---|---|---|---|",
+            *[r[2] for r in rows],
+            "",
+        ]
+    )
+    if not args.no_write:
+        with open(Path(__file__).with_name("RESULTS.md"), "a") as f:
+            f.write("\n" + section)
+
+
+if __name__ == "__main__":
+    main()

@@ -7,6 +7,7 @@ peer, are not here yet.)
 
     HF_HUB_OFFLINE=1 PYTHONPATH=src:. python benchmarks/bench_kv.py [--reps 5] [--threads 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,9 @@ def main() -> None:
     long = [1000 + (i * 7919) % 40000 for i in range(2000)]
     rows = []
     for kv in KV:
-        cfg = lmrt.EngineConfig(kv_cache_dtype=kv, max_batch_size=1, num_threads=args.threads,
-                                enable_prefix_caching=False)
+        cfg = lmrt.EngineConfig(
+            kv_cache_dtype=kv, max_batch_size=1, num_threads=args.threads, enable_prefix_caching=False
+        )
         with lmrt.pipeline(None, cfg) as pipe:
             decode_tps(pipe, short)  # warm-up
             a = [decode_tps(pipe, short) for _ in range(args.reps)]
@@ -50,24 +52,30 @@ def main() -> None:
         rows.append((kv, statistics.median(a), statistics.median(b), a, b))
         print(f"{kv}: {statistics.median(a):.1f} / {statistics.median(b):.1f} tok/s", flush=True)
     base = {r[0]: r for r in rows}
-    lines = [f"| {kv} | {a:.1f} | {b:.1f} | {a / base['bfloat16'][1]:.2f}x | {b / base['bfloat16'][2]:.2f}x |"
-             for kv, a, b, _, _ in rows]
-    spreads = [f"- {kv}: short {', '.join(f'{x:.0f}' for x in ra)}; 2,000 {', '.join(f'{x:.0f}' for x in rb)}"
-               for kv, _, _, ra, rb in rows]
-    section = "\n".join([
-        f"### {datetime.datetime.now():%Y-%m-%d %H:%M} — decode speed per KV cache dtype (default model, batch 1)",
-        "",
-        f"- command: `HF_HUB_OFFLINE=1 PYTHONPATH=src:. python benchmarks/bench_kv.py{''.join(' ' + x for x in sys.argv[1:])}`",
-        f"- lmrt {lmrt.__version__}, {threads} threads, {NEW} new tokens after the prompt, medians of {args.reps}",
-        "",
-        "| KV cache | decode after 32 tokens | decode after 2,000 tokens | vs bf16 (32) | vs bf16 (2,000) |",
-        "|---|---|---|---|---|",
-        *lines,
-        "",
-        "Per-rep tokens/s:",
-        *spreads,
-        "",
-    ])
+    lines = [
+        f"| {kv} | {a:.1f} | {b:.1f} | {a / base['bfloat16'][1]:.2f}x | {b / base['bfloat16'][2]:.2f}x |"
+        for kv, a, b, _, _ in rows
+    ]
+    spreads = [
+        f"- {kv}: short {', '.join(f'{x:.0f}' for x in ra)}; 2,000 {', '.join(f'{x:.0f}' for x in rb)}"
+        for kv, _, _, ra, rb in rows
+    ]
+    section = "\n".join(
+        [
+            f"### {datetime.datetime.now():%Y-%m-%d %H:%M} — decode speed per KV cache dtype (default model, batch 1)",
+            "",
+            f"- command: `HF_HUB_OFFLINE=1 PYTHONPATH=src:. python benchmarks/bench_kv.py{''.join(' ' + x for x in sys.argv[1:])}`",
+            f"- lmrt {lmrt.__version__}, {threads} threads, {NEW} new tokens after the prompt, medians of {args.reps}",
+            "",
+            "| KV cache | decode after 32 tokens | decode after 2,000 tokens | vs bf16 (32) | vs bf16 (2,000) |",
+            "|---|---|---|---|---|",
+            *lines,
+            "",
+            "Per-rep tokens/s:",
+            *spreads,
+            "",
+        ]
+    )
     if not args.no_write:
         with open(Path(__file__).with_name("RESULTS.md"), "a") as f:
             f.write("\n" + section)

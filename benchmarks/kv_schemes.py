@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import math
 
-import numpy as np
 import torch
 import transformers
 from transformers.models.llama import modeling_llama

@@ -9,12 +9,14 @@
 
 namespace {
 
-// A cache row as this kernel reads it: vec(i) gives dims [i, i + kLanes) as fp32 (i a multiple of kLanes),
-// one(i) a single dim (for a head_dim that is not a multiple of kLanes; kTail false where that cannot be). Quantized
-// rows are dequantised in registers, x = code * s + m (m = -zero * s): each value is exact in fp32, so the arithmetic
-// after it is the same as on an fp32 row of those values.
+// A cache row as this kernel reads it: vec(i) gives dims [i, i + kLanes) (i a multiple of kLanes), one(i) a single
+// dim (for a head_dim that is not a multiple of kLanes; kTail false where that cannot be). fp32 and bf16 rows give
+// their values. Quantized rows (kQuant) give their codes as fp32 instead, with s1 and m1 (x = code * s1 + m1,
+// m1 = -zero * s1): the kernel folds the scale and offset into each product rather than dequantising every
+// element first, q . x = s1 (q . codes) + m1 sum(q) and sum_j p_j x_j = sum_j (p_j s1_j) codes_j + sum_j p_j m1_j,
+// so a quantized row costs as many vector operations as a bf16 one, on fewer bytes.
 struct RowF32 {
-  static constexpr bool kTail = true;
+  static constexpr bool kTail = true, kQuant = false;
   const float* p;
   RowF32(const void* cache, const uint16_t*, const uint8_t*, int hd, int64_t row)
       : p(static_cast<const float*>(cache) + row * hd) {}
@@ -22,7 +24,7 @@ struct RowF32 {
   float one(int i) const { return p[i]; }
 };
 struct RowBF16 {
-  static constexpr bool kTail = true;
+  static constexpr bool kTail = true, kQuant = false;
   const uint16_t* p;
   RowBF16(const void* cache, const uint16_t*, const uint8_t*, int hd, int64_t row)
       : p(static_cast<const uint16_t*>(cache) + row * hd) {}
@@ -30,45 +32,39 @@ struct RowBF16 {
   float one(int i) const { return load1(p + i); }
 };
 struct RowI8 {
-  static constexpr bool kTail = true;
+  static constexpr bool kTail = true, kQuant = true;
   const uint8_t* p;
   float s1, m1;
-  Vec s, m;
   RowI8(const void* cache, const uint16_t* scales, const uint8_t* zeros, int hd, int64_t row)
       : p(static_cast<const uint8_t*>(cache) + row * hd),
         s1(f16_to_f32(scales[row])),
-        m1(-static_cast<float>(zeros[row]) * s1),
-        s(set1(s1)),
-        m(set1(m1)) {}
-  Vec vec(int i) const { return fmadd(bytes_f32(widen_u8(p + i)), s, m); }
-  float one(int i) const { return __builtin_fmaf(static_cast<float>(p[i]), s1, m1); }
+        m1(-static_cast<float>(zeros[row]) * s1) {}
+  Vec vec(int i) const { return bytes_f32(widen_u8(p + i)); }
+  float one(int i) const { return static_cast<float>(p[i]); }
 };
 // I4: in each run of 32 dims, byte j holds dim j (low nibble) and dim j + 16 (high); kLanes divides 16.
 struct RowI4 {
-  static constexpr bool kTail = false;  // head_dim is a multiple of 32
+  static constexpr bool kTail = false, kQuant = true;  // head_dim is a multiple of 32
   const uint8_t* p;
   float s1, m1;
-  Vec s, m;
   RowI4(const void* cache, const uint16_t* scales, const uint8_t* zeros, int hd, int64_t row)
       : p(static_cast<const uint8_t*>(cache) + row * (hd / 2)),
         s1(f16_to_f32(scales[row])),
-        m1(-static_cast<float>(zeros[row]) * s1),
-        s(set1(s1)),
-        m(set1(m1)) {}
+        m1(-static_cast<float>(zeros[row]) * s1) {}
   Vec vec(int i) const {
     const IVec b = widen_u8(p + (i / 32) * 16 + i % 16);
-    return fmadd(i % 32 < 16 ? low_nibbles(b) : high_nibbles(b), s, m);
+    return i % 32 < 16 ? low_nibbles(b) : high_nibbles(b);
   }
   float one(int i) const {
     const uint8_t b = p[(i / 32) * 16 + i % 16];
-    return __builtin_fmaf(static_cast<float>(i % 32 < 16 ? b & 0x0f : b >> 4), s1, m1);
+    return static_cast<float>(i % 32 < 16 ? b & 0x0f : b >> 4);
   }
 };
 
 // s[j] = scale * q . k_j for J keys at once (independent chains for the FMA
-// pipes); each score's own FMA sequence is the same as with J = 1.
+// pipes); each score's own FMA sequence is the same as with J = 1. qsum = sum(q), for quantized rows.
 template <int J, typename KR>
-inline void scores(const float* q, const KR* k, int hd, float scale, float* s) {  // k [J] rows, s [J]
+inline void scores(const float* q, const KR* k, int hd, float scale, float qsum, float* s) {  // k [J] rows, s [J]
   Vec acc[J];
   for (int j = 0; j < J; ++j) acc[j] = zero();
   int i = 0;
@@ -80,8 +76,19 @@ inline void scores(const float* q, const KR* k, int hd, float scale, float* s) {
     float d = hsum(acc[j]);
     if constexpr (KR::kTail)
       for (int t = i; t < hd; ++t) d += q[t] * k[j].one(t);
+    if constexpr (KR::kQuant) d = __builtin_fmaf(d, k[j].s1, k[j].m1 * qsum);
     s[j] = d * scale;
   }
+}
+
+// sum(q), in the lane order the scores use.
+inline float sum_of(const float* q, int hd) {
+  Vec acc = zero();
+  int i = 0;
+  for (; i + kLanes <= hd; i += kLanes) acc = add(acc, load(q + i));
+  float d = hsum(acc);
+  for (; i < hd; ++i) d += q[i];
+  return d;
 }
 
 // One (token, head): scores block by block, online softmax, P V. NV > 0: head_dim = NV * kLanes, with
@@ -99,6 +106,8 @@ void attend(const AttnTask& t) {
     for (int i = 0; i < hd; ++i) acc[i] = 0.0f;
   }
   float run_max = -__builtin_inff(), denom = 0.0f;
+  float vbias = 0.0f;  // quantized V: sum_j p_j m1_j, added to every dim at the end
+  const float qsum = KR::kQuant ? sum_of(t.q, hd) : 0.0f;
   const int n_blocks = t.pos / bs + 1;
   for (int b = 0; b < n_blocks; ++b) {
     const int n = b == n_blocks - 1 ? t.pos - b * bs + 1 : bs;
@@ -108,17 +117,18 @@ void attend(const AttnTask& t) {
       const KR k[4] = {KR(t.k, t.k_scales, t.k_zeros, hd, base + j), KR(t.k, t.k_scales, t.k_zeros, hd, base + j + 1),
                        KR(t.k, t.k_scales, t.k_zeros, hd, base + j + 2),
                        KR(t.k, t.k_scales, t.k_zeros, hd, base + j + 3)};
-      scores<4>(t.q, k, hd, t.scale, s + j);
+      scores<4>(t.q, k, hd, t.scale, qsum, s + j);
     }
     for (; j < n; ++j) {
       const KR k[1] = {KR(t.k, t.k_scales, t.k_zeros, hd, base + j)};
-      scores<1>(t.q, k, hd, t.scale, s + j);
+      scores<1>(t.q, k, hd, t.scale, qsum, s + j);
     }
     float block_max = run_max;
     for (j = 0; j < n; ++j) block_max = s[j] > block_max ? s[j] : block_max;
     if (block_max > run_max) {
       const float corr = __builtin_expf(run_max - block_max);  // 0 on the first block
       denom *= corr;
+      vbias *= corr;
       const Vec cv = set1(corr);
       if constexpr (NV > 0) {
         for (int v = 0; v < NV; ++v) racc[v] = mul(racc[v], cv);
@@ -137,22 +147,28 @@ void attend(const AttnTask& t) {
       const float p = s[j];
       denom += p;
       const VR vr(t.v, t.v_scales, t.v_zeros, hd, base + j);
-      const Vec pv = set1(p);
+      float pw = p;  // the weight of the row's vec() values
+      if constexpr (VR::kQuant) {
+        pw = p * vr.s1;
+        vbias = __builtin_fmaf(p, vr.m1, vbias);
+      }
+      const Vec pv = set1(pw);
       if constexpr (NV > 0) {
         for (int v = 0; v < NV; ++v) racc[v] = fmadd(pv, vr.vec(v * kLanes), racc[v]);
       } else {
         int i = 0;
         for (; i + kLanes <= hd; i += kLanes) store(acc + i, fmadd(pv, vr.vec(i), load(acc + i)));
         if constexpr (VR::kTail)
-          for (; i < hd; ++i) acc[i] += p * vr.one(i);
+          for (; i < hd; ++i) acc[i] += pw * vr.one(i);
       }
     }
   }
   const float inv = 1.0f / denom;
   if constexpr (NV > 0) {
-    for (int v = 0; v < NV; ++v) store(t.out + v * kLanes, mul(racc[v], set1(inv)));
+    const Vec vb = set1(vbias);
+    for (int v = 0; v < NV; ++v) store(t.out + v * kLanes, mul(VR::kQuant ? add(racc[v], vb) : racc[v], set1(inv)));
   } else {
-    for (int i = 0; i < hd; ++i) t.out[i] = acc[i] * inv;
+    for (int i = 0; i < hd; ++i) t.out[i] = (VR::kQuant ? acc[i] + vbias : acc[i]) * inv;
   }
 }
 

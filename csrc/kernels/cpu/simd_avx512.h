@@ -20,6 +20,7 @@ inline Tail tail_mask(int r) { return static_cast<__mmask16>((1u << r) - 1u); }
 inline Vec zero() { return _mm512_setzero_ps(); }
 inline Vec set1(float v) { return _mm512_set1_ps(v); }
 inline Vec mul(Vec a, Vec b) { return _mm512_mul_ps(a, b); }
+inline Vec add(Vec a, Vec b) { return _mm512_add_ps(a, b); }
 inline Vec sub(Vec a, Vec b) { return _mm512_sub_ps(a, b); }
 inline Vec fmadd(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }  // a * b + c, one rounding
 inline void prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }

@@ -79,6 +79,27 @@ class PagedCache:
         """The cache arguments kv_store and paged_attention take after dtype."""
         return dict(v_dtype=self.v_dtype, **self.params)
 
+    def attend(self, seqs, n_heads, scale, threads, tile_unit=None, min_rows=32):
+        """paged_attention over this cache for seqs [(q, block_table, positions, ...)]; tile_unit None: the exact
+        path."""
+        return K.paged_attention(
+            [s[0] for s in seqs],
+            self.k,
+            self.v,
+            [s[1] for s in seqs],
+            [s[2] for s in seqs],
+            n_heads,
+            self.n_kv,
+            self.hd,
+            self.bs,
+            scale,
+            self.dtype,
+            threads,
+            tile_unit=tile_unit,
+            min_rows=min_rows,
+            **self.kwargs(),
+        )
+
     def store(self, k, v, slots):
         K.kv_store(self.k, self.v, k, v, slots, self.n_kv, self.hd, self.bs, self.dtype, **self.kwargs())
 

@@ -356,20 +356,7 @@ def build_attn_case(n_heads, n_kv, hd, bs, dtype):
 
 
 def run_attn(c, seqs, n_heads, scale, threads):
-    return K.paged_attention(
-        [s[0] for s in seqs],
-        c.k,
-        c.v,
-        [s[1] for s in seqs],
-        [s[2] for s in seqs],
-        n_heads,
-        c.n_kv,
-        c.hd,
-        c.bs,
-        scale,
-        c.dtype,
-        threads,
-    )
+    return c.attend(seqs, n_heads, scale, threads)
 
 
 @pytest.mark.parametrize("dtype", ["f32", "bf16"])

@@ -225,22 +225,7 @@ def build_tile_case(n_heads, n_kv, hd, bs, dtype, seed=0):
 
 def run_tiles(c, seqs, n_heads, scale, threads, tile_unit, min_rows=32):
     """tile_unit None: the exact path."""
-    return K.paged_attention(
-        [s[0] for s in seqs],
-        c.k,
-        c.v,
-        [s[1] for s in seqs],
-        [s[2] for s in seqs],
-        n_heads,
-        c.n_kv,
-        c.hd,
-        c.bs,
-        scale,
-        c.dtype,
-        threads,
-        tile_unit=tile_unit,
-        min_rows=min_rows,
-    )
+    return c.attend(seqs, n_heads, scale, threads, tile_unit, min_rows)
 
 
 @pytest.mark.parametrize("dtype", ["f32", "bf16"])

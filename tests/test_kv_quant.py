@@ -105,23 +105,7 @@ def build_case(n_heads, n_kv, hd, bs, dtype, v_dtype=None, seed=0):
 
 
 def run(c, seqs, n_heads, scale, threads, tile_unit=None, min_rows=32):
-    return K.paged_attention(
-        [s[0] for s in seqs],
-        c.k,
-        c.v,
-        [s[1] for s in seqs],
-        [s[2] for s in seqs],
-        n_heads,
-        c.n_kv,
-        c.hd,
-        c.bs,
-        scale,
-        c.dtype,
-        threads,
-        tile_unit=tile_unit,
-        min_rows=min_rows,
-        **c.kwargs(),
-    )
+    return c.attend(seqs, n_heads, scale, threads, tile_unit, min_rows)
 
 
 KV_KINDS = [("i8", None), ("i4", None), ("i8", "i4")]

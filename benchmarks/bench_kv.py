@@ -11,11 +11,10 @@ peer, are not here yet.)
 from __future__ import annotations
 
 import argparse
-import datetime
 import statistics
-import sys
 import time
-from pathlib import Path
+
+import results_log
 
 import lmrt
 
@@ -60,25 +59,16 @@ def main() -> None:
         f"- {kv}: short {', '.join(f'{x:.0f}' for x in ra)}; 2,000 {', '.join(f'{x:.0f}' for x in rb)}"
         for kv, _, _, ra, rb in rows
     ]
-    section = "\n".join(
-        [
-            f"### {datetime.datetime.now():%Y-%m-%d %H:%M} — decode speed per KV cache dtype (default model, batch 1)",
-            "",
-            f"- command: `HF_HUB_OFFLINE=1 PYTHONPATH=src:. python benchmarks/bench_kv.py{''.join(' ' + x for x in sys.argv[1:])}`",
-            f"- lmrt {lmrt.__version__}, {threads} threads, {NEW} new tokens after the prompt, medians of {args.reps}",
-            "",
-            "| KV cache | decode after 32 tokens | decode after 2,000 tokens | vs bf16 (32) | vs bf16 (2,000) |",
-            "|---|---|---|---|---|",
-            *lines,
-            "",
-            "Per-rep tokens/s:",
-            *spreads,
-            "",
-        ]
+    section = results_log.section(
+        "decode speed per KV cache dtype (default model, batch 1)",
+        "bench_kv.py",
+        [f"lmrt {lmrt.__version__}, {threads} threads, {NEW} new tokens after the prompt, medians of {args.reps}"],
+        ["KV cache", "decode after 32 tokens", "decode after 2,000 tokens", "vs bf16 (32)", "vs bf16 (2,000)"],
+        lines,
+        ["Per-rep tokens/s:", *spreads, ""],
     )
     if not args.no_write:
-        with open(Path(__file__).with_name("RESULTS.md"), "a") as f:
-            f.write("\n" + section)
+        results_log.append(section)
 
 
 if __name__ == "__main__":

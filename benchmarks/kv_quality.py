@@ -13,24 +13,13 @@ Appends a section to benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import datetime
-import sys
-from pathlib import Path
 
 import numpy as np
+import results_log
 
 import lmrt
 
-PROMPTS = [
-    "What is the capital of France?",
-    "Write a haiku about the sea.",
-    "Explain in two sentences why the sky is blue.",
-    "List three fruits that are red.",
-    "Translate 'good morning' into Spanish and German.",
-    "Write a Python function that returns the square of a number.",
-    "What is 17 + 25? Answer with the number.",
-    "Give me a short tip for learning to cook.",
-]
+PROMPTS = results_log.CHAT_PROMPTS
 MAX_NEW = 64
 
 
@@ -97,24 +86,29 @@ def main() -> None:
             )
             rows.append((kv, ppl, row))
             print(row, flush=True)
-    section = "\n".join(
+    section = results_log.section(
+        "KV cache dtypes: quality on the default model",
+        "kv_quality.py",
         [
-            f"### {datetime.datetime.now():%Y-%m-%d %H:%M} — KV cache dtypes: quality on the default model",
-            "",
-            f"- command: `HF_HUB_OFFLINE=1 PYTHONPATH=src:. python benchmarks/kv_quality.py{''.join(' ' + a for a in sys.argv[1:])}`",
-            f"- lmrt {lmrt.__version__}, default model at 4 bits, exact fp32 prefill in every row (only the KV cache differs)",
-            f"- perplexity: GPL-3 in {len(ws)} disjoint 512-token windows; KL: mean over every predicted position of "
-            f"KL(p_{kinds[0]} || p_row); greedy: 8 chat prompts x {MAX_NEW} new tokens, identical to the {kinds[0]} row's",
-            "",
-            "| KV cache | bytes/token | perplexity | vs first row | mean KL | greedy equal | first divergence (the reference's top-2 logit gap there) |",
-            "|---|---|---|---|---|---|---|",
-            *[r[2] for r in rows],
-            "",
-        ]
+            f"lmrt {lmrt.__version__}, default model at 4 bits, exact fp32 prefill in every row (only the KV cache "
+            "differs)",
+            f"perplexity: GPL-3 in {len(ws)} disjoint 512-token windows; KL: mean over every predicted position of "
+            f"KL(p_{kinds[0]} || p_row); greedy: 8 chat prompts x {MAX_NEW} new tokens, identical to the {kinds[0]} "
+            "row's",
+        ],
+        [
+            "KV cache",
+            "bytes/token",
+            "perplexity",
+            "vs first row",
+            "mean KL",
+            "greedy equal",
+            "first divergence (the reference's top-2 logit gap there)",
+        ],
+        [r[2] for r in rows],
     )
     if not args.no_write:
-        with open(Path(__file__).with_name("RESULTS.md"), "a") as f:
-            f.write("\n" + section)
+        results_log.append(section)
 
 
 if __name__ == "__main__":

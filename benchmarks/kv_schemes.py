@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import math
 
+import results_log
 import torch
 import transformers
 from transformers.models.llama import modeling_llama
@@ -31,16 +32,7 @@ from transformers.models.llama import modeling_llama
 from lmrt.default_model import default_model_path
 from lmrt.tokenizer import Tokenizer
 
-PROMPTS = [
-    "What is the capital of France?",
-    "Write a haiku about the sea.",
-    "Explain in two sentences why the sky is blue.",
-    "List three fruits that are red.",
-    "Translate 'good morning' into Spanish and German.",
-    "Write a Python function that returns the square of a number.",
-    "What is 17 + 25? Answer with the number.",
-    "Give me a short tip for learning to cook.",
-]
+PROMPTS = results_log.CHAT_PROMPTS
 
 
 def hadamard(n: int) -> torch.Tensor:

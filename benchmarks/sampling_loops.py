@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import argparse
 import collections
-import datetime
 import platform
-import sys
-from pathlib import Path
+
+import results_log
 
 import lmrt
 
@@ -78,23 +77,18 @@ def main() -> None:
         rows.append(f"| {name} | {runs} | {num_loops} | {num_cut} | {sorted(lengths)[len(lengths) // 2]} |")
         print(rows[-1], flush=True)
     pipe.close()
-    section = "\n".join(
+    section = results_log.section(
+        "default model: how often chat replies loop, per sampling",
+        "sampling_loops.py",
         [
-            f"### {datetime.datetime.now():%Y-%m-%d %H:%M} — default model: how often chat replies loop, per sampling",
-            "",
-            f"- command: `HF_HUB_OFFLINE=1 PYTHONPATH=src:. python benchmarks/sampling_loops.py{''.join(' ' + a for a in sys.argv[1:])}`",
-            f"- machine: {_cpu_name()}; lmrt {lmrt.__version__}; default model at 4 bits",
-            f"- 8 chat prompts x {args.max_new_tokens} new tokens; a reply loops when a run of 8 tokens occurs 3+ times",
-            "",
-            "| sampling | replies | loop | cut at the limit | median length |",
-            "|---|---|---|---|---|",
-            *rows,
-            "",
-        ]
+            f"machine: {_cpu_name()}; lmrt {lmrt.__version__}; default model at 4 bits",
+            f"8 chat prompts x {args.max_new_tokens} new tokens; a reply loops when a run of 8 tokens occurs 3+ times",
+        ],
+        ["sampling", "replies", "loop", "cut at the limit", "median length"],
+        rows,
     )
     if not args.no_write:
-        with open(Path(__file__).with_name("RESULTS.md"), "a") as f:
-            f.write("\n" + section)
+        results_log.append(section)
 
 
 if __name__ == "__main__":

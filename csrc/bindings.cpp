@@ -71,7 +71,8 @@ void bind_types(py::module_& m) {
       .value("float32", cpu::KVDType::F32)
       .value("bfloat16", cpu::KVDType::BF16)
       .value("int8", cpu::KVDType::I8)
-      .value("int4", cpu::KVDType::I4);
+      .value("int4", cpu::KVDType::I4)
+      .value("int4_channel", cpu::KVDType::I4Channel);
   py::enum_<cpu::TileUnit>(m, "TileUnit")
       .value("model", cpu::TileUnit::Model)
       .value("amx", cpu::TileUnit::Amx)
@@ -84,7 +85,8 @@ void bind_types(py::module_& m) {
       .def(py::init<>())
       .def_readwrite("num_blocks", &EngineOptions::num_blocks)
       .def_readwrite("block_size", &EngineOptions::block_size)
-      .def_readwrite("kv_dtype", &EngineOptions::kv_dtype)
+      .def_readwrite("k_dtype", &EngineOptions::k_dtype)
+      .def_readwrite("v_dtype", &EngineOptions::v_dtype)
       .def_readwrite("max_batch_size", &EngineOptions::max_batch_size)
       .def_readwrite("max_num_batched_tokens", &EngineOptions::max_num_batched_tokens)
       .def_readwrite("num_threads", &EngineOptions::num_threads)
@@ -165,6 +167,7 @@ void bind_types(py::module_& m) {
       .def_readonly("num_decode_tokens", &EngineStats::num_decode_tokens)
       .def_readonly("kv_cache_bytes", &EngineStats::kv_cache_bytes)
       .def_readonly("weights_bytes", &EngineStats::weights_bytes)
+      .def_readonly("num_staged_blocks", &EngineStats::num_staged_blocks)
       .def_readonly("pool_late_workers", &EngineStats::pool_late_workers)
       .def_readonly("pool_narrow_jobs", &EngineStats::pool_narrow_jobs);
 }
@@ -192,6 +195,9 @@ void bind_engine(py::module_& m) {
       .def("shutdown", &Engine::shutdown, py::call_guard<py::gil_scoped_release>());
   m.def("kv_bytes_per_block", &KVCache::bytes_per_block, "num_layers"_a, "block_size"_a, "num_kv_heads"_a, "head_dim"_a,
         "k_dtype"_a, "v_dtype"_a);
+  m.def("kv_stage_slots", &KVCache::stage_slots, "max_batch_size"_a, "max_num_batched_tokens"_a, "block_size"_a);
+  m.def("kv_bytes_per_stage_slot", &KVCache::bytes_per_stage_slot, "num_layers"_a, "block_size"_a, "num_kv_heads"_a,
+        "head_dim"_a);
 }
 
 // The bookkeeping on its own, for tests of csrc/engine/README.md's invariants. Tables cross as lists:

@@ -315,16 +315,19 @@ cpu::KVDType kv_dtype_arg(const std::string& s) {
   if (s == "bf16" || s == "bfloat16") return cpu::KVDType::BF16;
   if (s == "i8" || s == "int8") return cpu::KVDType::I8;
   if (s == "i4" || s == "int4") return cpu::KVDType::I4;
-  bad("dtype must be 'f32', 'bf16', 'i8' or 'i4', got '" + s + "'");
+  if (s == "i4c" || s == "int4_channel") return cpu::KVDType::I4Channel;
+  bad("dtype must be 'f32', 'bf16', 'i8', 'i4' or 'i4c' (K only), got '" + s + "'");
 }
 
 // One cache (k or v) of a KVLayer: the array holds whole blocks of n_kv_heads * block_size rows of
-// kv_row_bytes(dt, head_dim) bytes (float32 for f32, uint16 for bf16, uint8 codes for i8 / i4); i8 / i4 also take
-// scales (uint16 fp16 bits) and zeros (uint8), one per row. Returns the number of blocks.
+// kv_row_bytes(dt, head_dim) bytes (float32 for f32, uint16 for bf16, uint8 codes for i8 / i4 / i4c); i8 / i4 also
+// take scales (uint16 fp16 bits) and zeros (uint8), one per row; i4c one per block, kv head and channel. Returns the
+// number of blocks.
 int64_t check_kv(const py::array& c, cpu::KVDType dt, const char* what, int n_kv_heads, int head_dim, int block_size,
                  const std::optional<py::array>& scales, const std::optional<py::array>& zeros) {
   if (n_kv_heads < 1 || head_dim < 1 || block_size < 1) bad("n_kv_heads, head_dim and block_size must be >= 1");
-  if (dt == cpu::KVDType::I4 && head_dim % 32) bad("i4 rows need head_dim a multiple of 32");
+  if ((dt == cpu::KVDType::I4 || dt == cpu::KVDType::I4Channel) && head_dim % 32)
+    bad("i4 rows need head_dim a multiple of 32");
   const bool ok = dt == cpu::KVDType::F32    ? py::isinstance<py::array_t<float>>(c)
                   : dt == cpu::KVDType::BF16 ? py::isinstance<py::array_t<uint16_t>>(c)
                                              : py::isinstance<py::array_t<uint8_t>>(c);
@@ -333,15 +336,18 @@ int64_t check_kv(const py::array& c, cpu::KVDType dt, const char* what, int n_kv
     bad(std::string(what) + " must be C-contiguous and writable");
   const int64_t per_block = static_cast<int64_t>(n_kv_heads) * block_size * cpu::kv_row_bytes(dt, head_dim);
   if (c.nbytes() % per_block) bad(std::string(what) + " must hold whole blocks, got shape " + shape_str(c));
-  const int64_t rows = c.nbytes() / per_block * n_kv_heads * block_size;
-  const bool quantized = dt == cpu::KVDType::I8 || dt == cpu::KVDType::I4;
+  const int64_t rows = c.nbytes() / per_block * n_kv_heads * (dt == cpu::KVDType::I4Channel ? head_dim : block_size);
+  const bool quantized = dt == cpu::KVDType::I8 || dt == cpu::KVDType::I4 || dt == cpu::KVDType::I4Channel;
   if (quantized != (scales.has_value() && zeros.has_value()))
-    bad(std::string(what) + (quantized ? ": i8 / i4 need its scales and zeros" : ": scales and zeros are for i8 / i4"));
+    bad(std::string(what) +
+        (quantized ? ": i8 / i4 / i4c need its scales and zeros" : ": scales and zeros are for i8 / i4"));
   if (quantized && !(py::isinstance<py::array_t<uint16_t>>(*scales) && py::isinstance<py::array_t<uint8_t>>(*zeros) &&
                      scales->size() == rows && zeros->size() == rows && scales->writeable() && zeros->writeable() &&
                      (scales->flags() & py::array::c_style) && (zeros->flags() & py::array::c_style)))
-    bad(std::string(what) + ": scales must be uint16 and zeros uint8, C-contiguous and writable, one per row (" +
-        std::to_string(rows) + ")");
+    bad(std::string(what) +
+        ": scales must be uint16 and zeros uint8, C-contiguous and writable, one per row (i4c: per "
+        "block, kv head and channel): " +
+        std::to_string(rows));
   return c.nbytes() / per_block;
 }
 
@@ -353,26 +359,63 @@ struct KVArgs {
 KVArgs kv_args(py::array& k_cache, py::array& v_cache, const std::string& dtype,
                const std::optional<std::string>& v_dtype, int n_kv_heads, int head_dim, int block_size,
                std::optional<py::array>& k_scales, std::optional<py::array>& k_zeros,
-               std::optional<py::array>& v_scales, std::optional<py::array>& v_zeros) {
-  const cpu::KVDType kd = kv_dtype_arg(dtype), vd = v_dtype ? kv_dtype_arg(*v_dtype) : kd;
-  if (kd != vd && !(kd == cpu::KVDType::I8 && vd == cpu::KVDType::I4))
-    bad("K and V share a dtype, or K is i8 and V i4");
+               std::optional<py::array>& v_scales, std::optional<py::array>& v_zeros,
+               const std::optional<py::tuple>& stage) {
+  const cpu::KVDType kd = kv_dtype_arg(dtype),
+                     vd = v_dtype ? kv_dtype_arg(*v_dtype) : (kd == cpu::KVDType::I4Channel ? cpu::KVDType::I4 : kd);
+  if (kd != vd && !(kd == cpu::KVDType::I8 && vd == cpu::KVDType::I4) &&
+      !(kd == cpu::KVDType::I4Channel && vd == cpu::KVDType::I4))
+    bad("K and V share a dtype, or K is i8 and V i4, or K is i4c and V i4");
   const int64_t nb = check_kv(k_cache, kd, "k_cache", n_kv_heads, head_dim, block_size, k_scales, k_zeros);
   if (check_kv(v_cache, vd, "v_cache", n_kv_heads, head_dim, block_size, v_scales, v_zeros) != nb)
     bad("k_cache and v_cache must have the same number of blocks");
   auto ptr16 = [](std::optional<py::array>& a) { return a ? static_cast<uint16_t*>(a->mutable_data()) : nullptr; };
   auto ptr8 = [](std::optional<py::array>& a) { return a ? static_cast<uint8_t*>(a->mutable_data()) : nullptr; };
-  return {cpu::KVLayer{k_cache.mutable_data(), v_cache.mutable_data(), ptr16(k_scales), ptr8(k_zeros), ptr16(v_scales),
-                       ptr8(v_zeros), kd, vd, n_kv_heads, head_dim, block_size},
-          nb};
+  cpu::KVLayer kv;
+  kv.k = k_cache.mutable_data();
+  kv.v = v_cache.mutable_data();
+  kv.k_scales = ptr16(k_scales);
+  kv.k_zeros = ptr8(k_zeros);
+  kv.v_scales = ptr16(v_scales);
+  kv.v_zeros = ptr8(v_zeros);
+  kv.k_dtype = kd;
+  kv.v_dtype = vd;
+  kv.n_kv_heads = n_kv_heads;
+  kv.head_dim = head_dim;
+  kv.block_size = block_size;
+  if ((kd == cpu::KVDType::I4Channel) != stage.has_value())
+    bad(kd == cpu::KVDType::I4Channel ? "i4c K needs stage=(codes, scales, zeros, stage_of_block)"
+                                      : "stage is for i4c K only");
+  if (stage) {
+    if (stage->size() != 4) bad("stage must be (codes, scales, zeros, stage_of_block)");
+    py::array codes = (*stage)[0], sc = (*stage)[1], ze = (*stage)[2], of = (*stage)[3];
+    auto ok = [](const py::array& a) { return (a.flags() & py::array::c_style) && a.writeable(); };
+    const int64_t slot_rows = static_cast<int64_t>(n_kv_heads) * block_size;
+    if (!(py::isinstance<py::array_t<uint8_t>>(codes) && py::isinstance<py::array_t<uint16_t>>(sc) &&
+          py::isinstance<py::array_t<uint8_t>>(ze) && py::isinstance<py::array_t<int32_t>>(of) && ok(codes) && ok(sc) &&
+          ok(ze) && ok(of)))
+      bad("stage: codes uint8, scales uint16, zeros uint8, stage_of_block int32, all C-contiguous and writable");
+    if (sc.size() % slot_rows || ze.size() != sc.size() || codes.size() != sc.size() * head_dim)
+      bad("stage: scales and zeros [slots * n_kv_heads * block_size], codes [that many rows, head_dim]");
+    if (of.size() != nb) bad("stage: stage_of_block must have one entry per block (" + std::to_string(nb) + ")");
+    const int64_t slots = sc.size() / slot_rows;
+    kv.k_stage = static_cast<uint8_t*>(codes.mutable_data());
+    kv.k_stage_scales = static_cast<uint16_t*>(sc.mutable_data());
+    kv.k_stage_zeros = static_cast<uint8_t*>(ze.mutable_data());
+    kv.stage_of_block = static_cast<const int32_t*>(of.data());
+    for (int64_t b = 0; b < nb; ++b)
+      if (kv.stage_of_block[b] != -1 && (kv.stage_of_block[b] < 0 || kv.stage_of_block[b] >= slots))
+        bad("stage_of_block[" + std::to_string(b) + "] outside -1 and the " + std::to_string(slots) + " slots");
+  }
+  return {kv, nb};
 }
 
 void kv_store(py::array k_cache, py::array v_cache, F32In k, F32In v, I64In slots, int n_kv_heads, int head_dim,
               int block_size, const std::string& dtype, std::optional<std::string> v_dtype,
               std::optional<py::array> k_scales, std::optional<py::array> k_zeros, std::optional<py::array> v_scales,
-              std::optional<py::array> v_zeros) {
-  const KVArgs a =
-      kv_args(k_cache, v_cache, dtype, v_dtype, n_kv_heads, head_dim, block_size, k_scales, k_zeros, v_scales, v_zeros);
+              std::optional<py::array> v_zeros, std::optional<py::tuple> stage) {
+  const KVArgs a = kv_args(k_cache, v_cache, dtype, v_dtype, n_kv_heads, head_dim, block_size, k_scales, k_zeros,
+                           v_scales, v_zeros, stage);
   const int64_t nb = a.num_blocks;
   const int64_t row = static_cast<int64_t>(n_kv_heads) * head_dim;
   if (k.ndim() != 2 || k.shape(1) != row) bad("k must be [M, n_kv_heads * head_dim], got " + shape_str(k));
@@ -385,11 +428,32 @@ void kv_store(py::array k_cache, py::array v_cache, F32In k, F32In v, I64In slot
     if (sp[m] < 0 || sp[m] >= nb * block_size)
       bad("slots[" + std::to_string(m) + "] = " + std::to_string(sp[m]) + " is outside the cache's " +
           std::to_string(nb * block_size) + " slots");
+    else if (a.kv.stage_of_block && a.kv.stage_of_block[sp[m] / block_size] < 0)
+      bad("slots[" + std::to_string(m) + "]: block " + std::to_string(sp[m] / block_size) + " has no staging slot");
   const cpu::KVLayer kv = a.kv;
   const float *kp = k.data(), *vp = v.data();
   {
     py::gil_scoped_release nogil;
     cpu::kv_store(kv, kp, row, vp, row, M, sp);
+  }
+}
+
+void kv_seal(py::array k_cache, py::array v_cache, I32In blocks, int n_kv_heads, int head_dim, int block_size,
+             const std::string& dtype, std::optional<std::string> v_dtype, std::optional<py::array> k_scales,
+             std::optional<py::array> k_zeros, std::optional<py::array> v_scales, std::optional<py::array> v_zeros,
+             std::optional<py::tuple> stage) {
+  const KVArgs a = kv_args(k_cache, v_cache, dtype, v_dtype, n_kv_heads, head_dim, block_size, k_scales, k_zeros,
+                           v_scales, v_zeros, stage);
+  if (blocks.ndim() != 1) bad("blocks must be 1-D");
+  const int64_t n = blocks.shape(0);
+  const int32_t* bp = blocks.data();
+  for (int64_t i = 0; i < n; ++i)
+    if (bp[i] < 0 || bp[i] >= a.num_blocks || !a.kv.stage_of_block || a.kv.stage_of_block[bp[i]] < 0)
+      bad("blocks[" + std::to_string(i) + "] = " + std::to_string(bp[i]) + " is not a staged block of an i4c cache");
+  const cpu::KVLayer kv = a.kv;
+  {
+    py::gil_scoped_release nogil;
+    cpu::kv_seal(kv, bp, n);
   }
 }
 
@@ -400,11 +464,11 @@ py::list paged_attention(std::vector<F32In> qs, py::array k_cache, py::array v_c
                          const std::optional<std::string>& tile_unit, int64_t min_rows,
                          std::optional<std::string> v_dtype, std::optional<py::array> k_scales,
                          std::optional<py::array> k_zeros, std::optional<py::array> v_scales,
-                         std::optional<py::array> v_zeros) {
+                         std::optional<py::array> v_zeros, std::optional<py::tuple> stage) {
   const std::optional<cpu::TileUnit> unit = tile_unit_arg(tile_unit, true);
   check_threads(num_threads);
-  const KVArgs a =
-      kv_args(k_cache, v_cache, dtype, v_dtype, n_kv_heads, head_dim, block_size, k_scales, k_zeros, v_scales, v_zeros);
+  const KVArgs a = kv_args(k_cache, v_cache, dtype, v_dtype, n_kv_heads, head_dim, block_size, k_scales, k_zeros,
+                           v_scales, v_zeros, stage);
   const int64_t nb = a.num_blocks;
   if (n_heads < 1 || n_heads % n_kv_heads)
     bad("n_heads must be a positive multiple of n_kv_heads (GQA), got " + std::to_string(n_heads) + " and " +
@@ -436,6 +500,13 @@ py::list paged_attention(std::vector<F32In> qs, py::array k_cache, py::array v_c
       if (ta.data()[b] < 0 || ta.data()[b] >= nb)
         bad(tag + "block id " + std::to_string(ta.data()[b]) + " outside the cache's " + std::to_string(nb) +
             " blocks");
+    if (a.kv.stage_of_block)  // i4c: a block some query sees in part is read from its staged rows
+      for (int64_t m = 0; m < M; ++m) {
+        const int32_t p = pa.data()[m];
+        if (p % block_size != block_size - 1 && a.kv.stage_of_block[ta.data()[p / block_size]] < 0)
+          bad(tag + "position " + std::to_string(p) + " sees block " + std::to_string(ta.data()[p / block_size]) +
+              " in part, which has no staging slot");
+      }
     out_arrays.emplace_back(std::vector<py::ssize_t>{M, row});
     seqs[s] = cpu::AttnSeq{qa.data(), row, out_arrays.back().mutable_data(), row, ta.data(), pa.data(), M};
   }
@@ -562,13 +633,19 @@ void bind_kernels(py::module_& m) {
   m.def("silu_mul", &kern::silu_mul, "gu"_a, "silu(gu[:, :I]) * gu[:, I:].");
   m.def("kv_store", &kern::kv_store, "k_cache"_a, "v_cache"_a, "k"_a, "v"_a, "slots"_a, "n_kv_heads"_a, "head_dim"_a,
         "block_size"_a, "dtype"_a = "f32", "v_dtype"_a = py::none(), "k_scales"_a = py::none(),
-        "k_zeros"_a = py::none(), "v_scales"_a = py::none(), "v_zeros"_a = py::none(),
-        "Writes k/v rows into the caches in place: dtype 'f32' | 'bf16' | 'i8' | 'i4' (v_dtype: V's, when it differs: "
-        "i8 K with i4 V); i8 / i4 caches are uint8 codes with uint16 (fp16) scales and uint8 zeros, one per row.");
+        "k_zeros"_a = py::none(), "v_scales"_a = py::none(), "v_zeros"_a = py::none(), "stage"_a = py::none(),
+        "Writes k/v rows into the caches in place: dtype 'f32' | 'bf16' | 'i8' | 'i4' | 'i4c' (v_dtype: V's, when it "
+        "differs: i8 K with i4 V; i4c K always has i4 V); i8 / i4 caches are uint8 codes with uint16 (fp16) scales and "
+        "uint8 zeros, one per row; i4c K one per block, kv head and channel, and its rows go to the staging slot "
+        "stage=(codes, scales, zeros, stage_of_block) names (I8 rows).");
+  m.def("kv_seal", &kern::kv_seal, "k_cache"_a, "v_cache"_a, "blocks"_a, "n_kv_heads"_a, "head_dim"_a, "block_size"_a,
+        "dtype"_a = "i4c", "v_dtype"_a = py::none(), "k_scales"_a = py::none(), "k_zeros"_a = py::none(),
+        "v_scales"_a = py::none(), "v_zeros"_a = py::none(), "stage"_a = py::none(),
+        "i4c K: quantizes the given full blocks from their staged rows (per channel); arguments as kv_store's.");
   m.def("paged_attention", &kern::paged_attention, "q"_a, "k_cache"_a, "v_cache"_a, "block_tables"_a, "positions"_a,
         "n_heads"_a, "n_kv_heads"_a, "head_dim"_a, "block_size"_a, "scale"_a, "dtype"_a = "f32", "num_threads"_a = 1,
         "tile_unit"_a = py::none(), "min_rows"_a = 32, "v_dtype"_a = py::none(), "k_scales"_a = py::none(),
-        "k_zeros"_a = py::none(), "v_scales"_a = py::none(), "v_zeros"_a = py::none(),
+        "k_zeros"_a = py::none(), "v_scales"_a = py::none(), "v_zeros"_a = py::none(), "stage"_a = py::none(),
         "Causal paged attention; q is one [M_i, n_heads * head_dim] array per sequence, and so is the result. "
         "tile_unit='amx' or 'avx512bf16' runs the sequences of at least min_rows rows on that bf16 tile unit "
         "(prefill precision 'bf16'), 'model' on the software model. The cache arguments as kv_store's.");

@@ -46,21 +46,24 @@ def bf16_round(a):
     return K.bf16_to_f32(K.f32_to_bf16(np.asarray(a, np.float32)))
 
 
-KV_NUMPY = {"f32": np.float32, "bf16": np.uint16, "i8": np.uint8, "i4": np.uint8}
+KV_NUMPY = {"f32": np.float32, "bf16": np.uint16, "i8": np.uint8, "i4": np.uint8, "i4c": np.uint8}
 
 
 def kv_row_bytes(dtype, hd):
-    return {"f32": 4 * hd, "bf16": 2 * hd, "i8": hd, "i4": hd // 2}[dtype]
+    return {"f32": 4 * hd, "bf16": 2 * hd, "i8": hd, "i4": hd // 2, "i4c": hd // 2}[dtype]
 
 
 class PagedCache:
     """A paged KV cache of one layer (as the core lays it out), filled through kv_store. dtype 'f32', 'bf16', or the
-    quantized 'i8' / 'i4' (codes, with an fp16 scale and a zero point per row); v_dtype: V's, when it differs."""
+    quantized 'i8' / 'i4' (codes, with an fp16 scale and a zero point per row); v_dtype: V's, when it differs.
+    'i4c' (K only, V 'i4'): int4 K with a scale and zero point per channel of each block, its rows staged as i8
+    until the block is full; store() gives each block it writes a staging slot and seals the blocks it fills, as
+    the engine does."""
 
     def __init__(self, num_blocks, n_kv, hd, bs, dtype, rng, v_dtype=None):
         self.rng = rng
         self.n_kv, self.hd, self.bs, self.dtype = n_kv, hd, bs, dtype
-        self.v_dtype = v_dtype or dtype
+        self.v_dtype = v_dtype or ("i4" if dtype == "i4c" else dtype)
         rows = num_blocks * n_kv * bs
 
         def cache(dt):
@@ -70,14 +73,25 @@ class PagedCache:
         self.k, self.v = cache(self.dtype), cache(self.v_dtype)
         self.params = {}
         for which, dt in (("k", self.dtype), ("v", self.v_dtype)):
-            if dt in ("i8", "i4"):
-                self.params[f"{which}_scales"] = np.zeros(rows, np.uint16)
-                self.params[f"{which}_zeros"] = np.zeros(rows, np.uint8)
+            if dt in ("i8", "i4", "i4c"):
+                n = num_blocks * n_kv * hd if dt == "i4c" else rows
+                self.params[f"{which}_scales"] = np.zeros(n, np.uint16)
+                self.params[f"{which}_zeros"] = np.zeros(n, np.uint8)
+        self.stage = None
+        if dtype == "i4c":  # one staging slot per block is room enough here; slots handed out in reverse order
+            self.stage = (
+                np.zeros((rows, hd), np.uint8),
+                np.zeros(rows, np.uint16),
+                np.zeros(rows, np.uint8),
+                np.full(num_blocks, -1, np.int32),
+            )
+            self.free_slots = list(range(num_blocks))
         self.free = list(rng.permutation(num_blocks))  # scattered block ids
 
     def kwargs(self):
         """The cache arguments kv_store and paged_attention take after dtype."""
-        return dict(v_dtype=self.v_dtype, **self.params)
+        extra = dict(stage=self.stage) if self.stage is not None else {}
+        return dict(v_dtype=self.v_dtype, **self.params, **extra)
 
     def attend(self, seqs, n_heads, scale, threads, tile_unit=None, min_rows=32):
         """paged_attention over this cache for seqs [(q, block_table, positions, ...)]; tile_unit None: the exact
@@ -101,7 +115,15 @@ class PagedCache:
         )
 
     def store(self, k, v, slots):
+        if self.stage is not None:
+            for b in np.unique(slots // self.bs):
+                if self.stage[3][b] < 0:
+                    self.stage[3][b] = self.free_slots.pop()
         K.kv_store(self.k, self.v, k, v, slots, self.n_kv, self.hd, self.bs, self.dtype, **self.kwargs())
+        if self.stage is not None:
+            full = (slots[slots % self.bs == self.bs - 1] // self.bs).astype(np.int32)
+            if len(full):
+                K.kv_seal(self.k, self.v, full, self.n_kv, self.hd, self.bs, self.dtype, **self.kwargs())
 
     def new_seq(self, length):
         nblk = (length + self.bs - 1) // self.bs
@@ -114,17 +136,31 @@ class PagedCache:
     def as_f32(self, a):
         return K.bf16_to_f32(a) if self.dtype == "bf16" else a
 
-    def held(self, which, table, length):
+    def held(self, which, table, length, view=None):
         """What the cache holds for positions 0..length-1 of a sequence, as float32 [length, n_kv * hd]: the values,
-        or the dequantised codes (code - zero) * scale."""
+        or the dequantised codes (code - zero) * scale. i4c K: as a query at position `view` reads it (default
+        length - 1): a block every row of which it sees from its per-channel codes, the others from their staged
+        i8 rows."""
         cache, dt = (self.k, self.dtype) if which == "k" else (self.v, self.v_dtype)
+        view = length - 1 if view is None else view
         out = np.zeros((length, self.n_kv * self.hd), np.float32)
         for t in range(length):
             blk, off = table[t // self.bs], t % self.bs
             for h in range(self.n_kv):
                 row = (blk * self.n_kv + h) * self.bs + off
                 stored = cache[blk, h, off]
-                if dt == "f32":
+                if dt == "i4c":
+                    if view >= (t // self.bs + 1) * self.bs - 1:  # sealed
+                        ch = slice((blk * self.n_kv + h) * self.hd, (blk * self.n_kv + h + 1) * self.hd)
+                        scale = self.params["k_scales"][ch].view(np.float16).astype(np.float32)
+                        zero = self.params["k_zeros"][ch].astype(np.float32)
+                        x = (unpack_kv_codes(stored, "i4").astype(np.float32) - zero) * scale
+                    else:
+                        codes, scales, zeros, of = self.stage
+                        srow = (of[blk] * self.n_kv + h) * self.bs + off
+                        scale = scales[srow : srow + 1].view(np.float16).astype(np.float32)[0]
+                        x = (codes[srow].astype(np.float32) - zeros[srow]) * scale
+                elif dt == "f32":
                     x = stored
                 elif dt == "bf16":
                     x = K.bf16_to_f32(stored)

@@ -172,12 +172,17 @@ def test_info_shows_what_the_engine_received(env, tmp_path):
     assert rows["sampling defaults"].startswith("temperature 0.2, top_p 0.9, repetition_penalty 1.1 (from ")
 
 
-def test_info_int8_kv_cache(env, tmp_path):
+def test_info_quantized_kv_cache(env, tmp_path):
     out = run(env, "info", "--kv-cache-dtype", "int8", "--max-batch-size", "1", cwd=tmp_path)
     rows = dict(re.split(r"\s{2,}", line, maxsplit=1) for line in out.stdout.splitlines())
     # 30 layers x 3 KV heads x 2 (K, V) x (64 codes + 3 bytes of scale and zero point)
-    assert rows["KV cache dtype"] == "int8 (12,060 bytes per token: codes, fp16 scales and zero points)", out.stdout
+    assert rows["KV cache dtype"].startswith("int8 (12,060 bytes per token: 8-bit codes"), out.stdout
     assert rows["KV capacity"] == "8,192 tokens (64 per block)"
+    out = run(env, "info", "--kv-cache-dtype", "int4", "--max-batch-size", "1", cwd=tmp_path)
+    rows = dict(re.split(r"\s{2,}", line, maxsplit=1) for line in out.stdout.splitlines())
+    # 30 x 3 x (K: 32 codes + 3 bytes a channel per 64 tokens; V: 32 codes + 3 bytes)
+    assert rows["KV cache dtype"].startswith("int4 (6,300 bytes per token: 4-bit codes; K scaled per channel"), out.stdout
+    assert "of it holds the blocks being filled at 8 bits" in rows["KV cache memory"], out.stdout
 
 
 def test_info_default_kv_cache_is_sized_for_the_sessions(env, tmp_path):

@@ -1,7 +1,8 @@
-"""The quantized KV cache (KVDType I8 / I4, csrc/kernels/cpu/ops.h): quantize-on-write against a NumPy reference
-of the same scheme (codes, scales and zero points equal), and attention over the codes against a float64
-reference of the same dequantised values on every ISA path, each forced in turn, and on the bf16 tile path;
-then against attention over the unquantized values, with the quantization's own bound."""
+"""The quantized KV cache (KVDType I8 / I4 / I4Channel, csrc/kernels/cpu/ops.h): quantize-on-write (and, for
+I4Channel K, staging and sealing) against a NumPy reference of the same scheme (codes, scales and zero points
+equal), and attention over the codes against a float64 reference of the same dequantised values on every ISA
+path, each forced in turn, and on the bf16 tile path; then against attention over the unquantized values, with
+the quantization's own bound."""
 
 from __future__ import annotations
 
@@ -76,6 +77,64 @@ def test_kv_store_quantizes_as_the_reference(dtype):
         assert (np.abs(held.astype(np.float64) - src.reshape(12, hd)) <= 0.5 * step + 1e-30).all()
 
 
+def test_int4_channel_keys_are_staged_then_sealed_per_channel():
+    """i4c K: each row staged as an i8 row (the i8 reference), and a full block quantized per channel from the
+    staged values (the i4 reference applied to the block's columns); V is i4 per row."""
+    hd, n_kv, bs = 64, 2, 4
+    c = PagedCache(8, n_kv, hd, bs, "i4c", rng)
+    x = rows_for_store_test(hd)
+    k, v = x.reshape(6, n_kv * hd), (x[::-1] * 0.5).copy().reshape(6, n_kv * hd)
+    table = np.array([5, 2], np.int32)
+    slots = table[np.arange(6) // bs].astype(np.int64) * bs + np.arange(6) % bs
+    for t in range(6):  # one token at a time: block 5 fills at token 3 and is sealed then; block 2 stays staged
+        c.store(k[t : t + 1], v[t : t + 1], slots[t : t + 1])
+    codes8, scales8, zeros8 = quantize_kv_rows_ref(k.reshape(12, hd), 8)
+    st_codes, st_scales, st_zeros, of = c.stage
+    staged = np.zeros((12, hd), np.float32)
+    for t in range(6):
+        for h in range(n_kv):
+            srow = (of[table[t // bs]] * n_kv + h) * bs + t % bs
+            i = t * n_kv + h
+            np.testing.assert_array_equal(st_codes[srow], codes8[i], err_msg=f"staged token {t} head {h}")
+            assert (st_scales[srow], st_zeros[srow]) == (scales8[i], zeros8[i])
+            staged[i] = (codes8[i] - np.float32(zeros8[i])) * scales8[i : i + 1].view(np.float16).astype(np.float32)
+    for h in range(n_kv):
+        cols = staged.reshape(6, n_kv, hd)[:4, h].T  # block 5's 4 rows of head h, channel by channel
+        codes4, scales4, zeros4 = quantize_kv_rows_ref(cols, 4)
+        ch = slice((5 * n_kv + h) * hd, (5 * n_kv + h + 1) * hd)
+        np.testing.assert_array_equal(c.params["k_scales"][ch], scales4)
+        np.testing.assert_array_equal(c.params["k_zeros"][ch], zeros4)
+        for t in range(4):
+            np.testing.assert_array_equal(unpack_kv_codes(c.k[5, h, t], "i4"), codes4[:, t], err_msg=f"token {t}")
+    # A query at token 3 or later reads block 5 sealed; one inside it reads the staged rows.
+    seen_late, seen_inside = c.held("k", table, 6), c.held("k", table, 3, view=2)
+    assert not np.array_equal(seen_late[:3], seen_inside)
+    np.testing.assert_array_equal(seen_inside, staged.reshape(6, n_kv * hd)[:3])
+    np.testing.assert_array_equal(seen_late[4:], staged.reshape(6, n_kv * hd)[4:])
+    codes4v, scales4v, _ = quantize_kv_rows_ref(v.reshape(12, hd), 4)
+    np.testing.assert_array_equal(unpack_kv_codes(c.v[2, 1, 1], "i4"), codes4v[5 * n_kv + 1])
+
+
+def test_int4_channel_keys_beat_per_token_on_outlier_channels():
+    """Why I4Channel: keys whose few channels carry large values (as real keys do) lose far less attention
+    accuracy with a scale per channel than with one per row."""
+    n_heads, n_kv, hd, bs = 4, 2, 64, 16
+    r = np.random.default_rng(11)
+    k = r.standard_normal((64, n_kv * hd)).astype(np.float32)
+    k[:, [3, 40, 64 + 7]] *= 25.0  # outlier channels
+    v = r.standard_normal((64, n_kv * hd)).astype(np.float32)
+    q = r.standard_normal((1, n_heads * hd)).astype(np.float32)
+    pos = np.array([63], np.int32)
+    ref = attn_ref(q, k, v, pos, n_heads, n_kv, hd, hd**-0.5)
+    err = {}
+    for dtype in ("i4", "i4c"):
+        c = PagedCache(8, n_kv, hd, bs, dtype, np.random.default_rng(0))
+        table = np.array([c.free.pop() for _ in range(4)], np.int32)
+        c.store(k, v, table[np.arange(64) // bs].astype(np.int64) * bs + np.arange(64) % bs)
+        err[dtype] = np.abs(c.attend([(q, table, pos)], n_heads, hd**-0.5, 1)[0] - ref).max()
+    assert err["i4c"] < 0.5 * err["i4"], err
+
+
 def test_a_non_finite_row_stays_non_finite():
     c = PagedCache(2, 1, 32, 2, "i8", rng)
     k = np.ones((1, 32), np.float32)
@@ -108,7 +167,26 @@ def run(c, seqs, n_heads, scale, threads, tile_unit=None, min_rows=32):
     return c.attend(seqs, n_heads, scale, threads, tile_unit, min_rows)
 
 
-KV_KINDS = [("i8", None), ("i4", None), ("i8", "i4")]
+KV_KINDS = [("i8", None), ("i4", None), ("i8", "i4"), ("i4c", None)]
+
+
+def ref_held(c, q, table, pos, n_heads, scale, tile=False):
+    """Float64 attention over what the cache holds, as the kernel reads it: for i4c K, each query (exact path) or
+    the chunk's first query (tile path, which reads one view for all rows) decides which blocks read sealed.
+    Returns (reference, max|v| held)."""
+    length = int(pos.max()) + 1
+    vq = c.held("v", table, length)
+    if c.dtype != "i4c":
+        kq = c.held("k", table, length)
+        rnd = bf16_round if tile else (lambda a: a)
+        return attn_ref(rnd(q), rnd(kq), rnd(vq), pos, n_heads, c.n_kv, c.hd, scale), vq
+    out = np.zeros((len(pos), q.shape[1]))
+    for m, p in enumerate(pos):
+        kq = c.held("k", table, length, view=int(pos[0]) if tile else int(p))
+        qm = bf16_round(q[m : m + 1]) if tile else q[m : m + 1]
+        kq, vm = (bf16_round(kq), bf16_round(vq)) if tile else (kq, vq)
+        out[m] = attn_ref(qm, kq, vm, pos[m : m + 1], n_heads, c.n_kv, c.hd, scale)[0]
+    return out, vq
 
 
 @pytest.mark.parametrize("dtype,v_dtype", KV_KINDS)
@@ -117,9 +195,7 @@ def test_attention_over_codes_matches_float64_of_the_same_values(isa, n_heads, n
     c, seqs = build_case(n_heads, n_kv, hd, bs, dtype, v_dtype)
     scale = hd**-0.5
     for (q, table, pos, _k, _v), out in zip(seqs, run(c, seqs, n_heads, scale, 2)):
-        length = int(pos.max()) + 1
-        kq, vq = c.held("k", table, length), c.held("v", table, length)
-        ref = attn_ref(q, kq, vq, pos, n_heads, n_kv, hd, scale)
+        ref, vq = ref_held(c, q, table, pos, n_heads, scale)
         err = np.abs(out - ref).max() / np.abs(vq).max()
         assert err <= attn_tol(hd), f"{len(pos)} rows: {err:.3g} of max|v|"
 
@@ -127,7 +203,7 @@ def test_attention_over_codes_matches_float64_of_the_same_values(isa, n_heads, n
 # Against the unquantized values: each K value moves by at most half a step (step = scale of its row), so each
 # score by at most |q| (sum of half steps) * attention scale; V values likewise by half a step. With unit normal
 # rows a step is range / 255 (int8) or range / 15 (int4): this bound is the measured worst case with margin.
-QUANT_VS_FP_TOL = {"i8": 0.03, "i4": 0.5}
+QUANT_VS_FP_TOL = {"i8": 0.03, "i4": 0.5, "i4c": 0.5}
 
 
 @pytest.mark.parametrize("dtype,v_dtype", KV_KINDS)
@@ -191,13 +267,11 @@ def test_tile_prefill_over_codes_matches_float64(unit, dtype, v_dtype):
     c, seqs = build_case(n_heads, n_kv, hd, bs, dtype, v_dtype, seed=6)
     scale = hd**-0.5
     for (q, table, pos, _k, _v), out in zip(seqs, run(c, seqs, n_heads, scale, 2, tile_unit=unit)):
-        length = int(pos.max()) + 1
-        kq, vq = c.held("k", table, length), c.held("v", table, length)
         if len(pos) < 32:  # the exact path
-            ref = attn_ref(q, kq, vq, pos, n_heads, n_kv, hd, scale)
+            ref, vq = ref_held(c, q, table, pos, n_heads, scale)
             assert np.abs(out - ref).max() / np.abs(vq).max() <= attn_tol(hd)
             continue
-        ref = attn_ref(bf16_round(q), bf16_round(kq), bf16_round(vq), pos, n_heads, n_kv, hd, scale)
+        ref, vq = ref_held(c, q, table, pos, n_heads, scale, tile=True)
         assert np.abs(out - ref).max() / np.abs(bf16_round(vq)).max() <= tile_tol(hd)
 
 
@@ -224,3 +298,17 @@ def test_bad_quantized_caches_are_refused():
             v_dtype="i8",
             **{key: val for key, val in c.params.items()},
         )
+
+
+def test_bad_int4_channel_caches_are_refused():
+    c = PagedCache(2, 1, 32, 2, "i4c", rng)
+    k = np.ones((1, 32), np.float32)
+    kw = c.kwargs()
+    with pytest.raises(ValueError, match="i4c K needs stage"):
+        K.kv_store(c.k, c.v, k, k, np.array([0], np.int64), 1, 32, 2, "i4c", **{**kw, "stage": None})
+    with pytest.raises(ValueError, match="has no staging slot"):  # block 1 was never given one
+        K.kv_store(c.k, c.v, k, k, np.array([2], np.int64), 1, 32, 2, "i4c", **kw)
+    with pytest.raises(ValueError, match="not a staged block"):
+        K.kv_seal(c.k, c.v, np.array([1], np.int32), 1, 32, 2, "i4c", **kw)
+    with pytest.raises(ValueError, match="head_dim a multiple of 32"):
+        PagedCache(2, 1, 48, 2, "i4c", rng).store(k[:, :1].repeat(48, 1), k[:, :1].repeat(48, 1), np.array([0]))

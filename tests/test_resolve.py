@@ -84,14 +84,15 @@ def test_refusals_name_the_setting():
 def test_engine_options_are_typed():
     r = resolve(EngineConfig(kv_cache_dtype="bfloat16", max_batch_size=3), SPEC, ZEN4)
     o = r.engine_options()
-    assert (o.kv_dtype, o.prefill_precision, o.tile_unit) == (
+    assert (o.k_dtype, o.v_dtype, o.prefill_precision, o.tile_unit) == (
+        _core.KVDType.bfloat16,
         _core.KVDType.bfloat16,
         _core.PrefillPrecision.bf16,
         _core.TileUnit.avx512bf16,
     )
     assert (o.num_blocks, o.block_size, o.max_batch_size, o.session_len) == (r.num_blocks, 64, 3, 8192)
     with pytest.raises(TypeError):  # an enum takes its own values, never a string that could fall through
-        o.kv_dtype = "int8"
+        o.k_dtype = "int8"
     with pytest.raises(AttributeError):  # a misspelt field is an error, not a new key
         o.num_block = 3
     with pytest.raises(KeyError):
@@ -105,12 +106,29 @@ def test_the_engine_refuses_options_it_was_not_given():
 
 
 def test_kv_cache_capacity_per_dtype():
-    """Under the same cache_memory_gib, int8 holds >= 1.9x the tokens of bf16 (issue 12): at head_dim 64 a row is
-    64 codes + 3 bytes of scale and zero point against 128 bytes of bf16."""
+    """Under the same cache_memory_gib (1 GiB, the default model's shape and engine defaults), int8 holds >= 1.9x
+    and int4 >= 3.5x the tokens of bf16 (issue 12). At head_dim 64 a bf16 row is 128 bytes; an int8 row 64 codes +
+    3 bytes of scale and zero point; an int4 row 32 codes + 3 bytes (V) or + 3 bytes per channel per 64-token block
+    (K), and int4 K's staging slots (8-bit rows of the blocks being filled) come out of the same budget."""
     blocks = {
         dt: resolve(EngineConfig(cache_memory_gib=1.0, kv_cache_dtype=dt), SPEC, ZEN4).num_blocks
-        for dt in ("float32", "bfloat16", "int8")
+        for dt in ("float32", "bfloat16", "int8", "int4", "int4-per-token", "k8v4")
     }
     assert blocks["float32"] * 2 <= blocks["bfloat16"] + 1
     assert blocks["int8"] >= 1.9 * blocks["bfloat16"], blocks
-    assert _core.kv_bytes_per_block(30, 64, 3, 64, _core.KVDType.int8, _core.KVDType.int8) == 30 * 64 * 3 * 2 * (64 + 3)
+    assert blocks["int4"] >= 3.5 * blocks["bfloat16"], blocks
+    assert blocks["int4-per-token"] >= 3.5 * blocks["bfloat16"], blocks
+    KV = _core.KVDType
+    assert _core.kv_bytes_per_block(30, 64, 3, 64, KV.int8, KV.int8) == 30 * 64 * 3 * 2 * (64 + 3)
+    assert _core.kv_bytes_per_block(30, 64, 3, 64, KV.int4_channel, KV.int4) == 30 * 3 * (64 * 32 + 64 * 3 + 64 * 35)
+    slots = _core.kv_stage_slots(16, 512, 64)
+    assert slots == 2 * 16 + 8 + 1
+    staging = slots * _core.kv_bytes_per_stage_slot(30, 64, 3, 64)
+    assert blocks["int4"] == (2**30 - staging) // _core.kv_bytes_per_block(30, 64, 3, 64, KV.int4_channel, KV.int4)
+
+
+def test_int4_kv_needs_a_head_size_multiple_of_32():
+    odd = dataclasses.replace(SPEC, head_dim=48)
+    with pytest.raises(ConfigError, match="multiple of 32"):
+        resolve(EngineConfig(kv_cache_dtype="int4"), odd, ZEN4)
+    assert resolve(EngineConfig(kv_cache_dtype="int8"), odd, ZEN4).kv_dtype == "int8"

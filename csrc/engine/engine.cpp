@@ -18,6 +18,10 @@ const EngineOptions& Engine::check(const EngineOptions& o) {
   need(o.max_num_batched_tokens >= 1, "max_num_batched_tokens must be >= 1");
   need(o.num_threads >= 1, "num_threads must be >= 1");
   need(o.session_len >= 2, "session_len must be >= 2");
+  using KV = cpu::KVDType;
+  need((o.k_dtype == o.v_dtype && o.k_dtype != KV::I4Channel) || (o.k_dtype == KV::I8 && o.v_dtype == KV::I4) ||
+           (o.k_dtype == KV::I4Channel && o.v_dtype == KV::I4),
+       "k_dtype / v_dtype must be alike (not int4_channel), int8 / int4, or int4_channel / int4");
   return o;
 }
 
@@ -25,7 +29,8 @@ Engine::Engine(ModelSpec spec, Weights weights, EngineOptions options)
     : options_(check(options)),
       model_(std::move(spec), std::move(weights)),
       kv_(model_.spec().num_layers, options.num_blocks, options.block_size, model_.spec().num_kv_heads,
-          model_.spec().head_dim, options.kv_dtype, options.kv_dtype),
+          model_.spec().head_dim, options.k_dtype, options.v_dtype,
+          KVCache::stage_slots(options.max_batch_size, options.max_num_batched_tokens, options.block_size)),
       blocks_(options.num_blocks, options.block_size, options.enable_prefix_caching),
       scheduler_(SchedulerConfig{options.max_batch_size, options.max_num_batched_tokens}, blocks_),
       pool_(options.num_threads) {
@@ -179,6 +184,7 @@ EngineStats Engine::stats() {
                      num_decode_tokens_,
                      kv_.bytes(),
                      model_.weights().bytes(),
+                     num_staged_,
                      pool_.late_workers(),
                      pool_.narrow_jobs()};
 }
@@ -222,6 +228,7 @@ bool Engine::step() {
       postprocess(plan, logits);
     else
       for (const ScheduledSeq& s : plan) finish(s.req, FinishReason::Error, "forward pass failed: " + error);
+    release_stages();
   }
   out_cv_.notify_all();
   return true;
@@ -237,9 +244,14 @@ void Engine::build_batch(const std::vector<ScheduledSeq>& plan) {
     const int n = plan[s].num_tokens, first = r.num_computed_tokens;
     const int64_t first_row = batch_.num_tokens();
     for (int pos = first; pos < first + n; ++pos) {
+      const int32_t block = r.block_table[pos / bs];
       batch_.tokens.push_back(r.tokens[pos]);
       batch_.positions.push_back(pos);
-      batch_.slots.push_back(static_cast<int64_t>(r.block_table[pos / bs]) * bs + pos % bs);
+      batch_.slots.push_back(static_cast<int64_t>(block) * bs + pos % bs);
+      if (kv_.staged()) {
+        kv_.stage(block);
+        if (pos % bs == bs - 1) batch_.sealed_blocks.push_back(block);
+      }
     }
     batch_.seqs.push_back(SeqRows{first_row, n, r.block_table.data()});
     if (r.wants_prompt_outputs() && first < r.num_prompt_tokens) {
@@ -252,6 +264,18 @@ void Engine::build_batch(const std::vector<ScheduledSeq>& plan) {
       num_logit_rows += 1;
     }
   }
+}
+
+// int4 K: after a step, only the partial last blocks of running requests keep their staging slots (a block
+// sealed this step no longer needs its staged rows; a freed block's request is gone).
+void Engine::release_stages() {
+  if (!kv_.staged()) return;
+  std::vector<int32_t> keep;
+  const int bs = options_.block_size;
+  for (const Request* r : scheduler_.running())
+    if (r->num_computed_tokens % bs) keep.push_back(r->block_table[r->num_computed_tokens / bs]);
+  kv_.keep_stages(keep);
+  num_staged_ = kv_.num_staged();
 }
 
 void Engine::postprocess(const std::vector<ScheduledSeq>& plan, const float* logits) {

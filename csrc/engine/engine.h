@@ -30,13 +30,14 @@ enum class PrefillPrecision { FP32, BF16 };
 // Every value concrete and chosen by the caller (lmrt/resolve.py): the engine has no defaults of its
 // own and refuses values out of range (Engine::Engine).
 struct EngineOptions {
-  int num_blocks = 0;                         // KV blocks in the pool
-  int block_size = 0;                         // tokens per KV block
-  cpu::KVDType kv_dtype = cpu::KVDType::F32;  // K and V alike
-  int max_batch_size = 0;                     // running requests at most
-  int max_num_batched_tokens = 0;             // rows per forward step at most
-  int num_threads = 0;                        // kernel threads, the engine's loop thread included
-  int session_len = 0;                        // prompt + generated tokens per request at most
+  int num_blocks = 0;                        // KV blocks in the pool
+  int block_size = 0;                        // tokens per KV block
+  cpu::KVDType k_dtype = cpu::KVDType::F32;  // the pairs KVCache takes: alike, I8 + I4, I4Channel + I4
+  cpu::KVDType v_dtype = cpu::KVDType::F32;
+  int max_batch_size = 0;          // running requests at most
+  int max_num_batched_tokens = 0;  // rows per forward step at most
+  int num_threads = 0;             // kernel threads, the engine's loop thread included
+  int session_len = 0;             // prompt + generated tokens per request at most
   bool enable_prefix_caching = false;
   PrefillPrecision prefill_precision = PrefillPrecision::FP32;
   cpu::TileUnit tile_unit = cpu::TileUnit::Model;  // runs bf16 prefill (checked available)
@@ -60,6 +61,7 @@ struct EngineStats {
   int64_t num_steps, num_preemptions, prefix_cache_hit_tokens, prefix_cache_query_tokens, num_prefill_tokens,
       num_decode_tokens;
   size_t kv_cache_bytes, weights_bytes;
+  int num_staged_blocks;                        // int4 K: blocks whose rows are staged (being filled) now
   int64_t pool_late_workers, pool_narrow_jobs;  // cpu::ThreadPool: contention seen, and its cost
 };
 
@@ -106,6 +108,7 @@ class Engine {
   bool step();
   void build_batch(const std::vector<ScheduledSeq>& plan);
   void postprocess(const std::vector<ScheduledSeq>& plan, const float* logits);
+  void release_stages();
   void finish(Request* r, FinishReason reason, const std::string& error = "");
   void handle_aborts();
 
@@ -128,6 +131,7 @@ class Engine {
   bool has_aborts_ = false;
   bool stop_ = false;
   int64_t num_steps_ = 0, num_prefill_tokens_ = 0, num_decode_tokens_ = 0;
+  int num_staged_ = 0;  // kv_.num_staged() after the last step (stats() reads it under mu_)
   std::thread thread_;
 };
 

@@ -1,8 +1,9 @@
-// The paged KV pool: memory only. Which request owns which block is the
-// BlockManager's business.
+// The paged KV pool: memory only. Which request owns which block is the BlockManager's business; which
+// blocks have a staging slot (int4 K, KVDType::I4Channel) is the engine's, step by step.
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "common/buffer.h"
 #include "kernels/cpu/ops.h"
@@ -11,24 +12,47 @@ namespace lmrt {
 
 class KVCache {
  public:
+  // num_stage_slots: staging slots for I4Channel K (0 for other dtypes); stage_slots() says how many.
   KVCache(int num_layers, int num_blocks, int block_size, int num_kv_heads, int head_dim, cpu::KVDType k_dtype,
-          cpu::KVDType v_dtype);
+          cpu::KVDType v_dtype, int num_stage_slots = 0);
 
   cpu::KVLayer layer(int i);
   int num_blocks() const { return num_blocks_; }
   int block_size() const { return block_size_; }
-  size_t bytes() const { return k_.bytes() + v_.bytes() + params_.bytes(); }
-  // One block of every layer, K and V with their quantization parameters (3 bytes a row for I8 / I4).
+  bool staged() const { return k_dtype_ == cpu::KVDType::I4Channel; }
+  size_t bytes() const;
+  // One block of every layer, K and V with their quantization parameters (3 bytes a row for I8 / I4, 3 bytes a
+  // channel for I4Channel).
   static size_t bytes_per_block(int num_layers, int block_size, int num_kv_heads, int head_dim, cpu::KVDType k_dtype,
                                 cpu::KVDType v_dtype);
+  // Staging slots an engine needs for I4Channel K: the partial last blocks of the requests running before a
+  // step (preempted ones included) and of the requests it admits, and the blocks the step's rows fill, with
+  // one to spare; and the bytes of one slot (every layer's I8 rows and their scales and zeros).
+  static int stage_slots(int max_batch_size, int max_num_batched_tokens, int block_size);
+  static size_t bytes_per_stage_slot(int num_layers, int block_size, int num_kv_heads, int head_dim);
+
+  // Staging (I4Channel K): gives `block` a slot unless it has one (a slot left by a freed block is taken over
+  // with its block: its rows are rewritten before they are read); std::logic_error when none is free.
+  void stage(int32_t block);
+  // Frees the slots of every block not in `keep` (sealed blocks, blocks no request holds any more).
+  void keep_stages(const std::vector<int32_t>& keep);
+  int num_staged() const { return num_stage_slots_ - static_cast<int>(free_slots_.size()); }
 
  private:
-  int num_layers_, num_blocks_, block_size_, num_kv_heads_, head_dim_;
+  int num_layers_, num_blocks_, block_size_, num_kv_heads_, head_dim_, num_stage_slots_;
   cpu::KVDType k_dtype_, v_dtype_;
-  int64_t rows_per_layer_;  // num_blocks * num_kv_heads * block_size
-  Buffer k_;                // [num_layers, rows_per_layer, kv_row_bytes(k_dtype)]
-  Buffer v_;                // [num_layers, rows_per_layer, kv_row_bytes(v_dtype)]
-  Buffer params_;           // [num_layers, rows_per_layer]: k scales (u16), v scales (u16), k zeros (u8), v zeros (u8)
+  int64_t rows_per_layer_;               // num_blocks * num_kv_heads * block_size
+  int64_t k_params_per_layer_;           // I8 / I4 K: rows_per_layer; I4Channel: num_blocks * num_kv_heads * head_dim
+  int64_t stage_rows_per_layer_;         // num_stage_slots * num_kv_heads * block_size
+  Buffer k_;                             // [num_layers, rows_per_layer, kv_row_bytes(k_dtype)]
+  Buffer v_;                             // [num_layers, rows_per_layer, kv_row_bytes(v_dtype)]
+  Buffer k_scales_, k_zeros_;            // [num_layers, k_params_per_layer] u16, u8 (I8 / I4 / I4Channel K)
+  Buffer v_scales_, v_zeros_;            // [num_layers, rows_per_layer] u16, u8 (I8 / I4 V)
+  Buffer stage_;                         // [num_layers, stage_rows_per_layer, head_dim] I8 codes (I4Channel K)
+  Buffer stage_scales_, stage_zeros_;    // [num_layers, stage_rows_per_layer] u16, u8
+  std::vector<int32_t> stage_of_block_;  // [num_blocks] slot, or -1
+  std::vector<int32_t> block_of_stage_;  // [num_stage_slots] block, or -1
+  std::vector<int32_t> free_slots_;
 };
 
 }  // namespace lmrt

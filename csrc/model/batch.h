@@ -14,11 +14,12 @@ struct SeqRows {
 };
 
 struct Batch {
-  std::vector<int32_t> tokens;      // [T]
-  std::vector<int32_t> positions;   // [T]
-  std::vector<int64_t> slots;       // [T] KV cache slot: block_id * block_size + offset
-  std::vector<SeqRows> seqs;        // [num_seqs], rows of a sequence are contiguous
-  std::vector<int32_t> logit_rows;  // [R] rows whose logits are computed, ascending
+  std::vector<int32_t> tokens;         // [T]
+  std::vector<int32_t> positions;      // [T]
+  std::vector<int64_t> slots;          // [T] KV cache slot: block_id * block_size + offset
+  std::vector<SeqRows> seqs;           // [num_seqs], rows of a sequence are contiguous
+  std::vector<int32_t> logit_rows;     // [R] rows whose logits are computed, ascending
+  std::vector<int32_t> sealed_blocks;  // int4 K: blocks whose last row this step writes (kv_seal after kv_store)
 
   int64_t num_tokens() const { return static_cast<int64_t>(tokens.size()); }
   void clear() {
@@ -27,6 +28,7 @@ struct Batch {
     slots.clear();
     seqs.clear();
     logit_rows.clear();
+    sealed_blocks.clear();
   }
 };
 

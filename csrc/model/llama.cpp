@@ -91,6 +91,10 @@ void LlamaModel::attention(const Batch& batch, const cpu::KVLayer& cache, cpu::T
               spec_.inv_freq.data(), spec_.attention_scaling);
     cpu::kv_store(cache, r + Q, QKV, r + Q + KVD, QKV, e - b, batch.slots.data() + b);
   });
+  const int64_t num_sealed = static_cast<int64_t>(batch.sealed_blocks.size());
+  if (num_sealed)
+    pool.parallel_for(num_sealed, 1,
+                      [&](int64_t b, int64_t e) { cpu::kv_seal(cache, batch.sealed_blocks.data() + b, e - b); });
   const float scale = 1.0f / std::sqrt(static_cast<float>(spec_.head_dim));
   const int64_t num_seqs = static_cast<int64_t>(attn_seqs_.size());
   if (tiles)

@@ -261,6 +261,8 @@ class Pipeline:
             lm_head_dtype=r.lm_head_dtype,
             kv_cache_dtype=r.kv_dtype,
             kv_capacity_tokens=self._engine.capacity_tokens(),
+            kv_bytes_per_token=r.kv_bytes_per_token,
+            kv_staging_bytes=r.kv_staging_bytes,
             block_size=r.block_size,
             num_threads=r.num_threads,
             kernel_isa=_core.kernels.active_isa(),

@@ -69,7 +69,8 @@ def _engine_args(parser: argparse.ArgumentParser, max_batch_size: int) -> None:
     group.add_argument(
         "--kv-cache-dtype",
         choices=_KV_DTYPES,
-        help="KV cache dtype; int8 quantizes K and V per token and head as they are written, half bf16's memory "
+        help="KV cache dtype; int8 quantizes K and V per token and head as they are written (half bf16's memory); "
+        "int4 quantizes K per channel and V per token (3.6x bf16's tokens); int4-per-token and k8v4 as named "
         "(default: auto, the weights' dtype)",
     )
     group.add_argument(
@@ -466,14 +467,21 @@ def _format_sampling(info: dict) -> str:
     return f"{info.get('sampling_defaults', 'greedy')} ({'from ' + source if source else 'lmrt defaults'})"
 
 
+_KV_NOTES = {
+    "int8": "8-bit codes, an fp16 scale and zero point per token and head",
+    "int4": "4-bit codes; K scaled per channel over each block, V per token and head",
+    "int4-per-token": "4-bit codes, an fp16 scale and zero point per token and head",
+    "k8v4": "8-bit K and 4-bit V codes, an fp16 scale and zero point per token and head",
+}
+
+
 def _format_kv_dtype(info: dict) -> str:
-    """'int8 (402 bytes per token: codes, fp16 scales and zero points)', or the plain dtype's bytes."""
-    tokens = info.get("kv_capacity_tokens") or 0
-    if not tokens:
+    """'int8 (12,060 bytes per token: 8-bit codes, ...)', or the plain dtype's bytes."""
+    per_token = info.get("kv_bytes_per_token")
+    if not per_token:
         return info["kv_cache_dtype"]
-    per_token = info["kv_cache_bytes"] / tokens
-    extra = ": codes, fp16 scales and zero points" if info["kv_cache_dtype"] in ("int8", "int4") else ""
-    return f"{info['kv_cache_dtype']} ({per_token:,.0f} bytes per token{extra})"
+    note = _KV_NOTES.get(info["kv_cache_dtype"])
+    return f"{info['kv_cache_dtype']} ({per_token:,.0f} bytes per token{': ' + note if note else ''})"
 
 
 def format_info(info: dict) -> str:
@@ -485,7 +493,16 @@ def format_info(info: dict) -> str:
         ("weights", _format_weights(info)),
         ("weights memory", _format_bytes(info["weights_bytes"])),
         ("KV cache dtype", _format_kv_dtype(info)),
-        ("KV cache memory", _format_bytes(info["kv_cache_bytes"]) + sizing),
+        (
+            "KV cache memory",
+            _format_bytes(info["kv_cache_bytes"])
+            + sizing
+            + (
+                f"; {_format_bytes(info['kv_staging_bytes'])} of it holds the blocks being filled at 8 bits"
+                if info.get("kv_staging_bytes")
+                else ""
+            ),
+        ),
         ("KV capacity", f"{info['kv_capacity_tokens']:,} tokens ({info['block_size']} per block)"),
         ("session length", f"{info['session_len']:,} tokens"),
         ("max batch size", str(info.get("max_batch_size", "-"))),

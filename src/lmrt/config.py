@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Mapping, Optional, Tuple, Union
 
 _DTYPES = ("auto", "float32", "bfloat16")
-_KV_DTYPES = ("auto", "float32", "bfloat16", "int8")
+_KV_DTYPES = ("auto", "float32", "bfloat16", "int8", "int4", "int4-per-token", "k8v4")
 # TurboMind's quant_policy values and the kv_cache_dtype each one means.
 _QUANT_POLICY = {0: "auto", 8: "int8", 4: "int4"}
 
@@ -40,9 +40,17 @@ class EngineConfig:
 
     dtype: weights as "float32" (matches HF transformers fp32) or "bfloat16" (half the memory);
         "auto" is float32 on the CPU.
-    kv_cache_dtype: "auto" follows dtype; "float32", "bfloat16", or "int8": K and V quantized as they are
-        written, one fp16 scale and zero point per token and KV head, dequantised inside attention (half
-        of bf16's bytes). `quant_policy` is accepted as an alias: 0 = auto, 8 = int8 (4 = int4 once it lands).
+    kv_cache_dtype: "auto" follows dtype; "float32" or "bfloat16"; or quantized as K and V are written,
+        dequantised inside attention (README, "KV cache"):
+        "int8": K and V at 8 bits, one fp16 scale and zero point per token and KV head (TurboMind's
+            quant_policy=8; half of bf16's bytes);
+        "int4": KIVI's split: K at 4 bits with one scale and zero point per channel over each block
+            (a block's keys are held at 8 bits until it is full), V at 4 bits per token and KV head
+            (about 3.6x bf16's tokens);
+        "int4-per-token": K and V at 4 bits per token and KV head (TurboMind's quant_policy=4; costs far
+            more quality on small models);
+        "k8v4": K at 8 bits and V at 4, per token (2.6x bf16's tokens).
+        `quant_policy` is accepted as an alias: 0 = auto, 8 = int8, 4 = int4.
     max_batch_size: requests decoding together at most.
     cache_memory_gib: memory for the paged KV cache; None = what max_batch_size full sessions need,
         capped at 10% of the available RAM (``Pipeline.info()["kv_cache_sizing"]`` says which applied).
@@ -92,12 +100,6 @@ class EngineConfig:
                 f"quant_policy={self.quant_policy} means kv_cache_dtype={implied!r}; give one of the two",
             )
             object.__setattr__(self, "kv_cache_dtype", implied)
-        _need(
-            self.kv_cache_dtype != "int4",
-            self,
-            "kv_cache_dtype",
-            f"the int4 KV cache is not in this build yet; use one of {_KV_DTYPES}",
-        )
         _need(self.kv_cache_dtype in _KV_DTYPES, self, "kv_cache_dtype", f"choose one of {_KV_DTYPES}")
         _need(
             _is_int(self.max_batch_size) and self.max_batch_size >= 1, self, "max_batch_size", "must be an integer >= 1"

@@ -23,6 +23,15 @@ DEFAULT_CACHE_FRACTION = 0.10
 # tile units busy, small enough that decoding requests wait at most one such chunk.
 DEFAULT_MAX_NUM_BATCHED_TOKENS = 512
 TILE_UNITS = ("amx", "avx512bf16", "model")
+# kv_cache_dtype -> the (K, V) element types of the cache (_core.KVDType names; csrc/kernels/cpu/ops.h).
+KV_SCHEMES = {
+    "float32": ("float32", "float32"),
+    "bfloat16": ("bfloat16", "bfloat16"),
+    "int8": ("int8", "int8"),
+    "int4": ("int4_channel", "int4"),
+    "int4-per-token": ("int4", "int4"),
+    "k8v4": ("int8", "int4"),
+}
 
 
 @dataclass(frozen=True)
@@ -54,7 +63,7 @@ class Resolved:
     """Every engine setting, concrete."""
 
     weight_dtype: str  # "float32" | "bfloat16": dense matrices and activations
-    kv_dtype: str  # "float32" | "bfloat16" | "int8"
+    kv_dtype: str  # a KV_SCHEMES name
     lm_head_dtype: str  # "dense" | "int8"
     num_threads: int
     session_len: int  # prompt + generated tokens per request at most
@@ -62,6 +71,8 @@ class Resolved:
     max_num_batched_tokens: int
     block_size: int
     num_blocks: int  # the KV pool
+    kv_bytes_per_token: float  # of a block's K and V, quantization parameters included
+    kv_staging_bytes: int  # int4 K's staging slots (inside the cache budget); 0 for other dtypes
     kv_cache_sizing: str  # how num_blocks was chosen, in words
     enable_prefix_caching: bool
     prefill_precision: str  # "fp32" | "bf16"
@@ -73,7 +84,8 @@ class Resolved:
 
         o = _core.EngineOptions()
         o.num_blocks, o.block_size = self.num_blocks, self.block_size
-        o.kv_dtype = _core.KVDType.__members__[self.kv_dtype]
+        k, v = KV_SCHEMES[self.kv_dtype]
+        o.k_dtype, o.v_dtype = _core.KVDType.__members__[k], _core.KVDType.__members__[v]
         o.max_batch_size, o.max_num_batched_tokens = self.max_batch_size, self.max_num_batched_tokens
         o.num_threads, o.session_len = self.num_threads, self.session_len
         o.enable_prefix_caching = self.enable_prefix_caching
@@ -99,11 +111,24 @@ def resolve(config: EngineConfig, spec: ModelSpec, machine: Machine) -> Resolved
         raise ConfigError("session_len", config.session_len, f"must be <= the model's max_position_embeddings ({most})")
     session_len = config.session_len or most
     prefill, unit = _prefill(config, machine)
-    kv = _core.KVDType.__members__[kv_dtype]
+    k, v = (_core.KVDType.__members__[n] for n in KV_SCHEMES[kv_dtype])
+    if "int4" in KV_SCHEMES[kv_dtype][1] and spec.head_dim % 32:
+        raise ConfigError(
+            "kv_cache_dtype",
+            kv_dtype,
+            f"4-bit rows need a head size that is a multiple of 32, and this model's is {spec.head_dim}: "
+            "use 'int8', 'bfloat16' or 'float32'",
+        )
     bytes_per_block = _core.kv_bytes_per_block(
-        spec.num_layers, config.block_size, spec.num_kv_heads, spec.head_dim, kv, kv
+        spec.num_layers, config.block_size, spec.num_kv_heads, spec.head_dim, k, v
     )
-    num_blocks, sizing = _kv_blocks(config, session_len, bytes_per_block, machine)
+    max_tokens = config.max_num_batched_tokens or DEFAULT_MAX_NUM_BATCHED_TOKENS
+    staging = 0
+    if k == _core.KVDType.int4_channel:  # int4 K: each block's keys held at 8 bits until it is full
+        staging = _core.kv_stage_slots(config.max_batch_size, max_tokens, config.block_size) * (
+            _core.kv_bytes_per_stage_slot(spec.num_layers, config.block_size, spec.num_kv_heads, spec.head_dim)
+        )
+    num_blocks, sizing = _kv_blocks(config, session_len, bytes_per_block, staging, machine)
     return Resolved(
         weight_dtype=wdtype,
         kv_dtype=kv_dtype,
@@ -113,9 +138,11 @@ def resolve(config: EngineConfig, spec: ModelSpec, machine: Machine) -> Resolved
         num_threads=config.num_threads or machine.physical_cores,
         session_len=session_len,
         max_batch_size=config.max_batch_size,
-        max_num_batched_tokens=config.max_num_batched_tokens or DEFAULT_MAX_NUM_BATCHED_TOKENS,
+        max_num_batched_tokens=max_tokens,
         block_size=config.block_size,
         num_blocks=num_blocks,
+        kv_bytes_per_token=bytes_per_block / config.block_size,
+        kv_staging_bytes=staging,
         kv_cache_sizing=sizing,
         enable_prefix_caching=config.enable_prefix_caching,
         prefill_precision=prefill,
@@ -153,22 +180,26 @@ def _prefill(config: EngineConfig, machine: Machine) -> tuple[str, Optional[str]
     return "fp32", None
 
 
-def _kv_blocks(config: EngineConfig, session_len: int, bytes_per_block: int, machine: Machine) -> tuple[int, str]:
+def _kv_blocks(
+    config: EngineConfig, session_len: int, bytes_per_block: int, staging: int, machine: Machine
+) -> tuple[int, str]:
     """cache_memory_gib when given; else what max_batch_size full sessions need, capped at
-    DEFAULT_CACHE_FRACTION of the available RAM. Returns (blocks, how they were chosen)."""
+    DEFAULT_CACHE_FRACTION of the available RAM. `staging`: bytes the pool needs besides its blocks (int4
+    K's staging slots), inside the budget. Returns (blocks, how they were chosen)."""
     if config.cache_memory_gib is not None:
-        num = int(config.cache_memory_gib * 2**30) // bytes_per_block
+        num = (int(config.cache_memory_gib * 2**30) - staging) // bytes_per_block
         if num < 1:
             raise ConfigError(
                 "cache_memory_gib",
                 config.cache_memory_gib,
-                f"holds no KV block: one block of {config.block_size} tokens takes {bytes_per_block} bytes",
+                f"holds no KV block: one block of {config.block_size} tokens takes {bytes_per_block} bytes"
+                + (f", after {staging} bytes of staging for int4 keys" if staging else ""),
             )
         return num, "set by cache_memory_gib"
     n = config.max_batch_size
     sessions = f"{n} session{'s' if n > 1 else ''} of {session_len:,} tokens"
     needed = -(-session_len // config.block_size) * n
-    cap = int(machine.available_ram_bytes * DEFAULT_CACHE_FRACTION) // bytes_per_block
+    cap = (int(machine.available_ram_bytes * DEFAULT_CACHE_FRACTION) - staging) // bytes_per_block
     if needed <= cap:
         return needed, f"what {sessions} need{'s' if n == 1 else ''}"
     return max(1, cap), (

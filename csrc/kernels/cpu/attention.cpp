@@ -45,6 +45,7 @@ void attend(const AttnTask& t) {
   const int hd = t.head_dim, bs = t.block_size;
   float* s = t.scratch;         // [block_size]
   float* acc = t.scratch + bs;  // [head_dim]
+  float* krow = acc + hd;       // [head_dim] one I4Channel key row
   std::fill(acc, acc + hd, 0.0f);
   float run_max = -INFINITY, denom = 0.0f;
   const int n_blocks = t.pos / bs + 1;
@@ -53,9 +54,23 @@ void attend(const AttnTask& t) {
     const int64_t base = (static_cast<int64_t>(t.block_table[b]) * t.n_kv_heads + t.kv_head) * bs;  // first row
     float block_max = -INFINITY;
     for (int j = 0; j < n; ++j) {
-      const Row kr = row_of(t.k, t.k_scales, t.k_zeros, t.k_dtype, hd, base + j);
       float d = 0.0f;
-      for (int i = 0; i < hd; ++i) d += t.q[i] * kr[i];
+      if (t.k_dtype == kI4Channel) {
+        if (kv_reads_sealed(b, t.pos, bs)) {
+          const int64_t ch = (static_cast<int64_t>(t.block_table[b]) * t.n_kv_heads + t.kv_head) * hd;
+          kv_dequant_channel_row(static_cast<const uint8_t*>(t.k) + (base + j) * (hd / 2), t.k_scales + ch,
+                                 t.k_zeros + ch, hd, krow);
+        } else {
+          const int64_t staged =
+              (static_cast<int64_t>(t.stage_of_block[t.block_table[b]]) * t.n_kv_heads + t.kv_head) * bs;
+          const Row kr = row_of(t.k_stage, t.k_stage_scales, t.k_stage_zeros, kI8, hd, staged + j);
+          for (int i = 0; i < hd; ++i) krow[i] = kr[i];
+        }
+        for (int i = 0; i < hd; ++i) d += t.q[i] * krow[i];
+      } else {
+        const Row kr = row_of(t.k, t.k_scales, t.k_zeros, t.k_dtype, hd, base + j);
+        for (int i = 0; i < hd; ++i) d += t.q[i] * kr[i];
+      }
       s[j] = d * t.scale;
       block_max = std::max(block_max, s[j]);
     }
@@ -103,7 +118,7 @@ void paged_attention(ThreadPool& pool, const KVLayer& kv, const AttnSeq* seqs, i
   std::vector<int64_t> first(num_seqs + 1, 0);  // first item of each sequence
   for (int64_t s = 0; s < num_seqs; ++s) first[s + 1] = first[s] + seqs[s].M * n_heads;
   pool.parallel_for(first[num_seqs], 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> scratch(static_cast<size_t>(kv.block_size + kv.head_dim));
+    std::vector<float> scratch(static_cast<size_t>(kv.block_size + 2 * kv.head_dim));
     AttnTask t{};
     t.k = kv.k;
     t.v = kv.v;
@@ -111,6 +126,10 @@ void paged_attention(ThreadPool& pool, const KVLayer& kv, const AttnSeq* seqs, i
     t.k_zeros = kv.k_zeros;
     t.v_scales = kv.v_scales;
     t.v_zeros = kv.v_zeros;
+    t.k_stage = kv.k_stage;
+    t.k_stage_scales = kv.k_stage_scales;
+    t.k_stage_zeros = kv.k_stage_zeros;
+    t.stage_of_block = kv.stage_of_block;
     t.scratch = scratch.data();
     t.k_dtype = static_cast<int>(kv.k_dtype);
     t.v_dtype = static_cast<int>(kv.v_dtype);

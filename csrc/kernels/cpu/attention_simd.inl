@@ -16,7 +16,7 @@ namespace {
 // element first, q . x = s1 (q . codes) + m1 sum(q) and sum_j p_j x_j = sum_j (p_j s1_j) codes_j + sum_j p_j m1_j,
 // so a quantized row costs as many vector operations as a bf16 one, on fewer bytes.
 struct RowF32 {
-  static constexpr bool kTail = true, kQuant = false;
+  static constexpr bool kTail = true, kQuant = false, kChannel = false;
   const float* p;
   RowF32(const void* cache, const uint16_t*, const uint8_t*, int hd, int64_t row)
       : p(static_cast<const float*>(cache) + row * hd) {}
@@ -24,7 +24,7 @@ struct RowF32 {
   float one(int i) const { return p[i]; }
 };
 struct RowBF16 {
-  static constexpr bool kTail = true, kQuant = false;
+  static constexpr bool kTail = true, kQuant = false, kChannel = false;
   const uint16_t* p;
   RowBF16(const void* cache, const uint16_t*, const uint8_t*, int hd, int64_t row)
       : p(static_cast<const uint16_t*>(cache) + row * hd) {}
@@ -32,7 +32,7 @@ struct RowBF16 {
   float one(int i) const { return load1(p + i); }
 };
 struct RowI8 {
-  static constexpr bool kTail = true, kQuant = true;
+  static constexpr bool kTail = true, kQuant = true, kChannel = false;
   const uint8_t* p;
   float s1, m1;
   RowI8(const void* cache, const uint16_t* scales, const uint8_t* zeros, int hd, int64_t row)
@@ -44,7 +44,7 @@ struct RowI8 {
 };
 // I4: in each run of 32 dims, byte j holds dim j (low nibble) and dim j + 16 (high); kLanes divides 16.
 struct RowI4 {
-  static constexpr bool kTail = false, kQuant = true;  // head_dim is a multiple of 32
+  static constexpr bool kTail = false, kQuant = true, kChannel = false;  // head_dim is a multiple of 32
   const uint8_t* p;
   float s1, m1;
   RowI4(const void* cache, const uint16_t* scales, const uint8_t* zeros, int hd, int64_t row)
@@ -61,10 +61,30 @@ struct RowI4 {
   }
 };
 
+// The codes of a sealed I4Channel row as fp32 (their per-channel scales are folded into q by the caller).
+struct RowCodes4 {
+  static constexpr bool kTail = false, kQuant = false, kChannel = false;
+  const uint8_t* p;
+  RowCodes4(const void* cache, const uint16_t*, const uint8_t*, int hd, int64_t row)
+      : p(static_cast<const uint8_t*>(cache) + row * (hd / 2)) {}
+  Vec vec(int i) const {
+    const IVec b = widen_u8(p + (i / 32) * 16 + i % 16);
+    return i % 32 < 16 ? low_nibbles(b) : high_nibbles(b);
+  }
+  float one(int) const { return 0.0f; }
+};
+// I4Channel K (ops.h): a tag; attend reads each block through RowCodes4 (sealed: every row visible to the
+// query) or RowI8 (the staged rows). With q' = q * scale_c and bias = q . offset_c, a sealed row's
+// q . x = q' . codes + bias.
+struct KeyI4Channel {
+  static constexpr bool kTail = false, kQuant = true, kChannel = true;
+};
+
 // s[j] = scale * q . k_j for J keys at once (independent chains for the FMA
 // pipes); each score's own FMA sequence is the same as with J = 1. qsum = sum(q), for quantized rows.
 template <int J, typename KR>
-inline void scores(const float* q, const KR* k, int hd, float scale, float qsum, float* s) {  // k [J] rows, s [J]
+inline void scores(const float* q, const KR* k, int hd, float scale, float qsum, float* s,
+                   float bias = 0.0f) {  // k [J] rows, s [J]; bias: added to each dot (sealed I4Channel rows)
   Vec acc[J];
   for (int j = 0; j < J; ++j) acc[j] = zero();
   int i = 0;
@@ -77,7 +97,23 @@ inline void scores(const float* q, const KR* k, int hd, float scale, float qsum,
     if constexpr (KR::kTail)
       for (int t = i; t < hd; ++t) d += q[t] * k[j].one(t);
     if constexpr (KR::kQuant) d = __builtin_fmaf(d, k[j].s1, k[j].m1 * qsum);
-    s[j] = d * scale;
+    s[j] = (d + bias) * scale;
+  }
+}
+
+// The scores of rows [base, base + n) of one block (4 at a time, then the rest).
+template <typename KR>
+inline void block_scores(const AttnTask& t, const float* q, int hd, float qsum, const void* cache,
+                         const uint16_t* scales, const uint8_t* zeros, int64_t base, int n, float* s, float bias) {
+  int j = 0;
+  for (; j + 4 <= n; j += 4) {
+    const KR k[4] = {KR(cache, scales, zeros, hd, base + j), KR(cache, scales, zeros, hd, base + j + 1),
+                     KR(cache, scales, zeros, hd, base + j + 2), KR(cache, scales, zeros, hd, base + j + 3)};
+    scores<4>(q, k, hd, t.scale, qsum, s + j, bias);
+  }
+  for (; j < n; ++j) {
+    const KR k[1] = {KR(cache, scales, zeros, hd, base + j)};
+    scores<1>(q, k, hd, t.scale, qsum, s + j, bias);
   }
 }
 
@@ -99,6 +135,7 @@ void attend(const AttnTask& t) {
   const int hd = NV > 0 ? NV * kLanes : t.head_dim, bs = t.block_size;
   float* s = t.scratch;         // [block_size]
   float* acc = t.scratch + bs;  // [head_dim] (NV = 0)
+  float* qs = acc + hd;         // [head_dim] q * the channel scales of a sealed I4Channel block
   Vec racc[NV > 0 ? NV : 1];    // [NV] (NV > 0)
   if constexpr (NV > 0) {
     for (int v = 0; v < NV; ++v) racc[v] = zero();
@@ -112,19 +149,27 @@ void attend(const AttnTask& t) {
   for (int b = 0; b < n_blocks; ++b) {
     const int n = b == n_blocks - 1 ? t.pos - b * bs + 1 : bs;
     const int64_t base = (static_cast<int64_t>(t.block_table[b]) * t.n_kv_heads + t.kv_head) * bs;  // first row
-    int j = 0;
-    for (; j + 4 <= n; j += 4) {
-      const KR k[4] = {KR(t.k, t.k_scales, t.k_zeros, hd, base + j), KR(t.k, t.k_scales, t.k_zeros, hd, base + j + 1),
-                       KR(t.k, t.k_scales, t.k_zeros, hd, base + j + 2),
-                       KR(t.k, t.k_scales, t.k_zeros, hd, base + j + 3)};
-      scores<4>(t.q, k, hd, t.scale, qsum, s + j);
-    }
-    for (; j < n; ++j) {
-      const KR k[1] = {KR(t.k, t.k_scales, t.k_zeros, hd, base + j)};
-      scores<1>(t.q, k, hd, t.scale, qsum, s + j);
+    if constexpr (KR::kChannel) {
+      if (n == bs) {  // sealed: every row visible (kv_reads_sealed)
+        const int64_t ch = (static_cast<int64_t>(t.block_table[b]) * t.n_kv_heads + t.kv_head) * hd;
+        float bias = 0.0f;
+        for (int c = 0; c < hd; ++c) {
+          const float sc = f16_to_f32(t.k_scales[ch + c]);
+          qs[c] = t.q[c] * sc;
+          bias = __builtin_fmaf(t.q[c], -static_cast<float>(t.k_zeros[ch + c]) * sc, bias);
+        }
+        block_scores<RowCodes4>(t, qs, hd, 0.0f, t.k, nullptr, nullptr, base, n, s, bias);
+      } else {
+        const int64_t staged =
+            (static_cast<int64_t>(t.stage_of_block[t.block_table[b]]) * t.n_kv_heads + t.kv_head) * bs;
+        block_scores<RowI8>(t, t.q, hd, qsum, t.k_stage, t.k_stage_scales, t.k_stage_zeros, staged, n, s, 0.0f);
+      }
+    } else {
+      block_scores<KR>(t, t.q, hd, qsum, t.k, t.k_scales, t.k_zeros, base, n, s, 0.0f);
     }
     float block_max = run_max;
-    for (j = 0; j < n; ++j) block_max = s[j] > block_max ? s[j] : block_max;
+    int j = 0;
+    for (; j < n; ++j) block_max = s[j] > block_max ? s[j] : block_max;
     if (block_max > run_max) {
       const float corr = __builtin_expf(run_max - block_max);  // 0 on the first block
       denom *= corr;
@@ -189,6 +234,7 @@ void attend_dispatch(const AttnTask& t) {
 // The dtype dispatch of attention_one: K and V alike, or 8-bit K with 4-bit V (the pairs the cache offers).
 inline void attend(const AttnTask& t) {
   if (t.k_dtype == kI8 && t.v_dtype == kI4) return attend_dispatch<RowI8, RowI4>(t);
+  if (t.k_dtype == kI4Channel) return attend_dispatch<KeyI4Channel, RowI4>(t);
   switch (t.k_dtype) {
     case kBF16: return attend_dispatch<RowBF16, RowBF16>(t);
     case kI8: return attend_dispatch<RowI8, RowI8>(t);

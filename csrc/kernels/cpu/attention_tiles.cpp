@@ -64,8 +64,20 @@ void pack_chunk(const KVLayer& kv, const TileSeq& t, int h, int64_t c, int64_t h
     std::fill(krow, krow + hdp, uint16_t{0});
     std::fill(vrow, vrow + hdp, uint16_t{0});
     if (key < t.num_keys) {
-      const int64_t row = (static_cast<int64_t>(t.seq->block_table[key / bs]) * kv.n_kv_heads + h) * bs + key % bs;
-      row_to_bf16(kv.k, kv.k_scales, kv.k_zeros, kv.k_dtype, static_cast<int>(hd), row, krow, to_bf16);
+      const int64_t block = t.seq->block_table[key / bs], row = (block * kv.n_kv_heads + h) * bs + key % bs;
+      if (kv.k_dtype != KVDType::I4Channel) {
+        row_to_bf16(kv.k, kv.k_scales, kv.k_zeros, kv.k_dtype, static_cast<int>(hd), row, krow, to_bf16);
+      } else if (kv_reads_sealed(key / bs, t.seq->pos[0], bs)) {  // sealed for every row of the chunk
+        float x[kMaxHeadDim];
+        const int64_t ch = (block * kv.n_kv_heads + h) * hd;
+        kv_dequant_channel_row(static_cast<const uint8_t*>(kv.k) + row * (hd / 2), kv.k_scales + ch, kv.k_zeros + ch,
+                               static_cast<int>(hd), x);
+        to_bf16(x, hd, krow);
+      } else {  // a block some row of the chunk sees in part: its staged rows, for every row
+        const int64_t staged = (kv.stage_of_block[block] * kv.n_kv_heads + h) * bs + key % bs;
+        row_to_bf16(kv.k_stage, kv.k_stage_scales, kv.k_stage_zeros, KVDType::I8, static_cast<int>(hd), staged, krow,
+                    to_bf16);
+      }
       row_to_bf16(kv.v, kv.v_scales, kv.v_zeros, kv.v_dtype, static_cast<int>(hd), row, vrow, to_bf16);
     }
     // K: key = 16-row block nb, row n; dims (2p, 2p + 1) of step s form pair p.

@@ -15,9 +15,9 @@
 
 namespace lmrt::cpu {
 
-// Element type codes as in DType and KVDType (ops.h): 0 = F32, 1 = BF16, 2 = I8, 3 = I4. An int here so
+// Element type codes as in DType and KVDType (ops.h): 0 = F32, 1 = BF16, 2 = I8, 3 = I4, 4 = I4Channel. An int so
 // this header does not pull in ops.h (and <functional>) into ISA files.
-enum : int { kF32 = 0, kBF16 = 1, kI8 = 2, kI4 = 3 };
+enum : int { kF32 = 0, kBF16 = 1, kI8 = 2, kI4 = 3, kI4Channel = 4 };
 
 // y[m, n] = sum_k x[m, k] * w[n, k] (+ bias[n]) for m in [m0, m1), n in [n0, n1).
 //   x    [M, K] fp32, row stride ldx
@@ -37,13 +37,17 @@ struct AttnTask {
   float* out;                // [head_dim]
   const void* k;             // layer K cache, layout as KVLayer in ops.h
   const void* v;             // layer V cache
-  const uint16_t* k_scales;  // I8 / I4 K: per row, fp16 bits
-  const uint8_t* k_zeros;    // I8 / I4 K: per row
+  const uint16_t* k_scales;  // I8 / I4 K: per row, fp16 bits; I4Channel: per block, kv head and channel
+  const uint8_t* k_zeros;    // the same shape as k_scales
   const uint16_t* v_scales;  // I8 / I4 V
   const uint8_t* v_zeros;
-  const int32_t* block_table;  // [pos / block_size + 1]
-  float* scratch;              // [block_size + head_dim]: block scores, then the accumulator
-  int k_dtype;                 // kF32, kBF16, kI8, kI4
+  const uint8_t* k_stage;          // I4Channel K: staged I8 rows, and their scales and zeros (KVLayer)
+  const uint16_t* k_stage_scales;  //
+  const uint8_t* k_stage_zeros;    //
+  const int32_t* stage_of_block;   // [num_blocks]
+  const int32_t* block_table;      // [pos / block_size + 1]
+  float* scratch;                  // [block_size + 2 * head_dim]: block scores, the accumulator, q * scales
+  int k_dtype;                     // kF32, kBF16, kI8, kI4, kI4Channel
   int v_dtype;
   int n_kv_heads;
   int head_dim;

@@ -1,4 +1,7 @@
 #include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
 
 #include "kernels/cpu/bf16.h"
 #include "kernels/cpu/kv_quant.h"
@@ -11,7 +14,8 @@ int64_t kv_row_bytes(KVDType dt, int head_dim) {
     case KVDType::F32: return 4 * static_cast<int64_t>(head_dim);
     case KVDType::BF16: return 2 * static_cast<int64_t>(head_dim);
     case KVDType::I8: return head_dim;
-    case KVDType::I4: return head_dim / 2;
+    case KVDType::I4:
+    case KVDType::I4Channel: return head_dim / 2;
   }
   return 0;
 }
@@ -30,6 +34,7 @@ void store_row(void* cache, uint16_t* scales, uint8_t* zeros, KVDType dt, int hd
     }
     case KVDType::I8:
     case KVDType::I4: kv_quantize_row(x, hd, dt, reinterpret_cast<uint8_t*>(dst), scales + row, zeros + row); return;
+    case KVDType::I4Channel: throw std::logic_error("kv_store: I4Channel rows are staged, not stored");
   }
 }
 
@@ -38,12 +43,36 @@ void store_row(void* cache, uint16_t* scales, uint8_t* zeros, KVDType dt, int hd
 void kv_store(const KVLayer& kv, const float* k, int64_t ldk, const float* v, int64_t ldv, int64_t M,
               const int64_t* slot) {
   const int64_t hd = kv.head_dim, bs = kv.block_size;
+  const bool staged = kv.k_dtype == KVDType::I4Channel;
   for (int64_t m = 0; m < M; ++m) {
     const int64_t block = slot[m] / bs, off = slot[m] % bs;
+    const int64_t stage = staged ? kv.stage_of_block[block] : -1;
+    if (staged && stage < 0)
+      throw std::logic_error("kv_store: block " + std::to_string(block) + " has no staging slot for its int4 K rows");
     for (int64_t h = 0; h < kv.n_kv_heads; ++h) {
       const int64_t row = (block * kv.n_kv_heads + h) * bs + off;
-      store_row(kv.k, kv.k_scales, kv.k_zeros, kv.k_dtype, kv.head_dim, row, k + m * ldk + h * hd);
+      if (staged)
+        store_row(kv.k_stage, kv.k_stage_scales, kv.k_stage_zeros, KVDType::I8, kv.head_dim,
+                  (stage * kv.n_kv_heads + h) * bs + off, k + m * ldk + h * hd);
+      else
+        store_row(kv.k, kv.k_scales, kv.k_zeros, kv.k_dtype, kv.head_dim, row, k + m * ldk + h * hd);
       store_row(kv.v, kv.v_scales, kv.v_zeros, kv.v_dtype, kv.head_dim, row, v + m * ldv + h * hd);
+    }
+  }
+}
+
+void kv_seal(const KVLayer& kv, const int32_t* blocks, int64_t num) {
+  if (kv.k_dtype != KVDType::I4Channel) return;
+  const int hd = kv.head_dim, bs = kv.block_size;
+  std::vector<float> work(static_cast<size_t>(bs) * hd);
+  for (int64_t i = 0; i < num; ++i) {
+    const int64_t block = blocks[i], stage = kv.stage_of_block[block];
+    if (stage < 0) throw std::logic_error("kv_seal: block " + std::to_string(block) + " has no staged rows");
+    for (int64_t h = 0; h < kv.n_kv_heads; ++h) {
+      const int64_t srow = (stage * kv.n_kv_heads + h) * bs, row = (block * kv.n_kv_heads + h) * bs;
+      kv_seal_block(kv.k_stage + srow * hd, kv.k_stage_scales + srow, kv.k_stage_zeros + srow, bs, hd,
+                    static_cast<uint8_t*>(kv.k) + row * (hd / 2), kv.k_scales + (block * kv.n_kv_heads + h) * hd,
+                    kv.k_zeros + (block * kv.n_kv_heads + h) * hd, work.data());
     }
   }
 }

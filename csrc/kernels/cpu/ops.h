@@ -54,33 +54,54 @@ void silu_mul(const float* gu, int64_t M, int64_t I, int64_t ldg, float* out, in
 // exact in fp32 (a code of at most 8 bits times an 11-bit scale), so attention over codes computes
 // what attention over those values computes. I8: one byte per dim. I4: two codes per byte; in each run
 // of 32 dims, byte j holds dim j (low nibble) and dim j + 16 (high nibble), as W4Matrix's codes.
-enum class KVDType : int { F32 = 0, BF16 = 1, I8 = 2, I4 = 3 };
-// Bytes of one row of head_dim elements (I4 needs head_dim a multiple of 32).
+// I4Channel (K only, KIVI's scheme): I4's codes and row layout, but one (scale, zero point) per *channel*
+// of each block and kv head, from the channel's range over the block's rows, so a key channel with
+// outliers gets its own scale. That range is only known once the block is full: until then the block's K
+// rows live in a staging slot as I8 rows, and kv_seal quantizes the block when its last row has been
+// written. Attention reads a block's int4 codes when every row of the block is visible to the query
+// (pos >= the block's last position) and the staged I8 rows otherwise, so a token's attention is the
+// same whether it ran in a prompt chunk or in decode.
+enum class KVDType : int { F32 = 0, BF16 = 1, I8 = 2, I4 = 3, I4Channel = 4 };
+// Bytes of one row of head_dim elements (I4 / I4Channel need head_dim a multiple of 32).
 int64_t kv_row_bytes(KVDType dt, int head_dim);
 
 // One layer's paged KV cache. Row (block b, kv head h, slot s) is row ((b * n_kv_heads + h) * block_size + s)
 // of k and of v, each row kv_row_bytes(dtype, head_dim) bytes; for I8 / I4 its scale (fp16 bits) and zero
 // point are entry `row` of *_scales and *_zeros (nullptr for F32 / BF16). K and V have the same dtype, or
-// K is I8 and V I4.
+// K is I8 and V I4, or K is I4Channel and V I4. I4Channel K: the (scale, zero) of channel c of (block b,
+// kv head h) is entry (b * n_kv_heads + h) * head_dim + c of k_scales / k_zeros, and the block's staging
+// slot (stage_of_block[b], -1 for none) holds its rows as I8: row (slot, h, s) is row
+// ((slot * n_kv_heads + h) * block_size + s) of k_stage, k_stage_scales and k_stage_zeros.
 struct KVLayer {
-  void* k;
-  void* v;
-  uint16_t* k_scales;  // [num_blocks * n_kv_heads * block_size] (I8 / I4 K)
-  uint8_t* k_zeros;    // [num_blocks * n_kv_heads * block_size]
-  uint16_t* v_scales;  // (I8 / I4 V)
-  uint8_t* v_zeros;
-  KVDType k_dtype;
-  KVDType v_dtype;
-  int n_kv_heads;
-  int head_dim;
-  int block_size;
+  void* k = nullptr;
+  void* v = nullptr;
+  uint16_t* k_scales = nullptr;  // [num_blocks * n_kv_heads * block_size] (I8 / I4 K); I4Channel: [.. * head_dim]
+  uint8_t* k_zeros = nullptr;    // the same shape as k_scales
+  uint16_t* v_scales = nullptr;  // [num_blocks * n_kv_heads * block_size] (I8 / I4 V)
+  uint8_t* v_zeros = nullptr;
+  KVDType k_dtype = KVDType::F32;
+  KVDType v_dtype = KVDType::F32;
+  int n_kv_heads = 0;
+  int head_dim = 0;
+  int block_size = 0;
+  // I4Channel K only:
+  uint8_t* k_stage = nullptr;               // [num_slots * n_kv_heads * block_size, head_dim] I8 codes
+  uint16_t* k_stage_scales = nullptr;       // [num_slots * n_kv_heads * block_size]
+  uint8_t* k_stage_zeros = nullptr;         // [num_slots * n_kv_heads * block_size]
+  const int32_t* stage_of_block = nullptr;  // [num_blocks] staging slot of a block being filled, or -1
 };
 
-// Writes the K and V rows of M tokens into the cache (rounded to bf16, or quantized, as the cache stores them).
+// Writes the K and V rows of M tokens into the cache (rounded to bf16, or quantized, as the cache stores them;
+// I4Channel K into its block's staging slot, which must be set: std::logic_error otherwise).
 //   k, v        [M, n_kv_heads * head_dim] fp32, row strides ldk, ldv
 //   slot        [M] absolute cache slot of each token: block_id * block_size + offset
 void kv_store(const KVLayer& kv, const float* k, int64_t ldk, const float* v, int64_t ldv, int64_t M,
               const int64_t* slot);
+// I4Channel K: quantizes full blocks from their staged rows, one (scale, zero) per channel and kv head
+// (each channel's range widened to include 0, then as a row of I4; a non-finite value gives the channel a
+// NaN scale). The staging slot stays set: attention still reads it for queries inside the block.
+//   blocks      [num] ids of blocks whose every row has been written
+void kv_seal(const KVLayer& kv, const int32_t* blocks, int64_t num);
 
 // Causal attention of one sequence's new tokens over its paged cache.
 //   q           [M, n_heads * head_dim] stride ldq

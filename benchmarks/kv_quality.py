@@ -7,7 +7,8 @@ gap between the top two logits where a row first diverges (a near-tie, or not).
 Every row runs the exact fp32 prefill (prefill_precision="fp32"), so only the KV cache differs between rows.
 Appends a section to benchmarks/RESULTS.md.
 
-    HF_HUB_OFFLINE=1 PYTHONPATH=src:. python benchmarks/kv_quality.py [--kv float32,bfloat16,int8]
+    HF_HUB_OFFLINE=1 PYTHONPATH=src:. python benchmarks/kv_quality.py \
+        [--kv float32,bfloat16,int8,int4-per-token,int4,k8v4]
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def config(kv: str) -> lmrt.EngineConfig:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--kv", default="float32,bfloat16,int8", help="KV cache dtypes, the first is the reference")
+    ap.add_argument("--kv", default="float32,bfloat16,int8,int4-per-token,int4,k8v4", help="KV cache dtypes, the first is the reference")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     kinds = args.kv.split(",")
@@ -79,7 +80,7 @@ def main() -> None:
             else:
                 ref_greedy = greedy
             same = sum(a == b for a, b in zip(greedy, ref_greedy))
-            kv_bytes = pipe.info()["kv_cache_bytes"] / max(1, pipe.info()["kv_capacity_tokens"])
+            kv_bytes = pipe.info()["kv_bytes_per_token"]
             row = (
                 f"| {kv} | {kv_bytes:.0f} | {ppl:.4f} | {100 * (ppl / rows[0][1] - 1) if rows else 0:+.2f}% | "
                 f"{kl / n if kinds[0] != kv else 0:.2e} | {same}/8 | {'; '.join(gaps) or '—'} |"

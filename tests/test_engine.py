@@ -46,7 +46,8 @@ def engine_config(**kw) -> lmrt.EngineConfig:
         max_num_batched_tokens=48,
         cache_memory_gib=0.05,
         prefill_precision="fp32",
-    )  # exact: these tests compare bits and HF fp32
+        kv_cache_dtype="float32",
+    )  # exact: these tests compare bits and HF fp32 (fp32 KV, not the int8 default)
     base.update(kw)
     return lmrt.EngineConfig(**base)
 
@@ -105,7 +106,7 @@ def test_bf16_weights(models, tmp_path):
     # fp32 checkpoint loaded as bf16 (norms stay fp32): against the fp32 original.
     with lmrt.pipeline(src, engine_config(dtype="bfloat16", kv_cache_dtype="float32")) as pipe:
         assert rel_err(pipe.get_logits(ids), ref32) < BF16_VS_FP32_REL_TOL
-    with lmrt.pipeline(bf16_dir, engine_config(dtype="bfloat16")) as pipe:  # auto KV = bf16
+    with lmrt.pipeline(bf16_dir, engine_config(dtype="bfloat16", kv_cache_dtype="bfloat16")) as pipe:
         assert pipe.info()["kv_cache_dtype"] == "bfloat16"
         assert rel_err(pipe.get_logits(ids), ref_bf16) < BF16_KV_REL_TOL
 

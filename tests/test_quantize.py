@@ -327,7 +327,12 @@ def test_lmrt_runs_what_lmrt_quantize_writes(tmp_path):
     with torch.no_grad():
         ref = load_awq_dequantized(out)(torch.tensor([ids])).logits[0].double().numpy()
     cfg = lmrt.EngineConfig(
-        lm_head_dtype="dense", num_threads=1, cache_memory_gib=0.01, block_size=16, prefill_precision="fp32"
+        lm_head_dtype="dense",
+        num_threads=1,
+        cache_memory_gib=0.01,
+        block_size=16,
+        prefill_precision="fp32",
+        kv_cache_dtype="float32",
     )
     with lmrt.pipeline(out, cfg) as pipe:
         assert pipe.info()["weight_format"] == "w4"

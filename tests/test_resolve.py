@@ -41,7 +41,7 @@ AVX2 = Machine(physical_cores=8, available_ram_bytes=4 * GIB, tile_units=("model
 
 def test_auto_becomes_concrete():
     r = resolve(EngineConfig(), SPEC, ZEN4)
-    assert (r.weight_dtype, r.kv_dtype, r.lm_head_dtype) == ("float32", "float32", "int8")
+    assert (r.weight_dtype, r.kv_dtype, r.lm_head_dtype) == ("float32", "int8", "int8")  # kv "auto" is int8 (DEFAULT_KV_DTYPE)
     assert (r.num_threads, r.session_len, r.max_num_batched_tokens) == (2, 8192, DEFAULT_MAX_NUM_BATCHED_TOKENS)
     assert (r.prefill_precision, r.tile_unit) == ("bf16", "avx512bf16")
     r = resolve(
@@ -49,18 +49,18 @@ def test_auto_becomes_concrete():
         dataclasses.replace(SPEC, weight_format="dense", group_size=None),
         AVX2,
     )
-    assert (r.weight_dtype, r.kv_dtype, r.lm_head_dtype, r.num_threads) == ("bfloat16", "bfloat16", "dense", 3)
+    assert (r.weight_dtype, r.kv_dtype, r.lm_head_dtype, r.num_threads) == ("bfloat16", "int8", "dense", 3)
     assert (r.prefill_precision, r.tile_unit) == ("fp32", None)  # no hardware unit: the exact prefill
 
 
 def test_kv_cache_sized_by_the_sessions_then_capped_by_ram():
     one = resolve(EngineConfig(max_batch_size=1), SPEC, ZEN4)
     assert one.num_blocks * one.block_size == 8192 and one.kv_cache_sizing == "what 1 session of 8,192 tokens needs"
-    capped = resolve(EngineConfig(max_batch_size=16), SPEC, AVX2)
+    capped = resolve(EngineConfig(max_batch_size=16, kv_cache_dtype="float32"), SPEC, AVX2)
     cap_blocks = int(4 * GIB * DEFAULT_CACHE_FRACTION) // (64 * F32_BYTES_PER_TOKEN)
     assert capped.num_blocks == cap_blocks < 16 * 8192 // 64
     assert capped.kv_cache_sizing.endswith("capped at 10% of the available RAM")
-    given = resolve(EngineConfig(cache_memory_gib=0.5), SPEC, AVX2)
+    given = resolve(EngineConfig(cache_memory_gib=0.5, kv_cache_dtype="float32"), SPEC, AVX2)
     assert given.num_blocks == int(0.5 * GIB) // (64 * F32_BYTES_PER_TOKEN)
     with pytest.raises(ConfigError, match="holds no KV block"):
         resolve(EngineConfig(cache_memory_gib=1e-6), SPEC, AVX2)

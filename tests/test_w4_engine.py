@@ -24,8 +24,8 @@ PPL_REL_TOL = 0.005
 
 def exact_config(**kw) -> lmrt.EngineConfig:
     """Exact fp32 prefill (not bf16, the default where the CPU has AMX or AVX512-BF16): these tests
-    measure the 4-bit formats against fp32 references, so nothing else may round."""
-    return lmrt.EngineConfig(prefill_precision="fp32", **kw)
+    measure the 4-bit formats against fp32 references, so nothing else may round (fp32 KV, not the int8 default)."""
+    return lmrt.EngineConfig(prefill_precision="fp32", **{"kv_cache_dtype": "float32", **kw})
 
 
 def rel_err(a, ref):
@@ -45,6 +45,7 @@ def test_awq_logits_match_hf_on_dequantised_weights(tmp_path, g):
         ids = np.random.RandomState(g).randint(3, 128, size=90).tolist()
         ref = model(torch.tensor([ids])).logits[0].double().numpy()
     cfg = lmrt.EngineConfig(
+        kv_cache_dtype="float32",
         block_size=16,
         num_threads=2,
         max_num_batched_tokens=32,

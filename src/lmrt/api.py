@@ -328,6 +328,36 @@ class RequestStream:
             pass
 
 
+class OutputAssembler:
+    """Turns one request's token chunks (StreamChunk) into text: incremental detokenization and stop strings.
+    feed() gives (text, finish_reason); a stop string ends the output (finish_reason "stop") and the caller then
+    detaches the request. Shared by the blocking streams here and the server's async ones."""
+
+    def __init__(self, pipe: Pipeline, ids: List[int], gen: GenerationConfig):
+        self.detok = (
+            IncrementalDetokenizer(pipe.tokenizer, prompt_ids=ids, skip_special_tokens=gen.skip_special_tokens)
+            if pipe.tokenizer
+            else None
+        )
+        self.stops = StopStringMatcher(gen.stop) if gen.stop else None
+        self.num_generated = 0
+        self.stopped = False  # by a stop string: the engine may still be running the request
+
+    def feed(self, chunk) -> tuple:
+        self.num_generated += len(chunk.token_ids)
+        reason = chunk.finish_reason
+        text = self.detok.step(chunk.token_ids) if self.detok else ""
+        if self.detok and reason is not None:
+            text += self.detok.flush()
+        if self.stops is not None:
+            text = self.stops.feed(text)
+            if self.stops.stopped:
+                self.stopped, reason = True, "stop"
+            elif reason is not None:
+                text += self.stops.flush()
+        return text, reason
+
+
 def _follow(
     pipe: Pipeline,
     rid: int,
@@ -337,31 +367,15 @@ def _follow(
     on_prefill: Optional[Callable[[int, int], None]] = None,
 ) -> Iterator[Response]:
     """Turns one request's token chunks into Responses: incremental text, stop strings."""
-    detok = (
-        IncrementalDetokenizer(pipe.tokenizer, prompt_ids=ids, skip_special_tokens=gen.skip_special_tokens)
-        if pipe.tokenizer
-        else None
-    )
-    stops = StopStringMatcher(gen.stop) if gen.stop else None
-    num_generated = 0
+    out = OutputAssembler(pipe, ids, gen)
     while not state["finished"]:
-        chunk = pipe._get(rid, on_prefill if num_generated == 0 else None)
-        new_ids = chunk.token_ids
-        num_generated += len(new_ids)
-        reason = chunk.finish_reason
-        text = detok.step(new_ids) if detok else ""
-        if detok and reason is not None:
-            text += detok.flush()
-        if stops is not None:
-            text = stops.feed(text)
-            if stops.stopped:
-                pipe._engine.detach(rid)
-                reason = "stop"
-            elif reason is not None:
-                text += stops.flush()
+        chunk = pipe._get(rid, on_prefill if out.num_generated == 0 else None)
+        text, reason = out.feed(chunk)
+        if out.stopped:
+            pipe._engine.detach(rid)
         state["finished"] = reason is not None
-        if text or new_ids or state["finished"]:
-            yield Response(text, list(new_ids), reason, len(ids), num_generated, chunk.num_cached_tokens)
+        if text or chunk.token_ids or state["finished"]:
+            yield Response(text, list(chunk.token_ids), reason, len(ids), out.num_generated, chunk.num_cached_tokens)
 
 
 def pipeline(model: Optional[Union[str, Path]] = None, engine_config: Optional[EngineConfig] = None) -> Pipeline:

@@ -14,6 +14,7 @@ import sys
 import time
 from typing import Callable, Optional, TextIO
 
+from lmrt import env
 from lmrt.config import _DTYPES, _KV_DTYPES, ConfigError, EngineConfig, GenerationConfig
 
 CHAT_HELP = (
@@ -170,6 +171,34 @@ def build_parser() -> argparse.ArgumentParser:
         "defaults that the flags give.",
     )
     _engine_args(info, _ENGINE_DEFAULTS["max_batch_size"])
+
+    serve = sub.add_parser(
+        "serve",
+        help="serve the OpenAI API (chat/completions, completions, models) over HTTP",
+        description="Serve the OpenAI API over HTTP from one engine: concurrent requests share its batch. "
+        "Needs the serve extra: pip install 'lmrt[serve]'.",
+    )
+    _engine_args(serve, _ENGINE_DEFAULTS["max_batch_size"])
+    server = serve.add_argument_group("server")
+    server.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    server.add_argument("--port", type=int, default=8000, help="port to listen on (default: %(default)s)")
+    server.add_argument(
+        "--api-key",
+        default=env.api_key(),
+        help="require 'Authorization: Bearer KEY' on /v1 routes (default: $LMRT_API_KEY, else none)",
+    )
+    server.add_argument(
+        "--served-model-name",
+        metavar="NAME",
+        help="the model's name in the API (default: the model argument, or SmolLM2-135M-Instruct)",
+    )
+    server.add_argument(
+        "--max-waiting",
+        type=int,
+        default=256,
+        metavar="N",
+        help="refuse new requests with 429 while this many wait for a place in the batch (default: %(default)s)",
+    )
     return parser
 
 
@@ -537,9 +566,27 @@ def _read_prompt(args: argparse.Namespace) -> str:
         return f.read()
 
 
+def _serve(args: argparse.Namespace, engine_config: EngineConfig) -> None:
+    try:
+        import uvicorn
+
+        from lmrt.server import create_app
+    except ImportError as e:
+        raise ImportError(f"lmrt serve needs the serve extra ({e}): pip install 'lmrt[serve]'") from e
+    import lmrt
+    from lmrt.default_model import DEFAULT_MODEL_NAME
+
+    name = args.served_model_name or (str(args.model) if args.model else DEFAULT_MODEL_NAME)
+    app = create_app(lambda: lmrt.pipeline(args.model, engine_config), name, args.api_key, args.max_waiting)
+    sys.stderr.write(f"lmrt serve: '{name}' on http://{args.host}:{args.port}/v1 (GET /health: 200 once loaded)\n")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+
+
 def _run(args: argparse.Namespace, engine_config: EngineConfig, changes: dict) -> None:
     import lmrt
 
+    if args.command == "serve":
+        return _serve(args, engine_config)
     prompt = _read_prompt(args) if args.command == "generate" else None
     pipe = lmrt.pipeline(args.model, engine_config)
     try:
@@ -580,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
     prog = f"lmrt {args.command}"
     try:
         engine_config = _engine_config(args)
-        changes = _generation_changes(args) if args.command != "info" else {}
+        changes = _generation_changes(args) if args.command not in ("info", "serve") else {}
     except ConfigError as e:
         sys.stderr.write(f"{prog}: error: {_config_error_message(e)}\n")
         return 2

@@ -17,3 +17,8 @@ def tile_unit() -> Optional[str]:
 def cache_dir() -> Path:
     """LMRT_CACHE: where the default model and converted GGUF tokenizers are kept (default ~/.cache/lmrt)."""
     return Path(os.environ.get("LMRT_CACHE") or Path.home() / ".cache" / "lmrt")
+
+
+def api_key() -> Optional[str]:
+    """LMRT_API_KEY: the key `lmrt serve` requires as 'Authorization: Bearer KEY' when --api-key is not given."""
+    return os.environ.get("LMRT_API_KEY") or None

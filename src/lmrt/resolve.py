@@ -23,6 +23,9 @@ DEFAULT_CACHE_FRACTION = 0.10
 # tile units busy, small enough that decoding requests wait at most one such chunk.
 DEFAULT_MAX_NUM_BATCHED_TOKENS = 512
 TILE_UNITS = ("amx", "avx512bf16", "model")
+# What kv_cache_dtype="auto" is: int8 costs +0.03% perplexity on the default model and no decode speed at batch 1
+# (benchmarks/RESULTS.md: kv_quality.py, bench_kv.py), the rule issue 12 set for the default.
+DEFAULT_KV_DTYPE = "int8"
 # kv_cache_dtype -> the (K, V) element types of the cache (_core.KVDType names; csrc/kernels/cpu/ops.h).
 KV_SCHEMES = {
     "float32": ("float32", "float32"),
@@ -105,7 +108,7 @@ def resolve(config: EngineConfig, spec: ModelSpec, machine: Machine) -> Resolved
     from lmrt import _core
 
     wdtype = weight_dtype(config)
-    kv_dtype = wdtype if config.kv_cache_dtype == "auto" else config.kv_cache_dtype
+    kv_dtype = DEFAULT_KV_DTYPE if config.kv_cache_dtype == "auto" else config.kv_cache_dtype
     most = spec.max_position_embeddings
     if config.session_len is not None and config.session_len > most:
         raise ConfigError("session_len", config.session_len, f"must be <= the model's max_position_embeddings ({most})")

@@ -115,13 +115,15 @@ StreamChunk Engine::get(int64_t id, double timeout_s) {
   std::unique_lock<std::mutex> lk(mu_);
   if (streams_.find(id) == streams_.end()) throw UnknownRequestError("unknown request id " + std::to_string(id));
   auto ready = [&] {
-    const Stream& st = streams_.at(id);
-    return st.done || !st.pending.token_ids.empty();
+    const auto it = streams_.find(id);  // gone: detached (by another thread) and finished meanwhile
+    return it == streams_.end() || it->second.done || !it->second.pending.token_ids.empty();
   };
   if (timeout_s < 0)
     out_cv_.wait(lk, ready);
   else
     out_cv_.wait_for(lk, std::chrono::duration<double>(timeout_s), ready);
+  if (streams_.find(id) == streams_.end())
+    throw UnknownRequestError("request " + std::to_string(id) + " was detached while get() waited");
   Stream& st = streams_.at(id);
   StreamChunk out = std::move(st.pending);
   st.pending = StreamChunk{};

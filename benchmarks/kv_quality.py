@@ -42,7 +42,11 @@ def config(kv: str) -> lmrt.EngineConfig:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--kv", default="float32,bfloat16,int8,int4-per-token,int4,k8v4", help="KV cache dtypes, the first is the reference")
+    ap.add_argument(
+        "--kv",
+        default="float32,bfloat16,int8,int4-per-token,int4,k8v4",
+        help="KV cache dtypes, the first is the reference",
+    )
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     kinds = args.kv.split(",")

@@ -181,7 +181,9 @@ def test_info_quantized_kv_cache(env, tmp_path):
     out = run(env, "info", "--kv-cache-dtype", "int4", "--max-batch-size", "1", cwd=tmp_path)
     rows = dict(re.split(r"\s{2,}", line, maxsplit=1) for line in out.stdout.splitlines())
     # 30 x 3 x (K: 32 codes + 3 bytes a channel per 64 tokens; V: 32 codes + 3 bytes)
-    assert rows["KV cache dtype"].startswith("int4 (6,300 bytes per token: 4-bit codes; K scaled per channel"), out.stdout
+    assert rows["KV cache dtype"].startswith("int4 (6,300 bytes per token: 4-bit codes; K scaled per channel"), (
+        out.stdout
+    )
     assert "of it holds the blocks being filled at 8 bits" in rows["KV cache memory"], out.stdout
 
 

@@ -64,7 +64,9 @@ def hf_greedy(path, ids):
 def test_greedy_text_equals_hf_fp32(chats):
     path, tok, ids = chats
     ref = hf_greedy(path, ids)
-    with lmrt.pipeline(path, lmrt.EngineConfig(dtype="float32", prefill_precision="fp32", kv_cache_dtype="float32")) as pipe:
+    with lmrt.pipeline(
+        path, lmrt.EngineConfig(dtype="float32", prefill_precision="fp32", kv_cache_dtype="float32")
+    ) as pipe:
         ours = pipe(ids, lmrt.GenerationConfig(max_new_tokens=MAX_NEW))  # all 8 in one batch
     exact = 0
     for i, ((ref_ids, ref_logits), r) in enumerate(zip(ref, ours)):
@@ -86,7 +88,9 @@ def test_greedy_text_equals_hf_fp32(chats):
 def test_stream_text_and_stop_strings(chats):
     path, tok, ids = chats
     gen = lmrt.GenerationConfig(max_new_tokens=32)
-    with lmrt.pipeline(path, lmrt.EngineConfig(dtype="float32", prefill_precision="fp32", kv_cache_dtype="float32")) as pipe:
+    with lmrt.pipeline(
+        path, lmrt.EngineConfig(dtype="float32", prefill_precision="fp32", kv_cache_dtype="float32")
+    ) as pipe:
         whole = pipe(ids[0], gen)
         pieces = list(pipe.stream(ids[0], gen))
         assert "".join(p.text for p in pieces) == whole.text == tok.decode(whole.token_ids, skip_special_tokens=True)

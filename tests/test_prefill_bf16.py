@@ -46,7 +46,9 @@ def tiles(request, monkeypatch):
 
 def cfg(precision, **kw):
     # Chunks of 48 rows: three of the four chunks of a 150-token prompt go to the tiles, the last (6 rows) not.
-    base = dict(block_size=16, num_threads=2, max_num_batched_tokens=48, cache_memory_gib=0.02, kv_cache_dtype="float32")
+    base = dict(
+        block_size=16, num_threads=2, max_num_batched_tokens=48, cache_memory_gib=0.02, kv_cache_dtype="float32"
+    )
     return lmrt.EngineConfig(prefill_precision=precision, **{**base, **kw})
 
 

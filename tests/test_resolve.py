@@ -41,7 +41,11 @@ AVX2 = Machine(physical_cores=8, available_ram_bytes=4 * GIB, tile_units=("model
 
 def test_auto_becomes_concrete():
     r = resolve(EngineConfig(), SPEC, ZEN4)
-    assert (r.weight_dtype, r.kv_dtype, r.lm_head_dtype) == ("float32", "int8", "int8")  # kv "auto" is int8 (DEFAULT_KV_DTYPE)
+    assert (r.weight_dtype, r.kv_dtype, r.lm_head_dtype) == (
+        "float32",
+        "int8",
+        "int8",
+    )  # kv "auto" is int8 (DEFAULT_KV_DTYPE)
     assert (r.num_threads, r.session_len, r.max_num_batched_tokens) == (2, 8192, DEFAULT_MAX_NUM_BATCHED_TOKENS)
     assert (r.prefill_precision, r.tile_unit) == ("bf16", "avx512bf16")
     r = resolve(

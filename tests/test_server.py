@@ -112,8 +112,10 @@ def test_concurrent_streams_share_the_batch(client, server):
     before = httpx.get(server + "/metrics").text
     prompts = [[{"role": "user", "content": f"Count from {i} to {i + 20}."}] for i in range(8)]
     results = [None] * 8
+    together = threading.Barrier(8)
 
     def run(i):
+        together.wait(timeout=60)  # all eight are sent at once
         s = client.chat.completions.create(
             model=MODEL, messages=prompts[i], max_tokens=48, temperature=0, stream=True, extra_body={"ignore_eos": True}
         )

@@ -316,7 +316,18 @@ class RequestStream:
         return next(self._it)
 
     def close(self) -> None:
-        self._it.close()
+        """Ends the stream and aborts the request if it is still running. Safe from another thread while one
+        iterates it (a Stop button): the request is then aborted in the engine, and the iterating thread gets
+        its last Response, finish_reason "abort"."""
+        try:
+            self._it.close()
+        except ValueError:  # "generator already executing": another thread is in next() right now
+            if not self.finished:
+                try:
+                    self._pipe._engine.abort(self.request_id)
+                except KeyError:  # finished and taken meanwhile
+                    pass
+            return
         if not self.finished:
             self._state["finished"] = True
             self._pipe._engine.detach(self.request_id)

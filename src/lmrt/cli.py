@@ -199,6 +199,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="refuse new requests with 429 while this many wait for a place in the batch (default: %(default)s)",
     )
+    gradio = sub.add_parser(
+        "gradio",
+        help="chat in the browser (a Gradio page on one shared engine)",
+        description="Serve the Gradio chat page from one engine: several tabs chat at once, batched together. "
+        "Needs gradio: pip install 'lmrt[demo]'.",
+    )
+    _engine_args(gradio, _ENGINE_DEFAULTS["max_batch_size"])
+    page = gradio.add_argument_group("page")
+    page.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    page.add_argument("--port", type=int, default=7860, help="port to listen on (default: %(default)s)")
     return parser
 
 
@@ -582,11 +592,24 @@ def _serve(args: argparse.Namespace, engine_config: EngineConfig) -> None:
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
 
 
+def _gradio(args: argparse.Namespace, engine_config: EngineConfig) -> None:
+    try:
+        from demo.app import build_demo
+    except ImportError as e:
+        raise ImportError(f"lmrt gradio needs gradio ({e}): pip install 'lmrt[demo]'") from e
+    import lmrt
+
+    with lmrt.pipeline(args.model, engine_config) as pipe:
+        build_demo(pipe).launch(server_name=args.host, server_port=args.port)
+
+
 def _run(args: argparse.Namespace, engine_config: EngineConfig, changes: dict) -> None:
     import lmrt
 
     if args.command == "serve":
         return _serve(args, engine_config)
+    if args.command == "gradio":
+        return _gradio(args, engine_config)
     prompt = _read_prompt(args) if args.command == "generate" else None
     pipe = lmrt.pipeline(args.model, engine_config)
     try:
@@ -627,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
     prog = f"lmrt {args.command}"
     try:
         engine_config = _engine_config(args)
-        changes = _generation_changes(args) if args.command not in ("info", "serve") else {}
+        changes = _generation_changes(args) if args.command not in ("info", "serve", "gradio") else {}
     except ConfigError as e:
         sys.stderr.write(f"{prog}: error: {_config_error_message(e)}\n")
         return 2

@@ -29,6 +29,7 @@ class _EngineCollector:
             "lmrt_kv_blocks_free": ("KV cache blocks free (cached prefix blocks included)", s["num_free_blocks"]),
             "lmrt_kv_blocks_used": ("KV cache blocks held by requests", s["num_blocks"] - s["num_free_blocks"]),
             "lmrt_kv_blocks_total": ("KV cache blocks in the pool", s["num_blocks"]),
+            "lmrt_kv_cache_bytes": ("bytes of the KV pool (resident as its pages are first used)", s["kv_cache_bytes"]),
             "lmrt_prefix_cache_hit_rate": (
                 "prompt tokens served by the prefix cache / prompt tokens looked up, since start",
                 s["prefix_cache_hit_tokens"] / s["prefix_cache_query_tokens"]

@@ -28,7 +28,9 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
+import lmrt
+
+LMRT_ROOT = Path(lmrt.__file__).resolve().parents[1]  # the server child imports the lmrt this process does
 MODEL = "SmolLM2-135M-Instruct"
 WORDS = "the sea a ship sails under grey skies while gulls cry over waves and the harbour lights fade".split()
 
@@ -40,7 +42,9 @@ def free_port() -> int:
 
 
 def start_server(port: int, extra=()) -> subprocess.Popen:
-    code = f"import sys; sys.path.insert(0, {str(ROOT / 'src')!r}); from lmrt.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = (
+        f"import sys; sys.path.insert(0, {str(LMRT_ROOT)!r}); from lmrt.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
     argv = [sys.executable, "-c", code, "serve", "--port", str(port), *extra]
     proc = subprocess.Popen(
         argv, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

@@ -67,9 +67,10 @@ class ChatBackend:
                 n += len(r.token_ids)
                 reply += r.text
                 history[-1]["content"] = reply
-                rate = (n - 1) / (now - first) if n > 1 and now > first else 0.0
+                rate = (n - 1) / (now - first) if first is not None and n > 1 and now > first else 0.0
+                ttft = f"{1000 * (first - start):.0f} ms" if first is not None else "—"
                 line = (
-                    f"{rate:.1f} tokens/s · first token {1000 * (first - start):.0f} ms · prompt "
+                    f"{rate:.1f} tokens/s · first token {ttft} · prompt "
                     f"{r.num_prompt_tokens} tokens ({r.num_cached_tokens} from the prefix cache) · {n} generated · "
                     f"{self.kv_line()}"
                 )

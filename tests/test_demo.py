@@ -72,9 +72,14 @@ def test_stop_aborts_the_request_in_the_engine(pipe):
     backend = ChatBackend(EndlessReplies(pipe))
     session, seen, done = {}, [], threading.Event()
 
+    errors = []
+
     def tab():
-        for history, _ in backend.respond("Tell me a long story.", [], "", 0.0, 1.0, 3000, session):
-            seen.append(history[-1]["content"])
+        try:
+            for history, _ in backend.respond("Tell me a long story.", [], "", 0.0, 1.0, 3000, session):
+                seen.append(history[-1]["content"])
+        except Exception as e:  # reported below: a thread's exception would otherwise only warn
+            errors.append(e)
         done.set()
 
     before = pipe.stats()["num_decode_tokens"]
@@ -84,6 +89,7 @@ def test_stop_aborts_the_request_in_the_engine(pipe):
     backend.stop(session)  # from another thread, as the Stop button's handler runs
     assert done.wait(30), "the reply did not end after Stop"
     t.join()
+    assert errors == []
     wait_until(lambda: pipe.stats()["num_running"] == 0, "the request still runs in the engine")
     assert pipe.stats()["num_decode_tokens"] - before < 1500  # stopped far short of its 3,000 tokens
     assert "stream" not in session
@@ -91,11 +97,14 @@ def test_stop_aborts_the_request_in_the_engine(pipe):
 
 def test_two_tabs_run_in_one_batch(pipe):
     backend = ChatBackend(EndlessReplies(pipe))
-    sessions = [{}, {}]
+    sessions, errors = [{}, {}], []
 
     def tab(i):
-        for _ in backend.respond(f"Count to {10 + i}.", [], "", 0.0, 1.0, 2000, sessions[i]):
-            pass
+        try:
+            for _ in backend.respond(f"Count to {10 + i}.", [], "", 0.0, 1.0, 2000, sessions[i]):
+                pass
+        except Exception as e:  # reported below
+            errors.append(e)
 
     threads = [threading.Thread(target=tab, args=(i,)) for i in range(2)]
     for t in threads:
@@ -106,7 +115,24 @@ def test_two_tabs_run_in_one_batch(pipe):
         ChatBackend(pipe).stop(s)
     for t in threads:
         t.join(timeout=60)
+    assert errors == []
     wait_until(lambda: pipe.stats()["num_running"] == 0, "a stopped reply still runs")
+
+
+def test_stop_before_the_first_token(pipe):
+    """Stop while the prompt is still being computed: the reply ends with no text and no error."""
+    backend = ChatBackend(EndlessReplies(pipe))
+    session = {}
+    it = backend.respond("word " * 3000, [], "", 0.0, 1.0, 16, session)
+    first = {}
+    t = threading.Thread(target=lambda: first.update(step=next(it)))
+    t.start()
+    wait_until(lambda: "stream" in session, "the request was never submitted")
+    backend.stop(session)
+    t.join(timeout=60)
+    history, line = first["step"]
+    assert history[-1] == {"role": "assistant", "content": ""} and "first token —" in line
+    assert list(it) == []
 
 
 def test_text_of_gradio_content():

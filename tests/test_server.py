@@ -285,7 +285,7 @@ def test_a_full_waiting_queue_gets_429():
 @pytest.mark.slow
 def test_a_short_soak():
     """benchmarks/soak_server.py, short: 80 requests from 8 clients (8 dropping mid-stream, 4 malformed)."""
-    sys.path.insert(0, str(Path(ROOT).parent / "benchmarks"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import soak_server
 
     port = soak_server.free_port()

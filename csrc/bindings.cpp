@@ -168,6 +168,10 @@ void bind_types(py::module_& m) {
       .def_readonly("kv_cache_bytes", &EngineStats::kv_cache_bytes)
       .def_readonly("weights_bytes", &EngineStats::weights_bytes)
       .def_readonly("num_staged_blocks", &EngineStats::num_staged_blocks)
+      .def_property_readonly("schedule_seconds", [](const EngineStats& s) { return s.step_time.schedule_ns * 1e-9; })
+      .def_property_readonly("forward_seconds", [](const EngineStats& s) { return s.step_time.forward_ns * 1e-9; })
+      .def_property_readonly("postprocess_seconds",
+                             [](const EngineStats& s) { return s.step_time.postprocess_ns * 1e-9; })
       .def_readonly("pool_late_workers", &EngineStats::pool_late_workers)
       .def_readonly("pool_narrow_jobs", &EngineStats::pool_narrow_jobs);
 }
@@ -203,6 +207,30 @@ void bind_engine(py::module_& m) {
 // The bookkeeping on its own, for tests of csrc/engine/README.md's invariants. Tables cross as lists:
 // each call that grows or shrinks one returns the new table.
 void bind_bookkeeping(py::module_& m) {
+  m.def(
+      "sample_counts",
+      [](py::array_t<float, py::array::c_style | py::array::forcecast> logits, const SamplingParams& p,
+         const std::vector<int32_t>& context, const std::vector<int32_t>& banned, uint64_t seed, int draws) {
+        if (logits.ndim() != 1 || logits.size() < 1) throw std::invalid_argument("logits must be 1-D and not empty");
+        const int V = static_cast<int>(logits.size());
+        py::array_t<int64_t> counts(V);
+        int64_t* c = counts.mutable_data();
+        std::fill(c, c + V, int64_t{0});
+        const float* src = logits.data();
+        {
+          py::gil_scoped_release nogil;
+          Sampler sampler;
+          std::mt19937_64 rng(seed);
+          std::vector<float> row(V);
+          for (int d = 0; d < draws; ++d) {
+            std::copy(src, src + V, row.begin());
+            ++c[sampler.sample(row.data(), V, p, context, banned, rng)];
+          }
+        }
+        return counts;
+      },
+      "logits"_a, "params"_a, "context"_a, "banned"_a, "seed"_a, "draws"_a,
+      "How often Sampler::sample picks each token in `draws` draws from one rng seeded `seed` (tests).");
   using Table = std::vector<int32_t>;
   py::class_<BlockManager>(m, "BlockManager")
       .def(py::init<int, int, bool>(), "num_blocks"_a, "block_size"_a, "enable_prefix_caching"_a)

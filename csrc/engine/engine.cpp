@@ -187,6 +187,7 @@ EngineStats Engine::stats() {
                      kv_.bytes(),
                      model_.weights().bytes(),
                      num_staged_,
+                     time_,
                      pool_.late_workers(),
                      pool_.narrow_jobs()};
 }
@@ -208,6 +209,8 @@ void Engine::loop() {
 
 // One step of the persistent batch: schedule, run, sample, publish.
 bool Engine::step() {
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point t0 = Clock::now();
   std::vector<ScheduledSeq> plan;
   {
     std::lock_guard<std::mutex> lk(mu_);
@@ -216,6 +219,7 @@ bool Engine::step() {
   }
   if (plan.empty()) return false;
   build_batch(plan);
+  const Clock::time_point t1 = Clock::now();
   const float* logits = nullptr;
   std::string error;
   try {
@@ -223,6 +227,7 @@ bool Engine::step() {
   } catch (const std::exception& e) {
     error = e.what();
   }
+  const Clock::time_point t2 = Clock::now();
   {
     std::lock_guard<std::mutex> lk(mu_);
     ++num_steps_;
@@ -231,6 +236,11 @@ bool Engine::step() {
     else
       for (const ScheduledSeq& s : plan) finish(s.req, FinishReason::Error, "forward pass failed: " + error);
     release_stages();
+    const Clock::time_point t3 = Clock::now();
+    auto ns = [](Clock::duration d) { return std::chrono::duration_cast<std::chrono::nanoseconds>(d).count(); };
+    time_.schedule_ns += ns(t1 - t0);
+    time_.forward_ns += ns(t2 - t1);
+    time_.postprocess_ns += ns(t3 - t2);
   }
   out_cv_.notify_all();
   return true;
@@ -282,7 +292,7 @@ void Engine::release_stages() {
 
 void Engine::postprocess(const std::vector<ScheduledSeq>& plan, const float* logits) {
   const int V = model_.spec().vocab_size;
-  static const std::vector<int32_t> kNoBans;
+  jobs_.clear();
   for (size_t s = 0; s < plan.size(); ++s) {
     Request* r = plan[s].req;
     const int n = plan[s].num_tokens, first = r->num_computed_tokens;
@@ -318,13 +328,25 @@ void Engine::postprocess(const std::vector<ScheduledSeq>& plan, const float* log
                  ": broken weights, or a kernel bug (LMRT_ISA=scalar runs the reference kernels)");
       continue;
     }
-    std::vector<int32_t> bans;
+    SampleJob job{r, rows, {}, -1};
     if (r->num_generated() < r->params.min_new_tokens) {
-      bans = r->params.stop_token_ids;
+      job.bans = r->params.stop_token_ids;
       if (!r->params.ignore_eos)
-        bans.insert(bans.end(), r->params.eos_token_ids.begin(), r->params.eos_token_ids.end());
+        job.bans.insert(job.bans.end(), r->params.eos_token_ids.begin(), r->params.eos_token_ids.end());
     }
-    const int32_t tok = sampler_.sample(rows, V, r->params.sampling, r->tokens, bans.empty() ? kNoBans : bans, r->rng);
+    jobs_.push_back(std::move(job));
+  }
+  // Every request's draw at once, across the pool (each row, its request's rng and a thread's own scratch).
+  pool_.parallel_for(static_cast<int64_t>(jobs_.size()), 1, [&](int64_t b, int64_t e) {
+    thread_local Sampler sampler;
+    for (int64_t i = b; i < e; ++i) {
+      SampleJob& j = jobs_[i];
+      j.token = sampler.sample(j.logits, V, j.req->params.sampling, j.req->tokens, j.bans, j.req->rng);
+    }
+  });
+  for (const SampleJob& j : jobs_) {
+    Request* r = j.req;
+    const int32_t tok = j.token;
     r->tokens.push_back(tok);
     streams_.at(r->id).pending.token_ids.push_back(tok);
     auto contains = [tok](const std::vector<int32_t>& v) { return std::find(v.begin(), v.end(), tok) != v.end(); };

@@ -56,12 +56,20 @@ struct StreamChunk {
   std::vector<float> prompt_logits;    // [num_prompt_tokens, V], final chunk only
 };
 
+// Where the loop thread's steps spent their time, summed over steps (waits for work not included).
+struct StepTime {
+  int64_t schedule_ns = 0;     // aborts, scheduling, building the batch (lock held for the first two)
+  int64_t forward_ns = 0;      // the model's forward pass: the kernels and what runs between them
+  int64_t postprocess_ns = 0;  // sampling, stop checks, publishing the tokens, prefix-cache registration
+};
+
 struct EngineStats {
   int num_running, num_waiting, num_free_blocks, num_blocks, block_size;
   int64_t num_steps, num_preemptions, prefix_cache_hit_tokens, prefix_cache_query_tokens, num_prefill_tokens,
       num_decode_tokens;
   size_t kv_cache_bytes, weights_bytes;
-  int num_staged_blocks;                        // int4 K: blocks whose rows are staged (being filled) now
+  int num_staged_blocks;  // int4 K: blocks whose rows are staged (being filled) now
+  StepTime step_time;
   int64_t pool_late_workers, pool_narrow_jobs;  // cpu::ThreadPool: contention seen, and its cost
 };
 
@@ -117,7 +125,14 @@ class Engine {
   KVCache kv_;
   BlockManager blocks_;
   Scheduler scheduler_;
-  Sampler sampler_;
+  // A request whose next token is drawn this step (postprocess): its logits row, the tokens it may not draw yet.
+  struct SampleJob {
+    Request* req;
+    float* logits;              // [V]
+    std::vector<int32_t> bans;  // stop and EOS ids while min_new_tokens is not reached
+    int32_t token;
+  };
+  std::vector<SampleJob> jobs_;  // [requests sampling this step]
   cpu::ThreadPool pool_;
   Batch batch_;
   std::vector<int32_t> logit_base_;  // [num scheduled seqs] first logits row of each, or -1
@@ -132,6 +147,7 @@ class Engine {
   bool stop_ = false;
   int64_t num_steps_ = 0, num_prefill_tokens_ = 0, num_decode_tokens_ = 0;
   int num_staged_ = 0;  // kv_.num_staged() after the last step (stats() reads it under mu_)
+  StepTime time_;       // summed over steps (under mu_)
   std::thread thread_;
 };
 

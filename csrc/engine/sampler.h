@@ -25,8 +25,11 @@ class Sampler {
   static bool all_finite(const float* logits, int vocab_size);
 
  private:
-  std::vector<std::pair<float, int32_t>> cand_;  // [V] (scaled logit, token id)
+  std::vector<std::pair<float, int32_t>> cand_;  // [<= V] (scaled logit, token id) of the candidates
   std::vector<double> prob_;                     // [V] probabilities of the candidates
+  std::vector<float> scaled_;                    // [V] logits / temperature
+  std::vector<double> weight_;                   // [n] exp(scaled logit - best) of the survivors, in cand_ order
+  std::vector<float> heap_;                      // [top_k] the largest scaled logits (a min-heap)
   std::vector<char> seen_;                       // [V] scratch for the repetition penalty
 };
 

@@ -510,3 +510,13 @@ def test_chat_command_end_to_end(fake, monkeypatch, capsys):
         "8,192-token sessions, 8 threads (avx512); sampling: temperature 0.2, top_p 0.9, repetition_penalty 1.1 "
         "(the model's generation_config.json)"
     ) in captured.err
+
+
+def test_serve_and_gradio_take_the_engine_flags_and_listen_locally_by_default():
+    parser = cli.build_parser()
+    a = parser.parse_args(["serve", "--port", "9000", "--kv-cache-dtype", "int4", "--max-batch-size", "4"])
+    assert (a.host, a.port, a.kv_cache_dtype, a.max_batch_size, a.max_waiting) == ("127.0.0.1", 9000, "int4", 4, 256)
+    assert cli._engine_config(a) == lmrt.EngineConfig(kv_cache_dtype="int4", max_batch_size=4)
+    g = parser.parse_args(["gradio", "some/model", "--threads", "2"])
+    assert (g.host, g.port, g.model, g.threads) == ("127.0.0.1", 7860, "some/model", 2)
+    assert cli._engine_config(g).max_batch_size == lmrt.EngineConfig().max_batch_size

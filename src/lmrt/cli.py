@@ -138,6 +138,16 @@ def _generation_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _listener(sub, name: str, help: str, description: str, port: int) -> argparse._ArgumentGroup:
+    """A command that serves over HTTP (serve, gradio): the engine flags and --host / --port; returns its group."""
+    parser = sub.add_parser(name, help=help, description=description)
+    _engine_args(parser, _ENGINE_DEFAULTS["max_batch_size"])
+    group = parser.add_argument_group("listening")
+    group.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    group.add_argument("--port", type=int, default=port, help="port to listen on (default: %(default)s)")
+    return group
+
+
 def build_parser() -> argparse.ArgumentParser:
     from lmrt import __version__
 
@@ -172,16 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _engine_args(info, _ENGINE_DEFAULTS["max_batch_size"])
 
-    serve = sub.add_parser(
+    server = _listener(
+        sub,
         "serve",
-        help="serve the OpenAI API (chat/completions, completions, models) over HTTP",
-        description="Serve the OpenAI API over HTTP from one engine: concurrent requests share its batch. "
+        "serve the OpenAI API (chat/completions, completions, models) over HTTP",
+        "Serve the OpenAI API over HTTP from one engine: concurrent requests share its batch. "
         "Needs the serve extra: pip install 'lmrt[serve]'.",
+        port=8000,
     )
-    _engine_args(serve, _ENGINE_DEFAULTS["max_batch_size"])
-    server = serve.add_argument_group("server")
-    server.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    server.add_argument("--port", type=int, default=8000, help="port to listen on (default: %(default)s)")
     server.add_argument(
         "--api-key",
         default=env.api_key(),
@@ -199,16 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="refuse new requests with 429 while this many wait for a place in the batch (default: %(default)s)",
     )
-    gradio = sub.add_parser(
+    _listener(
+        sub,
         "gradio",
-        help="chat in the browser (a Gradio page on one shared engine)",
-        description="Serve the Gradio chat page from one engine: several tabs chat at once, batched together. "
+        "chat in the browser (a Gradio page on one shared engine)",
+        "Serve the Gradio chat page from one engine: several tabs chat at once, batched together. "
         "Needs gradio: pip install 'lmrt[demo]'.",
+        port=7860,
     )
-    _engine_args(gradio, _ENGINE_DEFAULTS["max_batch_size"])
-    page = gradio.add_argument_group("page")
-    page.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    page.add_argument("--port", type=int, default=7860, help="port to listen on (default: %(default)s)")
     return parser
 
 

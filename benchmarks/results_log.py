@@ -7,17 +7,11 @@ import datetime
 import sys
 from pathlib import Path
 
-# The same 8 prompts as tests/test_greedy_default_model.py.
-CHAT_PROMPTS = [
-    "What is the capital of France?",
-    "Write a haiku about the sea.",
-    "Explain in two sentences why the sky is blue.",
-    "List three fruits that are red.",
-    "Translate 'good morning' into Spanish and German.",
-    "Write a Python function that returns the square of a number.",
-    "What is 17 + 25? Answer with the number.",
-    "Give me a short tip for learning to cook.",
-]
+# The 8 chat prompts of tests/test_greedy_default_model.py, from their one list in tests/.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import chat_prompts  # noqa: E402
+
+CHAT_PROMPTS = chat_prompts.CHAT_PROMPTS
 
 
 def section(title: str, script: str, facts: list[str], header: list[str], rows: list[str], extra=()) -> str:

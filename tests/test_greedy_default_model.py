@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from chat_prompts import CHAT_PROMPTS
 
 import lmrt
 from lmrt.default_model import default_model_path
@@ -17,16 +18,7 @@ from lmrt.tokenizer import Tokenizer
 
 NEAR_TIE = 1e-4
 MAX_NEW = 64
-PROMPTS = [
-    "What is the capital of France?",
-    "Write a haiku about the sea.",
-    "Explain in two sentences why the sky is blue.",
-    "List three fruits that are red.",
-    "Translate 'good morning' into Spanish and German.",
-    "Write a Python function that returns the square of a number.",
-    "What is 17 + 25? Answer with the number.",
-    "Give me a short tip for learning to cook.",
-]
+PROMPTS = CHAT_PROMPTS
 
 
 @pytest.fixture(scope="module")

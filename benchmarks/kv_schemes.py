@@ -15,6 +15,11 @@ Schemes (b bits; a row = one token of one KV head):
   kc4           KIVI's split: K per channel over each 64-token block (the partial last block kept exact), V per
                 token (zp4); 35 bytes a row at head_dim 64 with 3 bytes of parameters per channel per block
   *-rotkv       V rotated too (the attention output rotated back)
+  *-sm          K divided per channel by a static factor before it is quantized (q multiplied alike, so q.k is
+                unchanged; QServe's SmoothAttention at alpha 1): the factor is the channel's largest |K| after RoPE
+                on a calibration text (Apache-2.0's first 1,024 tokens, never GPL-3), per layer and KV head
+  *-smpair      the same with one factor per RoPE pair (the larger of the two), which would let the factors fold
+                into the q/k projections and hold at any position (a rotation moves magnitude within a pair)
 
     HF_HUB_OFFLINE=1 PYTHONPATH=src:. python benchmarks/kv_schemes.py [--schemes none,tm8,zp8,...] [--windows 15]
 """
@@ -80,9 +85,11 @@ def fake_quant(x: torch.Tensor, bits: int, kind: str) -> torch.Tensor:
 
 
 def scheme_parts(name: str):
-    """(K bits, K kind, K rotated, V bits, V kind, V rotated), or None for no quantization."""
+    """(K bits, K kind, K rotated, V bits, V kind, V rotated), or None for no quantization; a -sm/-smpair suffix
+    is read by install()."""
     if name == "none":
         return None
+    name = name.removesuffix("-smpair").removesuffix("-sm")
     rot_v = name.endswith("-rotkv")
     rot = rot_v or name.endswith("-rot")
     base = name.removesuffix("-rotkv").removesuffix("-rot")
@@ -94,9 +101,39 @@ def scheme_parts(name: str):
     return bits, kind, rot, bits, kind, rot_v
 
 
-def install(model, name: str, hd: int):
+LAYER = [0]  # the layer whose attention runs now (set by a pre-hook on each self_attn)
+
+
+def k_channel_max(model, tok, hd: int) -> torch.Tensor:
+    """[layers, kv heads, hd]: the largest |K| after RoPE per channel on the calibration text."""
+    cfg = model.config
+    kmax = torch.zeros(cfg.num_hidden_layers, cfg.num_key_value_heads, hd)
+    original = modeling_llama.apply_rotary_pos_emb
+
+    def record(q, k, cos, sin, *args, **kwargs):
+        q, k = original(q, k, cos, sin, *args, **kwargs)
+        kmax[LAYER[0]] = torch.maximum(kmax[LAYER[0]], k.abs().amax(dim=(0, 2)))
+        return q, k
+
+    modeling_llama.apply_rotary_pos_emb = record
+    text = open("/usr/share/common-licenses/Apache-2.0", encoding="utf-8").read()
+    ids = tok.encode(text, add_special_tokens=False)[:1024]
+    with torch.no_grad():
+        for i in range(0, len(ids), 512):
+            model(torch.tensor([ids[i : i + 512]]))
+    modeling_llama.apply_rotary_pos_emb = original
+    return kmax.clamp(min=1e-6)
+
+
+def install(model, name: str, hd: int, kmax: torch.Tensor | None = None):
     """Fake-quantizes K after RoPE (patching apply_rotary_pos_emb) and V (a hook on v_proj)."""
     parts = scheme_parts(name)
+    smooth = None
+    if name.endswith("-smpair"):
+        half = torch.maximum(kmax[..., : hd // 2], kmax[..., hd // 2 :])
+        smooth = torch.cat([half, half], -1)
+    elif name.endswith("-sm"):
+        smooth = kmax
     original = (
         modeling_llama.apply_rotary_pos_emb.__wrapped__
         if hasattr(modeling_llama.apply_rotary_pos_emb, "__wrapped__")
@@ -111,6 +148,9 @@ def install(model, name: str, hd: int):
 
     def apply(q, k, cos, sin, *args, **kwargs):
         q, k = original(q, k, cos, sin, *args, **kwargs)
+        if smooth is not None:  # q.k unchanged: quantize k / s, and use (k / s) * s
+            s = smooth[LAYER[0]][None, :, None, :]
+            return q, fake_quant(k / s, kb, kk) * s
         if rot:
             q, k = q @ H, k @ H  # orthonormal: q.k unchanged
         return q, fake_quant(k, kb, kk)
@@ -141,6 +181,9 @@ def main() -> None:
     model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager")
     model.eval()
     hd = model.config.hidden_size // model.config.num_attention_heads
+    for i, layer in enumerate(model.model.layers):
+        layer.self_attn.register_forward_pre_hook(lambda module, inputs, i=i: LAYER.__setitem__(0, i))
+    kmax = k_channel_max(model, tok, hd) if "-sm" in args.schemes else None
     text = open("/usr/share/common-licenses/GPL-3", encoding="utf-8").read()
     ids = tok.encode(text, add_special_tokens=False)
     windows = [ids[i : i + 512] for i in range(0, len(ids), 512)][: args.windows]
@@ -155,7 +198,7 @@ def main() -> None:
     print("| scheme | perplexity | vs none | mean KL | greedy equal (of 8) |")
     print("|---|---|---|---|---|")
     for name in args.schemes.split(","):
-        handles = install(model, name, hd)
+        handles = install(model, name, hd, kmax)
         nll, n, kl, logps = 0.0, 0, 0.0, []
         with torch.no_grad():
             for i, w in enumerate(windows):

@@ -1,14 +1,15 @@
-"""What a KV cache dtype costs in quality, on the default model (issue 12): perplexity on
+"""What a KV cache dtype or a linear precision costs in quality, on the default model (issues 12, 14): perplexity on
 /usr/share/common-licenses/GPL-3 (disjoint 512-token windows, the same windows in every row, as the
 figures in shared/README.md were measured) and the mean KL divergence of each next-token distribution
 against the fp32-KV run; plus greedy text on 8 chat prompts x 64 new tokens against fp32 KV, with the
 gap between the top two logits where a row first diverges (a near-tie, or not).
 
-Every row runs the exact fp32 prefill (prefill_precision="fp32"), so only the KV cache differs between rows.
-Appends a section to benchmarks/RESULTS.md.
+Every row runs without bf16 tiles (prefill_precision="fp32"), so only the KV cache dtype and the linear precision
+(EngineConfig.linear_precision: exact fp32, or int8 activations into the 4-bit products) differ between rows. A row
+is KV[:LINEAR] (LINEAR fp32 when left out); the first row is the reference. Appends a section to RESULTS.md.
 
     HF_HUB_OFFLINE=1 PYTHONPATH=src:. python benchmarks/kv_quality.py \
-        [--kv float32,bfloat16,int8,int4-per-token,int4,k8v4]
+        [--kv float32,bfloat16,int8,int4-per-token,int4,k8v4]   (e.g. --kv float32,float32:int8,int8:int8)
 """
 
 from __future__ import annotations
@@ -36,8 +37,15 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
     return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
 
 
-def config(kv: str) -> lmrt.EngineConfig:
-    return lmrt.EngineConfig(kv_cache_dtype=kv, prefill_precision="fp32", max_num_batched_tokens=512, max_batch_size=8)
+def config(row: str) -> lmrt.EngineConfig:
+    kv, _, linear = row.partition(":")
+    return lmrt.EngineConfig(
+        kv_cache_dtype=kv,
+        linear_precision=linear or "fp32",
+        prefill_precision="fp32",
+        max_num_batched_tokens=512,
+        max_batch_size=8,
+    )
 
 
 def main() -> None:
@@ -45,7 +53,7 @@ def main() -> None:
     ap.add_argument(
         "--kv",
         default="float32,bfloat16,int8,int4-per-token,int4,k8v4",
-        help="KV cache dtypes, the first is the reference",
+        help="rows KV[:LINEAR] (KV cache dtype, linear precision), the first is the reference",
     )
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
@@ -92,18 +100,18 @@ def main() -> None:
             rows.append((kv, ppl, row))
             print(row, flush=True)
     section = results_log.section(
-        "KV cache dtypes: quality on the default model",
+        "KV cache dtypes and linear precision: quality on the default model",
         "kv_quality.py",
         [
-            f"lmrt {lmrt.__version__}, default model at 4 bits, exact fp32 prefill in every row (only the KV cache "
-            "differs)",
+            f"lmrt {lmrt.__version__}, default model at 4 bits, no bf16 tiles in any row (only the KV cache dtype and "
+            "the linear precision, KV:LINEAR, differ; LINEAR fp32 where not shown)",
             f"perplexity: GPL-3 in {len(ws)} disjoint 512-token windows; KL: mean over every predicted position of "
             f"KL(p_{kinds[0]} || p_row); greedy: 8 chat prompts x {MAX_NEW} new tokens, identical to the {kinds[0]} "
             "row's",
         ],
         [
-            "KV cache",
-            "bytes/token",
+            "KV cache[:linear]",
+            "KV bytes/token",
             "perplexity",
             "vs first row",
             "mean KL",

@@ -188,9 +188,12 @@ void check_bias(const std::optional<F32In>& bias, int64_t N) {
 
 // codes [N, K/2] uint8 (W4Matrix nibble layout), scales/mins [N, K/group_size] float32.
 py::array_t<float> linear_w4(F32In x, py::array codes, F32In scales, F32In mins, int group_size,
-                             std::optional<F32In> bias, int num_threads, const std::optional<std::string>& tile_unit) {
+                             std::optional<F32In> bias, int num_threads, const std::optional<std::string>& tile_unit,
+                             const std::string& activations, bool vnni) {
   check_threads(num_threads);
   const std::optional<cpu::TileUnit> unit = tile_unit_arg(tile_unit, true);
+  if (activations != "fp32" && activations != "int8") bad("activations must be 'fp32' or 'int8', got '" + activations + "'");
+  if (activations == "int8" && unit) bad("activations='int8' runs on the vector units: pass no tile_unit");
   if (group_size != 32 && group_size != 64 && group_size != 128)
     bad("group_size must be 32, 64 or 128, got " + std::to_string(group_size));
   if (x.ndim() != 2) bad("x must be 2-D [M, K], got shape " + shape_str(x));
@@ -215,7 +218,10 @@ py::array_t<float> linear_w4(F32In x, py::array codes, F32In scales, F32In mins,
     py::gil_scoped_release nogil;
     std::lock_guard<std::mutex> lk(g_pool_mu);
     cpu::ThreadPool& pool = pool_for(num_threads);
-    if (!unit) {
+    if (activations == "int8") {
+      lmrt::Buffer scratch;
+      cpu::linear_w4a8(pool, xp, M, K, K, w, N, bp, yp, N, scratch, vnni);
+    } else if (!unit) {
       cpu::linear_w4(pool, xp, M, K, K, w, N, bp, yp, N);
     } else {
       cpu::TileWeights tw;
@@ -225,6 +231,22 @@ py::array_t<float> linear_w4(F32In x, py::array codes, F32In scales, F32In mins,
     }
   }
   return y;
+}
+
+py::tuple quantize_q8(F32In x) {
+  if (x.ndim() != 2) bad("x must be 2-D [M, K], got shape " + shape_str(x));
+  const int64_t M = x.shape(0), K = x.shape(1);
+  if (K <= 0 || K % 32 != 0) bad("K = x.shape[1] = " + std::to_string(K) + " must be a positive multiple of 32");
+  py::array_t<int8_t> q({M, K});
+  py::array_t<float> d({M, K / 32});
+  const float* xp = x.data();
+  int8_t* qp = q.mutable_data();
+  float* dp = d.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    cpu::quantize_q8(xp, M, K, K, qp, dp);
+  }
+  return py::make_tuple(q, d);
 }
 
 // q [N, K] int8, scales [N] float32.
@@ -617,11 +639,16 @@ void bind_kernels(py::module_& m) {
   m.def("linear", &kern::linear, "x"_a, "w"_a, "bias"_a = py::none(), "wdtype"_a = "f32", "num_threads"_a = 1,
         "y = x @ w.T (+ bias). x [M, K] float32; w [N, K] float32, or uint16 bf16 bits with wdtype='bf16'.");
   m.def("linear_w4", &kern::linear_w4, "x"_a, "codes"_a, "scales"_a, "mins"_a, "group_size"_a, "bias"_a = py::none(),
-        "num_threads"_a = 1, "tile_unit"_a = py::none(),
+        "num_threads"_a = 1, "tile_unit"_a = py::none(), "activations"_a = "fp32", "vnni"_a = true,
         "y = x @ w.T (+ bias) for 4-bit w[n, k] = code * scales[n, k // g] + mins[n, k // g]. codes [N, K/2] "
         "uint8: in each run of 32 inputs byte j holds input j (low nibble) and j + 16 (high nibble). "
         "tile_unit='amx' or 'avx512bf16' runs it on that bf16 tile unit (x and the dequantised w rounded to "
-        "bf16), 'model' on the software model.");
+        "bf16), 'model' on the software model. activations='int8': x quantized per run of 32 inputs "
+        "(quantize_q8) and int8 dot products (linear_w4a8); vnni=False keeps AVX-512 off VNNI.");
+  m.def("quantize_q8", &kern::quantize_q8, "x"_a,
+        "(q [M, K] int8, d [M, K/32] float32): x's runs of 32 inputs as linear_w4 with activations='int8' "
+        "quantizes them, d = max|x| / 127, q = round_half_even(x / d).");
+  m.def("vnni_available", &cpu::vnni_available, "AVX-512 VNNI present (and built).");
   m.def("linear_i8", &kern::linear_i8, "x"_a, "q"_a, "scales"_a, "bias"_a = py::none(), "num_threads"_a = 1,
         "tile_unit"_a = py::none(),
         "y = x @ w.T (+ bias) for int8 w[n, k] = q[n, k] * scales[n]. q [N, K] int8, scales [N] float32. "

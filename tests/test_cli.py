@@ -230,6 +230,7 @@ def test_a_session_len_beyond_the_model_is_refused_by_name(monkeypatch, capsys):
         (["--cache-memory-gib", "0.25"], "cache_memory_gib", 0.25),
         (["--max-batch-size", "3"], "max_batch_size", 3),
         (["--prefill-precision", "fp32"], "prefill_precision", "fp32"),
+        (["--linear-precision", "int8"], "linear_precision", "int8"),
     ],
 )
 @pytest.mark.parametrize("command", [["info"], ["generate", "--prompt", "x"], ["chat"]])

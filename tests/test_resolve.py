@@ -136,3 +136,17 @@ def test_int4_kv_needs_a_head_size_multiple_of_32():
     with pytest.raises(ConfigError, match="multiple of 32"):
         resolve(EngineConfig(kv_cache_dtype="int4"), odd, ZEN4)
     assert resolve(EngineConfig(kv_cache_dtype="int8"), odd, ZEN4).kv_dtype == "int8"
+
+
+def test_linear_precision_resolves_and_refuses_dense_models():
+    assert resolve(EngineConfig(), SPEC, ZEN4).linear_precision == "fp32"  # "auto": exact
+    r = resolve(EngineConfig(linear_precision="int8"), SPEC, ZEN4)
+    assert r.linear_precision == "int8" and r.engine_options().linear_precision == _core.LinearPrecision.int8
+    with pytest.raises(ConfigError, match="4-bit weights, and this model's are dense.*'fp32'"):
+        resolve(
+            EngineConfig(linear_precision="int8"),
+            dataclasses.replace(SPEC, weight_format="dense", group_size=None),
+            ZEN4,
+        )
+    with pytest.raises(ConfigError, match="choose 'auto', 'fp32' or 'int8'"):
+        EngineConfig(linear_precision="int4")

@@ -40,6 +40,7 @@ Engine::Engine(ModelSpec spec, Weights weights, EngineOptions options)
                                   "' tile unit, which this CPU (or OS, or build) lacks: use fp32 prefill");
     model_.enable_bf16_prefill(options_.tile_unit);
   }
+  if (options_.linear_precision == LinearPrecision::Int8) model_.enable_int8_activations();
   thread_ = std::thread([this] { loop(); });
 }
 

@@ -26,6 +26,8 @@ namespace lmrt {
 // How prompt chunks run: exact fp32 everywhere, or bf16 on a tile unit for batches of 32+ rows
 // (LlamaModel::enable_bf16_prefill; decode stays exact).
 enum class PrefillPrecision { FP32, BF16 };
+// The 4-bit products off the tiles: exact fp32, or int8 activations (LlamaModel::enable_int8_activations).
+enum class LinearPrecision { FP32, Int8 };
 
 // Every value concrete and chosen by the caller (lmrt/resolve.py): the engine has no defaults of its
 // own and refuses values out of range (Engine::Engine).
@@ -41,6 +43,7 @@ struct EngineOptions {
   bool enable_prefix_caching = false;
   PrefillPrecision prefill_precision = PrefillPrecision::FP32;
   cpu::TileUnit tile_unit = cpu::TileUnit::Model;  // runs bf16 prefill (checked available)
+  LinearPrecision linear_precision = LinearPrecision::FP32;
 };
 
 // What get() hands back: tokens sampled since the previous call, and the end.

@@ -77,7 +77,7 @@ const float* LlamaModel::forward(const Batch& batch, KVCache& kv, cpu::ThreadPoo
     cpu::linear_bf16_tiles(pool, sel, R, H, H, tile_weights(weights_.output_matrix(), false), V, nullptr,
                            cpu::TileOut::Store, logits_.data<float>(), V, tile_unit_, tiles_x_);
   } else {
-    apply_linear(pool, weights_.output_matrix(), sel, R, H, nullptr, logits_.data<float>(), V);
+    apply_linear(pool, weights_.output_matrix(), sel, R, H, nullptr, logits_.data<float>(), V, a8());
   }
   return logits_.data<float>();
 }
@@ -116,17 +116,17 @@ void LlamaModel::layer(int l, const Batch& batch, const cpu::KVLayer& cache, cpu
   rows(pool, T,
        [&](int64_t b, int64_t e) { cpu::rmsnorm(x + b * H, e - b, H, H, w.input_norm.data(), eps, h + b * H, H); });
   apply_linear(pool, w.qkv, h, T, H, w.qkv_bias.empty() ? nullptr : w.qkv_bias.data(), qkv_.data<float>(),
-               spec_.qkv_dim());
+               spec_.qkv_dim(), a8());
   attention(batch, cache, pool, false);
-  apply_linear(pool, w.o, attn_.data<float>(), T, spec_.q_dim(), nullptr, h, H);
+  apply_linear(pool, w.o, attn_.data<float>(), T, spec_.q_dim(), nullptr, h, H, a8());
   // MLP block
   rows(pool, T, [&](int64_t b, int64_t e) {
     for (int64_t i = b * H; i < e * H; ++i) x[i] += h[i];
     cpu::rmsnorm(x + b * H, e - b, H, H, w.post_attn_norm.data(), eps, h + b * H, H);
   });
-  apply_linear(pool, w.gate_up, h, T, H, nullptr, gu, 2 * I);
+  apply_linear(pool, w.gate_up, h, T, H, nullptr, gu, 2 * I, a8());
   rows(pool, T, [&](int64_t b, int64_t e) { cpu::silu_mul(gu + b * 2 * I, e - b, I, 2 * I, act + b * I, I); });
-  apply_linear(pool, w.down, act, T, I, nullptr, h, H);
+  apply_linear(pool, w.down, act, T, I, nullptr, h, H, a8());
   rows(pool, T, [&](int64_t b, int64_t e) {
     for (int64_t i = b * H; i < e * H; ++i) x[i] += h[i];
   });

@@ -27,12 +27,16 @@ class LlamaModel {
   // the output matrix when 32+ rows need logits (get_logits, perplexity); generation's few logit rows
   // stay exact.
   void enable_bf16_prefill(cpu::TileUnit unit);
+  // Opt-in int8 activations: every 4-bit product not on the tiles (decode, and prompts where bf16 prefill is off)
+  // quantizes its input per run of 32 inputs to int8 and runs int8 dot products (cpu::linear_w4a8).
+  void enable_int8_activations() { int8_activations_ = true; }
 
   const ModelSpec& spec() const { return spec_; }
   const Weights& weights() const { return weights_; }
 
  private:
   void reserve(int64_t num_rows, int64_t num_logit_rows);
+  Buffer* a8() { return int8_activations_ ? &int8_x_ : nullptr; }  // apply_linear's int8 scratch, or exact
   // One decoder layer on x_, exact fp32 (every kernel batch invariant) or on bf16 tiles.
   void layer(int l, const Batch& batch, const cpu::KVLayer& cache, cpu::ThreadPool& pool);
   void layer_tiles(int l, const Batch& batch, const cpu::KVLayer& cache, cpu::ThreadPool& pool);
@@ -58,6 +62,9 @@ class LlamaModel {
   Buffer tiles_x_;               // [bf16_tiles_x_size(T, max(H, q_dim))] uint16: a product's input as bf16
   Buffer tiles_act_;             // [bf16_tiles_x_size(T, I)] uint16: silu(gate) * up as bf16, down's input
   Buffer attn_tiles_;            // paged_attention_tiles' packed K/V (it sizes it)
+  // int8 activations (enable_int8_activations):
+  bool int8_activations_ = false;
+  Buffer int8_x_;  // a product's input quantized (cpu::linear_w4a8 sizes it)
 };
 
 }  // namespace lmrt

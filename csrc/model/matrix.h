@@ -33,8 +33,9 @@ constexpr int64_t kTilesMinRows = 32;
 // pair_halves: a gate/up matrix whose product ends in silu_mul (cpu::TileWeights).
 cpu::TileWeights tile_weights(const Matrix& w, bool pair_halves);
 
-// y [M, rows] (row stride ldy) = x [M, cols] (row stride ldx) W^T (+ bias [rows]), exact fp32.
+// y [M, rows] (row stride ldy) = x [M, cols] (row stride ldx) W^T (+ bias [rows]), exact fp32; or, for a 4-bit W
+// when int8_scratch is given, with x quantized to int8 per run of 32 inputs (cpu::linear_w4a8, its scratch).
 void apply_linear(cpu::ThreadPool& pool, const Matrix& w, const float* x, int64_t M, int64_t ldx, const float* bias,
-                  float* y, int64_t ldy);
+                  float* y, int64_t ldy, Buffer* int8_scratch = nullptr);
 
 }  // namespace lmrt

@@ -269,6 +269,7 @@ class Pipeline:
             session_len=r.session_len,
             prefill_precision=r.prefill_precision,
             tile_unit=r.tile_unit,
+            linear_precision=r.linear_precision,
             weights_bytes=s.weights_bytes,
             kv_cache_bytes=s.kv_cache_bytes,
             kv_cache_sizing=r.kv_cache_sizing,

@@ -35,6 +35,7 @@ _ENGINE_FLAGS = {
     "kv_cache_dtype": "kv_cache_dtype",
     "threads": "num_threads",
     "prefill_precision": "prefill_precision",
+    "linear_precision": "linear_precision",
     "session_len": "session_len",
     "cache_memory_gib": "cache_memory_gib",
     "max_batch_size": "max_batch_size",
@@ -101,6 +102,12 @@ def _engine_args(parser: argparse.ArgumentParser, max_batch_size: int) -> None:
         choices=["auto", "fp32", "bf16"],
         help="bf16: prompt chunks in bf16 (AMX tiles or AVX512-BF16); fp32: exact "
         "(default: auto, bf16 where the CPU has either)",
+    )
+    group.add_argument(
+        "--linear-precision",
+        choices=["auto", "fp32", "int8"],
+        help="int8: 4-bit products off the tiles (decode) take int8 activations, one scale per 32 inputs; "
+        "fp32: exact (default: auto, fp32)",
     )
     parser.set_defaults(default_max_batch_size=max_batch_size)
 
@@ -507,6 +514,12 @@ def _format_prefill(precision: str, unit: str | None) -> str:
     return "fp32 (exact; logits do not depend on batching)"
 
 
+def _format_linear(precision: str) -> str:
+    if precision == "int8":
+        return "int8 activations (one scale per 32 inputs) x 4-bit weights, int8 dot products"
+    return "fp32 (exact)"
+
+
 def _format_sampling(info: dict) -> str:
     source = info.get("sampling_defaults_source")
     return f"{info.get('sampling_defaults', 'greedy')} ({'from ' + source if source else 'lmrt defaults'})"
@@ -554,6 +567,7 @@ def format_info(info: dict) -> str:
         ("sampling defaults", _format_sampling(info)),
         ("kernel path", info["kernel_isa"]),
         ("prefill", _format_prefill(info.get("prefill_precision", "fp32"), info.get("tile_unit"))),
+        ("4-bit products", _format_linear(info.get("linear_precision", "fp32"))),
         ("threads", info["num_threads"]),
     ]
     width = max(len(name) for name, _ in rows)

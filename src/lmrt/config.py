@@ -73,6 +73,13 @@ class EngineConfig:
         fp32. "fp32": every row exact fp32, so a prompt's logits never depend on the batch or the
         chunks it ran in. "auto" (default): "bf16" where the CPU has either, else "fp32".
         LMRT_TILE_UNIT=amx|avx512bf16|model picks the unit (default: the fastest here).
+    linear_precision: the 4-bit products that do not run on bf16 tiles (decode, and every prompt chunk
+        where prefill is fp32). "fp32": exact, so a request's tokens never depend on the batch around
+        it. "int8": each product's input is quantized to int8 per run of 32 inputs (one fp32 scale a
+        run, as llama.cpp's Q8 activations) and multiplied by int8 dot products (AVX512-VNNI where the
+        CPU has it, else AVX-512/AVX2 byte multiplies): faster, and still the same for a request
+        whatever batch it is in, at the quality cost benchmarks/RESULTS.md measures. Dense and int8
+        matrices (the int8 output matrix) stay fp32. "auto" (default): "fp32".
     """
 
     dtype: str = "auto"
@@ -87,6 +94,7 @@ class EngineConfig:
     max_num_batched_tokens: Optional[int] = None
     lm_head_dtype: str = "auto"
     prefill_precision: str = "auto"
+    linear_precision: str = "auto"
     backend: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -141,6 +149,12 @@ class EngineConfig:
             self,
             "prefill_precision",
             "choose 'auto', 'fp32' or 'bf16'",
+        )
+        _need(
+            self.linear_precision in ("auto", "fp32", "int8"),
+            self,
+            "linear_precision",
+            "choose 'auto', 'fp32' or 'int8'",
         )
         _need(
             self.max_num_batched_tokens is None

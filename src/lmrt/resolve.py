@@ -80,6 +80,7 @@ class Resolved:
     enable_prefix_caching: bool
     prefill_precision: str  # "fp32" | "bf16"
     tile_unit: Optional[str]  # the unit bf16 prefill runs on; None with fp32 prefill
+    linear_precision: str  # "fp32" | "int8": the 4-bit products off the tiles
 
     def engine_options(self):
         """The C++ engine's EngineOptions: typed fields, enums by name."""
@@ -94,6 +95,7 @@ class Resolved:
         o.enable_prefix_caching = self.enable_prefix_caching
         o.prefill_precision = _core.PrefillPrecision.__members__[self.prefill_precision]
         o.tile_unit = _core.TileUnit.__members__[self.tile_unit or "model"]
+        o.linear_precision = _core.LinearPrecision.__members__[self.linear_precision]
         return o
 
 
@@ -132,6 +134,14 @@ def resolve(config: EngineConfig, spec: ModelSpec, machine: Machine) -> Resolved
             _core.kv_bytes_per_stage_slot(spec.num_layers, config.block_size, spec.num_kv_heads, spec.head_dim)
         )
     num_blocks, sizing = _kv_blocks(config, session_len, bytes_per_block, staging, machine)
+    linear = "fp32" if config.linear_precision == "auto" else config.linear_precision
+    if linear == "int8" and spec.weight_format != "w4":
+        raise ConfigError(
+            "linear_precision",
+            linear,
+            "int8 activations run against 4-bit weights, and this model's are dense: load a 4-bit checkpoint "
+            "(AWQ, or the default model) or use 'fp32'",
+        )
     return Resolved(
         weight_dtype=wdtype,
         kv_dtype=kv_dtype,
@@ -150,6 +160,7 @@ def resolve(config: EngineConfig, spec: ModelSpec, machine: Machine) -> Resolved
         enable_prefix_caching=config.enable_prefix_caching,
         prefill_precision=prefill,
         tile_unit=unit,
+        linear_precision=linear,
     )
 
 

@@ -83,6 +83,28 @@ using I8TileSig = void(const float* x, int64_t ldx, int64_t K, const int8_t* q, 
                        int64_t m1, int64_t n0, int64_t n1);
 using I8TileFn = I8TileSig*;
 
+// 4-bit weights x int8 activations (linear_w4a8.cpp). The activations, quantized per run of 32 inputs
+// (a block b: d_b = max|x| / 127, q = round_half_even(x / d_b), all 0 when d_b = 0):
+struct Q8Rows {
+  const int8_t* q;  // [M, ldq]: each row in chunks of 4 blocks (128 inputs; the last chunk of a row may hold
+                    // fewer, nb): a chunk holds inputs 0..15 of each of its blocks (nb * 16 bytes), then inputs
+                    // 16..31 of each, so a load of W's codes split into low and high nibbles meets its inputs in
+                    // the same byte positions
+  int64_t ldq;
+  const float* d;   // [M, K / 32]: d_b
+  const float* xs;  // [M, K / group_size]: sum over the group's blocks, in order, of d_b * float(sum_k q)
+};
+// Rows [m0, m1) of x [.., K] (row stride ldx) into Q8Rows' layout (q, d, xs at row m of each).
+using Q8QuantizeSig = void(const float* x, int64_t ldx, int64_t K, int group_size, int64_t m0, int64_t m1, int8_t* q,
+                           int64_t ldq, float* d, float* xs);
+using Q8QuantizeFn = Q8QuantizeSig*;
+// y[m, n] for m in [m0, m1), n in [n0, n1): sum_b float(sum_{k in b} code * q) * (d_b * scale[n, g(b)]), then
+// + sum_g min[n, g] * xs[m, g], + bias[n]; the fp32 sums in an order fixed per ISA (not by m0/m1/n0/n1).
+using W4A8TileSig = void(const Q8Rows& x, int64_t K, const uint8_t* codes, const float* scales, const float* mins,
+                         int group_size, const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t n0,
+                         int64_t n1);
+using W4A8TileFn = W4A8TileSig*;
+
 // out[i] = silu(g[i]) * u[i] = g[i] / (1 + exp(-g[i])) * u[i] for i < n (elementwise, so any
 // split of the rows gives the same bits).
 using SiluMulSig = void(const float* g, const float* u, int64_t n, float* out);
@@ -150,6 +172,8 @@ TilePack16W4Sig tile_pack16_w4;
 ToBf16Sig to_bf16;
 SoftmaxChunkSig softmax_chunk;
 AccUpdateSig acc_update;
+Q8QuantizeSig q8_quantize;
+W4A8TileSig w4a8_tile;
 }  // namespace scalar
 
 #ifdef LMRT_X86
@@ -160,6 +184,8 @@ W4DequantSig w4_dequant;
 I8DequantSig i8_dequant;
 W4TileSig w4_tile;
 I8TileSig i8_tile;
+Q8QuantizeSig q8_quantize;
+W4A8TileSig w4a8_tile;
 }  // namespace avx2
 
 namespace avx512 {
@@ -176,7 +202,16 @@ TilePack16W4Sig tile_pack16_w4;
 ToBf16Sig to_bf16;
 SoftmaxChunkSig softmax_chunk;
 AccUpdateSig acc_update;
+Q8QuantizeSig q8_quantize;
+W4A8TileSig w4a8_tile;  // int8 dots by maddubs (AVX-512 BW)
 }  // namespace avx512
+
+#ifdef LMRT_HAVE_AVX512VNNI
+// w4a8_tile with VNNI's vpdpbusd (linear_w4a8_avx512vnni.cpp; runs only where vnni_available()).
+namespace avx512vnni {
+W4A8TileSig w4a8_tile;
+}  // namespace avx512vnni
+#endif
 
 #ifdef LMRT_HAVE_AVX512BF16
 // The tile unit on AVX512-BF16's VDPBF16PS, and the strip packers with its rounding instruction

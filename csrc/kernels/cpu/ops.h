@@ -148,6 +148,22 @@ struct W4Matrix {
 void linear_w4(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const W4Matrix& w, int64_t N,
                const float* bias, float* y, int64_t ldy);
 
+// The same product with int8 activations (the "int8" decode precision; llama.cpp's q4_1 x q8_1 dot product):
+// each run of 32 inputs (block b) of a row of x is quantized with its own scale d_b = max|x| / 127 (fp32) to
+// q = round_half_even(x / d_b) (all 0 when d_b = 0), and
+//   y[m, n] = sum_b d_b * (scale[n, g] * sum_{k in b} code[n, k] q[m, k] + min[n, g] * sum_{k in b} q[m, k]) + bias[n]
+// (g the group of block b): the integer sums exact (int8 dot products: VNNI's vpdpbusd, or maddubs), the rest fp32.
+// Not exact: |y - linear_w4(x)| <= sum_k |w[n, k]| d_b(k) / 2 plus fp32 rounding. Each output still depends only on
+// its own row of x and row of w (per ISA), so a request's result does not depend on the batch around it.
+//   scratch: the quantized rows (grown as needed); allow_vnni false: AVX-512 uses maddubs even where the CPU has
+//   VNNI (to test both paths). group_size 32, 64 or 128; K a multiple of it.
+void linear_w4a8(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const W4Matrix& w, int64_t N,
+                 const float* bias, float* y, int64_t ldy, Buffer& scratch, bool allow_vnni = true);
+// The activations as linear_w4a8 quantizes them, in input order (for tests): q [M, K], d [M, K / 32].
+void quantize_q8(const float* x, int64_t M, int64_t K, int64_t ldx, int8_t* q, float* d);
+// True when the CPU has AVX-512 VNNI (and the AVX-512 path is supported) and this build has the code.
+bool vnni_available();
+
 // int8 weights with one scale per output row: w[n, k] = q[n, k] * scale[n].
 struct I8Matrix {
   const int8_t* q;      // [N, K]

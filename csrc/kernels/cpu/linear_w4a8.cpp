@@ -1,0 +1,175 @@
+// linear_w4a8: validation, the scalar reference, ISA dispatch and threading of the 4-bit x int8 product
+// (ops.h states the arithmetic; isa_kernels.h the activation layout, Q8Rows).
+//
+// Every path forms the same integers: the activation codes and scales are bit-identical across ISAs (a max, an
+// fp32 division and round-half-even conversion), and each block's sum of code * q is exact. Only the fp32
+// accumulation order differs per ISA, so the paths agree within fp32 rounding of the sum of |terms|.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/isa_kernels.h"
+#include "kernels/cpu/ops.h"
+
+namespace lmrt::cpu {
+
+namespace scalar {
+
+void q8_quantize(const float* x, int64_t ldx, int64_t K, int group_size, int64_t m0, int64_t m1, int8_t* q,
+                 int64_t ldq, float* d, float* xs) {
+  const int64_t nblocks = K / 32, bpg = group_size / 32;
+  for (int64_t m = m0; m < m1; ++m) {
+    const float* xr = x + m * ldx;
+    int8_t* qr = q + m * ldq;
+    float* dr = d + m * nblocks;
+    float* xsr = xs + m * (nblocks / bpg);
+    float group = 0.0f;
+    for (int64_t b = 0; b < nblocks; ++b) {
+      const int64_t c0 = b / 4 * 4;
+      const int64_t nbc = std::min<int64_t>(4, nblocks - c0), j = b - c0;
+      int8_t* lo = qr + c0 * 32 + j * 16;
+      int8_t* hi = qr + c0 * 32 + nbc * 16 + j * 16;
+      const float* xb = xr + b * 32;
+      float amax = 0.0f;
+      for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(xb[i]));
+      const float db = amax / 127.0f;
+      int sum = 0;
+      for (int i = 0; i < 32; ++i) {
+        const int v = db > 0.0f ? static_cast<int>(std::nearbyint(xb[i] / db)) : 0;
+        (i < 16 ? lo[i] : hi[i - 16]) = static_cast<int8_t>(v);
+        sum += v;
+      }
+      dr[b] = db;
+      group += db * static_cast<float>(sum);
+      if ((b + 1) % bpg == 0) {
+        xsr[b / bpg] = group;
+        group = 0.0f;
+      }
+    }
+  }
+}
+
+void w4a8_tile(const Q8Rows& x, int64_t K, const uint8_t* codes, const float* scales, const float* mins,
+               int group_size, const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t n0,
+               int64_t n1) {
+  const int64_t nblocks = K / 32, bpg = group_size / 32, G = nblocks / bpg;
+  for (int64_t m = m0; m < m1; ++m) {
+    const int8_t* qr = x.q + m * x.ldq;
+    for (int64_t n = n0; n < n1; ++n) {
+      const uint8_t* c = codes + n * (K / 2);
+      float acc = 0.0f;
+      for (int64_t b = 0; b < nblocks; ++b) {
+        const int64_t c0 = b / 4 * 4;
+        const int64_t nbc = std::min<int64_t>(4, nblocks - c0), j = b - c0;
+        const int8_t* lo = qr + c0 * 32 + j * 16;
+        const int8_t* hi = qr + c0 * 32 + nbc * 16 + j * 16;
+        int32_t dot = 0;
+        for (int i = 0; i < 16; ++i) dot += (c[b * 16 + i] & 0x0F) * lo[i] + (c[b * 16 + i] >> 4) * hi[i];
+        acc += static_cast<float>(dot) * (x.d[m * nblocks + b] * scales[n * G + b / bpg]);
+      }
+      for (int64_t g = 0; g < G; ++g) acc += mins[n * G + g] * x.xs[m * G + g];
+      y[m * ldy + n] = acc + (bias ? bias[n] : 0.0f);
+    }
+  }
+}
+
+}  // namespace scalar
+
+bool vnni_available() {
+#if defined(LMRT_X86) && defined(LMRT_HAVE_AVX512VNNI)
+  static const bool ok = [] {
+    if (!isa_supported(Isa::Avx512)) return false;  // AVX-512 F/BW/VL/DQ, zmm state saved by the OS
+    unsigned a, b, c, d;
+    __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(0));
+    return (c & (1u << 11)) != 0;  // CPUID.(EAX=7, ECX=0):ECX[11] AVX512_VNNI
+  }();
+  return ok;
+#else
+  return false;
+#endif
+}
+
+namespace {
+
+struct W4A8Path {
+  Q8QuantizeFn quantize;
+  W4A8TileFn tile;
+};
+
+W4A8Path w4a8_path(Isa isa, bool allow_vnni) {
+#ifdef LMRT_X86
+  if (isa == Isa::Avx512) {
+#ifdef LMRT_HAVE_AVX512VNNI
+    if (allow_vnni && vnni_available()) return {avx512::q8_quantize, avx512vnni::w4a8_tile};
+#endif
+    return {avx512::q8_quantize, avx512::w4a8_tile};
+  }
+  if (isa == Isa::Avx2) return {avx2::q8_quantize, avx2::w4a8_tile};
+#endif
+  return {scalar::q8_quantize, scalar::w4a8_tile};
+}
+
+// Columns per work item are a multiple of this (the tiles take up to 8 columns a row block).
+constexpr int64_t kColQuantum = 24;
+// Rows of x per work item when M is large (a column block of W is then reused from cache over these rows).
+constexpr int64_t kRowsPerItem = 64;
+
+int64_t round_up(int64_t a, int64_t q) { return (a + q - 1) / q * q; }
+
+}  // namespace
+
+void linear_w4a8(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const W4Matrix& w, int64_t N,
+                 const float* bias, float* y, int64_t ldy, Buffer& scratch, bool allow_vnni) {
+  const int gs = w.group_size;
+  if (gs != 32 && gs != 64 && gs != 128)
+    throw std::invalid_argument("linear_w4a8: group_size must be 32, 64 or 128, got " + std::to_string(gs));
+  if (K <= 0 || K % gs != 0)
+    throw std::invalid_argument("linear_w4a8: K must be a positive multiple of group_size " + std::to_string(gs) +
+                                ", got " + std::to_string(K));
+  if (M <= 0 || N <= 0) return;
+  const W4A8Path p = w4a8_path(active_isa(), allow_vnni);
+  const int64_t ldq = round_up(K, 64), nblocks = K / 32, G = K / gs;
+  // scratch: q [M, ldq] int8, then d [M, K / 32] and xs [M, G] fp32 (64-byte aligned each).
+  const int64_t q_bytes = M * ldq, d_bytes = round_up(M * nblocks * 4, 64), xs_bytes = round_up(M * G * 4, 64);
+  scratch.reserve(static_cast<size_t>(q_bytes + d_bytes + xs_bytes));
+  int8_t* q = scratch.data<int8_t>();
+  float* d = reinterpret_cast<float*>(scratch.data<char>() + q_bytes);
+  float* xs = reinterpret_cast<float*>(scratch.data<char>() + q_bytes + d_bytes);
+  if (M < 16)
+    p.quantize(x, ldx, K, gs, 0, M, q, ldq, d, xs);
+  else
+    pool.parallel_for(M, 8, [&](int64_t m0, int64_t m1) { p.quantize(x, ldx, K, gs, m0, m1, q, ldq, d, xs); });
+  const Q8Rows rows{q, ldq, d, xs};
+  const int64_t threads = pool.num_threads();
+  const int64_t nb = round_up(std::max<int64_t>((N + 8 * threads - 1) / (8 * threads), 1), kColQuantum);
+  const int64_t mb = M <= 2 * kRowsPerItem ? M : kRowsPerItem;
+  const int64_t n_items = (N + nb - 1) / nb, m_items = (M + mb - 1) / mb;
+  pool.parallel_for(n_items * m_items, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t n0 = (i / m_items) * nb, m0 = (i % m_items) * mb;
+      p.tile(rows, K, w.codes, w.scales, w.mins, gs, bias, y, ldy, m0, std::min(M, m0 + mb), n0, std::min(N, n0 + nb));
+    }
+  });
+}
+
+void quantize_q8(const float* x, int64_t M, int64_t K, int64_t ldx, int8_t* q, float* d) {
+  if (K <= 0 || K % 32 != 0)
+    throw std::invalid_argument("quantize_q8: K must be a positive multiple of 32, got " + std::to_string(K));
+  const W4A8Path p = w4a8_path(active_isa(), true);
+  const int64_t nblocks = K / 32;
+  std::vector<int8_t> perm(static_cast<size_t>(K));
+  std::vector<float> xs(static_cast<size_t>(nblocks));
+  for (int64_t m = 0; m < M; ++m) {
+    p.quantize(x + m * ldx, ldx, K, 32, 0, 1, perm.data(), K, d + m * nblocks, xs.data());
+    for (int64_t b = 0; b < nblocks; ++b) {  // back to input order
+      const int64_t c0 = b / 4 * 4, nbc = std::min<int64_t>(4, nblocks - c0), j = b - c0;
+      std::memcpy(q + m * K + b * 32, perm.data() + c0 * 32 + j * 16, 16);
+      std::memcpy(q + m * K + b * 32 + 16, perm.data() + c0 * 32 + nbc * 16 + j * 16, 16);
+    }
+  }
+}
+
+}  // namespace lmrt::cpu

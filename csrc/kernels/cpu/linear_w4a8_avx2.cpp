@@ -1,0 +1,70 @@
+// AVX2 4-bit x int8 product: linear_w4a8_simd.inl at 8 lanes, the int8 dot products by maddubs.
+#include "kernels/cpu/isa_kernels.h"
+#include "kernels/cpu/simd_avx2.h"
+
+namespace lmrt::cpu::avx2 {
+namespace {
+
+using BVec = __m256i;  // 32 bytes, or kLanes int32
+
+inline BVec zero_b() { return _mm256_setzero_si256(); }
+// nb blocks of 16 bytes (nb <= 2), zeros beyond.
+inline BVec load_blocks(const void* p, int nb) {
+  if (nb == 2) return _mm256_loadu_si256(static_cast<const __m256i*>(p));
+  return _mm256_zextsi128_si256(_mm_loadu_si128(static_cast<const __m128i*>(p)));
+}
+inline void split_nibbles(BVec c, BVec& lo, BVec& hi) {
+  const BVec m = _mm256_set1_epi8(0x0F);
+  lo = _mm256_and_si256(c, m);
+  hi = _mm256_and_si256(_mm256_srli_epi16(c, 4), m);
+}
+// u (0..15) times s (-127..127) in byte pairs fits int16 without saturation (2 * 15 * 127).
+inline BVec dot4(BVec acc, BVec u, BVec s) {
+  const BVec pairs = _mm256_maddubs_epi16(u, s);
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+}
+inline Vec to_float(BVec v) { return _mm256_cvtepi32_ps(v); }
+inline Vec spread(Vec v, BVec idx) { return _mm256_permutevar8x32_ps(v, idx); }
+inline BVec lane_index(const int32_t* idx) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(idx)); }
+inline float amax32(const float* x) {
+  const Vec sign = _mm256_set1_ps(-0.0f);
+  Vec m = _mm256_andnot_ps(sign, load(x));
+  for (int i = 8; i < 32; i += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, load(x + i)));
+  __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+  h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_max_ss(h, _mm_movehdup_ps(h));
+  return _mm_cvtss_f32(h);
+}
+inline int quant16(const float* x, float d, int8_t* out) {
+  const Vec dv = _mm256_set1_ps(d);
+  const __m256i a = _mm256_cvtps_epi32(_mm256_div_ps(load(x), dv));  // round half even (MXCSR default)
+  const __m256i b = _mm256_cvtps_epi32(_mm256_div_ps(load(x + 8), dv));
+  const __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xD8);  // a0..7 b0..7 as int16
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out),
+                   _mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1)));
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(_mm256_add_epi32(a, b)),
+                            _mm256_extracti128_si256(_mm256_add_epi32(a, b), 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+  return _mm_cvtsi128_si32(s);
+}
+
+}  // namespace
+
+#include "kernels/cpu/linear_w4a8_simd.inl"
+
+void q8_quantize(const float* x, int64_t ldx, int64_t K, int group_size, int64_t m0, int64_t m1, int8_t* q,
+                 int64_t ldq, float* d, float* xs) {
+  quantize(x, ldx, K, group_size, m0, m1, q, ldq, d, xs);
+}
+
+void w4a8_tile(const Q8Rows& x, int64_t K, const uint8_t* codes, const float* scales, const float* mins,
+               int group_size, const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t n0,
+               int64_t n1) {
+  // Blocks of at most 2 rows x 2 columns (1 x 4 for a last odd row): 4 accumulators, the rows' codes and d, W's
+  // nibbles and scales in the 16 ymm registers; 4 rows would spill.
+  for (int64_t m = m0; m < m1; m += 2)
+    tile<1, 1, 2, 4>(x, K, codes, scales, mins, group_size, bias, y, ldy, m, m + 2 < m1 ? m + 2 : m1, n0, n1);
+}
+
+}  // namespace lmrt::cpu::avx2

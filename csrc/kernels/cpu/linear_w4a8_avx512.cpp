@@ -1,0 +1,31 @@
+// AVX-512 (F + BW + VL + DQ) 4-bit x int8 product: linear_w4a8_simd.inl at 16 lanes, the int8 dot products by
+// maddubs (linear_w4a8_avx512vnni.cpp has the VNNI variant of the same tile).
+#include "kernels/cpu/isa_kernels.h"
+#include "kernels/cpu/simd_avx512.h"
+
+namespace lmrt::cpu::avx512 {
+namespace {
+
+#include "kernels/cpu/linear_w4a8_avx512.inl"
+
+// u (0..15) times s (-127..127) in byte pairs fits int16 without saturation (2 * 15 * 127).
+inline BVec dot4(BVec acc, BVec u, BVec s) {
+  return _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1)));
+}
+
+}  // namespace
+
+#include "kernels/cpu/linear_w4a8_simd.inl"
+
+void q8_quantize(const float* x, int64_t ldx, int64_t K, int group_size, int64_t m0, int64_t m1, int8_t* q,
+                 int64_t ldq, float* d, float* xs) {
+  quantize(x, ldx, K, group_size, m0, m1, q, ldq, d, xs);
+}
+
+void w4a8_tile(const Q8Rows& x, int64_t K, const uint8_t* codes, const float* scales, const float* mins,
+               int group_size, const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t n0,
+               int64_t n1) {
+  tile<3, 4, 6, 8>(x, K, codes, scales, mins, group_size, bias, y, ldy, m0, m1, n0, n1);
+}
+
+}  // namespace lmrt::cpu::avx512

@@ -1,0 +1,146 @@
+"""4-bit weights x int8 activations (lmrt._core.kernels.linear_w4 with activations="int8", and quantize_q8) on
+every ISA path, each forced in turn, and on AVX-512 with and without VNNI.
+
+References, in NumPy, from the contract in ops.h and nothing the kernels share:
+  - the activation quantization: d = float32(max|x| / 127) per run of 32 inputs, q = round_half_even(x / d),
+    which every path must reproduce bit for bit;
+  - the product: float64 sum over the same q, d, codes, scales and mins; each path within RTOL_A8 of
+    sum |d q| |w| (its fp32 accumulation of exact integer block sums);
+  - the exact product: |y - x w^T| <= sum_k |w[n, k]| d_b(k) / 2 (what rounding x to q costs), plus fp32 slack.
+"""
+
+import numpy as np
+import pytest
+from kernel_paths import isa, with_isa  # noqa: F401  (isa is a fixture)
+from test_kernels_quant import make_w4, pack_w4, w4_dequant64
+
+from lmrt._core import kernels as K
+
+# fp32 accumulation of per-block terms: a product d * scale, one fma per lane partial sum, the lane sums and the
+# mins' terms; K / 32 blocks at most 1536 / 32 here. 2^-24 * (K / 32 + 8) * 4 is under 1e-5 for these K.
+RTOL_A8 = 1e-5
+
+rng = np.random.default_rng(8642)
+
+
+def activations(M, Kd):
+    x = rng.standard_normal((M, Kd)).astype(np.float32)
+    x[:, 7] *= 40.0  # an outlier channel, as LLM hidden states have
+    if M > 1:
+        x[1, 32:64] = 0.0  # an all-zero run: d = 0, q = 0
+    return x
+
+
+def q8_reference(x):
+    M, Kd = x.shape
+    xb = x.reshape(M, Kd // 32, 32)
+    d = (np.abs(xb).max(-1) / np.float32(127)).astype(np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.where(d[..., None] > 0, np.rint(xb / d[..., None]), 0).astype(np.int8)
+    return q.reshape(M, Kd), d
+
+
+def vnni_modes(isa_name):
+    if isa_name != "avx512":
+        return [True]
+    return [True, False] if K.vnni_available() else [False]
+
+
+def test_quantize_q8_matches_reference(isa):
+    x = activations(5, 576)
+    q, d = K.quantize_q8(x)
+    qr, dr = q8_reference(x)
+    assert np.array_equal(d.view(np.uint32), dr.view(np.uint32)), "d differs in bits"
+    assert np.array_equal(q, qr), f"{int((q != qr).sum())} codes differ"
+    assert np.abs(q).max() == 127
+
+
+# K values: whole chunks of 128 inputs, and chunks ending in 1, 2 or 3 blocks; M: each row-block size and more.
+W4A8_CASES = [
+    (1, 50, 576, 32),
+    (3, 37, 160, 32),
+    (5, 29, 384, 64),
+    (9, 70, 1536, 128),
+    (4, 8, 96, 32),
+    (17, 13, 64, 64),
+    (2, 41, 224, 32),
+    (8, 25, 768, 128),
+]
+
+
+@pytest.mark.parametrize("M,N,Kd,g", W4A8_CASES)
+def test_w4a8_vs_reference(isa, M, N, Kd, g):
+    x = activations(M, Kd)
+    codes, scales, mins = make_w4(N, Kd, g, style="awq" if g != 64 else "q4_1")
+    packed = pack_w4(codes)
+    w = w4_dequant64(codes, scales, mins, g)
+    bias = rng.standard_normal(N).astype(np.float32)
+    q, d = q8_reference(x)
+    xq = (q.reshape(M, -1, 32) * d[..., None].astype(np.float64)).reshape(M, Kd)
+    ref = xq @ w.T + bias
+    scale = np.abs(xq) @ np.abs(w).T + np.abs(bias)
+    # what quantizing x costs against the exact product
+    qerr = (np.repeat(d, 32, 1).astype(np.float64) / 2) @ np.abs(w).T
+    exact = x.astype(np.float64) @ w.T + bias
+    for vnni in vnni_modes(isa):
+        for threads in (1, 2):
+            y = K.linear_w4(x, packed, scales, mins, g, bias=bias, num_threads=threads, activations="int8", vnni=vnni)
+            err = np.abs(y - ref)
+            assert (err <= RTOL_A8 * scale + 1e-30).all(), (
+                f"vnni={vnni} threads={threads}: max err / bound {(err / (RTOL_A8 * scale)).max():.3g}"
+            )
+            assert (np.abs(y - exact) <= qerr + 2 * RTOL_A8 * scale).all()
+
+
+def test_w4a8_is_not_the_fp32_product(isa):
+    """The mode is really int8: on inputs that int8 cannot hold exactly it differs from linear_w4's fp32 result
+    (guards against a dispatch that silently runs the exact path)."""
+    x = activations(2, 576)
+    codes, scales, mins = make_w4(40, 576, 32)
+    packed = pack_w4(codes)
+    a = K.linear_w4(x, packed, scales, mins, 32, activations="int8")
+    b = K.linear_w4(x, packed, scales, mins, 32)
+    assert not np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("g", [32, 128])
+def test_w4a8_batch_invariance(isa, g):
+    """A row's outputs do not depend on the rows around it (row blocks of 1..4, any thread split)."""
+    Kd, N = 640, 90
+    x = activations(23, Kd)
+    codes, scales, mins = make_w4(N, Kd, g)
+    packed = pack_w4(codes)
+    for vnni in vnni_modes(isa):
+        full = K.linear_w4(x, packed, scales, mins, g, num_threads=2, activations="int8", vnni=vnni)
+        for lo, hi in [(0, 1), (5, 8), (10, 12), (3, 23)]:
+            part = K.linear_w4(x[lo:hi], packed, scales, mins, g, num_threads=1, activations="int8", vnni=vnni)
+            assert np.array_equal(part.view(np.uint32), full[lo:hi].view(np.uint32)), (lo, hi, vnni)
+
+
+def test_w4a8_vnni_matches_maddubs():
+    """Where the CPU has VNNI: both AVX-512 variants form the same integer sums, so the same bits."""
+    if not K.isa_supported("avx512"):
+        pytest.skip("CPU lacks avx512 (avx512f/bw/vl/dq with OS ZMM state)")
+    if not K.vnni_available():
+        pytest.skip("CPU lacks AVX512-VNNI (or the build has no VNNI code)")
+    x = activations(6, 1536)
+    codes, scales, mins = make_w4(33, 1536, 64)
+    packed = pack_w4(codes)
+
+    def run(vnni):
+        return K.linear_w4(x, packed, scales, mins, 64, activations="int8", vnni=vnni)
+
+    a, b = with_isa("avx512", lambda: run(True)), with_isa("avx512", lambda: run(False))
+    assert np.array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+def test_w4a8_validation():
+    x = activations(2, 64)
+    codes, scales, mins = make_w4(4, 64, 32)
+    packed = pack_w4(codes)
+    with pytest.raises(ValueError, match="activations must be 'fp32' or 'int8'"):
+        K.linear_w4(x, packed, scales, mins, 32, activations="int4")
+    with pytest.raises(ValueError, match="pass no tile_unit"):
+        K.linear_w4(x, packed, scales, mins, 32, activations="int8", tile_unit="model")
+    with pytest.raises(ValueError, match="multiple of 32"):
+        K.quantize_q8(np.zeros((1, 40), np.float32))

@@ -19,6 +19,7 @@ systems (--only; all by default):
   lmrt-w4             the GGUF, 4-bit tensors imported losslessly, int8 lm_head (the default; prefill_precision
                       "auto": bf16 on AMX tiles where the CPU has AMX-BF16, exact fp32 elsewhere)
   lmrt-w4-fp32-prefill  the same with prefill_precision="fp32" (exact, batch invariant)
+  lmrt-w4-int8        lmrt-w4 with linear_precision="int8": int8 activations into the 4-bit products off the tiles
   lmrt-w4-dense-head  the same with lm_head_dtype="dense": the fp32 tied embedding as output matrix
   lmrt-fp32           default_model_path(), the dense HF conversion of the GGUF
   lmrt-awq-g64        lmrt on its own AutoAWQ g64 checkpoint (--awq-dir, default /tmp/lmrt-awq/awq-g64), made by
@@ -27,9 +28,9 @@ systems (--only; all by default):
   llama.cpp           llama-cpp-python, Llama(n_threads=N, n_threads_batch=N, n_ctx=2048, n_batch=512)
   hf-bf16             HF transformers, the dense default model in bf16 (bench_engine.HfRunner,
                       torch.set_num_threads(N)); runs last, so torch's threads never overlap the others
-Contended decode (--hog-systems): lmrt-w4, lmrt-awq-g64, llama.cpp. batch16 (--batch-systems): lmrt-w4,
-lmrt-awq-g64, hf-bf16. Ratio rows: lmrt-w4 and lmrt-awq-g64 over llama.cpp (decode, prefill, hog) and over
-hf-bf16 (prefill, batch16).
+Contended decode (--hog-systems): lmrt-w4, lmrt-w4-int8, lmrt-awq-g64, llama.cpp. batch16 (--batch-systems):
+lmrt-w4, lmrt-w4-int8, lmrt-awq-g64, hf-bf16. Ratio rows: lmrt-w4, lmrt-w4-int8 and lmrt-awq-g64 over llama.cpp
+(decode, prefill, hog) and over hf-bf16 (prefill, batch16).
 
 Each number is the median of --reps runs after a warm-up. Beside it: process CPU time / wall time over the timed
 runs (~N with N threads = all cores ours) and the cores other processes used meanwhile (from /proc/stat; the
@@ -139,7 +140,9 @@ class Hog:
 
 
 class LmrtRunner:
-    def __init__(self, model, threads, dtype="float32", lm_head_dtype="auto", prefill_precision="auto"):
+    def __init__(
+        self, model, threads, dtype="float32", lm_head_dtype="auto", prefill_precision="auto", linear_precision="fp32"
+    ):
         import lmrt
 
         self.lmrt = lmrt
@@ -152,6 +155,7 @@ class LmrtRunner:
             enable_prefix_caching=False,
             lm_head_dtype=lm_head_dtype,
             prefill_precision=prefill_precision,
+            linear_precision=linear_precision,
         )
         self.pipe = lmrt.pipeline(model, cfg)
         self.eng = self.pipe._engine
@@ -372,9 +376,11 @@ def lmrt_kernel_decode_ms(threads, reps=5):
 DEFAULT_AWQ_DIR = Path("/tmp/lmrt-awq/awq-g64")
 RATIOS = [  # (ours, theirs, measurements compared)
     ("lmrt-w4", "llama.cpp", ("decode", "prefill", "hog")),
+    ("lmrt-w4-int8", "llama.cpp", ("decode", "prefill", "hog")),
     ("lmrt-w4-dense-head", "llama.cpp", ("decode", "prefill", "hog")),
     ("lmrt-awq-g64", "llama.cpp", ("decode", "prefill", "hog")),
     ("lmrt-w4", "hf-bf16", ("prefill", "batch16")),
+    ("lmrt-w4-int8", "hf-bf16", ("prefill", "batch16")),
     ("lmrt-w4-fp32-prefill", "hf-bf16", ("prefill",)),
     ("lmrt-awq-g64", "hf-bf16", ("prefill", "batch16")),
 ]
@@ -387,7 +393,7 @@ def parse_args(argv):
     ap.add_argument("--quick", action="store_true", help="smoke mode: 1 rep, 16 new tokens, prefill 128")
     ap.add_argument(
         "--only",
-        default="lmrt-w4,lmrt-w4-dense-head,lmrt-fp32,lmrt-awq-g64,llama.cpp,hf-bf16",
+        default="lmrt-w4,lmrt-w4-int8,lmrt-w4-dense-head,lmrt-fp32,lmrt-awq-g64,llama.cpp,hf-bf16",
         help="comma-separated systems (also: llama.cpp-1t, llama.cpp on one thread)",
     )
     ap.add_argument(
@@ -398,11 +404,13 @@ def parse_args(argv):
     )
     ap.add_argument(
         "--batch-systems",
-        default="lmrt-w4,lmrt-awq-g64,hf-bf16",
+        default="lmrt-w4,lmrt-w4-int8,lmrt-awq-g64,hf-bf16",
         help="systems that also run batch16 (not llama.cpp: one sequence at a time)",
     )
     ap.add_argument(
-        "--hog-systems", default="lmrt-w4,lmrt-awq-g64,llama.cpp", help="systems that also run decode under a busy core"
+        "--hog-systems",
+        default="lmrt-w4,lmrt-w4-int8,lmrt-awq-g64,llama.cpp",
+        help="systems that also run decode under a busy core",
     )
     ap.add_argument(
         "--hog-reps",
@@ -439,6 +447,7 @@ def make_systems(args, threads, gguf_path, dense_path, llama_ok):
         "lmrt-w4-dense-head": (lambda: LmrtRunner(gguf_path, threads, lm_head_dtype="dense"), None),
         # The default resolves to bf16 prefill on AMX hosts; this one pins the exact fp32 path.
         "lmrt-w4-fp32-prefill": (lambda: LmrtRunner(gguf_path, threads, prefill_precision="fp32"), None),
+        "lmrt-w4-int8": (lambda: LmrtRunner(gguf_path, threads, linear_precision="int8"), None),
         "lmrt-fp32": (lambda: LmrtRunner(dense_path, threads), None),
         "lmrt-awq-g64": (lambda: LmrtRunner(awq, threads), awq_missing),
         "llama.cpp": (lambda: LlamaCppRunner(gguf_path, threads), no_llama),

@@ -18,8 +18,8 @@ namespace lmrt::cpu {
 
 namespace scalar {
 
-void q8_quantize(const float* x, int64_t ldx, int64_t K, int group_size, int64_t m0, int64_t m1, int8_t* q,
-                 int64_t ldq, float* d, float* xs) {
+void q8_quantize(const float* x, int64_t ldx, int64_t K, int group_size, int64_t m0, int64_t m1, int8_t* q, int64_t ldq,
+                 float* d, float* xs) {
   const int64_t nblocks = K / 32, bpg = group_size / 32;
   for (int64_t m = m0; m < m1; ++m) {
     const float* xr = x + m * ldx;
@@ -52,9 +52,8 @@ void q8_quantize(const float* x, int64_t ldx, int64_t K, int group_size, int64_t
   }
 }
 
-void w4a8_tile(const Q8Rows& x, int64_t K, const uint8_t* codes, const float* scales, const float* mins,
-               int group_size, const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t n0,
-               int64_t n1) {
+void w4a8_tile(const Q8Rows& x, int64_t K, const uint8_t* codes, const float* scales, const float* mins, int group_size,
+               const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   const int64_t nblocks = K / 32, bpg = group_size / 32, G = nblocks / bpg;
   for (int64_t m = m0; m < m1; ++m) {
     const int8_t* qr = x.q + m * x.ldq;

@@ -53,14 +53,13 @@ inline int quant16(const float* x, float d, int8_t* out) {
 
 #include "kernels/cpu/linear_w4a8_simd.inl"
 
-void q8_quantize(const float* x, int64_t ldx, int64_t K, int group_size, int64_t m0, int64_t m1, int8_t* q,
-                 int64_t ldq, float* d, float* xs) {
+void q8_quantize(const float* x, int64_t ldx, int64_t K, int group_size, int64_t m0, int64_t m1, int8_t* q, int64_t ldq,
+                 float* d, float* xs) {
   quantize(x, ldx, K, group_size, m0, m1, q, ldq, d, xs);
 }
 
-void w4a8_tile(const Q8Rows& x, int64_t K, const uint8_t* codes, const float* scales, const float* mins,
-               int group_size, const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t n0,
-               int64_t n1) {
+void w4a8_tile(const Q8Rows& x, int64_t K, const uint8_t* codes, const float* scales, const float* mins, int group_size,
+               const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   // Blocks of at most 2 rows x 2 columns (1 x 4 for a last odd row): 4 accumulators, the rows' codes and d, W's
   // nibbles and scales in the 16 ymm registers; 4 rows would spill.
   for (int64_t m = m0; m < m1; m += 2)

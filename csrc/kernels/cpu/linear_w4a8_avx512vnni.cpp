@@ -17,9 +17,8 @@ inline BVec dot4(BVec acc, BVec u, BVec s) { return _mm512_dpbusd_epi32(acc, u, 
 
 #include "kernels/cpu/linear_w4a8_simd.inl"
 
-void w4a8_tile(const Q8Rows& x, int64_t K, const uint8_t* codes, const float* scales, const float* mins,
-               int group_size, const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t n0,
-               int64_t n1) {
+void w4a8_tile(const Q8Rows& x, int64_t K, const uint8_t* codes, const float* scales, const float* mins, int group_size,
+               const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   tile<3, 4, 6, 8>(x, K, codes, scales, mins, group_size, bias, y, ldy, m0, m1, n0, n1);
 }
 

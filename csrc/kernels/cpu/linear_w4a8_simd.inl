@@ -21,8 +21,8 @@ inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 // step's first block (or group), of the d (shift 0) or scale (shift log2(blocks per group)) each lane takes.
 // A step starts at block s * kStepBlocks of its chunk, and a group (1, 2 or 4 blocks) never straddles a chunk.
 struct StepIndex {
-  BVec block;                   // lane -> block
-  BVec group[kStepsPerChunk];   // lane -> group, per step of a chunk
+  BVec block;                  // lane -> block
+  BVec group[kStepsPerChunk];  // lane -> group, per step of a chunk
 };
 
 inline StepIndex step_index(int shift) {

@@ -16,8 +16,8 @@
 
 #include "engine/block_manager.h"
 #include "engine/engine.h"
-#include "engine/kv_cache.h"
 #include "engine/scheduler.h"
+#include "model/kv_cache.h"
 #include "model/weights.h"
 
 namespace py = pybind11;
@@ -66,21 +66,23 @@ py::object array_or_none(const std::vector<T>& v, py::ssize_t cols) {
 }
 
 void bind_types(py::module_& m) {
-  py::enum_<cpu::DType>(m, "DType").value("float32", cpu::DType::F32).value("bfloat16", cpu::DType::BF16);
-  py::enum_<cpu::KVDType>(m, "KVDType")
-      .value("float32", cpu::KVDType::F32)
-      .value("bfloat16", cpu::KVDType::BF16)
-      .value("int8", cpu::KVDType::I8)
-      .value("int4", cpu::KVDType::I4)
-      .value("int4_channel", cpu::KVDType::I4Channel);
-  py::enum_<cpu::TileUnit>(m, "TileUnit")
-      .value("model", cpu::TileUnit::Model)
-      .value("amx", cpu::TileUnit::Amx)
-      .value("avx512bf16", cpu::TileUnit::Avx512Bf16);
+  py::enum_<DType>(m, "DType").value("float32", DType::F32).value("bfloat16", DType::BF16);
+  py::enum_<KVDType>(m, "KVDType")
+      .value("float32", KVDType::F32)
+      .value("bfloat16", KVDType::BF16)
+      .value("int8", KVDType::I8)
+      .value("int4", KVDType::I4)
+      .value("int4_channel", KVDType::I4Channel);
+  py::enum_<TileUnit>(m, "TileUnit")
+      .value("model", TileUnit::Model)
+      .value("amx", TileUnit::Amx)
+      .value("avx512bf16", TileUnit::Avx512Bf16);
   py::enum_<PrefillPrecision>(m, "PrefillPrecision")
       .value("fp32", PrefillPrecision::FP32)
       .value("bf16", PrefillPrecision::BF16);
-  py::enum_<LinearPrecision>(m, "LinearPrecision").value("fp32", LinearPrecision::FP32).value("int8", LinearPrecision::Int8);
+  py::enum_<LinearPrecision>(m, "LinearPrecision")
+      .value("fp32", LinearPrecision::FP32)
+      .value("int8", LinearPrecision::Int8);
 
   py::class_<EngineOptions>(m, "EngineOptions")
       .def(py::init<>())

@@ -192,7 +192,8 @@ py::array_t<float> linear_w4(F32In x, py::array codes, F32In scales, F32In mins,
                              const std::string& activations, bool vnni) {
   check_threads(num_threads);
   const std::optional<cpu::TileUnit> unit = tile_unit_arg(tile_unit, true);
-  if (activations != "fp32" && activations != "int8") bad("activations must be 'fp32' or 'int8', got '" + activations + "'");
+  if (activations != "fp32" && activations != "int8")
+    bad("activations must be 'fp32' or 'int8', got '" + activations + "'");
   if (activations == "int8" && unit) bad("activations='int8' runs on the vector units: pass no tile_unit");
   if (group_size != 32 && group_size != 64 && group_size != 128)
     bad("group_size must be 32, 64 or 128, got " + std::to_string(group_size));

@@ -18,29 +18,36 @@ const EngineOptions& Engine::check(const EngineOptions& o) {
   need(o.max_num_batched_tokens >= 1, "max_num_batched_tokens must be >= 1");
   need(o.num_threads >= 1, "num_threads must be >= 1");
   need(o.session_len >= 2, "session_len must be >= 2");
-  using KV = cpu::KVDType;
+  using KV = KVDType;
   need((o.k_dtype == o.v_dtype && o.k_dtype != KV::I4Channel) || (o.k_dtype == KV::I8 && o.v_dtype == KV::I4) ||
            (o.k_dtype == KV::I4Channel && o.v_dtype == KV::I4),
        "k_dtype / v_dtype must be alike (not int4_channel), int8 / int4, or int4_channel / int4");
   return o;
 }
 
+namespace {
+
+BackendOptions backend_options(const EngineOptions& o) {
+  BackendOptions b;
+  b.device = Device::Cpu;
+  b.num_threads = o.num_threads;
+  b.prefill_precision = o.prefill_precision;
+  b.tile_unit = o.tile_unit;
+  b.linear_precision = o.linear_precision;
+  return b;
+}
+
+}  // namespace
+
 Engine::Engine(ModelSpec spec, Weights weights, EngineOptions options)
     : options_(check(options)),
-      model_(std::move(spec), std::move(weights)),
-      kv_(model_.spec().num_layers, options.num_blocks, options.block_size, model_.spec().num_kv_heads,
-          model_.spec().head_dim, options.k_dtype, options.v_dtype,
-          KVCache::stage_slots(options.max_batch_size, options.max_num_batched_tokens, options.block_size)),
+      backend_(make_backend(backend_options(options_))),
+      model_(std::move(spec), std::move(weights), *backend_,
+             KVCacheShape{
+                 options.num_blocks, options.block_size, options.k_dtype, options.v_dtype,
+                 KVCache::stage_slots(options.max_batch_size, options.max_num_batched_tokens, options.block_size)}),
       blocks_(options.num_blocks, options.block_size, options.enable_prefix_caching),
-      scheduler_(SchedulerConfig{options.max_batch_size, options.max_num_batched_tokens}, blocks_),
-      pool_(options.num_threads) {
-  if (options_.prefill_precision == PrefillPrecision::BF16) {
-    if (!cpu::tile_unit_available(options_.tile_unit))
-      throw std::invalid_argument(std::string("bf16 prefill on the '") + cpu::tile_unit_name(options_.tile_unit) +
-                                  "' tile unit, which this CPU (or OS, or build) lacks: use fp32 prefill");
-    model_.enable_bf16_prefill(options_.tile_unit);
-  }
-  if (options_.linear_precision == LinearPrecision::Int8) model_.enable_int8_activations();
+      scheduler_(SchedulerConfig{options.max_batch_size, options.max_num_batched_tokens}, blocks_) {
   thread_ = std::thread([this] { loop(); });
 }
 
@@ -185,12 +192,12 @@ EngineStats Engine::stats() {
                      scheduler_.prefix_cache_query_tokens(),
                      num_prefill_tokens_,
                      num_decode_tokens_,
-                     kv_.bytes(),
+                     model_.kv().bytes(),
                      model_.weights().bytes(),
                      num_staged_,
                      time_,
-                     pool_.late_workers(),
-                     pool_.narrow_jobs()};
+                     backend_->late_workers(),
+                     backend_->narrow_jobs()};
 }
 
 void Engine::loop() {
@@ -224,7 +231,7 @@ bool Engine::step() {
   const float* logits = nullptr;
   std::string error;
   try {
-    logits = model_.forward(batch_, kv_, pool_);
+    logits = model_.forward(batch_);
   } catch (const std::exception& e) {
     error = e.what();
   }
@@ -261,8 +268,8 @@ void Engine::build_batch(const std::vector<ScheduledSeq>& plan) {
       batch_.tokens.push_back(r.tokens[pos]);
       batch_.positions.push_back(pos);
       batch_.slots.push_back(static_cast<int64_t>(block) * bs + pos % bs);
-      if (kv_.staged()) {
-        kv_.stage(block);
+      if (model_.kv().staged()) {
+        model_.kv().stage(block);
         if (pos % bs == bs - 1) batch_.sealed_blocks.push_back(block);
       }
     }
@@ -282,13 +289,13 @@ void Engine::build_batch(const std::vector<ScheduledSeq>& plan) {
 // int4 K: after a step, only the partial last blocks of running requests keep their staging slots (a block
 // sealed this step no longer needs its staged rows; a freed block's request is gone).
 void Engine::release_stages() {
-  if (!kv_.staged()) return;
+  if (!model_.kv().staged()) return;
   std::vector<int32_t> keep;
   const int bs = options_.block_size;
   for (const Request* r : scheduler_.running())
     if (r->num_computed_tokens % bs) keep.push_back(r->block_table[r->num_computed_tokens / bs]);
-  kv_.keep_stages(keep);
-  num_staged_ = kv_.num_staged();
+  model_.kv().keep_stages(keep);
+  num_staged_ = model_.kv().num_staged();
 }
 
 void Engine::postprocess(const std::vector<ScheduledSeq>& plan, const float* logits) {
@@ -338,7 +345,7 @@ void Engine::postprocess(const std::vector<ScheduledSeq>& plan, const float* log
     jobs_.push_back(std::move(job));
   }
   // Every request's draw at once, across the pool (each row, its request's rng and a thread's own scratch).
-  pool_.parallel_for(static_cast<int64_t>(jobs_.size()), 1, [&](int64_t b, int64_t e) {
+  backend_->host_parallel_for(static_cast<int64_t>(jobs_.size()), [&](int64_t b, int64_t e) {
     thread_local Sampler sampler;
     for (int64_t i = b; i < e; ++i) {
       SampleJob& j = jobs_[i];

@@ -12,37 +12,33 @@
 #include <unordered_map>
 #include <vector>
 
+#include "backend/backend.h"
 #include "engine/block_manager.h"
-#include "engine/kv_cache.h"
 #include "engine/request.h"
 #include "engine/sampler.h"
 #include "engine/scheduler.h"
-#include "kernels/cpu/threadpool.h"
 #include "model/batch.h"
+#include "model/kv_cache.h"
 #include "model/llama.h"
 
 namespace lmrt {
 
-// How prompt chunks run: exact fp32 everywhere, or bf16 on a tile unit for batches of 32+ rows
-// (LlamaModel::enable_bf16_prefill; decode stays exact).
-enum class PrefillPrecision { FP32, BF16 };
-// The 4-bit products off the tiles: exact fp32, or int8 activations (LlamaModel::enable_int8_activations).
-enum class LinearPrecision { FP32, Int8 };
-
 // Every value concrete and chosen by the caller (lmrt/resolve.py): the engine has no defaults of its
 // own and refuses values out of range (Engine::Engine).
 struct EngineOptions {
-  int num_blocks = 0;                        // KV blocks in the pool
-  int block_size = 0;                        // tokens per KV block
-  cpu::KVDType k_dtype = cpu::KVDType::F32;  // the pairs KVCache takes: alike, I8 + I4, I4Channel + I4
-  cpu::KVDType v_dtype = cpu::KVDType::F32;
+  int num_blocks = 0;              // KV blocks in the pool
+  int block_size = 0;              // tokens per KV block
+  KVDType k_dtype = KVDType::F32;  // the pairs KVCache takes: alike, I8 + I4, I4Channel + I4
+  KVDType v_dtype = KVDType::F32;
   int max_batch_size = 0;          // running requests at most
   int max_num_batched_tokens = 0;  // rows per forward step at most
   int num_threads = 0;             // kernel threads, the engine's loop thread included
   int session_len = 0;             // prompt + generated tokens per request at most
   bool enable_prefix_caching = false;
+  // The CPU backend's precisions (backend.h, LlamaModel): bf16 tiles for prompt chunks of 32+ rows (decode stays
+  // exact), and int8 activations into the 4-bit products off the tiles.
   PrefillPrecision prefill_precision = PrefillPrecision::FP32;
-  cpu::TileUnit tile_unit = cpu::TileUnit::Model;  // runs bf16 prefill (checked available)
+  TileUnit tile_unit = TileUnit::Model;  // runs bf16 prefill (checked available)
   LinearPrecision linear_precision = LinearPrecision::FP32;
 };
 
@@ -73,7 +69,7 @@ struct EngineStats {
   size_t kv_cache_bytes, weights_bytes;
   int num_staged_blocks;  // int4 K: blocks whose rows are staged (being filled) now
   StepTime step_time;
-  int64_t pool_late_workers, pool_narrow_jobs;  // cpu::ThreadPool: contention seen, and its cost
+  int64_t pool_late_workers, pool_narrow_jobs;  // the backend's threads: contention seen, and its cost
 };
 
 class UnknownRequestError : public std::out_of_range {
@@ -124,8 +120,8 @@ class Engine {
   void handle_aborts();
 
   EngineOptions options_;
-  LlamaModel model_;
-  KVCache kv_;
+  std::unique_ptr<Backend> backend_;  // the model's ops and the sampling's threads
+  LlamaModel model_;                  // owns the KV cache
   BlockManager blocks_;
   Scheduler scheduler_;
   // A request whose next token is drawn this step (postprocess): its logits row, the tokens it may not draw yet.
@@ -136,7 +132,6 @@ class Engine {
     int32_t token;
   };
   std::vector<SampleJob> jobs_;  // [requests sampling this step]
-  cpu::ThreadPool pool_;
   Batch batch_;
   std::vector<int32_t> logit_base_;  // [num scheduled seqs] first logits row of each, or -1
 
@@ -149,7 +144,7 @@ class Engine {
   bool has_aborts_ = false;
   bool stop_ = false;
   int64_t num_steps_ = 0, num_prefill_tokens_ = 0, num_decode_tokens_ = 0;
-  int num_staged_ = 0;  // kv_.num_staged() after the last step (stats() reads it under mu_)
+  int num_staged_ = 0;  // model_.kv().num_staged() after the last step (stats() reads it under mu_)
   StepTime time_;       // summed over steps (under mu_)
   std::thread thread_;
 };

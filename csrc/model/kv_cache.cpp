@@ -1,4 +1,4 @@
-#include "engine/kv_cache.h"
+#include "model/kv_cache.h"
 
 #include <algorithm>
 #include <stdexcept>
@@ -7,9 +7,7 @@
 namespace lmrt {
 namespace {
 
-bool quantized(cpu::KVDType dt) {
-  return dt == cpu::KVDType::I8 || dt == cpu::KVDType::I4 || dt == cpu::KVDType::I4Channel;
-}
+bool quantized(KVDType dt) { return dt == KVDType::I8 || dt == KVDType::I4 || dt == KVDType::I4Channel; }
 
 template <typename T>
 T* at(Buffer& b, int64_t offset) {
@@ -18,11 +16,11 @@ T* at(Buffer& b, int64_t offset) {
 
 }  // namespace
 
-size_t KVCache::bytes_per_block(int num_layers, int block_size, int num_kv_heads, int head_dim, cpu::KVDType k_dtype,
-                                cpu::KVDType v_dtype) {
+size_t KVCache::bytes_per_block(int num_layers, int block_size, int num_kv_heads, int head_dim, KVDType k_dtype,
+                                KVDType v_dtype) {
   const size_t rows = static_cast<size_t>(block_size);
-  size_t head = rows * (cpu::kv_row_bytes(k_dtype, head_dim) + cpu::kv_row_bytes(v_dtype, head_dim));
-  head += k_dtype == cpu::KVDType::I4Channel ? 3 * static_cast<size_t>(head_dim) : quantized(k_dtype) ? 3 * rows : 0;
+  size_t head = rows * (kv_row_bytes(k_dtype, head_dim) + kv_row_bytes(v_dtype, head_dim));
+  head += k_dtype == KVDType::I4Channel ? 3 * static_cast<size_t>(head_dim) : quantized(k_dtype) ? 3 * rows : 0;
   head += quantized(v_dtype) ? 3 * rows : 0;
   return static_cast<size_t>(num_layers) * num_kv_heads * head;
 }
@@ -35,32 +33,31 @@ size_t KVCache::bytes_per_stage_slot(int num_layers, int block_size, int num_kv_
   return static_cast<size_t>(num_layers) * num_kv_heads * block_size * (head_dim + 3);
 }
 
-KVCache::KVCache(int num_layers, int num_blocks, int block_size, int num_kv_heads, int head_dim, cpu::KVDType k_dtype,
-                 cpu::KVDType v_dtype, int num_stage_slots)
+KVCache::KVCache(int num_layers, int num_blocks, int block_size, int num_kv_heads, int head_dim, KVDType k_dtype,
+                 KVDType v_dtype, int num_stage_slots)
     : num_layers_(num_layers),
       num_blocks_(num_blocks),
       block_size_(block_size),
       num_kv_heads_(num_kv_heads),
       head_dim_(head_dim),
-      num_stage_slots_(k_dtype == cpu::KVDType::I4Channel ? num_stage_slots : 0),
+      num_stage_slots_(k_dtype == KVDType::I4Channel ? num_stage_slots : 0),
       k_dtype_(k_dtype),
       v_dtype_(v_dtype),
       rows_per_layer_(static_cast<int64_t>(num_blocks) * num_kv_heads * block_size),
-      k_params_per_layer_(k_dtype == cpu::KVDType::I4Channel
-                              ? static_cast<int64_t>(num_blocks) * num_kv_heads * head_dim
-                              : (quantized(k_dtype) ? rows_per_layer_ : 0)),
+      k_params_per_layer_(k_dtype == KVDType::I4Channel ? static_cast<int64_t>(num_blocks) * num_kv_heads * head_dim
+                                                        : (quantized(k_dtype) ? rows_per_layer_ : 0)),
       stage_rows_per_layer_(static_cast<int64_t>(num_stage_slots_) * num_kv_heads * block_size) {
   if (num_blocks <= 0 || block_size <= 0)
     throw std::invalid_argument("KV cache: num_blocks and block_size must be positive");
-  if (v_dtype == cpu::KVDType::I4Channel) throw std::invalid_argument("KV cache: I4Channel is for K only");
-  for (cpu::KVDType dt : {k_dtype, v_dtype})
-    if ((dt == cpu::KVDType::I4 || dt == cpu::KVDType::I4Channel) && head_dim % 32)
+  if (v_dtype == KVDType::I4Channel) throw std::invalid_argument("KV cache: I4Channel is for K only");
+  for (KVDType dt : {k_dtype, v_dtype})
+    if ((dt == KVDType::I4 || dt == KVDType::I4Channel) && head_dim % 32)
       throw std::invalid_argument("KV cache: int4 rows need head_dim a multiple of 32, got " +
                                   std::to_string(head_dim));
   if (staged() && num_stage_slots <= 0) throw std::invalid_argument("KV cache: int4 K (I4Channel) needs staging slots");
   const size_t L = static_cast<size_t>(num_layers), rows = L * rows_per_layer_;
-  k_.reset(rows * cpu::kv_row_bytes(k_dtype, head_dim));
-  v_.reset(rows * cpu::kv_row_bytes(v_dtype, head_dim));
+  k_.reset(rows * kv_row_bytes(k_dtype, head_dim));
+  v_.reset(rows * kv_row_bytes(v_dtype, head_dim));
   k_scales_.reset(L * k_params_per_layer_ * sizeof(uint16_t));
   k_zeros_.reset(L * k_params_per_layer_);
   const size_t v_params = quantized(v_dtype) ? rows : 0;
@@ -100,11 +97,11 @@ void KVCache::keep_stages(const std::vector<int32_t>& keep) {
   }
 }
 
-cpu::KVLayer KVCache::layer(int i) {
+KVLayer KVCache::layer(int i) {
   const int64_t rows = i * rows_per_layer_, kp = i * k_params_per_layer_, st = i * stage_rows_per_layer_;
-  cpu::KVLayer l;
-  l.k = k_.data<char>() + rows * cpu::kv_row_bytes(k_dtype_, head_dim_);
-  l.v = v_.data<char>() + rows * cpu::kv_row_bytes(v_dtype_, head_dim_);
+  KVLayer l;
+  l.k = k_.data<char>() + rows * kv_row_bytes(k_dtype_, head_dim_);
+  l.v = v_.data<char>() + rows * kv_row_bytes(v_dtype_, head_dim_);
   l.k_scales = at<uint16_t>(k_scales_, kp);
   l.k_zeros = at<uint8_t>(k_zeros_, kp);
   l.v_scales = at<uint16_t>(v_scales_, rows);

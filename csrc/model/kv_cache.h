@@ -6,25 +6,25 @@
 #include <vector>
 
 #include "common/buffer.h"
-#include "kernels/cpu/ops.h"
+#include "kernels/ops.h"
 
 namespace lmrt {
 
 class KVCache {
  public:
   // num_stage_slots: staging slots for I4Channel K (0 for other dtypes); stage_slots() says how many.
-  KVCache(int num_layers, int num_blocks, int block_size, int num_kv_heads, int head_dim, cpu::KVDType k_dtype,
-          cpu::KVDType v_dtype, int num_stage_slots = 0);
+  KVCache(int num_layers, int num_blocks, int block_size, int num_kv_heads, int head_dim, KVDType k_dtype,
+          KVDType v_dtype, int num_stage_slots = 0);
 
-  cpu::KVLayer layer(int i);
+  KVLayer layer(int i);
   int num_blocks() const { return num_blocks_; }
   int block_size() const { return block_size_; }
-  bool staged() const { return k_dtype_ == cpu::KVDType::I4Channel; }
+  bool staged() const { return k_dtype_ == KVDType::I4Channel; }
   size_t bytes() const;
   // One block of every layer, K and V with their quantization parameters (3 bytes a row for I8 / I4, 3 bytes a
   // channel for I4Channel).
-  static size_t bytes_per_block(int num_layers, int block_size, int num_kv_heads, int head_dim, cpu::KVDType k_dtype,
-                                cpu::KVDType v_dtype);
+  static size_t bytes_per_block(int num_layers, int block_size, int num_kv_heads, int head_dim, KVDType k_dtype,
+                                KVDType v_dtype);
   // Staging slots an engine needs for I4Channel K: the partial last blocks of the requests running before a
   // step (preempted ones included) and of the requests it admits, and the blocks the step's rows fill, with
   // one to spare; and the bytes of one slot (every layer's I8 rows and their scales and zeros).
@@ -40,7 +40,7 @@ class KVCache {
 
  private:
   int num_layers_, num_blocks_, block_size_, num_kv_heads_, head_dim_, num_stage_slots_;
-  cpu::KVDType k_dtype_, v_dtype_;
+  KVDType k_dtype_, v_dtype_;
   int64_t rows_per_layer_;               // num_blocks * num_kv_heads * block_size
   int64_t k_params_per_layer_;           // I8 / I4 K: rows_per_layer; I4Channel: num_blocks * num_kv_heads * head_dim
   int64_t stage_rows_per_layer_;         // num_stage_slots * num_kv_heads * block_size

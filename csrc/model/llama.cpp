@@ -4,6 +4,10 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "backend/cpu_backend.h"
+#include "kernels/cpu/ops.h"
+#include "model/matrix_cpu.h"
+
 namespace lmrt {
 namespace {
 
@@ -16,16 +20,27 @@ void rows(cpu::ThreadPool& pool, int64_t num_rows, const F& fn) {
     pool.parallel_for(num_rows, 8, fn);
 }
 
-}  // namespace
-
-LlamaModel::LlamaModel(ModelSpec spec, Weights weights) : spec_(std::move(spec)), weights_(std::move(weights)) {
-  spec_.validate();
+CpuBackend& cpu_backend(Backend& backend) {
+  if (backend.device() != Device::Cpu)
+    throw std::invalid_argument("the Llama model has CPU kernels only in this build; use device 'cpu'");
+  return static_cast<CpuBackend&>(backend);
 }
 
-void LlamaModel::enable_bf16_prefill(cpu::TileUnit unit) {
-  gate_up_paired_ = spec_.intermediate_size % 32 == 0;
-  bf16_prefill_ = true;
-  tile_unit_ = unit;
+}  // namespace
+
+LlamaModel::LlamaModel(ModelSpec spec, Weights weights, Backend& backend, const KVCacheShape& kv)
+    : spec_((spec.validate(), std::move(spec))),
+      weights_(std::move(weights)),
+      backend_(cpu_backend(backend)),
+      kv_(spec_.num_layers, kv.num_blocks, kv.block_size, spec_.num_kv_heads, spec_.head_dim, kv.k_dtype, kv.v_dtype,
+          kv.num_stage_slots) {
+  const BackendOptions& o = backend.options();
+  if (o.prefill_precision == PrefillPrecision::BF16) {
+    gate_up_paired_ = spec_.intermediate_size % 32 == 0;
+    bf16_prefill_ = true;
+    tile_unit_ = o.tile_unit;
+  }
+  int8_activations_ = o.linear_precision == LinearPrecision::Int8;
 }
 
 void LlamaModel::reserve(int64_t T, int64_t R) {
@@ -44,7 +59,9 @@ void LlamaModel::reserve(int64_t T, int64_t R) {
   }
 }
 
-const float* LlamaModel::forward(const Batch& batch, KVCache& kv, cpu::ThreadPool& pool) {
+const float* LlamaModel::forward(const Batch& batch) {
+  cpu::ThreadPool& pool = backend_.pool();
+  KVCache& kv = kv_;
   const int64_t T = batch.num_tokens(), R = static_cast<int64_t>(batch.logit_rows.size());
   const int64_t H = spec_.hidden_size, V = spec_.vocab_size, QKV = spec_.qkv_dim(), Q = spec_.q_dim();
   if (T == 0) return nullptr;
@@ -53,7 +70,7 @@ const float* LlamaModel::forward(const Batch& batch, KVCache& kv, cpu::ThreadPoo
   attn_seqs_.resize(batch.seqs.size());
   for (size_t s = 0; s < batch.seqs.size(); ++s) {
     const SeqRows& r = batch.seqs[s];
-    attn_seqs_[s] = cpu::AttnSeq{
+    attn_seqs_[s] = AttnSeq{
         qkv_.data<float>() + r.first_row * QKV, QKV,       attn_.data<float>() + r.first_row * Q, Q, r.block_table,
         batch.positions.data() + r.first_row,   r.num_rows};
   }
@@ -82,7 +99,7 @@ const float* LlamaModel::forward(const Batch& batch, KVCache& kv, cpu::ThreadPoo
   return logits_.data<float>();
 }
 
-void LlamaModel::attention(const Batch& batch, const cpu::KVLayer& cache, cpu::ThreadPool& pool, bool tiles) {
+void LlamaModel::attention(const Batch& batch, const KVLayer& cache, cpu::ThreadPool& pool, bool tiles) {
   const int64_t T = batch.num_tokens(), QKV = spec_.qkv_dim(), Q = spec_.q_dim(), KVD = spec_.kv_dim();
   float* qkv = qkv_.data<float>();
   rows(pool, T, [&](int64_t b, int64_t e) {
@@ -104,7 +121,7 @@ void LlamaModel::attention(const Batch& batch, const cpu::KVLayer& cache, cpu::T
     cpu::paged_attention(pool, cache, attn_seqs_.data(), num_seqs, spec_.num_heads, scale);
 }
 
-void LlamaModel::layer(int l, const Batch& batch, const cpu::KVLayer& cache, cpu::ThreadPool& pool) {
+void LlamaModel::layer(int l, const Batch& batch, const KVLayer& cache, cpu::ThreadPool& pool) {
   const LayerWeights& w = weights_.layers[l];
   const int64_t T = batch.num_tokens(), H = spec_.hidden_size, I = spec_.intermediate_size;
   const float eps = spec_.rms_norm_eps;
@@ -134,7 +151,7 @@ void LlamaModel::layer(int l, const Batch& batch, const cpu::KVLayer& cache, cpu
 
 // The same layer with every product on bf16 tiles: inputs handed over as bf16, the residual adds
 // and silu(gate) * up done by the products as they store (linear_bf16_tiles_in's modes).
-void LlamaModel::layer_tiles(int l, const Batch& batch, const cpu::KVLayer& cache, cpu::ThreadPool& pool) {
+void LlamaModel::layer_tiles(int l, const Batch& batch, const KVLayer& cache, cpu::ThreadPool& pool) {
   const LayerWeights& w = weights_.layers[l];
   const int64_t T = batch.num_tokens(), H = spec_.hidden_size, I = spec_.intermediate_size, Q = spec_.q_dim();
   const float eps = spec_.rms_norm_eps;

@@ -4,65 +4,81 @@
 #include <cstdint>
 #include <vector>
 
+#include "backend/backend.h"
 #include "common/buffer.h"
-#include "engine/kv_cache.h"
-#include "kernels/cpu/ops.h"
+#include "kernels/ops.h"
 #include "model/batch.h"
+#include "model/kv_cache.h"
 #include "model/model_spec.h"
 #include "model/weights.h"
 
 namespace lmrt {
 
+class CpuBackend;
+namespace cpu {
+class ThreadPool;
+}
+
+// The paged KV pool a model allocates for itself (KVCache).
+struct KVCacheShape {
+  int num_blocks = 0;
+  int block_size = 0;
+  KVDType k_dtype = KVDType::F32;
+  KVDType v_dtype = KVDType::F32;
+  int num_stage_slots = 0;  // I4Channel K's staging slots (KVCache::stage_slots)
+};
+
+// Runs on the backend it is given (the CPU backend in this build: std::invalid_argument for another), which it
+// uses for every op; owns its weights and its KV cache. The backend's options choose its precisions:
+//  - prefill_precision BF16: batches of >= kTilesMinRows rows run layer_tiles (products and the prompt's attention
+//    on the tile unit: AMX, AVX512-BF16, or the software model), and so does the output matrix when 32+ rows need
+//    logits (get_logits, perplexity); generation's few logit rows stay exact;
+//  - linear_precision Int8: every 4-bit product not on the tiles (decode, and prompts where bf16 prefill is off)
+//    quantizes its input per run of 32 inputs to int8 and runs int8 dot products (cpu::linear_w4a8).
 class LlamaModel {
  public:
-  LlamaModel(ModelSpec spec, Weights weights);
+  LlamaModel(ModelSpec spec, Weights weights, Backend& backend, const KVCacheShape& kv);
 
-  // Writes K/V of every batch row into `kv` and returns logits [R, V] for
-  // batch.logit_rows (valid until the next call).
-  // note: the cache must already own the blocks that batch.slots point to.
-  const float* forward(const Batch& batch, KVCache& kv, cpu::ThreadPool& pool);
-
-  // Opt-in bf16 prefill: batches of >= kTilesMinRows rows then run layer_tiles (products and the
-  // prompt's attention on the tile unit `unit`: AMX, AVX512-BF16, or the software model), and so does
-  // the output matrix when 32+ rows need logits (get_logits, perplexity); generation's few logit rows
-  // stay exact.
-  void enable_bf16_prefill(cpu::TileUnit unit);
-  // Opt-in int8 activations: every 4-bit product not on the tiles (decode, and prompts where bf16 prefill is off)
-  // quantizes its input per run of 32 inputs to int8 and runs int8 dot products (cpu::linear_w4a8).
-  void enable_int8_activations() { int8_activations_ = true; }
+  // Writes K/V of every batch row into the cache and returns logits [R, V] for batch.logit_rows (valid until the
+  // next call). note: the cache must already own the blocks that batch.slots point to.
+  const float* forward(const Batch& batch);
 
   const ModelSpec& spec() const { return spec_; }
   const Weights& weights() const { return weights_; }
+  KVCache& kv() { return kv_; }
+  const KVCache& kv() const { return kv_; }
 
  private:
   void reserve(int64_t num_rows, int64_t num_logit_rows);
   Buffer* a8() { return int8_activations_ ? &int8_x_ : nullptr; }  // apply_linear's int8 scratch, or exact
   // One decoder layer on x_, exact fp32 (every kernel batch invariant) or on bf16 tiles.
-  void layer(int l, const Batch& batch, const cpu::KVLayer& cache, cpu::ThreadPool& pool);
-  void layer_tiles(int l, const Batch& batch, const cpu::KVLayer& cache, cpu::ThreadPool& pool);
+  void layer(int l, const Batch& batch, const KVLayer& cache, cpu::ThreadPool& pool);
+  void layer_tiles(int l, const Batch& batch, const KVLayer& cache, cpu::ThreadPool& pool);
   // RoPE on qkv_'s q and k, K/V into the cache, causal attention into attn_.
-  void attention(const Batch& batch, const cpu::KVLayer& cache, cpu::ThreadPool& pool, bool tiles);
+  void attention(const Batch& batch, const KVLayer& cache, cpu::ThreadPool& pool, bool tiles);
 
   ModelSpec spec_;
   Weights weights_;
+  CpuBackend& backend_;
+  KVCache kv_;
   // Workspaces grow to the largest batch seen and are reused; nothing is allocated per step otherwise.
-  Buffer x_;                             // [T, H] residual stream
-  Buffer h_;                             // [T, H] normed input / sublayer output
-  Buffer qkv_;                           // [T, qkv_dim]
-  Buffer attn_;                          // [T, nh hd]
-  Buffer gu_;                            // [T, 2 I]
-  Buffer act_;                           // [T, I]
-  Buffer sel_;                           // [R, H] final hidden rows that need logits
-  Buffer logits_;                        // [R, V]
-  std::vector<cpu::AttnSeq> attn_seqs_;  // [num_seqs]
-  // The tile path (enable_bf16_prefill):
+  Buffer x_;                        // [T, H] residual stream
+  Buffer h_;                        // [T, H] normed input / sublayer output
+  Buffer qkv_;                      // [T, qkv_dim]
+  Buffer attn_;                     // [T, nh hd]
+  Buffer gu_;                       // [T, 2 I]
+  Buffer act_;                      // [T, I]
+  Buffer sel_;                      // [R, H] final hidden rows that need logits
+  Buffer logits_;                   // [R, V]
+  std::vector<AttnSeq> attn_seqs_;  // [num_seqs]
+  // The tile path (prefill_precision BF16):
   bool bf16_prefill_ = false;
-  cpu::TileUnit tile_unit_ = cpu::TileUnit::Model;
+  TileUnit tile_unit_ = TileUnit::Model;
   bool gate_up_paired_ = false;  // gate_up read with pair_halves: its product ends in silu_mul
   Buffer tiles_x_;               // [bf16_tiles_x_size(T, max(H, q_dim))] uint16: a product's input as bf16
   Buffer tiles_act_;             // [bf16_tiles_x_size(T, I)] uint16: silu(gate) * up as bf16, down's input
   Buffer attn_tiles_;            // paged_attention_tiles' packed K/V (it sizes it)
-  // int8 activations (enable_int8_activations):
+  // int8 activations (linear_precision Int8):
   bool int8_activations_ = false;
   Buffer int8_x_;  // a product's input quantized (cpu::linear_w4a8 sizes it)
 };

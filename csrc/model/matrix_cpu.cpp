@@ -1,4 +1,4 @@
-#include "model/matrix.h"
+#include "model/matrix_cpu.h"
 
 #include <stdexcept>
 

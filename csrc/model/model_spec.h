@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/cpu/ops.h"
+#include "kernels/ops.h"
 
 namespace lmrt {
 
@@ -24,7 +24,7 @@ struct ModelSpec {
   float attention_scaling = 1.0f;  // multiplies cos and sin (1 except for YaRN-like variants)
   bool tie_word_embeddings = false;
   bool qkv_bias = false;
-  cpu::DType weight_dtype = cpu::DType::F32;
+  DType weight_dtype = DType::F32;
 
   int q_dim() const { return num_heads * head_dim; }
   int kv_dim() const { return num_kv_heads * head_dim; }

@@ -27,7 +27,7 @@ const char* type_name(RawType t) {
 
 size_t type_size(RawType t) { return t == RawType::F32 ? 4 : t == RawType::BF16 ? 2 : 1; }
 
-RawType raw_type(cpu::DType dt) { return dt == cpu::DType::F32 ? RawType::F32 : RawType::BF16; }
+RawType raw_type(DType dt) { return dt == DType::F32 ? RawType::F32 : RawType::BF16; }
 
 class Source {
  public:
@@ -59,7 +59,7 @@ class Source {
     std::memcpy(dst.data(), r.data, n);
   }
 
-  Matrix matrix(const std::string& name, int64_t rows, int64_t cols, cpu::DType dt) const {
+  Matrix matrix(const std::string& name, int64_t rows, int64_t cols, DType dt) const {
     Matrix m;
     m.rows = rows;
     m.cols = cols;
@@ -115,7 +115,7 @@ Weights load_weights(const ModelSpec& spec, const std::map<std::string, RawTenso
   spec.validate();
   const Source src(tensors);
   const int64_t H = spec.hidden_size, V = spec.vocab_size, I = spec.intermediate_size;
-  const cpu::DType dt = spec.weight_dtype;
+  const DType dt = spec.weight_dtype;
   Weights w;
   w.embed = src.matrix("embed_tokens", V, H, dt);
   if (w.embed.format != WeightFormat::Dense)

@@ -9,17 +9,6 @@
 
 namespace lmrt::cpu {
 
-int64_t kv_row_bytes(KVDType dt, int head_dim) {
-  switch (dt) {
-    case KVDType::F32: return 4 * static_cast<int64_t>(head_dim);
-    case KVDType::BF16: return 2 * static_cast<int64_t>(head_dim);
-    case KVDType::I8: return head_dim;
-    case KVDType::I4:
-    case KVDType::I4Channel: return head_dim / 2;
-  }
-  return 0;
-}
-
 namespace {
 
 // Row `row` of one cache (k or v) from x [head_dim].

@@ -1,0 +1,91 @@
+// The op types no backend owns: element types, the 4-bit and int8 weight matrices, the paged KV cache's layer
+// layout and an attention sequence. Every backend's op set (kernels/cpu/ops.h; kernels/cuda/ to come) takes these,
+// and the model and the engine see nothing else of the kernels.
+#pragma once
+
+#include <cstdint>
+
+namespace lmrt {
+
+// Element types of weights and of the KV cache. BF16 is the upper half of an
+// IEEE fp32 word, stored as uint16_t.
+enum class DType : int { F32 = 0, BF16 = 1 };
+
+// Element types of the KV cache. F32 and BF16 hold the values. I8 and I4 hold codes, with one
+// (scale, zero point) per row (a row = one token of one kv head): x = (code - zero) * scale, asymmetric,
+// computed when the row is written (kv_store) from the row's own range [min, max] widened to include 0:
+// scale = (max - min) / (2^bits - 1) rounded up to fp16 (so the range is covered), zero = round(-min / scale),
+// code = clamp(round(x / scale) + zero, 0, 2^bits - 1), rounding half to even. The dequantised value is
+// exact in fp32 (a code of at most 8 bits times an 11-bit scale), so attention over codes computes
+// what attention over those values computes. I8: one byte per dim. I4: two codes per byte; in each run
+// of 32 dims, byte j holds dim j (low nibble) and dim j + 16 (high nibble), as W4Matrix's codes.
+// I4Channel (K only, KIVI's scheme): I4's codes and row layout, but one (scale, zero point) per *channel*
+// of each block and kv head, from the channel's range over the block's rows, so a key channel with
+// outliers gets its own scale. That range is only known once the block is full: until then the block's K
+// rows live in a staging slot as I8 rows, and kv_seal quantizes the block when its last row has been
+// written. Attention reads a block's int4 codes when every row of the block is visible to the query
+// (pos >= the block's last position) and the staged I8 rows otherwise, so a token's attention is the
+// same whether it ran in a prompt chunk or in decode.
+enum class KVDType : int { F32 = 0, BF16 = 1, I8 = 2, I4 = 3, I4Channel = 4 };
+// Bytes of one row of head_dim elements (I4 / I4Channel need head_dim a multiple of 32).
+int64_t kv_row_bytes(KVDType dt, int head_dim);
+
+// One layer's paged KV cache. Row (block b, kv head h, slot s) is row ((b * n_kv_heads + h) * block_size + s)
+// of k and of v, each row kv_row_bytes(dtype, head_dim) bytes; for I8 / I4 its scale (fp16 bits) and zero
+// point are entry `row` of *_scales and *_zeros (nullptr for F32 / BF16). K and V have the same dtype, or
+// K is I8 and V I4, or K is I4Channel and V I4. I4Channel K: the (scale, zero) of channel c of (block b,
+// kv head h) is entry (b * n_kv_heads + h) * head_dim + c of k_scales / k_zeros, and the block's staging
+// slot (stage_of_block[b], -1 for none) holds its rows as I8: row (slot, h, s) is row
+// ((slot * n_kv_heads + h) * block_size + s) of k_stage, k_stage_scales and k_stage_zeros.
+struct KVLayer {
+  void* k = nullptr;
+  void* v = nullptr;
+  uint16_t* k_scales = nullptr;  // [num_blocks * n_kv_heads * block_size] (I8 / I4 K); I4Channel: [.. * head_dim]
+  uint8_t* k_zeros = nullptr;    // the same shape as k_scales
+  uint16_t* v_scales = nullptr;  // [num_blocks * n_kv_heads * block_size] (I8 / I4 V)
+  uint8_t* v_zeros = nullptr;
+  KVDType k_dtype = KVDType::F32;
+  KVDType v_dtype = KVDType::F32;
+  int n_kv_heads = 0;
+  int head_dim = 0;
+  int block_size = 0;
+  // I4Channel K only:
+  uint8_t* k_stage = nullptr;               // [num_slots * n_kv_heads * block_size, head_dim] I8 codes
+  uint16_t* k_stage_scales = nullptr;       // [num_slots * n_kv_heads * block_size]
+  uint8_t* k_stage_zeros = nullptr;         // [num_slots * n_kv_heads * block_size]
+  const int32_t* stage_of_block = nullptr;  // [num_blocks] staging slot of a block being filled, or -1
+};
+
+// One sequence's new tokens in a paged attention call: their queries and outputs, its block table, their positions.
+struct AttnSeq {
+  const float* q;  // [M, n_heads * head_dim] row stride ldq
+  int64_t ldq;
+  float* out;  // [M, n_heads * head_dim] row stride ldo
+  int64_t ldo;
+  const int32_t* block_table;  // [ceil((max(pos) + 1) / block_size)] block ids of the sequence
+  const int32_t* pos;          // [M] position of each token
+  int64_t M;
+};
+
+// 4-bit weights with a (scale, min) pair per group of `group_size` inputs (32, 64 or 128;
+// K a multiple of it): w[n, k] = code[n, k] * scales[n, k / g] + mins[n, k / g], code in 0..15.
+// AutoAWQ (min = -zero * scale) and GGUF Q4_0 / Q4_1 (group 32) map onto it exactly.
+struct W4Matrix {
+  const uint8_t* codes;  // [N, K / 2]: in each run of 32 inputs of a row, byte j holds input j
+                         // (low nibble) and input j + 16 (high nibble)
+  const float* scales;   // [N, K / group_size]
+  const float* mins;     // [N, K / group_size]
+  int group_size;
+};
+
+// int8 weights with one scale per output row: w[n, k] = q[n, k] * scale[n].
+struct I8Matrix {
+  const int8_t* q;      // [N, K]
+  const float* scales;  // [N]
+};
+
+// CPU backends: the unit that runs the bf16 tile products (kernels/cpu/tiles.h): the software model of AMX's
+// instruction (any CPU; tests), AMX tiles, or VDPBF16PS in zmm registers on the same packed layout.
+enum class TileUnit { Model, Amx, Avx512Bf16 };
+
+}  // namespace lmrt

@@ -141,7 +141,14 @@ class Hog:
 
 class LmrtRunner:
     def __init__(
-        self, model, threads, dtype="float32", lm_head_dtype="auto", prefill_precision="auto", linear_precision="fp32"
+        self,
+        model,
+        threads,
+        dtype="float32",
+        lm_head_dtype="auto",
+        prefill_precision="auto",
+        linear_precision="fp32",
+        max_batch_size=16,
     ):
         import lmrt
 
@@ -149,7 +156,7 @@ class LmrtRunner:
         cfg = lmrt.EngineConfig(
             dtype=dtype,
             num_threads=threads,
-            max_batch_size=16,
+            max_batch_size=max_batch_size,
             max_num_batched_tokens=512,
             session_len=1024,
             enable_prefix_caching=False,

@@ -80,6 +80,7 @@ void bind_types(py::module_& m) {
   py::enum_<PrefillPrecision>(m, "PrefillPrecision")
       .value("fp32", PrefillPrecision::FP32)
       .value("bf16", PrefillPrecision::BF16);
+  py::enum_<Device>(m, "Device").value("cpu", Device::Cpu).value("cuda", Device::Cuda);
   py::enum_<LinearPrecision>(m, "LinearPrecision")
       .value("fp32", LinearPrecision::FP32)
       .value("int8", LinearPrecision::Int8);
@@ -97,7 +98,8 @@ void bind_types(py::module_& m) {
       .def_readwrite("enable_prefix_caching", &EngineOptions::enable_prefix_caching)
       .def_readwrite("prefill_precision", &EngineOptions::prefill_precision)
       .def_readwrite("tile_unit", &EngineOptions::tile_unit)
-      .def_readwrite("linear_precision", &EngineOptions::linear_precision);
+      .def_readwrite("linear_precision", &EngineOptions::linear_precision)
+      .def_readwrite("device", &EngineOptions::device);
 
   py::class_<ModelSpec>(m, "ModelSpec")
       .def(py::init<>())

@@ -16,6 +16,9 @@
 #include "kernels/cpu/isa.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/threadpool.h"
+#ifdef LMRT_HAVE_CUDA
+#include "kernels/cuda/ops.h"
+#endif
 
 namespace py = pybind11;
 
@@ -285,15 +288,43 @@ py::array_t<float> linear_i8(F32In x, py::array q, F32In scales, std::optional<F
   return y;
 }
 
-py::array_t<float> rmsnorm(F32In x, F32In w, float eps) {
+// device "cpu" or "cuda" (the CUDA op on copies of the arrays; RuntimeError without a device or a CUDA build).
+bool on_cuda(const std::string& device) {
+  if (device == "cpu") return false;
+  if (device != "cuda") bad("device must be 'cpu' or 'cuda', got '" + device + "'");
+#ifdef LMRT_HAVE_CUDA
+  return true;
+#else
+  throw std::runtime_error("this build has no CUDA backend (nvcc was not found when it was built)");
+#endif
+}
+
+py::tuple cuda_available() {
+#ifdef LMRT_HAVE_CUDA
+  std::string why;
+  const bool ok = lmrt::cuda::available(&why);
+  return py::make_tuple(ok, ok ? lmrt::cuda::device_name() : why);
+#else
+  return py::make_tuple(false, "this build has no CUDA backend (nvcc was not found when it was built)");
+#endif
+}
+
+py::array_t<float> rmsnorm(F32In x, F32In w, float eps, const std::string& device) {
   if (x.ndim() != 2) bad("x must be 2-D [M, H], got shape " + shape_str(x));
   const int64_t M = x.shape(0), H = x.shape(1);
   if (w.ndim() != 1 || w.shape(0) != H) bad("w must be [H] = [" + std::to_string(H) + "], got " + shape_str(w));
   py::array_t<float> y({M, H});
   const float *xp = x.data(), *wp = w.data();
   float* yp = y.mutable_data();
+  [[maybe_unused]] const bool gpu = on_cuda(device);
   {
     py::gil_scoped_release nogil;
+#ifdef LMRT_HAVE_CUDA
+    if (gpu) {
+      lmrt::cuda::rmsnorm_host(xp, M, H, wp, eps, yp);
+      return y;
+    }
+#endif
     cpu::rmsnorm(xp, M, H, H, wp, eps, yp, H);
   }
   return y;
@@ -320,14 +351,21 @@ py::array_t<float> rope(F32In x, I32In pos, F32In inv_freq, int n_heads, int hea
   return y;
 }
 
-py::array_t<float> silu_mul(F32In gu) {
+py::array_t<float> silu_mul(F32In gu, const std::string& device) {
   if (gu.ndim() != 2 || gu.shape(1) % 2) bad("gu must be 2-D [M, 2I], got shape " + shape_str(gu));
   const int64_t M = gu.shape(0), I = gu.shape(1) / 2;
   py::array_t<float> out({M, I});
   const float* gp = gu.data();
   float* op = out.mutable_data();
+  [[maybe_unused]] const bool gpu = on_cuda(device);
   {
     py::gil_scoped_release nogil;
+#ifdef LMRT_HAVE_CUDA
+    if (gpu) {
+      lmrt::cuda::silu_mul_host(gp, M, I, op);
+      return out;
+    }
+#endif
     cpu::silu_mul(gp, M, I, 2 * I, op, I);
   }
   return out;
@@ -655,10 +693,13 @@ void bind_kernels(py::module_& m) {
         "y = x @ w.T (+ bias) for int8 w[n, k] = q[n, k] * scales[n]. q [N, K] int8, scales [N] float32. "
         "tile_unit='amx' or 'avx512bf16' runs it on that bf16 tile unit (x rounded to bf16; q is exact in bf16; "
         "each raw dot times its row scale), 'model' on the software model; no bias there.");
-  m.def("rmsnorm", &kern::rmsnorm, "x"_a, "w"_a, "eps"_a);
+  m.def("rmsnorm", &kern::rmsnorm, "x"_a, "w"_a, "eps"_a, "device"_a = "cpu");
   m.def("rope", &kern::rope, "x"_a, "pos"_a, "inv_freq"_a, "n_heads"_a, "head_dim"_a, "attn_scale"_a = 1.0f,
         "HF rotate_half rotary embedding; returns a new array.");
-  m.def("silu_mul", &kern::silu_mul, "gu"_a, "silu(gu[:, :I]) * gu[:, I:].");
+  m.def("silu_mul", &kern::silu_mul, "gu"_a, "device"_a = "cpu", "silu(gu[:, :I]) * gu[:, I:].");
+  m.def("cuda_available", &kern::cuda_available,
+        "(True, the device's name) where this build has the CUDA backend and the runtime finds a device; else "
+        "(False, what is missing).");
   m.def("kv_store", &kern::kv_store, "k_cache"_a, "v_cache"_a, "k"_a, "v"_a, "slots"_a, "n_kv_heads"_a, "head_dim"_a,
         "block_size"_a, "dtype"_a = "f32", "v_dtype"_a = py::none(), "k_scales"_a = py::none(),
         "k_zeros"_a = py::none(), "v_scales"_a = py::none(), "v_zeros"_a = py::none(), "stage"_a = py::none(),

@@ -416,7 +416,7 @@ def test_invalid_sampling_values(kw, match):
         (dict(quant_policy=3), "quant_policy"),
         (dict(block_size=0), "block_size"),
         (dict(max_batch_size=0), "max_batch_size"),
-        (dict(backend="cuda"), "backend"),
+        (dict(device="tpu"), "device"),
     ],
 )
 def test_invalid_engine_config(kw, match):

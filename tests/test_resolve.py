@@ -109,6 +109,19 @@ def test_the_engine_refuses_options_it_was_not_given():
         _core.Engine(SPEC.to_core("float32"), {}, _core.EngineOptions())
 
 
+def test_the_engine_refuses_a_cuda_backend_it_cannot_run(tmp_path):
+    """The core's own refusal (make_backend), below the config's: device cuda names what is missing."""
+    from conftest import make_tiny_llama
+
+    from lmrt.loader import load_weights
+
+    spec, weights = load_weights(make_tiny_llama(tmp_path / "tiny"))
+    o = resolve(EngineConfig(max_batch_size=1, cache_memory_gib=0.01), spec, ZEN4).engine_options()
+    o.device = _core.Device.cuda
+    with pytest.raises(ValueError, match="device 'cuda'.*use device 'cpu'"):
+        _core.Engine(spec.to_core("float32"), weights, o)
+
+
 def test_kv_cache_capacity_per_dtype():
     """Under the same cache_memory_gib (1 GiB, the default model's shape and engine defaults), int8 holds >= 1.9x
     and int4 >= 3.5x the tokens of bf16 (issue 12). At head_dim 64 a bf16 row is 128 bytes; an int8 row 64 codes +
@@ -150,3 +163,12 @@ def test_linear_precision_resolves_and_refuses_dense_models():
         )
     with pytest.raises(ConfigError, match="choose 'auto', 'fp32' or 'int8'"):
         EngineConfig(linear_precision="int4")
+
+
+def test_device_cuda_is_refused_with_what_is_missing():
+    ok, why = _core.kernels.cuda_available()
+    with pytest.raises(ConfigError) as e:
+        resolve(EngineConfig(device="cuda"), SPEC, ZEN4)
+    assert e.value.field == "device"
+    assert (why in e.value.requirement) if not ok else ("not run on the CUDA backend yet" in e.value.requirement)
+    assert "'cpu'" in e.value.requirement

@@ -18,7 +18,9 @@ std::unique_ptr<Backend> make_backend(const BackendOptions& options) {
   switch (options.device) {
     case Device::Cpu: return std::make_unique<CpuBackend>(options);
     case Device::Cuda:
-      throw std::invalid_argument("device 'cuda': this build has no CUDA backend yet; use device 'cpu'");
+      throw std::invalid_argument(
+          "device 'cuda': the engine does not run on the CUDA backend yet (only its first ops are built); use "
+          "device 'cpu'");
   }
   throw std::invalid_argument("unknown device");
 }

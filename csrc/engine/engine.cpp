@@ -29,7 +29,7 @@ namespace {
 
 BackendOptions backend_options(const EngineOptions& o) {
   BackendOptions b;
-  b.device = Device::Cpu;
+  b.device = o.device;
   b.num_threads = o.num_threads;
   b.prefill_precision = o.prefill_precision;
   b.tile_unit = o.tile_unit;

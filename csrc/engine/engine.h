@@ -35,6 +35,7 @@ struct EngineOptions {
   int num_threads = 0;             // kernel threads, the engine's loop thread included
   int session_len = 0;             // prompt + generated tokens per request at most
   bool enable_prefix_caching = false;
+  Device device = Device::Cpu;  // make_backend refuses one this build or machine lacks
   // The CPU backend's precisions (backend.h, LlamaModel): bf16 tiles for prompt chunks of 32+ rows (decode stays
   // exact), and int8 activations into the 4-bit products off the tiles.
   PrefillPrecision prefill_precision = PrefillPrecision::FP32;

@@ -80,6 +80,8 @@ class EngineConfig:
         CPU has it, else AVX-512/AVX2 byte multiplies): faster, and still the same for a request
         whatever batch it is in, at the quality cost benchmarks/RESULTS.md measures. Dense and int8
         matrices (the int8 output matrix) stay fp32. "auto" (default): "fp32".
+    device: "cpu" (default) or "cuda". The CUDA backend is being built (issue 15): its first ops compile where
+        nvcc is found, but the model does not run on it yet, so "cuda" is refused with what is missing.
     """
 
     dtype: str = "auto"
@@ -95,11 +97,11 @@ class EngineConfig:
     lm_head_dtype: str = "auto"
     prefill_precision: str = "auto"
     linear_precision: str = "auto"
-    backend: str = "cpu"
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         _need(self.dtype in _DTYPES, self, "dtype", f"choose one of {_DTYPES}")
-        _need(self.backend == "cpu", self, "backend", "this build runs on 'cpu' only")
+        _need(self.device in ("cpu", "cuda"), self, "device", "choose 'cpu' or 'cuda'")
         if self.quant_policy is not None:
             _need(self.quant_policy in _QUANT_POLICY, self, "quant_policy", f"choose one of {sorted(_QUANT_POLICY)}")
             implied = _QUANT_POLICY[self.quant_policy]

@@ -109,6 +109,18 @@ def resolve(config: EngineConfig, spec: ModelSpec, machine: Machine) -> Resolved
     not fit (a session beyond the model, a missing tile unit, a cache too small for one block)."""
     from lmrt import _core
 
+    if config.device == "cuda":
+        ok, why = _core.kernels.cuda_available()
+        raise ConfigError(
+            "device",
+            "cuda",
+            (
+                "the model does not run on the CUDA backend yet (its first ops are built; the engine's are to come), "
+                "so use 'cpu'"
+            )
+            if ok
+            else f"no CUDA device here ({why}): use 'cpu'",
+        )
     wdtype = weight_dtype(config)
     kv_dtype = DEFAULT_KV_DTYPE if config.kv_cache_dtype == "auto" else config.kv_cache_dtype
     most = spec.max_position_embeddings

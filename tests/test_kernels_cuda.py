@@ -1,0 +1,67 @@
+"""The CUDA op set (csrc/kernels/cuda/, issue 15), op by op against the CPU op and a float64 NumPy reference, where
+this build has the CUDA backend and the runtime finds a device; the outputs are poisoned with NaN on the device
+before each op, so an element it does not write fails. Without a device those tests skip, saying what is missing,
+and the refusal itself is checked."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lmrt._core import kernels as K
+
+CUDA_OK, CUDA_WHY = K.cuda_available()
+needs_cuda = pytest.mark.skipif(not CUDA_OK, reason=f"no CUDA device: {CUDA_WHY}")
+
+# fp32 sums of up to H squares in another order than the CPU's, then one rsqrt (a few ulp): relative to the row's
+# scale; silu uses expf on both sides (a few ulp).
+RMSNORM_RTOL = 1e-5
+SILU_RTOL = 1e-5
+
+rng = np.random.default_rng(2024)
+
+
+def test_cuda_available_says_what_it_found():
+    assert isinstance(CUDA_OK, bool) and isinstance(CUDA_WHY, str) and CUDA_WHY
+
+
+@pytest.mark.skipif(CUDA_OK, reason="a CUDA device is here: the refusal without one cannot be shown")
+def test_ops_on_cuda_without_a_device_are_refused_by_name():
+    with pytest.raises(RuntimeError, match="no CUDA device|no CUDA backend"):
+        K.rmsnorm(np.ones((2, 8), np.float32), np.ones(8, np.float32), 1e-5, device="cuda")
+    with pytest.raises(RuntimeError, match="no CUDA device|no CUDA backend"):
+        K.silu_mul(np.ones((2, 8), np.float32), device="cuda")
+
+
+def test_unknown_device_is_a_value_error():
+    with pytest.raises(ValueError, match="device must be 'cpu' or 'cuda'"):
+        K.silu_mul(np.ones((2, 8), np.float32), device="tpu")
+
+
+@needs_cuda
+@pytest.mark.parametrize("M,H", [(1, 576), (7, 2048), (37, 100), (3, 4096), (2, 1)])
+def test_rmsnorm_cuda(M, H):
+    x = (rng.standard_normal((M, H)) * 3).astype(np.float32)
+    w = rng.standard_normal(H).astype(np.float32)
+    eps = 1e-5
+    y = K.rmsnorm(x, w, eps, device="cuda")
+    x64 = x.astype(np.float64)
+    ref = x64 / np.sqrt((x64**2).mean(1, keepdims=True) + eps) * w
+    scale = np.abs(x64 / np.sqrt((x64**2).mean(1, keepdims=True) + eps) * w) + 1e-30
+    assert np.isfinite(y).all(), "an element was not written (NaN poison)"
+    assert (np.abs(y - ref) <= RMSNORM_RTOL * scale + 1e-7).all()
+    assert np.allclose(y, K.rmsnorm(x, w, eps), rtol=2 * RMSNORM_RTOL, atol=1e-7)
+    # a row's result does not depend on the rows around it
+    assert np.array_equal(K.rmsnorm(x[-1:], w, eps, device="cuda"), y[-1:])
+
+
+@needs_cuda
+@pytest.mark.parametrize("M,I", [(1, 1536), (5, 8192), (33, 77), (2, 20000)])
+def test_silu_mul_cuda(M, I):
+    gu = (rng.standard_normal((M, 2 * I)) * 4).astype(np.float32)
+    out = K.silu_mul(gu, device="cuda")
+    g, u = gu[:, :I].astype(np.float64), gu[:, I:].astype(np.float64)
+    ref = g / (1 + np.exp(-g)) * u
+    assert np.isfinite(out).all(), "an element was not written (NaN poison)"
+    assert (np.abs(out - ref) <= SILU_RTOL * np.abs(ref) + 1e-30 + 1e-7).all()
+    assert np.allclose(out, K.silu_mul(gu), rtol=2 * SILU_RTOL, atol=1e-7)

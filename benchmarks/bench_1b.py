@@ -38,8 +38,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import results_log  # noqa: E402
-from bench_engine import lmrt_decode_tps, machine_info  # noqa: E402
-from bench_w4 import Meter, dram_bandwidth, gguf_decode_bytes, sample, summarize  # noqa: E402
+from bench_engine import machine_info  # noqa: E402
+from bench_w4 import LmrtRunner, Meter, dram_bandwidth, gguf_decode_bytes, sample, summarize  # noqa: E402
 
 SHAPE = dict(hidden=2048, intermediate=8192, layers=16, heads=32, kv_heads=8, head_dim=64, vocab=128256)
 DEFAULT_GGUF = Path("/tmp/lmrt-1b/llama-3.2-1b-shaped-random.Q4_1.gguf")
@@ -124,43 +124,6 @@ def make_gguf(path: Path, seed: int = 0) -> None:
     tmp.rename(path)
 
 
-class Lmrt:
-    def __init__(self, gguf_path, threads, linear_precision):
-        import lmrt
-
-        self.lmrt = lmrt
-        cfg = lmrt.EngineConfig(
-            num_threads=threads,
-            max_batch_size=16,
-            max_num_batched_tokens=512,
-            session_len=8192,
-            enable_prefix_caching=False,
-            linear_precision=linear_precision,
-        )
-        self.pipe = lmrt.pipeline(gguf_path, cfg)
-        info, spec = self.pipe.info(), self.pipe.spec
-        # bytes streamed per decoded token: every weight but the embedding table (the int8 output matrix is apart)
-        self.bytes_per_token = info["weights_bytes"] - spec.vocab_size * spec.hidden_size * 4
-        self.desc = (
-            f"weights {info['weights_bytes'] / 1e6:.0f} MB (w4 g{info['group_size']}, lm_head {info['lm_head_dtype']}), "
-            f"prefill {info['prefill_precision']}, KV {info['kv_cache_dtype']}, linear {info['linear_precision']}"
-        )
-
-    def decode(self, prompt, n):
-        gen = self.lmrt.GenerationConfig(max_new_tokens=n, min_new_tokens=n, ignore_eos=True)
-        with Meter() as m:
-            tps = lmrt_decode_tps(self.pipe, prompt, gen, n)
-        return sample(tps, m)
-
-    def batch(self, prompts, n):
-        with Meter() as m:
-            outs = self.pipe(prompts, self.lmrt.GenerationConfig(max_new_tokens=n, min_new_tokens=n, ignore_eos=True))
-        return sample(sum(len(o.token_ids) for o in outs) / m.wall, m)
-
-    def close(self):
-        self.pipe.close()
-
-
 class HfBf16:
     def __init__(self, gguf_path, threads):
         from bench_w4 import HfBf16Runner
@@ -235,8 +198,8 @@ def main() -> None:
     prompts = {c: rng.integers(300, 49000, c).tolist() for c in CONTEXTS}
     batch_prompts = [rng.integers(300, 49000, 64).tolist() for _ in range(16)]
     factories = {
-        "lmrt-w4": lambda: Lmrt(args.gguf, args.threads, "fp32"),
-        "lmrt-w4-int8": lambda: Lmrt(args.gguf, args.threads, "int8"),
+        "lmrt-w4": lambda: LmrtRunner(args.gguf, args.threads, session_len=8192),
+        "lmrt-w4-int8": lambda: LmrtRunner(args.gguf, args.threads, linear_precision="int8", session_len=8192),
         "llama.cpp": lambda: LlamaCpp(args.gguf, args.threads, max(CONTEXTS) + args.new + 8),
         "hf-bf16": lambda: HfBf16(args.gguf, args.threads),
     }

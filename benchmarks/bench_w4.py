@@ -149,6 +149,7 @@ class LmrtRunner:
         prefill_precision="auto",
         linear_precision="fp32",
         max_batch_size=16,
+        session_len=1024,
     ):
         import lmrt
 
@@ -158,7 +159,7 @@ class LmrtRunner:
             num_threads=threads,
             max_batch_size=max_batch_size,
             max_num_batched_tokens=512,
-            session_len=1024,
+            session_len=session_len,
             enable_prefix_caching=False,
             lm_head_dtype=lm_head_dtype,
             prefill_precision=prefill_precision,
@@ -176,7 +177,8 @@ class LmrtRunner:
         group = f" g{info['group_size']}" if info.get("group_size") else ""
         self.desc = (
             f"weight_format={info['weight_format']}{group}, lm_head={info['lm_head_dtype']}, "
-            f"prefill={info['prefill_precision']}, weights {info['weights_bytes'] / 1e6:.1f} MB"
+            f"prefill={info['prefill_precision']}, linear={info['linear_precision']}, KV {info['kv_cache_dtype']}, "
+            f"weights {info['weights_bytes'] / 1e6:.1f} MB"
         )
 
     def _gen(self, n):

@@ -189,12 +189,25 @@ void check_bias(const std::optional<F32In>& bias, int64_t N) {
     bad("bias must be [N] = [" + std::to_string(N) + "], got " + shape_str(*bias));
 }
 
+// device "cpu" or "cuda" (the CUDA op on copies of the arrays; RuntimeError without a device or a CUDA build).
+bool on_cuda(const std::string& device) {
+  if (device == "cpu") return false;
+  if (device != "cuda") bad("device must be 'cpu' or 'cuda', got '" + device + "'");
+#ifdef LMRT_HAVE_CUDA
+  return true;
+#else
+  throw std::runtime_error("this build has no CUDA backend (nvcc was not found when it was built)");
+#endif
+}
+
 // codes [N, K/2] uint8 (W4Matrix nibble layout), scales/mins [N, K/group_size] float32.
 py::array_t<float> linear_w4(F32In x, py::array codes, F32In scales, F32In mins, int group_size,
                              std::optional<F32In> bias, int num_threads, const std::optional<std::string>& tile_unit,
-                             const std::string& activations, bool vnni) {
+                             const std::string& activations, bool vnni, const std::string& device) {
   check_threads(num_threads);
   const std::optional<cpu::TileUnit> unit = tile_unit_arg(tile_unit, true);
+  [[maybe_unused]] const bool gpu = on_cuda(device);
+  if (gpu && (unit || activations != "fp32")) bad("device='cuda' takes neither tile_unit nor activations='int8'");
   if (activations != "fp32" && activations != "int8")
     bad("activations must be 'fp32' or 'int8', got '" + activations + "'");
   if (activations == "int8" && unit) bad("activations='int8' runs on the vector units: pass no tile_unit");
@@ -222,6 +235,12 @@ py::array_t<float> linear_w4(F32In x, py::array codes, F32In scales, F32In mins,
     py::gil_scoped_release nogil;
     std::lock_guard<std::mutex> lk(g_pool_mu);
     cpu::ThreadPool& pool = pool_for(num_threads);
+#ifdef LMRT_HAVE_CUDA
+    if (gpu) {
+      lmrt::cuda::linear_w4_host(xp, M, K, w, N, bp, yp);
+      return y;
+    }
+#endif
     if (activations == "int8") {
       lmrt::Buffer scratch;
       cpu::linear_w4a8(pool, xp, M, K, K, w, N, bp, yp, N, scratch, vnni);
@@ -286,17 +305,6 @@ py::array_t<float> linear_i8(F32In x, py::array q, F32In scales, std::optional<F
     }
   }
   return y;
-}
-
-// device "cpu" or "cuda" (the CUDA op on copies of the arrays; RuntimeError without a device or a CUDA build).
-bool on_cuda(const std::string& device) {
-  if (device == "cpu") return false;
-  if (device != "cuda") bad("device must be 'cpu' or 'cuda', got '" + device + "'");
-#ifdef LMRT_HAVE_CUDA
-  return true;
-#else
-  throw std::runtime_error("this build has no CUDA backend (nvcc was not found when it was built)");
-#endif
 }
 
 py::tuple cuda_available() {
@@ -678,12 +686,13 @@ void bind_kernels(py::module_& m) {
   m.def("linear", &kern::linear, "x"_a, "w"_a, "bias"_a = py::none(), "wdtype"_a = "f32", "num_threads"_a = 1,
         "y = x @ w.T (+ bias). x [M, K] float32; w [N, K] float32, or uint16 bf16 bits with wdtype='bf16'.");
   m.def("linear_w4", &kern::linear_w4, "x"_a, "codes"_a, "scales"_a, "mins"_a, "group_size"_a, "bias"_a = py::none(),
-        "num_threads"_a = 1, "tile_unit"_a = py::none(), "activations"_a = "fp32", "vnni"_a = true,
+        "num_threads"_a = 1, "tile_unit"_a = py::none(), "activations"_a = "fp32", "vnni"_a = true, "device"_a = "cpu",
         "y = x @ w.T (+ bias) for 4-bit w[n, k] = code * scales[n, k // g] + mins[n, k // g]. codes [N, K/2] "
         "uint8: in each run of 32 inputs byte j holds input j (low nibble) and j + 16 (high nibble). "
         "tile_unit='amx' or 'avx512bf16' runs it on that bf16 tile unit (x and the dequantised w rounded to "
         "bf16), 'model' on the software model. activations='int8': x quantized per run of 32 inputs "
-        "(quantize_q8) and int8 dot products (linear_w4a8); vnni=False keeps AVX-512 off VNNI.");
+        "(quantize_q8) and int8 dot products (linear_w4a8); vnni=False keeps AVX-512 off VNNI. device='cuda': the "
+        "CUDA op on copies of the arrays.");
   m.def("quantize_q8", &kern::quantize_q8, "x"_a,
         "(q [M, K] int8, d [M, K/32] float32): x's runs of 32 inputs as linear_w4 with activations='int8' "
         "quantizes them, d = max|x| / 127, q = round_half_even(x / d).");

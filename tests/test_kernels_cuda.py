@@ -65,3 +65,39 @@ def test_silu_mul_cuda(M, I):
     assert np.isfinite(out).all(), "an element was not written (NaN poison)"
     assert (np.abs(out - ref) <= SILU_RTOL * np.abs(ref) + 1e-30 + 1e-7).all()
     assert np.allclose(out, K.silu_mul(gu), rtol=2 * SILU_RTOL, atol=1e-7)
+
+
+# The 4-bit GEMV: fp32 sums of K products in another order than the CPU's (each lane's runs, then a shuffle tree);
+# the same bound linear_w4's tests use against float64, relative to sum |x||w| + |bias|.
+def w4_tol(Kd):
+    return (Kd + 2) * 2.0**-24
+
+
+@needs_cuda
+@pytest.mark.parametrize(
+    "M,N,Kd,g", [(1, 4096, 4096, 32), (3, 577, 576, 32), (8, 1000, 2048, 64), (11, 130, 8192, 128)]
+)
+def test_linear_w4_cuda(M, N, Kd, g):
+    from test_kernels_quant import make_w4, pack_w4, w4_dequant64
+
+    x = rng.standard_normal((M, Kd)).astype(np.float32)
+    codes, scales, mins = make_w4(N, Kd, g)
+    packed = pack_w4(codes)
+    bias = rng.standard_normal(N).astype(np.float32)
+    w = w4_dequant64(codes, scales, mins, g)
+    y = K.linear_w4(x, packed, scales, mins, g, bias=bias, device="cuda")
+    ref = x.astype(np.float64) @ w.T + bias
+    scale = np.abs(x.astype(np.float64)) @ np.abs(w).T + np.abs(bias)
+    assert np.isfinite(y).all(), "an output was not written (NaN poison)"
+    assert (np.abs(y - ref) <= w4_tol(Kd) * scale).all()
+    cpu = K.linear_w4(x, packed, scales, mins, g, bias=bias)
+    assert (np.abs(y - cpu) <= 2 * w4_tol(Kd) * scale).all()
+    # a row's outputs do not depend on the rows launched with it
+    assert np.array_equal(K.linear_w4(x[-1:], packed, scales, mins, g, bias=bias, device="cuda"), y[-1:])
+
+
+def test_linear_w4_cuda_refuses_cpu_only_options():
+    x = np.ones((1, 64), np.float32)
+    args = (np.zeros((4, 32), np.uint8), np.ones((4, 2), np.float32), np.zeros((4, 2), np.float32), 32)
+    with pytest.raises((ValueError, RuntimeError), match="neither tile_unit|no CUDA"):
+        K.linear_w4(x, *args, activations="int8", device="cuda")

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/cuda/ops.h"
@@ -20,24 +21,32 @@ void need_device() {
   if (!available(&why)) throw std::runtime_error("no CUDA device: " + why);
 }
 
-// A device copy of n floats of host (or NaN-filled where host is null), freed on scope exit.
+// A device copy of n elements of host (floats left null: NaN-filled, the poison), freed on scope exit.
+template <typename T>
 struct DeviceArray {
-  float* p = nullptr;
+  T* p = nullptr;
   size_t n;
-  DeviceArray(const float* host, size_t n_) : n(n_) {
-    check(cudaMalloc(&p, n * sizeof(float)), "cudaMalloc");
+  DeviceArray(const T* host, size_t n_) : n(n_) {
+    check(cudaMalloc(&p, (n ? n : 1) * sizeof(T)), "cudaMalloc");
     if (host) {
-      check(cudaMemcpy(p, host, n * sizeof(float), cudaMemcpyHostToDevice), "cudaMemcpy to device");
+      check(cudaMemcpy(p, host, n * sizeof(T), cudaMemcpyHostToDevice), "cudaMemcpy to device");
     } else {
-      const std::vector<float> nan(n, std::nanf(""));
-      check(cudaMemcpy(p, nan.data(), n * sizeof(float), cudaMemcpyHostToDevice), "cudaMemcpy to device");
+      const std::vector<T> poison(n, std::is_floating_point<T>::value ? static_cast<T>(std::nanf("")) : T{});
+      check(cudaMemcpy(p, poison.data(), n * sizeof(T), cudaMemcpyHostToDevice), "cudaMemcpy to device");
     }
   }
   ~DeviceArray() { cudaFree(p); }
-  void to_host(float* host) const {
-    check(cudaMemcpy(host, p, n * sizeof(float), cudaMemcpyDeviceToHost), "cudaMemcpy to host");
+  DeviceArray(const DeviceArray&) = delete;
+  DeviceArray& operator=(const DeviceArray&) = delete;
+  void to_host(T* host) const {
+    check(cudaMemcpy(host, p, n * sizeof(T), cudaMemcpyDeviceToHost), "cudaMemcpy to host");
   }
 };
+
+void finish(const char* what) {
+  check(cudaGetLastError(), what);
+  check(cudaDeviceSynchronize(), what);
+}
 
 }  // namespace
 
@@ -65,20 +74,29 @@ std::string device_name() {
 
 void rmsnorm_host(const float* x, int64_t M, int64_t H, const float* w, float eps, float* y) {
   need_device();
-  DeviceArray dx(x, M * H), dw(w, H), dy(nullptr, M * H);
+  DeviceArray<float> dx(x, M * H), dw(w, H), dy(nullptr, M * H);
   rmsnorm(dx.p, M, H, H, dw.p, eps, dy.p, H, nullptr);
-  check(cudaGetLastError(), "rmsnorm launch");
-  check(cudaDeviceSynchronize(), "rmsnorm");
+  finish("rmsnorm");
   dy.to_host(y);
 }
 
 void silu_mul_host(const float* gu, int64_t M, int64_t I, float* out) {
   need_device();
-  DeviceArray dg(gu, M * 2 * I), dout(nullptr, M * I);
+  DeviceArray<float> dg(gu, M * 2 * I), dout(nullptr, M * I);
   silu_mul(dg.p, M, I, 2 * I, dout.p, I, nullptr);
-  check(cudaGetLastError(), "silu_mul launch");
-  check(cudaDeviceSynchronize(), "silu_mul");
+  finish("silu_mul");
   dout.to_host(out);
+}
+
+void linear_w4_host(const float* x, int64_t M, int64_t K, const W4Matrix& w, int64_t N, const float* bias, float* y) {
+  need_device();
+  const int64_t G = K / w.group_size;
+  DeviceArray<float> dx(x, M * K), ds(w.scales, N * G), dm(w.mins, N * G), dy(nullptr, M * N);
+  DeviceArray<uint8_t> dc(w.codes, N * K / 2);
+  DeviceArray<float> db(bias, bias ? N : 0);
+  linear_w4(dx.p, M, K, K, W4Matrix{dc.p, ds.p, dm.p, w.group_size}, N, bias ? db.p : nullptr, dy.p, N, nullptr);
+  finish("linear_w4");
+  dy.to_host(y);
 }
 
 }  // namespace lmrt::cuda

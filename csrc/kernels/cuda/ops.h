@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <string>
 
+#include "kernels/ops.h"
+
 namespace lmrt::cuda {
 
 // True when the CUDA runtime finds a device; otherwise false, and *why (if given) says what is missing (no driver,
@@ -24,9 +26,19 @@ void rmsnorm(const float* x, int64_t M, int64_t H, int64_t ldx, const float* w, 
 //   gu [M, 2I] row stride ldg, out [M, I] row stride ldo
 void silu_mul(const float* gu, int64_t M, int64_t I, int64_t ldg, float* out, int64_t ldo, void* stream);
 
+// y[m, n] = sum_k x[m, k] * w[n, k] (+ bias[n]) for 4-bit w (W4Matrix's layout and (scale, min) groups of 32, 64
+// or 128; cpu::linear_w4's contract), the decode path (few rows of x): one warp per output, each lane a run of 32
+// inputs at a time (one 128-bit load of codes, the weights formed in registers as fma(code, scale, min)), the lanes'
+// sums then a fixed shuffle tree, so an output does not depend on M.
+//   x [M, K] row stride ldx (device), y [M, N] row stride ldy
+void linear_w4(const float* x, int64_t M, int64_t K, int64_t ldx, const W4Matrix& w, int64_t N, const float* bias,
+               float* y, int64_t ldy, void* stream);
+
 // Test plumbing: the op on host arrays (copied to the device and back, outputs poisoned with NaN beforehand so an
 // element the op does not write shows). std::runtime_error naming the CUDA error, or "no CUDA device: why".
 void rmsnorm_host(const float* x, int64_t M, int64_t H, const float* w, float eps, float* y);
 void silu_mul_host(const float* gu, int64_t M, int64_t I, float* out);
+// w's arrays on the host too (codes [N, K / 2], scales and mins [N, K / group_size]).
+void linear_w4_host(const float* x, int64_t M, int64_t K, const W4Matrix& w, int64_t N, const float* bias, float* y);
 
 }  // namespace lmrt::cuda

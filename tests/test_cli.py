@@ -521,3 +521,13 @@ def test_serve_and_gradio_take_the_engine_flags_and_listen_locally_by_default():
     g = parser.parse_args(["gradio", "some/model", "--threads", "2"])
     assert (g.host, g.port, g.model, g.threads) == ("127.0.0.1", 7860, "some/model", 2)
     assert cli._engine_config(g).max_batch_size == lmrt.EngineConfig().max_batch_size
+
+
+def test_info_names_the_linear_precision():
+    """info's prefill line does not call decode exact when the 4-bit products take int8 activations."""
+    base = dict(INFO, prefill_precision="bf16", tile_unit="avx512bf16")
+    exact = cli.format_info(dict(base, linear_precision="fp32"))
+    fast = cli.format_info(dict(base, linear_precision="int8"))
+    assert "decode exact fp32" in exact and "4-bit products     fp32 (exact)" in exact
+    assert "decode int8 activations" in fast and "decode exact" not in fast
+    assert "int8 activations (one scale per 32 inputs)" in fast

@@ -508,9 +508,10 @@ def _format_weights(info: dict) -> str:
 _TILE_UNITS = {"amx": "AMX tiles", "avx512bf16": "AVX512-BF16", "model": "the tile model (slow)"}
 
 
-def _format_prefill(precision: str, unit: str | None) -> str:
+def _format_prefill(precision: str, unit: str | None, linear: str = "fp32") -> str:
     if precision == "bf16":
-        return f"bf16 on {_TILE_UNITS.get(unit, unit)} (prompt chunks of 32+ tokens; decode exact fp32)"
+        decode = "int8 activations" if linear == "int8" else "exact fp32"
+        return f"bf16 on {_TILE_UNITS.get(unit, unit)} (prompt chunks of 32+ tokens; decode {decode})"
     return "fp32 (exact; logits do not depend on batching)"
 
 
@@ -566,7 +567,12 @@ def format_info(info: dict) -> str:
         ("max batch size", str(info.get("max_batch_size", "-"))),
         ("sampling defaults", _format_sampling(info)),
         ("kernel path", info["kernel_isa"]),
-        ("prefill", _format_prefill(info.get("prefill_precision", "fp32"), info.get("tile_unit"))),
+        (
+            "prefill",
+            _format_prefill(
+                info.get("prefill_precision", "fp32"), info.get("tile_unit"), info.get("linear_precision", "fp32")
+            ),
+        ),
         ("4-bit products", _format_linear(info.get("linear_precision", "fp32"))),
         ("threads", info["num_threads"]),
     ]

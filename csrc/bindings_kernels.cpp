@@ -338,7 +338,8 @@ py::array_t<float> rmsnorm(F32In x, F32In w, float eps, const std::string& devic
   return y;
 }
 
-py::array_t<float> rope(F32In x, I32In pos, F32In inv_freq, int n_heads, int head_dim, float attn_scale) {
+py::array_t<float> rope(F32In x, I32In pos, F32In inv_freq, int n_heads, int head_dim, float attn_scale,
+                        const std::string& device) {
   if (x.ndim() != 2) bad("x must be 2-D [M, n_heads * head_dim], got shape " + shape_str(x));
   if (n_heads < 1 || head_dim < 2 || head_dim % 2) bad("need n_heads >= 1 and an even head_dim >= 2");
   const int64_t M = x.shape(0);
@@ -352,8 +353,15 @@ py::array_t<float> rope(F32In x, I32In pos, F32In inv_freq, int n_heads, int hea
   float* yp = y.mutable_data();
   const int32_t* pp = pos.data();
   const float* fp = inv_freq.data();
+  [[maybe_unused]] const bool gpu = on_cuda(device);
   {
     py::gil_scoped_release nogil;
+#ifdef LMRT_HAVE_CUDA
+    if (gpu) {
+      lmrt::cuda::rope_host(yp, M, n_heads, head_dim, pp, fp, attn_scale);
+      return y;
+    }
+#endif
     cpu::rope(yp, M, n_heads * head_dim, n_heads, head_dim, pp, fp, attn_scale);
   }
   return y;
@@ -595,7 +603,7 @@ py::list paged_attention(std::vector<F32In> qs, py::array k_cache, py::array v_c
   return outs;
 }
 
-py::array_t<float> embedding(py::array table, I32In ids, const std::string& dtype) {
+py::array_t<float> embedding(py::array table, I32In ids, const std::string& dtype, const std::string& device) {
   const cpu::DType dt = parse_dtype(dtype);
   check_storage(table, dt, "table", false);
   if (table.ndim() != 2) bad("table must be 2-D [V, H], got shape " + shape_str(table));
@@ -609,8 +617,15 @@ py::array_t<float> embedding(py::array table, I32In ids, const std::string& dtyp
   py::array_t<float> out({M, H});
   const void* tp = table.data();
   float* op = out.mutable_data();
+  [[maybe_unused]] const bool gpu = on_cuda(device);
   {
     py::gil_scoped_release nogil;
+#ifdef LMRT_HAVE_CUDA
+    if (gpu) {
+      lmrt::cuda::embedding_host(tp, dt, V, H, ip, M, op);
+      return out;
+    }
+#endif
     cpu::embedding(tp, dt, H, ip, M, op, H);
   }
   return out;
@@ -704,7 +719,7 @@ void bind_kernels(py::module_& m) {
         "each raw dot times its row scale), 'model' on the software model; no bias there.");
   m.def("rmsnorm", &kern::rmsnorm, "x"_a, "w"_a, "eps"_a, "device"_a = "cpu");
   m.def("rope", &kern::rope, "x"_a, "pos"_a, "inv_freq"_a, "n_heads"_a, "head_dim"_a, "attn_scale"_a = 1.0f,
-        "HF rotate_half rotary embedding; returns a new array.");
+        "device"_a = "cpu", "HF rotate_half rotary embedding; returns a new array.");
   m.def("silu_mul", &kern::silu_mul, "gu"_a, "device"_a = "cpu", "silu(gu[:, :I]) * gu[:, I:].");
   m.def("cuda_available", &kern::cuda_available,
         "(True, the device's name) where this build has the CUDA backend and the runtime finds a device; else "
@@ -727,7 +742,7 @@ void bind_kernels(py::module_& m) {
         "Causal paged attention; q is one [M_i, n_heads * head_dim] array per sequence, and so is the result. "
         "tile_unit='amx' or 'avx512bf16' runs the sequences of at least min_rows rows on that bf16 tile unit "
         "(prefill precision 'bf16'), 'model' on the software model. The cache arguments as kv_store's.");
-  m.def("embedding", &kern::embedding, "table"_a, "ids"_a, "dtype"_a = "f32");
+  m.def("embedding", &kern::embedding, "table"_a, "ids"_a, "dtype"_a = "f32", "device"_a = "cpu");
   m.def("f32_to_bf16", &kern::to_bf16, "a"_a, "float32 -> bf16 bits (uint16), round to nearest even.");
   m.def("bf16_to_f32", &kern::from_bf16, "a"_a);
 }

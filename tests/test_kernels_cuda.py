@@ -17,6 +17,9 @@ needs_cuda = pytest.mark.skipif(not CUDA_OK, reason=f"no CUDA device: {CUDA_WHY}
 # scale; silu uses expf on both sides (a few ulp).
 RMSNORM_RTOL = 1e-5
 SILU_RTOL = 1e-5
+# rope: cos/sin of the same fp32 angle within 2 ulp on the GPU, two products and a difference (maybe fused):
+# about 4 ulp of |x1| + |x2|.
+ROPE_RTOL = 6e-7
 
 rng = np.random.default_rng(2024)
 
@@ -101,3 +104,35 @@ def test_linear_w4_cuda_refuses_cpu_only_options():
     args = (np.zeros((4, 32), np.uint8), np.ones((4, 2), np.float32), np.zeros((4, 2), np.float32), 32)
     with pytest.raises((ValueError, RuntimeError), match="neither tile_unit|no CUDA"):
         K.linear_w4(x, *args, activations="int8", device="cuda")
+
+
+@needs_cuda
+@pytest.mark.parametrize("M,n_heads,head_dim", [(5, 12, 64), (64, 40, 128), (1, 1, 2)])
+def test_rope_cuda(M, n_heads, head_dim):
+    x = rng.standard_normal((M, n_heads * head_dim)).astype(np.float32)
+    pos = rng.integers(0, 8192, M).astype(np.int32)
+    inv_freq = (1.0 / 500000.0 ** (np.arange(0, head_dim, 2) / head_dim)).astype(np.float32)
+    y = K.rope(x, pos, inv_freq, n_heads, head_dim, 1.0, device="cuda")
+    # float64 reference of the same fp32 angles; cos/sin of both sides within a few ulp
+    half = head_dim // 2
+    a = (pos.astype(np.float32)[:, None] * inv_freq[None, :]).astype(np.float64)
+    c, s = np.cos(a)[:, None, :], np.sin(a)[:, None, :]
+    xh = x.reshape(M, n_heads, head_dim).astype(np.float64)
+    x1, x2 = xh[..., :half], xh[..., half:]
+    ref = np.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], -1).reshape(M, -1)
+    mag = (np.abs(np.concatenate([x1, x2], -1)) + np.abs(np.concatenate([x2, x1], -1))).reshape(M, -1)
+    assert np.isfinite(y).all()
+    assert (np.abs(y - ref) <= ROPE_RTOL * mag + 1e-30).all()
+    assert np.allclose(y, K.rope(x, pos, inv_freq, n_heads, head_dim, 1.0), rtol=0, atol=1e-6 * np.abs(x).max())
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", ["f32", "bf16"])
+def test_embedding_cuda(dtype):
+    V, H = 1000, 576
+    table = rng.standard_normal((V, H)).astype(np.float32)
+    if dtype == "bf16":
+        table = K.f32_to_bf16(table)
+    ids = rng.integers(0, V, 37).astype(np.int32)
+    out = K.embedding(table, ids, dtype, device="cuda")
+    assert np.array_equal(out.view(np.uint32), K.embedding(table, ids, dtype).view(np.uint32))  # exact copies

@@ -88,6 +88,28 @@ void silu_mul_host(const float* gu, int64_t M, int64_t I, float* out) {
   dout.to_host(out);
 }
 
+void rope_host(float* x, int64_t M, int n_heads, int head_dim, const int32_t* pos, const float* inv_freq,
+               float attn_scale) {
+  need_device();
+  const int64_t ld = static_cast<int64_t>(n_heads) * head_dim;
+  DeviceArray<float> dx(x, M * ld), df(inv_freq, head_dim / 2);
+  DeviceArray<int32_t> dp(pos, M);
+  rope(dx.p, M, ld, n_heads, head_dim, dp.p, df.p, attn_scale, nullptr);
+  finish("rope");
+  dx.to_host(x);
+}
+
+void embedding_host(const void* table, DType dt, int64_t V, int64_t H, const int32_t* ids, int64_t M, float* out) {
+  need_device();
+  const size_t bytes = static_cast<size_t>(V * H) * (dt == DType::BF16 ? 2 : 4);
+  DeviceArray<uint8_t> dt_(static_cast<const uint8_t*>(table), bytes);
+  DeviceArray<int32_t> di(ids, M);
+  DeviceArray<float> dout(nullptr, M * H);
+  embedding(dt_.p, dt, H, di.p, M, dout.p, H, nullptr);
+  finish("embedding");
+  dout.to_host(out);
+}
+
 void linear_w4_host(const float* x, int64_t M, int64_t K, const W4Matrix& w, int64_t N, const float* bias, float* y) {
   need_device();
   const int64_t G = K / w.group_size;

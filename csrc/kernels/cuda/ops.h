@@ -26,6 +26,14 @@ void rmsnorm(const float* x, int64_t M, int64_t H, int64_t ldx, const float* w, 
 //   gu [M, 2I] row stride ldg, out [M, I] row stride ldo
 void silu_mul(const float* gu, int64_t M, int64_t I, int64_t ldg, float* out, int64_t ldo, void* stream);
 
+// Rotary embedding in place, HF's rotate_half layout (cpu::rope's contract): angle = float(pos) * inv_freq[i] in
+// fp32, cos and sin times attn_scale.   x [M, n_heads * head_dim] row stride ldx; pos [M]; inv_freq [head_dim / 2]
+void rope(float* x, int64_t M, int64_t ldx, int n_heads, int head_dim, const int32_t* pos, const float* inv_freq,
+          float attn_scale, void* stream);
+// out[m, :] = table[ids[m], :] as fp32 (cpu::embedding's contract).   table [V, H] of dt; out [M, H] row stride ldo
+void embedding(const void* table, DType dt, int64_t H, const int32_t* ids, int64_t M, float* out, int64_t ldo,
+               void* stream);
+
 // y[m, n] = sum_k x[m, k] * w[n, k] (+ bias[n]) for 4-bit w (W4Matrix's layout and (scale, min) groups of 32, 64
 // or 128; cpu::linear_w4's contract), the decode path (few rows of x): one warp per output, each lane a run of 32
 // inputs at a time (one 128-bit load of codes, the weights formed in registers as fma(code, scale, min)), the lanes'
@@ -38,6 +46,11 @@ void linear_w4(const float* x, int64_t M, int64_t K, int64_t ldx, const W4Matrix
 // element the op does not write shows). std::runtime_error naming the CUDA error, or "no CUDA device: why".
 void rmsnorm_host(const float* x, int64_t M, int64_t H, const float* w, float eps, float* y);
 void silu_mul_host(const float* gu, int64_t M, int64_t I, float* out);
+// x rotated in place on the host array.
+void rope_host(float* x, int64_t M, int n_heads, int head_dim, const int32_t* pos, const float* inv_freq,
+               float attn_scale);
+// table [V, H] of dt on the host (V rows).
+void embedding_host(const void* table, DType dt, int64_t V, int64_t H, const int32_t* ids, int64_t M, float* out);
 // w's arrays on the host too (codes [N, K / 2], scales and mins [N, K / group_size]).
 void linear_w4_host(const float* x, int64_t M, int64_t K, const W4Matrix& w, int64_t N, const float* bias, float* y);
 

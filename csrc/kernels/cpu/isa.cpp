@@ -113,6 +113,17 @@ const char* isa_name(Isa isa) {
   return "unknown";
 }
 
+bool avx512_feature(unsigned subleaf, int reg, int bit) {
+#ifdef LMRT_X86
+  if (!isa_supported(Isa::Avx512)) return false;  // AVX-512 F/BW/VL/DQ, zmm state saved by the OS
+  unsigned r[4];
+  __cpuid_count(7, subleaf, r[0], r[1], r[2], r[3]);
+  return (r[reg] >> bit) & 1u;
+#else
+  return false;
+#endif
+}
+
 Isa parse_isa(const char* name) {
   if (name) {
     if (!std::strcmp(name, "scalar")) return Isa::Scalar;

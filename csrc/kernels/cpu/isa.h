@@ -18,5 +18,8 @@ void set_isa(Isa isa);
 const char* isa_name(Isa isa);
 // Parses "scalar" | "avx2" | "avx512"; throws std::invalid_argument otherwise.
 Isa parse_isa(const char* name);
+// True when the AVX-512 path is supported (isa_supported) and CPUID.(EAX=7, ECX=subleaf) sets bit `bit` of
+// register `reg` (0 = EAX, 1 = EBX, 2 = ECX, 3 = EDX): the AVX-512 extensions (VNNI, BF16) that come on top of it.
+bool avx512_feature(unsigned subleaf, int reg, int bit);
 
 }  // namespace lmrt::cpu

@@ -81,12 +81,7 @@ bool amx_available() {
 
 bool avx512bf16_available() {
 #if defined(LMRT_X86) && defined(LMRT_HAVE_AVX512BF16)
-  static const bool ok = [] {
-    if (!isa_supported(Isa::Avx512)) return false;  // AVX-512 F/BW/VL/DQ, zmm state saved by the OS
-    unsigned a, b, c, d;
-    __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(1));
-    return (a & (1u << 5)) != 0;  // CPUID.(EAX=7, ECX=1):EAX[5] AVX512_BF16
-  }();
+  static const bool ok = avx512_feature(1, 0, 5);  // CPUID.(EAX=7, ECX=1):EAX[5] AVX512_BF16
   return ok;
 #else
   return false;

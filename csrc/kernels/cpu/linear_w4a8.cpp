@@ -79,12 +79,7 @@ void w4a8_tile(const Q8Rows& x, int64_t K, const uint8_t* codes, const float* sc
 
 bool vnni_available() {
 #if defined(LMRT_X86) && defined(LMRT_HAVE_AVX512VNNI)
-  static const bool ok = [] {
-    if (!isa_supported(Isa::Avx512)) return false;  // AVX-512 F/BW/VL/DQ, zmm state saved by the OS
-    unsigned a, b, c, d;
-    __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(0));
-    return (c & (1u << 11)) != 0;  // CPUID.(EAX=7, ECX=0):ECX[11] AVX512_VNNI
-  }();
+  static const bool ok = avx512_feature(0, 2, 11);  // CPUID.(EAX=7, ECX=0):ECX[11] AVX512_VNNI
   return ok;
 #else
   return false;

@@ -367,6 +367,20 @@ py::array_t<float> rope(F32In x, I32In pos, F32In inv_freq, int n_heads, int hea
   return y;
 }
 
+py::array_t<float> hadamard_heads(F32In x, int n_heads, int head_dim) {
+  if (x.ndim() != 2) bad("x must be 2-D [M, n_heads * head_dim], got shape " + shape_str(x));
+  if (n_heads < 1 || head_dim < 1) bad("need n_heads >= 1 and head_dim >= 1");
+  const int64_t M = x.shape(0);
+  if (x.shape(1) != static_cast<int64_t>(n_heads) * head_dim)
+    bad("x must be [M, n_heads * head_dim] = [M, " + std::to_string(n_heads * head_dim) + "], got " + shape_str(x));
+  py::array_t<float> y({M, x.shape(1)});
+  std::copy(x.data(), x.data() + x.size(), y.mutable_data());
+  float* yp = y.mutable_data();
+  py::gil_scoped_release nogil;
+  cpu::hadamard_heads(yp, M, x.shape(1), n_heads, head_dim);
+  return y;
+}
+
 py::array_t<float> silu_mul(F32In gu, const std::string& device) {
   if (gu.ndim() != 2 || gu.shape(1) % 2) bad("gu must be 2-D [M, 2I], got shape " + shape_str(gu));
   const int64_t M = gu.shape(0), I = gu.shape(1) / 2;
@@ -720,6 +734,10 @@ void bind_kernels(py::module_& m) {
   m.def("rmsnorm", &kern::rmsnorm, "x"_a, "w"_a, "eps"_a, "device"_a = "cpu");
   m.def("rope", &kern::rope, "x"_a, "pos"_a, "inv_freq"_a, "n_heads"_a, "head_dim"_a, "attn_scale"_a = 1.0f,
         "device"_a = "cpu", "HF rotate_half rotary embedding; returns a new array.");
+  m.def("hadamard_heads", &kern::hadamard_heads, "x"_a, "n_heads"_a, "head_dim"_a,
+        "Each head of x [M, n_heads * head_dim] rotated by the orthonormal Walsh-Hadamard matrix (Sylvester order), "
+        "in blocks of hadamard_block(head_dim), the largest power of two dividing it; returns a new array.");
+  m.def("hadamard_block", &cpu::hadamard_block, "head_dim"_a);
   m.def("silu_mul", &kern::silu_mul, "gu"_a, "device"_a = "cpu", "silu(gu[:, :I]) * gu[:, I:].");
   m.def("cuda_available", &kern::cuda_available,
         "(True, the device's name) where this build has the CUDA backend and the runtime finds a device; else "

@@ -314,6 +314,44 @@ def test_rope_matches_hf(isa, head_dim, n_heads, scale):
     assert not np.shares_memory(y, x)
 
 
+# ---------------------------------------------------------------- hadamard_heads (int8 K's rotation)
+
+
+def sylvester64(n):
+    h = np.ones((1, 1))
+    while h.shape[0] < n:
+        h = np.block([[h, h], [h, -h]])
+    return h / np.sqrt(n)
+
+
+# A B-point transform: log2(B) add/sub levels (each adds ~u relative to the block's l1 norm) and one scaling.
+@pytest.mark.parametrize("head_dim,block", [(64, 64), (128, 128), (96, 32), (80, 16), (6, 2)])
+def test_hadamard_heads_matches_float64(head_dim, block):
+    assert K.hadamard_block(head_dim) == block
+    n_heads = 3
+    x = randn(7, n_heads * head_dim)
+    y = K.hadamard_heads(x, n_heads, head_dim)
+    H = sylvester64(block)
+    ref = (x.astype(np.float64).reshape(7, -1, block) @ H.T).reshape(x.shape)
+    l1 = np.abs(x.astype(np.float64)).reshape(7, -1, block).sum(-1, keepdims=True) / np.sqrt(block)
+    tol = (np.log2(block) + 2) * EPS32 * np.broadcast_to(l1, (7, x.shape[1] // block, block)).reshape(x.shape)
+    assert np.all(np.abs(y - ref) <= tol)
+    assert not np.shares_memory(y, x)
+    # What the model relies on: every per-head dot product is unchanged (orthonormal), and the rotation is its own
+    # inverse (H is symmetric).
+    q = randn(7, n_heads * head_dim)
+    qr = K.hadamard_heads(q, n_heads, head_dim)
+    dots = (q.astype(np.float64) * x).reshape(7, n_heads, head_dim).sum(-1)
+    dots_r = (qr.astype(np.float64) * y).reshape(7, n_heads, head_dim).sum(-1)
+    np.testing.assert_allclose(dots_r, dots, rtol=0, atol=1e-5 * np.abs(dots).max())
+    np.testing.assert_allclose(K.hadamard_heads(y, n_heads, head_dim), x, rtol=0, atol=1e-6 * np.abs(x).max())
+
+
+def test_hadamard_heads_refuses_a_wrong_shape():
+    with pytest.raises(ValueError, match=r"\[M, n_heads \* head_dim\] = \[M, 128\]"):
+        K.hadamard_heads(randn(2, 96), 2, 64)
+
+
 # ---------------------------------------------------------------- kv_store + paged_attention
 
 

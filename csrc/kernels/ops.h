@@ -26,6 +26,8 @@ enum class DType : int { F32 = 0, BF16 = 1 };
 // written. Attention reads a block's int4 codes when every row of the block is visible to the query
 // (pos >= the block's last position) and the staged I8 rows otherwise, so a token's attention is the
 // same whether it ran in a prompt chunk or in decode.
+// What a row holds is the model's choice: where K is I8, the model stores each K head rotated by an orthonormal
+// Hadamard matrix and rotates q alike (LlamaModel, cpu::hadamard_heads), which the kernels need not know.
 enum class KVDType : int { F32 = 0, BF16 = 1, I8 = 2, I4 = 3, I4Channel = 4 };
 // Bytes of one row of head_dim elements (I4 / I4Channel need head_dim a multiple of 32).
 int64_t kv_row_bytes(KVDType dt, int head_dim);

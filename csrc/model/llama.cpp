@@ -41,6 +41,7 @@ LlamaModel::LlamaModel(ModelSpec spec, Weights weights, Backend& backend, const 
     tile_unit_ = o.tile_unit;
   }
   int8_activations_ = o.linear_precision == LinearPrecision::Int8;
+  rotate_qk_ = kv.k_dtype == KVDType::I8;
 }
 
 void LlamaModel::reserve(int64_t T, int64_t R) {
@@ -106,6 +107,7 @@ void LlamaModel::attention(const Batch& batch, const KVLayer& cache, cpu::Thread
     float* r = qkv + b * QKV;  // q heads then k heads are contiguous: one rope call rotates both
     cpu::rope(r, e - b, QKV, spec_.num_heads + spec_.num_kv_heads, spec_.head_dim, batch.positions.data() + b,
               spec_.inv_freq.data(), spec_.attention_scaling);
+    if (rotate_qk_) cpu::hadamard_heads(r, e - b, QKV, spec_.num_heads + spec_.num_kv_heads, spec_.head_dim);
     cpu::kv_store(cache, r + Q, QKV, r + Q + KVD, QKV, e - b, batch.slots.data() + b);
   });
   const int64_t num_sealed = static_cast<int64_t>(batch.sealed_blocks.size());

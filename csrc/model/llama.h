@@ -35,6 +35,9 @@ struct KVCacheShape {
 //    logits (get_logits, perplexity); generation's few logit rows stay exact;
 //  - linear_precision Int8: every 4-bit product not on the tiles (decode, and prompts where bf16 prefill is off)
 //    quantizes its input per run of 32 inputs to int8 and runs int8 dot products (cpu::linear_w4a8).
+// Where K is cached as int8 (per token and head: KVDType::I8), q and k are rotated by cpu::hadamard_heads after RoPE
+// and before K is stored: q.k is unchanged, and a per-token scale over the rotated K loses less than over the raw
+// one, whose few outlier channels set it (the mean KL against fp32 KV drops about 2.3x, benchmarks/RESULTS.md).
 class LlamaModel {
  public:
   LlamaModel(ModelSpec spec, Weights weights, Backend& backend, const KVCacheShape& kv);
@@ -71,6 +74,7 @@ class LlamaModel {
   Buffer sel_;                      // [R, H] final hidden rows that need logits
   Buffer logits_;                   // [R, V]
   std::vector<AttnSeq> attn_seqs_;  // [num_seqs]
+  bool rotate_qk_ = false;          // K is cached as I8: q and k rotated (cpu::hadamard_heads) before attention
   // The tile path (prefill_precision BF16):
   bool bf16_prefill_ = false;
   TileUnit tile_unit_ = TileUnit::Model;

@@ -527,10 +527,10 @@ def _format_sampling(info: dict) -> str:
 
 
 _KV_NOTES = {
-    "int8": "8-bit codes, an fp16 scale and zero point per token and head",
+    "int8": "8-bit codes, an fp16 scale and zero point per token and head; K Hadamard-rotated",
     "int4": "4-bit codes; K scaled per channel over each block, V per token and head",
     "int4-per-token": "4-bit codes, an fp16 scale and zero point per token and head",
-    "k8v4": "8-bit K and 4-bit V codes, an fp16 scale and zero point per token and head",
+    "k8v4": "8-bit K (Hadamard-rotated) and 4-bit V codes, an fp16 scale and zero point per token and head",
 }
 
 

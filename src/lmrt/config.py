@@ -40,18 +40,19 @@ class EngineConfig:
 
     dtype: weights as "float32" (matches HF transformers fp32) or "bfloat16" (half the memory);
         "auto" is float32 on the CPU.
-    kv_cache_dtype: "auto" (default) is "int8", which measured +0.03% perplexity on the default model and
+    kv_cache_dtype: "auto" (default) is "int8", which measured +0.08% perplexity on the default model and
         decodes at batch 1 as fast as fp32 or bf16 KV or faster (benchmarks/RESULTS.md); "float32" (exact:
         what HF transformers fp32 computes) or "bfloat16"; or quantized as K and V are written, dequantised
         inside attention (README, "The KV cache"):
         "int8": K and V at 8 bits, one fp16 scale and zero point per token and KV head (TurboMind's
-            quant_policy=8; half of bf16's bytes);
+            quant_policy=8; half of bf16's bytes), K after an orthonormal Hadamard rotation of each head
+            (q rotated alike, so q.k is unchanged; the rotation spreads outlier key channels);
         "int4": KIVI's split: K at 4 bits with one scale and zero point per channel over each block
             (a block's keys are held at 8 bits until it is full), V at 4 bits per token and KV head
             (about 3.6x bf16's tokens);
         "int4-per-token": K and V at 4 bits per token and KV head (TurboMind's quant_policy=4; costs far
             more quality on small models);
-        "k8v4": K at 8 bits and V at 4, per token (2.6x bf16's tokens).
+        "k8v4": K at 8 bits (rotated as int8's) and V at 4, per token (2.6x bf16's tokens).
         `quant_policy` is accepted as an alias: 0 = auto, 8 = int8, 4 = int4.
     max_batch_size: requests decoding together at most.
     cache_memory_gib: memory for the paged KV cache; None = what max_batch_size full sessions need,

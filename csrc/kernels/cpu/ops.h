@@ -49,6 +49,14 @@ void rmsnorm(const float* x, int64_t M, int64_t H, int64_t ldx, const float* w, 
 void rope(float* x, int64_t M, int64_t ldx, int n_heads, int head_dim, const int32_t* pos, const float* inv_freq,
           float attn_scale);
 
+// The orthonormal Walsh-Hadamard rotation of each head, in place, in blocks of B = hadamard_block(head_dim) (the
+// largest power of two dividing head_dim; the whole head for 64 or 128): x_b <- H_B x_b / sqrt(B), H in Sylvester
+// order. Applied to q and k alike it leaves every q.k unchanged, and it spreads a few outlier channels of K over the
+// block, so a per-token int8 scale loses less (the model applies it where K is stored as int8; see LlamaModel).
+//   x [M, n_heads * head_dim] stride ldx
+int hadamard_block(int head_dim);
+void hadamard_heads(float* x, int64_t M, int64_t ldx, int n_heads, int head_dim);
+
 // out[m, i] = silu(gu[m, i]) * gu[m, I + i]   (gate in the first I columns, up in the next I)
 //   gu [M, 2I] stride ldg, out [M, I] stride ldo
 void silu_mul(const float* gu, int64_t M, int64_t I, int64_t ldg, float* out, int64_t ldo);

@@ -528,6 +528,7 @@ def test_info_names_the_linear_precision():
     base = dict(INFO, prefill_precision="bf16", tile_unit="avx512bf16")
     exact = cli.format_info(dict(base, linear_precision="fp32"))
     fast = cli.format_info(dict(base, linear_precision="int8"))
-    assert "decode exact fp32" in exact and "4-bit products     fp32 (exact)" in exact
-    assert "decode int8 activations" in fast and "decode exact" not in fast
+    assert "smaller decode exact fp32" in exact and "4-bit products     fp32 (exact)" in exact
+    assert "decode of 16+ requests" in exact
+    assert "smaller decode int8 activations" in fast and "decode exact" not in fast
     assert "int8 activations (one scale per 32 inputs)" in fast

@@ -42,10 +42,12 @@ def unit(request):
     return request.param
 
 
-SHAPES = [  # (M, K, N): one tile, padding on every side, many blocks, the model's prefill shapes
-    (1, 32, 16),
+SHAPES = [  # (M, K, N): one tile, padding on every side, many blocks, the model's prefill shapes; decode batches
+    (1, 32, 16),  # of 16 and 20 rows (a unit may compute only the rows needed: AVX512-BF16 rounds them up to 8)
     (5, 40, 20),
     (3, 17, 3),
+    (16, 576, 960),
+    (20, 96, 70),
     (33, 96, 70),
     (64, 576, 960),
     (40, 1536, 576),
@@ -68,6 +70,19 @@ def test_matches_float64_on_bf16_inputs(unit, M, K_, N, with_bias):
     assert (err <= bound).all(), f"max error {err.max():.3g}, worst ratio to the bound {(err / bound).max():.3g}"
 
 
+@pytest.mark.parametrize("mode", ["store", "silu_mul"])
+def test_a_row_does_not_depend_on_how_many_rows_run(unit, mode):
+    # Each output row is its own dot products on every unit, whether its block computes all 32 rows (AMX, the
+    # model, a full block) or only the rows needed (AVX512-BF16 on a partial block): the same bits. (Not "add":
+    # a full block accumulates onto y inside the tiles, a partial one adds y after, two roundings.)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((64, 96)).astype(np.float32)
+    w = (rng.standard_normal((128, 96)) / np.sqrt(96)).astype(np.float32)
+    full = K.linear_bf16_tiles(x, w, tile_unit=unit, mode=mode)
+    for M in (1, 8, 13, 16, 20, 32, 47):
+        assert_bits_equal(K.linear_bf16_tiles(x[:M], w, tile_unit=unit, mode=mode), full[:M], f"{M} rows")
+
+
 @pytest.mark.parametrize("M,K_,N", [(5, 40, 20), (64, 576, 960), (40, 96, 70)])
 def test_add_mode_accumulates_into_y(unit, M, K_, N):
     rng = np.random.default_rng(M + K_ + N)
@@ -84,7 +99,7 @@ def test_add_mode_accumulates_into_y(unit, M, K_, N):
 
 
 # silu(g) * u of fp32 values within their sum bound, then rounded once to bf16 (2^-9 relative).
-@pytest.mark.parametrize("M,K_,N", [(5, 40, 64), (64, 576, 256), (33, 96, 128)])
+@pytest.mark.parametrize("M,K_,N", [(5, 40, 64), (64, 576, 256), (33, 96, 128), (20, 96, 128)])
 def test_silu_mul_mode_pairs_gates_with_their_ups(unit, isa, M, K_, N):
     rng = np.random.default_rng(M * 7 + N)
     x = rng.standard_normal((M, K_)).astype(np.float32)

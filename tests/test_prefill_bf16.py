@@ -1,5 +1,5 @@
-"""prefill_precision="bf16": batches of 32+ rows through a bf16 tile unit (products and the prompt's attention
-in bf16, every sum in fp32; LlamaModel::layer_tiles).
+"""prefill_precision="bf16": steps of 16+ rows through a bf16 tile unit (products, and the attention of prompt
+chunks of 32+ tokens, in bf16, every sum in fp32; LlamaModel::layer_tiles).
 
 Checked against HF transformers fp32 with the bf16-vs-fp32 bound the engine tests use, on dense and 4-bit
 checkpoints, through each tile unit in turn (LMRT_TILE_UNIT): the software model (any CPU), AMX tiles where

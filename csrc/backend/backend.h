@@ -13,7 +13,8 @@
 namespace lmrt {
 
 enum class Device { Cpu, Cuda };
-// How prompt chunks run: exact fp32 everywhere, or bf16 on a tile unit for batches of 32+ rows (CPU).
+// How steps of many rows run: exact fp32 everywhere, or bf16 on a tile unit for steps of 16+ rows (CPU: prompt
+// chunks, and decode steps of 16+ requests).
 enum class PrefillPrecision { FP32, BF16 };
 // The 4-bit products off the tiles: exact fp32, or int8 activations (cpu::linear_w4a8).
 enum class LinearPrecision { FP32, Int8 };

@@ -36,8 +36,8 @@ struct EngineOptions {
   int session_len = 0;             // prompt + generated tokens per request at most
   bool enable_prefix_caching = false;
   Device device = Device::Cpu;  // make_backend refuses one this build or machine lacks
-  // The CPU backend's precisions (backend.h, LlamaModel): bf16 tiles for prompt chunks of 32+ rows (decode stays
-  // exact), and int8 activations into the 4-bit products off the tiles.
+  // The CPU backend's precisions (backend.h, LlamaModel): bf16 tiles for steps of 16+ rows (prompt chunks, decode
+  // of 16+ requests; smaller decode steps stay exact), and int8 activations into the 4-bit products off the tiles.
   PrefillPrecision prefill_precision = PrefillPrecision::FP32;
   TileUnit tile_unit = TileUnit::Model;  // runs bf16 prefill (checked available)
   LinearPrecision linear_precision = LinearPrecision::FP32;

@@ -117,7 +117,7 @@ void LlamaModel::attention(const Batch& batch, const KVLayer& cache, cpu::Thread
   const float scale = 1.0f / std::sqrt(static_cast<float>(spec_.head_dim));
   const int64_t num_seqs = static_cast<int64_t>(attn_seqs_.size());
   if (tiles)
-    cpu::paged_attention_tiles(pool, cache, attn_seqs_.data(), num_seqs, spec_.num_heads, scale, kTilesMinRows,
+    cpu::paged_attention_tiles(pool, cache, attn_seqs_.data(), num_seqs, spec_.num_heads, scale, kTilesAttnMinRows,
                                tile_unit_, attn_tiles_);
   else
     cpu::paged_attention(pool, cache, attn_seqs_.data(), num_seqs, spec_.num_heads, scale);

@@ -30,9 +30,9 @@ struct KVCacheShape {
 
 // Runs on the backend it is given (the CPU backend in this build: std::invalid_argument for another), which it
 // uses for every op; owns its weights and its KV cache. The backend's options choose its precisions:
-//  - prefill_precision BF16: batches of >= kTilesMinRows rows run layer_tiles (products and the prompt's attention
-//    on the tile unit: AMX, AVX512-BF16, or the software model), and so does the output matrix when 32+ rows need
-//    logits (get_logits, perplexity); generation's few logit rows stay exact;
+//  - prefill_precision BF16: batches of >= kTilesMinRows (16) rows run layer_tiles (products, and the attention of
+//    sequences with 32+ query rows, on the tile unit: AMX, AVX512-BF16, or the software model), and so does the
+//    output matrix when 16+ rows need logits (get_logits, perplexity, decode steps of 16+ requests);
 //  - linear_precision Int8: every 4-bit product not on the tiles (decode, and prompts where bf16 prefill is off)
 //    quantizes its input per run of 32 inputs to int8 and runs int8 dot products (cpu::linear_w4a8).
 // Where K is cached as int8 (per token and head: KVDType::I8), q and k are rotated by cpu::hadamard_heads after RoPE

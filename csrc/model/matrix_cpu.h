@@ -10,9 +10,16 @@
 
 namespace lmrt {
 
-// With the bf16 tile path on (opt-in), batches of at least this many rows run on it
-// (LlamaModel::layer_tiles); decode and short chunks stay on the exact fp32 path.
-constexpr int64_t kTilesMinRows = 32;
+// With the bf16 tile path on, batches of at least this many rows run their products on it (LlamaModel::layer_tiles),
+// and so does the output matrix when that many rows need logits: prompt chunks, and decode steps of 16+ requests.
+// Measured on AVX512-BF16 (Zen 4, 2 threads, the default model's products; benchmarks/bench_decode_products.py):
+// a step's products at 16 rows take 13.3 ms on the tiles against 19.3 exact fp32 and 15.4 with int8 activations;
+// at 8 rows 10.3 against 7.4 (the output matrix's strips cost the same packed for 8 rows as for 32), so smaller
+// batches stay on the exact path.
+constexpr int64_t kTilesMinRows = 16;
+// A sequence's attention runs on the tiles (paged_attention_tiles) from this many query rows: the tile attention
+// works on 32 query rows at a time.
+constexpr int64_t kTilesAttnMinRows = 32;
 
 // w as the tile products read it (dense or 4-bit; an int8 matrix, the output matrix only, is refused).
 // pair_halves: a gate/up matrix whose product ends in silu_mul (cpu::TileWeights).

@@ -511,7 +511,10 @@ _TILE_UNITS = {"amx": "AMX tiles", "avx512bf16": "AVX512-BF16", "model": "the ti
 def _format_prefill(precision: str, unit: str | None, linear: str = "fp32") -> str:
     if precision == "bf16":
         decode = "int8 activations" if linear == "int8" else "exact fp32"
-        return f"bf16 on {_TILE_UNITS.get(unit, unit)} (prompt chunks of 32+ tokens; decode {decode})"
+        return (
+            f"bf16 on {_TILE_UNITS.get(unit, unit)} (steps of 16+ rows: prompt chunks, decode of 16+ requests; "
+            f"smaller decode {decode})"
+        )
     return "fp32 (exact; logits do not depend on batching)"
 
 

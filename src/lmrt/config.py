@@ -66,12 +66,12 @@ class EngineConfig:
     lm_head_dtype: "int8" (one scale per vocabulary row) or "dense" (the weight dtype); "auto" is
         int8 for 4-bit models, where the output matrix would otherwise be most of the bytes read per
         token, and dense otherwise.
-    prefill_precision: "bf16": batches of 32 rows or more (prompt chunks) run their products and
-        their prompt attention on a bf16 tile unit, with activations, weights, K/V and the softmax
-        probabilities rounded to bf16 and every sum in fp32 (HF bf16's precision, several times
-        fp32's speed); needs AMX-BF16 (Intel Sapphire Rapids or later; AMX tiles) or AVX512-BF16
-        (AMD Zen 4 or later, Intel Cooper Lake; VDPBF16PS). Smaller batches (decode) stay exact
-        fp32. "fp32": every row exact fp32, so a prompt's logits never depend on the batch or the
+    prefill_precision: "bf16": steps of 16 rows or more (prompt chunks, and decode steps of 16+
+        requests) run their products, and the attention of prompt chunks of 32+ tokens, on a bf16 tile
+        unit, with activations, weights, K/V and the softmax probabilities rounded to bf16 and every
+        sum in fp32 (HF bf16's precision, several times fp32's speed); needs AMX-BF16 (Intel Sapphire
+        Rapids or later; AMX tiles) or AVX512-BF16 (AMD Zen 4 or later, Intel Cooper Lake; VDPBF16PS).
+        Smaller steps (decode of up to 15 requests) stay exact fp32. "fp32": every row exact fp32, so a prompt's logits never depend on the batch or the
         chunks it ran in. "auto" (default): "bf16" where the CPU has either, else "fp32".
         LMRT_TILE_UNIT=amx|avx512bf16|model picks the unit (default: the fastest here).
     linear_precision: the 4-bit products that do not run on bf16 tiles (decode, and every prompt chunk

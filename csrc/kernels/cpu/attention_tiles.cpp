@@ -116,16 +116,17 @@ void attend_rows(const KVLayer& kv, const TileSeq& t, int head, int group, int64
   const int64_t last = *std::max_element(pos, pos + kRows);
   for (int64_t c = 0; c * kChunk <= last; ++c) {
     const int64_t nb = c * kChunk / 16;  // first 16-key block of the chunk
-    block(qb, hdp, kp + nb * steps * kBlockElems, kp + (nb + 1) * steps * kBlockElems, steps, nullptr, 0, s, kChunk);
+    block(qb, hdp, kp + nb * steps * kBlockElems, kp + (nb + 1) * steps * kBlockElems, steps, nullptr, 0, s, kChunk,
+          kRows);
     block(qb, hdp, kp + (nb + 2) * steps * kBlockElems, kp + (nb + 3) * steps * kBlockElems, steps, nullptr, 0, s + 32,
-          kChunk);
+          kChunk, kRows);
     for (int64_t r = 0; r < kRows; ++r)
       n_valid[r] = static_cast<int32_t>(std::clamp<int64_t>(pos[r] - c * kChunk + 1, 0, kChunk));
     softmax(s, n_valid, kRows, scale, m, l, p, corr);
     const int64_t s0 = c * kChunk / 32;  // first 32-key step of the chunk
     for (int64_t cb = 0; cb < hdp / 16; cb += 2)
       block(p, kChunk, vp + (cb * ksteps + s0) * kBlockElems, vp + ((cb + 1) * ksteps + s0) * kBlockElems, 2, nullptr,
-            0, pv + cb * 16, hdp);
+            0, pv + cb * 16, hdp, kRows);
     update(o, pv, corr, kRows, hdp);
   }
   for (int64_t r = 0; r < rows; ++r) {

@@ -126,8 +126,11 @@ using SiluMulPairsFn = SiluMulPairsSig*;
 //        c[:, 0:16] from b0, c[:, 16:32] from b1
 //   init [32, 32] fp32, row stride ldi, that c starts from (ldi 0: one row for every row of c, a
 //        bias; init may be c itself, to accumulate), or nullptr for zeros
+//   rows the rows of c that are needed (1..32): a unit computes at least these (AVX512-BF16: rounded up to 8,
+//        so a decode batch of 16 costs half a block; AMX and the model: all 32); the other rows of c and of a
+//        are then neither read nor written, or computed from the rows of a as usual
 using TileBlockSig = void(const uint16_t* a, int64_t lda, const uint16_t* b0, const uint16_t* b1, int64_t steps,
-                          const float* init, int64_t ldi, float* c, int64_t ldc);
+                          const float* init, int64_t ldi, float* c, int64_t ldc, int rows);
 using TileBlockFn = TileBlockSig*;
 // Packs rows [0, num_rows) of fp32 weights w (row stride ldw, K inputs; num_rows <= 16, the rest
 // zeros) into 16-output tiles of the tile unit's B layout, zero past K:

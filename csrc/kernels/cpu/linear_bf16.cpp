@@ -63,7 +63,7 @@ bool request_amx() {
 
 // The software model of amx::bf16_block (same contract, isa_kernels.h).
 void scalar::bf16_tile_block(const uint16_t* a, int64_t lda, const uint16_t* b0, const uint16_t* b1, int64_t steps,
-                             const float* init, int64_t ldi, float* c, int64_t ldc) {
+                             const float* init, int64_t ldi, float* c, int64_t ldc, int /*rows: all 32, as AMX*/) {
   for (int64_t m = 0; m < kBlock; ++m)
     for (int64_t n = 0; n < kBlock; ++n) c[m * ldc + n] = init ? init[m * ldi + n] : 0.0f;
   for (int64_t s = 0; s < steps; ++s) {
@@ -253,7 +253,7 @@ void linear_bf16_tiles_in(ThreadPool& pool, const uint16_t* xb, int64_t M, int64
     if (buf.strip.size() < static_cast<size_t>(2 * steps * kTile * 32)) buf.strip.resize(2 * steps * kTile * 32);
     if (buf.rows.size() < static_cast<size_t>(kTile * K)) buf.rows.resize(kTile * K);
     unit.begin();
-    float c[kBlock * kBlock];  // [32, 32]: a block that is not stored straight into y
+    float c[kBlock * kBlock] = {};  // [32, 32]: a block that is not stored straight into y
     for (int64_t i = begin; i < end; ++i) {
       const int64_t j = i / groups, g = i % groups;
       pack_strip(w, N, K, j, dequant, dequant_i8, pack, pack_w4, buf);
@@ -262,27 +262,28 @@ void linear_bf16_tiles_in(ThreadPool& pool, const uint16_t* xb, int64_t M, int64
       const int64_t n0 = j * kBlock;
       for (int64_t mb = g * per_group; mb < std::min(m_blocks, (g + 1) * per_group); ++mb) {
         const int64_t m0 = mb * kBlock;
+        const int live = static_cast<int>(std::min(kBlock, M - m0));  // rows of the block that are needed
         const uint16_t* a = xb + m0 * Kp;
         if (mode == TileOut::SiluMul) {  // all 32 rows: the padding rows give finite values the next product drops
-          block(a, Kp, b0, b1, steps, bias ? bias + n0 : nullptr, 0, c, kBlock);
+          block(a, Kp, b0, b1, steps, bias ? bias + n0 : nullptr, 0, c, kBlock, live);
           silu_mul(c, kBlock, act + m0 * ldo + n0 / 2, ldo);
           continue;
         }
         const bool whole = m0 + kBlock <= M && n0 + kBlock <= N;
         float* yb = y + m0 * ldo + n0;
         if (whole && mode == TileOut::Store) {  // the tiles store straight into y
-          block(a, Kp, b0, b1, steps, bias ? bias + n0 : nullptr, 0, yb, ldo);
+          block(a, Kp, b0, b1, steps, bias ? bias + n0 : nullptr, 0, yb, ldo, kBlock);
           if (w.i8.q)  // int8: raw dots times the row scales, while the block is in cache
             for (int64_t m = 0; m < kBlock; ++m)
               for (int64_t n = 0; n < kBlock; ++n) yb[m * ldo + n] *= w.i8.scales[n0 + n];
           continue;
         }
         if (whole && !bias) {  // Add: the tiles start from y and store back
-          block(a, Kp, b0, b1, steps, yb, ldo, yb, ldo);
+          block(a, Kp, b0, b1, steps, yb, ldo, yb, ldo, kBlock);
           continue;
         }
-        block(a, Kp, b0, b1, steps, nullptr, 0, c, kBlock);
-        for (int64_t m = m0; m < std::min(M, m0 + kBlock); ++m)
+        block(a, Kp, b0, b1, steps, nullptr, 0, c, kBlock, live);
+        for (int64_t m = m0; m < m0 + live; ++m)
           for (int64_t n = n0; n < std::min(N, n0 + kBlock); ++n) {
             const float v = w.i8.q ? c[(m - m0) * kBlock + (n - n0)] * w.i8.scales[n]
                                    : c[(m - m0) * kBlock + (n - n0)] + (bias ? bias[n] : 0.0f);

@@ -36,7 +36,7 @@ void configure_tiles() {
 void release_tiles() { _tile_release(); }
 
 void bf16_block(const uint16_t* a, int64_t lda, const uint16_t* b0, const uint16_t* b1, int64_t steps,
-                const float* init, int64_t ldi, float* c, int64_t ldc) {
+                const float* init, int64_t ldi, float* c, int64_t ldc, int /*rows: all 32 computed*/) {
   if (init) {  // ldi 0: every row of a C tile starts as the same 16 values
     const int64_t i_stride = ldi * 4;
     _tile_loadd(0, init, i_stride);

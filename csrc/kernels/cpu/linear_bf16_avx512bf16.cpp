@@ -47,8 +47,8 @@ inline void rows_block(const uint16_t* a, int64_t lda, const uint16_t* b0, const
 }  // namespace
 
 void bf16_block(const uint16_t* a, int64_t lda, const uint16_t* b0, const uint16_t* b1, int64_t steps,
-                const float* init, int64_t ldi, float* c, int64_t ldc) {
-  for (int r0 = 0; r0 < 32; r0 += kRows)
+                const float* init, int64_t ldi, float* c, int64_t ldc, int rows) {
+  for (int r0 = 0; r0 < rows; r0 += kRows)
     rows_block(a + r0 * lda, lda, b0, b1, steps, init ? init + r0 * ldi : nullptr, ldi, c + r0 * ldc, ldc);
 }
 

@@ -200,6 +200,23 @@ def test_attention_over_codes_matches_float64_of_the_same_values(isa, n_heads, n
         assert err <= attn_tol(hd), f"{len(pos)} rows: {err:.3g} of max|v|"
 
 
+@pytest.mark.parametrize("dtype,v_dtype", KV_KINDS + [("f32", None), ("bf16", None)])
+@pytest.mark.parametrize("n_heads,n_kv,hd", [(8, 1, 64), (6, 2, 32), (8, 2, 128), (6, 1, 96)])
+def test_heads_sharing_a_kv_head_give_the_same_bits_together_or_alone(isa, n_heads, n_kv, hd, dtype, v_dtype):
+    # A decode row alone with fewer KV heads than threads gets a task per query head (groups would leave threads
+    # idle); in a batch,
+    # the heads sharing a KV head run in one task (up to 4, their key and value rows decoded once). Each head must
+    # come out the same bits either way, on every ISA path, at head sizes that keep the accumulators in registers
+    # (32, 64, 128 on AVX-512) and one that does not fit a vector count the kernels unroll (96 on AVX2).
+    c, seqs = build_case(n_heads, n_kv, hd, 16, dtype, v_dtype, seed=9)
+    scale = hd**-0.5
+    together = run(c, seqs, n_heads, scale, 2)
+    for i, (q, table, pos, _k, _v) in enumerate(seqs):
+        m = len(pos) - 1
+        alone = run(c, [(q[m : m + 1], table, pos[m : m + 1])], n_heads, scale, 2 * n_kv)[0]
+        assert_bits_equal(alone, together[i][m : m + 1], f"sequence {i}, row {m} alone")
+
+
 # Against the unquantized values: each K value moves by at most half a step (step = scale of its row), so each
 # score by at most |q| (sum of half steps) * attention scale; V values likewise by half a step. With unit normal
 # rows a step is range / 255 (int8) or range / 15 (int4): this bound is the measured worst case with margin.

@@ -33,8 +33,8 @@ using LinearTileFn = LinearTileSig*;
 
 // One (query token, query head) of paged attention.
 struct AttnTask {
-  const float* q;            // [head_dim]
-  float* out;                // [head_dim]
+  const float* q;            // [n_q, head_dim]: n_q consecutive query heads of one token that share kv_head
+  float* out;                // [n_q, head_dim]
   const void* k;             // layer K cache, layout as KVLayer in ops.h
   const void* v;             // layer V cache
   const uint16_t* k_scales;  // I8 / I4 K: per row, fp16 bits; I4Channel: per block, kv head and channel
@@ -46,8 +46,8 @@ struct AttnTask {
   const uint8_t* k_stage_zeros;    //
   const int32_t* stage_of_block;   // [num_blocks]
   const int32_t* block_table;      // [pos / block_size + 1]
-  float* scratch;                  // [block_size + 2 * head_dim]: block scores, the accumulator, q * scales
-  int k_dtype;                     // kF32, kBF16, kI8, kI4, kI4Channel
+  float* scratch;  // [kAttnMaxGroup * (block_size + 2 * head_dim)]: per head, block scores, accumulator, q * scales
+  int k_dtype;     // kF32, kBF16, kI8, kI4, kI4Channel
   int v_dtype;
   int n_kv_heads;
   int head_dim;
@@ -55,7 +55,10 @@ struct AttnTask {
   int kv_head;
   int pos;  // attends to cache positions 0..pos
   float scale;
+  int n_q = 1;  // query heads in the task (each head's result is the same bits whichever n_q it ran in)
 };
+// The most query heads a kernel handles at once (its scratch holds as many).
+constexpr int kAttnMaxGroup = 4;
 using AttnSig = void(const AttnTask& t);
 using AttnFn = AttnSig*;
 

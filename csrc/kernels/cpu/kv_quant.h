@@ -46,19 +46,28 @@ static inline uint16_t f32_to_f16_bits_up(float f) {
 
 static inline int kv_bits(KVDType dt) { return dt == KVDType::I8 ? 8 : 4; }
 
+// x rounded to an integer, half to even: what std::nearbyint gives in the default rounding mode, for |x| <= 2^22
+// (adding 1.5 * 2^23 leaves no fraction bits, so the sum rounds x; subtracting it back is exact). Here |x| <= 255:
+// a value over its row's scale. Inline arithmetic rather than a libm call per element (baseline x86-64 has no
+// rounding instruction), so the row loops vectorize.
+static inline float kv_round(float x) {
+  constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
+  return (x + kMagic) - kMagic;
+}
+
 // The (scale, zero point) of values in [mn, mx] (mn <= 0 <= mx) on codes 0..qmax: scale = (mx - mn) / qmax
 // rounded up to fp16, zero = round(-mn / scale) within 0..qmax; zero for an all-zero range.
 static inline void kv_params(float mn, float mx, int qmax, uint16_t* scale, uint8_t* zero) {
   *scale = f32_to_f16_bits_up((mx - mn) / static_cast<float>(qmax));
   const float s = f16_bits_to_f32(*scale);
-  const int z = s > 0.0f ? static_cast<int>(std::nearbyint(-mn / s)) : 0;
+  const int z = s > 0.0f ? static_cast<int>(kv_round(-mn / s)) : 0;
   *zero = static_cast<uint8_t>(z < 0 ? 0 : z > qmax ? qmax : z);
 }
 
 // The code of v under (s, zero): clamp(round(v / s) + zero, 0, qmax), rounding half to even.
 static inline int kv_code_of(float v, float s, uint8_t zero, int qmax) {
   if (s == 0.0f) return 0;
-  const float r = std::nearbyint(v / s) + static_cast<float>(zero);
+  const float r = kv_round(v / s) + static_cast<float>(zero);
   return r < 0.0f ? 0 : r > static_cast<float>(qmax) ? qmax : static_cast<int>(r);
 }
 

@@ -11,7 +11,15 @@ strip packers) run on each ISA path in turn.
 
 import numpy as np
 import pytest
-from kernel_paths import PagedCache, assert_bits_equal, attn_ref, bf16_round, isa  # noqa: F401  (isa is a fixture)
+from kernel_paths import (  # noqa: F401  (isa is a fixture)
+    ISAS,
+    PagedCache,
+    assert_bits_equal,
+    attn_ref,
+    bf16_round,
+    isa,
+    with_isa,
+)
 
 from lmrt import _bf16
 from lmrt._core import kernels as K
@@ -117,6 +125,27 @@ def test_silu_mul_mode_pairs_gates_with_their_ups(unit, isa, M, K_, N):
     assert (np.abs(act - ref) <= err_in + 2.0**-8 * np.abs(ref) + 1e-30).all()
     with pytest.raises(ValueError, match="multiple of 64"):
         K.linear_bf16_tiles(x, w[:32], tile_unit=unit, mode="silu_mul")
+
+
+# int8 weights (the output matrix) on the tiles: q is exact in bf16, each raw dot times its row's scale after.
+@pytest.mark.parametrize("M,K_,N", [(5, 40, 20), (16, 576, 100), (33, 96, 70)])
+def test_int8_weights_match_float64_and_every_isa_packs_the_same_bits(unit, M, K_, N):
+    rng = np.random.default_rng(M + K_ + N)
+    x = rng.standard_normal((M, K_)).astype(np.float32)
+    q = rng.integers(-128, 128, (N, K_), dtype=np.int8)
+    scales = rng.uniform(1e-3, 2e-2, N).astype(np.float32)
+    xr = _bf16.bf16_bits_to_float32(_bf16.float32_to_bf16_bits(x)).astype(np.float64)
+    qf = q.astype(np.float64)
+    ref = (xr @ qf.T) * scales
+    bound = fp32_sum_bound(xr, qf, None) * scales + 2 * 2.0**-24 * np.abs(ref)  # and the scale's product
+    ys = {}
+    for name in ISAS:  # the strip packers: widened in registers (AVX-512), or i8_dequant then tile_pack16
+        if not K.isa_supported(name):
+            continue
+        ys[name] = with_isa(name, lambda: K.linear_i8(x, q, scales, num_threads=2, tile_unit=unit))
+        assert (np.abs(ys[name] - ref) <= bound).all(), name
+    for name, y in ys.items():
+        assert_bits_equal(y, ys["scalar"], f"{name} vs scalar")
 
 
 def pack_w4_codes(codes):

@@ -146,6 +146,10 @@ using TilePack16Fn = TilePack16Sig*;
 using TilePack16W4Sig = void(const uint8_t* codes, const float* scales, const float* mins, int group_size, int64_t K,
                              int64_t r0, int64_t num_rows, uint16_t* out);
 using TilePack16W4Fn = TilePack16W4Sig*;
+// The same for rows [r0, r0 + num_rows) of an int8 matrix q [N, K] (I8Matrix's codes; the row scales are applied
+// to the product): float(q), exact in bf16, so bit for bit i8_dequant, then tile_pack16.
+using TilePack16I8Sig = void(const int8_t* q, int64_t K, int64_t r0, int64_t num_rows, uint16_t* out);
+using TilePack16I8Fn = TilePack16I8Sig*;
 // out[i] = bf16(x[i]) for i < n, rounded to nearest even (a NaN stays a NaN).
 using ToBf16Sig = void(const float* x, int64_t n, uint16_t* out);
 using ToBf16Fn = ToBf16Sig*;
@@ -205,6 +209,7 @@ SiluMulSig silu_mul_row;
 SiluMulPairsSig silu_mul_pairs;
 TilePack16Sig tile_pack16;
 TilePack16W4Sig tile_pack16_w4;
+TilePack16I8Sig tile_pack16_i8;
 ToBf16Sig to_bf16;
 SoftmaxChunkSig softmax_chunk;
 AccUpdateSig acc_update;
@@ -228,6 +233,7 @@ namespace avx512bf16 {
 TileBlockSig bf16_block;
 TilePack16Sig tile_pack16;
 TilePack16W4Sig tile_pack16_w4;
+TilePack16I8Sig tile_pack16_i8;
 }  // namespace avx512bf16
 #endif
 

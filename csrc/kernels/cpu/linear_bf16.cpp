@@ -175,7 +175,7 @@ thread_local StripBuffers t_strip;
 
 // Packs the 32 outputs of strip j (two 16-output halves) into buf.strip.
 void pack_strip(const TileWeights& w, int64_t N, int64_t K, int64_t j, W4DequantFn dequant, I8DequantFn dequant_i8,
-                TilePack16Fn pack, TilePack16W4Fn pack_w4, StripBuffers& buf) {
+                TilePack16Fn pack, TilePack16W4Fn pack_w4, TilePack16I8Fn pack_i8, StripBuffers& buf) {
   const int64_t steps = round_up(K, kStep) / kStep;
   for (int64_t h = 0; h < 2; ++h) {
     // First row and row count of this half (pair_halves: gates from the first half of w, ups from the second).
@@ -186,6 +186,10 @@ void pack_strip(const TileWeights& w, int64_t N, int64_t K, int64_t j, W4Dequant
     const float* src = buf.rows.data();
     if (!w.dense && !w.i8.q && pack_w4) {  // 4-bit, dequantised in registers (rows may be 0: zeros)
       pack_w4(w.w4.codes, w.w4.scales, w.w4.mins, w.w4.group_size, K, r0, rows, out);
+      continue;
+    }
+    if (w.i8.q && pack_i8) {  // int8, widened in registers (rows may be 0: zeros)
+      pack_i8(w.i8.q, K, r0, rows, out);
       continue;
     }
     if (rows > 0 && w.i8.q) {  // int8: float(q), exact in bf16
@@ -219,6 +223,7 @@ void linear_bf16_tiles_in(ThreadPool& pool, const uint16_t* xb, int64_t M, int64
   SiluMulPairsFn silu_mul = scalar::silu_mul_pairs;
   TilePack16Fn pack = scalar::tile_pack16;
   TilePack16W4Fn pack_w4 = nullptr;  // scalar: w4_dequant, then tile_pack16 (the same bits)
+  TilePack16I8Fn pack_i8 = nullptr;  // scalar: i8_dequant, then tile_pack16 (the same bits)
   W4DequantFn dequant = scalar::w4_dequant;
   I8DequantFn dequant_i8 = scalar::i8_dequant;
 #ifdef LMRT_X86
@@ -226,6 +231,7 @@ void linear_bf16_tiles_in(ThreadPool& pool, const uint16_t* xb, int64_t M, int64
     silu_mul = avx512::silu_mul_pairs;
     pack = avx512::tile_pack16;
     pack_w4 = avx512::tile_pack16_w4;
+    pack_i8 = avx512::tile_pack16_i8;
     dequant = avx512::w4_dequant;
     dequant_i8 = avx512::i8_dequant;
   } else if (active_isa() == Isa::Avx2) {
@@ -237,6 +243,7 @@ void linear_bf16_tiles_in(ThreadPool& pool, const uint16_t* xb, int64_t M, int64
   if (unit.impl() != TileUnit::Model && active_isa() == Isa::Avx512) {  // AVX512-BF16 rounds 32 weights at once
     pack = avx512bf16::tile_pack16;
     pack_w4 = avx512bf16::tile_pack16_w4;
+    pack_i8 = avx512bf16::tile_pack16_i8;
   }
 #endif
   float* y = static_cast<float*>(out);
@@ -256,7 +263,7 @@ void linear_bf16_tiles_in(ThreadPool& pool, const uint16_t* xb, int64_t M, int64
     float c[kBlock * kBlock] = {};  // [32, 32]: a block that is not stored straight into y
     for (int64_t i = begin; i < end; ++i) {
       const int64_t j = i / groups, g = i % groups;
-      pack_strip(w, N, K, j, dequant, dequant_i8, pack, pack_w4, buf);
+      pack_strip(w, N, K, j, dequant, dequant_i8, pack, pack_w4, pack_i8, buf);
       const uint16_t* b0 = buf.strip.data();
       const uint16_t* b1 = b0 + steps * kTile * 32;
       const int64_t n0 = j * kBlock;

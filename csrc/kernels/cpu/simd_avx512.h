@@ -125,8 +125,8 @@ inline void transpose16(__m512i r[16]) {
 // The tile packers' loops (contracts of tile_pack16 / tile_pack16_w4 in isa_kernels.h), written once
 // for the AVX-512 F file and the AMX-host file: pairs(lo, hi) turns 32 fp32 weights (lo = elements
 // 0..15, hi = 16..31) into 16 bf16 pairs (word p = elements 2p, 2p + 1).
-template <class Pairs>
-inline void pack16_rows(const float* w, int64_t ldw, int64_t num_rows, int64_t K, uint16_t* out, Pairs pairs) {
+template <class T, class Pairs>  // T: float, or int8_t (exact in bf16)
+inline void pack16_rows(const T* w, int64_t ldw, int64_t num_rows, int64_t K, uint16_t* out, Pairs pairs) {
   const int64_t steps = (K + 31) / 32;
   for (int64_t s = 0; s < steps; ++s) {
     const int64_t k0 = s * 32, left = K - k0;
@@ -134,7 +134,8 @@ inline void pack16_rows(const float* w, int64_t ldw, int64_t num_rows, int64_t K
     const Tail hi = left >= 32 ? Tail(0xffff) : left <= 16 ? Tail(0) : tail_mask(static_cast<int>(left - 16));
     __m512i r[16];
     for (int n = 0; n < 16; ++n) {
-      const float* row = w + n * ldw + k0;
+      const T* row = w + n * ldw + k0;
+      if (n < num_rows) prefetch(row + 512 / sizeof(T));  // 16 row streams: the hardware prefetchers lose them
       r[n] = n < num_rows ? pairs(load_tail(row, lo), load_tail(row + 16, hi)) : _mm512_setzero_si512();
     }
     transpose16(r);

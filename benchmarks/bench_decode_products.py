@@ -15,28 +15,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import numpy as np
 import results_log
 from bench_engine import machine_info
-from bench_kernels import SHAPES
+from bench_kernels import SHAPES, timeit
 from bench_kernels_quant import pack_w4
 
 from lmrt._core import kernels as K
 
 LAYERS = 30
-
-
-def timed(fn, seconds: float) -> float:
-    fn()
-    n, t0 = 0, time.perf_counter()
-    while True:
-        fn()
-        n += 1
-        dt = time.perf_counter() - t0
-        if dt >= seconds and n >= 3:
-            return dt / n
 
 
 def main() -> None:
@@ -75,10 +63,10 @@ def main() -> None:
                     w = weights[name]
                     if name == "lm_head":
                         tile = unit if mode == unit else None
-                        ht = timed(lambda: K.linear_i8(x, w[0], w[1], num_threads=2, tile_unit=tile), args.seconds)
+                        ht = timeit(lambda: K.linear_i8(x, w[0], w[1], num_threads=2, tile_unit=tile), args.seconds)
                     else:
                         kw = {"tile_unit": unit} if mode == unit else {"activations": mode}
-                        lt += LAYERS * timed(lambda: K.linear_w4(x, *w, 32, num_threads=2, **kw), args.seconds)
+                        lt += LAYERS * timeit(lambda: K.linear_w4(x, *w, 32, num_threads=2, **kw), args.seconds)
                 layer_t.append(lt)
                 head_t.append(ht)
             cells[mode] = (statistics.median(layer_t) * 1e3, statistics.median(head_t) * 1e3)

@@ -367,7 +367,7 @@ py::array_t<float> rope(F32In x, I32In pos, F32In inv_freq, int n_heads, int hea
   return y;
 }
 
-py::array_t<float> hadamard_heads(F32In x, int n_heads, int head_dim) {
+py::array_t<float> hadamard_heads(F32In x, int n_heads, int head_dim, const std::string& device) {
   if (x.ndim() != 2) bad("x must be 2-D [M, n_heads * head_dim], got shape " + shape_str(x));
   if (n_heads < 1 || head_dim < 1) bad("need n_heads >= 1 and head_dim >= 1");
   const int64_t M = x.shape(0);
@@ -376,7 +376,14 @@ py::array_t<float> hadamard_heads(F32In x, int n_heads, int head_dim) {
   py::array_t<float> y({M, x.shape(1)});
   std::copy(x.data(), x.data() + x.size(), y.mutable_data());
   float* yp = y.mutable_data();
+  [[maybe_unused]] const bool gpu = on_cuda(device);
   py::gil_scoped_release nogil;
+#ifdef LMRT_HAVE_CUDA
+  if (gpu) {
+    lmrt::cuda::hadamard_heads_host(yp, M, n_heads, head_dim);
+    return y;
+  }
+#endif
   cpu::hadamard_heads(yp, M, x.shape(1), n_heads, head_dim);
   return y;
 }
@@ -504,9 +511,11 @@ KVArgs kv_args(py::array& k_cache, py::array& v_cache, const std::string& dtype,
 void kv_store(py::array k_cache, py::array v_cache, F32In k, F32In v, I64In slots, int n_kv_heads, int head_dim,
               int block_size, const std::string& dtype, std::optional<std::string> v_dtype,
               std::optional<py::array> k_scales, std::optional<py::array> k_zeros, std::optional<py::array> v_scales,
-              std::optional<py::array> v_zeros, std::optional<py::tuple> stage) {
+              std::optional<py::array> v_zeros, std::optional<py::tuple> stage, const std::string& device) {
   const KVArgs a = kv_args(k_cache, v_cache, dtype, v_dtype, n_kv_heads, head_dim, block_size, k_scales, k_zeros,
                            v_scales, v_zeros, stage);
+  [[maybe_unused]] const bool gpu = on_cuda(device);
+  if (gpu && a.kv.k_dtype == cpu::KVDType::I4Channel) bad("device='cuda' has no i4c cache yet");
   const int64_t nb = a.num_blocks;
   const int64_t row = static_cast<int64_t>(n_kv_heads) * head_dim;
   if (k.ndim() != 2 || k.shape(1) != row) bad("k must be [M, n_kv_heads * head_dim], got " + shape_str(k));
@@ -525,6 +534,12 @@ void kv_store(py::array k_cache, py::array v_cache, F32In k, F32In v, I64In slot
   const float *kp = k.data(), *vp = v.data();
   {
     py::gil_scoped_release nogil;
+#ifdef LMRT_HAVE_CUDA
+    if (gpu) {
+      lmrt::cuda::kv_store_host(kv, nb, kp, vp, M, sp);
+      return;
+    }
+#endif
     cpu::kv_store(kv, kp, row, vp, row, M, sp);
   }
 }
@@ -555,9 +570,11 @@ py::list paged_attention(std::vector<F32In> qs, py::array k_cache, py::array v_c
                          const std::optional<std::string>& tile_unit, int64_t min_rows,
                          std::optional<std::string> v_dtype, std::optional<py::array> k_scales,
                          std::optional<py::array> k_zeros, std::optional<py::array> v_scales,
-                         std::optional<py::array> v_zeros, std::optional<py::tuple> stage) {
+                         std::optional<py::array> v_zeros, std::optional<py::tuple> stage, const std::string& device) {
   const std::optional<cpu::TileUnit> unit = tile_unit_arg(tile_unit, true);
   check_threads(num_threads);
+  [[maybe_unused]] const bool gpu = on_cuda(device);
+  if (gpu && (unit || stage)) bad("device='cuda' takes no tile_unit, and has no i4c cache yet");
   const KVArgs a = kv_args(k_cache, v_cache, dtype, v_dtype, n_kv_heads, head_dim, block_size, k_scales, k_zeros,
                            v_scales, v_zeros, stage);
   const int64_t nb = a.num_blocks;
@@ -602,6 +619,34 @@ py::list paged_attention(std::vector<F32In> qs, py::array k_cache, py::array v_c
     seqs[s] = cpu::AttnSeq{qa.data(), row, out_arrays.back().mutable_data(), row, ta.data(), pa.data(), M};
   }
   const cpu::KVLayer kv = a.kv;
+#ifdef LMRT_HAVE_CUDA
+  if (gpu) {  // every sequence's rows end to end, each row naming where its block table starts
+    std::vector<float> q_all, out_all;
+    std::vector<int32_t> pos_all, tables;
+    std::vector<int64_t> table_start;
+    for (size_t s = 0; s < S; ++s) {
+      q_all.insert(q_all.end(), qs[s].data(), qs[s].data() + qs[s].size());
+      pos_all.insert(pos_all.end(), positions[s].data(), positions[s].data() + seqs[s].M);
+      table_start.insert(table_start.end(), seqs[s].M, static_cast<int64_t>(tables.size()));
+      tables.insert(tables.end(), block_tables[s].data(), block_tables[s].data() + block_tables[s].shape(0));
+    }
+    const int64_t T = static_cast<int64_t>(pos_all.size());
+    out_all.resize(static_cast<size_t>(T * row));
+    {
+      py::gil_scoped_release nogil;
+      lmrt::cuda::paged_attention_host(kv, nb, q_all.data(), pos_all.data(), tables.data(),
+                                       static_cast<int64_t>(tables.size()), table_start.data(), T, n_heads, scale,
+                                       out_all.data());
+    }
+    int64_t t0 = 0;
+    for (size_t s = 0; s < S; ++s) {
+      std::copy(out_all.begin() + t0 * row, out_all.begin() + (t0 + seqs[s].M) * row, out_arrays[s].mutable_data());
+      t0 += seqs[s].M;
+    }
+    for (auto& o : out_arrays) outs.append(o);
+    return outs;
+  }
+#endif
   {
     py::gil_scoped_release nogil;
     std::lock_guard<std::mutex> lk(g_pool_mu);
@@ -734,7 +779,7 @@ void bind_kernels(py::module_& m) {
   m.def("rmsnorm", &kern::rmsnorm, "x"_a, "w"_a, "eps"_a, "device"_a = "cpu");
   m.def("rope", &kern::rope, "x"_a, "pos"_a, "inv_freq"_a, "n_heads"_a, "head_dim"_a, "attn_scale"_a = 1.0f,
         "device"_a = "cpu", "HF rotate_half rotary embedding; returns a new array.");
-  m.def("hadamard_heads", &kern::hadamard_heads, "x"_a, "n_heads"_a, "head_dim"_a,
+  m.def("hadamard_heads", &kern::hadamard_heads, "x"_a, "n_heads"_a, "head_dim"_a, "device"_a = "cpu",
         "Each head of x [M, n_heads * head_dim] rotated by the orthonormal Walsh-Hadamard matrix (Sylvester order), "
         "in blocks of hadamard_block(head_dim), the largest power of two dividing it; returns a new array.");
   m.def("hadamard_block", &cpu::hadamard_block, "head_dim"_a);
@@ -745,6 +790,7 @@ void bind_kernels(py::module_& m) {
   m.def("kv_store", &kern::kv_store, "k_cache"_a, "v_cache"_a, "k"_a, "v"_a, "slots"_a, "n_kv_heads"_a, "head_dim"_a,
         "block_size"_a, "dtype"_a = "f32", "v_dtype"_a = py::none(), "k_scales"_a = py::none(),
         "k_zeros"_a = py::none(), "v_scales"_a = py::none(), "v_zeros"_a = py::none(), "stage"_a = py::none(),
+        "device"_a = "cpu",
         "Writes k/v rows into the caches in place: dtype 'f32' | 'bf16' | 'i8' | 'i4' | 'i4c' (v_dtype: V's, when it "
         "differs: i8 K with i4 V; i4c K always has i4 V); i8 / i4 caches are uint8 codes with uint16 (fp16) scales and "
         "uint8 zeros, one per row; i4c K one per block, kv head and channel, and its rows go to the staging slot "
@@ -757,9 +803,11 @@ void bind_kernels(py::module_& m) {
         "n_heads"_a, "n_kv_heads"_a, "head_dim"_a, "block_size"_a, "scale"_a, "dtype"_a = "f32", "num_threads"_a = 1,
         "tile_unit"_a = py::none(), "min_rows"_a = 32, "v_dtype"_a = py::none(), "k_scales"_a = py::none(),
         "k_zeros"_a = py::none(), "v_scales"_a = py::none(), "v_zeros"_a = py::none(), "stage"_a = py::none(),
+        "device"_a = "cpu",
         "Causal paged attention; q is one [M_i, n_heads * head_dim] array per sequence, and so is the result. "
         "tile_unit='amx' or 'avx512bf16' runs the sequences of at least min_rows rows on that bf16 tile unit "
-        "(prefill precision 'bf16'), 'model' on the software model. The cache arguments as kv_store's.");
+        "(prefill precision 'bf16'), 'model' on the software model. The cache arguments as kv_store's. device='cuda': "
+        "the CUDA op on copies of the arrays (no tile_unit, no i4c cache).");
   m.def("embedding", &kern::embedding, "table"_a, "ids"_a, "dtype"_a = "f32", "device"_a = "cpu");
   m.def("f32_to_bf16", &kern::to_bf16, "a"_a, "float32 -> bf16 bits (uint16), round to nearest even.");
   m.def("bf16_to_f32", &kern::from_bf16, "a"_a);

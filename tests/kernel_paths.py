@@ -93,9 +93,9 @@ class PagedCache:
         extra = dict(stage=self.stage) if self.stage is not None else {}
         return dict(v_dtype=self.v_dtype, **self.params, **extra)
 
-    def attend(self, seqs, n_heads, scale, threads, tile_unit=None, min_rows=32):
+    def attend(self, seqs, n_heads, scale, threads, tile_unit=None, min_rows=32, device="cpu"):
         """paged_attention over this cache for seqs [(q, block_table, positions, ...)]; tile_unit None: the exact
-        path."""
+        path; device "cuda": the CUDA op."""
         return K.paged_attention(
             [s[0] for s in seqs],
             self.k,
@@ -111,15 +111,16 @@ class PagedCache:
             threads,
             tile_unit=tile_unit,
             min_rows=min_rows,
+            device=device,
             **self.kwargs(),
         )
 
-    def store(self, k, v, slots):
+    def store(self, k, v, slots, device="cpu"):
         if self.stage is not None:
             for b in np.unique(slots // self.bs):
                 if self.stage[3][b] < 0:
                     self.stage[3][b] = self.free_slots.pop()
-        K.kv_store(self.k, self.v, k, v, slots, self.n_kv, self.hd, self.bs, self.dtype, **self.kwargs())
+        K.kv_store(self.k, self.v, k, v, slots, self.n_kv, self.hd, self.bs, self.dtype, device=device, **self.kwargs())
         if self.stage is not None:
             full = (slots[slots % self.bs == self.bs - 1] // self.bs).astype(np.int32)
             if len(full):

@@ -136,3 +136,80 @@ def test_embedding_cuda(dtype):
     ids = rng.integers(0, V, 37).astype(np.int32)
     out = K.embedding(table, ids, dtype, device="cuda")
     assert np.array_equal(out.view(np.uint32), K.embedding(table, ids, dtype).view(np.uint32))  # exact copies
+
+
+# ---- the paged KV cache: quantize-on-write, the Hadamard rotation of int8 K, attention over the codes
+
+
+@needs_cuda
+@pytest.mark.parametrize(
+    "dtype,v_dtype,hd",
+    [("f32", None, 64), ("bf16", None, 64), ("i8", None, 64), ("i4", None, 128), ("i8", "i4", 32), ("i8", None, 80)],
+)
+def test_kv_store_cuda_writes_the_cpu_bits(dtype, v_dtype, hd):
+    from kernel_paths import PagedCache
+
+    M, n_kv = 21, 2
+    k = rng.standard_normal((M, n_kv * hd)).astype(np.float32) * 3
+    v = rng.standard_normal((M, n_kv * hd)).astype(np.float32)
+    k[3] = 0.0  # a row of zeros: scale 0
+    v[5, 7] = np.nan  # a non-finite row: NaN scale, zero codes
+    k[8, :hd] *= 1e-6  # a tiny range: an fp16 scale near its subnormals
+    slots = rng.permutation(8 * 16)[:M].astype(np.int64)
+    caches = {}
+    for device in ("cpu", "cuda"):
+        c = PagedCache(8, n_kv, hd, 16, dtype, np.random.default_rng(0), v_dtype)
+        c.store(k, v, slots, device=device)
+        caches[device] = c
+    cpu, gpu = caches["cpu"], caches["cuda"]
+    assert np.array_equal(cpu.k.view(np.uint8), gpu.k.view(np.uint8))
+    assert np.array_equal(cpu.v.view(np.uint8), gpu.v.view(np.uint8))
+    for name, arr in cpu.params.items():
+        assert np.array_equal(arr, gpu.params[name]), name
+
+
+@needs_cuda
+@pytest.mark.parametrize("head_dim", [64, 128, 96, 6])
+def test_hadamard_heads_cuda_gives_the_cpu_bits(head_dim):
+    x = rng.standard_normal((13, 3 * head_dim)).astype(np.float32)
+    y = K.hadamard_heads(x, 3, head_dim, device="cuda")
+    assert np.array_equal(y.view(np.uint32), K.hadamard_heads(x, 3, head_dim).view(np.uint32))
+
+
+# Each score is a head_dim-long dot in another order than the CPU's, then exp: as the CPU attention's own bound
+# (tests/test_kernels.py, attn_tol), relative to max|v|.
+def attn_tol(hd):
+    return 8 * (hd + 16) * 2.0**-24 + 1e-6
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype,v_dtype", [("f32", None), ("bf16", None), ("i8", None), ("i4", None), ("i8", "i4")])
+@pytest.mark.parametrize("n_heads,n_kv,hd,bs", [(9, 3, 64, 16), (8, 2, 128, 16), (4, 4, 32, 8)])
+def test_paged_attention_cuda(dtype, v_dtype, n_heads, n_kv, hd, bs):
+    from kernel_paths import PagedCache, attn_ref
+
+    r = np.random.default_rng(5)
+    c = PagedCache(48, n_kv, hd, bs, dtype, r, v_dtype)
+    seqs = []
+    # a prompt with a partial last block, a decode row far in, a later chunk, one token
+    for length, pos in [(37, np.arange(37)), (51, np.array([50])), (30, np.arange(19, 30)), (1, np.array([0]))]:
+        table, _k, _v = c.new_seq(length)
+        seqs.append((r.standard_normal((len(pos), n_heads * hd)).astype(np.float32), table, pos.astype(np.int32)))
+    scale = hd**-0.5
+    gpu = c.attend(seqs, n_heads, scale, 1, device="cuda")
+    cpu = c.attend(seqs, n_heads, scale, 1)
+    for (q, table, pos), out, ref_cpu in zip(seqs, gpu, cpu):
+        length = int(pos.max()) + 1
+        kq, vq = c.held("k", table, length), c.held("v", table, length)  # the values, or the codes dequantised
+        ref = attn_ref(q, kq, vq, pos, n_heads, n_kv, hd, scale)
+        vmax = np.abs(vq).max()
+        assert np.abs(out - ref).max() <= attn_tol(hd) * vmax
+        assert np.abs(out - ref_cpu).max() <= 2 * attn_tol(hd) * vmax
+
+
+def test_kv_ops_on_cuda_refuse_what_the_gpu_lacks():
+    from kernel_paths import PagedCache
+
+    c = PagedCache(4, 1, 32, 16, "i4c", np.random.default_rng(0))
+    with pytest.raises((ValueError, RuntimeError), match="i4c|CUDA backend"):
+        c.store(np.ones((1, 32), np.float32), np.ones((1, 32), np.float32), np.array([0], np.int64), device="cuda")

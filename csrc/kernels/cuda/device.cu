@@ -121,4 +121,80 @@ void linear_w4_host(const float* x, int64_t M, int64_t K, const W4Matrix& w, int
   dy.to_host(y);
 }
 
+namespace {
+
+// A KVLayer's arrays copied to the device (num_blocks blocks), and back.
+struct DeviceKV {
+  int64_t rows;
+  DeviceArray<uint8_t> k, v, ks, vs, kz, vz;
+  static bool quant(KVDType dt) { return dt == KVDType::I8 || dt == KVDType::I4; }
+  DeviceKV(const KVLayer& h, int64_t num_blocks)
+      : rows(num_blocks * h.n_kv_heads * h.block_size),
+        k(static_cast<const uint8_t*>(h.k), rows * kv_row_bytes(h.k_dtype, h.head_dim)),
+        v(static_cast<const uint8_t*>(h.v), rows * kv_row_bytes(h.v_dtype, h.head_dim)),
+        ks(reinterpret_cast<const uint8_t*>(h.k_scales), quant(h.k_dtype) ? rows * 2 : 0),
+        vs(reinterpret_cast<const uint8_t*>(h.v_scales), quant(h.v_dtype) ? rows * 2 : 0),
+        kz(h.k_zeros, quant(h.k_dtype) ? rows : 0),
+        vz(h.v_zeros, quant(h.v_dtype) ? rows : 0) {}
+  KVLayer layer(const KVLayer& h) const {
+    KVLayer d = h;
+    d.k = k.p;
+    d.v = v.p;
+    d.k_scales = quant(h.k_dtype) ? reinterpret_cast<uint16_t*>(ks.p) : nullptr;
+    d.v_scales = quant(h.v_dtype) ? reinterpret_cast<uint16_t*>(vs.p) : nullptr;
+    d.k_zeros = quant(h.k_dtype) ? kz.p : nullptr;
+    d.v_zeros = quant(h.v_dtype) ? vz.p : nullptr;
+    return d;
+  }
+  void to_host(const KVLayer& h) const {
+    k.to_host(static_cast<uint8_t*>(h.k));
+    v.to_host(static_cast<uint8_t*>(h.v));
+    if (quant(h.k_dtype)) {
+      ks.to_host(reinterpret_cast<uint8_t*>(h.k_scales));
+      kz.to_host(h.k_zeros);
+    }
+    if (quant(h.v_dtype)) {
+      vs.to_host(reinterpret_cast<uint8_t*>(h.v_scales));
+      vz.to_host(h.v_zeros);
+    }
+  }
+};
+
+}  // namespace
+
+void kv_store_host(const KVLayer& kv, int64_t num_blocks, const float* k, const float* v, int64_t M,
+                   const int64_t* slot) {
+  need_device();
+  const int64_t row = static_cast<int64_t>(kv.n_kv_heads) * kv.head_dim;
+  DeviceKV d(kv, num_blocks);
+  DeviceArray<float> dk(k, M * row), dv(v, M * row);
+  DeviceArray<int64_t> ds(slot, M);
+  kv_store(d.layer(kv), dk.p, row, dv.p, row, M, ds.p, nullptr);
+  finish("kv_store");
+  d.to_host(kv);
+}
+
+void paged_attention_host(const KVLayer& kv, int64_t num_blocks, const float* q, const int32_t* pos,
+                          const int32_t* tables, int64_t n_table, const int64_t* table_start, int64_t T, int n_heads,
+                          float scale, float* out) {
+  need_device();
+  const int64_t row = static_cast<int64_t>(n_heads) * kv.head_dim;
+  DeviceKV d(kv, num_blocks);
+  DeviceArray<float> dq(q, T * row), dout(nullptr, T * row);
+  DeviceArray<int32_t> dp(pos, T), dt(tables, n_table);
+  DeviceArray<int64_t> dts(table_start, T);
+  paged_attention(d.layer(kv), dq.p, row, dout.p, row, dp.p, dt.p, dts.p, T, n_heads, scale, nullptr);
+  finish("paged_attention");
+  dout.to_host(out);
+}
+
+void hadamard_heads_host(float* x, int64_t M, int n_heads, int head_dim) {
+  need_device();
+  const int64_t ld = static_cast<int64_t>(n_heads) * head_dim;
+  DeviceArray<float> dx(x, M * ld);
+  hadamard_heads(dx.p, M, ld, n_heads, head_dim, nullptr);
+  finish("hadamard_heads");
+  dx.to_host(x);
+}
+
 }  // namespace lmrt::cuda

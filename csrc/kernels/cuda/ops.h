@@ -42,6 +42,22 @@ void embedding(const void* table, DType dt, int64_t H, const int32_t* ids, int64
 void linear_w4(const float* x, int64_t M, int64_t K, int64_t ldx, const W4Matrix& w, int64_t N, const float* bias,
                float* y, int64_t ldy, void* stream);
 
+// Writes the K and V rows of M tokens into the paged cache, quantized as they are written: cpu::kv_store's contract
+// and bits (F32; BF16 rounded to nearest even; I8 / I4 with one fp16 scale and zero point a row), one warp a row.
+// I4Channel K is not on the GPU yet (std::invalid_argument).
+//   kv: device pointers; k, v [M, n_kv_heads * head_dim] row strides ldk, ldv; slot [M] (block * block_size + offset)
+void kv_store(const KVLayer& kv, const float* k, int64_t ldk, const float* v, int64_t ldv, int64_t M,
+              const int64_t* slot, void* stream);
+// Causal attention of T query rows over the paged cache (cpu::paged_attention's contract: row t sees cache positions
+// 0..pos[t] of its sequence; F32 / BF16 / I8 / I4 K and V, or I8 K with I4 V; head_dim <= 256).
+//   q, out [T, n_heads * head_dim] row strides ldq, ldo; pos [T]; row t's block table at tables + table_start[t]
+void paged_attention(const KVLayer& kv, const float* q, int64_t ldq, float* out, int64_t ldo, const int32_t* pos,
+                     const int32_t* tables, const int64_t* table_start, int64_t T, int n_heads, float scale,
+                     void* stream);
+// cpu::hadamard_heads' contract and bits: each head rotated in place in blocks of the largest power of two dividing
+// head_dim.   x [M, n_heads * head_dim] row stride ldx
+void hadamard_heads(float* x, int64_t M, int64_t ldx, int n_heads, int head_dim, void* stream);
+
 // Test plumbing: the op on host arrays (copied to the device and back, outputs poisoned with NaN beforehand so an
 // element the op does not write shows). std::runtime_error naming the CUDA error, or "no CUDA device: why".
 void rmsnorm_host(const float* x, int64_t M, int64_t H, const float* w, float eps, float* y);
@@ -53,5 +69,14 @@ void rope_host(float* x, int64_t M, int n_heads, int head_dim, const int32_t* po
 void embedding_host(const void* table, DType dt, int64_t V, int64_t H, const int32_t* ids, int64_t M, float* out);
 // w's arrays on the host too (codes [N, K / 2], scales and mins [N, K / group_size]).
 void linear_w4_host(const float* x, int64_t M, int64_t K, const W4Matrix& w, int64_t N, const float* bias, float* y);
+// kv's arrays on the host (num_blocks blocks): copied to the device, written, copied back.
+void kv_store_host(const KVLayer& kv, int64_t num_blocks, const float* k, const float* v, int64_t M,
+                   const int64_t* slot);
+// kv, q [T, n_heads * head_dim], pos, tables (all sequences' block tables end to end, n_table ids) and
+// table_start [T] on the host; out [T, n_heads * head_dim].
+void paged_attention_host(const KVLayer& kv, int64_t num_blocks, const float* q, const int32_t* pos,
+                          const int32_t* tables, int64_t n_table, const int64_t* table_start, int64_t T, int n_heads,
+                          float scale, float* out);
+void hadamard_heads_host(float* x, int64_t M, int n_heads, int head_dim);
 
 }  // namespace lmrt::cuda

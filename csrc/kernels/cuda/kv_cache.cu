@@ -8,6 +8,7 @@
 
 #include "kernels/cuda/kv_quant.cuh"
 #include "kernels/cuda/ops.h"
+#include "kernels/fwht.h"
 
 namespace lmrt::cuda {
 namespace {
@@ -110,38 +111,10 @@ __global__ void store_rows(KVLayer kv, const float* k, int64_t ldk, const float*
   }
 }
 
-// One block a token, one thread a block of B dims: the in-place fast Walsh-Hadamard transform, its levels in
-// cpu::hadamard_heads' order (len 1 and 2 as 4-point transforms, then len 4, 8, ...; the scale on the last level).
+// One block a token, one thread a block of B dims: fwht_block, as the CPU runs it.
 __global__ void hadamard_rows(float* x, int64_t ldx, int n_blocks, int B, float norm) {
   float* row = x + blockIdx.x * ldx;
-  for (int b = threadIdx.x; b < n_blocks; b += blockDim.x) {
-    float* v = row + static_cast<int64_t>(b) * B;
-    if (B == 1) continue;
-    if (B == 2) {
-      const float a = v[0], c = v[1];
-      v[0] = (a + c) * norm;
-      v[1] = (a - c) * norm;
-      continue;
-    }
-    const float s4 = B == 4 ? norm : 1.0f;
-    for (int i = 0; i < B; i += 4) {
-      const float a = v[i], c = v[i + 1], d = v[i + 2], e = v[i + 3];
-      const float p = a + c, q = a - c, r = d + e, t = d - e;
-      v[i] = (p + r) * s4;
-      v[i + 1] = (q + t) * s4;
-      v[i + 2] = (p - r) * s4;
-      v[i + 3] = (q - t) * s4;
-    }
-    for (int len = 4; len < B; len <<= 1) {
-      const float s = 2 * len == B ? norm : 1.0f;
-      for (int i = 0; i < B; i += 2 * len)
-        for (int j = 0; j < len; ++j) {
-          const float a = v[i + j], c = v[i + len + j];
-          v[i + j] = (a + c) * s;
-          v[i + len + j] = (a - c) * s;
-        }
-    }
-  }
+  for (int b = threadIdx.x; b < n_blocks; b += blockDim.x) fwht_block(row + static_cast<int64_t>(b) * B, B, norm);
 }
 
 }  // namespace

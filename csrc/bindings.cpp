@@ -199,6 +199,9 @@ void bind_engine(py::module_& m) {
            "Waits for news of a request: new token ids, and a finish_reason on the last chunk.")
       .def("abort", &Engine::abort, "id"_a)
       .def("detach", &Engine::detach, "id"_a, "Abort if running and drop the output: the caller reads no more.")
+      .def("pause", &Engine::pause, "Holds the loop between steps (the step in flight finishes) until resume().")
+      .def("resume", &Engine::resume, "steps"_a = -1,
+           "Lets the loop run again; steps >= 0: that many more steps that do work, then it holds again.")
       .def("num_streams", &Engine::num_streams)
       .def("stats", &Engine::stats)
       .def("capacity_tokens", &Engine::capacity_tokens)

@@ -313,11 +313,25 @@ def test_abort_and_the_others_keep_going(models):
         others = run_staggered(pipe, prompts[1:], GREEDY)
         victim.close()  # the consumer leaves: the request is aborted
         assert others == alone[1:]
-        rid = pipe._submit(prompts[0], long_gen)
-        pipe._engine.abort(rid)
-        while (chunk := pipe._engine.get(rid, 1.0)).finish_reason is None:
-            pass
-        assert chunk.finish_reason == "abort"
+        # abort() reaches a request in a state the test fixes (the engine held between steps; a tiny model decodes
+        # 200 tokens in a few ms, so without the hold a stalled test thread could see the request finish first).
+        engine = pipe._engine
+        engine.pause()
+        waiting = pipe._submit(prompts[0], long_gen)  # never scheduled before its abort
+        engine.abort(waiting)
+        running = pipe._submit(prompts[1], long_gen)
+        engine.resume(1)  # exactly one step: the prompt (30 tokens, one chunk) and its first token
+        first = engine.get(running, -1)
+        assert len(first.token_ids) == 1 and first.finish_reason is None
+        assert pipe.stats()["num_running"] == 1
+        engine.abort(running)
+        engine.resume()
+        for rid, expected_tokens in ((waiting, 0), (running, 0)):
+            tokens = []
+            while (chunk := engine.get(rid, 1.0)).finish_reason is None:
+                tokens += chunk.token_ids
+            assert chunk.finish_reason == "abort", (chunk.finish_reason, chunk.error)
+            assert len(tokens + list(chunk.token_ids)) == expected_tokens
         with pytest.raises(KeyError, match="unknown request id 123456"):
             pipe._engine.abort(123456)
         assert pipe(prompts[1], GREEDY).token_ids == alone[1]
@@ -334,6 +348,27 @@ def test_abort_and_the_others_keep_going(models):
         assert stats["num_running"] == 0 and stats["num_waiting"] == 0
         assert stats["num_free_blocks"] == stats["num_blocks"]
         assert pipe._engine.num_streams() == 0
+
+
+def test_pause_holds_the_loop_between_steps(models):
+    gen = lmrt.GenerationConfig(max_new_tokens=50, ignore_eos=True)
+    with lmrt.pipeline(models["llama-untied"], engine_config()) as pipe:
+        engine = pipe._engine
+        engine.pause()
+        steps = pipe.stats()["num_steps"]
+        rid = pipe._submit(prompt(30, seed=20), gen)
+        held = engine.get(rid, 0.2)  # a tiny model would have decoded all 50 tokens by now
+        assert held.token_ids == [] and held.finish_reason is None and pipe.stats()["num_steps"] == steps
+        engine.resume(2)  # the prompt with the first token, then one decode step
+        tokens = []
+        while len(tokens) < 2:
+            tokens += engine.get(rid, -1).token_ids
+        assert len(tokens) == 2
+        assert engine.get(rid, 0.2).token_ids == [] and pipe.stats()["num_steps"] == steps + 2
+        engine.resume()
+        while (chunk := engine.get(rid, 1.0)).finish_reason is None:
+            tokens += chunk.token_ids
+        assert chunk.finish_reason == "length" and len(tokens + list(chunk.token_ids)) == 50
 
 
 def test_gil_is_released_while_generating(models):

@@ -174,6 +174,19 @@ void Engine::detach(int64_t id) {
   work_cv_.notify_one();
 }
 
+void Engine::pause() {
+  std::lock_guard<std::mutex> lk(mu_);
+  steps_left_ = 0;
+}
+
+void Engine::resume(int64_t steps) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    steps_left_ = steps < 0 ? -1 : steps;
+  }
+  work_cv_.notify_one();
+}
+
 int Engine::num_streams() {
   std::lock_guard<std::mutex> lk(mu_);
   return static_cast<int>(streams_.size());
@@ -204,7 +217,7 @@ void Engine::loop() {
   for (;;) {
     {
       std::unique_lock<std::mutex> lk(mu_);
-      work_cv_.wait(lk, [&] { return stop_ || has_aborts_ || !scheduler_.empty(); });
+      work_cv_.wait(lk, [&] { return stop_ || (steps_left_ != 0 && (has_aborts_ || !scheduler_.empty())); });
       if (stop_) return;
     }
     if (!step()) {
@@ -239,6 +252,7 @@ bool Engine::step() {
   {
     std::lock_guard<std::mutex> lk(mu_);
     ++num_steps_;
+    if (steps_left_ > 0) --steps_left_;
     if (error.empty())
       postprocess(plan, logits);
     else

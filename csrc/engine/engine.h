@@ -97,6 +97,12 @@ class Engine {
   // The caller will read no more of this request: abort it if it still runs and forget its
   // output. Unknown ids are ignored (so it is safe from destructors).
   void detach(int64_t id);
+  // Holds the loop between steps (a step in flight finishes first) until resume(); submit, abort and get still
+  // work meanwhile, and run when it resumes. resume(n) with n >= 0 runs n more steps that do work, then holds
+  // again. For callers that need a request in a known state when they act on it (tests: a request still waiting,
+  // or running after exactly one step, when abort() reaches it).
+  void pause();
+  void resume(int64_t steps = -1);
   EngineStats stats();
   // Streams whose final chunk has not been taken yet (leak checks in tests).
   int num_streams();
@@ -144,6 +150,7 @@ class Engine {
   int64_t next_id_ = 1;
   bool has_aborts_ = false;
   bool stop_ = false;
+  int64_t steps_left_ = -1;  // steps the loop may still take (pause / resume); -1: no limit
   int64_t num_steps_ = 0, num_prefill_tokens_ = 0, num_decode_tokens_ = 0;
   int num_staged_ = 0;  // model_.kv().num_staged() after the last step (stats() reads it under mu_)
   StepTime time_;       // summed over steps (under mu_)

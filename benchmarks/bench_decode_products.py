@@ -5,8 +5,10 @@ kTilesMinRows) is read off this table.
 For M rows (M requests decoding together): the 30 layers' 4-bit products (qkv, o, gate_up, down at the model's
 shapes, group 32, synthetic codes) and the int8 output matrix (49152 x 576), each timed alone through
 lmrt._core.kernels, 2 threads, median of --reps timings of --seconds each; layers = 30 x (qkv + o + gate_up + down).
-Modes: exact fp32 (linear_w4 / linear_i8), int8 activations (linear_w4 activations="int8"; the output matrix has
-no int8-activation path and stays fp32 there), and the best bf16 tile unit here (tile_unit=...).
+Modes: exact fp32 (linear_w4 / linear_i8), int8 activations over the row layout (linear_w4 activations="int8"; the
+output matrix has no int8-activation path and stays fp32 there), int8 activations over interleaved weights
+(interleaved=True, where AVX-512 is active: what the engine runs with linear_precision="int8" there; the output
+matrix as the engine runs it then: on the tiles from 16 rows, else fp32), and the best bf16 tile unit here.
 
     HF_HUB_OFFLINE=1 PYTHONPATH=src:. python benchmarks/bench_decode_products.py [--m 1,8,12,16,24,32] [--reps 3]
 """
@@ -50,7 +52,9 @@ def main() -> None:
                 sc,
                 (-rng.integers(0, 16, sc.shape) * sc).astype(np.float32),
             )
-    modes = ["fp32", "int8"] + ([unit] if unit else [])
+            weights[name + ":il"] = K.w4_interleave(*weights[name], 32)
+    il = K.active_isa() == "avx512"
+    modes = ["fp32", "int8"] + (["int8-il"] if il else []) + ([unit] if unit else [])
     rows = []
     for m in [int(v) for v in args.m.split(",")]:
         cells = {}
@@ -62,8 +66,12 @@ def main() -> None:
                     x = rng.standard_normal((m, k), dtype=np.float32)
                     w = weights[name]
                     if name == "lm_head":
-                        tile = unit if mode == unit else None
+                        tile = unit if mode == unit or (mode == "int8-il" and m >= 16) else None
                         ht = timeit(lambda: K.linear_i8(x, w[0], w[1], num_threads=2, tile_unit=tile), args.seconds)
+                    elif mode == "int8-il":
+                        wi = weights[name + ":il"]
+                        kw = {"activations": "int8", "interleaved": True}
+                        lt += LAYERS * timeit(lambda: K.linear_w4(x, *wi, 32, num_threads=2, **kw), args.seconds)
                     else:
                         kw = {"tile_unit": unit} if mode == unit else {"activations": mode}
                         lt += LAYERS * timeit(lambda: K.linear_w4(x, *w, 32, num_threads=2, **kw), args.seconds)
@@ -87,7 +95,8 @@ def main() -> None:
             [
                 f"{model}, {cpus} CPUs, 2 threads; ISA {K.active_isa()}, tile unit {unit}, VNNI {K.vnni_available()}",
                 "cells: ms for the 30 layers' 4-bit products + the int8 output matrix = the step's products, "
-                f"medians of {args.reps}; the output matrix has no int8-activation path (fp32 in the int8 column)",
+                f"medians of {args.reps}; the output matrix has no int8-activation path (fp32 in the int8 column; "
+                "int8-il: on the tiles from 16 rows, as the engine runs it)",
             ],
             ["rows (requests)"] + [f"{md}" for md in modes] + ["fastest"],
             rows,

@@ -205,6 +205,7 @@ void bind_engine(py::module_& m) {
       .def("num_streams", &Engine::num_streams)
       .def("stats", &Engine::stats)
       .def("capacity_tokens", &Engine::capacity_tokens)
+      .def("int8_weight_layout", &Engine::int8_weight_layout)
       .def("shutdown", &Engine::shutdown, py::call_guard<py::gil_scoped_release>());
   m.def("kv_bytes_per_block", &KVCache::bytes_per_block, "num_layers"_a, "block_size"_a, "num_kv_heads"_a, "head_dim"_a,
         "k_dtype"_a, "v_dtype"_a);

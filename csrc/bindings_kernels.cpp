@@ -203,13 +203,14 @@ bool on_cuda(const std::string& device) {
 // codes [N, K/2] uint8 (W4Matrix nibble layout), scales/mins [N, K/group_size] float32.
 py::array_t<float> linear_w4(F32In x, py::array codes, F32In scales, F32In mins, int group_size,
                              std::optional<F32In> bias, int num_threads, const std::optional<std::string>& tile_unit,
-                             const std::string& activations, bool vnni, const std::string& device) {
+                             const std::string& activations, bool vnni, bool interleaved, const std::string& device) {
   check_threads(num_threads);
   const std::optional<cpu::TileUnit> unit = tile_unit_arg(tile_unit, true);
   [[maybe_unused]] const bool gpu = on_cuda(device);
   if (gpu && (unit || activations != "fp32")) bad("device='cuda' takes neither tile_unit nor activations='int8'");
   if (activations != "fp32" && activations != "int8")
     bad("activations must be 'fp32' or 'int8', got '" + activations + "'");
+  if (interleaved && activations != "int8") bad("interleaved=True takes activations='int8'");
   if (activations == "int8" && unit) bad("activations='int8' runs on the vector units: pass no tile_unit");
   if (group_size != 32 && group_size != 64 && group_size != 128)
     bad("group_size must be 32, 64 or 128, got " + std::to_string(group_size));
@@ -226,6 +227,7 @@ py::array_t<float> linear_w4(F32In x, py::array codes, F32In scales, F32In mins,
       bad(std::string(a == &scales ? "scales" : "mins") + " must be [N, K/group_size] = [" + std::to_string(N) + ", " +
           std::to_string(G) + "], got " + shape_str(*a));
   check_bias(bias, N);
+  if (interleaved && N % 16 != 0) bad("interleaved weights need N a multiple of 16, got " + std::to_string(N));
   py::array_t<float> y({M, N});
   const float* xp = x.data();
   const cpu::W4Matrix w{c.data(), scales.data(), mins.data(), group_size};
@@ -241,7 +243,11 @@ py::array_t<float> linear_w4(F32In x, py::array codes, F32In scales, F32In mins,
       return y;
     }
 #endif
-    if (activations == "int8") {
+    if (interleaved) {
+      lmrt::Buffer scratch;
+      const cpu::W4Interleaved il{c.data(), scales.data(), mins.data(), group_size};
+      cpu::linear_w4a8_il(pool, xp, M, K, K, il, N, bp, yp, N, scratch, vnni);
+    } else if (activations == "int8") {
       lmrt::Buffer scratch;
       cpu::linear_w4a8(pool, xp, M, K, K, w, N, bp, yp, N, scratch, vnni);
     } else if (!unit) {
@@ -254,6 +260,21 @@ py::array_t<float> linear_w4(F32In x, py::array codes, F32In scales, F32In mins,
     }
   }
   return y;
+}
+
+// (codes, scales, mins) of a W4Matrix -> the same arrays' bytes in W4Interleaved's layout (same shapes).
+py::tuple w4_interleave(py::array codes, F32In scales, F32In mins, int group_size) {
+  auto c = exact_2d<uint8_t>(codes, "codes", "uint8");
+  const int64_t N = c.shape(0), K = c.shape(1) * 2;
+  if (group_size <= 0 || K % group_size != 0) bad("group_size must divide K = " + std::to_string(K));
+  for (auto* a : {&scales, &mins})
+    if (a->ndim() != 2 || a->shape(0) != N || a->shape(1) != K / group_size)
+      bad("scales and mins must be [N, K/group_size], got " + shape_str(*a));
+  py::array_t<uint8_t> ci({N, K / 2});
+  py::array_t<float> si({N, K / group_size}), mi({N, K / group_size});
+  cpu::w4_interleave(cpu::W4Matrix{c.data(), scales.data(), mins.data(), group_size}, N, K, ci.mutable_data(),
+                     si.mutable_data(), mi.mutable_data());
+  return py::make_tuple(ci, si, mi);
 }
 
 py::tuple quantize_q8(F32In x) {
@@ -760,16 +781,21 @@ void bind_kernels(py::module_& m) {
   m.def("linear", &kern::linear, "x"_a, "w"_a, "bias"_a = py::none(), "wdtype"_a = "f32", "num_threads"_a = 1,
         "y = x @ w.T (+ bias). x [M, K] float32; w [N, K] float32, or uint16 bf16 bits with wdtype='bf16'.");
   m.def("linear_w4", &kern::linear_w4, "x"_a, "codes"_a, "scales"_a, "mins"_a, "group_size"_a, "bias"_a = py::none(),
-        "num_threads"_a = 1, "tile_unit"_a = py::none(), "activations"_a = "fp32", "vnni"_a = true, "device"_a = "cpu",
+        "num_threads"_a = 1, "tile_unit"_a = py::none(), "activations"_a = "fp32", "vnni"_a = true,
+        "interleaved"_a = false, "device"_a = "cpu",
         "y = x @ w.T (+ bias) for 4-bit w[n, k] = code * scales[n, k // g] + mins[n, k // g]. codes [N, K/2] "
         "uint8: in each run of 32 inputs byte j holds input j (low nibble) and j + 16 (high nibble). "
         "tile_unit='amx' or 'avx512bf16' runs it on that bf16 tile unit (x and the dequantised w rounded to "
         "bf16), 'model' on the software model. activations='int8': x quantized per run of 32 inputs "
-        "(quantize_q8) and int8 dot products (linear_w4a8); vnni=False keeps AVX-512 off VNNI. device='cuda': the "
+        "(quantize_q8) and int8 dot products (linear_w4a8); with interleaved=True, codes, scales and mins are "
+        "w4_interleave's (linear_w4a8_il); vnni=False keeps AVX-512 off VNNI. device='cuda': the "
         "CUDA op on copies of the arrays.");
   m.def("quantize_q8", &kern::quantize_q8, "x"_a,
         "(q [M, K] int8, d [M, K/32] float32): x's runs of 32 inputs as linear_w4 with activations='int8' "
         "quantizes them, d = max|x| / 127, q = round_half_even(x / d).");
+  m.def("w4_interleave", &kern::w4_interleave, "codes"_a, "scales"_a, "mins"_a, "group_size"_a,
+        "(codes, scales, mins) rearranged for linear_w4(..., activations='int8', interleaved=True): 4 code bytes of "
+        "16 outputs per 64-byte vector (W4Interleaved, csrc/kernels/ops.h); same shapes. N a multiple of 16.");
   m.def("vnni_available", &cpu::vnni_available, "AVX-512 VNNI present (and built).");
   m.def("linear_i8", &kern::linear_i8, "x"_a, "q"_a, "scales"_a, "bias"_a = py::none(), "num_threads"_a = 1,
         "tile_unit"_a = py::none(),

@@ -532,3 +532,6 @@ def test_info_names_the_linear_precision():
     assert "decode of 16+ requests" in exact
     assert "smaller decode int8 activations" in fast and "decode exact" not in fast
     assert "int8 activations (one scale per 32 inputs)" in fast
+    il = cli.format_info(dict(base, linear_precision="int8", int8_weight_layout="interleaved"))
+    assert "4-bit products with int8 activations at every batch size" in il and "bf16 on" in il
+    assert "interleaved for many rows" in il and "decode exact" not in il

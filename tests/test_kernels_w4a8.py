@@ -1,5 +1,6 @@
 """4-bit weights x int8 activations (lmrt._core.kernels.linear_w4 with activations="int8", and quantize_q8) on
-every ISA path, each forced in turn, and on AVX-512 with and without VNNI.
+every ISA path, each forced in turn, and on AVX-512 with and without VNNI; over the row layout and the interleaved
+one (w4_interleave, interleaved=True).
 
 References, in NumPy, from the contract in ops.h and nothing the kernels share:
   - the activation quantization: d = float32(max|x| / 127) per run of 32 inputs, q = round_half_even(x / d),
@@ -134,6 +135,98 @@ def test_w4a8_vnni_matches_maddubs():
     assert np.array_equal(a.view(np.uint32), b.view(np.uint32))
 
 
+# Interleaved weights (W4Interleaved, linear_w4a8_il): N a multiple of 16; M up to past the 128-row work items.
+IL_CASES = [
+    (1, 48, 576, 32),
+    (3, 32, 160, 32),
+    (5, 64, 384, 64),
+    (9, 80, 1536, 128),
+    (4, 16, 96, 32),
+    (17, 32, 64, 64),
+    (33, 48, 224, 32),
+    (150, 32, 128, 32),
+]
+
+
+def interleave_reference(packed, scales, mins):
+    """W4Interleaved's layout from its contract (csrc/kernels/ops.h), in NumPy: (strip t, run b, quad u, output n,
+    byte j) = packed[16 t + n, 16 b + 4 u + j]; (t, g, n) = scales[16 t + n, g]."""
+    N, half = packed.shape
+    c = packed.reshape(N // 16, 16, half // 16, 4, 4)  # t, n, b, u, j
+    codes = c.transpose(0, 2, 3, 1, 4).reshape(N, half)
+    per = lambda a: a.reshape(N // 16, 16, -1).transpose(0, 2, 1).reshape(N, -1)  # noqa: E731
+    return codes, per(scales), per(mins)
+
+
+def test_w4_interleave_matches_its_layout():
+    codes, scales, mins = make_w4(48, 256, 64)
+    packed = pack_w4(codes)
+    got = K.w4_interleave(packed, scales, mins, 64)
+    for a, b, what in zip(got, interleave_reference(packed, scales, mins), ("codes", "scales", "mins")):
+        assert np.array_equal(a, b), what
+
+
+@pytest.mark.parametrize("M,N,Kd,g", IL_CASES)
+def test_w4a8_interleaved_vs_reference(isa, M, N, Kd, g):
+    """The same integers as the row layout's product: within RTOL_A8 of the float64 product over the same q, d and
+    weights, and within what quantizing x costs of the exact product."""
+    x = activations(M, Kd)
+    codes, scales, mins = make_w4(N, Kd, g, style="awq" if g != 64 else "q4_1")
+    packed = pack_w4(codes)
+    il = K.w4_interleave(packed, scales, mins, g)
+    w = w4_dequant64(codes, scales, mins, g)
+    bias = rng.standard_normal(N).astype(np.float32)
+    q, d = q8_reference(x)
+    xq = (q.reshape(M, -1, 32) * d[..., None].astype(np.float64)).reshape(M, Kd)
+    ref = xq @ w.T + bias
+    scale = np.abs(xq) @ np.abs(w).T + np.abs(bias)
+    qerr = (np.repeat(d, 32, 1).astype(np.float64) / 2) @ np.abs(w).T
+    exact = x.astype(np.float64) @ w.T + bias
+    for vnni in vnni_modes(isa):
+        for threads in (1, 2):
+            y = K.linear_w4(x, *il, g, bias=bias, num_threads=threads, activations="int8", interleaved=True, vnni=vnni)
+            err = np.abs(y - ref)
+            assert (err <= RTOL_A8 * scale + 1e-30).all(), (
+                f"vnni={vnni} threads={threads}: max err / bound {(err / (RTOL_A8 * scale)).max():.3g}"
+            )
+            assert (np.abs(y - exact) <= qerr + 2 * RTOL_A8 * scale).all()
+
+
+@pytest.mark.parametrize("g", [32, 64, 128])
+def test_w4a8_interleaved_paths_give_the_same_bits(g):
+    """ops.h: every path does the same fp32 operations per output in the same order, so scalar, AVX-512 (maddubs)
+    and AVX-512 VNNI agree bit for bit, with 1 or 2 threads."""
+    x = activations(37, 640)
+    codes, scales, mins = make_w4(96, 640, g)
+    il = K.w4_interleave(pack_w4(codes), scales, mins, g)
+    bias = rng.standard_normal(96).astype(np.float32)
+
+    def run(vnni, threads):
+        return K.linear_w4(x, *il, g, bias=bias, num_threads=threads, activations="int8", interleaved=True, vnni=vnni)
+
+    ref = with_isa("scalar", lambda: run(True, 1))
+    for name in ["avx2", "avx512"]:
+        if not K.isa_supported(name):
+            continue  # the scalar path alone is still checked against float64 above
+        for vnni in vnni_modes(name):
+            for threads in (1, 2):
+                got = with_isa(name, lambda: run(vnni, threads))
+                assert np.array_equal(got.view(np.uint32), ref.view(np.uint32)), (name, vnni, threads)
+
+
+def test_w4a8_interleaved_batch_invariance(isa):
+    """A row's outputs do not depend on the rows around it (row blocks of 1..4, work items of 64 rows, threads)."""
+    Kd, N, g = 640, 80, 32
+    x = activations(140, Kd)
+    codes, scales, mins = make_w4(N, Kd, g)
+    il = K.w4_interleave(pack_w4(codes), scales, mins, g)
+    for vnni in vnni_modes(isa):
+        full = K.linear_w4(x, *il, g, num_threads=2, activations="int8", interleaved=True, vnni=vnni)
+        for lo, hi in [(0, 1), (5, 8), (10, 12), (3, 23), (60, 139)]:
+            part = K.linear_w4(x[lo:hi], *il, g, num_threads=1, activations="int8", interleaved=True, vnni=vnni)
+            assert np.array_equal(part.view(np.uint32), full[lo:hi].view(np.uint32)), (lo, hi, vnni)
+
+
 def test_w4a8_validation():
     x = activations(2, 64)
     codes, scales, mins = make_w4(4, 64, 32)
@@ -144,3 +237,9 @@ def test_w4a8_validation():
         K.linear_w4(x, packed, scales, mins, 32, activations="int8", tile_unit="model")
     with pytest.raises(ValueError, match="multiple of 32"):
         K.quantize_q8(np.zeros((1, 40), np.float32))
+    with pytest.raises(ValueError, match="interleaved=True takes activations='int8'"):
+        K.linear_w4(x, packed, scales, mins, 32, interleaved=True)
+    with pytest.raises(ValueError, match="N a multiple of 16, got 4"):
+        K.linear_w4(x, packed, scales, mins, 32, activations="int8", interleaved=True)
+    with pytest.raises(ValueError, match="N must be a multiple of 16, got 4"):
+        K.w4_interleave(packed, scales, mins, 32)

@@ -8,9 +8,11 @@ import pytest
 import torch
 import transformers
 from conftest import make_tiny_llama
+from kernel_paths import with_isa
 from test_quant_formats import SHAPE_FOR_GROUP, make_tiny_awq
 
 import lmrt
+from lmrt._core import kernels as K
 from lmrt.default_model import default_model_gguf, default_model_path
 
 # fp32 compute on exactly the dequantised weights: only the reduction order differs from HF.
@@ -174,11 +176,24 @@ INT8_ACT_MEAN_KL = 0.01
 INT8_ACT_TOP1_AGREE = 0.9
 
 
-def test_int8_activations_close_to_exact_and_batch_invariant(gguf_pipe):
+# Per kernel path: AVX-512 interleaves the layers' weights (cpu::linear_w4a8_il for every product), AVX2 keeps the
+# row layout (cpu::linear_w4a8).
+INT8_LAYOUTS = {"avx2": "rows", "avx512": "interleaved"}
+
+
+@pytest.mark.parametrize("isa_name", list(INT8_LAYOUTS))
+def test_int8_activations_close_to_exact_and_batch_invariant(gguf_pipe, isa_name):
+    if not K.isa_supported(isa_name):
+        pytest.skip(f"CPU lacks {isa_name}")
     window = _gpl3_windows(gguf_pipe.tokenizer)[1][:200]
     exact = gguf_pipe.get_logits(window).astype(np.float64)
+    with_isa(isa_name, lambda: check_int8_activations(window, exact, INT8_LAYOUTS[isa_name]))
+
+
+def check_int8_activations(window, exact, layout):
     with lmrt.pipeline(default_model_gguf(), exact_config(linear_precision="int8", max_batch_size=8)) as pipe:
         assert pipe.info()["linear_precision"] == "int8"
+        assert pipe.info()["int8_weight_layout"] == layout
         fast = pipe.get_logits(window).astype(np.float64)
         assert not np.array_equal(fast, exact)  # the mode is on
         lp, lq = (
@@ -187,7 +202,7 @@ def test_int8_activations_close_to_exact_and_batch_invariant(gguf_pipe):
         )
         kl = float((np.exp(lp) * (lp - lq)).sum(-1).mean())
         agree = float((exact.argmax(-1) == fast.argmax(-1)).mean())
-        print(f"int8 activations vs exact: mean KL {kl:.2e}, top-1 agreement {agree:.3f}")
+        print(f"int8 activations ({layout}) vs exact: mean KL {kl:.2e}, top-1 agreement {agree:.3f}")
         assert kl < INT8_ACT_MEAN_KL and agree > INT8_ACT_TOP1_AGREE
         # Each request's tokens do not depend on the batch around it (a product's rows are independent).
         prompts = [window[: 10 + 9 * i] for i in range(6)]

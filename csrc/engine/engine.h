@@ -109,6 +109,12 @@ class Engine {
   void shutdown();
 
   const ModelSpec& spec() const { return model_.spec(); }
+  // How the 4-bit products with int8 activations read their weights: "interleaved" (every product of every step,
+  // LlamaModel), "rows", or "" where linear_precision is not Int8.
+  std::string int8_weight_layout() const {
+    if (options_.linear_precision != LinearPrecision::Int8) return "";
+    return model_.int8_interleaved() ? "interleaved" : "rows";
+  }
   int capacity_tokens() const { return options_.num_blocks * options_.block_size; }
 
  private:

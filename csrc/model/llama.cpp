@@ -42,6 +42,17 @@ LlamaModel::LlamaModel(ModelSpec spec, Weights weights, Backend& backend, const 
   }
   int8_activations_ = o.linear_precision == LinearPrecision::Int8;
   rotate_qk_ = kv.k_dtype == KVDType::I8;
+  if (int8_activations_ && cpu::w4a8_il_fast() && !(bf16_prefill_ && tile_unit_ == TileUnit::Amx)) {
+    bool all = true;
+    for (const LayerWeights& w : weights_.layers)
+      for (const Matrix* m : {&w.qkv, &w.o, &w.gate_up, &w.down})
+        all = all && m->format == WeightFormat::W4 && m->rows % 16 == 0;
+    if (all) {
+      for (LayerWeights& w : weights_.layers)
+        for (Matrix* m : {&w.qkv, &w.o, &w.gate_up, &w.down}) interleave_w4(*m);
+      int8_interleaved_ = true;
+    }
+  }
 }
 
 void LlamaModel::reserve(int64_t T, int64_t R) {
@@ -79,10 +90,10 @@ const float* LlamaModel::forward(const Batch& batch) {
   cpu::embedding(weights_.embed.data.data(), weights_.embed.dtype, H, batch.tokens.data(), T, x, H);
   const bool tiles = bf16_prefill_ && T >= kTilesMinRows;
   for (int l = 0; l < spec_.num_layers; ++l) {
-    if (tiles)
+    if (tiles && !int8_interleaved_)
       layer_tiles(l, batch, kv.layer(l), pool);
     else
-      layer(l, batch, kv.layer(l), pool);
+      layer(l, batch, kv.layer(l), pool, tiles);
   }
   if (R == 0) return nullptr;
   float* sel = sel_.data<float>();
@@ -123,7 +134,7 @@ void LlamaModel::attention(const Batch& batch, const KVLayer& cache, cpu::Thread
     cpu::paged_attention(pool, cache, attn_seqs_.data(), num_seqs, spec_.num_heads, scale);
 }
 
-void LlamaModel::layer(int l, const Batch& batch, const KVLayer& cache, cpu::ThreadPool& pool) {
+void LlamaModel::layer(int l, const Batch& batch, const KVLayer& cache, cpu::ThreadPool& pool, bool attn_tiles) {
   const LayerWeights& w = weights_.layers[l];
   const int64_t T = batch.num_tokens(), H = spec_.hidden_size, I = spec_.intermediate_size;
   const float eps = spec_.rms_norm_eps;
@@ -136,7 +147,7 @@ void LlamaModel::layer(int l, const Batch& batch, const KVLayer& cache, cpu::Thr
        [&](int64_t b, int64_t e) { cpu::rmsnorm(x + b * H, e - b, H, H, w.input_norm.data(), eps, h + b * H, H); });
   apply_linear(pool, w.qkv, h, T, H, w.qkv_bias.empty() ? nullptr : w.qkv_bias.data(), qkv_.data<float>(),
                spec_.qkv_dim(), a8());
-  attention(batch, cache, pool, false);
+  attention(batch, cache, pool, attn_tiles);
   apply_linear(pool, w.o, attn_.data<float>(), T, spec_.q_dim(), nullptr, h, H, a8());
   // MLP block
   rows(pool, T, [&](int64_t b, int64_t e) {

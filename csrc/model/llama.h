@@ -33,8 +33,11 @@ struct KVCacheShape {
 //  - prefill_precision BF16: batches of >= kTilesMinRows (16) rows run layer_tiles (products, and the attention of
 //    sequences with 32+ query rows, on the tile unit: AMX, AVX512-BF16, or the software model), and so does the
 //    output matrix when 16+ rows need logits (get_logits, perplexity, decode steps of 16+ requests);
-//  - linear_precision Int8: every 4-bit product not on the tiles (decode, and prompts where bf16 prefill is off)
-//    quantizes its input per run of 32 inputs to int8 and runs int8 dot products (cpu::linear_w4a8).
+//  - linear_precision Int8: the 4-bit products quantize their input per run of 32 inputs to int8 and run int8 dot
+//    products. Where the AVX-512 path is active (and the tile unit is not AMX, whose bf16 prompt products are far
+//    faster), the layers' 4-bit matrices are interleaved at load (interleave_w4) and every product of every step
+//    runs cpu::linear_w4a8_il, prompt chunks included (their attention still follows prefill_precision); else the
+//    products off the tiles run cpu::linear_w4a8 over the row layout.
 // Where K is cached as int8 (per token and head: KVDType::I8), q and k are rotated by cpu::hadamard_heads after RoPE
 // and before K is stored: q.k is unchanged, and a per-token scale over the rotated K loses less than over the raw
 // one, whose few outlier channels set it (the mean KL against fp32 KV drops about 2.3x, benchmarks/RESULTS.md).
@@ -48,14 +51,17 @@ class LlamaModel {
 
   const ModelSpec& spec() const { return spec_; }
   const Weights& weights() const { return weights_; }
+  // linear_precision Int8 with the layers' 4-bit matrices interleaved (cpu::linear_w4a8_il for every product).
+  bool int8_interleaved() const { return int8_interleaved_; }
   KVCache& kv() { return kv_; }
   const KVCache& kv() const { return kv_; }
 
  private:
   void reserve(int64_t num_rows, int64_t num_logit_rows);
   Buffer* a8() { return int8_activations_ ? &int8_x_ : nullptr; }  // apply_linear's int8 scratch, or exact
-  // One decoder layer on x_, exact fp32 (every kernel batch invariant) or on bf16 tiles.
-  void layer(int l, const Batch& batch, const KVLayer& cache, cpu::ThreadPool& pool);
+  // One decoder layer on x_, exact fp32 (every kernel batch invariant; attention of long prompt chunks on the tiles
+  // where attn_tiles) or on bf16 tiles.
+  void layer(int l, const Batch& batch, const KVLayer& cache, cpu::ThreadPool& pool, bool attn_tiles);
   void layer_tiles(int l, const Batch& batch, const KVLayer& cache, cpu::ThreadPool& pool);
   // RoPE on qkv_'s q and k, K/V into the cache, causal attention into attn_.
   void attention(const Batch& batch, const KVLayer& cache, cpu::ThreadPool& pool, bool tiles);
@@ -84,7 +90,8 @@ class LlamaModel {
   Buffer attn_tiles_;            // paged_attention_tiles' packed K/V (it sizes it)
   // int8 activations (linear_precision Int8):
   bool int8_activations_ = false;
-  Buffer int8_x_;  // a product's input quantized (cpu::linear_w4a8 sizes it)
+  bool int8_interleaved_ = false;  // the layers' 4-bit matrices interleaved: every step's products int8 (no tiles)
+  Buffer int8_x_;                  // a product's input quantized (cpu::linear_w4a8 sizes it)
 };
 
 }  // namespace lmrt

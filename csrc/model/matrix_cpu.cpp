@@ -15,11 +15,24 @@ cpu::TileWeights tile_weights(const Matrix& w, bool pair_halves) {
       t.dense_dtype = w.dtype;
       return t;
     case WeightFormat::W4:
+      if (w.interleaved) throw std::logic_error("tile_weights: interleaved 4-bit weights run with int8 activations");
       t.w4 = cpu::W4Matrix{w.data.data<uint8_t>(), w.scales.data<float>(), w.mins.data<float>(), w.group_size};
       return t;
     case WeightFormat::I8: t.i8 = cpu::I8Matrix{w.data.data<int8_t>(), w.scales.data<float>()}; return t;
   }
   throw std::logic_error("tile_weights: unknown weight format");
+}
+
+void interleave_w4(Matrix& w) {
+  if (w.format != WeightFormat::W4 || w.interleaved)
+    throw std::logic_error("interleave_w4: not a 4-bit matrix in rows");
+  Buffer codes(w.data.bytes()), scales(w.scales.bytes()), mins(w.mins.bytes());
+  cpu::w4_interleave(cpu::W4Matrix{w.data.data<uint8_t>(), w.scales.data<float>(), w.mins.data<float>(), w.group_size},
+                     w.rows, w.cols, codes.data<uint8_t>(), scales.data<float>(), mins.data<float>());
+  w.data = std::move(codes);
+  w.scales = std::move(scales);
+  w.mins = std::move(mins);
+  w.interleaved = true;
 }
 
 void apply_linear(cpu::ThreadPool& pool, const Matrix& w, const float* x, int64_t M, int64_t ldx, const float* bias,
@@ -29,6 +42,12 @@ void apply_linear(cpu::ThreadPool& pool, const Matrix& w, const float* x, int64_
       cpu::linear(pool, x, M, w.cols, ldx, w.data.data(), w.dtype, w.rows, bias, y, ldy);
       return;
     case WeightFormat::W4: {
+      if (w.interleaved) {
+        if (!int8_scratch) throw std::logic_error("apply_linear: interleaved 4-bit weights run with int8 activations");
+        const cpu::W4Interleaved il{w.data.data<uint8_t>(), w.scales.data<float>(), w.mins.data<float>(), w.group_size};
+        cpu::linear_w4a8_il(pool, x, M, w.cols, ldx, il, w.rows, bias, y, ldy, *int8_scratch);
+        return;
+      }
       const cpu::W4Matrix w4{w.data.data<uint8_t>(), w.scales.data<float>(), w.mins.data<float>(), w.group_size};
       if (int8_scratch)
         cpu::linear_w4a8(pool, x, M, w.cols, ldx, w4, w.rows, bias, y, ldy, *int8_scratch);

@@ -21,12 +21,17 @@ constexpr int64_t kTilesMinRows = 16;
 // works on 32 query rows at a time.
 constexpr int64_t kTilesAttnMinRows = 32;
 
-// w as the tile products read it (dense or 4-bit; an int8 matrix, the output matrix only, is refused).
+// w as the tile products read it (dense or 4-bit in rows; an int8 matrix, the output matrix only, is refused).
 // pair_halves: a gate/up matrix whose product ends in silu_mul (cpu::TileWeights).
 cpu::TileWeights tile_weights(const Matrix& w, bool pair_halves);
 
+// A 4-bit w (rows a multiple of 16) rearranged in place for the int8 product over many rows (cpu::w4_interleave):
+// from then on it runs with int8 activations only (cpu::linear_w4a8_il), and never on the tiles.
+void interleave_w4(Matrix& w);
+
 // y [M, rows] (row stride ldy) = x [M, cols] (row stride ldx) W^T (+ bias [rows]), exact fp32; or, for a 4-bit W
-// when int8_scratch is given, with x quantized to int8 per run of 32 inputs (cpu::linear_w4a8, its scratch).
+// when int8_scratch is given, with x quantized to int8 per run of 32 inputs (cpu::linear_w4a8, or
+// cpu::linear_w4a8_il for interleaved weights; its scratch).
 void apply_linear(cpu::ThreadPool& pool, const Matrix& w, const float* x, int64_t M, int64_t ldx, const float* bias,
                   float* y, int64_t ldy, Buffer* int8_scratch = nullptr);
 

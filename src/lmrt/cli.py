@@ -508,7 +508,12 @@ def _format_weights(info: dict) -> str:
 _TILE_UNITS = {"amx": "AMX tiles", "avx512bf16": "AVX512-BF16", "model": "the tile model (slow)"}
 
 
-def _format_prefill(precision: str, unit: str | None, linear: str = "fp32") -> str:
+def _format_prefill(precision: str, unit: str | None, linear: str = "fp32", layout: str | None = None) -> str:
+    if precision == "bf16" and layout == "interleaved":
+        return (
+            f"4-bit products with int8 activations at every batch size; the attention of prompt chunks of 32+ "
+            f"tokens in bf16 on {_TILE_UNITS.get(unit, unit)}"
+        )
     if precision == "bf16":
         decode = "int8 activations" if linear == "int8" else "exact fp32"
         return (
@@ -518,7 +523,12 @@ def _format_prefill(precision: str, unit: str | None, linear: str = "fp32") -> s
     return "fp32 (exact; logits do not depend on batching)"
 
 
-def _format_linear(precision: str) -> str:
+def _format_linear(precision: str, layout: str | None = None) -> str:
+    if precision == "int8" and layout == "interleaved":
+        return (
+            "int8 activations (one scale per 32 inputs) x 4-bit weights interleaved for many rows, int8 dot "
+            "products in every step (prompt chunks and decode alike)"
+        )
     if precision == "int8":
         return "int8 activations (one scale per 32 inputs) x 4-bit weights, int8 dot products"
     return "fp32 (exact)"
@@ -573,10 +583,13 @@ def format_info(info: dict) -> str:
         (
             "prefill",
             _format_prefill(
-                info.get("prefill_precision", "fp32"), info.get("tile_unit"), info.get("linear_precision", "fp32")
+                info.get("prefill_precision", "fp32"),
+                info.get("tile_unit"),
+                info.get("linear_precision", "fp32"),
+                info.get("int8_weight_layout"),
             ),
         ),
-        ("4-bit products", _format_linear(info.get("linear_precision", "fp32"))),
+        ("4-bit products", _format_linear(info.get("linear_precision", "fp32"), info.get("int8_weight_layout"))),
         ("threads", info["num_threads"]),
     ]
     width = max(len(name) for name, _ in rows)

@@ -107,6 +107,12 @@ using W4A8TileSig = void(const Q8Rows& x, int64_t K, const uint8_t* codes, const
                          int group_size, const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t n0,
                          int64_t n1);
 using W4A8TileFn = W4A8TileSig*;
+// The same sums over interleaved weights (codes, scales, mins in W4Interleaved's layout, ops.h; linear_w4a8_il's
+// order): rows [m0, m1) of x against strips [t0, t1) of 16 outputs, into y[m, 16 t + n].
+using W4A8IlTileSig = void(const Q8Rows& x, int64_t K, const uint8_t* codes, const float* scales, const float* mins,
+                           int group_size, const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t t0,
+                           int64_t t1);
+using W4A8IlTileFn = W4A8IlTileSig*;
 
 // out[i] = silu(g[i]) * u[i] = g[i] / (1 + exp(-g[i])) * u[i] for i < n (elementwise, so any
 // split of the rows gives the same bits).
@@ -184,6 +190,7 @@ SoftmaxChunkSig softmax_chunk;
 AccUpdateSig acc_update;
 Q8QuantizeSig q8_quantize;
 W4A8TileSig w4a8_tile;
+W4A8IlTileSig w4a8_il_tile;
 }  // namespace scalar
 
 #ifdef LMRT_X86
@@ -214,13 +221,15 @@ ToBf16Sig to_bf16;
 SoftmaxChunkSig softmax_chunk;
 AccUpdateSig acc_update;
 Q8QuantizeSig q8_quantize;
-W4A8TileSig w4a8_tile;  // int8 dots by maddubs (AVX-512 BW)
+W4A8TileSig w4a8_tile;       // int8 dots by maddubs (AVX-512 BW)
+W4A8IlTileSig w4a8_il_tile;  // the same bits as scalar::w4a8_il_tile
 }  // namespace avx512
 
 #ifdef LMRT_HAVE_AVX512VNNI
 // w4a8_tile with VNNI's vpdpbusd (linear_w4a8_avx512vnni.cpp; runs only where vnni_available()).
 namespace avx512vnni {
 W4A8TileSig w4a8_tile;
+W4A8IlTileSig w4a8_il_tile;  // the same bits as scalar::w4a8_il_tile
 }  // namespace avx512vnni
 #endif
 

@@ -43,7 +43,7 @@ void q8_quantize(const float* x, int64_t ldx, int64_t K, int group_size, int64_t
         sum += v;
       }
       dr[b] = db;
-      group += db * static_cast<float>(sum);
+      group = fmaf(db, static_cast<float>(sum), group);  // fused on every path (ISA files may contract a * b + c)
       if ((b + 1) % bpg == 0) {
         xsr[b / bpg] = group;
         group = 0.0f;
@@ -72,6 +72,36 @@ void w4a8_tile(const Q8Rows& x, int64_t K, const uint8_t* codes, const float* sc
       for (int64_t g = 0; g < G; ++g) acc += mins[n * G + g] * x.xs[m * G + g];
       y[m * ldy + n] = acc + (bias ? bias[n] : 0.0f);
     }
+  }
+}
+
+void w4a8_il_tile(const Q8Rows& x, int64_t K, const uint8_t* codes, const float* scales, const float* mins,
+                  int group_size, const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t t0,
+                  int64_t t1) {
+  const int64_t nblocks = K / 32, bpg = group_size / 32, G = nblocks / bpg;
+  for (int64_t m = m0; m < m1; ++m) {
+    const int8_t* qr = x.q + m * x.ldq;
+    for (int64_t t = t0; t < t1; ++t)
+      for (int64_t n = 0; n < 16; ++n) {
+        float acc = 0.0f;
+        for (int64_t b = 0; b < nblocks; ++b) {
+          const int64_t c0 = b / 4 * 4;
+          const int64_t nbc = std::min<int64_t>(4, nblocks - c0), j = b - c0;
+          const int8_t* lo = qr + c0 * 32 + j * 16;
+          const int8_t* hi = qr + c0 * 32 + nbc * 16 + j * 16;
+          const uint8_t* run = codes + (t * nblocks + b) * 256 + n * 4;  // + u * 64 + byte
+          int32_t dot = 0;
+          for (int u = 0; u < 4; ++u)
+            for (int i = 0; i < 4; ++i) {
+              const uint8_t c = run[u * 64 + i];
+              dot += (c & 0x0F) * lo[4 * u + i] + (c >> 4) * hi[4 * u + i];
+            }
+          const float sd = scales[(t * G + b / bpg) * 16 + n] * x.d[m * nblocks + b];
+          acc = std::fma(static_cast<float>(dot), sd, acc);
+        }
+        for (int64_t g = 0; g < G; ++g) acc = std::fma(mins[(t * G + g) * 16 + n], x.xs[m * G + g], acc);
+        y[m * ldy + t * 16 + n] = acc + (bias ? bias[t * 16 + n] : 0.0f);
+      }
   }
 }
 
@@ -106,6 +136,21 @@ W4A8Path w4a8_path(Isa isa, bool allow_vnni) {
   return {scalar::q8_quantize, scalar::w4a8_tile};
 }
 
+// linear_w4a8_il's tile: vector paths under AVX-512 (VNNI where allowed and present), else the scalar one.
+W4A8IlTileFn w4a8_il_path(Isa isa, bool allow_vnni) {
+#ifdef LMRT_X86
+  if (isa == Isa::Avx512) {
+#ifdef LMRT_HAVE_AVX512VNNI
+    if (allow_vnni && vnni_available()) return avx512vnni::w4a8_il_tile;
+#endif
+    return avx512::w4a8_il_tile;
+  }
+#endif
+  (void)isa;
+  (void)allow_vnni;
+  return scalar::w4a8_il_tile;
+}
+
 // Columns per work item are a multiple of this (the tiles take up to 8 columns a row block).
 constexpr int64_t kColQuantum = 24;
 // Rows of x per work item when M is large (a column block of W is then reused from cache over these rows).
@@ -113,30 +158,40 @@ constexpr int64_t kRowsPerItem = 64;
 
 int64_t round_up(int64_t a, int64_t q) { return (a + q - 1) / q * q; }
 
-}  // namespace
-
-void linear_w4a8(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const W4Matrix& w, int64_t N,
-                 const float* bias, float* y, int64_t ldy, Buffer& scratch, bool allow_vnni) {
-  const int gs = w.group_size;
+void check_w4a8(const char* op, int gs, int64_t K) {
   if (gs != 32 && gs != 64 && gs != 128)
-    throw std::invalid_argument("linear_w4a8: group_size must be 32, 64 or 128, got " + std::to_string(gs));
+    throw std::invalid_argument(std::string(op) + ": group_size must be 32, 64 or 128, got " + std::to_string(gs));
   if (K <= 0 || K % gs != 0)
-    throw std::invalid_argument("linear_w4a8: K must be a positive multiple of group_size " + std::to_string(gs) +
-                                ", got " + std::to_string(K));
-  if (M <= 0 || N <= 0) return;
-  const W4A8Path p = w4a8_path(active_isa(), allow_vnni);
+    throw std::invalid_argument(std::string(op) + ": K must be a positive multiple of group_size " +
+                                std::to_string(gs) + ", got " + std::to_string(K));
+}
+
+// The rows of x quantized into scratch (Q8Rows' layout): q [M, ldq] int8, then d [M, K / 32] and xs [M, G] fp32
+// (64-byte aligned each).
+Q8Rows quantize_rows(ThreadPool& pool, Q8QuantizeFn quantize, const float* x, int64_t M, int64_t K, int64_t ldx, int gs,
+                     Buffer& scratch) {
   const int64_t ldq = round_up(K, 64), nblocks = K / 32, G = K / gs;
-  // scratch: q [M, ldq] int8, then d [M, K / 32] and xs [M, G] fp32 (64-byte aligned each).
   const int64_t q_bytes = M * ldq, d_bytes = round_up(M * nblocks * 4, 64), xs_bytes = round_up(M * G * 4, 64);
   scratch.reserve(static_cast<size_t>(q_bytes + d_bytes + xs_bytes));
   int8_t* q = scratch.data<int8_t>();
   float* d = reinterpret_cast<float*>(scratch.data<char>() + q_bytes);
   float* xs = reinterpret_cast<float*>(scratch.data<char>() + q_bytes + d_bytes);
   if (M < 16)
-    p.quantize(x, ldx, K, gs, 0, M, q, ldq, d, xs);
+    quantize(x, ldx, K, gs, 0, M, q, ldq, d, xs);
   else
-    pool.parallel_for(M, 8, [&](int64_t m0, int64_t m1) { p.quantize(x, ldx, K, gs, m0, m1, q, ldq, d, xs); });
-  const Q8Rows rows{q, ldq, d, xs};
+    pool.parallel_for(M, 8, [&](int64_t m0, int64_t m1) { quantize(x, ldx, K, gs, m0, m1, q, ldq, d, xs); });
+  return Q8Rows{q, ldq, d, xs};
+}
+
+}  // namespace
+
+void linear_w4a8(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const W4Matrix& w, int64_t N,
+                 const float* bias, float* y, int64_t ldy, Buffer& scratch, bool allow_vnni) {
+  const int gs = w.group_size;
+  check_w4a8("linear_w4a8", gs, K);
+  if (M <= 0 || N <= 0) return;
+  const W4A8Path p = w4a8_path(active_isa(), allow_vnni);
+  const Q8Rows rows = quantize_rows(pool, p.quantize, x, M, K, ldx, gs, scratch);
   const int64_t threads = pool.num_threads();
   const int64_t nb = round_up(std::max<int64_t>((N + 8 * threads - 1) / (8 * threads), 1), kColQuantum);
   const int64_t mb = M <= 2 * kRowsPerItem ? M : kRowsPerItem;
@@ -145,6 +200,49 @@ void linear_w4a8(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t
     for (int64_t i = begin; i < end; ++i) {
       const int64_t n0 = (i / m_items) * nb, m0 = (i % m_items) * mb;
       p.tile(rows, K, w.codes, w.scales, w.mins, gs, bias, y, ldy, m0, std::min(M, m0 + mb), n0, std::min(N, n0 + nb));
+    }
+  });
+}
+
+bool w4a8_il_fast() { return active_isa() == Isa::Avx512; }
+
+void w4_interleave(const W4Matrix& w, int64_t N, int64_t K, uint8_t* codes, float* scales, float* mins) {
+  check_w4a8("w4_interleave", w.group_size, K);
+  if (N % 16 != 0) throw std::invalid_argument("w4_interleave: N must be a multiple of 16, got " + std::to_string(N));
+  const int64_t nblocks = K / 32, G = K / w.group_size;
+  for (int64_t t = 0; t < N / 16; ++t) {
+    for (int64_t b = 0; b < nblocks; ++b)
+      for (int64_t u = 0; u < 4; ++u)
+        for (int64_t n = 0; n < 16; ++n)
+          std::memcpy(codes + ((t * nblocks + b) * 4 + u) * 64 + n * 4,
+                      w.codes + (t * 16 + n) * (K / 2) + b * 16 + u * 4, 4);
+    for (int64_t g = 0; g < G; ++g)
+      for (int64_t n = 0; n < 16; ++n) {
+        scales[(t * G + g) * 16 + n] = w.scales[(t * 16 + n) * G + g];
+        mins[(t * G + g) * 16 + n] = w.mins[(t * 16 + n) * G + g];
+      }
+  }
+}
+
+void linear_w4a8_il(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const W4Interleaved& w,
+                    int64_t N, const float* bias, float* y, int64_t ldy, Buffer& scratch, bool allow_vnni) {
+  const int gs = w.group_size;
+  check_w4a8("linear_w4a8_il", gs, K);
+  if (N % 16 != 0) throw std::invalid_argument("linear_w4a8_il: N must be a multiple of 16, got " + std::to_string(N));
+  if (M <= 0 || N <= 0) return;
+  const W4A8IlTileFn tile = w4a8_il_path(active_isa(), allow_vnni);
+  const Q8Rows rows = quantize_rows(pool, w4a8_path(active_isa(), allow_vnni).quantize, x, M, K, ldx, gs, scratch);
+  // Work items: runs of strips (16 outputs each) over runs of rows. A strip's codes stay in cache while the item's
+  // rows pass over them; enough items for every thread to get several (load balance on a busy machine).
+  const int64_t strips = N / 16, threads = pool.num_threads();
+  const int64_t per_item = std::max<int64_t>(1, std::min<int64_t>(8, strips / (4 * threads)));
+  const int64_t mb = M <= 2 * kRowsPerItem ? M : kRowsPerItem;
+  const int64_t n_items = (strips + per_item - 1) / per_item, m_items = (M + mb - 1) / mb;
+  pool.parallel_for(n_items * m_items, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t t0 = (i / m_items) * per_item, m0 = (i % m_items) * mb;
+      tile(rows, K, w.codes, w.scales, w.mins, gs, bias, y, ldy, m0, std::min(M, m0 + mb), t0,
+           std::min(strips, t0 + per_item));
     }
   });
 }

@@ -1,5 +1,8 @@
 // AVX-512 (F + BW + VL + DQ) 4-bit x int8 product: linear_w4a8_simd.inl at 16 lanes, the int8 dot products by
 // maddubs (linear_w4a8_avx512vnni.cpp has the VNNI variant of the same tile).
+#include <cmath>
+#include <cstring>
+
 #include "kernels/cpu/isa_kernels.h"
 #include "kernels/cpu/simd_avx512.h"
 
@@ -15,6 +18,7 @@ inline BVec dot4(BVec acc, BVec u, BVec s) {
 
 }  // namespace
 
+#include "kernels/cpu/linear_w4a8_il_avx512.inl"
 #include "kernels/cpu/linear_w4a8_simd.inl"
 
 void q8_quantize(const float* x, int64_t ldx, int64_t K, int group_size, int64_t m0, int64_t m1, int8_t* q, int64_t ldq,
@@ -25,6 +29,12 @@ void q8_quantize(const float* x, int64_t ldx, int64_t K, int group_size, int64_t
 void w4a8_tile(const Q8Rows& x, int64_t K, const uint8_t* codes, const float* scales, const float* mins, int group_size,
                const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   tile<3, 4, 6, 8>(x, K, codes, scales, mins, group_size, bias, y, ldy, m0, m1, n0, n1);
+}
+
+void w4a8_il_tile(const Q8Rows& x, int64_t K, const uint8_t* codes, const float* scales, const float* mins,
+                  int group_size, const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t t0,
+                  int64_t t1) {
+  il_tile(x, K, codes, scales, mins, group_size, bias, y, ldy, m0, m1, t0, t1);
 }
 
 }  // namespace lmrt::cpu::avx512

@@ -148,7 +148,7 @@ inline void quantize(const float* x, int64_t ldx, int64_t K, int group_size, int
         for (int i = 0; i < 16; ++i) lo[i] = hi[i] = 0;
       }
       dr[b] = db;
-      group += db * static_cast<float>(sum);
+      group = fmaf(db, static_cast<float>(sum), group);  // fused on every path (ISA files may contract a * b + c)
       if ((b + 1) % bpg == 0) {
         xsr[b / bpg] = group;
         group = 0.0f;

@@ -27,6 +27,7 @@ using lmrt::kv_row_bytes;
 using lmrt::KVDType;
 using lmrt::KVLayer;
 using lmrt::TileUnit;
+using lmrt::W4Interleaved;
 using lmrt::W4Matrix;
 
 // y[m, n] = sum_k x[m, k] * w[n, k] (+ bias[n])
@@ -107,6 +108,18 @@ void linear_w4(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t l
 //   VNNI (to test both paths). group_size 32, 64 or 128; K a multiple of it.
 void linear_w4a8(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const W4Matrix& w, int64_t N,
                  const float* bias, float* y, int64_t ldy, Buffer& scratch, bool allow_vnni = true);
+// linear_w4a8 over interleaved weights (W4Interleaved): the same integers (activations quantized alike, each run's
+// code * q summed exactly), the fp32 part per output in a fixed order: acc = fma(float(dot_b), scale[n, g] * d_b,
+// acc) over the runs b, then acc = fma(min[n, g], xs[m, g], acc) over the groups, then + bias[n] (xs as Q8Rows').
+// Each output depends only on its own row of x and of w, on every path: batch invariant, and one kernel serves
+// every row count (decode and prompt chunks). The paths give the same bits: AVX-512 VNNI (vpdpbusd), AVX-512
+// (maddubs; allow_vnni false) and scalar. N a multiple of 16; group_size 32, 64 or 128; K a multiple of it.
+void linear_w4a8_il(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const W4Interleaved& w,
+                    int64_t N, const float* bias, float* y, int64_t ldy, Buffer& scratch, bool allow_vnni = true);
+// W4Matrix [N, K] -> W4Interleaved's layout: codes [N * K / 2] bytes, scales and mins [N * K / group_size] each.
+void w4_interleave(const W4Matrix& w, int64_t N, int64_t K, uint8_t* codes, float* scales, float* mins);
+// True where linear_w4a8_il runs on vector units here (AVX-512 active; the scalar path is for tests).
+bool w4a8_il_fast();
 // The activations as linear_w4a8 quantizes them, in input order (for tests): q [M, K], d [M, K / 32].
 void quantize_q8(const float* x, int64_t M, int64_t K, int64_t ldx, int8_t* q, float* d);
 // True when the CPU has AVX-512 VNNI (and the AVX-512 path is supported) and this build has the code.

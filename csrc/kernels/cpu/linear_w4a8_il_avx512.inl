@@ -1,0 +1,79 @@
+// The 4-bit x int8 product over interleaved weights (W4Interleaved, ops.h) at 16 lanes, one lane per output, written
+// once against dot4 (VNNI's vpdpbusd or maddubs): included inside their namespaces by linear_w4a8_avx512.cpp and
+// linear_w4a8_avx512vnni.cpp after dot4 and linear_w4a8_avx512.inl; never elsewhere. Every lane does
+// scalar::w4a8_il_tile's operations in its order (the integer dots are exact, then one fma per run of 32 inputs,
+// one per group for the mins, one add for the bias), so all three paths give the same bits, whatever the row count.
+
+namespace {
+
+// R rows of x (from row m) against C strips of 16 outputs (from strip t): each 64-byte load of codes serves the R
+// rows (the codes are read from memory once per R rows; the activations' 4 bytes are broadcast to 16 lanes).
+template <int R, int C>
+inline void il_kernel(const Q8Rows& x, int64_t m, int64_t K, const uint8_t* codes, const float* scales,
+                      const float* mins, int shift, const float* bias, float* y, int64_t ldy, int64_t t) {
+  const int64_t nblocks = K / 32, G = nblocks >> shift;
+  const BVec low = _mm512_set1_epi8(0x0F);
+  Vec acc[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) acc[r][c] = zero();
+  for (int64_t b = 0; b < nblocks; ++b) {
+    const int64_t c0 = b / 4 * 4, nbc = min64(4, nblocks - c0), j = b - c0;
+    const int64_t lo_off = c0 * 32 + j * 16, hi_off = c0 * 32 + nbc * 16 + j * 16;  // Q8Rows' layout
+    BVec dot[R][C];
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < C; ++c) dot[r][c] = zero_b();
+    for (int u = 0; u < 4; ++u) {
+      BVec wl[C], wh[C];
+      for (int c = 0; c < C; ++c) {
+        const BVec v = _mm512_loadu_si512(codes + ((t + c) * nblocks + b) * 256 + u * 64);
+        wl[c] = _mm512_and_si512(v, low);
+        wh[c] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+      }
+      for (int r = 0; r < R; ++r) {
+        const int8_t* qr = x.q + (m + r) * x.ldq;
+        int32_t a, h;  // inputs 4u..4u+3 and 16+4u..16+4u+3 of the run, as one 32-bit word each
+        std::memcpy(&a, qr + lo_off + 4 * u, sizeof a);
+        std::memcpy(&h, qr + hi_off + 4 * u, sizeof h);
+        const BVec al = _mm512_set1_epi32(a), ah = _mm512_set1_epi32(h);
+        for (int c = 0; c < C; ++c) dot[r][c] = dot4(dot4(dot[r][c], wl[c], al), wh[c], ah);
+      }
+    }
+    const int64_t g = b >> shift;
+    Vec sv[C];
+    for (int c = 0; c < C; ++c) sv[c] = load(scales + ((t + c) * G + g) * 16);
+    for (int r = 0; r < R; ++r) {
+      const Vec d = set1(x.d[(m + r) * nblocks + b]);
+      for (int c = 0; c < C; ++c) acc[r][c] = fmadd(to_float(dot[r][c]), mul(sv[c], d), acc[r][c]);
+    }
+  }
+  for (int64_t g = 0; g < G; ++g)
+    for (int c = 0; c < C; ++c) {
+      const Vec mv = load(mins + ((t + c) * G + g) * 16);
+      for (int r = 0; r < R; ++r) acc[r][c] = fmadd(mv, set1(x.xs[(m + r) * G + g]), acc[r][c]);
+    }
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c)
+      store(y + (m + r) * ldy + (t + c) * 16, add(acc[r][c], bias ? load(bias + (t + c) * 16) : zero()));
+}
+
+// Rows [m0, m1) against the C strips from t: blocks of 4 rows, then the 1-3 left.
+template <int C>
+inline void il_strips(const Q8Rows& x, int64_t K, const uint8_t* codes, const float* scales, const float* mins,
+                      int shift, const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t t) {
+  int64_t m = m0;
+  for (; m + 4 <= m1; m += 4) il_kernel<4, C>(x, m, K, codes, scales, mins, shift, bias, y, ldy, t);
+  if (m1 - m == 3) il_kernel<3, C>(x, m, K, codes, scales, mins, shift, bias, y, ldy, t);
+  if (m1 - m == 2) il_kernel<2, C>(x, m, K, codes, scales, mins, shift, bias, y, ldy, t);
+  if (m1 - m == 1) il_kernel<1, C>(x, m, K, codes, scales, mins, shift, bias, y, ldy, t);
+}
+
+inline void il_tile(const Q8Rows& x, int64_t K, const uint8_t* codes, const float* scales, const float* mins,
+                    int group_size, const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t t0,
+                    int64_t t1) {
+  const int shift = group_size == 32 ? 0 : group_size == 64 ? 1 : 2;
+  int64_t t = t0;
+  for (; t + 2 <= t1; t += 2) il_strips<2>(x, K, codes, scales, mins, shift, bias, y, ldy, m0, m1, t);
+  if (t < t1) il_strips<1>(x, K, codes, scales, mins, shift, bias, y, ldy, m0, m1, t);
+}
+
+}  // namespace

@@ -277,6 +277,16 @@ py::tuple w4_interleave(py::array codes, F32In scales, F32In mins, int group_siz
   return py::make_tuple(ci, si, mi);
 }
 
+// q [N, K] int8 -> (q in I8Interleaved's layout, same shape; offsets [N * K / 32] int32).
+py::tuple i8_interleave(py::array q) {
+  auto qa = exact_2d<int8_t>(q, "q", "int8");
+  const int64_t N = qa.shape(0), K = qa.shape(1);
+  py::array_t<int8_t> qi({N, K});
+  py::array_t<int32_t> off(N * (K / 32 > 0 ? K / 32 : 0));
+  cpu::i8_interleave(cpu::I8Matrix{qa.data(), nullptr}, N, K, qi.mutable_data(), off.mutable_data());
+  return py::make_tuple(qi, off);
+}
+
 py::tuple quantize_q8(F32In x) {
   if (x.ndim() != 2) bad("x must be 2-D [M, K], got shape " + shape_str(x));
   const int64_t M = x.shape(0), K = x.shape(1);
@@ -295,10 +305,12 @@ py::tuple quantize_q8(F32In x) {
 
 // q [N, K] int8, scales [N] float32.
 py::array_t<float> linear_i8(F32In x, py::array q, F32In scales, std::optional<F32In> bias, int num_threads,
-                             const std::optional<std::string>& tile_unit) {
+                             const std::optional<std::string>& tile_unit,
+                             const std::optional<py::array_t<int32_t, py::array::c_style>>& offsets) {
   check_threads(num_threads);
   const std::optional<cpu::TileUnit> unit = tile_unit_arg(tile_unit, true);
   if (unit && bias) bad("linear_i8 on tiles takes no bias (the output matrix has none)");
+  if (unit && offsets) bad("interleaved weights (offsets given) run with int8 activations: pass no tile_unit");
   if (x.ndim() != 2) bad("x must be 2-D [M, K], got shape " + shape_str(x));
   const int64_t M = x.shape(0), K = x.shape(1);
   auto qa = exact_2d<int8_t>(q, "q", "int8");
@@ -307,6 +319,8 @@ py::array_t<float> linear_i8(F32In x, py::array q, F32In scales, std::optional<F
   if (scales.ndim() != 1 || scales.shape(0) != N)
     bad("scales must be [N] = [" + std::to_string(N) + "], got " + shape_str(scales));
   check_bias(bias, N);
+  if (offsets && (N % 16 != 0 || K % 32 != 0 || offsets->size() != N * (K / 32)))
+    bad("offsets must hold N * K / 32 int32 (i8_interleave's), N a multiple of 16 and K of 32");
   py::array_t<float> y({M, N});
   const float* xp = x.data();
   const cpu::I8Matrix w{qa.data(), scales.data()};
@@ -316,7 +330,11 @@ py::array_t<float> linear_i8(F32In x, py::array q, F32In scales, std::optional<F
     py::gil_scoped_release nogil;
     std::lock_guard<std::mutex> lk(g_pool_mu);
     cpu::ThreadPool& pool = pool_for(num_threads);
-    if (!unit) {
+    if (offsets) {
+      lmrt::Buffer scratch;
+      const cpu::I8Interleaved il{qa.data(), offsets->data(), scales.data()};
+      cpu::linear_i8a8_il(pool, xp, M, K, K, il, N, bp, yp, N, scratch);
+    } else if (!unit) {
       cpu::linear_i8(pool, xp, M, K, K, w, N, bp, yp, N);
     } else {
       cpu::TileWeights tw;
@@ -797,11 +815,15 @@ void bind_kernels(py::module_& m) {
         "(codes, scales, mins) rearranged for linear_w4(..., activations='int8', interleaved=True): 4 code bytes of "
         "16 outputs per 64-byte vector (W4Interleaved, csrc/kernels/ops.h); same shapes. N a multiple of 16.");
   m.def("vnni_available", &cpu::vnni_available, "AVX-512 VNNI present (and built).");
+  m.def("i8_interleave", &kern::i8_interleave, "q"_a,
+        "(q, offsets): int8 weights rearranged for linear_i8(..., offsets=offsets): 4 inputs of 16 outputs per 64-byte "
+        "vector (I8Interleaved, csrc/kernels/ops.h), and 128 * each run's sum. N a multiple of 16, K of 32.");
   m.def("linear_i8", &kern::linear_i8, "x"_a, "q"_a, "scales"_a, "bias"_a = py::none(), "num_threads"_a = 1,
-        "tile_unit"_a = py::none(),
+        "tile_unit"_a = py::none(), "offsets"_a = py::none(),
         "y = x @ w.T (+ bias) for int8 w[n, k] = q[n, k] * scales[n]. q [N, K] int8, scales [N] float32. "
         "tile_unit='amx' or 'avx512bf16' runs it on that bf16 tile unit (x rounded to bf16; q is exact in bf16; "
-        "each raw dot times its row scale), 'model' on the software model; no bias there.");
+        "each raw dot times its row scale), 'model' on the software model; no bias there. offsets given: q is "
+        "i8_interleave's and x takes int8 activations (quantize_q8; linear_i8a8_il).");
   m.def("rmsnorm", &kern::rmsnorm, "x"_a, "w"_a, "eps"_a, "device"_a = "cpu");
   m.def("rope", &kern::rope, "x"_a, "pos"_a, "inv_freq"_a, "n_heads"_a, "head_dim"_a, "attn_scale"_a = 1.0f,
         "device"_a = "cpu", "HF rotate_half rotary embedding; returns a new array.");

@@ -227,6 +227,58 @@ def test_w4a8_interleaved_batch_invariance(isa):
             assert np.array_equal(part.view(np.uint32), full[lo:hi].view(np.uint32)), (lo, hi, vnni)
 
 
+# The int8 output matrix with int8 activations over interleaved weights (linear_i8a8_il): V a multiple of 16.
+I8_IL_CASES = [(1, 48, 576), (3, 32, 160), (5, 64, 96), (17, 32, 1536), (150, 16, 64)]
+
+
+def test_i8_interleave_matches_its_layout():
+    q = rng.integers(-127, 128, (32, 96), dtype=np.int8)
+    qi, off = K.i8_interleave(q)
+    ref = q.reshape(2, 16, 24, 4).transpose(0, 2, 1, 3).reshape(32, 96)  # (t, n, v, j) -> (t, v, n, j)
+    assert np.array_equal(qi, ref)
+    sums = 128 * q.astype(np.int64).reshape(2, 16, 3, 32).sum(-1).transpose(0, 2, 1)  # (t, b, n)
+    assert np.array_equal(off, sums.reshape(-1))
+
+
+@pytest.mark.parametrize("M,N,Kd", I8_IL_CASES)
+def test_i8a8_interleaved_vs_reference(isa, M, N, Kd):
+    """The same activation integers as the 4-bit products; within RTOL_A8 of the float64 product over them."""
+    x = activations(M, Kd)
+    q = rng.integers(-127, 128, (N, Kd), dtype=np.int8)
+    scales = rng.uniform(1e-3, 2e-2, N).astype(np.float32)
+    bias = rng.standard_normal(N).astype(np.float32)
+    qi, off = K.i8_interleave(q)
+    xq8, d = q8_reference(x)
+    xq = (xq8.reshape(M, -1, 32) * d[..., None].astype(np.float64)).reshape(M, Kd)
+    w = q.astype(np.float64) * scales[:, None]
+    ref = xq @ w.T + bias
+    scale = np.abs(xq) @ np.abs(w).T + np.abs(bias)
+    for threads in (1, 2):
+        y = K.linear_i8(x, qi, scales, bias=bias, num_threads=threads, offsets=off)
+        err = np.abs(y - ref)
+        assert (err <= RTOL_A8 * scale + 1e-30).all(), f"threads={threads}: {(err / (RTOL_A8 * scale)).max():.3g}"
+    # and on the exact product's terms: not the fp32 path (x does not survive int8 exactly)
+    assert not np.array_equal(y, K.linear_i8(x, q, scales, bias=bias))
+
+
+def test_i8a8_interleaved_paths_give_the_same_bits():
+    """VNNI (the only vector path) and scalar do the same fp32 operations per output in the same order."""
+    x = activations(37, 640)
+    q = rng.integers(-127, 128, (64, 640), dtype=np.int8)
+    scales = rng.uniform(1e-3, 2e-2, 64).astype(np.float32)
+    qi, off = K.i8_interleave(q)
+    ref = with_isa("scalar", lambda: K.linear_i8(x, qi, scales, offsets=off))
+    for name in ["avx2", "avx512"]:
+        if K.isa_supported(name):
+            for threads in (1, 2):
+                got = with_isa(name, lambda: K.linear_i8(x, qi, scales, num_threads=threads, offsets=off))
+                assert np.array_equal(got.view(np.uint32), ref.view(np.uint32)), (name, threads)
+    part = K.linear_i8(x[5:9], qi, scales, offsets=off)  # batch invariance
+    assert np.array_equal(
+        part.view(np.uint32), K.linear_i8(x, qi, scales, num_threads=2, offsets=off)[5:9].view(np.uint32)
+    )
+
+
 def test_w4a8_validation():
     x = activations(2, 64)
     codes, scales, mins = make_w4(4, 64, 32)
@@ -243,3 +295,13 @@ def test_w4a8_validation():
         K.linear_w4(x, packed, scales, mins, 32, activations="int8", interleaved=True)
     with pytest.raises(ValueError, match="N must be a multiple of 16, got 4"):
         K.w4_interleave(packed, scales, mins, 32)
+    q = np.zeros((16, 40), np.int8)
+    with pytest.raises(ValueError, match="K must be a positive multiple of 32, got 40"):
+        K.i8_interleave(q)
+    with pytest.raises(ValueError, match="offsets must hold N \\* K / 32 int32"):
+        K.linear_i8(
+            np.zeros((1, 64), np.float32),
+            np.zeros((16, 64), np.int8),
+            np.ones(16, np.float32),
+            offsets=np.zeros(3, np.int32),
+        )

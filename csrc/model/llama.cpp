@@ -52,6 +52,12 @@ LlamaModel::LlamaModel(ModelSpec spec, Weights weights, Backend& backend, const 
         for (Matrix* m : {&w.qkv, &w.o, &w.gate_up, &w.down}) interleave_w4(*m);
       int8_interleaved_ = true;
     }
+    Matrix& head = weights_.lm_head;  // an int8 copy of a tied embedding too (embed itself keeps its rows)
+    if (int8_interleaved_ && cpu::i8a8_il_fast() && head.format == WeightFormat::I8 && head.rows % 16 == 0 &&
+        head.cols % 32 == 0) {
+      interleave_i8(head);
+      head_interleaved_ = true;
+    }
   }
 }
 
@@ -102,7 +108,9 @@ const float* LlamaModel::forward(const Batch& batch) {
     if (row < 0 || row >= T) throw std::logic_error("forward: logit row outside the batch");
     cpu::rmsnorm(x + row * H, 1, H, H, weights_.norm.data(), spec_.rms_norm_eps, sel + r * H, H);
   }
-  if (bf16_prefill_ && R >= kTilesMinRows) {  // many logit rows (get_logits, perplexity): the output matrix on tiles
+  // Many logit rows (get_logits, perplexity, decode of 16+ requests): the output matrix on the tiles, unless it is
+  // interleaved for int8 activations.
+  if (bf16_prefill_ && R >= kTilesMinRows && !head_interleaved_) {
     cpu::linear_bf16_tiles(pool, sel, R, H, H, tile_weights(weights_.output_matrix(), false), V, nullptr,
                            cpu::TileOut::Store, logits_.data<float>(), V, tile_unit_, tiles_x_);
   } else {

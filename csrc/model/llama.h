@@ -37,7 +37,9 @@ struct KVCacheShape {
 //    products. Where the AVX-512 path is active (and the tile unit is not AMX, whose bf16 prompt products are far
 //    faster), the layers' 4-bit matrices are interleaved at load (interleave_w4) and every product of every step
 //    runs cpu::linear_w4a8_il, prompt chunks included (their attention still follows prefill_precision); else the
-//    products off the tiles run cpu::linear_w4a8 over the row layout.
+//    products off the tiles run cpu::linear_w4a8 over the row layout. Where VNNI is present too, an int8 output
+//    matrix is interleaved as well (interleave_i8) and takes int8 activations (cpu::linear_i8a8_il) at every row
+//    count, instead of fp32 ones (or the tiles for 16+ rows).
 // Where K is cached as int8 (per token and head: KVDType::I8), q and k are rotated by cpu::hadamard_heads after RoPE
 // and before K is stored: q.k is unchanged, and a per-token scale over the rotated K loses less than over the raw
 // one, whose few outlier channels set it (the mean KL against fp32 KV drops about 2.3x, benchmarks/RESULTS.md).
@@ -91,6 +93,7 @@ class LlamaModel {
   // int8 activations (linear_precision Int8):
   bool int8_activations_ = false;
   bool int8_interleaved_ = false;  // the layers' 4-bit matrices interleaved: every step's products int8 (no tiles)
+  bool head_interleaved_ = false;  // and the int8 output matrix (VNNI): cpu::linear_i8a8_il for every row count
   Buffer int8_x_;                  // a product's input quantized (cpu::linear_w4a8 sizes it)
 };
 

@@ -15,16 +15,18 @@ struct Matrix {
   WeightFormat format = WeightFormat::Dense;
   DType dtype = DType::F32;  // Dense only
   int group_size = 0;        // W4 only
-  bool interleaved = false;  // W4 only: data, scales and mins in W4Interleaved's layout (interleave_w4)
+  bool interleaved = false;  // W4: data, scales and mins in W4Interleaved's layout (interleave_w4); I8: data and
+                             // offsets in I8Interleaved's (interleave_i8)
   int64_t rows = 0;
   int64_t cols = 0;
-  Buffer data;    // Dense: [rows, cols] of dtype; W4: codes [rows, cols / 2] (interleaved: [rows / 16, cols / 32,
-                  // 4, 16, 4]); I8: [rows, cols] int8
-  Buffer scales;  // W4: [rows, cols / group_size] f32; I8: [rows] f32
-  Buffer mins;    // W4: [rows, cols / group_size] f32
+  Buffer data;     // Dense: [rows, cols] of dtype; W4: codes [rows, cols / 2] (interleaved: [rows / 16, cols / 32,
+                   // 4, 16, 4]); I8: [rows, cols] int8
+  Buffer scales;   // W4: [rows, cols / group_size] f32; I8: [rows] f32
+  Buffer mins;     // W4: [rows, cols / group_size] f32
+  Buffer offsets;  // I8 interleaved: [rows / 16, cols / 32, 16] int32 (I8Interleaved)
 
   bool empty() const { return rows == 0; }
-  size_t bytes() const { return data.bytes() + scales.bytes() + mins.bytes(); }
+  size_t bytes() const { return data.bytes() + scales.bytes() + mins.bytes() + offsets.bytes(); }
 };
 
 }  // namespace lmrt

@@ -18,7 +18,10 @@ cpu::TileWeights tile_weights(const Matrix& w, bool pair_halves) {
       if (w.interleaved) throw std::logic_error("tile_weights: interleaved 4-bit weights run with int8 activations");
       t.w4 = cpu::W4Matrix{w.data.data<uint8_t>(), w.scales.data<float>(), w.mins.data<float>(), w.group_size};
       return t;
-    case WeightFormat::I8: t.i8 = cpu::I8Matrix{w.data.data<int8_t>(), w.scales.data<float>()}; return t;
+    case WeightFormat::I8:
+      if (w.interleaved) throw std::logic_error("tile_weights: interleaved int8 weights run with int8 activations");
+      t.i8 = cpu::I8Matrix{w.data.data<int8_t>(), w.scales.data<float>()};
+      return t;
   }
   throw std::logic_error("tile_weights: unknown weight format");
 }
@@ -32,6 +35,17 @@ void interleave_w4(Matrix& w) {
   w.data = std::move(codes);
   w.scales = std::move(scales);
   w.mins = std::move(mins);
+  w.interleaved = true;
+}
+
+void interleave_i8(Matrix& w) {
+  if (w.format != WeightFormat::I8 || w.interleaved)
+    throw std::logic_error("interleave_i8: not an int8 matrix in rows");
+  Buffer q(w.data.bytes()), offsets(static_cast<size_t>(w.rows * (w.cols / 32)) * sizeof(int32_t));
+  cpu::i8_interleave(cpu::I8Matrix{w.data.data<int8_t>(), w.scales.data<float>()}, w.rows, w.cols, q.data<int8_t>(),
+                     offsets.data<int32_t>());
+  w.data = std::move(q);
+  w.offsets = std::move(offsets);
   w.interleaved = true;
 }
 
@@ -56,6 +70,12 @@ void apply_linear(cpu::ThreadPool& pool, const Matrix& w, const float* x, int64_
       return;
     }
     case WeightFormat::I8:
+      if (w.interleaved) {
+        if (!int8_scratch) throw std::logic_error("apply_linear: interleaved int8 weights run with int8 activations");
+        const cpu::I8Interleaved il{w.data.data<int8_t>(), w.offsets.data<int32_t>(), w.scales.data<float>()};
+        cpu::linear_i8a8_il(pool, x, M, w.cols, ldx, il, w.rows, bias, y, ldy, *int8_scratch);
+        return;
+      }
       cpu::linear_i8(pool, x, M, w.cols, ldx, cpu::I8Matrix{w.data.data<int8_t>(), w.scales.data<float>()}, w.rows,
                      bias, y, ldy);
       return;

@@ -28,6 +28,9 @@ cpu::TileWeights tile_weights(const Matrix& w, bool pair_halves);
 // A 4-bit w (rows a multiple of 16) rearranged in place for the int8 product over many rows (cpu::w4_interleave):
 // from then on it runs with int8 activations only (cpu::linear_w4a8_il), and never on the tiles.
 void interleave_w4(Matrix& w);
+// An int8 w (rows a multiple of 16, cols of 32) rearranged in place for cpu::linear_i8a8_il (cpu::i8_interleave):
+// from then on it runs with int8 activations only, and never on the tiles.
+void interleave_i8(Matrix& w);
 
 // y [M, rows] (row stride ldy) = x [M, cols] (row stride ldx) W^T (+ bias [rows]), exact fp32; or, for a 4-bit W
 // when int8_scratch is given, with x quantized to int8 per run of 32 inputs (cpu::linear_w4a8, or

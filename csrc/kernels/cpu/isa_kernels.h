@@ -113,6 +113,10 @@ using W4A8IlTileSig = void(const Q8Rows& x, int64_t K, const uint8_t* codes, con
                            int group_size, const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t t0,
                            int64_t t1);
 using W4A8IlTileFn = W4A8IlTileSig*;
+// linear_i8a8_il's sums (q, offsets in I8Interleaved's layout, ops.h): rows [m0, m1) of x against strips [t0, t1).
+using I8A8IlTileSig = void(const Q8Rows& x, int64_t K, const int8_t* q, const int32_t* offsets, const float* scales,
+                           const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t t0, int64_t t1);
+using I8A8IlTileFn = I8A8IlTileSig*;
 
 // out[i] = silu(g[i]) * u[i] = g[i] / (1 + exp(-g[i])) * u[i] for i < n (elementwise, so any
 // split of the rows gives the same bits).
@@ -191,6 +195,7 @@ AccUpdateSig acc_update;
 Q8QuantizeSig q8_quantize;
 W4A8TileSig w4a8_tile;
 W4A8IlTileSig w4a8_il_tile;
+I8A8IlTileSig i8a8_il_tile;
 }  // namespace scalar
 
 #ifdef LMRT_X86
@@ -230,6 +235,7 @@ W4A8IlTileSig w4a8_il_tile;  // the same bits as scalar::w4a8_il_tile
 namespace avx512vnni {
 W4A8TileSig w4a8_tile;
 W4A8IlTileSig w4a8_il_tile;  // the same bits as scalar::w4a8_il_tile
+I8A8IlTileSig i8a8_il_tile;  // the same bits as scalar::i8a8_il_tile
 }  // namespace avx512vnni
 #endif
 

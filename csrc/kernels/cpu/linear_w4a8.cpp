@@ -1,9 +1,12 @@
-// linear_w4a8: validation, the scalar reference, ISA dispatch and threading of the 4-bit x int8 product
-// (ops.h states the arithmetic; isa_kernels.h the activation layout, Q8Rows).
+// The products with int8 activations: validation, the scalar references, ISA dispatch and threading of linear_w4a8
+// (4-bit weights in rows), linear_w4a8_il (4-bit, interleaved) and linear_i8a8_il (the int8 output matrix,
+// interleaved); the layouts' makers w4_interleave and i8_interleave (ops.h states the arithmetic; isa_kernels.h the
+// activation layout, Q8Rows).
 //
 // Every path forms the same integers: the activation codes and scales are bit-identical across ISAs (a max, an
-// fp32 division and round-half-even conversion), and each block's sum of code * q is exact. Only the fp32
-// accumulation order differs per ISA, so the paths agree within fp32 rounding of the sum of |terms|.
+// fp32 division and round-half-even conversion), and each block's sum of code * q is exact. linear_w4a8's fp32
+// accumulation order differs per ISA, so its paths agree within fp32 rounding of the sum of |terms|; the
+// interleaved products fix their order per output, so theirs agree bit for bit.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -105,6 +108,34 @@ void w4a8_il_tile(const Q8Rows& x, int64_t K, const uint8_t* codes, const float*
   }
 }
 
+void i8a8_il_tile(const Q8Rows& x, int64_t K, const int8_t* q, const int32_t* offsets, const float* scales,
+                  const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t t0, int64_t t1) {
+  const int64_t nblocks = K / 32;
+  for (int64_t m = m0; m < m1; ++m) {
+    const int8_t* qr = x.q + m * x.ldq;
+    for (int64_t t = t0; t < t1; ++t)
+      for (int64_t n = 0; n < 16; ++n) {
+        float acc = 0.0f;
+        for (int64_t b = 0; b < nblocks; ++b) {
+          const int64_t c0 = b / 4 * 4;
+          const int64_t nbc = std::min<int64_t>(4, nblocks - c0), j = b - c0;
+          const int8_t* lo = qr + c0 * 32 + j * 16;  // inputs 0..15 of the run, then 16..31 (Q8Rows' layout)
+          const int8_t* hi = qr + c0 * 32 + nbc * 16 + j * 16;
+          int32_t dot = 0;
+          for (int v = 0; v < 8; ++v)
+            for (int i = 0; i < 4; ++i) {
+              const int8_t a = v < 4 ? lo[4 * v + i] : hi[4 * (v - 4) + i];
+              dot += (a + 128) * q[((t * (K / 4)) + b * 8 + v) * 64 + n * 4 + i];
+            }
+          dot -= offsets[(t * nblocks + b) * 16 + n];
+          acc = std::fma(static_cast<float>(dot), x.d[m * nblocks + b], acc);
+        }
+        const float v = acc * scales[t * 16 + n];
+        y[m * ldy + t * 16 + n] = bias ? v + bias[t * 16 + n] : v;
+      }
+  }
+}
+
 }  // namespace scalar
 
 bool vnni_available() {
@@ -183,6 +214,23 @@ Q8Rows quantize_rows(ThreadPool& pool, Q8QuantizeFn quantize, const float* x, in
   return Q8Rows{q, ldq, d, xs};
 }
 
+// The interleaved products' work items: runs of strips (16 outputs each) over runs of rows. A strip's weights stay
+// in cache while the item's rows pass over them; enough items for every thread to get several (load balance on a
+// busy machine). fn(m0, m1, t0, t1): rows [m0, m1) against strips [t0, t1).
+template <class F>
+void strip_items(ThreadPool& pool, int64_t M, int64_t N, const F& fn) {
+  const int64_t strips = N / 16, threads = pool.num_threads();
+  const int64_t per_item = std::max<int64_t>(1, std::min<int64_t>(8, strips / (4 * threads)));
+  const int64_t mb = M <= 2 * kRowsPerItem ? M : kRowsPerItem;
+  const int64_t n_items = (strips + per_item - 1) / per_item, m_items = (M + mb - 1) / mb;
+  pool.parallel_for(n_items * m_items, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t t0 = (i / m_items) * per_item, m0 = (i % m_items) * mb;
+      fn(m0, std::min(M, m0 + mb), t0, std::min(strips, t0 + per_item));
+    }
+  });
+}
+
 }  // namespace
 
 void linear_w4a8(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const W4Matrix& w, int64_t N,
@@ -232,18 +280,43 @@ void linear_w4a8_il(ThreadPool& pool, const float* x, int64_t M, int64_t K, int6
   if (M <= 0 || N <= 0) return;
   const W4A8IlTileFn tile = w4a8_il_path(active_isa(), allow_vnni);
   const Q8Rows rows = quantize_rows(pool, w4a8_path(active_isa(), allow_vnni).quantize, x, M, K, ldx, gs, scratch);
-  // Work items: runs of strips (16 outputs each) over runs of rows. A strip's codes stay in cache while the item's
-  // rows pass over them; enough items for every thread to get several (load balance on a busy machine).
-  const int64_t strips = N / 16, threads = pool.num_threads();
-  const int64_t per_item = std::max<int64_t>(1, std::min<int64_t>(8, strips / (4 * threads)));
-  const int64_t mb = M <= 2 * kRowsPerItem ? M : kRowsPerItem;
-  const int64_t n_items = (strips + per_item - 1) / per_item, m_items = (M + mb - 1) / mb;
-  pool.parallel_for(n_items * m_items, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t t0 = (i / m_items) * per_item, m0 = (i % m_items) * mb;
-      tile(rows, K, w.codes, w.scales, w.mins, gs, bias, y, ldy, m0, std::min(M, m0 + mb), t0,
-           std::min(strips, t0 + per_item));
+  strip_items(pool, M, N, [&](int64_t m0, int64_t m1, int64_t t0, int64_t t1) {
+    tile(rows, K, w.codes, w.scales, w.mins, gs, bias, y, ldy, m0, m1, t0, t1);
+  });
+}
+
+bool i8a8_il_fast() { return active_isa() == Isa::Avx512 && vnni_available(); }
+
+void i8_interleave(const I8Matrix& w, int64_t N, int64_t K, int8_t* q, int32_t* offsets) {
+  if (N % 16 != 0) throw std::invalid_argument("i8_interleave: N must be a multiple of 16, got " + std::to_string(N));
+  if (K <= 0 || K % 32 != 0)
+    throw std::invalid_argument("i8_interleave: K must be a positive multiple of 32, got " + std::to_string(K));
+  const int64_t nblocks = K / 32;
+  for (int64_t t = 0; t < N / 16; ++t)
+    for (int64_t n = 0; n < 16; ++n) {
+      const int8_t* row = w.q + (t * 16 + n) * K;
+      for (int64_t v = 0; v < K / 4; ++v) std::memcpy(q + ((t * (K / 4)) + v) * 64 + n * 4, row + v * 4, 4);
+      for (int64_t b = 0; b < nblocks; ++b) {
+        int32_t sum = 0;
+        for (int64_t k = 0; k < 32; ++k) sum += row[b * 32 + k];
+        offsets[(t * nblocks + b) * 16 + n] = 128 * sum;
+      }
     }
+}
+
+void linear_i8a8_il(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const I8Interleaved& w,
+                    int64_t N, const float* bias, float* y, int64_t ldy, Buffer& scratch) {
+  if (N % 16 != 0) throw std::invalid_argument("linear_i8a8_il: N must be a multiple of 16, got " + std::to_string(N));
+  if (K <= 0 || K % 32 != 0)
+    throw std::invalid_argument("linear_i8a8_il: K must be a positive multiple of 32, got " + std::to_string(K));
+  if (M <= 0 || N <= 0) return;
+  I8A8IlTileFn tile = scalar::i8a8_il_tile;
+#ifdef LMRT_HAVE_AVX512VNNI
+  if (i8a8_il_fast()) tile = avx512vnni::i8a8_il_tile;
+#endif
+  const Q8Rows rows = quantize_rows(pool, w4a8_path(active_isa(), true).quantize, x, M, K, ldx, 32, scratch);
+  strip_items(pool, M, N, [&](int64_t m0, int64_t m1, int64_t t0, int64_t t1) {
+    tile(rows, K, w.q, w.offsets, w.scales, bias, y, ldy, m0, m1, t0, t1);
   });
 }
 

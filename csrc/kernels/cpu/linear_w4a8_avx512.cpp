@@ -18,8 +18,9 @@ inline BVec dot4(BVec acc, BVec u, BVec s) {
 
 }  // namespace
 
-#include "kernels/cpu/linear_w4a8_il_avx512.inl"
 #include "kernels/cpu/linear_w4a8_simd.inl"
+// (after linear_w4a8_simd.inl: it uses that file's helpers)
+#include "kernels/cpu/linear_w4a8_il_avx512.inl"
 
 void q8_quantize(const float* x, int64_t ldx, int64_t K, int group_size, int64_t m0, int64_t m1, int8_t* q, int64_t ldq,
                  float* d, float* xs) {

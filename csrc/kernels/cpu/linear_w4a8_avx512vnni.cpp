@@ -1,5 +1,6 @@
-// AVX-512 VNNI 4-bit x int8 product: linear_w4a8_simd.inl at 16 lanes with vpdpbusd (4 byte products summed into
-// each int32 lane in one instruction). Compiled with -mavx512vnni; runs only where vnni_available(). Its
+// AVX-512 VNNI products with int8 activations: the 4-bit ones (linear_w4a8_simd.inl and linear_w4a8_il_avx512.inl
+// at 16 lanes with vpdpbusd, 4 byte products summed into each int32 lane in one instruction) and the interleaved
+// int8 matrix's (i8_kernel, VNNI only). Compiled with -mavx512vnni; runs only where vnni_available(). Its
 // quantizer is avx512::q8_quantize.
 #include <cmath>
 #include <cstring>
@@ -16,10 +17,64 @@ using namespace lmrt::cpu::avx512;  // simd_avx512.h's vector API (in avx512's u
 
 inline BVec dot4(BVec acc, BVec u, BVec s) { return _mm512_dpbusd_epi32(acc, u, s); }
 
+// R rows of x (from row m) against C strips of 16 outputs of the interleaved int8 matrix (from strip t): each
+// 64-byte vector of weights (16 outputs x 4 inputs) is the signed operand of one vpdpbusd per row, the row's 4
+// activations + 128 the unsigned one; the offsets take the +128 back out, per run, in int32 (exact).
+template <int R, int C>
+inline void i8_kernel(const Q8Rows& x, int64_t m, int64_t K, const int8_t* q, const int32_t* offsets,
+                      const float* scales, const float* bias, float* y, int64_t ldy, int64_t t) {
+  const int64_t nblocks = K / 32, quads = K / 4;
+  Vec acc[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) acc[r][c] = zero();
+  for (int64_t b = 0; b < nblocks; ++b) {
+    const int64_t c0 = b / 4 * 4, nbc = nblocks - c0 < 4 ? nblocks - c0 : 4, j = b - c0;
+    const int64_t lo_off = c0 * 32 + j * 16, hi_off = c0 * 32 + nbc * 16 + j * 16;  // Q8Rows' layout
+    BVec dot[R][C];
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < C; ++c) dot[r][c] = zero_b();
+    for (int v = 0; v < 8; ++v) {
+      BVec wv[C];
+      for (int c = 0; c < C; ++c) wv[c] = _mm512_loadu_si512(q + ((t + c) * quads + b * 8 + v) * 64);
+      for (int r = 0; r < R; ++r) {
+        const int8_t* qr = x.q + (m + r) * x.ldq + (v < 4 ? lo_off + 4 * v : hi_off + 4 * (v - 4));
+        int32_t a;
+        std::memcpy(&a, qr, sizeof a);
+        const BVec au = _mm512_set1_epi32(a ^ static_cast<int32_t>(0x80808080u));  // + 128 in each byte
+        for (int c = 0; c < C; ++c) dot[r][c] = _mm512_dpbusd_epi32(dot[r][c], au, wv[c]);
+      }
+    }
+    for (int c = 0; c < C; ++c) {
+      const BVec off = _mm512_loadu_si512(offsets + ((t + c) * nblocks + b) * 16);
+      for (int r = 0; r < R; ++r)
+        acc[r][c] =
+            fmadd(_mm512_cvtepi32_ps(_mm512_sub_epi32(dot[r][c], off)), set1(x.d[(m + r) * nblocks + b]), acc[r][c]);
+    }
+  }
+  for (int c = 0; c < C; ++c) {
+    const Vec sv = load(scales + (t + c) * 16);
+    for (int r = 0; r < R; ++r) {
+      const Vec v = mul(acc[r][c], sv);
+      store(y + (m + r) * ldy + (t + c) * 16, bias ? add(v, load(bias + (t + c) * 16)) : v);
+    }
+  }
+}
+
+template <int C>
+inline void i8_strips(const Q8Rows& x, int64_t K, const int8_t* q, const int32_t* offsets, const float* scales,
+                      const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t t) {
+  int64_t m = m0;
+  for (; m + 4 <= m1; m += 4) i8_kernel<4, C>(x, m, K, q, offsets, scales, bias, y, ldy, t);
+  if (m1 - m == 3) i8_kernel<3, C>(x, m, K, q, offsets, scales, bias, y, ldy, t);
+  if (m1 - m == 2) i8_kernel<2, C>(x, m, K, q, offsets, scales, bias, y, ldy, t);
+  if (m1 - m == 1) i8_kernel<1, C>(x, m, K, q, offsets, scales, bias, y, ldy, t);
+}
+
 }  // namespace
 
-#include "kernels/cpu/linear_w4a8_il_avx512.inl"
 #include "kernels/cpu/linear_w4a8_simd.inl"
+// (after linear_w4a8_simd.inl: it uses that file's helpers)
+#include "kernels/cpu/linear_w4a8_il_avx512.inl"
 
 void w4a8_tile(const Q8Rows& x, int64_t K, const uint8_t* codes, const float* scales, const float* mins, int group_size,
                const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
@@ -30,6 +85,13 @@ void w4a8_il_tile(const Q8Rows& x, int64_t K, const uint8_t* codes, const float*
                   int group_size, const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t t0,
                   int64_t t1) {
   il_tile(x, K, codes, scales, mins, group_size, bias, y, ldy, m0, m1, t0, t1);
+}
+
+void i8a8_il_tile(const Q8Rows& x, int64_t K, const int8_t* q, const int32_t* offsets, const float* scales,
+                  const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t t0, int64_t t1) {
+  int64_t t = t0;
+  for (; t + 2 <= t1; t += 2) i8_strips<2>(x, K, q, offsets, scales, bias, y, ldy, m0, m1, t);
+  if (t < t1) i8_strips<1>(x, K, q, offsets, scales, bias, y, ldy, m0, m1, t);
 }
 
 }  // namespace lmrt::cpu::avx512vnni

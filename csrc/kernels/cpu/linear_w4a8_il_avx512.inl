@@ -6,6 +6,8 @@
 
 namespace {
 
+constexpr int64_t kAhead = 8;  // runs of 32 inputs (256 bytes of a strip's codes) the kernel prefetches ahead
+
 // R rows of x (from row m) against C strips of 16 outputs (from strip t): each 64-byte load of codes serves the R
 // rows (the codes are read from memory once per R rows; the activations' 4 bytes are broadcast to 16 lanes).
 template <int R, int C>
@@ -22,6 +24,12 @@ inline void il_kernel(const Q8Rows& x, int64_t m, int64_t K, const uint8_t* code
     BVec dot[R][C];
     for (int r = 0; r < R; ++r)
       for (int c = 0; c < C; ++c) dot[r][c] = zero_b();
+    // Decode streams W from memory once: fetch each strip's codes kAhead runs ahead (past a strip's end that is the
+    // next strip's start, read next), and its scales and mins once a group.
+    for (int c = 0; c < C; ++c) {
+      const uint8_t* ahead = codes + ((t + c) * nblocks + b + kAhead) * 256;
+      for (int l = 0; l < 4; ++l) prefetch(ahead + 64 * l);
+    }
     for (int u = 0; u < 4; ++u) {
       BVec wl[C], wh[C];
       for (int c = 0; c < C; ++c) {
@@ -72,6 +80,8 @@ inline void il_tile(const Q8Rows& x, int64_t K, const uint8_t* codes, const floa
                     int64_t t1) {
   const int shift = group_size == 32 ? 0 : group_size == 64 ? 1 : 2;
   int64_t t = t0;
+  if (m1 - m0 <= 2)  // decode of 1-2 rows: more strips at once, more independent loads in flight
+    for (; t + 4 <= t1; t += 4) il_strips<4>(x, K, codes, scales, mins, shift, bias, y, ldy, m0, m1, t);
   for (; t + 2 <= t1; t += 2) il_strips<2>(x, K, codes, scales, mins, shift, bias, y, ldy, m0, m1, t);
   if (t < t1) il_strips<1>(x, K, codes, scales, mins, shift, bias, y, ldy, m0, m1, t);
 }

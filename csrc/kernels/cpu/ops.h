@@ -22,6 +22,7 @@ namespace lmrt::cpu {
 // The op types no backend owns (kernels/ops.h), by their old names here.
 using lmrt::AttnSeq;
 using lmrt::DType;
+using lmrt::I8Interleaved;
 using lmrt::I8Matrix;
 using lmrt::kv_row_bytes;
 using lmrt::KVDType;
@@ -120,6 +121,17 @@ void linear_w4a8_il(ThreadPool& pool, const float* x, int64_t M, int64_t K, int6
 void w4_interleave(const W4Matrix& w, int64_t N, int64_t K, uint8_t* codes, float* scales, float* mins);
 // True where linear_w4a8_il runs on vector units here (AVX-512 active; the scalar path is for tests).
 bool w4a8_il_fast();
+// The int8 matrix (the output matrix) with int8 activations, over interleaved weights: x quantized as linear_w4a8
+// does (d_b per run of 32), y[m, n] = acc * scale[n] (+ bias[n]) with acc = fma(float(dot_b), d_b, acc) over the
+// runs b in order, dot_b = sum_{k in b} q[n, k] * xq[m, k] exact (VNNI: xq + 128 as unsigned bytes, less the
+// offsets). Batch invariant; the VNNI and scalar paths give the same bits (no maddubs path: its int16 pairs would
+// saturate at 255 * 127 * 2). N a multiple of 16, K of 32.
+void linear_i8a8_il(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const I8Interleaved& w,
+                    int64_t N, const float* bias, float* y, int64_t ldy, Buffer& scratch);
+// I8Matrix [N, K] -> I8Interleaved's q [N * K] and offsets [N * K / 32] (the scales stay the matrix's).
+void i8_interleave(const I8Matrix& w, int64_t N, int64_t K, int8_t* q, int32_t* offsets);
+// True where linear_i8a8_il runs on VNNI here (AVX-512 active and VNNI present).
+bool i8a8_il_fast();
 // The activations as linear_w4a8 quantizes them, in input order (for tests): q [M, K], d [M, K / 32].
 void quantize_q8(const float* x, int64_t M, int64_t K, int64_t ldx, int8_t* q, float* d);
 // True when the CPU has AVX-512 VNNI (and the AVX-512 path is supported) and this build has the code.

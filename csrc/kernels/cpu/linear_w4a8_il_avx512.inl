@@ -29,6 +29,9 @@ inline void il_kernel(const Q8Rows& x, int64_t m, int64_t K, const uint8_t* code
     for (int c = 0; c < C; ++c) {
       const uint8_t* ahead = codes + ((t + c) * nblocks + b + kAhead) * 256;
       for (int l = 0; l < 4; ++l) prefetch(ahead + 64 * l);
+      const int64_t ga = (t + c) * G + ((b + kAhead) >> shift);  // a group's 16 scales (mins): one line
+      prefetch(scales + ga * 16);
+      prefetch(mins + ga * 16);
     }
     for (int u = 0; u < 4; ++u) {
       BVec wl[C], wh[C];

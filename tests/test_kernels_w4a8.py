@@ -41,6 +41,16 @@ def q8_reference(x):
     return q.reshape(M, Kd), d
 
 
+def a8_references(x, w, bias):
+    """For x [M, K] against float64 weights w [N, K]: (the float64 product over the quantized activations, the sum of
+    |terms| that bounds its fp32 rounding, what quantizing x costs against the exact product, the exact product)."""
+    M, Kd = x.shape
+    q, d = q8_reference(x)
+    xq = (q.reshape(M, -1, 32) * d[..., None].astype(np.float64)).reshape(M, Kd)
+    qerr = (np.repeat(d, 32, 1).astype(np.float64) / 2) @ np.abs(w).T
+    return xq @ w.T + bias, np.abs(xq) @ np.abs(w).T + np.abs(bias), qerr, x.astype(np.float64) @ w.T + bias
+
+
 def vnni_modes(isa_name):
     if isa_name != "avx512":
         return [True]
@@ -74,15 +84,8 @@ def test_w4a8_vs_reference(isa, M, N, Kd, g):
     x = activations(M, Kd)
     codes, scales, mins = make_w4(N, Kd, g, style="awq" if g != 64 else "q4_1")
     packed = pack_w4(codes)
-    w = w4_dequant64(codes, scales, mins, g)
     bias = rng.standard_normal(N).astype(np.float32)
-    q, d = q8_reference(x)
-    xq = (q.reshape(M, -1, 32) * d[..., None].astype(np.float64)).reshape(M, Kd)
-    ref = xq @ w.T + bias
-    scale = np.abs(xq) @ np.abs(w).T + np.abs(bias)
-    # what quantizing x costs against the exact product
-    qerr = (np.repeat(d, 32, 1).astype(np.float64) / 2) @ np.abs(w).T
-    exact = x.astype(np.float64) @ w.T + bias
+    ref, scale, qerr, exact = a8_references(x, w4_dequant64(codes, scales, mins, g), bias)
     for vnni in vnni_modes(isa):
         for threads in (1, 2):
             y = K.linear_w4(x, packed, scales, mins, g, bias=bias, num_threads=threads, activations="int8", vnni=vnni)
@@ -172,16 +175,9 @@ def test_w4a8_interleaved_vs_reference(isa, M, N, Kd, g):
     weights, and within what quantizing x costs of the exact product."""
     x = activations(M, Kd)
     codes, scales, mins = make_w4(N, Kd, g, style="awq" if g != 64 else "q4_1")
-    packed = pack_w4(codes)
-    il = K.w4_interleave(packed, scales, mins, g)
-    w = w4_dequant64(codes, scales, mins, g)
+    il = K.w4_interleave(pack_w4(codes), scales, mins, g)
     bias = rng.standard_normal(N).astype(np.float32)
-    q, d = q8_reference(x)
-    xq = (q.reshape(M, -1, 32) * d[..., None].astype(np.float64)).reshape(M, Kd)
-    ref = xq @ w.T + bias
-    scale = np.abs(xq) @ np.abs(w).T + np.abs(bias)
-    qerr = (np.repeat(d, 32, 1).astype(np.float64) / 2) @ np.abs(w).T
-    exact = x.astype(np.float64) @ w.T + bias
+    ref, scale, qerr, exact = a8_references(x, w4_dequant64(codes, scales, mins, g), bias)
     for vnni in vnni_modes(isa):
         for threads in (1, 2):
             y = K.linear_w4(x, *il, g, bias=bias, num_threads=threads, activations="int8", interleaved=True, vnni=vnni)
@@ -248,11 +244,7 @@ def test_i8a8_interleaved_vs_reference(isa, M, N, Kd):
     scales = rng.uniform(1e-3, 2e-2, N).astype(np.float32)
     bias = rng.standard_normal(N).astype(np.float32)
     qi, off = K.i8_interleave(q)
-    xq8, d = q8_reference(x)
-    xq = (xq8.reshape(M, -1, 32) * d[..., None].astype(np.float64)).reshape(M, Kd)
-    w = q.astype(np.float64) * scales[:, None]
-    ref = xq @ w.T + bias
-    scale = np.abs(xq) @ np.abs(w).T + np.abs(bias)
+    ref, scale, _, _ = a8_references(x, q.astype(np.float64) * scales[:, None], bias)
     for threads in (1, 2):
         y = K.linear_i8(x, qi, scales, bias=bias, num_threads=threads, offsets=off)
         err = np.abs(y - ref)

@@ -19,6 +19,22 @@
 
 namespace lmrt::cpu {
 
+namespace {
+
+// A row's inputs 0..15 (lo) and 16..31 (hi) of run b in Q8Rows' layout (chunks of 4 runs, low halves first).
+template <class T>
+struct Q8Run {
+  T* lo;
+  T* hi;
+};
+template <class T>
+Q8Run<T> q8_run(T* row, int64_t nblocks, int64_t b) {
+  const int64_t c0 = b / 4 * 4, nbc = std::min<int64_t>(4, nblocks - c0), j = b - c0;
+  return {row + c0 * 32 + j * 16, row + c0 * 32 + nbc * 16 + j * 16};
+}
+
+}  // namespace
+
 namespace scalar {
 
 void q8_quantize(const float* x, int64_t ldx, int64_t K, int group_size, int64_t m0, int64_t m1, int8_t* q, int64_t ldq,
@@ -31,10 +47,7 @@ void q8_quantize(const float* x, int64_t ldx, int64_t K, int group_size, int64_t
     float* xsr = xs + m * (nblocks / bpg);
     float group = 0.0f;
     for (int64_t b = 0; b < nblocks; ++b) {
-      const int64_t c0 = b / 4 * 4;
-      const int64_t nbc = std::min<int64_t>(4, nblocks - c0), j = b - c0;
-      int8_t* lo = qr + c0 * 32 + j * 16;
-      int8_t* hi = qr + c0 * 32 + nbc * 16 + j * 16;
+      const auto [lo, hi] = q8_run(qr, nblocks, b);
       const float* xb = xr + b * 32;
       float amax = 0.0f;
       for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(xb[i]));
@@ -64,10 +77,7 @@ void w4a8_tile(const Q8Rows& x, int64_t K, const uint8_t* codes, const float* sc
       const uint8_t* c = codes + n * (K / 2);
       float acc = 0.0f;
       for (int64_t b = 0; b < nblocks; ++b) {
-        const int64_t c0 = b / 4 * 4;
-        const int64_t nbc = std::min<int64_t>(4, nblocks - c0), j = b - c0;
-        const int8_t* lo = qr + c0 * 32 + j * 16;
-        const int8_t* hi = qr + c0 * 32 + nbc * 16 + j * 16;
+        const auto [lo, hi] = q8_run(qr, nblocks, b);
         int32_t dot = 0;
         for (int i = 0; i < 16; ++i) dot += (c[b * 16 + i] & 0x0F) * lo[i] + (c[b * 16 + i] >> 4) * hi[i];
         acc += static_cast<float>(dot) * (x.d[m * nblocks + b] * scales[n * G + b / bpg]);
@@ -88,10 +98,7 @@ void w4a8_il_tile(const Q8Rows& x, int64_t K, const uint8_t* codes, const float*
       for (int64_t n = 0; n < 16; ++n) {
         float acc = 0.0f;
         for (int64_t b = 0; b < nblocks; ++b) {
-          const int64_t c0 = b / 4 * 4;
-          const int64_t nbc = std::min<int64_t>(4, nblocks - c0), j = b - c0;
-          const int8_t* lo = qr + c0 * 32 + j * 16;
-          const int8_t* hi = qr + c0 * 32 + nbc * 16 + j * 16;
+          const auto [lo, hi] = q8_run(qr, nblocks, b);
           const uint8_t* run = codes + (t * nblocks + b) * 256 + n * 4;  // + u * 64 + byte
           int32_t dot = 0;
           for (int u = 0; u < 4; ++u)
@@ -117,10 +124,7 @@ void i8a8_il_tile(const Q8Rows& x, int64_t K, const int8_t* q, const int32_t* of
       for (int64_t n = 0; n < 16; ++n) {
         float acc = 0.0f;
         for (int64_t b = 0; b < nblocks; ++b) {
-          const int64_t c0 = b / 4 * 4;
-          const int64_t nbc = std::min<int64_t>(4, nblocks - c0), j = b - c0;
-          const int8_t* lo = qr + c0 * 32 + j * 16;  // inputs 0..15 of the run, then 16..31 (Q8Rows' layout)
-          const int8_t* hi = qr + c0 * 32 + nbc * 16 + j * 16;
+          const auto [lo, hi] = q8_run(qr, nblocks, b);
           int32_t dot = 0;
           for (int v = 0; v < 8; ++v)
             for (int i = 0; i < 4; ++i) {
@@ -330,9 +334,9 @@ void quantize_q8(const float* x, int64_t M, int64_t K, int64_t ldx, int8_t* q, f
   for (int64_t m = 0; m < M; ++m) {
     p.quantize(x + m * ldx, ldx, K, 32, 0, 1, perm.data(), K, d + m * nblocks, xs.data());
     for (int64_t b = 0; b < nblocks; ++b) {  // back to input order
-      const int64_t c0 = b / 4 * 4, nbc = std::min<int64_t>(4, nblocks - c0), j = b - c0;
-      std::memcpy(q + m * K + b * 32, perm.data() + c0 * 32 + j * 16, 16);
-      std::memcpy(q + m * K + b * 32 + 16, perm.data() + c0 * 32 + nbc * 16 + j * 16, 16);
+      const auto [lo, hi] = q8_run(perm.data(), nblocks, b);
+      std::memcpy(q + m * K + b * 32, lo, 16);
+      std::memcpy(q + m * K + b * 32 + 16, hi, 16);
     }
   }
 }

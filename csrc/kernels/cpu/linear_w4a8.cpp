@@ -88,10 +88,14 @@ void w4a8_tile(const Q8Rows& x, int64_t K, const uint8_t* codes, const float* sc
   }
 }
 
-void w4a8_il_tile(const Q8Rows& x, int64_t K, const uint8_t* codes, const float* scales, const float* mins,
-                  int group_size, const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t t0,
-                  int64_t t1) {
-  const int64_t nblocks = K / 32, bpg = group_size / 32, G = nblocks / bpg;
+namespace {
+
+// The interleaved tiles' scalar order, shared: for each row m, strip t and output n, acc starts at 0 and takes
+// fma(float(dot), factor, acc) for every run b, where (dot, factor) = run(m, t, n, b, lo, hi) (lo, hi: the row's
+// inputs of run b); then finish(m, t, n, acc) stores the output.
+template <class Run, class Finish>
+void il_rows(const Q8Rows& x, int64_t nblocks, int64_t m0, int64_t m1, int64_t t0, int64_t t1, const Run& run,
+             const Finish& finish) {
   for (int64_t m = m0; m < m1; ++m) {
     const int8_t* qr = x.q + m * x.ldq;
     for (int64_t t = t0; t < t1; ++t)
@@ -99,45 +103,54 @@ void w4a8_il_tile(const Q8Rows& x, int64_t K, const uint8_t* codes, const float*
         float acc = 0.0f;
         for (int64_t b = 0; b < nblocks; ++b) {
           const auto [lo, hi] = q8_run(qr, nblocks, b);
-          const uint8_t* run = codes + (t * nblocks + b) * 256 + n * 4;  // + u * 64 + byte
-          int32_t dot = 0;
-          for (int u = 0; u < 4; ++u)
-            for (int i = 0; i < 4; ++i) {
-              const uint8_t c = run[u * 64 + i];
-              dot += (c & 0x0F) * lo[4 * u + i] + (c >> 4) * hi[4 * u + i];
-            }
-          const float sd = scales[(t * G + b / bpg) * 16 + n] * x.d[m * nblocks + b];
-          acc = std::fma(static_cast<float>(dot), sd, acc);
+          const auto [dot, factor] = run(m, t, n, b, lo, hi);
+          acc = std::fma(static_cast<float>(dot), factor, acc);
         }
-        for (int64_t g = 0; g < G; ++g) acc = std::fma(mins[(t * G + g) * 16 + n], x.xs[m * G + g], acc);
-        y[m * ldy + t * 16 + n] = acc + (bias ? bias[t * 16 + n] : 0.0f);
+        finish(m, t, n, acc);
       }
   }
+}
+
+struct RunDot {
+  int32_t dot;
+  float factor;
+};
+
+}  // namespace
+
+void w4a8_il_tile(const Q8Rows& x, int64_t K, const uint8_t* codes, const float* scales, const float* mins,
+                  int group_size, const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t t0,
+                  int64_t t1) {
+  const int64_t nblocks = K / 32, bpg = group_size / 32, G = nblocks / bpg;
+  auto run = [&](int64_t m, int64_t t, int64_t n, int64_t b, const int8_t* lo, const int8_t* hi) {
+    const uint8_t* c = codes + (t * nblocks + b) * 256 + n * 4;  // + u * 64 + byte
+    int32_t dot = 0;
+    for (int u = 0; u < 4; ++u)
+      for (int i = 0; i < 4; ++i) dot += (c[u * 64 + i] & 0x0F) * lo[4 * u + i] + (c[u * 64 + i] >> 4) * hi[4 * u + i];
+    return RunDot{dot, scales[(t * G + b / bpg) * 16 + n] * x.d[m * nblocks + b]};
+  };
+  il_rows(x, nblocks, m0, m1, t0, t1, run, [&](int64_t m, int64_t t, int64_t n, float acc) {
+    for (int64_t g = 0; g < G; ++g) acc = std::fma(mins[(t * G + g) * 16 + n], x.xs[m * G + g], acc);
+    y[m * ldy + t * 16 + n] = acc + (bias ? bias[t * 16 + n] : 0.0f);
+  });
 }
 
 void i8a8_il_tile(const Q8Rows& x, int64_t K, const int8_t* q, const int32_t* offsets, const float* scales,
                   const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t t0, int64_t t1) {
   const int64_t nblocks = K / 32;
-  for (int64_t m = m0; m < m1; ++m) {
-    const int8_t* qr = x.q + m * x.ldq;
-    for (int64_t t = t0; t < t1; ++t)
-      for (int64_t n = 0; n < 16; ++n) {
-        float acc = 0.0f;
-        for (int64_t b = 0; b < nblocks; ++b) {
-          const auto [lo, hi] = q8_run(qr, nblocks, b);
-          int32_t dot = 0;
-          for (int v = 0; v < 8; ++v)
-            for (int i = 0; i < 4; ++i) {
-              const int8_t a = v < 4 ? lo[4 * v + i] : hi[4 * (v - 4) + i];
-              dot += (a + 128) * q[((t * (K / 4)) + b * 8 + v) * 64 + n * 4 + i];
-            }
-          dot -= offsets[(t * nblocks + b) * 16 + n];
-          acc = std::fma(static_cast<float>(dot), x.d[m * nblocks + b], acc);
-        }
-        const float v = acc * scales[t * 16 + n];
-        y[m * ldy + t * 16 + n] = bias ? v + bias[t * 16 + n] : v;
+  auto run = [&](int64_t m, int64_t t, int64_t n, int64_t b, const int8_t* lo, const int8_t* hi) {
+    int32_t dot = 0;
+    for (int v = 0; v < 8; ++v)
+      for (int i = 0; i < 4; ++i) {
+        const int8_t a = v < 4 ? lo[4 * v + i] : hi[4 * (v - 4) + i];
+        dot += (a + 128) * q[((t * (K / 4)) + b * 8 + v) * 64 + n * 4 + i];
       }
-  }
+    return RunDot{dot - offsets[(t * nblocks + b) * 16 + n], x.d[m * nblocks + b]};
+  };
+  il_rows(x, nblocks, m0, m1, t0, t1, run, [&](int64_t m, int64_t t, int64_t n, float acc) {
+    const float v = acc * scales[t * 16 + n];
+    y[m * ldy + t * 16 + n] = bias ? v + bias[t * 16 + n] : v;
+  });
 }
 
 }  // namespace scalar

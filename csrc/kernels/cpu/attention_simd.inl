@@ -17,6 +17,7 @@ namespace {
 // so a quantized row costs as many vector operations as a bf16 one, on fewer bytes.
 struct RowF32 {
   static constexpr bool kTail = true, kQuant = false, kChannel = false;
+  static int64_t bytes(int hd) { return 4 * static_cast<int64_t>(hd); }
   const float* p;
   RowF32(const void* cache, const uint16_t*, const uint8_t*, int hd, int64_t row)
       : p(static_cast<const float*>(cache) + row * hd) {}
@@ -25,6 +26,7 @@ struct RowF32 {
 };
 struct RowBF16 {
   static constexpr bool kTail = true, kQuant = false, kChannel = false;
+  static int64_t bytes(int hd) { return 2 * static_cast<int64_t>(hd); }
   const uint16_t* p;
   RowBF16(const void* cache, const uint16_t*, const uint8_t*, int hd, int64_t row)
       : p(static_cast<const uint16_t*>(cache) + row * hd) {}
@@ -33,6 +35,7 @@ struct RowBF16 {
 };
 struct RowI8 {
   static constexpr bool kTail = true, kQuant = true, kChannel = false;
+  static int64_t bytes(int hd) { return hd; }
   const uint8_t* p;
   float s1, m1;
   RowI8(const void* cache, const uint16_t* scales, const uint8_t* zeros, int hd, int64_t row)
@@ -45,6 +48,7 @@ struct RowI8 {
 // I4: in each run of 32 dims, byte j holds dim j (low nibble) and dim j + 16 (high); kLanes divides 16.
 struct RowI4 {
   static constexpr bool kTail = false, kQuant = true, kChannel = false;  // head_dim is a multiple of 32
+  static int64_t bytes(int hd) { return hd / 2; }
   const uint8_t* p;
   float s1, m1;
   RowI4(const void* cache, const uint16_t* scales, const uint8_t* zeros, int hd, int64_t row)
@@ -64,6 +68,7 @@ struct RowI4 {
 // The codes of a sealed I4Channel row as fp32 (their per-channel scales are folded into q by the caller).
 struct RowCodes4 {
   static constexpr bool kTail = false, kQuant = false, kChannel = false;
+  static int64_t bytes(int hd) { return hd / 2; }
   const uint8_t* p;
   RowCodes4(const void* cache, const uint16_t*, const uint8_t*, int hd, int64_t row)
       : p(static_cast<const uint8_t*>(cache) + row * (hd / 2)) {}
@@ -78,57 +83,91 @@ struct RowCodes4 {
 // q . x = q' . codes + bias.
 struct KeyI4Channel {
   static constexpr bool kTail = false, kQuant = true, kChannel = true;
+  static int64_t bytes(int hd) { return hd / 2; }  // a sealed row's codes
 };
 
-// s[g][j] = scale * q_g . k_j for G query heads and J keys at once (independent chains for the FMA pipes; each key
-// row's vec() is formed once for the G heads); each score's own FMA sequence is the same as with G = J = 1.
-// qsum[g] = sum(q_g), for quantized rows; bias[g]: added to each of head g's dots (sealed I4Channel rows).
-template <int G, int J, typename KR>
-inline void scores(const float* const* q, const KR* k, int hd, float scale, const float* qsum, float* const* s,
-                   int64_t j0, const float* bias) {  // k [J] rows; head g's scores at s[g] + j0
-  Vec acc[G][J];
+// d[g][j] = q_g . k_j (the codes' dot for quantized rows) for G query heads and 4 keys at once (independent chains
+// for the FMA pipes; each key row's vec() is formed once for the G heads), reduced four at a time by hsum4: a dot's
+// bits depend neither on G nor on the keys beside it.
+template <int G, typename KR>
+inline void dots4(const float* const* q, const KR* k, int hd, float (*d)[4]) {  // k [4] rows
+  Vec acc[G][4];
   for (int g = 0; g < G; ++g)
-    for (int j = 0; j < J; ++j) acc[g][j] = zero();
+    for (int j = 0; j < 4; ++j) acc[g][j] = zero();
   int i = 0;
   for (; i + kLanes <= hd; i += kLanes) {
-    Vec kv[J];
-    for (int j = 0; j < J; ++j) kv[j] = k[j].vec(i);
+    Vec kv[4];
+    for (int j = 0; j < 4; ++j) kv[j] = k[j].vec(i);
     for (int g = 0; g < G; ++g) {
       const Vec qv = load(q[g] + i);
-      for (int j = 0; j < J; ++j) acc[g][j] = fmadd(qv, kv[j], acc[g][j]);
+      for (int j = 0; j < 4; ++j) acc[g][j] = fmadd(qv, kv[j], acc[g][j]);
     }
   }
-  for (int g = 0; g < G; ++g)
-    for (int j = 0; j < J; ++j) {
-      float d = hsum(acc[g][j]);
-      if constexpr (KR::kTail)
-        for (int t = i; t < hd; ++t) d += q[g][t] * k[j].one(t);
-      if constexpr (KR::kQuant) d = __builtin_fmaf(d, k[j].s1, k[j].m1 * qsum[g]);
-      s[g][j0 + j] = (d + bias[g]) * scale;
-    }
+  for (int g = 0; g < G; ++g) {
+    hsum4(acc[g][0], acc[g][1], acc[g][2], acc[g][3], d[g]);
+    if constexpr (KR::kTail)
+      for (int j = 0; j < 4; ++j)
+        for (int t = i; t < hd; ++t) d[g][j] += q[g][t] * k[j].one(t);
+  }
 }
 
-// The scores of rows [base, base + n) of one block for G heads (4 keys at a time with one or two heads, 2 with
-// more, then the rest).
+// Rows [row, row + n) of a cache (row_bytes each) on their way into the cache, one line at a time.
+inline void prefetch_rows(const void* cache, int64_t row, int n, int64_t row_bytes) {
+  const char* p = static_cast<const char*>(cache) + row * row_bytes;
+  for (int64_t o = 0; o < n * row_bytes; o += 64) prefetch(p + o);
+}
+
+// Rows [r0, r0 + r) (r <= kLanes) of a quantized block as vectors: s1 (the scales) and m1 = -zero * s1, the
+// same bits as a row's own; lanes past r 0.
+inline void scale_min(const uint16_t* scales, const uint8_t* zeros, int64_t r0, int r, Vec& s1, Vec& m1) {
+  if (r == kLanes) {
+    s1 = load_f16(scales + r0);
+    m1 = mul(sub(zero(), bytes_f32(widen_u8(zeros + r0))), s1);
+    return;
+  }
+  uint16_t sb[kLanes];
+  uint8_t zb[kLanes];
+  for (int j = 0; j < kLanes; ++j) {
+    sb[j] = j < r ? scales[r0 + j] : 0;
+    zb[j] = j < r ? zeros[r0 + j] : 0;
+  }
+  s1 = load_f16(sb);
+  m1 = mul(sub(zero(), bytes_f32(widen_u8(zb))), s1);
+}
+
+// The scores of rows [base, base + n) of one block for G heads: s[g][j] = scale * (q_g . k_j + bias[g]), with a
+// quantized row's q . x = s1 (q . codes) + m1 sum(q) (qsum[g] = sum(q_g)). The dots 4 keys at a time (the last
+// group's missing keys repeat the block's last row, their sums unused), then the rest kLanes keys at a time.
 template <int G, typename KR>
 inline void block_scores(const AttnTask& t, const float* const* q, int hd, const float* qsum, const void* cache,
                          const uint16_t* scales, const uint8_t* zeros, int64_t base, int n, float* const* s,
                          const float* bias) {
-  constexpr int J = G <= 2 ? 4 : 2;
-  int j = 0;
-  for (; j + J <= n; j += J) {
-    if constexpr (J == 4) {
-      const KR k[4] = {KR(cache, scales, zeros, hd, base + j), KR(cache, scales, zeros, hd, base + j + 1),
-                       KR(cache, scales, zeros, hd, base + j + 2), KR(cache, scales, zeros, hd, base + j + 3)};
-      scores<G, 4>(q, k, hd, t.scale, qsum, s, j, bias);
-    } else {
-      const KR k[2] = {KR(cache, scales, zeros, hd, base + j), KR(cache, scales, zeros, hd, base + j + 1)};
-      scores<G, 2>(q, k, hd, t.scale, qsum, s, j, bias);
-    }
+  for (int j = 0; j < n; j += 4) {
+    const int last = n - 1;
+    const KR k[4] = {KR(cache, scales, zeros, hd, base + j),
+                     KR(cache, scales, zeros, hd, base + (j + 1 < n ? j + 1 : last)),
+                     KR(cache, scales, zeros, hd, base + (j + 2 < n ? j + 2 : last)),
+                     KR(cache, scales, zeros, hd, base + (j + 3 < n ? j + 3 : last))};
+    float d[G][4];
+    dots4<G>(q, k, hd, d);
+    for (int g = 0; g < G; ++g)
+      for (int jj = 0; jj < 4 && j + jj < n; ++jj) s[g][j + jj] = d[g][jj];
   }
-  for (; j < n; ++j) {
-    const KR k[1] = {KR(cache, scales, zeros, hd, base + j)};
-    scores<G, 1>(q, k, hd, t.scale, qsum, s, j, bias);
+  const Vec scale = set1(t.scale);
+  for (int j = 0; j < n; j += kLanes) {
+    const int r = n - j < kLanes ? n - j : kLanes;
+    Vec s1 = zero(), m1 = zero();
+    if constexpr (KR::kQuant) scale_min(scales, zeros, base + j, r, s1, m1);
+    for (int g = 0; g < G; ++g) {
+      Vec d = r == kLanes ? load(s[g] + j) : load_tail(s[g] + j, tail_mask(r));
+      if constexpr (KR::kQuant) d = fmadd(d, s1, mul(m1, set1(qsum[g])));
+      d = mul(add(d, set1(bias[g])), scale);
+      if (r == kLanes) {
+        store(s[g] + j, d);
+      } else {
+        store_tail(s[g] + j, tail_mask(r), d);
+      }
+    }
   }
 }
 
@@ -161,7 +200,8 @@ void attend(const AttnTask& t) {
     q[g] = t.q + g * hd;
   }
   Vec racc[G][NV > 0 ? NV : 1];  // [G][NV] (NV > 0)
-  float run_max[G], denom[G], vbias[G], qsum[G], zeros_g[G];
+  Vec dsum[G], vbsum[G];         // [G] the denominator's and (quantized V) sum_j p_j m1_j's lanes
+  float run_max[G], qsum[G], zeros_g[G];
   for (int g = 0; g < G; ++g) {
     if constexpr (NV > 0) {
       for (int v = 0; v < NV; ++v) racc[g][v] = zero();
@@ -169,8 +209,8 @@ void attend(const AttnTask& t) {
       for (int i = 0; i < hd; ++i) acc[g][i] = 0.0f;
     }
     run_max[g] = -__builtin_inff();
-    denom[g] = 0.0f;
-    vbias[g] = 0.0f;  // quantized V: sum_j p_j m1_j, added to every dim at the end
+    dsum[g] = zero();
+    vbsum[g] = zero();
     qsum[g] = KR::kQuant ? sum_of(q[g], hd) : 0.0f;
     zeros_g[g] = 0.0f;
   }
@@ -178,6 +218,12 @@ void attend(const AttnTask& t) {
   for (int b = 0; b < n_blocks; ++b) {
     const int n = b == n_blocks - 1 ? t.pos - b * bs + 1 : bs;
     const int64_t base = (static_cast<int64_t>(t.block_table[b]) * t.n_kv_heads + t.kv_head) * bs;  // first row
+    // The block's value rows (read after its scores) and the next block's key rows (after its P V) on their way:
+    // a sequence's blocks lie anywhere in the pool, where the hardware's prefetchers lose the stream.
+    prefetch_rows(t.v, base, n, VR::bytes(hd));
+    if (b + 1 < n_blocks)
+      prefetch_rows(t.k, (static_cast<int64_t>(t.block_table[b + 1]) * t.n_kv_heads + t.kv_head) * bs,
+                    b + 2 == n_blocks ? t.pos - (b + 1) * bs + 1 : bs, KR::bytes(hd));
     if constexpr (KR::kChannel) {
       if (n == bs) {  // sealed: every row visible (kv_reads_sealed)
         const int64_t ch = (static_cast<int64_t>(t.block_table[b]) * t.n_kv_heads + t.kv_head) * hd;
@@ -201,14 +247,21 @@ void attend(const AttnTask& t) {
     } else {
       block_scores<G, KR>(t, q, hd, qsum, t.k, t.k_scales, t.k_zeros, base, n, s, zeros_g);
     }
-    for (int g = 0; g < G; ++g) {
+    for (int g = 0; g < G; ++g) {  // the block's max (any order gives its bits), then the running state rescaled
       float block_max = run_max[g];
-      for (int j = 0; j < n; ++j) block_max = s[g][j] > block_max ? s[g][j] : block_max;
+      int j = 0;
+      if (n >= kLanes) {
+        Vec mx = load(s[g]);
+        for (j = kLanes; j + kLanes <= n; j += kLanes) mx = max_lanes(mx, load(s[g] + j));
+        const float m = hmax(mx);
+        block_max = m > block_max ? m : block_max;
+      }
+      for (; j < n; ++j) block_max = s[g][j] > block_max ? s[g][j] : block_max;
       if (block_max > run_max[g]) {
         const float corr = __builtin_expf(run_max[g] - block_max);  // 0 on the first block
-        denom[g] *= corr;
-        vbias[g] *= corr;
         const Vec cv = set1(corr);
+        dsum[g] = mul(dsum[g], cv);
+        vbsum[g] = mul(vbsum[g], cv);
         if constexpr (NV > 0) {
           for (int v = 0; v < NV; ++v) racc[g][v] = mul(racc[g][v], cv);
         } else {
@@ -218,26 +271,38 @@ void attend(const AttnTask& t) {
         }
         run_max[g] = block_max;
       }
-      // The block's probabilities at once (exp_ps of the vector API), then summed in key order.
-      const Vec vmax = set1(run_max[g]);
-      int j = 0;
-      for (; j + kLanes <= n; j += kLanes) store(s[g] + j, exp_ps(sub(load(s[g] + j), vmax)));
-      if (j < n) store_tail(s[g] + j, tail_mask(n - j), exp_ps(sub(load_tail(s[g] + j, tail_mask(n - j)), vmax)));
+    }
+    // The block's probabilities kLanes keys at a time: p_j into the denominator's lanes; a quantized V's
+    // p_j m1_j into vbias's, and s[g][j] becomes p_j s1_j, the weight of value row j's vec().
+    for (int j = 0; j < n; j += kLanes) {
+      const int r = n - j < kLanes ? n - j : kLanes;
+      Vec s1 = zero(), m1 = zero();
+      if constexpr (VR::kQuant) scale_min(t.v_scales, t.v_zeros, base + j, r, s1, m1);
+      for (int g = 0; g < G; ++g) {
+        const Vec vmax = set1(run_max[g]);
+        Vec p;
+        if (r == kLanes) {
+          p = exp_ps(sub(load(s[g] + j), vmax));
+        } else {  // lanes past r: 0
+          store_tail(s[g] + j, tail_mask(r), exp_ps(sub(load_tail(s[g] + j, tail_mask(r)), vmax)));
+          p = load_tail(s[g] + j, tail_mask(r));
+        }
+        dsum[g] = add(dsum[g], p);
+        if constexpr (VR::kQuant) {
+          vbsum[g] = fmadd(p, m1, vbsum[g]);
+          p = mul(p, s1);
+        }
+        if (r == kLanes) {
+          store(s[g] + j, p);
+        } else {
+          store_tail(s[g] + j, tail_mask(r), p);
+        }
+      }
     }
     for (int j = 0; j < n; ++j) {
       const VR vr(t.v, t.v_scales, t.v_zeros, hd, base + j);
       Vec pv[G];
-      float pw[G];  // the weight of the row's vec() values
-      for (int g = 0; g < G; ++g) {
-        const float p = s[g][j];
-        denom[g] += p;
-        pw[g] = p;
-        if constexpr (VR::kQuant) {
-          pw[g] = p * vr.s1;
-          vbias[g] = __builtin_fmaf(p, vr.m1, vbias[g]);
-        }
-        pv[g] = set1(pw[g]);
-      }
+      for (int g = 0; g < G; ++g) pv[g] = set1(s[g][j]);
       if constexpr (NV > 0) {
         for (int v = 0; v < NV; ++v) {
           const Vec x = vr.vec(v * kLanes);
@@ -251,19 +316,19 @@ void attend(const AttnTask& t) {
         }
         if constexpr (VR::kTail)
           for (; i < hd; ++i)
-            for (int g = 0; g < G; ++g) acc[g][i] += pw[g] * vr.one(i);
+            for (int g = 0; g < G; ++g) acc[g][i] += s[g][j] * vr.one(i);
       }
     }
   }
   for (int g = 0; g < G; ++g) {
-    const float inv = 1.0f / denom[g];
+    const float inv = 1.0f / hsum(dsum[g]), vbias = hsum(vbsum[g]);  // vbias: added to every dim
     float* out = t.out + g * hd;
     if constexpr (NV > 0) {
-      const Vec vb = set1(vbias[g]);
+      const Vec vb = set1(vbias);
       for (int v = 0; v < NV; ++v)
         store(out + v * kLanes, mul(VR::kQuant ? add(racc[g][v], vb) : racc[g][v], set1(inv)));
     } else {
-      for (int i = 0; i < hd; ++i) out[i] = (VR::kQuant ? acc[g][i] + vbias[g] : acc[g][i]) * inv;
+      for (int i = 0; i < hd; ++i) out[i] = (VR::kQuant ? acc[g][i] + vbias : acc[g][i]) * inv;
     }
   }
 }

@@ -94,6 +94,27 @@ inline float hsum(Vec v) {
   return _mm_cvtss_f32(s);
 }
 
+// out[0..3]: the sums of a, b, c and d, four at once (the attention scores of four keys). Every slot takes the
+// same fixed pairing of its lanes (not hsum's), so a sum's bits do not depend on its slot or its neighbours.
+inline void hsum4(Vec a, Vec b, Vec c, Vec d, float* out) {
+  const Vec ab = _mm256_add_ps(_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));  // per 128 bits: a02 b02 a13 b13
+  const Vec cd = _mm256_add_ps(_mm256_unpacklo_ps(c, d), _mm256_unpackhi_ps(c, d));
+  const Vec lo = _mm256_castpd_ps(_mm256_unpacklo_pd(_mm256_castps_pd(ab), _mm256_castps_pd(cd)));
+  const Vec hi = _mm256_castpd_ps(_mm256_unpackhi_pd(_mm256_castps_pd(ab), _mm256_castps_pd(cd)));
+  const Vec s = _mm256_add_ps(lo, hi);  // per 128 bits: a b c d
+  _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1)));
+}
+
+// kLanes IEEE halves -> fp32 (F16C, exact).
+inline Vec load_f16(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+inline Vec max_lanes(Vec a, Vec b) { return _mm256_max_ps(a, b); }
+inline float hmax(Vec v) {
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_max_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
 // e^x in fp32, within 2 ulp over the normal range: Cephes' expf as exp_ps in simd_avx512.h, with 2^n
 // built in the exponent field (x is clamped to [-87.34, 88], so n stays in [-126, 127]); 0 for
 // x < -87.34.

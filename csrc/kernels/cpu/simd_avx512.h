@@ -84,6 +84,25 @@ inline float hsum(Vec v) {
   return _mm_cvtss_f32(s);
 }
 
+// out[0..3]: the sums of a, b, c and d, four at once (the attention scores of four keys). Every slot takes the
+// same fixed pairing of its lanes (not hsum's), so a sum's bits do not depend on its slot or its neighbours.
+inline void hsum4(Vec a, Vec b, Vec c, Vec d, float* out) {
+  const Vec ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));  // per 128 bits: a02 b02 a13 b13
+  const Vec cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+  const Vec lo = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(ab), _mm512_castps_pd(cd)));
+  const Vec hi = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(ab), _mm512_castps_pd(cd)));
+  const Vec s = _mm512_add_ps(lo, hi);  // per 128 bits: a b c d
+  const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(s), _mm512_extractf32x8_ps(s, 1));
+  _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+}
+
+// kLanes IEEE halves -> fp32 (F16C, exact).
+inline Vec load_f16(const uint16_t* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+inline Vec max_lanes(Vec a, Vec b) { return _mm512_max_ps(a, b); }
+inline float hmax(Vec v) { return _mm512_reduce_max_ps(v); }
+
 // ---- Beyond the shared vector API (but exp_ps, which simd_avx2.h has too): the AVX-512 files of the
 // bf16 tile paths use these.
 

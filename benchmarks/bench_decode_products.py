@@ -8,7 +8,8 @@ lmrt._core.kernels, 2 threads, median of --reps timings of --seconds each; layer
 Modes: exact fp32 (linear_w4 / linear_i8), int8 activations over the row layout (linear_w4 activations="int8"; the
 output matrix has no int8-activation path and stays fp32 there), int8 activations over interleaved weights
 (interleaved=True, where AVX-512 is active: what the engine runs with linear_precision="int8" there; the output
-matrix as the engine runs it then: on the tiles from 16 rows, else fp32), and the best bf16 tile unit here.
+matrix as the engine runs it then: interleaved with int8 activations where VNNI is, else on the tiles from 16 rows
+and fp32 below), and the best bf16 tile unit here.
 
     HF_HUB_OFFLINE=1 PYTHONPATH=src:. python benchmarks/bench_decode_products.py [--m 1,8,12,16,24,32] [--reps 3]
 """
@@ -45,6 +46,8 @@ def main() -> None:
                 rng.integers(-128, 128, (n, k), dtype=np.int8),
                 rng.uniform(1e-3, 2e-2, n).astype(np.float32),
             )
+            if K.vnni_available():
+                weights[name + ":il"] = K.i8_interleave(weights[name][0])
         else:
             sc = rng.uniform(0.002, 0.05, (n, k // 32)).astype(np.float32)
             weights[name] = (
@@ -65,7 +68,10 @@ def main() -> None:
                 for name, k, _n in SHAPES:
                     x = rng.standard_normal((m, k), dtype=np.float32)
                     w = weights[name]
-                    if name == "lm_head":
+                    if name == "lm_head" and mode == "int8-il" and K.vnni_available():
+                        qi, off = weights[name + ":il"]
+                        ht = timeit(lambda: K.linear_i8(x, qi, w[1], num_threads=2, offsets=off), args.seconds)
+                    elif name == "lm_head":
                         tile = unit if mode == unit or (mode == "int8-il" and m >= 16) else None
                         ht = timeit(lambda: K.linear_i8(x, w[0], w[1], num_threads=2, tile_unit=tile), args.seconds)
                     elif mode == "int8-il":
@@ -96,7 +102,7 @@ def main() -> None:
                 f"{model}, {cpus} CPUs, 2 threads; ISA {K.active_isa()}, tile unit {unit}, VNNI {K.vnni_available()}",
                 "cells: ms for the 30 layers' 4-bit products + the int8 output matrix = the step's products, "
                 f"medians of {args.reps}; the output matrix has no int8-activation path (fp32 in the int8 column; "
-                "int8-il: on the tiles from 16 rows, as the engine runs it)",
+                "int8-il: as the engine runs it, interleaved int8 x int8 with VNNI, else the tiles from 16 rows)",
             ],
             ["rows (requests)"] + [f"{md}" for md in modes] + ["fastest"],
             rows,

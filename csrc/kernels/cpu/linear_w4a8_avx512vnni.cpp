@@ -33,15 +33,25 @@ inline void i8_kernel(const Q8Rows& x, int64_t m, int64_t K, const int8_t* q, co
     BVec dot[R][C];
     for (int r = 0; r < R; ++r)
       for (int c = 0; c < C; ++c) dot[r][c] = zero_b();
+    // The run's 32 activations of each row + 128 (each byte's top bit flipped), in order, staged once for the
+    // 8 x C broadcasts below: each is then a load (a broadcast from a general register costs a cross-domain move).
+    alignas(64) uint8_t au[R][32];
+    const __m128i flip = _mm_set1_epi8(static_cast<char>(0x80));
+    for (int r = 0; r < R; ++r) {
+      const int8_t* qr = x.q + (m + r) * x.ldq;
+      _mm_store_si128(reinterpret_cast<__m128i*>(au[r]),
+                      _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qr + lo_off)), flip));
+      _mm_store_si128(reinterpret_cast<__m128i*>(au[r] + 16),
+                      _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qr + hi_off)), flip));
+    }
     for (int v = 0; v < 8; ++v) {
       BVec wv[C];
       for (int c = 0; c < C; ++c) wv[c] = _mm512_loadu_si512(q + ((t + c) * quads + b * 8 + v) * 64);
       for (int r = 0; r < R; ++r) {
-        const int8_t* qr = x.q + (m + r) * x.ldq + (v < 4 ? lo_off + 4 * v : hi_off + 4 * (v - 4));
         int32_t a;
-        std::memcpy(&a, qr, sizeof a);
-        const BVec au = _mm512_set1_epi32(a ^ static_cast<int32_t>(0x80808080u));  // + 128 in each byte
-        for (int c = 0; c < C; ++c) dot[r][c] = _mm512_dpbusd_epi32(dot[r][c], au, wv[c]);
+        std::memcpy(&a, au[r] + 4 * v, sizeof a);
+        const BVec av = _mm512_set1_epi32(a);
+        for (int c = 0; c < C; ++c) dot[r][c] = _mm512_dpbusd_epi32(dot[r][c], av, wv[c]);
       }
     }
     for (int c = 0; c < C; ++c) {

@@ -50,9 +50,10 @@ def rows_for_store_test(hd):
     return x
 
 
-@pytest.mark.parametrize("dtype", ["i8", "i4"])
-def test_kv_store_quantizes_as_the_reference(dtype):
-    hd, n_kv, bs = 64, 2, 4
+@pytest.mark.parametrize("dtype,hd", [("i8", 64), ("i8", 20), ("i4", 64), ("i4", 96)])
+def test_kv_store_quantizes_as_the_reference(isa, dtype, hd):
+    """Every ISA path's quantizer gives the reference's codes, scales and zeros (head sizes with a partial vector)."""
+    n_kv, bs = 2, 4
     c = PagedCache(8, n_kv, hd, bs, dtype, rng)
     x = rows_for_store_test(hd)  # 12 rows: 6 tokens x 2 kv heads
     k, v = x.reshape(6, n_kv * hd), (x[::-1] * 0.5).copy().reshape(6, n_kv * hd)
@@ -77,7 +78,7 @@ def test_kv_store_quantizes_as_the_reference(dtype):
         assert (np.abs(held.astype(np.float64) - src.reshape(12, hd)) <= 0.5 * step + 1e-30).all()
 
 
-def test_int4_channel_keys_are_staged_then_sealed_per_channel():
+def test_int4_channel_keys_are_staged_then_sealed_per_channel(isa):
     """i4c K: each row staged as an i8 row (the i8 reference), and a full block quantized per channel from the
     staged values (the i4 reference applied to the block's columns); V is i4 per row."""
     hd, n_kv, bs = 64, 2, 4
@@ -135,10 +136,12 @@ def test_int4_channel_keys_beat_per_token_on_outlier_channels():
     assert err["i4c"] < 0.5 * err["i4"], err
 
 
-def test_a_non_finite_row_stays_non_finite():
-    c = PagedCache(2, 1, 32, 2, "i8", rng)
+@pytest.mark.parametrize("dtype", ["i8", "i4"])
+@pytest.mark.parametrize("bad,at", [(np.nan, 3), (np.inf, 20), (-np.inf, 31)])
+def test_a_non_finite_row_stays_non_finite(isa, dtype, bad, at):
+    c = PagedCache(2, 1, 32, 2, dtype, rng)
     k = np.ones((1, 32), np.float32)
-    k[0, 3] = np.nan
+    k[0, at] = bad
     c.store(k, np.ones((1, 32), np.float32), np.array([0], np.int64))
     assert np.isnan(c.held("k", np.array([0], np.int32), 1)).all()
     assert np.isfinite(c.held("v", np.array([0], np.int32), 1)).all()

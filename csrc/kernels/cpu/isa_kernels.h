@@ -177,6 +177,13 @@ using SoftmaxChunkFn = SoftmaxChunkSig*;
 // o[r, i] = o[r, i] * corr[r] + pv[r, i] for r < R, i < n; o and pv [R, n], contiguous.
 using AccUpdateSig = void(float* o, const float* pv, const float* corr, int64_t R, int64_t n);
 using AccUpdateFn = AccUpdateSig*;
+// The two loops of quantizing a KV row on write (kv_quant.h's kv_quantize_row does the rest): the row's range
+// widened to include 0 (mn <= 0 <= mx), false if it holds a NaN or an infinity; then its codes under (s, zero),
+// kv_code_of's for each dim, dt kI8 (hd bytes) or kI4 (packed as kv_pack_i4). The same results on every path.
+using KVRowRangeSig = bool(const float* x, int hd, float* mn, float* mx);
+using KVRowRangeFn = KVRowRangeSig*;
+using KVRowCodesSig = void(const float* x, int hd, float s, uint8_t zero, int dt, uint8_t* codes);
+using KVRowCodesFn = KVRowCodesSig*;
 
 // The entry points each ISA defines (same signatures as the pointer types above).
 namespace scalar {
@@ -226,6 +233,8 @@ ToBf16Sig to_bf16;
 SoftmaxChunkSig softmax_chunk;
 AccUpdateSig acc_update;
 Q8QuantizeSig q8_quantize;
+KVRowRangeSig kv_row_range;  // kv_store_avx512.cpp
+KVRowCodesSig kv_row_codes;
 W4A8TileSig w4a8_tile;       // int8 dots by maddubs (AVX-512 BW)
 W4A8IlTileSig w4a8_il_tile;  // the same bits as scalar::w4a8_il_tile
 }  // namespace avx512

@@ -78,11 +78,9 @@ static inline void kv_pack_i4(int hd, uint8_t* codes, CodeFn code) {
     for (int j = 0; j < 16; ++j) codes[r / 2 + j] = static_cast<uint8_t>(code(r + j) | code(r + j + 16) << 4);
 }
 
-// Quantizes one row x [hd] (ops.h, KVDType): codes (I8: hd bytes; I4: hd / 2 bytes, hd a multiple of 32),
-// its scale (fp16 bits) and zero point. A row with a NaN or infinity gets a NaN scale and zero codes, so the
-// non-finite value reaches the logits (where the engine reports it) instead of turning into a code.
-static inline void kv_quantize_row(const float* x, int hd, KVDType dt, uint8_t* codes, uint16_t* scale, uint8_t* zero) {
-  const int qmax = (1 << kv_bits(dt)) - 1;
+// The scalar loops of kv_quantize_row (isa_kernels.h's KVRowRangeSig / KVRowCodesSig; kv_store_avx512.cpp has
+// their AVX-512 forms).
+static inline bool kv_row_range(const float* x, int hd, float* mn_out, float* mx_out) {
   float mn = 0.0f, mx = 0.0f;  // the range widened to include 0
   bool finite = true;
   for (int i = 0; i < hd; ++i) {
@@ -90,6 +88,28 @@ static inline void kv_quantize_row(const float* x, int hd, KVDType dt, uint8_t* 
     mn = x[i] < mn ? x[i] : mn;
     mx = x[i] > mx ? x[i] : mx;
   }
+  *mn_out = mn;
+  *mx_out = mx;
+  return finite;
+}
+static inline void kv_row_codes(const float* x, int hd, float s, uint8_t zero, int dt, uint8_t* codes) {
+  if (dt == static_cast<int>(KVDType::I8)) {
+    for (int i = 0; i < hd; ++i) codes[i] = static_cast<uint8_t>(kv_code_of(x[i], s, zero, 255));
+  } else {
+    kv_pack_i4(hd, codes, [&](int i) { return kv_code_of(x[i], s, zero, 15); });
+  }
+}
+
+// Quantizes one row x [hd] (ops.h, KVDType): codes (I8: hd bytes; I4: hd / 2 bytes, hd a multiple of 32),
+// its scale (fp16 bits) and zero point. A row with a NaN or infinity gets a NaN scale and zero codes, so the
+// non-finite value reaches the logits (where the engine reports it) instead of turning into a code. range and
+// codes_of: the row's two loops (the scalar ones, or an ISA's with the same results).
+static inline void kv_quantize_row(const float* x, int hd, KVDType dt, uint8_t* codes, uint16_t* scale, uint8_t* zero,
+                                   bool (*range)(const float*, int, float*, float*) = kv_row_range,
+                                   void (*codes_of)(const float*, int, float, uint8_t, int, uint8_t*) = kv_row_codes) {
+  const int qmax = (1 << kv_bits(dt)) - 1;
+  float mn, mx;
+  const bool finite = range(x, hd, &mn, &mx);
   const int nbytes = dt == KVDType::I8 ? hd : hd / 2;
   if (!finite) {
     *scale = 0x7e00;  // NaN
@@ -98,12 +118,7 @@ static inline void kv_quantize_row(const float* x, int hd, KVDType dt, uint8_t* 
     return;
   }
   kv_params(mn, mx, qmax, scale, zero);
-  const float s = f16_bits_to_f32(*scale);
-  if (dt == KVDType::I8) {
-    for (int i = 0; i < hd; ++i) codes[i] = static_cast<uint8_t>(kv_code_of(x[i], s, *zero, qmax));
-  } else {
-    kv_pack_i4(hd, codes, [&](int i) { return kv_code_of(x[i], s, *zero, qmax); });
-  }
+  codes_of(x, hd, f16_bits_to_f32(*scale), *zero, static_cast<int>(dt), codes);
 }
 
 // I4Channel: quantizes one full block of one kv head from its staged I8 rows (x = (code - zero) * scale,

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "kernels/cpu/bf16.h"
+#include "kernels/cpu/isa_kernels.h"
 #include "kernels/cpu/kv_quant.h"
 #include "kernels/cpu/ops.h"
 
@@ -11,8 +12,22 @@ namespace lmrt::cpu {
 
 namespace {
 
+// A quantized row's two loops on the active ISA (the same results on every path; isa_kernels.h).
+struct RowLoops {
+  KVRowRangeFn range = kv_row_range;
+  KVRowCodesFn codes = kv_row_codes;
+};
+
+RowLoops row_loops() {
+#ifdef LMRT_X86
+  if (active_isa() == Isa::Avx512) return {avx512::kv_row_range, avx512::kv_row_codes};
+#endif
+  return {};
+}
+
 // Row `row` of one cache (k or v) from x [head_dim].
-void store_row(void* cache, uint16_t* scales, uint8_t* zeros, KVDType dt, int hd, int64_t row, const float* x) {
+void store_row(void* cache, uint16_t* scales, uint8_t* zeros, KVDType dt, int hd, int64_t row, const float* x,
+               const RowLoops& loops) {
   char* dst = static_cast<char*>(cache) + row * kv_row_bytes(dt, hd);
   switch (dt) {
     case KVDType::F32: std::memcpy(dst, x, static_cast<size_t>(hd) * sizeof(float)); return;
@@ -22,7 +37,9 @@ void store_row(void* cache, uint16_t* scales, uint8_t* zeros, KVDType dt, int hd
       return;
     }
     case KVDType::I8:
-    case KVDType::I4: kv_quantize_row(x, hd, dt, reinterpret_cast<uint8_t*>(dst), scales + row, zeros + row); return;
+    case KVDType::I4:
+      kv_quantize_row(x, hd, dt, reinterpret_cast<uint8_t*>(dst), scales + row, zeros + row, loops.range, loops.codes);
+      return;
     case KVDType::I4Channel: throw std::logic_error("kv_store: I4Channel rows are staged, not stored");
   }
 }
@@ -33,6 +50,7 @@ void kv_store(const KVLayer& kv, const float* k, int64_t ldk, const float* v, in
               const int64_t* slot) {
   const int64_t hd = kv.head_dim, bs = kv.block_size;
   const bool staged = kv.k_dtype == KVDType::I4Channel;
+  const RowLoops loops = row_loops();
   for (int64_t m = 0; m < M; ++m) {
     const int64_t block = slot[m] / bs, off = slot[m] % bs;
     const int64_t stage = staged ? kv.stage_of_block[block] : -1;
@@ -42,10 +60,10 @@ void kv_store(const KVLayer& kv, const float* k, int64_t ldk, const float* v, in
       const int64_t row = (block * kv.n_kv_heads + h) * bs + off;
       if (staged)
         store_row(kv.k_stage, kv.k_stage_scales, kv.k_stage_zeros, KVDType::I8, kv.head_dim,
-                  (stage * kv.n_kv_heads + h) * bs + off, k + m * ldk + h * hd);
+                  (stage * kv.n_kv_heads + h) * bs + off, k + m * ldk + h * hd, loops);
       else
-        store_row(kv.k, kv.k_scales, kv.k_zeros, kv.k_dtype, kv.head_dim, row, k + m * ldk + h * hd);
-      store_row(kv.v, kv.v_scales, kv.v_zeros, kv.v_dtype, kv.head_dim, row, v + m * ldv + h * hd);
+        store_row(kv.k, kv.k_scales, kv.k_zeros, kv.k_dtype, kv.head_dim, row, k + m * ldk + h * hd, loops);
+      store_row(kv.v, kv.v_scales, kv.v_zeros, kv.v_dtype, kv.head_dim, row, v + m * ldv + h * hd, loops);
     }
   }
 }

@@ -200,8 +200,9 @@ bool on_cuda(const std::string& device) {
 #endif
 }
 
-// codes [N, K/2] uint8 (W4Matrix nibble layout), scales/mins [N, K/group_size] float32.
-py::array_t<float> linear_w4(F32In x, py::array codes, F32In scales, F32In mins, int group_size,
+// codes [N, K/2] uint8 (W4Matrix nibble layout), scales/mins [N, K/group_size] float32 (interleaved: w4_interleave's
+// float16).
+py::array_t<float> linear_w4(F32In x, py::array codes, py::array scales_in, py::array mins_in, int group_size,
                              std::optional<F32In> bias, int num_threads, const std::optional<std::string>& tile_unit,
                              const std::string& activations, bool vnni, bool interleaved, const std::string& device) {
   check_threads(num_threads);
@@ -222,15 +223,29 @@ py::array_t<float> linear_w4(F32In x, py::array codes, F32In scales, F32In mins,
   auto c = exact_2d<uint8_t>(codes, "codes", "uint8");
   const int64_t N = c.shape(0), G = K / group_size;
   if (c.shape(1) != K / 2) bad("codes must be [N, K/2] with K/2 = " + std::to_string(K / 2) + ", got " + shape_str(c));
-  for (auto* a : {&scales, &mins})
+  // Interleaved: the scales and mins w4_interleave gave (float16); else float32 (other float types converted).
+  py::array sa = scales_in, ma = mins_in;
+  if (interleaved) {
+    for (const py::array* a : {&sa, &ma})
+      if (a->dtype().kind() != 'f' || a->dtype().itemsize() != 2 || !(a->flags() & py::array::c_style))
+        bad(std::string(a == &sa ? "scales" : "mins") +
+            " must be w4_interleave's (C-contiguous float16) when interleaved=True, got dtype " +
+            std::string(py::str(a->dtype())));
+  } else {
+    sa = F32In::ensure(scales_in);
+    ma = F32In::ensure(mins_in);
+    if (!sa || !ma) bad("scales and mins must be float arrays");
+  }
+  for (const py::array* a : {&sa, &ma})
     if (a->ndim() != 2 || a->shape(0) != N || a->shape(1) != G)
-      bad(std::string(a == &scales ? "scales" : "mins") + " must be [N, K/group_size] = [" + std::to_string(N) + ", " +
+      bad(std::string(a == &sa ? "scales" : "mins") + " must be [N, K/group_size] = [" + std::to_string(N) + ", " +
           std::to_string(G) + "], got " + shape_str(*a));
   check_bias(bias, N);
   if (interleaved && N % 16 != 0) bad("interleaved weights need N a multiple of 16, got " + std::to_string(N));
   py::array_t<float> y({M, N});
   const float* xp = x.data();
-  const cpu::W4Matrix w{c.data(), scales.data(), mins.data(), group_size};
+  const cpu::W4Matrix w{c.data(), interleaved ? nullptr : static_cast<const float*>(sa.data()),
+                        interleaved ? nullptr : static_cast<const float*>(ma.data()), group_size};
   const float* bp = bias ? bias->data() : nullptr;
   float* yp = y.mutable_data();
   {
@@ -245,7 +260,8 @@ py::array_t<float> linear_w4(F32In x, py::array codes, F32In scales, F32In mins,
 #endif
     if (interleaved) {
       lmrt::Buffer scratch;
-      const cpu::W4Interleaved il{c.data(), scales.data(), mins.data(), group_size};
+      const cpu::W4Interleaved il{c.data(), static_cast<const uint16_t*>(sa.data()),
+                                  static_cast<const uint16_t*>(ma.data()), group_size};
       cpu::linear_w4a8_il(pool, xp, M, K, K, il, N, bp, yp, N, scratch, vnni);
     } else if (activations == "int8") {
       lmrt::Buffer scratch;
@@ -262,7 +278,8 @@ py::array_t<float> linear_w4(F32In x, py::array codes, F32In scales, F32In mins,
   return y;
 }
 
-// (codes, scales, mins) of a W4Matrix -> the same arrays' bytes in W4Interleaved's layout (same shapes).
+// (codes, scales, mins) of a W4Matrix -> the same values in W4Interleaved's layout (same shapes; scales and mins as
+// float16, rounded to nearest where not exact).
 py::tuple w4_interleave(py::array codes, F32In scales, F32In mins, int group_size) {
   auto c = exact_2d<uint8_t>(codes, "codes", "uint8");
   const int64_t N = c.shape(0), K = c.shape(1) * 2;
@@ -271,10 +288,10 @@ py::tuple w4_interleave(py::array codes, F32In scales, F32In mins, int group_siz
     if (a->ndim() != 2 || a->shape(0) != N || a->shape(1) != K / group_size)
       bad("scales and mins must be [N, K/group_size], got " + shape_str(*a));
   py::array_t<uint8_t> ci({N, K / 2});
-  py::array_t<float> si({N, K / group_size}), mi({N, K / group_size});
+  py::array_t<uint16_t> si({N, K / group_size}), mi({N, K / group_size});
   cpu::w4_interleave(cpu::W4Matrix{c.data(), scales.data(), mins.data(), group_size}, N, K, ci.mutable_data(),
                      si.mutable_data(), mi.mutable_data());
-  return py::make_tuple(ci, si, mi);
+  return py::make_tuple(ci, si.view("float16"), mi.view("float16"));  // the halves' bits, as NumPy's float16
 }
 
 // q [N, K] int8 -> (q in I8Interleaved's layout, same shape; offsets [N * K / 32] int32).

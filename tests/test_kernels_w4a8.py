@@ -153,12 +153,18 @@ IL_CASES = [
 
 def interleave_reference(packed, scales, mins):
     """W4Interleaved's layout from its contract (csrc/kernels/ops.h), in NumPy: (strip t, run b, quad u, output n,
-    byte j) = packed[16 t + n, 16 b + 4 u + j]; (t, g, n) = scales[16 t + n, g]."""
+    byte j) = packed[16 t + n, 16 b + 4 u + j]; (t, g, n) = scales[16 t + n, g] as an IEEE half (NumPy's float16:
+    round to nearest even)."""
     N, half = packed.shape
     c = packed.reshape(N // 16, 16, half // 16, 4, 4)  # t, n, b, u, j
     codes = c.transpose(0, 2, 3, 1, 4).reshape(N, half)
-    per = lambda a: a.reshape(N // 16, 16, -1).transpose(0, 2, 1).reshape(N, -1)  # noqa: E731
+    per = lambda a: a.reshape(N // 16, 16, -1).transpose(0, 2, 1).reshape(N, -1).astype(np.float16)  # noqa: E731
     return codes, per(scales), per(mins)
+
+
+def halves(a):
+    """The fp32 values an interleaved matrix holds for these scales or mins (rounded to IEEE halves)."""
+    return a.astype(np.float16).astype(np.float32)
 
 
 def test_w4_interleave_matches_its_layout():
@@ -166,7 +172,48 @@ def test_w4_interleave_matches_its_layout():
     packed = pack_w4(codes)
     got = K.w4_interleave(packed, scales, mins, 64)
     for a, b, what in zip(got, interleave_reference(packed, scales, mins), ("codes", "scales", "mins")):
-        assert np.array_equal(a, b), what
+        assert a.dtype == b.dtype and np.array_equal(a, b), what
+
+
+def test_w4_interleave_rounds_scales_and_mins_to_halves_as_numpy():
+    """Halves keep GGUF Q4_0 / Q4_1 and AutoAWQ scales exactly (they are halves already); anything else rounds to
+    nearest, ties to even, as NumPy's float16: values around the subnormal range, exact ties, beyond the largest
+    half (infinity), both signs."""
+    N, G = 16, 8
+    special = np.array(
+        [
+            1e-8,
+            3e-8,
+            6.1e-5,
+            6.0975552e-05,
+            2.0**-24 * 1.5,
+            2.0**-24 * 2.5,
+            1 + 2.0**-11,
+            1 + 3 * 2.0**-11,
+            65504.0,
+            65519.0,
+            65520.0,
+            1e6,
+            0.0,
+            -0.0,
+            1.0 / 3.0,
+            2.0**-14 * (1 - 2.0**-12),
+        ],
+        np.float32,
+    )
+    scales = np.abs(rng.standard_normal((N, G))).astype(np.float32)
+    scales[:, 0] = special
+    scales[:, 1] = rng.uniform(0.002, 0.05, N).astype(np.float16).astype(np.float32)  # halves already: exact
+    mins = -scales[:, ::-1].copy()
+    packed = pack_w4(rng.integers(0, 16, (N, G * 32), dtype=np.uint8))
+    _, s16, m16 = K.w4_interleave(packed, scales, mins, 32)
+    with np.errstate(over="ignore"):  # 1e6 -> inf, as the contract says
+        _, want_s, want_m = interleave_reference(packed, scales, mins)
+    assert np.array_equal(s16.view(np.uint16), want_s.view(np.uint16))
+    assert np.array_equal(m16.view(np.uint16), want_m.view(np.uint16))
+    # column 1 (halves already) comes back as the same values
+    got = s16.reshape(N // 16, G, 16)[0, 1].astype(np.float32)
+    assert np.array_equal(got, scales[:, 1])
 
 
 @pytest.mark.parametrize("M,N,Kd,g", IL_CASES)
@@ -177,7 +224,8 @@ def test_w4a8_interleaved_vs_reference(isa, M, N, Kd, g):
     codes, scales, mins = make_w4(N, Kd, g, style="awq" if g != 64 else "q4_1")
     il = K.w4_interleave(pack_w4(codes), scales, mins, g)
     bias = rng.standard_normal(N).astype(np.float32)
-    ref, scale, qerr, exact = a8_references(x, w4_dequant64(codes, scales, mins, g), bias)
+    # the weights it holds: its scales and mins are halves
+    ref, scale, qerr, exact = a8_references(x, w4_dequant64(codes, halves(scales), halves(mins), g), bias)
     for vnni in vnni_modes(isa):
         for threads in (1, 2):
             y = K.linear_w4(x, *il, g, bias=bias, num_threads=threads, activations="int8", interleaved=True, vnni=vnni)
@@ -283,8 +331,11 @@ def test_w4a8_validation():
         K.quantize_q8(np.zeros((1, 40), np.float32))
     with pytest.raises(ValueError, match="interleaved=True takes activations='int8'"):
         K.linear_w4(x, packed, scales, mins, 32, interleaved=True)
-    with pytest.raises(ValueError, match="N a multiple of 16, got 4"):
+    with pytest.raises(ValueError, match=r"scales must be w4_interleave's \(C-contiguous float16\) .* float32"):
         K.linear_w4(x, packed, scales, mins, 32, activations="int8", interleaved=True)
+    s16, m16 = scales.astype(np.float16), mins.astype(np.float16)
+    with pytest.raises(ValueError, match="N a multiple of 16, got 4"):
+        K.linear_w4(x, packed, s16, m16, 32, activations="int8", interleaved=True)
     with pytest.raises(ValueError, match="N must be a multiple of 16, got 4"):
         K.w4_interleave(packed, scales, mins, 32)
     q = np.zeros((16, 40), np.int8)

@@ -83,12 +83,14 @@ struct W4Matrix {
 // The same 4-bit weights rearranged for products with int8 activations over many rows (linear_w4a8_il): each
 // vector of 64 bytes holds 4 consecutive code bytes of 16 consecutive outputs, so one load gives a byte-dot-product
 // instruction 16 outputs x 8 inputs (low nibbles: inputs 4u..4u+3 of a run of 32, high: 16+4u..16+4u+3) with no
-// transpose at run time. N a multiple of 16. w4_interleave makes it from a W4Matrix (same values, same bytes).
+// transpose at run time. N a multiple of 16. The scales and mins are IEEE halves (half the bytes of fp32: a
+// decode step streams every one of them): exact for GGUF Q4_0 / Q4_1 and AutoAWQ scales, which are halves already;
+// a min that is not (AWQ's -zero * scale) rounds to the nearest half. w4_interleave makes it from a W4Matrix.
 struct W4Interleaved {
-  const uint8_t* codes;  // [N / 16, K / 32, 4, 16, 4]: (strip t, run b, quad u, output n, byte j) holds
-                         // W4Matrix's code byte [16 t + n, 16 b + 4 u + j]
-  const float* scales;   // [N / 16, K / group_size, 16]: (strip t, group g, output n) = scales[16 t + n, g]
-  const float* mins;     // [N / 16, K / group_size, 16]
+  const uint8_t* codes;    // [N / 16, K / 32, 4, 16, 4]: (strip t, run b, quad u, output n, byte j) holds
+                           // W4Matrix's code byte [16 t + n, 16 b + 4 u + j]
+  const uint16_t* scales;  // [N / 16, K / group_size, 16] half bits: (strip t, group g, output n) = scales[16 t + n, g]
+  const uint16_t* mins;    // [N / 16, K / group_size, 16] half bits
   int group_size;
 };
 

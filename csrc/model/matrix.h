@@ -21,8 +21,8 @@ struct Matrix {
   int64_t cols = 0;
   Buffer data;     // Dense: [rows, cols] of dtype; W4: codes [rows, cols / 2] (interleaved: [rows / 16, cols / 32,
                    // 4, 16, 4]); I8: [rows, cols] int8
-  Buffer scales;   // W4: [rows, cols / group_size] f32; I8: [rows] f32
-  Buffer mins;     // W4: [rows, cols / group_size] f32
+  Buffer scales;   // W4: [rows, cols / group_size] f32 (interleaved: IEEE half bits); I8: [rows] f32
+  Buffer mins;     // W4: [rows, cols / group_size] f32 (interleaved: IEEE half bits)
   Buffer offsets;  // I8 interleaved: [rows / 16, cols / 32, 16] int32 (I8Interleaved)
 
   bool empty() const { return rows == 0; }

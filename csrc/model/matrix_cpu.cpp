@@ -29,9 +29,9 @@ cpu::TileWeights tile_weights(const Matrix& w, bool pair_halves) {
 void interleave_w4(Matrix& w) {
   if (w.format != WeightFormat::W4 || w.interleaved)
     throw std::logic_error("interleave_w4: not a 4-bit matrix in rows");
-  Buffer codes(w.data.bytes()), scales(w.scales.bytes()), mins(w.mins.bytes());
+  Buffer codes(w.data.bytes()), scales(w.scales.bytes() / 2), mins(w.mins.bytes() / 2);  // fp32 -> half
   cpu::w4_interleave(cpu::W4Matrix{w.data.data<uint8_t>(), w.scales.data<float>(), w.mins.data<float>(), w.group_size},
-                     w.rows, w.cols, codes.data<uint8_t>(), scales.data<float>(), mins.data<float>());
+                     w.rows, w.cols, codes.data<uint8_t>(), scales.data<uint16_t>(), mins.data<uint16_t>());
   w.data = std::move(codes);
   w.scales = std::move(scales);
   w.mins = std::move(mins);
@@ -58,7 +58,8 @@ void apply_linear(cpu::ThreadPool& pool, const Matrix& w, const float* x, int64_
     case WeightFormat::W4: {
       if (w.interleaved) {
         if (!int8_scratch) throw std::logic_error("apply_linear: interleaved 4-bit weights run with int8 activations");
-        const cpu::W4Interleaved il{w.data.data<uint8_t>(), w.scales.data<float>(), w.mins.data<float>(), w.group_size};
+        const cpu::W4Interleaved il{w.data.data<uint8_t>(), w.scales.data<uint16_t>(), w.mins.data<uint16_t>(),
+                                    w.group_size};
         cpu::linear_w4a8_il(pool, x, M, w.cols, ldx, il, w.rows, bias, y, ldy, *int8_scratch);
         return;
       }

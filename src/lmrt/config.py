@@ -81,9 +81,11 @@ class EngineConfig:
         CPU has it, else AVX-512/AVX2 byte multiplies): faster, and still the same for a request
         whatever batch it is in, at the quality cost benchmarks/RESULTS.md measures. Where the AVX-512 path
         is active (and the tile unit is not AMX), the layers' 4-bit weights are rearranged at load for
-        products over many rows, and every 4-bit product of every step runs this way, prompt chunks and
-        decode steps of 16+ requests included (info()["int8_weight_layout"] == "interleaved"). Dense and
-        int8 matrices (the int8 output matrix) are not changed by it. "auto" (default): "fp32".
+        products over many rows, their scales and minimums held as IEEE halves (exact for GGUF and AWQ
+        scales; an AWQ minimum rounds to the nearest half), and every 4-bit product of every step runs this
+        way, prompt chunks and decode steps of 16+ requests included (info()["int8_weight_layout"] ==
+        "interleaved"); with VNNI the int8 output matrix takes int8 activations too. Dense matrices are not
+        changed by it. "auto" (default): "fp32".
     device: "cpu" (default) or "cuda". The CUDA backend is being built (issue 15): its first ops compile where
         nvcc is found, but the model does not run on it yet, so "cuda" is refused with what is missing.
     """

@@ -8,23 +8,10 @@
 #include <cstdint>
 #include <cstring>
 
+#include "kernels/cpu/bf16.h"
 #include "kernels/cpu/ops.h"
 
 namespace lmrt::cpu {
-
-// IEEE half -> fp32 (exact).
-static inline float f16_bits_to_f32(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
-  uint32_t bits;
-  if (exp == 0) {
-    const float f = std::ldexp(static_cast<float>(man), -24);  // zero or subnormal
-    return sign ? -f : f;
-  }
-  bits = exp == 31 ? sign | 0x7f800000u | (man << 13) : sign | ((exp + 112u) << 23) | (man << 13);
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
 
 // The smallest fp16 >= f, for a finite f >= 0 (a scale: rounding it up keeps the row's range covered);
 // the largest finite fp16 for f beyond it.

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/bf16.h"
 #include "kernels/cpu/isa_kernels.h"
 #include "kernels/cpu/ops.h"
 
@@ -118,7 +119,7 @@ struct RunDot {
 
 }  // namespace
 
-void w4a8_il_tile(const Q8Rows& x, int64_t K, const uint8_t* codes, const float* scales, const float* mins,
+void w4a8_il_tile(const Q8Rows& x, int64_t K, const uint8_t* codes, const uint16_t* scales, const uint16_t* mins,
                   int group_size, const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t t0,
                   int64_t t1) {
   const int64_t nblocks = K / 32, bpg = group_size / 32, G = nblocks / bpg;
@@ -127,10 +128,10 @@ void w4a8_il_tile(const Q8Rows& x, int64_t K, const uint8_t* codes, const float*
     int32_t dot = 0;
     for (int u = 0; u < 4; ++u)
       for (int i = 0; i < 4; ++i) dot += (c[u * 64 + i] & 0x0F) * lo[4 * u + i] + (c[u * 64 + i] >> 4) * hi[4 * u + i];
-    return RunDot{dot, scales[(t * G + b / bpg) * 16 + n] * x.d[m * nblocks + b]};
+    return RunDot{dot, f16_bits_to_f32(scales[(t * G + b / bpg) * 16 + n]) * x.d[m * nblocks + b]};
   };
   il_rows(x, nblocks, m0, m1, t0, t1, run, [&](int64_t m, int64_t t, int64_t n, float acc) {
-    for (int64_t g = 0; g < G; ++g) acc = std::fma(mins[(t * G + g) * 16 + n], x.xs[m * G + g], acc);
+    for (int64_t g = 0; g < G; ++g) acc = std::fma(f16_bits_to_f32(mins[(t * G + g) * 16 + n]), x.xs[m * G + g], acc);
     y[m * ldy + t * 16 + n] = acc + (bias ? bias[t * 16 + n] : 0.0f);
   });
 }
@@ -271,7 +272,7 @@ void linear_w4a8(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t
 
 bool w4a8_il_fast() { return active_isa() == Isa::Avx512; }
 
-void w4_interleave(const W4Matrix& w, int64_t N, int64_t K, uint8_t* codes, float* scales, float* mins) {
+void w4_interleave(const W4Matrix& w, int64_t N, int64_t K, uint8_t* codes, uint16_t* scales, uint16_t* mins) {
   check_w4a8("w4_interleave", w.group_size, K);
   if (N % 16 != 0) throw std::invalid_argument("w4_interleave: N must be a multiple of 16, got " + std::to_string(N));
   const int64_t nblocks = K / 32, G = K / w.group_size;
@@ -283,8 +284,8 @@ void w4_interleave(const W4Matrix& w, int64_t N, int64_t K, uint8_t* codes, floa
                       w.codes + (t * 16 + n) * (K / 2) + b * 16 + u * 4, 4);
     for (int64_t g = 0; g < G; ++g)
       for (int64_t n = 0; n < 16; ++n) {
-        scales[(t * G + g) * 16 + n] = w.scales[(t * 16 + n) * G + g];
-        mins[(t * G + g) * 16 + n] = w.mins[(t * 16 + n) * G + g];
+        scales[(t * G + g) * 16 + n] = f32_to_f16_bits(w.scales[(t * 16 + n) * G + g]);
+        mins[(t * G + g) * 16 + n] = f32_to_f16_bits(w.mins[(t * 16 + n) * G + g]);
       }
   }
 }

@@ -91,7 +91,7 @@ void w4a8_tile(const Q8Rows& x, int64_t K, const uint8_t* codes, const float* sc
   tile<3, 4, 6, 8>(x, K, codes, scales, mins, group_size, bias, y, ldy, m0, m1, n0, n1);
 }
 
-void w4a8_il_tile(const Q8Rows& x, int64_t K, const uint8_t* codes, const float* scales, const float* mins,
+void w4a8_il_tile(const Q8Rows& x, int64_t K, const uint8_t* codes, const uint16_t* scales, const uint16_t* mins,
                   int group_size, const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t t0,
                   int64_t t1) {
   il_tile(x, K, codes, scales, mins, group_size, bias, y, ldy, m0, m1, t0, t1);

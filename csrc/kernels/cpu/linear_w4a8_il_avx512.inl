@@ -11,8 +11,8 @@ constexpr int64_t kAhead = 8;  // runs of 32 inputs (256 bytes of a strip's code
 // R rows of x (from row m) against C strips of 16 outputs (from strip t): each 64-byte load of codes serves the R
 // rows (the codes are read from memory once per R rows; the activations' 4 bytes are broadcast to 16 lanes).
 template <int R, int C>
-inline void il_kernel(const Q8Rows& x, int64_t m, int64_t K, const uint8_t* codes, const float* scales,
-                      const float* mins, int shift, const float* bias, float* y, int64_t ldy, int64_t t) {
+inline void il_kernel(const Q8Rows& x, int64_t m, int64_t K, const uint8_t* codes, const uint16_t* scales,
+                      const uint16_t* mins, int shift, const float* bias, float* y, int64_t ldy, int64_t t) {
   const int64_t nblocks = K / 32, G = nblocks >> shift;
   const BVec low = _mm512_set1_epi8(0x0F);
   Vec acc[R][C];
@@ -51,7 +51,7 @@ inline void il_kernel(const Q8Rows& x, int64_t m, int64_t K, const uint8_t* code
     }
     const int64_t g = b >> shift;
     Vec sv[C];
-    for (int c = 0; c < C; ++c) sv[c] = load(scales + ((t + c) * G + g) * 16);
+    for (int c = 0; c < C; ++c) sv[c] = load_f16(scales + ((t + c) * G + g) * 16);
     for (int r = 0; r < R; ++r) {
       const Vec d = set1(x.d[(m + r) * nblocks + b]);
       for (int c = 0; c < C; ++c) acc[r][c] = fmadd(to_float(dot[r][c]), mul(sv[c], d), acc[r][c]);
@@ -59,7 +59,7 @@ inline void il_kernel(const Q8Rows& x, int64_t m, int64_t K, const uint8_t* code
   }
   for (int64_t g = 0; g < G; ++g)
     for (int c = 0; c < C; ++c) {
-      const Vec mv = load(mins + ((t + c) * G + g) * 16);
+      const Vec mv = load_f16(mins + ((t + c) * G + g) * 16);
       for (int r = 0; r < R; ++r) acc[r][c] = fmadd(mv, set1(x.xs[(m + r) * G + g]), acc[r][c]);
     }
   for (int r = 0; r < R; ++r)
@@ -69,7 +69,7 @@ inline void il_kernel(const Q8Rows& x, int64_t m, int64_t K, const uint8_t* code
 
 // Rows [m0, m1) against the C strips from t: blocks of 4 rows, then the 1-3 left.
 template <int C>
-inline void il_strips(const Q8Rows& x, int64_t K, const uint8_t* codes, const float* scales, const float* mins,
+inline void il_strips(const Q8Rows& x, int64_t K, const uint8_t* codes, const uint16_t* scales, const uint16_t* mins,
                       int shift, const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t t) {
   int64_t m = m0;
   for (; m + 4 <= m1; m += 4) il_kernel<4, C>(x, m, K, codes, scales, mins, shift, bias, y, ldy, t);
@@ -78,7 +78,7 @@ inline void il_strips(const Q8Rows& x, int64_t K, const uint8_t* codes, const fl
   if (m1 - m == 1) il_kernel<1, C>(x, m, K, codes, scales, mins, shift, bias, y, ldy, t);
 }
 
-inline void il_tile(const Q8Rows& x, int64_t K, const uint8_t* codes, const float* scales, const float* mins,
+inline void il_tile(const Q8Rows& x, int64_t K, const uint8_t* codes, const uint16_t* scales, const uint16_t* mins,
                     int group_size, const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t t0,
                     int64_t t1) {
   const int shift = group_size == 32 ? 0 : group_size == 64 ? 1 : 2;

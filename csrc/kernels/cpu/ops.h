@@ -117,8 +117,9 @@ void linear_w4a8(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t
 // (maddubs; allow_vnni false) and scalar. N a multiple of 16; group_size 32, 64 or 128; K a multiple of it.
 void linear_w4a8_il(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const W4Interleaved& w,
                     int64_t N, const float* bias, float* y, int64_t ldy, Buffer& scratch, bool allow_vnni = true);
-// W4Matrix [N, K] -> W4Interleaved's layout: codes [N * K / 2] bytes, scales and mins [N * K / group_size] each.
-void w4_interleave(const W4Matrix& w, int64_t N, int64_t K, uint8_t* codes, float* scales, float* mins);
+// W4Matrix [N, K] -> W4Interleaved's layout: codes [N * K / 2] bytes, scales and mins [N * K / group_size] halves
+// each (rounded to nearest where not exact).
+void w4_interleave(const W4Matrix& w, int64_t N, int64_t K, uint8_t* codes, uint16_t* scales, uint16_t* mins);
 // True where linear_w4a8_il runs on vector units here (AVX-512 active; the scalar path is for tests).
 bool w4a8_il_fast();
 // The int8 matrix (the output matrix) with int8 activations, over interleaved weights: x quantized as linear_w4a8

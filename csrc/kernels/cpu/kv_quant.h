@@ -149,10 +149,12 @@ static inline int kv_code(const uint8_t* codes, KVDType dt, int i) {
   return i % 32 < 16 ? b & 0x0f : b >> 4;
 }
 
-// Dims [0, hd) of a quantized row as fp32: (code - zero) * scale, exact (one fma of exact terms).
+// Dims [0, hd) of a quantized row as fp32: (code - zero) * scale, exact: code * scale and -zero * scale are exact
+// (8 bits times a half's 11) and so is their sum ((code - zero) * scale needs 20 bits), so a plain product and sum
+// give what an fma would, without the libm call an fma is on the baseline ISA (and the loop vectorizes).
 static inline void kv_dequant_row(const uint8_t* codes, KVDType dt, uint16_t scale, uint8_t zero, int hd, float* out) {
   const float s = f16_bits_to_f32(scale), m = -static_cast<float>(zero) * s;
-  for (int i = 0; i < hd; ++i) out[i] = std::fma(static_cast<float>(kv_code(codes, dt, i)), s, m);
+  for (int i = 0; i < hd; ++i) out[i] = static_cast<float>(kv_code(codes, dt, i)) * s + m;
 }
 
 // I4Channel: dims [0, hd) of one sealed row as fp32, code * scale[c] + (-zero[c] * scale[c]) (exact).
@@ -160,7 +162,7 @@ static inline void kv_dequant_channel_row(const uint8_t* codes, const uint16_t* 
                                           float* out) {
   for (int c = 0; c < hd; ++c) {
     const float s = f16_bits_to_f32(scales[c]);
-    out[c] = std::fma(static_cast<float>(kv_code(codes, KVDType::I4, c)), s, -static_cast<float>(zeros[c]) * s);
+    out[c] = static_cast<float>(kv_code(codes, KVDType::I4, c)) * s - static_cast<float>(zeros[c]) * s;  // exact
   }
 }
 

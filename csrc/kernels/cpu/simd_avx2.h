@@ -2,7 +2,8 @@
 // fp32 lanes; simd_avx512.h provides the same names at 16. Included only by *_avx2.cpp:
 // everything sits in an unnamed namespace, so each AVX2 object keeps its own copies and
 // no AVX2 code can be linked into another path. Every kernel that reduces a dot product
-// uses this one hsum, which is what makes their results bit-identical to each other.
+// uses this one hsum, which is what makes their results bit-identical to each other (decode
+// attention's scores, which no other kernel reproduces, reduce four at once with hsum4).
 #pragma once
 
 #include <immintrin.h>

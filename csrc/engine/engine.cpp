@@ -235,8 +235,12 @@ bool Engine::step() {
   std::vector<ScheduledSeq> plan;
   {
     std::lock_guard<std::mutex> lk(mu_);
+    if (steps_left_ == 0) return false;  // held (pause): no step starts, not even one the loop was about to take
     handle_aborts();
     plan = scheduler_.schedule();
+    // resume(n) grants the steps that start after it (counted here, at the start: a step already in flight when
+    // resume() was called must not use up the grant, or the request submitted for it would wait for ever).
+    if (!plan.empty() && steps_left_ > 0) --steps_left_;
   }
   if (plan.empty()) return false;
   build_batch(plan);
@@ -252,7 +256,6 @@ bool Engine::step() {
   {
     std::lock_guard<std::mutex> lk(mu_);
     ++num_steps_;
-    if (steps_left_ > 0) --steps_left_;
     if (error.empty())
       postprocess(plan, logits);
     else

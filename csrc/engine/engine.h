@@ -98,9 +98,10 @@ class Engine {
   // output. Unknown ids are ignored (so it is safe from destructors).
   void detach(int64_t id);
   // Holds the loop between steps (a step in flight finishes first) until resume(); submit, abort and get still
-  // work meanwhile, and run when it resumes. resume(n) with n >= 0 runs n more steps that do work, then holds
-  // again. For callers that need a request in a known state when they act on it (tests: a request still waiting,
-  // or running after exactly one step, when abort() reaches it).
+  // work meanwhile, and run when it resumes. resume(n) with n >= 0 runs n more steps that do work, counted from
+  // the steps that start after the call (not one already in flight), then holds again. For callers that need a request
+  // in a known state when they act on it (tests: a request still waiting, or running after exactly one step, when
+  // abort() reaches it).
   void pause();
   void resume(int64_t steps = -1);
   EngineStats stats();

@@ -325,12 +325,14 @@ def sylvester64(n):
 
 
 # A B-point transform: log2(B) add/sub levels (each adds ~u relative to the block's l1 norm) and one scaling.
-@pytest.mark.parametrize("head_dim,block", [(64, 64), (128, 128), (96, 32), (80, 16), (6, 2)])
-def test_hadamard_heads_matches_float64(head_dim, block):
+@pytest.mark.parametrize("head_dim,block", [(64, 64), (128, 128), (96, 32), (80, 16), (6, 2), (256, 256)])
+def test_hadamard_heads_matches_float64(isa, head_dim, block):
     assert K.hadamard_block(head_dim) == block
     n_heads = 3
     x = randn(7, n_heads * head_dim)
     y = K.hadamard_heads(x, n_heads, head_dim)
+    # Every path does fwht.h's operations in its order (CUDA's too): the scalar transform's bits.
+    assert_bits_equal(y, with_isa("scalar", lambda: K.hadamard_heads(x, n_heads, head_dim)), "hadamard_heads")
     H = sylvester64(block)
     ref = (x.astype(np.float64).reshape(7, -1, block) @ H.T).reshape(x.shape)
     l1 = np.abs(x.astype(np.float64)).reshape(7, -1, block).sum(-1, keepdims=True) / np.sqrt(block)

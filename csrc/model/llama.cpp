@@ -69,6 +69,7 @@ void LlamaModel::reserve(int64_t T, int64_t R) {
   attn_.reserve(T * spec_.q_dim() * 4);
   gu_.reserve(T * 2 * I * 4);
   act_.reserve(T * I * 4);
+  rope_cs_.reserve(T * spec_.head_dim * 4);
   sel_.reserve(R * H * 4);
   logits_.reserve(R * static_cast<int64_t>(spec_.vocab_size) * 4);
   if (bf16_prefill_ && T >= kTilesMinRows) {
@@ -94,6 +95,10 @@ const float* LlamaModel::forward(const Batch& batch) {
   }
 
   cpu::embedding(weights_.embed.data.data(), weights_.embed.dtype, H, batch.tokens.data(), T, x, H);
+  rows(pool, T, [&](int64_t b, int64_t e) {
+    cpu::rope_factors(batch.positions.data() + b, e - b, spec_.inv_freq.data(), spec_.head_dim, spec_.attention_scaling,
+                      rope_cs_.data<float>() + b * spec_.head_dim);
+  });
   const bool tiles = bf16_prefill_ && T >= kTilesMinRows;
   for (int l = 0; l < spec_.num_layers; ++l) {
     if (tiles && !int8_interleaved_)
@@ -124,8 +129,8 @@ void LlamaModel::attention(const Batch& batch, const KVLayer& cache, cpu::Thread
   float* qkv = qkv_.data<float>();
   rows(pool, T, [&](int64_t b, int64_t e) {
     float* r = qkv + b * QKV;  // q heads then k heads are contiguous: one rope call rotates both
-    cpu::rope(r, e - b, QKV, spec_.num_heads + spec_.num_kv_heads, spec_.head_dim, batch.positions.data() + b,
-              spec_.inv_freq.data(), spec_.attention_scaling);
+    cpu::rope_apply(r, e - b, QKV, spec_.num_heads + spec_.num_kv_heads, spec_.head_dim,
+                    rope_cs_.data<float>() + b * spec_.head_dim);
     if (rotate_qk_) cpu::hadamard_heads(r, e - b, QKV, spec_.num_heads + spec_.num_kv_heads, spec_.head_dim);
     cpu::kv_store(cache, r + Q, QKV, r + Q + KVD, QKV, e - b, batch.slots.data() + b);
   });

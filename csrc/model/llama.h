@@ -73,14 +73,15 @@ class LlamaModel {
   CpuBackend& backend_;
   KVCache kv_;
   // Workspaces grow to the largest batch seen and are reused; nothing is allocated per step otherwise.
-  Buffer x_;                        // [T, H] residual stream
-  Buffer h_;                        // [T, H] normed input / sublayer output
-  Buffer qkv_;                      // [T, qkv_dim]
-  Buffer attn_;                     // [T, nh hd]
-  Buffer gu_;                       // [T, 2 I]
-  Buffer act_;                      // [T, I]
-  Buffer sel_;                      // [R, H] final hidden rows that need logits
-  Buffer logits_;                   // [R, V]
+  Buffer x_;        // [T, H] residual stream
+  Buffer h_;        // [T, H] normed input / sublayer output
+  Buffer qkv_;      // [T, qkv_dim]
+  Buffer attn_;     // [T, nh hd]
+  Buffer gu_;       // [T, 2 I]
+  Buffer act_;      // [T, I]
+  Buffer sel_;      // [R, H] final hidden rows that need logits
+  Buffer logits_;   // [R, V]
+  Buffer rope_cs_;  // [T, head_dim] each token's RoPE cos, then sin (cpu::rope_factors), for every layer
   std::vector<AttnSeq> attn_seqs_;  // [num_seqs]
   bool rotate_qk_ = false;          // K is cached as I8: q and k rotated (cpu::hadamard_heads) before attention
   // The tile path (prefill_precision BF16):

@@ -185,6 +185,9 @@ using KVRowRangeFn = KVRowRangeSig*;
 using KVRowCodesSig = void(const float* x, int hd, float s, uint8_t zero, int dt, uint8_t* codes);
 using KVRowCodesFn = KVRowCodesSig*;
 
+// fwht.h's fwht_block on n_blocks consecutive blocks of B floats (B a power of two >= 16), in place: the same bits.
+using FwhtBlocksSig = void(float* x, int64_t n_blocks, int B, float norm);
+
 // The entry points each ISA defines (same signatures as the pointer types above).
 namespace scalar {
 LinearTileSig linear_tile;
@@ -235,6 +238,7 @@ AccUpdateSig acc_update;
 Q8QuantizeSig q8_quantize;
 KVRowRangeSig kv_row_range;  // kv_store_avx512.cpp
 KVRowCodesSig kv_row_codes;
+FwhtBlocksSig fwht_blocks;   // hadamard_avx512.cpp
 W4A8TileSig w4a8_tile;       // int8 dots by maddubs (AVX-512 BW)
 W4A8IlTileSig w4a8_il_tile;  // the same bits as scalar::w4a8_il_tile
 }  // namespace avx512

@@ -50,6 +50,10 @@ void rmsnorm(const float* x, int64_t M, int64_t H, int64_t ldx, const float* w, 
 // angle = float(pos) * inv_freq[i] in fp32; cos and sin are multiplied by attn_scale.
 void rope(float* x, int64_t M, int64_t ldx, int n_heads, int head_dim, const int32_t* pos, const float* inv_freq,
           float attn_scale);
+// rope in two halves, so a forward pass computes the cos and sin of its tokens once for every layer (the same bits):
+//   cs [M, head_dim]: cs[m, i] = cos(angle) * attn_scale, cs[m, half + i] = sin(angle) * attn_scale
+void rope_factors(const int32_t* pos, int64_t M, const float* inv_freq, int head_dim, float attn_scale, float* cs);
+void rope_apply(float* x, int64_t M, int64_t ldx, int n_heads, int head_dim, const float* cs);
 
 // The orthonormal Walsh-Hadamard rotation of each head, in place, in blocks of B = hadamard_block(head_dim) (the
 // largest power of two dividing head_dim; the whole head for 64 or 128): x_b <- H_B x_b / sqrt(B), H in Sylvester

@@ -204,7 +204,8 @@ bool on_cuda(const std::string& device) {
 // float16).
 py::array_t<float> linear_w4(F32In x, py::array codes, py::array scales_in, py::array mins_in, int group_size,
                              std::optional<F32In> bias, int num_threads, const std::optional<std::string>& tile_unit,
-                             const std::string& activations, bool vnni, bool interleaved, const std::string& device) {
+                             const std::string& activations, bool vnni, bool interleaved, bool silu_mul,
+                             const std::string& device) {
   check_threads(num_threads);
   const std::optional<cpu::TileUnit> unit = tile_unit_arg(tile_unit, true);
   [[maybe_unused]] const bool gpu = on_cuda(device);
@@ -212,6 +213,8 @@ py::array_t<float> linear_w4(F32In x, py::array codes, py::array scales_in, py::
   if (activations != "fp32" && activations != "int8")
     bad("activations must be 'fp32' or 'int8', got '" + activations + "'");
   if (interleaved && activations != "int8") bad("interleaved=True takes activations='int8'");
+  if (silu_mul && !interleaved) bad("silu_mul=True takes interleaved=True (linear_w4a8_il_silu)");
+  if (silu_mul && bias) bad("silu_mul=True takes no bias");
   if (activations == "int8" && unit) bad("activations='int8' runs on the vector units: pass no tile_unit");
   if (group_size != 32 && group_size != 64 && group_size != 128)
     bad("group_size must be 32, 64 or 128, got " + std::to_string(group_size));
@@ -242,7 +245,9 @@ py::array_t<float> linear_w4(F32In x, py::array codes, py::array scales_in, py::
           std::to_string(G) + "], got " + shape_str(*a));
   check_bias(bias, N);
   if (interleaved && N % 16 != 0) bad("interleaved weights need N a multiple of 16, got " + std::to_string(N));
-  py::array_t<float> y({M, N});
+  if (silu_mul && N % 32 != 0)
+    bad("silu_mul=True needs N (gates, then ups) a multiple of 32, got " + std::to_string(N));
+  py::array_t<float> y({M, silu_mul ? N / 2 : N});
   const float* xp = x.data();
   const cpu::W4Matrix w{c.data(), interleaved ? nullptr : static_cast<const float*>(sa.data()),
                         interleaved ? nullptr : static_cast<const float*>(ma.data()), group_size};
@@ -262,7 +267,11 @@ py::array_t<float> linear_w4(F32In x, py::array codes, py::array scales_in, py::
       lmrt::Buffer scratch;
       const cpu::W4Interleaved il{c.data(), static_cast<const uint16_t*>(sa.data()),
                                   static_cast<const uint16_t*>(ma.data()), group_size};
-      cpu::linear_w4a8_il(pool, xp, M, K, K, il, N, bp, yp, N, scratch, vnni);
+      if (silu_mul) {
+        cpu::linear_w4a8_il_silu(pool, xp, M, K, K, il, N, yp, N / 2, scratch, vnni);
+      } else {
+        cpu::linear_w4a8_il(pool, xp, M, K, K, il, N, bp, yp, N, scratch, vnni);
+      }
     } else if (activations == "int8") {
       lmrt::Buffer scratch;
       cpu::linear_w4a8(pool, xp, M, K, K, w, N, bp, yp, N, scratch, vnni);
@@ -817,14 +826,15 @@ void bind_kernels(py::module_& m) {
         "y = x @ w.T (+ bias). x [M, K] float32; w [N, K] float32, or uint16 bf16 bits with wdtype='bf16'.");
   m.def("linear_w4", &kern::linear_w4, "x"_a, "codes"_a, "scales"_a, "mins"_a, "group_size"_a, "bias"_a = py::none(),
         "num_threads"_a = 1, "tile_unit"_a = py::none(), "activations"_a = "fp32", "vnni"_a = true,
-        "interleaved"_a = false, "device"_a = "cpu",
+        "interleaved"_a = false, "silu_mul"_a = false, "device"_a = "cpu",
         "y = x @ w.T (+ bias) for 4-bit w[n, k] = code * scales[n, k // g] + mins[n, k // g]. codes [N, K/2] "
         "uint8: in each run of 32 inputs byte j holds input j (low nibble) and j + 16 (high nibble). "
         "tile_unit='amx' or 'avx512bf16' runs it on that bf16 tile unit (x and the dequantised w rounded to "
         "bf16), 'model' on the software model. activations='int8': x quantized per run of 32 inputs "
         "(quantize_q8) and int8 dot products (linear_w4a8); with interleaved=True, codes, scales and mins are "
-        "w4_interleave's (linear_w4a8_il); vnni=False keeps AVX-512 off VNNI. device='cuda': the "
-        "CUDA op on copies of the arrays.");
+        "w4_interleave's (linear_w4a8_il); vnni=False keeps AVX-512 off VNNI. silu_mul=True (interleaved): "
+        "w's first N/2 rows are gates, the next N/2 their ups, and y [M, N/2] = silu(gate) * up in one pass "
+        "(linear_w4a8_il_silu). device='cuda': the CUDA op on copies of the arrays.");
   m.def("quantize_q8", &kern::quantize_q8, "x"_a,
         "(q [M, K] int8, d [M, K/32] float32): x's runs of 32 inputs as linear_w4 with activations='int8' "
         "quantizes them, d = max|x| / 127, q = round_half_even(x / d).");

@@ -271,6 +271,30 @@ def test_w4a8_interleaved_batch_invariance(isa):
             assert np.array_equal(part.view(np.uint32), full[lo:hi].view(np.uint32)), (lo, hi, vnni)
 
 
+@pytest.mark.parametrize("M", [1, 2, 5, 37])
+@pytest.mark.parametrize("I,g", [(48, 32), (80, 128)])
+def test_w4a8_interleaved_silu_mul_is_the_two_steps(isa, M, I, g):
+    """linear_w4a8_il_silu (the MLP's gate/up product and silu_mul in one pass) gives the bits of the product
+    followed by silu_mul on the same ISA, for decode's 1-2 rows (two gate/up pairs at once) and larger row counts,
+    on each vector path and thread count; and silu(gate) * up within silu_mul's bound of float64 on them."""
+    Kd = 640
+    x = activations(M, Kd)
+    codes, scales, mins = make_w4(2 * I, Kd, g)  # gates [I], then ups [I]
+    il = K.w4_interleave(pack_w4(codes), scales, mins, g)
+    for vnni in vnni_modes(isa):
+        gu = K.linear_w4(x, *il, g, activations="int8", interleaved=True, vnni=vnni)
+        want = K.silu_mul(gu)
+        gate, up = gu[:, :I].astype(np.float64), gu[:, I:].astype(np.float64)
+        ref = gate / (1 + np.exp(-gate)) * up
+        for threads in (1, 2):
+            y = K.linear_w4(
+                x, *il, g, num_threads=threads, activations="int8", interleaved=True, vnni=vnni, silu_mul=True
+            )
+            assert y.shape == (M, I)
+            assert np.array_equal(y.view(np.uint32), want.view(np.uint32)), (vnni, threads)
+            assert (np.abs(y - ref) <= 8 * 2.0**-23 * np.abs(ref) + 1e-30).all()
+
+
 # The int8 output matrix with int8 activations over interleaved weights (linear_i8a8_il): V a multiple of 16.
 I8_IL_CASES = [(1, 48, 576), (3, 32, 160), (5, 64, 96), (17, 32, 1536), (150, 16, 64)]
 
@@ -336,6 +360,24 @@ def test_w4a8_validation():
     s16, m16 = scales.astype(np.float16), mins.astype(np.float16)
     with pytest.raises(ValueError, match="N a multiple of 16, got 4"):
         K.linear_w4(x, packed, s16, m16, 32, activations="int8", interleaved=True)
+    with pytest.raises(ValueError, match="silu_mul=True takes interleaved=True"):
+        K.linear_w4(x, packed, scales, mins, 32, activations="int8", silu_mul=True)
+    codes16, scales16, mins16 = make_w4(16, 64, 32)
+    c16, s16_16, m16_16 = K.w4_interleave(pack_w4(codes16), scales16, mins16, 32)
+    with pytest.raises(ValueError, match="silu_mul=True needs N .* a multiple of 32, got 16"):
+        K.linear_w4(x, c16, s16_16, m16_16, 32, activations="int8", interleaved=True, silu_mul=True)
+    with pytest.raises(ValueError, match="silu_mul=True takes no bias"):
+        K.linear_w4(
+            x,
+            c16,
+            s16_16,
+            m16_16,
+            32,
+            bias=np.zeros(16, np.float32),
+            activations="int8",
+            interleaved=True,
+            silu_mul=True,
+        )
     with pytest.raises(ValueError, match="N must be a multiple of 16, got 4"):
         K.w4_interleave(packed, scales, mins, 32)
     q = np.zeros((16, 40), np.int8)

@@ -167,8 +167,10 @@ void LlamaModel::layer(int l, const Batch& batch, const KVLayer& cache, cpu::Thr
     for (int64_t i = b * H; i < e * H; ++i) x[i] += h[i];
     cpu::rmsnorm(x + b * H, e - b, H, H, w.post_attn_norm.data(), eps, h + b * H, H);
   });
-  apply_linear(pool, w.gate_up, h, T, H, nullptr, gu, 2 * I, a8());
-  rows(pool, T, [&](int64_t b, int64_t e) { cpu::silu_mul(gu + b * 2 * I, e - b, I, 2 * I, act + b * I, I); });
+  if (!apply_gate_up_silu(pool, w.gate_up, h, T, H, act, I, a8())) {
+    apply_linear(pool, w.gate_up, h, T, H, nullptr, gu, 2 * I, a8());
+    rows(pool, T, [&](int64_t b, int64_t e) { cpu::silu_mul(gu + b * 2 * I, e - b, I, 2 * I, act + b * I, I); });
+  }
   apply_linear(pool, w.down, act, T, I, nullptr, h, H, a8());
   rows(pool, T, [&](int64_t b, int64_t e) {
     for (int64_t i = b * H; i < e * H; ++i) x[i] += h[i];

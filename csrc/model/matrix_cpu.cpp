@@ -83,4 +83,12 @@ void apply_linear(cpu::ThreadPool& pool, const Matrix& w, const float* x, int64_
   }
 }
 
+bool apply_gate_up_silu(cpu::ThreadPool& pool, const Matrix& w, const float* x, int64_t M, int64_t ldx, float* y,
+                        int64_t ldy, Buffer* int8_scratch) {
+  if (w.format != WeightFormat::W4 || !w.interleaved || !int8_scratch || w.rows % 32 != 0) return false;
+  const cpu::W4Interleaved il{w.data.data<uint8_t>(), w.scales.data<uint16_t>(), w.mins.data<uint16_t>(), w.group_size};
+  cpu::linear_w4a8_il_silu(pool, x, M, w.cols, ldx, il, w.rows, y, ldy, *int8_scratch);
+  return true;
+}
+
 }  // namespace lmrt

@@ -37,5 +37,10 @@ void interleave_i8(Matrix& w);
 // cpu::linear_w4a8_il for interleaved weights; its scratch).
 void apply_linear(cpu::ThreadPool& pool, const Matrix& w, const float* x, int64_t M, int64_t ldx, const float* bias,
                   float* y, int64_t ldy, Buffer* int8_scratch = nullptr);
+// y [M, rows / 2] = silu(gate) * up for the MLP's gate/up W (gate rows, then up rows), in one pass where W is
+// interleaved 4-bit with int8 activations (cpu::linear_w4a8_il_silu: the bits of apply_linear + cpu::silu_mul);
+// false, and nothing done, for every other W (the caller runs the two steps).
+bool apply_gate_up_silu(cpu::ThreadPool& pool, const Matrix& w, const float* x, int64_t M, int64_t ldx, float* y,
+                        int64_t ldy, Buffer* int8_scratch);
 
 }  // namespace lmrt

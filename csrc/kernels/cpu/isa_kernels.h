@@ -109,9 +109,11 @@ using W4A8TileSig = void(const Q8Rows& x, int64_t K, const uint8_t* codes, const
 using W4A8TileFn = W4A8TileSig*;
 // The same sums over interleaved weights (codes, and scales and mins as IEEE half bits, in W4Interleaved's layout,
 // ops.h; linear_w4a8_il's order): rows [m0, m1) of x against strips [t0, t1) of 16 outputs, into y[m, 16 t + n].
+// up > 0: gate/up pairs (linear_w4a8_il_silu): strip t holds gates and strip t + up their ups, both summed as above
+// (bias nullptr), and y[m, 16 t + n] = silu(gate) * up by the ISA's silu_mul_row.
 using W4A8IlTileSig = void(const Q8Rows& x, int64_t K, const uint8_t* codes, const uint16_t* scales,
                            const uint16_t* mins, int group_size, const float* bias, float* y, int64_t ldy, int64_t m0,
-                           int64_t m1, int64_t t0, int64_t t1);
+                           int64_t m1, int64_t t0, int64_t t1, int64_t up);
 using W4A8IlTileFn = W4A8IlTileSig*;
 // linear_i8a8_il's sums (q, offsets in I8Interleaved's layout, ops.h): rows [m0, m1) of x against strips [t0, t1).
 using I8A8IlTileSig = void(const Q8Rows& x, int64_t K, const int8_t* q, const int32_t* offsets, const float* scales,

@@ -121,7 +121,16 @@ struct RunDot {
 
 void w4a8_il_tile(const Q8Rows& x, int64_t K, const uint8_t* codes, const uint16_t* scales, const uint16_t* mins,
                   int group_size, const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t t0,
-                  int64_t t1) {
+                  int64_t t1, int64_t up) {
+  if (up) {  // gate/up pairs: both strips' outputs as below, then silu_mul_row (the scalar one) per row
+    std::vector<float> g(t1 * 16), u((t1 + up) * 16);  // one row's outputs at their column (ldy 0)
+    for (int64_t m = m0; m < m1; ++m) {
+      w4a8_il_tile(x, K, codes, scales, mins, group_size, nullptr, g.data(), 0, m, m + 1, t0, t1, 0);
+      w4a8_il_tile(x, K, codes, scales, mins, group_size, nullptr, u.data(), 0, m, m + 1, t0 + up, t1 + up, 0);
+      silu_mul_row(g.data() + t0 * 16, u.data() + (t0 + up) * 16, (t1 - t0) * 16, y + m * ldy + t0 * 16);
+    }
+    return;
+  }
   const int64_t nblocks = K / 32, bpg = group_size / 32, G = nblocks / bpg;
   auto run = [&](int64_t m, int64_t t, int64_t n, int64_t b, const int8_t* lo, const int8_t* hi) {
     const uint8_t* c = codes + (t * nblocks + b) * 256 + n * 4;  // + u * 64 + byte
@@ -299,7 +308,23 @@ void linear_w4a8_il(ThreadPool& pool, const float* x, int64_t M, int64_t K, int6
   const W4A8IlTileFn tile = w4a8_il_path(active_isa(), allow_vnni);
   const Q8Rows rows = quantize_rows(pool, w4a8_path(active_isa(), allow_vnni).quantize, x, M, K, ldx, gs, scratch);
   strip_items(pool, M, N, [&](int64_t m0, int64_t m1, int64_t t0, int64_t t1) {
-    tile(rows, K, w.codes, w.scales, w.mins, gs, bias, y, ldy, m0, m1, t0, t1);
+    tile(rows, K, w.codes, w.scales, w.mins, gs, bias, y, ldy, m0, m1, t0, t1, 0);
+  });
+}
+
+void linear_w4a8_il_silu(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const W4Interleaved& w,
+                         int64_t N, float* y, int64_t ldy, Buffer& scratch, bool allow_vnni) {
+  const int gs = w.group_size;
+  check_w4a8("linear_w4a8_il_silu", gs, K);
+  if (N % 32 != 0)
+    throw std::invalid_argument("linear_w4a8_il_silu: N (gates, then as many ups) must be a multiple of 32, got " +
+                                std::to_string(N));
+  if (M <= 0 || N <= 0) return;
+  const W4A8IlTileFn tile = w4a8_il_path(active_isa(), allow_vnni);
+  const Q8Rows rows = quantize_rows(pool, w4a8_path(active_isa(), allow_vnni).quantize, x, M, K, ldx, gs, scratch);
+  const int64_t up = N / 32;  // strips of gates; the ups' strips follow
+  strip_items(pool, M, N / 2, [&](int64_t m0, int64_t m1, int64_t t0, int64_t t1) {
+    tile(rows, K, w.codes, w.scales, w.mins, gs, nullptr, y, ldy, m0, m1, t0, t1, up);
   });
 }
 

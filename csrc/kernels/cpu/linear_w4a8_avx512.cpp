@@ -34,8 +34,8 @@ void w4a8_tile(const Q8Rows& x, int64_t K, const uint8_t* codes, const float* sc
 
 void w4a8_il_tile(const Q8Rows& x, int64_t K, const uint8_t* codes, const uint16_t* scales, const uint16_t* mins,
                   int group_size, const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t t0,
-                  int64_t t1) {
-  il_tile(x, K, codes, scales, mins, group_size, bias, y, ldy, m0, m1, t0, t1);
+                  int64_t t1, int64_t up) {
+  il_tile(x, K, codes, scales, mins, group_size, bias, y, ldy, m0, m1, t0, t1, up);
 }
 
 }  // namespace lmrt::cpu::avx512

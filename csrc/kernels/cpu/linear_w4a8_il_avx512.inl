@@ -10,10 +10,15 @@ constexpr int64_t kAhead = 8;  // runs of 32 inputs (256 bytes of a strip's code
 
 // R rows of x (from row m) against C strips of 16 outputs (from strip t): each 64-byte load of codes serves the R
 // rows (the codes are read from memory once per R rows; the activations' 4 bytes are broadcast to 16 lanes).
+// up > 0 (gate/up pairs): the C strips are C / 2 gate strips from t, each followed by its up strip (+ up), and
+// the kernel stores silu(gate) * up for the C / 2 gate strips.
 template <int R, int C>
 inline void il_kernel(const Q8Rows& x, int64_t m, int64_t K, const uint8_t* codes, const uint16_t* scales,
-                      const uint16_t* mins, int shift, const float* bias, float* y, int64_t ldy, int64_t t) {
+                      const uint16_t* mins, int shift, const float* bias, float* y, int64_t ldy, int64_t t,
+                      int64_t up) {
   const int64_t nblocks = K / 32, G = nblocks >> shift;
+  int64_t strip[C];  // the strip each column of the kernel reads
+  for (int c = 0; c < C; ++c) strip[c] = up ? t + c / 2 + (c % 2) * up : t + c;
   const BVec low = _mm512_set1_epi8(0x0F);
   Vec acc[R][C];
   for (int r = 0; r < R; ++r)
@@ -27,16 +32,16 @@ inline void il_kernel(const Q8Rows& x, int64_t m, int64_t K, const uint8_t* code
     // Decode streams W from memory once: fetch each strip's codes kAhead runs ahead (past a strip's end that is the
     // next strip's start, read next), and its scales and mins once a group.
     for (int c = 0; c < C; ++c) {
-      const uint8_t* ahead = codes + ((t + c) * nblocks + b + kAhead) * 256;
+      const uint8_t* ahead = codes + (strip[c] * nblocks + b + kAhead) * 256;
       for (int l = 0; l < 4; ++l) prefetch(ahead + 64 * l);
-      const int64_t ga = (t + c) * G + ((b + kAhead) >> shift);  // a group's 16 scales (mins): one line
+      const int64_t ga = strip[c] * G + ((b + kAhead) >> shift);  // a group's 16 scales (mins): one line
       prefetch(scales + ga * 16);
       prefetch(mins + ga * 16);
     }
     for (int u = 0; u < 4; ++u) {
       BVec wl[C], wh[C];
       for (int c = 0; c < C; ++c) {
-        const BVec v = _mm512_loadu_si512(codes + ((t + c) * nblocks + b) * 256 + u * 64);
+        const BVec v = _mm512_loadu_si512(codes + (strip[c] * nblocks + b) * 256 + u * 64);
         wl[c] = _mm512_and_si512(v, low);
         wh[c] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
       }
@@ -51,7 +56,7 @@ inline void il_kernel(const Q8Rows& x, int64_t m, int64_t K, const uint8_t* code
     }
     const int64_t g = b >> shift;
     Vec sv[C];
-    for (int c = 0; c < C; ++c) sv[c] = load_f16(scales + ((t + c) * G + g) * 16);
+    for (int c = 0; c < C; ++c) sv[c] = load_f16(scales + (strip[c] * G + g) * 16);
     for (int r = 0; r < R; ++r) {
       const Vec d = set1(x.d[(m + r) * nblocks + b]);
       for (int c = 0; c < C; ++c) acc[r][c] = fmadd(to_float(dot[r][c]), mul(sv[c], d), acc[r][c]);
@@ -59,34 +64,47 @@ inline void il_kernel(const Q8Rows& x, int64_t m, int64_t K, const uint8_t* code
   }
   for (int64_t g = 0; g < G; ++g)
     for (int c = 0; c < C; ++c) {
-      const Vec mv = load_f16(mins + ((t + c) * G + g) * 16);
+      const Vec mv = load_f16(mins + (strip[c] * G + g) * 16);
       for (int r = 0; r < R; ++r) acc[r][c] = fmadd(mv, set1(x.xs[(m + r) * G + g]), acc[r][c]);
     }
-  for (int r = 0; r < R; ++r)
+  for (int r = 0; r < R; ++r) {
+    if (up) {
+      for (int c = 0; c + 1 < C; c += 2)  // (+ 0: the unfused product's values, -0 included)
+        store(y + (m + r) * ldy + strip[c] * 16, silu_mul_ps(add(acc[r][c], zero()), add(acc[r][c + 1], zero())));
+      continue;
+    }
     for (int c = 0; c < C; ++c)
-      store(y + (m + r) * ldy + (t + c) * 16, add(acc[r][c], bias ? load(bias + (t + c) * 16) : zero()));
+      store(y + (m + r) * ldy + strip[c] * 16, add(acc[r][c], bias ? load(bias + strip[c] * 16) : zero()));
+  }
 }
 
 // Rows [m0, m1) against the C strips from t: blocks of 4 rows, then the 1-3 left.
 template <int C>
 inline void il_strips(const Q8Rows& x, int64_t K, const uint8_t* codes, const uint16_t* scales, const uint16_t* mins,
-                      int shift, const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t t) {
+                      int shift, const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t t,
+                      int64_t up) {
   int64_t m = m0;
-  for (; m + 4 <= m1; m += 4) il_kernel<4, C>(x, m, K, codes, scales, mins, shift, bias, y, ldy, t);
-  if (m1 - m == 3) il_kernel<3, C>(x, m, K, codes, scales, mins, shift, bias, y, ldy, t);
-  if (m1 - m == 2) il_kernel<2, C>(x, m, K, codes, scales, mins, shift, bias, y, ldy, t);
-  if (m1 - m == 1) il_kernel<1, C>(x, m, K, codes, scales, mins, shift, bias, y, ldy, t);
+  for (; m + 4 <= m1; m += 4) il_kernel<4, C>(x, m, K, codes, scales, mins, shift, bias, y, ldy, t, up);
+  if (m1 - m == 3) il_kernel<3, C>(x, m, K, codes, scales, mins, shift, bias, y, ldy, t, up);
+  if (m1 - m == 2) il_kernel<2, C>(x, m, K, codes, scales, mins, shift, bias, y, ldy, t, up);
+  if (m1 - m == 1) il_kernel<1, C>(x, m, K, codes, scales, mins, shift, bias, y, ldy, t, up);
 }
 
 inline void il_tile(const Q8Rows& x, int64_t K, const uint8_t* codes, const uint16_t* scales, const uint16_t* mins,
                     int group_size, const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t t0,
-                    int64_t t1) {
+                    int64_t t1, int64_t up) {
   const int shift = group_size == 32 ? 0 : group_size == 64 ? 1 : 2;
   int64_t t = t0;
+  if (up) {  // gate/up pairs: 2 pairs at once for decode's 1-2 rows, else 1
+    if (m1 - m0 <= 2)
+      for (; t + 2 <= t1; t += 2) il_strips<4>(x, K, codes, scales, mins, shift, nullptr, y, ldy, m0, m1, t, up);
+    for (; t < t1; ++t) il_strips<2>(x, K, codes, scales, mins, shift, nullptr, y, ldy, m0, m1, t, up);
+    return;
+  }
   if (m1 - m0 <= 2)  // decode of 1-2 rows: more strips at once, more independent loads in flight
-    for (; t + 4 <= t1; t += 4) il_strips<4>(x, K, codes, scales, mins, shift, bias, y, ldy, m0, m1, t);
-  for (; t + 2 <= t1; t += 2) il_strips<2>(x, K, codes, scales, mins, shift, bias, y, ldy, m0, m1, t);
-  if (t < t1) il_strips<1>(x, K, codes, scales, mins, shift, bias, y, ldy, m0, m1, t);
+    for (; t + 4 <= t1; t += 4) il_strips<4>(x, K, codes, scales, mins, shift, bias, y, ldy, m0, m1, t, 0);
+  for (; t + 2 <= t1; t += 2) il_strips<2>(x, K, codes, scales, mins, shift, bias, y, ldy, m0, m1, t, 0);
+  if (t < t1) il_strips<1>(x, K, codes, scales, mins, shift, bias, y, ldy, m0, m1, t, 0);
 }
 
 }  // namespace

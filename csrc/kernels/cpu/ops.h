@@ -121,6 +121,12 @@ void linear_w4a8(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t
 // (maddubs; allow_vnni false) and scalar. N a multiple of 16; group_size 32, 64 or 128; K a multiple of it.
 void linear_w4a8_il(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const W4Interleaved& w,
                     int64_t N, const float* bias, float* y, int64_t ldy, Buffer& scratch, bool allow_vnni = true);
+// The MLP's gate/up product and silu_mul in one pass: w's first N/2 rows are the gates and the next N/2 their ups
+// (as silu_mul's gu), and y[m, n] = silu(gate_n) * up_n for n < N/2, each of gate_n and up_n the bits
+// linear_w4a8_il gives and the silu silu_mul uses on this ISA: the same y as the two calls, without the [M, N]
+// intermediate's round trip through memory. N a multiple of 32.
+void linear_w4a8_il_silu(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const W4Interleaved& w,
+                         int64_t N, float* y, int64_t ldy, Buffer& scratch, bool allow_vnni = true);
 // W4Matrix [N, K] -> W4Interleaved's layout: codes [N * K / 2] bytes, scales and mins [N * K / group_size] halves
 // each (rounded to nearest where not exact).
 void w4_interleave(const W4Matrix& w, int64_t N, int64_t K, uint8_t* codes, uint16_t* scales, uint16_t* mins);

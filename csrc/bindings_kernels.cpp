@@ -837,7 +837,7 @@ void bind_kernels(py::module_& m) {
         "(linear_w4a8_il_silu). device='cuda': the CUDA op on copies of the arrays.");
   m.def("quantize_q8", &kern::quantize_q8, "x"_a,
         "(q [M, K] int8, d [M, K/32] float32): x's runs of 32 inputs as linear_w4 with activations='int8' "
-        "quantizes them, d = max|x| / 127, q = round_half_even(x / d).");
+        "quantizes them, d = max|x| / 127, q = round_half_even(x * (1 / d)) in float32.");
   m.def("w4_interleave", &kern::w4_interleave, "codes"_a, "scales"_a, "mins"_a, "group_size"_a,
         "(codes, scales, mins) rearranged for linear_w4(..., activations='int8', interleaved=True): 4 code bytes of "
         "16 outputs per 64-byte vector (W4Interleaved, csrc/kernels/ops.h); same shapes. N a multiple of 16.");

@@ -3,8 +3,8 @@ every ISA path, each forced in turn, and on AVX-512 with and without VNNI; over 
 one (w4_interleave, interleaved=True).
 
 References, in NumPy, from the contract in ops.h and nothing the kernels share:
-  - the activation quantization: d = float32(max|x| / 127) per run of 32 inputs, q = round_half_even(x / d),
-    which every path must reproduce bit for bit;
+  - the activation quantization: d = float32(max|x| / 127) per run of 32 inputs, q = round_half_even(x * (1 / d))
+    in float32, which every path must reproduce bit for bit;
   - the product: float64 sum over the same q, d, codes, scales and mins; each path within RTOL_A8 of
     sum |d q| |w| (its fp32 accumulation of exact integer block sums);
   - the exact product: |y - x w^T| <= sum_k |w[n, k]| d_b(k) / 2 (what rounding x to q costs), plus fp32 slack.
@@ -37,7 +37,8 @@ def q8_reference(x):
     xb = x.reshape(M, Kd // 32, 32)
     d = (np.abs(xb).max(-1) / np.float32(127)).astype(np.float32)
     with np.errstate(divide="ignore", invalid="ignore"):
-        q = np.where(d[..., None] > 0, np.rint(xb / d[..., None]), 0).astype(np.int8)
+        inv = np.float32(1) / d  # float32 reciprocal, then a float32 product per input (llama.cpp's quantizer)
+        q = np.where(d[..., None] > 0, np.rint(xb * inv[..., None]), 0).astype(np.int8)
     return q.reshape(M, Kd), d
 
 
@@ -59,6 +60,9 @@ def vnni_modes(isa_name):
 
 def test_quantize_q8_matches_reference(isa):
     x = activations(5, 576)
+    # A run where x * (1 / d) and x / d round to different codes (-57 and -58): the contract's product, not a division
+    x[2, 96:128] = 0.5
+    x[2, 96], x[2, 97] = 3.1262762546539307, -1.4154399633407593
     q, d = K.quantize_q8(x)
     qr, dr = q8_reference(x)
     assert np.array_equal(d.view(np.uint32), dr.view(np.uint32)), "d differs in bits"

@@ -87,7 +87,7 @@ using I8TileSig = void(const float* x, int64_t ldx, int64_t K, const int8_t* q, 
 using I8TileFn = I8TileSig*;
 
 // 4-bit weights x int8 activations (linear_w4a8.cpp). The activations, quantized per run of 32 inputs
-// (a block b: d_b = max|x| / 127, q = round_half_even(x / d_b), all 0 when d_b = 0):
+// (a block b: d_b = max|x| / 127, q = round_half_even(x * (1 / d_b)) in fp32, all 0 when d_b = 0):
 struct Q8Rows {
   const int8_t* q;  // [M, ldq]: each row in chunks of 4 blocks (128 inputs; the last chunk of a row may hold
                     // fewer, nb): a chunk holds inputs 0..15 of each of its blocks (nb * 16 bytes), then inputs

@@ -52,10 +52,10 @@ void q8_quantize(const float* x, int64_t ldx, int64_t K, int group_size, int64_t
       const float* xb = xr + b * 32;
       float amax = 0.0f;
       for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(xb[i]));
-      const float db = amax / 127.0f;
+      const float db = amax / 127.0f, id = db > 0.0f ? 1.0f / db : 0.0f;
       int sum = 0;
       for (int i = 0; i < 32; ++i) {
-        const int v = db > 0.0f ? static_cast<int>(std::nearbyint(xb[i] / db)) : 0;
+        const int v = static_cast<int>(std::nearbyint(xb[i] * id));
         (i < 16 ? lo[i] : hi[i - 16]) = static_cast<int8_t>(v);
         sum += v;
       }

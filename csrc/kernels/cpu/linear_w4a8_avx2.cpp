@@ -37,10 +37,10 @@ inline float amax32(const float* x) {
   h = _mm_max_ss(h, _mm_movehdup_ps(h));
   return _mm_cvtss_f32(h);
 }
-inline int quant16(const float* x, float d, int8_t* out) {
-  const Vec dv = _mm256_set1_ps(d);
-  const __m256i a = _mm256_cvtps_epi32(_mm256_div_ps(load(x), dv));  // round half even (MXCSR default)
-  const __m256i b = _mm256_cvtps_epi32(_mm256_div_ps(load(x + 8), dv));
+inline int quant16(const float* x, float id, int8_t* out) {
+  const Vec iv = _mm256_set1_ps(id);
+  const __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(load(x), iv));  // round half even (MXCSR default)
+  const __m256i b = _mm256_cvtps_epi32(_mm256_mul_ps(load(x + 8), iv));
   const __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xD8);  // a0..7 b0..7 as int16
   _mm_storeu_si128(reinterpret_cast<__m128i*>(out),
                    _mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1)));

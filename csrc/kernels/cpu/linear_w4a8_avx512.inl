@@ -21,8 +21,8 @@ inline BVec lane_index(const int32_t* idx) { return _mm512_load_si512(idx); }
 inline float amax32(const float* x) {
   return _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(load(x)), _mm512_abs_ps(load(x + 16))));
 }
-inline int quant16(const float* x, float d, int8_t* out) {
-  const __m512i a = _mm512_cvtps_epi32(_mm512_div_ps(load(x), _mm512_set1_ps(d)));  // round half even
+inline int quant16(const float* x, float id, int8_t* out) {
+  const __m512i a = _mm512_cvtps_epi32(_mm512_mul_ps(load(x), _mm512_set1_ps(id)));  // round half even
   _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm512_cvtsepi32_epi8(a));
   return _mm512_reduce_add_epi32(a);
 }

@@ -5,7 +5,7 @@
 //   BVec dot4(acc, u, s)          int32 lane l += sum_{j<4} u8 u[4l + j] * s8 s[4l + j] (exact)
 //   Vec to_float(BVec), Vec spread(Vec v, BVec idx) (lane l = v[idx[l]]), BVec lane_index(const int32_t*)
 //   float amax32(x)               max |x| over 32 floats
-//   int quant16(x, d, out)        out[i] = round_half_even(x[i] / d) for 16 floats; returns their sum
+//   int quant16(x, id, out)       out[i] = round_half_even(x[i] * id) for 16 floats; returns their sum
 // Raw pointers and intrinsics only (see isa_kernels.h); included inside the ISA's namespace, never elsewhere.
 
 namespace {
@@ -125,7 +125,8 @@ void tile(const Q8Rows& x, int64_t K, const uint8_t* codes, const float* scales,
   if (m1 - m == 1) row_block<1, C1>(x, K, codes, scales, mins, shift, si, bias, y, ldy, m, n0, n1);
 }
 
-// q8_quantize (isa_kernels.h): the same bits as scalar::q8_quantize (max, fp32 division, round half even).
+// q8_quantize (isa_kernels.h): the same bits as scalar::q8_quantize (max, fp32 reciprocal and product, round half
+// even).
 inline void quantize(const float* x, int64_t ldx, int64_t K, int group_size, int64_t m0, int64_t m1, int8_t* q,
                      int64_t ldq, float* d, float* xs) {
   const int64_t nblocks = K / 32, bpg = group_size / 32;
@@ -144,7 +145,8 @@ inline void quantize(const float* x, int64_t ldx, int64_t K, int group_size, int
       const float db = amax32(xr + b * 32) / 127.0f;
       int sum = 0;
       if (db > 0.0f) {
-        sum = quant16(xr + b * 32, db, lo) + quant16(xr + b * 32 + 16, db, hi);
+        const float id = 1.0f / db;  // (a product per input, not a division: llama.cpp's Q8 quantizer does the same)
+        sum = quant16(xr + b * 32, id, lo) + quant16(xr + b * 32 + 16, id, hi);
       } else {
         for (int i = 0; i < 16; ++i) lo[i] = hi[i] = 0;
       }

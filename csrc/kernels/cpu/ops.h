@@ -104,7 +104,7 @@ void linear_w4(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t l
 
 // The same product with int8 activations (the "int8" decode precision; llama.cpp's q4_1 x q8_1 dot product):
 // each run of 32 inputs (block b) of a row of x is quantized with its own scale d_b = max|x| / 127 (fp32) to
-// q = round_half_even(x / d_b) (all 0 when d_b = 0), and
+// q = round_half_even(x * (1 / d_b)) in fp32 (all 0 when d_b = 0), and
 //   y[m, n] = sum_b d_b * (scale[n, g] * sum_{k in b} code[n, k] q[m, k] + min[n, g] * sum_{k in b} q[m, k]) + bias[n]
 // (g the group of block b): the integer sums exact (int8 dot products: VNNI's vpdpbusd, or maddubs), the rest fp32.
 // Not exact: |y - linear_w4(x)| <= sum_k |w[n, k]| d_b(k) / 2 plus fp32 rounding. Each output still depends only on

@@ -81,3 +81,28 @@ def test_a_wide_flat_vocabulary_keeps_its_nucleus():
         top = np.argsort(-ref)[:8]
         bound = 6 * np.sqrt(ref[top] * (1 - ref[top]) / draws) + 1e-3
         assert (np.abs(counts[top] / draws - ref[top]) <= bound).all()
+
+
+@pytest.mark.parametrize("V", [1, 15, 16, 17, 200, 49152])
+def test_greedy_is_numpys_argmax(V):
+    """Temperature 0: the first index of the maximum (numpy's and torch's argmax), whatever the vocabulary size
+    (whole runs of 16 lanes and a tail), with ties at the maximum, -inf logits (bans) and the maximum in the tail."""
+    rng = np.random.default_rng(V)
+    p = _core.SamplingParams()
+    p.temperature = 0.0
+    for trial in range(6):
+        logits = rng.standard_normal(V).astype(np.float32)
+        if trial == 1 and V > 3:  # a tie at the maximum: the lower id wins
+            i, j = sorted(rng.choice(V, 2, replace=False))
+            logits[i] = logits[j] = logits.max() + 1
+        if trial == 2:
+            logits[:] = -np.inf  # every token banned: argmax is 0
+        if trial == 3:
+            logits[-1] = logits.max() + 1  # in the tail past the last whole run
+        if trial == 4:
+            logits[rng.random(V) < 0.5] = -np.inf
+        banned = [int(np.argmax(logits))] if trial == 5 and V > 1 else []
+        want = logits.copy()
+        want[banned] = -np.inf
+        counts = _core.bookkeeping.sample_counts(logits, p, [], banned, 1, 1)
+        assert int(np.flatnonzero(counts)[0]) == int(np.argmax(want)), trial

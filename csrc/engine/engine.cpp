@@ -347,12 +347,6 @@ void Engine::postprocess(const std::vector<ScheduledSeq>& plan, const float* log
       finish(r, FinishReason::Length);
       continue;
     }
-    if (!Sampler::all_finite(rows, V)) {  // NaN would make the sampler's sort undefined: fail loudly instead
-      finish(r, FinishReason::Error,
-             "the model produced non-finite logits (NaN or +inf) at position " + std::to_string(r->num_tokens() - 1) +
-                 ": broken weights, or a kernel bug (LMRT_ISA=scalar runs the reference kernels)");
-      continue;
-    }
     SampleJob job{r, rows, {}, -1};
     if (r->num_generated() < r->params.min_new_tokens) {
       job.bans = r->params.stop_token_ids;
@@ -361,16 +355,24 @@ void Engine::postprocess(const std::vector<ScheduledSeq>& plan, const float* log
     }
     jobs_.push_back(std::move(job));
   }
-  // Every request's draw at once, across the pool (each row, its request's rng and a thread's own scratch).
+  // Every request's check and draw at once, across the pool (each row, its request's rng and a thread's own scratch).
+  // NaN would make the sampler's sort undefined: such a row draws nothing and its request fails loudly below.
   backend_->host_parallel_for(static_cast<int64_t>(jobs_.size()), [&](int64_t b, int64_t e) {
     thread_local Sampler sampler;
     for (int64_t i = b; i < e; ++i) {
       SampleJob& j = jobs_[i];
-      j.token = sampler.sample(j.logits, V, j.req->params.sampling, j.req->tokens, j.bans, j.req->rng);
+      j.finite = Sampler::all_finite(j.logits, V);
+      if (j.finite) j.token = sampler.sample(j.logits, V, j.req->params.sampling, j.req->tokens, j.bans, j.req->rng);
     }
   });
   for (const SampleJob& j : jobs_) {
     Request* r = j.req;
+    if (!j.finite) {
+      finish(r, FinishReason::Error,
+             "the model produced non-finite logits (NaN or +inf) at position " + std::to_string(r->num_tokens() - 1) +
+                 ": broken weights, or a kernel bug (LMRT_ISA=scalar runs the reference kernels)");
+      continue;
+    }
     const int32_t tok = j.token;
     r->tokens.push_back(tok);
     streams_.at(r->id).pending.token_ids.push_back(tok);

@@ -144,6 +144,7 @@ class Engine {
     float* logits;              // [V]
     std::vector<int32_t> bans;  // stop and EOS ids while min_new_tokens is not reached
     int32_t token;
+    bool finite = true;  // false: a logit was NaN or +inf (no token; the request ends in an error)
   };
   std::vector<SampleJob> jobs_;  // [requests sampling this step]
   Batch batch_;

@@ -21,6 +21,23 @@ bool Sampler::all_finite(const float* logits, int V) {
   return ok;
 }
 
+int32_t Sampler::argmax(const float* logits, int V) {
+  // The maximum in 16 independent lanes (a loop the compiler vectorizes; max is exact in any order), then the first
+  // index that holds it: std::max_element's answer at several times its speed. Logits are finite or -inf here.
+  constexpr int kLanes = 16;
+  float lane[kLanes];
+  std::fill(lane, lane + kLanes, -std::numeric_limits<float>::infinity());
+  int i = 0;
+  for (; i + kLanes <= V; i += kLanes)
+    for (int l = 0; l < kLanes; ++l) lane[l] = logits[i + l] > lane[l] ? logits[i + l] : lane[l];
+  float best = -std::numeric_limits<float>::infinity();
+  for (int l = 0; l < kLanes; ++l) best = lane[l] > best ? lane[l] : best;
+  for (; i < V; ++i) best = logits[i] > best ? logits[i] : best;
+  for (int j = 0; j < V; ++j)
+    if (logits[j] == best) return j;
+  return 0;
+}
+
 int32_t Sampler::sample(float* logits, int V, const SamplingParams& p, const std::vector<int32_t>& context,
                         const std::vector<int32_t>& banned, std::mt19937_64& rng) {
   if (p.repetition_penalty != 1.f) {
@@ -34,7 +51,7 @@ int32_t Sampler::sample(float* logits, int V, const SamplingParams& p, const std
   for (int32_t t : banned)
     if (t >= 0 && t < V) logits[t] = -std::numeric_limits<float>::infinity();
 
-  if (p.temperature <= 0.f) return static_cast<int32_t>(std::max_element(logits, logits + V) - logits);
+  if (p.temperature <= 0.f) return argmax(logits, V);
 
   // Candidates: every token within kNegligible of the best (after temperature). A token further below has a
   // probability under e^-50 of the best's (< 2e-22): it can matter to no top-k, top-p or min-p cut, nor to a

@@ -23,6 +23,8 @@ class Sampler {
   static float logprob(const float* logits, int vocab_size, int32_t token);
   // False if any logit is NaN or +inf (then sample() would be undefined: its sort needs an order).
   static bool all_finite(const float* logits, int vocab_size);
+  // The first index of the maximum (torch.argmax's), for logits that are finite or -inf.
+  static int32_t argmax(const float* logits, int vocab_size);
 
  private:
   std::vector<std::pair<float, int32_t>> cand_;  // [<= V] (scaled logit, token id) of the candidates

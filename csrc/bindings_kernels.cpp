@@ -635,7 +635,8 @@ py::list paged_attention(std::vector<F32In> qs, py::array k_cache, py::array v_c
                          const std::optional<std::string>& tile_unit, int64_t min_rows,
                          std::optional<std::string> v_dtype, std::optional<py::array> k_scales,
                          std::optional<py::array> k_zeros, std::optional<py::array> v_scales,
-                         std::optional<py::array> v_zeros, std::optional<py::tuple> stage, const std::string& device) {
+                         std::optional<py::array> v_zeros, std::optional<py::tuple> stage, bool int8_q,
+                         const std::string& device) {
   const std::optional<cpu::TileUnit> unit = tile_unit_arg(tile_unit, true);
   check_threads(num_threads);
   [[maybe_unused]] const bool gpu = on_cuda(device);
@@ -716,11 +717,11 @@ py::list paged_attention(std::vector<F32In> qs, py::array k_cache, py::array v_c
     py::gil_scoped_release nogil;
     std::lock_guard<std::mutex> lk(g_pool_mu);
     if (!unit) {
-      cpu::paged_attention(pool_for(num_threads), kv, seqs.data(), static_cast<int64_t>(S), n_heads, scale);
+      cpu::paged_attention(pool_for(num_threads), kv, seqs.data(), static_cast<int64_t>(S), n_heads, scale, int8_q);
     } else {
       lmrt::Buffer scratch;
       cpu::paged_attention_tiles(pool_for(num_threads), kv, seqs.data(), static_cast<int64_t>(S), n_heads, scale,
-                                 min_rows, *unit, scratch);
+                                 min_rows, *unit, scratch, int8_q);
     }
   }
   for (auto& a : out_arrays) outs.append(a);
@@ -878,11 +879,22 @@ void bind_kernels(py::module_& m) {
         "n_heads"_a, "n_kv_heads"_a, "head_dim"_a, "block_size"_a, "scale"_a, "dtype"_a = "f32", "num_threads"_a = 1,
         "tile_unit"_a = py::none(), "min_rows"_a = 32, "v_dtype"_a = py::none(), "k_scales"_a = py::none(),
         "k_zeros"_a = py::none(), "v_scales"_a = py::none(), "v_zeros"_a = py::none(), "stage"_a = py::none(),
-        "device"_a = "cpu",
+        "int8_q"_a = false, "device"_a = "cpu",
         "Causal paged attention; q is one [M_i, n_heads * head_dim] array per sequence, and so is the result. "
         "tile_unit='amx' or 'avx512bf16' runs the sequences of at least min_rows rows on that bf16 tile unit "
         "(prefill precision 'bf16'), 'model' on the software model. The cache arguments as kv_store's. device='cuda': "
-        "the CUDA op on copies of the arrays (no tile_unit, no i4c cache).");
+        "the CUDA op on copies of the arrays (no tile_unit, no i4c cache). int8_q=True: the int8 linear precision's "
+        "scores where int8_q_scores() (i8 K, head_dim a multiple of 64, AVX-512 VNNI): each head's q as int8.");
+  m.def(
+      "int8_q_scores",
+      [](const std::string& dtype, int head_dim) {
+        cpu::KVLayer kv{};
+        kv.k_dtype = kern::kv_dtype_arg(dtype);
+        kv.head_dim = head_dim;
+        return cpu::int8_q_scores(kv);
+      },
+      "dtype"_a, "head_dim"_a,
+      "Whether paged_attention(int8_q=True) scores int8 q here for this K dtype and head_dim.");
   m.def("embedding", &kern::embedding, "table"_a, "ids"_a, "dtype"_a = "f32", "device"_a = "cpu");
   m.def("f32_to_bf16", &kern::to_bf16, "a"_a, "float32 -> bf16 bits (uint16), round to nearest even.");
   m.def("bf16_to_f32", &kern::from_bf16, "a"_a);

@@ -93,7 +93,7 @@ class PagedCache:
         extra = dict(stage=self.stage) if self.stage is not None else {}
         return dict(v_dtype=self.v_dtype, **self.params, **extra)
 
-    def attend(self, seqs, n_heads, scale, threads, tile_unit=None, min_rows=32, device="cpu"):
+    def attend(self, seqs, n_heads, scale, threads, tile_unit=None, min_rows=32, device="cpu", int8_q=False):
         """paged_attention over this cache for seqs [(q, block_table, positions, ...)]; tile_unit None: the exact
         path; device "cuda": the CUDA op."""
         return K.paged_attention(
@@ -112,6 +112,7 @@ class PagedCache:
             tile_unit=tile_unit,
             min_rows=min_rows,
             device=device,
+            int8_q=int8_q,
             **self.kwargs(),
         )
 

@@ -239,6 +239,75 @@ def test_attention_over_codes_is_close_to_unquantized(dtype, v_dtype):
     assert worst <= QUANT_VS_FP_TOL[v_dtype or dtype], worst
 
 
+def q8_heads(q, n_heads, hd):
+    """Each head's q as the int8 scores take it (ops.h, paged_attention's int8_q): scale = float32(max|q| / 127),
+    codes = round_half_even(q * float32(1 / scale)) in float32; returned as codes * scale in float64."""
+    qh = q.reshape(len(q), n_heads, hd)
+    s = (np.abs(qh).max(-1) / np.float32(127)).astype(np.float32)
+    inv = (np.float32(1) / np.where(s > 0, s, np.float32(1))).astype(np.float32) * (s > 0)
+    codes = np.rint(qh * inv[..., None].astype(np.float32))
+    assert np.abs(codes).max() <= 127
+    return (codes * s[..., None].astype(np.float64)).reshape(q.shape)
+
+
+INT8_Q = pytest.mark.skipif(
+    not K.int8_q_scores("i8", 64), reason="int8 q scores run on AVX-512 VNNI, which this CPU does not have"
+)
+
+
+@INT8_Q
+@pytest.mark.parametrize("v_dtype", [None, "i4"])
+@pytest.mark.parametrize("n_heads,n_kv,hd,bs", [(9, 3, 64, 16), (8, 2, 128, 16), (4, 4, 64, 24), (6, 2, 192, 8)])
+def test_int8_q_scores_match_float64_of_the_quantized_q(n_heads, n_kv, hd, bs, v_dtype):
+    """int8_q: each head's q quantized to int8 and the scores' dots taken in int32. Against float64 attention over
+    that quantized q and the held K/V: the exact path's bound (the integer dots are exact); blocks that are not a
+    multiple of the 16 keys scored at once, partial last blocks, head sizes of 1-3 runs of 64."""
+    c, seqs = build_case(n_heads, n_kv, hd, bs, "i8", v_dtype, seed=11)
+    scale = hd**-0.5
+    outs = c.attend(seqs, n_heads, scale, 2, int8_q=True)
+    exact = c.attend(seqs, n_heads, scale, 2)
+    for (q, table, pos, _k, _v), out, ex in zip(seqs, outs, exact):
+        ref, vq = ref_held(c, q8_heads(q, n_heads, hd), table, pos, n_heads, scale)
+        err = np.abs(out - ref).max() / np.abs(vq).max()
+        assert err <= attn_tol(hd), f"{len(pos)} rows: {err:.3g} of max|v|"
+        if pos.max() > 0:  # (one key: the output is its value whatever the score)
+            assert not np.array_equal(out, ex), "int8_q changed nothing"
+        # and what quantizing q costs against fp32 q: well under int8 K's own cost (QUANT_VS_FP_TOL)
+        assert np.abs(out - ex).max() / np.abs(vq).max() <= 0.01
+
+
+@INT8_Q
+def test_int8_q_scores_change_no_bit_with_threads_batch_or_head_grouping():
+    n_heads, n_kv, hd, bs = 9, 3, 64, 16
+    c, seqs = build_case(n_heads, n_kv, hd, bs, "i8", None, seed=12)
+    one = c.attend(seqs, n_heads, 0.125, 1, int8_q=True)
+    for threads in (2, 3):
+        for i, (a, b) in enumerate(zip(c.attend(seqs, n_heads, 0.125, threads, int8_q=True), one)):
+            assert_bits_equal(a, b, f"sequence {i}, {threads} threads vs 1")
+    for i, (q, table, pos, _k, _v) in enumerate(seqs):
+        assert_bits_equal(c.attend([seqs[i]], n_heads, 0.125, 2, int8_q=True)[0], one[i], f"sequence {i} alone")
+        m = len(pos) - 1  # a row alone with 6 threads: a task per query head instead of one per KV head
+        alone = c.attend([(q[m : m + 1], table, pos[m : m + 1])], n_heads, 0.125, 2 * n_kv, int8_q=True)[0]
+        assert_bits_equal(alone, one[i][m : m + 1], f"sequence {i}, row {m} alone")
+    # Tile prefill passes int8_q to the rows it leaves to the exact path (the decode rows beside a prompt chunk).
+    if K.isa_supported("avx512"):
+        tiles = c.attend(seqs, n_heads, 0.125, 2, tile_unit="model", int8_q=True)
+        for i, (_q, _t, pos, _k, _v) in enumerate(seqs):
+            if len(pos) < 32:
+                assert_bits_equal(tiles[i], one[i], f"sequence {i} beside the tile path")
+
+
+@pytest.mark.parametrize(
+    "dtype,v_dtype,hd", [("i4", None, 64), ("i4c", None, 64), ("i8", None, 32), ("bf16", None, 64)]
+)
+def test_int8_q_is_ignored_where_it_does_not_apply(dtype, v_dtype, hd):
+    """Other K dtypes, head sizes not a multiple of 64 (and CPUs without VNNI): the fp32 q path, bit for bit."""
+    assert not K.int8_q_scores(dtype, hd)
+    c, seqs = build_case(4, 2, hd, 16, dtype, v_dtype, seed=13)
+    for a, b in zip(c.attend(seqs, 4, 0.125, 2, int8_q=True), c.attend(seqs, 4, 0.125, 2)):
+        assert_bits_equal(a, b, "int8_q where it does not apply")
+
+
 @pytest.mark.parametrize("dtype,v_dtype", KV_KINDS)
 def test_threads_and_batch_change_no_bit(dtype, v_dtype):
     n_heads, n_kv, hd, bs = 9, 3, 64, 16

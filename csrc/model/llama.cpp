@@ -142,9 +142,9 @@ void LlamaModel::attention(const Batch& batch, const KVLayer& cache, cpu::Thread
   const int64_t num_seqs = static_cast<int64_t>(attn_seqs_.size());
   if (tiles)
     cpu::paged_attention_tiles(pool, cache, attn_seqs_.data(), num_seqs, spec_.num_heads, scale, kTilesAttnMinRows,
-                               tile_unit_, attn_tiles_);
+                               tile_unit_, attn_tiles_, int8_activations_);
   else
-    cpu::paged_attention(pool, cache, attn_seqs_.data(), num_seqs, spec_.num_heads, scale);
+    cpu::paged_attention(pool, cache, attn_seqs_.data(), num_seqs, spec_.num_heads, scale, int8_activations_);
 }
 
 void LlamaModel::layer(int l, const Batch& batch, const KVLayer& cache, cpu::ThreadPool& pool, bool attn_tiles) {

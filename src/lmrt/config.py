@@ -84,8 +84,9 @@ class EngineConfig:
         products over many rows, their scales and minimums held as IEEE halves (exact for GGUF and AWQ
         scales; an AWQ minimum rounds to the nearest half), and every 4-bit product of every step runs this
         way, prompt chunks and decode steps of 16+ requests included (info()["int8_weight_layout"] ==
-        "interleaved"); with VNNI the int8 output matrix takes int8 activations too. Dense matrices are not
-        changed by it. "auto" (default): "fp32".
+        "interleaved"); with VNNI the int8 output matrix takes int8 activations too, and where K is cached as
+        int8 the decode attention scores take each head's q as int8 (one scale a head) with integer dot
+        products. Dense matrices are not changed by it. "auto" (default): "fp32".
     device: "cpu" (default) or "cuda". The CUDA backend is being built (issue 15): its first ops compile where
         nvcc is found, but the model does not run on it yet, so "cuda" is refused with what is missing.
     """

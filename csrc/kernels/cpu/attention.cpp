@@ -113,9 +113,23 @@ AttnFn attention_for(Isa isa) {
 
 }  // namespace
 
+bool int8_q_scores(const KVLayer& kv) {
+#if defined(LMRT_X86) && defined(LMRT_HAVE_AVX512VNNI)
+  return active_isa() == Isa::Avx512 && vnni_available() && kv.k_dtype == KVDType::I8 && kv.head_dim % 64 == 0 &&
+         kv.head_dim <= 256;
+#else
+  (void)kv;
+  return false;
+#endif
+}
+
 void paged_attention(ThreadPool& pool, const KVLayer& kv, const AttnSeq* seqs, int64_t num_seqs, int n_heads,
-                     float scale) {
-  const AttnFn fn = attention_for(active_isa());
+                     float scale, bool int8_q) {
+  int8_q = int8_q && int8_q_scores(kv);
+  AttnFn fn = attention_for(active_isa());
+#if defined(LMRT_X86) && defined(LMRT_HAVE_AVX512VNNI)
+  if (int8_q) fn = avx512vnni::attention_one;
+#endif
   const int group = n_heads / kv.n_kv_heads;
   // Work item i is (sequence, token, heads): the query heads that share a KV head together (their key and value
   // rows decoded once), or one head an item when there would be fewer groups than threads. Either way every head's
@@ -149,6 +163,7 @@ void paged_attention(ThreadPool& pool, const KVLayer& kv, const AttnSeq* seqs, i
     t.head_dim = kv.head_dim;
     t.block_size = kv.block_size;
     t.scale = scale;
+    t.int8_q = int8_q;
     int64_t s = std::upper_bound(first.begin(), first.end(), begin) - first.begin() - 1;
     for (int64_t i = begin; i < end; ++i) {
       while (i >= first[s + 1]) ++s;

@@ -171,6 +171,78 @@ inline void block_scores(const AttnTask& t, const float* const* q, int hd, const
   }
 }
 
+#ifdef LMRT_ATTN_VNNI
+// AttnTask::int8_q (attention_avx512vnni.cpp only): I8 K rows against each head's q as int8.
+template <typename KR>
+struct ScoresInt8 {  // the key rows that take int8 q: I8's (head_dim a multiple of 64, at most kQ8MaxHeadDim)
+  static constexpr bool value = false;
+};
+template <>
+struct ScoresInt8<RowI8> {
+  static constexpr bool value = true;
+};
+constexpr int kQ8MaxHeadDim = 256;
+struct Q8Head {
+  alignas(64) int8_t q[kQ8MaxHeadDim];  // [head_dim] round_half_even(q * (1 / scale))
+  float scale;                          // max|q| / 127 (0: q all 0)
+  float sum;                            // sum of q[] (exact)
+};
+
+inline bool int8_scores(const AttnTask& t) { return t.int8_q && t.head_dim % 64 == 0 && t.head_dim <= kQ8MaxHeadDim; }
+
+inline void quantize_head(const float* q, int hd, Q8Head& h) {
+  Vec amax = zero();
+  for (int i = 0; i < hd; i += kLanes) amax = max_lanes(amax, _mm512_abs_ps(load(q + i)));
+  h.scale = hmax(amax) / 127.0f;
+  const Vec inv = set1(h.scale > 0.0f ? 1.0f / h.scale : 0.0f);
+  __m512i sum = _mm512_setzero_si512();
+  for (int i = 0; i < hd; i += kLanes) {
+    const __m512i v = _mm512_cvtps_epi32(mul(load(q + i), inv));  // round half even; |v| <= 127
+    _mm_store_si128(reinterpret_cast<__m128i*>(h.q + i), _mm512_cvtepi32_epi8(v));
+    sum = _mm512_add_epi32(sum, v);
+  }
+  h.sum = static_cast<float>(_mm512_reduce_add_epi32(sum));
+}
+
+// block_scores for I8 rows and int8 q: 16 keys at a time, their rows' 64-dim runs transposed (vector p: dims
+// 4p..4p+3 of each key, a key a lane), then per head one vpdpbusd a vector (codes unsigned, q signed) gives each
+// key's integer dot, exact; s[g][j] = scale * (q8.scale * (s1 dot + m1 q8.sum) + bias[g]) (rows past n: 0 codes).
+template <int G>
+inline void block_scores_q8(const AttnTask& t, const Q8Head* q8, int hd, const void* cache, const uint16_t* scales,
+                            const uint8_t* zeros, int64_t base, int n, float* const* s, const float* bias) {
+  const uint8_t* rows = static_cast<const uint8_t*>(cache) + base * hd;
+  const Vec scale = set1(t.scale);
+  for (int j = 0; j < n; j += kLanes) {
+    const int r = n - j < kLanes ? n - j : kLanes;
+    __m512i dot[G];
+    for (int g = 0; g < G; ++g) dot[g] = _mm512_setzero_si512();
+    for (int c = 0; c < hd; c += 64) {
+      __m512i w[16];
+      for (int k = 0; k < 16; ++k)
+        w[k] = k < r ? _mm512_loadu_si512(rows + static_cast<int64_t>(j + k) * hd + c) : _mm512_setzero_si512();
+      transpose16(w);
+      for (int p = 0; p < 16; ++p)
+        for (int g = 0; g < G; ++g) {
+          int32_t word;
+          __builtin_memcpy(&word, q8[g].q + c + 4 * p, sizeof word);
+          dot[g] = _mm512_dpbusd_epi32(dot[g], w[p], _mm512_set1_epi32(word));
+        }
+    }
+    Vec s1, m1;
+    scale_min(scales, zeros, base + j, r, s1, m1);
+    for (int g = 0; g < G; ++g) {
+      Vec d = fmadd(_mm512_cvtepi32_ps(dot[g]), s1, mul(m1, set1(q8[g].sum)));
+      d = mul(add(mul(d, set1(q8[g].scale)), set1(bias[g])), scale);
+      if (r == kLanes) {
+        store(s[g] + j, d);
+      } else {
+        store_tail(s[g] + j, tail_mask(r), d);
+      }
+    }
+  }
+}
+#endif
+
 // sum(q), in the lane order the scores use.
 inline float sum_of(const float* q, int hd) {
   Vec acc = zero();
@@ -214,6 +286,12 @@ void attend(const AttnTask& t) {
     qsum[g] = KR::kQuant ? sum_of(q[g], hd) : 0.0f;
     zeros_g[g] = 0.0f;
   }
+#ifdef LMRT_ATTN_VNNI
+  Q8Head q8[ScoresInt8<KR>::value ? G : 1];
+  const bool q8_scores = ScoresInt8<KR>::value && int8_scores(t);
+  if (q8_scores)
+    for (int g = 0; g < G; ++g) quantize_head(q[g], hd, q8[g]);
+#endif
   const int n_blocks = t.pos / bs + 1;
   for (int b = 0; b < n_blocks; ++b) {
     const int n = b == n_blocks - 1 ? t.pos - b * bs + 1 : bs;
@@ -245,7 +323,19 @@ void attend(const AttnTask& t) {
         block_scores<G, RowI8>(t, q, hd, qsum, t.k_stage, t.k_stage_scales, t.k_stage_zeros, staged, n, s, zeros_g);
       }
     } else {
+#ifdef LMRT_ATTN_VNNI
+      if constexpr (ScoresInt8<KR>::value) {
+        if (q8_scores) {
+          block_scores_q8<G>(t, q8, hd, t.k, t.k_scales, t.k_zeros, base, n, s, zeros_g);
+        } else {
+          block_scores<G, KR>(t, q, hd, qsum, t.k, t.k_scales, t.k_zeros, base, n, s, zeros_g);
+        }
+      } else {
+        block_scores<G, KR>(t, q, hd, qsum, t.k, t.k_scales, t.k_zeros, base, n, s, zeros_g);
+      }
+#else
       block_scores<G, KR>(t, q, hd, qsum, t.k, t.k_scales, t.k_zeros, base, n, s, zeros_g);
+#endif
     }
     for (int g = 0; g < G; ++g) {  // the block's max (any order gives its bits), then the running state rescaled
       float block_max = run_max[g];

@@ -183,7 +183,7 @@ AccUpdateFn acc_update_fn() {
 }
 
 void paged_attention_tiles(ThreadPool& pool, const KVLayer& kv, const AttnSeq* seqs, int64_t num_seqs, int n_heads,
-                           float scale, int64_t min_rows, TileUnit tile_unit, Buffer& scratch) {
+                           float scale, int64_t min_rows, TileUnit tile_unit, Buffer& scratch, bool int8_q) {
   const int64_t hdp = round_up(kv.head_dim, 32);
   std::vector<AttnSeq> exact;  // sequences with few rows: the exact per-row path
   std::vector<TileSeq> tiled;
@@ -200,7 +200,8 @@ void paged_attention_tiles(ThreadPool& pool, const KVLayer& kv, const AttnSeq* s
     elems += 2 * kv.n_kv_heads * t.keys_pad * hdp;
     items += n_heads * ((q.M + kRows - 1) / kRows);
   }
-  if (!exact.empty()) paged_attention(pool, kv, exact.data(), static_cast<int64_t>(exact.size()), n_heads, scale);
+  if (!exact.empty())
+    paged_attention(pool, kv, exact.data(), static_cast<int64_t>(exact.size()), n_heads, scale, int8_q);
   if (tiled.empty()) return;
   const TileRunner unit(tile_unit, "paged_attention_tiles");
   const TileBlockFn block = unit.block();

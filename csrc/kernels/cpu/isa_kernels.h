@@ -56,6 +56,10 @@ struct AttnTask {
   int pos;  // attends to cache positions 0..pos
   float scale;
   int n_q = 1;  // query heads in the task (each head's result is the same bits whichever n_q it ran in)
+  // I8 K on the VNNI path only (avx512vnni::attention_one; paged_attention's int8_q): each head's q quantized to int8
+  // (one scale a head: max|q| / 127, q * (1 / scale) rounded half even) and the scores' dots taken in int32 by
+  // vpdpbusd. A score's bits still depend on nothing but its own q and key.
+  bool int8_q = false;
 };
 // The most query heads a kernel handles at once (its scratch holds as many).
 constexpr int kAttnMaxGroup = 4;
@@ -248,6 +252,7 @@ W4A8IlTileSig w4a8_il_tile;  // the same bits as scalar::w4a8_il_tile
 #ifdef LMRT_HAVE_AVX512VNNI
 // w4a8_tile with VNNI's vpdpbusd (linear_w4a8_avx512vnni.cpp; runs only where vnni_available()).
 namespace avx512vnni {
+AttnSig attention_one;  // attention_avx512vnni.cpp: avx512's, with int8_q honoured
 W4A8TileSig w4a8_tile;
 W4A8IlTileSig w4a8_il_tile;  // the same bits as scalar::w4a8_il_tile
 I8A8IlTileSig i8a8_il_tile;  // the same bits as scalar::i8a8_il_tile

@@ -88,15 +88,21 @@ void kv_seal(const KVLayer& kv, const int32_t* blocks, int64_t num);
 // dequantised in registers as they are read; no copy of a block in another precision is made.
 // GQA: query head h reads kv head h / (n_heads / n_kv_heads).
 // Softmax in fp32 with the running max subtracted; scale is usually 1/sqrt(head_dim).
+// int8_q (the "int8" linear precision's attention): where int8_q_scores(kv) (I8 K, head_dim a multiple of 64 up to
+// 256, AVX-512 active with VNNI), each head's q is quantized to int8 (one scale a head, max|q| / 127) and the
+// scores' q . codes are integer dot products (vpdpbusd), as llama.cpp scores a Q8 K cache; elsewhere it is ignored.
+// Either way each output depends only on its own q and the cache (batch invariant).
 void paged_attention(ThreadPool& pool, const KVLayer& kv, const AttnSeq* seqs, int64_t num_seqs, int n_heads,
-                     float scale);
+                     float scale, bool int8_q = false);
+bool int8_q_scores(const KVLayer& kv);
 // The same attention with the sequences of at least min_rows rows on bf16 tiles (prefill; see
 // linear_bf16_tiles for what that means): q, K, V and the softmax probabilities rounded to bf16,
 // every sum in fp32, the softmax online over 64-key chunks (flash attention). Not batch invariant;
 // the other sequences take paged_attention's exact path. scratch grows as needed and is reused
 // (the packed K/V). tile_unit: the unit; throws std::runtime_error when it is not available here.
+// int8_q: passed to paged_attention for the sequences it takes.
 void paged_attention_tiles(ThreadPool& pool, const KVLayer& kv, const AttnSeq* seqs, int64_t num_seqs, int n_heads,
-                           float scale, int64_t min_rows, TileUnit tile_unit, Buffer& scratch);
+                           float scale, int64_t min_rows, TileUnit tile_unit, Buffer& scratch, bool int8_q = false);
 
 // y = x w^T (+ bias) for 4-bit w [N, K]; same contract as linear().
 void linear_w4(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const W4Matrix& w, int64_t N,

@@ -37,56 +37,62 @@ struct TileSeq {
   int64_t first_item;
 };
 
-// One cache row as bf16, as the tile unit takes it: bf16 rows as they are, fp32 rounded, quantized rows
-// dequantised (exact in fp32) and then rounded.
-void row_to_bf16(const void* cache, const uint16_t* scales, const uint8_t* zeros, KVDType dt, int hd, int64_t row,
-                 uint16_t* out, ToBf16Fn to_bf16) {
+// One cache row as fp32 (what the tile unit then takes rounded to bf16): bf16 rows widened, fp32 rows as they are,
+// quantized rows dequantised (exact in fp32).
+void row_to_f32(const void* cache, const uint16_t* scales, const uint8_t* zeros, KVDType dt, int hd, int64_t row,
+                float* out) {
   const char* p = static_cast<const char*>(cache) + row * kv_row_bytes(dt, hd);
   if (dt == KVDType::BF16) {
-    std::copy_n(reinterpret_cast<const uint16_t*>(p), hd, out);
+    const uint16_t* b = reinterpret_cast<const uint16_t*>(p);
+    for (int d = 0; d < hd; ++d) out[d] = bf16_bits_to_f32(b[d]);
   } else if (dt == KVDType::F32) {
-    to_bf16(reinterpret_cast<const float*>(p), hd, out);
+    std::copy_n(reinterpret_cast<const float*>(p), hd, out);
   } else {
-    float x[kMaxHeadDim];
-    kv_dequant_row(reinterpret_cast<const uint8_t*>(p), dt, scales[row], zeros[row], hd, x);
-    to_bf16(x, hd, out);
+    kv_dequant_row(reinterpret_cast<const uint8_t*>(p), dt, scales[row], zeros[row], hd, out);
   }
 }
 
 // Rounds keys [c * kChunk, (c + 1) * kChunk) of kv head h to bf16 and writes them into the packed K
-// and V of that head (zeros past num_keys and past head_dim, so padding never meets a NaN).
-void pack_chunk(const KVLayer& kv, const TileSeq& t, int h, int64_t c, int64_t hdp, ToBf16Fn to_bf16) {
+// and V of that head (zeros past num_keys and past head_dim, so padding never meets a NaN): the chunk's K rows and
+// its V^T gathered in fp32, then packed 16 rows at a time by the ISA's tile packer (each value bf16(x), RNE, as
+// the rest of the tile path rounds).
+void pack_chunk(const KVLayer& kv, const TileSeq& t, int h, int64_t c, int64_t hdp, TilePack16Fn pack) {
   const int64_t hd = kv.head_dim, bs = kv.block_size, steps = hdp / 32, ksteps = t.keys_pad / 32;
   uint16_t* kp = t.k + h * t.keys_pad * hdp;
   uint16_t* vp = t.v + h * t.keys_pad * hdp;
-  uint16_t krow[kMaxHeadDim], vrow[kMaxHeadDim];
-  for (int64_t key = c * kChunk; key < (c + 1) * kChunk; ++key) {
-    std::fill(krow, krow + hdp, uint16_t{0});
-    std::fill(vrow, vrow + hdp, uint16_t{0});
-    if (key < t.num_keys) {
-      const int64_t block = t.seq->block_table[key / bs], row = (block * kv.n_kv_heads + h) * bs + key % bs;
-      if (kv.k_dtype != KVDType::I4Channel) {
-        row_to_bf16(kv.k, kv.k_scales, kv.k_zeros, kv.k_dtype, static_cast<int>(hd), row, krow, to_bf16);
-      } else if (kv_reads_sealed(key / bs, t.seq->pos[0], bs)) {  // sealed for every row of the chunk
-        float x[kMaxHeadDim];
-        const int64_t ch = (block * kv.n_kv_heads + h) * hd;
-        kv_dequant_channel_row(static_cast<const uint8_t*>(kv.k) + row * (hd / 2), kv.k_scales + ch, kv.k_zeros + ch,
-                               static_cast<int>(hd), x);
-        to_bf16(x, hd, krow);
-      } else {  // a block some row of the chunk sees in part: its staged rows, for every row
-        const int64_t staged = (kv.stage_of_block[block] * kv.n_kv_heads + h) * bs + key % bs;
-        row_to_bf16(kv.k_stage, kv.k_stage_scales, kv.k_stage_zeros, KVDType::I8, static_cast<int>(hd), staged, krow,
-                    to_bf16);
-      }
-      row_to_bf16(kv.v, kv.v_scales, kv.v_zeros, kv.v_dtype, static_cast<int>(hd), row, vrow, to_bf16);
+  alignas(64) float krows[kChunk * kMaxHeadDim];  // [kChunk, hd] the chunk's K rows (zeros past num_keys)
+  alignas(64) float vt[kMaxHeadDim * kChunk];     // [hd, kChunk] its V rows transposed
+  float vrow[kMaxHeadDim];
+  const int64_t k0 = c * kChunk;
+  for (int64_t j = 0; j < kChunk; ++j) {
+    const int64_t key = k0 + j;
+    float* krow = krows + j * hd;
+    if (key >= t.num_keys) {
+      std::fill(krow, krow + hd, 0.0f);
+      for (int64_t d = 0; d < hd; ++d) vt[d * kChunk + j] = 0.0f;
+      continue;
     }
-    // K: key = 16-row block nb, row n; dims (2p, 2p + 1) of step s form pair p.
-    const int64_t nb = key / 16, n = key % 16;
-    for (int64_t d = 0; d < hdp; ++d) kp[((nb * steps + d / 32) * 16 + (d % 32) / 2) * 32 + 2 * n + d % 2] = krow[d];
-    // V^T: output dim d = 16-column block d / 16, column d % 16; keys (2p, 2p + 1) of step s form pair p.
-    const int64_t s = key / 32, p = (key % 32) / 2, j = key % 2;
-    for (int64_t d = 0; d < hdp; ++d) vp[(((d / 16) * ksteps + s) * 16 + p) * 32 + 2 * (d % 16) + j] = vrow[d];
+    const int64_t block = t.seq->block_table[key / bs], row = (block * kv.n_kv_heads + h) * bs + key % bs;
+    if (kv.k_dtype != KVDType::I4Channel) {
+      row_to_f32(kv.k, kv.k_scales, kv.k_zeros, kv.k_dtype, static_cast<int>(hd), row, krow);
+    } else if (kv_reads_sealed(key / bs, t.seq->pos[0], bs)) {  // sealed for every row of the chunk
+      const int64_t ch = (block * kv.n_kv_heads + h) * hd;
+      kv_dequant_channel_row(static_cast<const uint8_t*>(kv.k) + row * (hd / 2), kv.k_scales + ch, kv.k_zeros + ch,
+                             static_cast<int>(hd), krow);
+    } else {  // a block some row of the chunk sees in part: its staged rows, for every row
+      const int64_t staged = (kv.stage_of_block[block] * kv.n_kv_heads + h) * bs + key % bs;
+      row_to_f32(kv.k_stage, kv.k_stage_scales, kv.k_stage_zeros, KVDType::I8, static_cast<int>(hd), staged, krow);
+    }
+    row_to_f32(kv.v, kv.v_scales, kv.v_zeros, kv.v_dtype, static_cast<int>(hd), row, vrow);
+    for (int64_t d = 0; d < hd; ++d) vt[d * kChunk + j] = vrow[d];
   }
+  // K: 16-key block nb, key n; dims (2p, 2p + 1) of step s form pair p (tile_pack16's layout with keys as rows).
+  for (int64_t b = 0; b < kChunk / 16; ++b)
+    pack(krows + b * 16 * hd, hd, 16, hd, kp + (k0 / 16 + b) * steps * kBlockElems);
+  // V^T: output dim d = 16-column block d / 16, column d % 16; keys (2p, 2p + 1) of step s form pair p.
+  for (int64_t cb = 0; cb < hdp / 16; ++cb)
+    pack(vt + cb * 16 * kChunk, kChunk, std::clamp<int64_t>(hd - cb * 16, 0, 16), kChunk,
+         vp + (cb * ksteps + k0 / 32) * kBlockElems);
 }
 
 // One work item: rows [m0, m0 + 32) of head `head` of sequence t.
@@ -206,6 +212,10 @@ void paged_attention_tiles(ThreadPool& pool, const KVLayer& kv, const AttnSeq* s
   const TileRunner unit(tile_unit, "paged_attention_tiles");
   const TileBlockFn block = unit.block();
   const ToBf16Fn to_bf16 = to_bf16_fn();
+  TilePack16Fn pack = scalar::tile_pack16;  // (not AVX512-BF16's packer: it flushes denormals, these keep them)
+#ifdef LMRT_X86
+  if (active_isa() == Isa::Avx512) pack = avx512::tile_pack16;
+#endif
   const SoftmaxChunkFn softmax = softmax_chunk_fn();
   const AccUpdateFn update = acc_update_fn();
   scratch.reserve(static_cast<size_t>(elems) * sizeof(uint16_t));
@@ -222,7 +232,7 @@ void paged_attention_tiles(ThreadPool& pool, const KVLayer& kv, const AttnSeq* s
     for (int64_t i = begin; i < end; ++i) {
       const size_t si = std::upper_bound(first_pack.begin(), first_pack.end(), i) - first_pack.begin() - 1;
       const int64_t chunks = tiled[si].keys_pad / kChunk, local = i - first_pack[si];
-      pack_chunk(kv, tiled[si], static_cast<int>(local / chunks), local % chunks, hdp, to_bf16);
+      pack_chunk(kv, tiled[si], static_cast<int>(local / chunks), local % chunks, hdp, pack);
     }
   });
   const int group = n_heads / kv.n_kv_heads;

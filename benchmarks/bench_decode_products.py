@@ -9,7 +9,9 @@ Modes: exact fp32 (linear_w4 / linear_i8), int8 activations over the row layout 
 output matrix has no int8-activation path and stays fp32 there), int8 activations over interleaved weights
 (interleaved=True, where AVX-512 is active: what the engine runs with linear_precision="int8" there; the output
 matrix as the engine runs it then: interleaved with int8 activations where VNNI is, else on the tiles from 16 rows
-and fp32 below), and the best bf16 tile unit here.
+and fp32 below) on the vector units (int8-il, amx=False) and on AMX-INT8 tiles (int8-amx, amx=True, where the CPU
+has them: the same bits; the engine takes them from kAmxMinRows rows, csrc/kernels/cpu/ops.h, a threshold read off
+this table), and the best bf16 tile unit here.
 
     HF_HUB_OFFLINE=1 PYTHONPATH=src:. python benchmarks/bench_decode_products.py [--m 1,8,12,16,24,32] [--reps 3]
 """
@@ -57,7 +59,8 @@ def main() -> None:
             )
             weights[name + ":il"] = K.w4_interleave(*weights[name], 32)
     il = K.active_isa() == "avx512"
-    modes = ["fp32", "int8"] + (["int8-il"] if il else []) + ([unit] if unit else [])
+    amx = il and K.amx_int8_available()
+    modes = ["fp32", "int8"] + (["int8-il"] if il else []) + (["int8-amx"] if amx else []) + ([unit] if unit else [])
     rows = []
     for m in [int(v) for v in args.m.split(",")]:
         cells = {}
@@ -68,15 +71,16 @@ def main() -> None:
                 for name, k, _n in SHAPES:
                     x = rng.standard_normal((m, k), dtype=np.float32)
                     w = weights[name]
-                    if name == "lm_head" and mode == "int8-il" and K.vnni_available():
+                    if name == "lm_head" and mode in ("int8-il", "int8-amx") and K.vnni_available():
                         qi, off = weights[name + ":il"]
-                        ht = timeit(lambda: K.linear_i8(x, qi, w[1], num_threads=2, offsets=off), args.seconds)
+                        kw = {"amx": mode == "int8-amx"}
+                        ht = timeit(lambda: K.linear_i8(x, qi, w[1], num_threads=2, offsets=off, **kw), args.seconds)
                     elif name == "lm_head":
                         tile = unit if mode == unit or (mode == "int8-il" and m >= 16) else None
                         ht = timeit(lambda: K.linear_i8(x, w[0], w[1], num_threads=2, tile_unit=tile), args.seconds)
-                    elif mode == "int8-il":
+                    elif mode in ("int8-il", "int8-amx"):
                         wi = weights[name + ":il"]
-                        kw = {"activations": "int8", "interleaved": True}
+                        kw = {"activations": "int8", "interleaved": True, "amx": mode == "int8-amx"}
                         lt += LAYERS * timeit(lambda: K.linear_w4(x, *wi, 32, num_threads=2, **kw), args.seconds)
                     else:
                         kw = {"tile_unit": unit} if mode == unit else {"activations": mode}
@@ -102,7 +106,9 @@ def main() -> None:
                 f"{model}, {cpus} CPUs, 2 threads; ISA {K.active_isa()}, tile unit {unit}, VNNI {K.vnni_available()}",
                 "cells: ms for the 30 layers' 4-bit products + the int8 output matrix = the step's products, "
                 f"medians of {args.reps}; the output matrix has no int8-activation path (fp32 in the int8 column; "
-                "int8-il: as the engine runs it, interleaved int8 x int8 with VNNI, else the tiles from 16 rows)",
+                "int8-il: interleaved int8 x int8 on the vector units (VNNI where present; the output matrix on the "
+                "tiles from 16 rows without VNNI); int8-amx: the same products (the same bits) on AMX-INT8 tiles; "
+                f"the engine's int8 mode takes AMX from {K.amx_min_rows} rows where present, else int8-il)",
             ],
             ["rows (requests)"] + [f"{md}" for md in modes] + ["fastest"],
             rows,

@@ -200,21 +200,37 @@ bool on_cuda(const std::string& device) {
 #endif
 }
 
+// The unit of the interleaved int8 products: amx None: as the engine (AMX-INT8 from kAmxMinRows rows where present),
+// True: AMX at every row count, False: the vector path; vnni False: AVX-512 without VNNI (never AMX).
+cpu::Int8Unit int8_unit_arg(bool vnni, std::optional<bool> amx) {
+  if (amx && *amx) {
+    if (!vnni) bad("amx=True runs AMX-INT8; vnni=False names the maddubs path: pass one of them");
+    if (!cpu::amx_int8_available()) bad("amx=True: this CPU (or OS, or build) has no AMX-INT8");
+    return cpu::Int8Unit::Amx;
+  }
+  if (!vnni) return cpu::Int8Unit::Maddubs;
+  return amx ? cpu::Int8Unit::Vector : cpu::Int8Unit::Auto;
+}
+
 // codes [N, K/2] uint8 (W4Matrix nibble layout), scales/mins [N, K/group_size] float32 (interleaved: w4_interleave's
 // float16).
 py::array_t<float> linear_w4(F32In x, py::array codes, py::array scales_in, py::array mins_in, int group_size,
                              std::optional<F32In> bias, int num_threads, const std::optional<std::string>& tile_unit,
-                             const std::string& activations, bool vnni, bool interleaved, bool silu_mul,
-                             const std::string& device) {
+                             const std::string& activations, bool vnni, std::optional<bool> amx, bool interleaved,
+                             bool silu_mul, const std::string& device) {
   check_threads(num_threads);
   const std::optional<cpu::TileUnit> unit = tile_unit_arg(tile_unit, true);
   [[maybe_unused]] const bool gpu = on_cuda(device);
   if (gpu && (unit || activations != "fp32")) bad("device='cuda' takes neither tile_unit nor activations='int8'");
   if (activations != "fp32" && activations != "int8")
     bad("activations must be 'fp32' or 'int8', got '" + activations + "'");
-  if (interleaved && activations != "int8") bad("interleaved=True takes activations='int8'");
+  if (interleaved && activations != "int8" && !unit)
+    bad("interleaved=True takes activations='int8' (or a tile_unit: the bf16 tiles packed from that layout)");
+  if (silu_mul && unit) bad("silu_mul=True runs with int8 activations: pass no tile_unit");
   if (silu_mul && !interleaved) bad("silu_mul=True takes interleaved=True (linear_w4a8_il_silu)");
   if (silu_mul && bias) bad("silu_mul=True takes no bias");
+  if (amx && !interleaved) bad("amx= chooses the unit of the interleaved products: pass interleaved=True");
+  const cpu::Int8Unit int8_unit = int8_unit_arg(vnni, amx);
   if (activations == "int8" && unit) bad("activations='int8' runs on the vector units: pass no tile_unit");
   if (group_size != 32 && group_size != 64 && group_size != 128)
     bad("group_size must be 32, 64 or 128, got " + std::to_string(group_size));
@@ -263,14 +279,20 @@ py::array_t<float> linear_w4(F32In x, py::array codes, py::array scales_in, py::
       return y;
     }
 #endif
-    if (interleaved) {
+    if (interleaved && unit) {
+      cpu::TileWeights tw;
+      tw.w4il = cpu::W4Interleaved{c.data(), static_cast<const uint16_t*>(sa.data()),
+                                   static_cast<const uint16_t*>(ma.data()), group_size};
+      lmrt::Buffer scratch;
+      cpu::linear_bf16_tiles(pool, xp, M, K, K, tw, N, bp, cpu::TileOut::Store, yp, N, *unit, scratch);
+    } else if (interleaved) {
       lmrt::Buffer scratch;
       const cpu::W4Interleaved il{c.data(), static_cast<const uint16_t*>(sa.data()),
                                   static_cast<const uint16_t*>(ma.data()), group_size};
       if (silu_mul) {
-        cpu::linear_w4a8_il_silu(pool, xp, M, K, K, il, N, yp, N / 2, scratch, vnni);
+        cpu::linear_w4a8_il_silu(pool, xp, M, K, K, il, N, yp, N / 2, scratch, int8_unit);
       } else {
-        cpu::linear_w4a8_il(pool, xp, M, K, K, il, N, bp, yp, N, scratch, vnni);
+        cpu::linear_w4a8_il(pool, xp, M, K, K, il, N, bp, yp, N, scratch, int8_unit);
       }
     } else if (activations == "int8") {
       lmrt::Buffer scratch;
@@ -332,8 +354,11 @@ py::tuple quantize_q8(F32In x) {
 // q [N, K] int8, scales [N] float32.
 py::array_t<float> linear_i8(F32In x, py::array q, F32In scales, std::optional<F32In> bias, int num_threads,
                              const std::optional<std::string>& tile_unit,
-                             const std::optional<py::array_t<int32_t, py::array::c_style>>& offsets) {
+                             const std::optional<py::array_t<int32_t, py::array::c_style>>& offsets,
+                             std::optional<bool> amx) {
   check_threads(num_threads);
+  if (amx && !offsets) bad("amx= chooses the unit of the interleaved product: pass offsets (i8_interleave's)");
+  const cpu::Int8Unit int8_unit = int8_unit_arg(true, amx);
   const std::optional<cpu::TileUnit> unit = tile_unit_arg(tile_unit, true);
   if (unit && bias) bad("linear_i8 on tiles takes no bias (the output matrix has none)");
   if (unit && offsets) bad("interleaved weights (offsets given) run with int8 activations: pass no tile_unit");
@@ -359,7 +384,7 @@ py::array_t<float> linear_i8(F32In x, py::array q, F32In scales, std::optional<F
     if (offsets) {
       lmrt::Buffer scratch;
       const cpu::I8Interleaved il{qa.data(), offsets->data(), scales.data()};
-      cpu::linear_i8a8_il(pool, xp, M, K, K, il, N, bp, yp, N, scratch);
+      cpu::linear_i8a8_il(pool, xp, M, K, K, il, N, bp, yp, N, scratch, int8_unit);
     } else if (!unit) {
       cpu::linear_i8(pool, xp, M, K, K, w, N, bp, yp, N);
     } else {
@@ -827,13 +852,16 @@ void bind_kernels(py::module_& m) {
         "y = x @ w.T (+ bias). x [M, K] float32; w [N, K] float32, or uint16 bf16 bits with wdtype='bf16'.");
   m.def("linear_w4", &kern::linear_w4, "x"_a, "codes"_a, "scales"_a, "mins"_a, "group_size"_a, "bias"_a = py::none(),
         "num_threads"_a = 1, "tile_unit"_a = py::none(), "activations"_a = "fp32", "vnni"_a = true,
-        "interleaved"_a = false, "silu_mul"_a = false, "device"_a = "cpu",
+        "amx"_a = py::none(), "interleaved"_a = false, "silu_mul"_a = false, "device"_a = "cpu",
         "y = x @ w.T (+ bias) for 4-bit w[n, k] = code * scales[n, k // g] + mins[n, k // g]. codes [N, K/2] "
         "uint8: in each run of 32 inputs byte j holds input j (low nibble) and j + 16 (high nibble). "
         "tile_unit='amx' or 'avx512bf16' runs it on that bf16 tile unit (x and the dequantised w rounded to "
         "bf16), 'model' on the software model. activations='int8': x quantized per run of 32 inputs "
         "(quantize_q8) and int8 dot products (linear_w4a8); with interleaved=True, codes, scales and mins are "
-        "w4_interleave's (linear_w4a8_il); vnni=False keeps AVX-512 off VNNI. silu_mul=True (interleaved): "
+        "w4_interleave's (linear_w4a8_il); vnni=False keeps AVX-512 off VNNI (and AMX). amx (interleaved): None "
+        "as the engine (AMX-INT8 from kAmxMinRows rows where present), True AMX-INT8 at every row count, False "
+        "never; the same bits whichever runs. interleaved=True with a tile_unit: the bf16 tiles packed from that "
+        "layout (the row layout's bits where its scales and mins are halves). silu_mul=True (interleaved): "
         "w's first N/2 rows are gates, the next N/2 their ups, and y [M, N/2] = silu(gate) * up in one pass "
         "(linear_w4a8_il_silu). device='cuda': the CUDA op on copies of the arrays.");
   m.def("quantize_q8", &kern::quantize_q8, "x"_a,
@@ -843,15 +871,17 @@ void bind_kernels(py::module_& m) {
         "(codes, scales, mins) rearranged for linear_w4(..., activations='int8', interleaved=True): 4 code bytes of "
         "16 outputs per 64-byte vector (W4Interleaved, csrc/kernels/ops.h); same shapes. N a multiple of 16.");
   m.def("vnni_available", &cpu::vnni_available, "AVX-512 VNNI present (and built).");
+  m.def("amx_int8_available", &cpu::amx_int8_available, "AMX-INT8 present, granted to this process (and built).");
+  m.attr("amx_min_rows") = cpu::kAmxMinRows;
   m.def("i8_interleave", &kern::i8_interleave, "q"_a,
         "(q, offsets): int8 weights rearranged for linear_i8(..., offsets=offsets): 4 inputs of 16 outputs per 64-byte "
         "vector (I8Interleaved, csrc/kernels/ops.h), and 128 * each run's sum. N a multiple of 16, K of 32.");
   m.def("linear_i8", &kern::linear_i8, "x"_a, "q"_a, "scales"_a, "bias"_a = py::none(), "num_threads"_a = 1,
-        "tile_unit"_a = py::none(), "offsets"_a = py::none(),
+        "tile_unit"_a = py::none(), "offsets"_a = py::none(), "amx"_a = py::none(),
         "y = x @ w.T (+ bias) for int8 w[n, k] = q[n, k] * scales[n]. q [N, K] int8, scales [N] float32. "
         "tile_unit='amx' or 'avx512bf16' runs it on that bf16 tile unit (x rounded to bf16; q is exact in bf16; "
         "each raw dot times its row scale), 'model' on the software model; no bias there. offsets given: q is "
-        "i8_interleave's and x takes int8 activations (quantize_q8; linear_i8a8_il).");
+        "i8_interleave's and x takes int8 activations (quantize_q8; linear_i8a8_il); amx as linear_w4's.");
   m.def("rmsnorm", &kern::rmsnorm, "x"_a, "w"_a, "eps"_a, "device"_a = "cpu");
   m.def("rope", &kern::rope, "x"_a, "pos"_a, "inv_freq"_a, "n_heads"_a, "head_dim"_a, "attn_scale"_a = 1.0f,
         "device"_a = "cpu", "HF rotate_half rotary embedding; returns a new array.");

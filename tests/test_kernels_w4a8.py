@@ -58,6 +58,16 @@ def vnni_modes(isa_name):
     return [True, False] if K.vnni_available() else [False]
 
 
+def int8_units(isa_name):
+    """The units of the interleaved products under this ISA, each forced (linear_w4 / linear_i8 keywords): the vector
+    path (VNNI where present), maddubs (AVX-512 without VNNI) and AMX-INT8 tiles (where the CPU grants them; the
+    tests that use this say so when it does not)."""
+    if isa_name != "avx512":
+        return [{"amx": False}]
+    units = [{"amx": False}] + ([{"vnni": False}] if K.vnni_available() else [])
+    return units + ([{"amx": True}] if K.amx_int8_available() else [])
+
+
 def test_quantize_q8_matches_reference(isa):
     x = activations(5, 576)
     # A run where x * (1 / d) and x / d round to different codes (-57 and -58): the contract's product, not a division
@@ -230,49 +240,52 @@ def test_w4a8_interleaved_vs_reference(isa, M, N, Kd, g):
     bias = rng.standard_normal(N).astype(np.float32)
     # the weights it holds: its scales and mins are halves
     ref, scale, qerr, exact = a8_references(x, w4_dequant64(codes, halves(scales), halves(mins), g), bias)
-    for vnni in vnni_modes(isa):
+    for unit in int8_units(isa):
         for threads in (1, 2):
-            y = K.linear_w4(x, *il, g, bias=bias, num_threads=threads, activations="int8", interleaved=True, vnni=vnni)
+            y = K.linear_w4(x, *il, g, bias=bias, num_threads=threads, activations="int8", interleaved=True, **unit)
             err = np.abs(y - ref)
             assert (err <= RTOL_A8 * scale + 1e-30).all(), (
-                f"vnni={vnni} threads={threads}: max err / bound {(err / (RTOL_A8 * scale)).max():.3g}"
+                f"{unit} threads={threads}: max err / bound {(err / (RTOL_A8 * scale)).max():.3g}"
             )
             assert (np.abs(y - exact) <= qerr + 2 * RTOL_A8 * scale).all()
 
 
 @pytest.mark.parametrize("g", [32, 64, 128])
 def test_w4a8_interleaved_paths_give_the_same_bits(g):
-    """ops.h: every path does the same fp32 operations per output in the same order, so scalar, AVX-512 (maddubs)
-    and AVX-512 VNNI agree bit for bit, with 1 or 2 threads."""
-    x = activations(37, 640)
+    """ops.h: every path does the same fp32 operations per output in the same order, so scalar, AVX-512 (maddubs),
+    AVX-512 VNNI and AMX-INT8 agree bit for bit, with 1 or 2 threads, at decode's row counts (1-2, AMX's tile of 16
+    rows mostly padding) and more (37: two full tiles and a partial one)."""
     codes, scales, mins = make_w4(96, 640, g)
     il = K.w4_interleave(pack_w4(codes), scales, mins, g)
     bias = rng.standard_normal(96).astype(np.float32)
+    for M in (1, 2, 37):
+        x = activations(M, 640)
 
-    def run(vnni, threads):
-        return K.linear_w4(x, *il, g, bias=bias, num_threads=threads, activations="int8", interleaved=True, vnni=vnni)
+        def run(unit, threads):
+            return K.linear_w4(x, *il, g, bias=bias, num_threads=threads, activations="int8", interleaved=True, **unit)
 
-    ref = with_isa("scalar", lambda: run(True, 1))
-    for name in ["avx2", "avx512"]:
-        if not K.isa_supported(name):
-            continue  # the scalar path alone is still checked against float64 above
-        for vnni in vnni_modes(name):
-            for threads in (1, 2):
-                got = with_isa(name, lambda: run(vnni, threads))
-                assert np.array_equal(got.view(np.uint32), ref.view(np.uint32)), (name, vnni, threads)
+        ref = with_isa("scalar", lambda: run({}, 1))
+        for name in ["avx2", "avx512"]:
+            if not K.isa_supported(name):
+                continue  # the scalar path alone is still checked against float64 above
+            for unit in int8_units(name):
+                for threads in (1, 2):
+                    got = with_isa(name, lambda: run(unit, threads))
+                    assert np.array_equal(got.view(np.uint32), ref.view(np.uint32)), (M, name, unit, threads)
 
 
 def test_w4a8_interleaved_batch_invariance(isa):
-    """A row's outputs do not depend on the rows around it (row blocks of 1..4, work items of 64 rows, threads)."""
+    """A row's outputs do not depend on the rows around it (row blocks of 1..4, AMX's tiles of 16, work items of 64
+    rows, threads), nor on the unit the engine's row count picks (amx=None: AMX from amx_min_rows rows where present)."""
     Kd, N, g = 640, 80, 32
     x = activations(140, Kd)
     codes, scales, mins = make_w4(N, Kd, g)
     il = K.w4_interleave(pack_w4(codes), scales, mins, g)
-    for vnni in vnni_modes(isa):
-        full = K.linear_w4(x, *il, g, num_threads=2, activations="int8", interleaved=True, vnni=vnni)
+    for unit in int8_units(isa) + [{}]:
+        full = K.linear_w4(x, *il, g, num_threads=2, activations="int8", interleaved=True, **unit)
         for lo, hi in [(0, 1), (5, 8), (10, 12), (3, 23), (60, 139)]:
-            part = K.linear_w4(x[lo:hi], *il, g, num_threads=1, activations="int8", interleaved=True, vnni=vnni)
-            assert np.array_equal(part.view(np.uint32), full[lo:hi].view(np.uint32)), (lo, hi, vnni)
+            part = K.linear_w4(x[lo:hi], *il, g, num_threads=1, activations="int8", interleaved=True, **unit)
+            assert np.array_equal(part.view(np.uint32), full[lo:hi].view(np.uint32)), (lo, hi, unit)
 
 
 @pytest.mark.parametrize("M", [1, 2, 5, 37])
@@ -285,18 +298,85 @@ def test_w4a8_interleaved_silu_mul_is_the_two_steps(isa, M, I, g):
     x = activations(M, Kd)
     codes, scales, mins = make_w4(2 * I, Kd, g)  # gates [I], then ups [I]
     il = K.w4_interleave(pack_w4(codes), scales, mins, g)
-    for vnni in vnni_modes(isa):
-        gu = K.linear_w4(x, *il, g, activations="int8", interleaved=True, vnni=vnni)
+    for unit in int8_units(isa):
+        gu = K.linear_w4(x, *il, g, activations="int8", interleaved=True, **unit)
         want = K.silu_mul(gu)
         gate, up = gu[:, :I].astype(np.float64), gu[:, I:].astype(np.float64)
         ref = gate / (1 + np.exp(-gate)) * up
         for threads in (1, 2):
-            y = K.linear_w4(
-                x, *il, g, num_threads=threads, activations="int8", interleaved=True, vnni=vnni, silu_mul=True
-            )
+            y = K.linear_w4(x, *il, g, num_threads=threads, activations="int8", interleaved=True, silu_mul=True, **unit)
             assert y.shape == (M, I)
-            assert np.array_equal(y.view(np.uint32), want.view(np.uint32)), (vnni, threads)
+            assert np.array_equal(y.view(np.uint32), want.view(np.uint32)), (unit, threads)
             assert (np.abs(y - ref) <= 8 * 2.0**-23 * np.abs(ref) + 1e-30).all()
+
+
+@pytest.mark.skipif(not K.amx_int8_available(), reason="this CPU (or OS, or build) has no AMX-INT8")
+@pytest.mark.parametrize("g", [32, 64, 128])
+def test_w4a8_interleaved_amx_is_the_vector_path(g):
+    """AMX-INT8 (a tile product per run of 32 inputs and 16 rows, its dots taken into fp32 by the vector units) gives
+    the vector path's bits at every row count around its tiles of 16 (a padded partial tile, a full one, one more
+    row, several work items of 64), every group size, gate/up pairs and both thread counts; and amx=None (the
+    engine's choice: AMX from amx_min_rows rows) is the same."""
+    Kd = 1536
+    codes, scales, mins = make_w4(160, Kd, g)
+    codes[:16, :64] = 15  # the codes' extremes, with activations of both signs (unsigned x signed bytes)
+    codes[16:32, :64] = 0
+    il = K.w4_interleave(pack_w4(codes), scales, mins, g)
+    bias = rng.standard_normal(160).astype(np.float32)
+    for M in (1, 15, 16, 17, 33, 150):
+        x = activations(M, Kd)
+        for threads in (1, 2):
+            kw = dict(num_threads=threads, activations="int8", interleaved=True)
+            want = K.linear_w4(x, *il, g, bias=bias, amx=False, **kw)
+            for amx in (True, None):
+                got = K.linear_w4(x, *il, g, bias=bias, amx=amx, **kw)
+                assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), (M, threads, amx)
+            want = K.linear_w4(x, *il, g, amx=False, silu_mul=True, **kw)
+            got = K.linear_w4(x, *il, g, amx=True, silu_mul=True, **kw)
+            assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), (M, threads, "silu_mul")
+
+
+@pytest.mark.parametrize("g", [32, 64, 128])
+def test_tiles_packed_from_the_interleaved_layout_are_the_row_layouts(g):
+    """linear_w4(..., interleaved=True, tile_unit=...) (the int8 mode's large steps on an AMX host: bf16 tiles packed
+    from the interleaved layout) gives the row layout's tile product bit for bit where the scales and mins are halves
+    (as interleaving leaves them): every tile unit here (the software model on any CPU), the AVX-512 packer and the
+    scalar one (dequantize, then pack), 1 and 2 threads, partial blocks of rows and outputs."""
+    N, Kd = 80, 640
+    codes, scales, mins = make_w4(N, Kd, g)
+    scales, mins = halves(scales), halves(mins)
+    rows = pack_w4(codes)
+    il = K.w4_interleave(rows, scales, mins, g)
+    bias = rng.standard_normal(N).astype(np.float32)
+    units = ["model"] + (["amx"] if K.amx_available() else []) + (["avx512bf16"] if K.avx512bf16_available() else [])
+    for M in (5, 70):
+        x = activations(M, Kd)
+        for unit in units:
+            for name in ["scalar", "avx512"]:
+                if not K.isa_supported(name):
+                    continue
+                for threads in (1, 2):
+                    kw = dict(bias=bias, tile_unit=unit, num_threads=threads)
+                    want = with_isa(name, lambda: K.linear_w4(x, rows, scales, mins, g, **kw))
+                    got = with_isa(name, lambda: K.linear_w4(x, *il, g, interleaved=True, **kw))
+                    assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), (M, unit, name, threads)
+
+
+def test_w4a8_interleaved_amx_refusals():
+    """amx=True asks for AMX-INT8: an error where the CPU has none, and it names only the interleaved products."""
+    x = activations(2, 64)
+    codes, scales, mins = make_w4(16, 64, 32)
+    il = K.w4_interleave(pack_w4(codes), scales, mins, 32)
+    with pytest.raises(ValueError, match="pass interleaved=True"):
+        K.linear_w4(x, pack_w4(codes), scales, mins, 32, activations="int8", amx=True)
+    with pytest.raises(ValueError, match="vnni=False names the maddubs path"):
+        K.linear_w4(x, *il, 32, activations="int8", interleaved=True, amx=True, vnni=False)
+    with pytest.raises(ValueError, match="pass offsets"):
+        K.linear_i8(x, np.zeros((16, 64), np.int8), np.ones(16, np.float32), amx=True)
+    if K.amx_int8_available():
+        pytest.skip("this CPU has AMX-INT8: the refusal of amx=True cannot be shown (the checks above ran)")
+    with pytest.raises(ValueError, match="has no AMX-INT8"):
+        K.linear_w4(x, *il, 32, activations="int8", interleaved=True, amx=True)
 
 
 # The int8 output matrix with int8 activations over interleaved weights (linear_i8a8_il): V a multiple of 16.
@@ -321,26 +401,32 @@ def test_i8a8_interleaved_vs_reference(isa, M, N, Kd):
     bias = rng.standard_normal(N).astype(np.float32)
     qi, off = K.i8_interleave(q)
     ref, scale, _, _ = a8_references(x, q.astype(np.float64) * scales[:, None], bias)
-    for threads in (1, 2):
-        y = K.linear_i8(x, qi, scales, bias=bias, num_threads=threads, offsets=off)
-        err = np.abs(y - ref)
-        assert (err <= RTOL_A8 * scale + 1e-30).all(), f"threads={threads}: {(err / (RTOL_A8 * scale)).max():.3g}"
+    for unit in [u for u in int8_units(isa) if "vnni" not in u]:
+        for threads in (1, 2):
+            y = K.linear_i8(x, qi, scales, bias=bias, num_threads=threads, offsets=off, **unit)
+            err = np.abs(y - ref)
+            assert (err <= RTOL_A8 * scale + 1e-30).all(), f"{unit} {threads}: {(err / (RTOL_A8 * scale)).max():.3g}"
     # and on the exact product's terms: not the fp32 path (x does not survive int8 exactly)
     assert not np.array_equal(y, K.linear_i8(x, q, scales, bias=bias))
 
 
 def test_i8a8_interleaved_paths_give_the_same_bits():
-    """VNNI (the only vector path) and scalar do the same fp32 operations per output in the same order."""
+    """VNNI (the only vector path), AMX-INT8 and scalar do the same fp32 operations per output in the same order."""
     x = activations(37, 640)
     q = rng.integers(-127, 128, (64, 640), dtype=np.int8)
+    q[3, :32] = -128  # AMX multiplies signed by signed: the int8 extremes, with activations of both signs
     scales = rng.uniform(1e-3, 2e-2, 64).astype(np.float32)
+    bias = rng.standard_normal(64).astype(np.float32)
     qi, off = K.i8_interleave(q)
-    ref = with_isa("scalar", lambda: K.linear_i8(x, qi, scales, offsets=off))
+    ref = with_isa("scalar", lambda: K.linear_i8(x, qi, scales, bias=bias, offsets=off))
     for name in ["avx2", "avx512"]:
         if K.isa_supported(name):
-            for threads in (1, 2):
-                got = with_isa(name, lambda: K.linear_i8(x, qi, scales, num_threads=threads, offsets=off))
-                assert np.array_equal(got.view(np.uint32), ref.view(np.uint32)), (name, threads)
+            for unit in [u for u in int8_units(name) if "vnni" not in u]:
+                for threads in (1, 2):
+                    got = with_isa(
+                        name, lambda: K.linear_i8(x, qi, scales, bias=bias, num_threads=threads, offsets=off, **unit)
+                    )
+                    assert np.array_equal(got.view(np.uint32), ref.view(np.uint32)), (name, unit, threads)
     part = K.linear_i8(x[5:9], qi, scales, offsets=off)  # batch invariance
     assert np.array_equal(
         part.view(np.uint32), K.linear_i8(x, qi, scales, num_threads=2, offsets=off)[5:9].view(np.uint32)
@@ -357,7 +443,7 @@ def test_w4a8_validation():
         K.linear_w4(x, packed, scales, mins, 32, activations="int8", tile_unit="model")
     with pytest.raises(ValueError, match="multiple of 32"):
         K.quantize_q8(np.zeros((1, 40), np.float32))
-    with pytest.raises(ValueError, match="interleaved=True takes activations='int8'"):
+    with pytest.raises(ValueError, match="interleaved=True takes activations='int8' \\(or a tile_unit"):
         K.linear_w4(x, packed, scales, mins, 32, interleaved=True)
     with pytest.raises(ValueError, match=r"scales must be w4_interleave's \(C-contiguous float16\) .* float32"):
         K.linear_w4(x, packed, scales, mins, 32, activations="int8", interleaved=True)

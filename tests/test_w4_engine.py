@@ -190,6 +190,30 @@ def test_int8_activations_close_to_exact_and_batch_invariant(gguf_pipe, isa_name
     with_isa(isa_name, lambda: check_int8_activations(window, exact, INT8_LAYOUTS[isa_name]))
 
 
+@pytest.mark.skipif(not K.amx_available(), reason="no AMX tile unit here: int8 mode keeps every step off the tiles")
+def test_int8_activations_large_steps_on_amx_tiles(gguf_pipe):
+    """On an AMX host the int8 mode with bf16 prefill runs a step of 64+ rows (a 200-token prompt) on bf16 tiles
+    packed from the interleaved layout, smaller steps on AMX-INT8: the same KL and agreement bounds against the exact
+    mode, and the tiles in use (the logits differ from the int8 products')."""
+    window = _gpl3_windows(gguf_pipe.tokenizer)[1][:200]
+    exact = gguf_pipe.get_logits(window).astype(np.float64)
+    cfg = dict(linear_precision="int8", max_batch_size=8, kv_cache_dtype="float32")
+    with lmrt.pipeline(default_model_gguf(), lmrt.EngineConfig(prefill_precision="bf16", **cfg)) as pipe:
+        assert pipe.info()["int8_weight_layout"] == "interleaved"
+        tiles = pipe.get_logits(window).astype(np.float64)
+    with lmrt.pipeline(default_model_gguf(), exact_config(**cfg)) as pipe:
+        int8 = pipe.get_logits(window).astype(np.float64)
+    assert not np.array_equal(tiles, int8)  # the large step ran on the tiles
+    lp, lq = (
+        a - np.log(np.exp(a - a.max(-1, keepdims=True)).sum(-1, keepdims=True)) - a.max(-1, keepdims=True)
+        for a in (exact, tiles)
+    )
+    kl = float((np.exp(lp) * (lp - lq)).sum(-1).mean())
+    agree = float((exact.argmax(-1) == tiles.argmax(-1)).mean())
+    print(f"int8 mode, bf16 tiles for 64+ rows, vs exact: mean KL {kl:.2e}, top-1 agreement {agree:.3f}")
+    assert kl < INT8_ACT_MEAN_KL and agree > INT8_ACT_TOP1_AGREE
+
+
 def check_int8_activations(window, exact, layout):
     with lmrt.pipeline(default_model_gguf(), exact_config(linear_precision="int8", max_batch_size=8)) as pipe:
         assert pipe.info()["linear_precision"] == "int8"

@@ -42,7 +42,7 @@ LlamaModel::LlamaModel(ModelSpec spec, Weights weights, Backend& backend, const 
   }
   int8_activations_ = o.linear_precision == LinearPrecision::Int8;
   rotate_qk_ = kv.k_dtype == KVDType::I8;
-  if (int8_activations_ && cpu::w4a8_il_fast() && !(bf16_prefill_ && tile_unit_ == TileUnit::Amx)) {
+  if (int8_activations_ && cpu::w4a8_il_fast()) {
     bool all = true;
     for (const LayerWeights& w : weights_.layers)
       for (const Matrix* m : {&w.qkv, &w.o, &w.gate_up, &w.down})
@@ -100,8 +100,10 @@ const float* LlamaModel::forward(const Batch& batch) {
                       rope_cs_.data<float>() + b * spec_.head_dim);
   });
   const bool tiles = bf16_prefill_ && T >= kTilesMinRows;
+  // int8 mode: the products on AMX-INT8 (or VNNI), but a large step's on AMX's bf16 tiles (kInt8TilesMinRows)
+  const bool int8_tiles = tile_unit_ == TileUnit::Amx && T >= kInt8TilesMinRows;
   for (int l = 0; l < spec_.num_layers; ++l) {
-    if (tiles && !int8_interleaved_)
+    if (tiles && (!int8_interleaved_ || int8_tiles))
       layer_tiles(l, batch, kv.layer(l), pool);
     else
       layer(l, batch, kv.layer(l), pool, tiles);

@@ -34,11 +34,13 @@ struct KVCacheShape {
 //    sequences with 32+ query rows, on the tile unit: AMX, AVX512-BF16, or the software model), and so does the
 //    output matrix when 16+ rows need logits (get_logits, perplexity, decode steps of 16+ requests);
 //  - linear_precision Int8: the 4-bit products quantize their input per run of 32 inputs to int8 and run int8 dot
-//    products. Where the AVX-512 path is active (and the tile unit is not AMX, whose bf16 prompt products are far
-//    faster), the layers' 4-bit matrices are interleaved at load (interleave_w4) and every product of every step
-//    runs cpu::linear_w4a8_il, prompt chunks included (their attention still follows prefill_precision); else the
-//    products off the tiles run cpu::linear_w4a8 over the row layout. Where VNNI is present too, an int8 output
-//    matrix is interleaved as well (interleave_i8) and takes int8 activations (cpu::linear_i8a8_il) at every row
+//    products. Where the AVX-512 path is active, the layers' 4-bit matrices are interleaved at load (interleave_w4)
+//    and every product of every step runs cpu::linear_w4a8_il (AMX-INT8 or VNNI, the same bits), prompt chunks
+//    included (their attention still follows prefill_precision), except where the tile unit is AMX: there a step of
+//    kInt8TilesMinRows (64) rows or more runs layer_tiles, its products on bf16 tiles packed from the interleaved
+//    layout (AMX-INT8 hands every 32 inputs' dots to the vector units; the bf16 tiles keep a whole row's sum).
+//    Elsewhere the products off the tiles run cpu::linear_w4a8 over the row layout. Where VNNI is present too, an int8
+//    output matrix is interleaved as well (interleave_i8) and takes int8 activations (cpu::linear_i8a8_il) at every row
 //    count, instead of fp32 ones (or the tiles for 16+ rows).
 // Where K is cached as int8 (per token and head: KVDType::I8), q and k are rotated by cpu::hadamard_heads after RoPE
 // and before K is stored: q.k is unchanged, and a per-token scale over the rotated K loses less than over the raw
@@ -93,7 +95,7 @@ class LlamaModel {
   Buffer attn_tiles_;            // paged_attention_tiles' packed K/V (it sizes it)
   // int8 activations (linear_precision Int8):
   bool int8_activations_ = false;
-  bool int8_interleaved_ = false;  // the layers' 4-bit matrices interleaved: every step's products int8 (no tiles)
+  bool int8_interleaved_ = false;  // the layers' 4-bit matrices interleaved: products int8 (AMX: large steps on tiles)
   bool head_interleaved_ = false;  // and the int8 output matrix (VNNI): cpu::linear_i8a8_il for every row count
   Buffer int8_x_;                  // a product's input quantized (cpu::linear_w4a8 sizes it)
 };

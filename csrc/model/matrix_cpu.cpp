@@ -15,8 +15,11 @@ cpu::TileWeights tile_weights(const Matrix& w, bool pair_halves) {
       t.dense_dtype = w.dtype;
       return t;
     case WeightFormat::W4:
-      if (w.interleaved) throw std::logic_error("tile_weights: interleaved 4-bit weights run with int8 activations");
-      t.w4 = cpu::W4Matrix{w.data.data<uint8_t>(), w.scales.data<float>(), w.mins.data<float>(), w.group_size};
+      if (w.interleaved)
+        t.w4il = cpu::W4Interleaved{w.data.data<uint8_t>(), w.scales.data<uint16_t>(), w.mins.data<uint16_t>(),
+                                    w.group_size};
+      else
+        t.w4 = cpu::W4Matrix{w.data.data<uint8_t>(), w.scales.data<float>(), w.mins.data<float>(), w.group_size};
       return t;
     case WeightFormat::I8:
       if (w.interleaved) throw std::logic_error("tile_weights: interleaved int8 weights run with int8 activations");

@@ -20,13 +20,19 @@ constexpr int64_t kTilesMinRows = 16;
 // A sequence's attention runs on the tiles (paged_attention_tiles) from this many query rows: the tile attention
 // works on 32 query rows at a time.
 constexpr int64_t kTilesAttnMinRows = 32;
+// linear_precision Int8 on an AMX host (4-bit matrices interleaved): a step of this many rows runs its products on
+// the bf16 tiles, packed from the interleaved layout (a prompt chunk), fewer on AMX-INT8 (decode). Measured there
+// (bench_decode_products.py, a step's 4-bit products, 2 threads): 32 rows 11.1 ms on AMX-INT8 against 12.8 on the
+// tiles, 64 rows 20.2 against 18.1, 512 rows 150 against 94 (the tiles accumulate a whole row in fp32; AMX-INT8
+// hands every 32 inputs' dots to the vector units).
+constexpr int64_t kInt8TilesMinRows = 64;
 
-// w as the tile products read it (dense or 4-bit in rows; an int8 matrix, the output matrix only, is refused).
+// w as the tile products read it (dense, or 4-bit in rows or interleaved; an interleaved int8 matrix is refused).
 // pair_halves: a gate/up matrix whose product ends in silu_mul (cpu::TileWeights).
 cpu::TileWeights tile_weights(const Matrix& w, bool pair_halves);
 
 // A 4-bit w (rows a multiple of 16) rearranged in place for the int8 product over many rows (cpu::w4_interleave):
-// from then on it runs with int8 activations only (cpu::linear_w4a8_il), and never on the tiles.
+// from then on it runs with int8 activations (cpu::linear_w4a8_il), or on the tiles packed from that layout.
 void interleave_w4(Matrix& w);
 // An int8 w (rows a multiple of 16, cols of 32) rearranged in place for cpu::linear_i8a8_il (cpu::i8_interleave):
 // from then on it runs with int8 activations only, and never on the tiles.

@@ -100,6 +100,9 @@ struct Q8Rows {
   int64_t ldq;
   const float* d;   // [M, K / 32]: d_b
   const float* xs;  // [M, K / group_size]: sum over the group's blocks, in order, of d_b * float(sum_k q)
+  // For the AMX tiles only (else nullptr): q in input order, and d, xs and qn padded with rows of zeros to a
+  // multiple of 16 rows (Mp), so a tile of 16 rows never reads past them.
+  const int8_t* qn = nullptr;  // [Mp, K]
 };
 // Rows [m0, m1) of x [.., K] (row stride ldx) into Q8Rows' layout (q, d, xs at row m of each).
 using Q8QuantizeSig = void(const float* x, int64_t ldx, int64_t K, int group_size, int64_t m0, int64_t m1, int8_t* q,
@@ -162,6 +165,11 @@ using TilePack16Fn = TilePack16Sig*;
 using TilePack16W4Sig = void(const uint8_t* codes, const float* scales, const float* mins, int group_size, int64_t K,
                              int64_t r0, int64_t num_rows, uint16_t* out);
 using TilePack16W4Fn = TilePack16W4Sig*;
+// The same for strip t (16 outputs) of interleaved 4-bit weights (W4Interleaved, ops.h: scales and mins as halves),
+// each weight fma(float(code), scale, min) in fp32 and then rounded: bit for bit w4il_dequant, then tile_pack16.
+using TilePack16W4IlSig = void(const uint8_t* codes, const uint16_t* scales, const uint16_t* mins, int group_size,
+                               int64_t K, int64_t t, uint16_t* out);
+using TilePack16W4IlFn = TilePack16W4IlSig*;
 // The same for rows [r0, r0 + num_rows) of an int8 matrix q [N, K] (I8Matrix's codes; the row scales are applied
 // to the product): float(q), exact in bf16, so bit for bit i8_dequant, then tile_pack16.
 using TilePack16I8Sig = void(const int8_t* q, int64_t K, int64_t r0, int64_t num_rows, uint16_t* out);
@@ -205,6 +213,10 @@ SiluMulPairsSig silu_mul_pairs;
 TileBlockSig bf16_tile_block;
 TilePack16Sig tile_pack16;
 TilePack16W4Sig tile_pack16_w4;
+// Strip t (16 outputs) of interleaved 4-bit weights dequantized into out [16, K] fp32: out[n, k] =
+// fma(float(code), scale, min), scale and min the halves widened (exact), as w4_dequant forms a weight.
+void w4il_dequant(const uint8_t* codes, const uint16_t* scales, const uint16_t* mins, int group_size, int64_t K,
+                  int64_t t, float* out);
 ToBf16Sig to_bf16;
 SoftmaxChunkSig softmax_chunk;
 AccUpdateSig acc_update;
@@ -237,6 +249,7 @@ SiluMulSig silu_mul_row;
 SiluMulPairsSig silu_mul_pairs;
 TilePack16Sig tile_pack16;
 TilePack16W4Sig tile_pack16_w4;
+TilePack16W4IlSig tile_pack16_w4il;
 TilePack16I8Sig tile_pack16_i8;
 ToBf16Sig to_bf16;
 SoftmaxChunkSig softmax_chunk;
@@ -268,6 +281,7 @@ namespace avx512bf16 {
 TileBlockSig bf16_block;
 TilePack16Sig tile_pack16;
 TilePack16W4Sig tile_pack16_w4;
+TilePack16W4IlSig tile_pack16_w4il;
 TilePack16I8Sig tile_pack16_i8;
 }  // namespace avx512bf16
 #endif
@@ -279,6 +293,10 @@ namespace amx {
 void configure_tiles();
 void release_tiles();
 TileBlockSig bf16_block;
+// The int8 products over interleaved weights on AMX-INT8 (linear_w4a8_amx.cpp): the same bits as the scalar tiles.
+// Rows from m0, a multiple of 16; x.qn set (Q8Rows).
+W4A8IlTileSig w4a8_il_tile;
+I8A8IlTileSig i8a8_il_tile;
 }  // namespace amx
 #endif
 #endif

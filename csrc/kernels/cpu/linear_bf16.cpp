@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -138,6 +139,22 @@ void TileRunner::end() const {
 #endif
 }
 
+void scalar::w4il_dequant(const uint8_t* codes, const uint16_t* scales, const uint16_t* mins, int group_size, int64_t K,
+                          int64_t t, float* out) {
+  const int64_t nblocks = K / 32, G = K / group_size;
+  for (int64_t b = 0; b < nblocks; ++b)
+    for (int64_t u = 0; u < 4; ++u)
+      for (int64_t n = 0; n < kTile; ++n)
+        for (int64_t j = 0; j < 4; ++j) {
+          const uint8_t byte = codes[((t * nblocks + b) * 4 + u) * 64 + n * 4 + j];  // inputs 4u + j and 16 + 4u + j
+          const int64_t g = b * 32 / group_size, k = b * 32 + 4 * u + j;
+          const float s = f16_bits_to_f32(scales[(t * G + g) * 16 + n]),
+                      m = f16_bits_to_f32(mins[(t * G + g) * 16 + n]);
+          out[n * K + k] = std::fma(static_cast<float>(byte & 0x0F), s, m);
+          out[n * K + k + 16] = std::fma(static_cast<float>(byte >> 4), s, m);
+        }
+}
+
 void scalar::tile_pack16(const float* w, int64_t ldw, int64_t num_rows, int64_t K, uint16_t* out) {
   const int64_t steps = (K + kStep - 1) / kStep;
   for (int64_t s = 0; s < steps; ++s)
@@ -175,7 +192,8 @@ thread_local StripBuffers t_strip;
 
 // Packs the 32 outputs of strip j (two 16-output halves) into buf.strip.
 void pack_strip(const TileWeights& w, int64_t N, int64_t K, int64_t j, W4DequantFn dequant, I8DequantFn dequant_i8,
-                TilePack16Fn pack, TilePack16W4Fn pack_w4, TilePack16I8Fn pack_i8, StripBuffers& buf) {
+                TilePack16Fn pack, TilePack16W4Fn pack_w4, TilePack16W4IlFn pack_w4il, TilePack16I8Fn pack_i8,
+                StripBuffers& buf) {
   const int64_t steps = round_up(K, kStep) / kStep;
   for (int64_t h = 0; h < 2; ++h) {
     // First row and row count of this half (pair_halves: gates from the first half of w, ups from the second).
@@ -184,6 +202,16 @@ void pack_strip(const TileWeights& w, int64_t N, int64_t K, int64_t j, W4Dequant
     const int64_t rows = std::clamp<int64_t>(end - r0, 0, kTile);
     uint16_t* out = buf.strip.data() + h * steps * kTile * 32;
     const float* src = buf.rows.data();
+    if (w.w4il.codes) {  // interleaved 4-bit: strips of 16 outputs (N a multiple of 16: rows is 16 or 0)
+      const W4Interleaved& il = w.w4il;
+      if (rows > 0 && pack_w4il) {
+        pack_w4il(il.codes, il.scales, il.mins, il.group_size, K, r0 / kTile, out);
+        continue;
+      }
+      if (rows > 0) scalar::w4il_dequant(il.codes, il.scales, il.mins, il.group_size, K, r0 / kTile, buf.rows.data());
+      pack(src, K, rows, K, out);
+      continue;
+    }
     if (!w.dense && !w.i8.q && pack_w4) {  // 4-bit, dequantised in registers (rows may be 0: zeros)
       pack_w4(w.w4.codes, w.w4.scales, w.w4.mins, w.w4.group_size, K, r0, rows, out);
       continue;
@@ -222,8 +250,9 @@ void linear_bf16_tiles_in(ThreadPool& pool, const uint16_t* xb, int64_t M, int64
   const TileBlockFn block = unit.block();
   SiluMulPairsFn silu_mul = scalar::silu_mul_pairs;
   TilePack16Fn pack = scalar::tile_pack16;
-  TilePack16W4Fn pack_w4 = nullptr;  // scalar: w4_dequant, then tile_pack16 (the same bits)
-  TilePack16I8Fn pack_i8 = nullptr;  // scalar: i8_dequant, then tile_pack16 (the same bits)
+  TilePack16W4Fn pack_w4 = nullptr;      // scalar: w4_dequant, then tile_pack16 (the same bits)
+  TilePack16W4IlFn pack_w4il = nullptr;  // scalar: w4il_dequant, then tile_pack16 (the same bits)
+  TilePack16I8Fn pack_i8 = nullptr;      // scalar: i8_dequant, then tile_pack16 (the same bits)
   W4DequantFn dequant = scalar::w4_dequant;
   I8DequantFn dequant_i8 = scalar::i8_dequant;
 #ifdef LMRT_X86
@@ -231,6 +260,7 @@ void linear_bf16_tiles_in(ThreadPool& pool, const uint16_t* xb, int64_t M, int64
     silu_mul = avx512::silu_mul_pairs;
     pack = avx512::tile_pack16;
     pack_w4 = avx512::tile_pack16_w4;
+    pack_w4il = avx512::tile_pack16_w4il;
     pack_i8 = avx512::tile_pack16_i8;
     dequant = avx512::w4_dequant;
     dequant_i8 = avx512::i8_dequant;
@@ -243,6 +273,7 @@ void linear_bf16_tiles_in(ThreadPool& pool, const uint16_t* xb, int64_t M, int64
   if (unit.impl() != TileUnit::Model && active_isa() == Isa::Avx512) {  // AVX512-BF16 rounds 32 weights at once
     pack = avx512bf16::tile_pack16;
     pack_w4 = avx512bf16::tile_pack16_w4;
+    pack_w4il = avx512bf16::tile_pack16_w4il;
     pack_i8 = avx512bf16::tile_pack16_i8;
   }
 #endif
@@ -263,7 +294,7 @@ void linear_bf16_tiles_in(ThreadPool& pool, const uint16_t* xb, int64_t M, int64
     float c[kBlock * kBlock] = {};  // [32, 32]: a block that is not stored straight into y
     for (int64_t i = begin; i < end; ++i) {
       const int64_t j = i / groups, g = i % groups;
-      pack_strip(w, N, K, j, dequant, dequant_i8, pack, pack_w4, pack_i8, buf);
+      pack_strip(w, N, K, j, dequant, dequant_i8, pack, pack_w4, pack_w4il, pack_i8, buf);
       const uint16_t* b0 = buf.strip.data();
       const uint16_t* b1 = b0 + steps * kTile * 32;
       const int64_t n0 = j * kBlock;

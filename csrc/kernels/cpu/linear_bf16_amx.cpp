@@ -3,22 +3,10 @@
 // packing, the blocking and the software model (scalar::bf16_tile_block) this must match.
 #include <immintrin.h>
 
+#include "kernels/cpu/amx_tiles.h"
 #include "kernels/cpu/isa_kernels.h"
 
 namespace lmrt::cpu::amx {
-
-namespace {
-
-// The 64-byte tile configuration (palette 1).
-struct alignas(64) TileConfig {
-  uint8_t palette_id;
-  uint8_t start_row;
-  uint8_t reserved[14];
-  uint16_t colsb[16];  // bytes per row of tmm0..15
-  uint8_t rows[16];    // rows of tmm0..15
-};
-
-}  // namespace
 
 void configure_tiles() {
   TileConfig cfg{};
@@ -27,10 +15,7 @@ void configure_tiles() {
     cfg.rows[t] = 16;
     cfg.colsb[t] = 64;
   }
-  // Not _tile_loadconfig: gcc 11/12 declare its memory operand as one pointer (8 bytes), so the
-  // stores of rows/colsb above count as dead and are dropped (ldtilecfg then faults on a config of
-  // zeros). This operand names all 64 bytes.
-  __asm__ volatile("ldtilecfg %0" ::"m"(cfg));
+  load_tile_config(cfg);
 }
 
 void release_tiles() { _tile_release(); }

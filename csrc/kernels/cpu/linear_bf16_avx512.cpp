@@ -24,6 +24,11 @@ void tile_pack16_w4(const uint8_t* codes, const float* scales, const float* mins
   pack16_w4_rows(codes, scales, mins, group_size, K, r0, num_rows, out, pairs);
 }
 
+void tile_pack16_w4il(const uint8_t* codes, const uint16_t* scales, const uint16_t* mins, int group_size, int64_t K,
+                      int64_t t, uint16_t* out) {
+  pack16_w4il_strip(codes, scales, mins, group_size, K, t, out, pairs);
+}
+
 void tile_pack16_i8(const int8_t* q, int64_t K, int64_t r0, int64_t num_rows, uint16_t* out) {
   pack16_rows(q + r0 * K, K, num_rows, K, out, pairs);
 }

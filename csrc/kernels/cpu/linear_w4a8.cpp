@@ -174,7 +174,30 @@ bool vnni_available() {
 #endif
 }
 
+bool amx_int8_available() {
+#if defined(LMRT_X86) && defined(LMRT_HAVE_AMX)
+  static const bool ok = [] {
+    unsigned a, b, c, d;
+    __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(0));
+    return (d & (1u << 25)) != 0 && isa_supported(Isa::Avx512) && amx_available();  // EDX[25] AMX-INT8
+  }();
+  return ok;
+#else
+  return false;
+#endif
+}
+
 namespace {
+
+// Whether a product of M rows runs on AMX-INT8 (Int8Unit, ops.h).
+bool use_amx(Int8Unit unit, int64_t M, const char* op) {
+  if (unit == Int8Unit::Amx) {
+    if (!amx_int8_available())
+      throw std::runtime_error(std::string(op) + ": this CPU (or OS, or build) has no AMX-INT8; use Int8Unit::Vector");
+    return true;
+  }
+  return unit == Int8Unit::Auto && M >= kAmxMinRows && active_isa() == Isa::Avx512 && amx_int8_available();
+}
 
 struct W4A8Path {
   Q8QuantizeFn quantize;
@@ -194,8 +217,13 @@ W4A8Path w4a8_path(Isa isa, bool allow_vnni) {
   return {scalar::q8_quantize, scalar::w4a8_tile};
 }
 
-// linear_w4a8_il's tile: vector paths under AVX-512 (VNNI where allowed and present), else the scalar one.
-W4A8IlTileFn w4a8_il_path(Isa isa, bool allow_vnni) {
+// linear_w4a8_il's tile: AMX-INT8 where use_amx, else vector paths under AVX-512 (VNNI where allowed and present),
+// else the scalar one.
+W4A8IlTileFn w4a8_il_path(Isa isa, bool amx, bool allow_vnni) {
+#ifdef LMRT_HAVE_AMX
+  if (amx) return amx::w4a8_il_tile;
+#endif
+  (void)amx;
 #ifdef LMRT_X86
   if (isa == Isa::Avx512) {
 #ifdef LMRT_HAVE_AVX512VNNI
@@ -225,20 +253,37 @@ void check_w4a8(const char* op, int gs, int64_t K) {
 }
 
 // The rows of x quantized into scratch (Q8Rows' layout): q [M, ldq] int8, then d [M, K / 32] and xs [M, G] fp32
-// (64-byte aligned each).
+// (64-byte aligned each). natural (the AMX tiles): also qn, the rows in input order, and d, xs and qn with rows of
+// zeros up to a multiple of 16.
 Q8Rows quantize_rows(ThreadPool& pool, Q8QuantizeFn quantize, const float* x, int64_t M, int64_t K, int64_t ldx, int gs,
-                     Buffer& scratch) {
-  const int64_t ldq = round_up(K, 64), nblocks = K / 32, G = K / gs;
-  const int64_t q_bytes = M * ldq, d_bytes = round_up(M * nblocks * 4, 64), xs_bytes = round_up(M * G * 4, 64);
-  scratch.reserve(static_cast<size_t>(q_bytes + d_bytes + xs_bytes));
+                     Buffer& scratch, bool natural = false) {
+  const int64_t ldq = round_up(K, 64), nblocks = K / 32, G = K / gs, Mp = natural ? round_up(M, 16) : M;
+  const int64_t q_bytes = M * ldq, d_bytes = round_up(Mp * nblocks * 4, 64), xs_bytes = round_up(Mp * G * 4, 64);
+  const int64_t qn_bytes = natural ? Mp * K : 0;
+  scratch.reserve(static_cast<size_t>(q_bytes + d_bytes + xs_bytes + qn_bytes));
   int8_t* q = scratch.data<int8_t>();
   float* d = reinterpret_cast<float*>(scratch.data<char>() + q_bytes);
   float* xs = reinterpret_cast<float*>(scratch.data<char>() + q_bytes + d_bytes);
+  int8_t* qn = natural ? scratch.data<int8_t>() + q_bytes + d_bytes + xs_bytes : nullptr;
+  auto rows = [&](int64_t m0, int64_t m1) {
+    quantize(x, ldx, K, gs, m0, m1, q, ldq, d, xs);
+    for (int64_t m = m0; natural && m < m1; ++m)
+      for (int64_t b = 0; b < nblocks; ++b) {
+        const auto [lo, hi] = q8_run(q + m * ldq, nblocks, b);
+        std::memcpy(qn + m * K + b * 32, lo, 16);
+        std::memcpy(qn + m * K + b * 32 + 16, hi, 16);
+      }
+  };
   if (M < 16)
-    quantize(x, ldx, K, gs, 0, M, q, ldq, d, xs);
+    rows(0, M);
   else
-    pool.parallel_for(M, 8, [&](int64_t m0, int64_t m1) { quantize(x, ldx, K, gs, m0, m1, q, ldq, d, xs); });
-  return Q8Rows{q, ldq, d, xs};
+    pool.parallel_for(M, 8, rows);
+  if (Mp > M) {
+    std::memset(qn + M * K, 0, (Mp - M) * K);
+    std::memset(d + M * nblocks, 0, (Mp - M) * nblocks * 4);
+    std::memset(xs + M * G, 0, (Mp - M) * G * 4);
+  }
+  return Q8Rows{q, ldq, d, xs, qn};
 }
 
 // The interleaved products' work items: runs of strips (16 outputs each) over runs of rows. A strip's weights stay
@@ -300,28 +345,30 @@ void w4_interleave(const W4Matrix& w, int64_t N, int64_t K, uint8_t* codes, uint
 }
 
 void linear_w4a8_il(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const W4Interleaved& w,
-                    int64_t N, const float* bias, float* y, int64_t ldy, Buffer& scratch, bool allow_vnni) {
+                    int64_t N, const float* bias, float* y, int64_t ldy, Buffer& scratch, Int8Unit unit) {
   const int gs = w.group_size;
   check_w4a8("linear_w4a8_il", gs, K);
   if (N % 16 != 0) throw std::invalid_argument("linear_w4a8_il: N must be a multiple of 16, got " + std::to_string(N));
   if (M <= 0 || N <= 0) return;
-  const W4A8IlTileFn tile = w4a8_il_path(active_isa(), allow_vnni);
-  const Q8Rows rows = quantize_rows(pool, w4a8_path(active_isa(), allow_vnni).quantize, x, M, K, ldx, gs, scratch);
+  const bool amx = use_amx(unit, M, "linear_w4a8_il"), vnni = unit != Int8Unit::Maddubs;
+  const W4A8IlTileFn tile = w4a8_il_path(active_isa(), amx, vnni);
+  const Q8Rows rows = quantize_rows(pool, w4a8_path(active_isa(), vnni).quantize, x, M, K, ldx, gs, scratch, amx);
   strip_items(pool, M, N, [&](int64_t m0, int64_t m1, int64_t t0, int64_t t1) {
     tile(rows, K, w.codes, w.scales, w.mins, gs, bias, y, ldy, m0, m1, t0, t1, 0);
   });
 }
 
 void linear_w4a8_il_silu(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const W4Interleaved& w,
-                         int64_t N, float* y, int64_t ldy, Buffer& scratch, bool allow_vnni) {
+                         int64_t N, float* y, int64_t ldy, Buffer& scratch, Int8Unit unit) {
   const int gs = w.group_size;
   check_w4a8("linear_w4a8_il_silu", gs, K);
   if (N % 32 != 0)
     throw std::invalid_argument("linear_w4a8_il_silu: N (gates, then as many ups) must be a multiple of 32, got " +
                                 std::to_string(N));
   if (M <= 0 || N <= 0) return;
-  const W4A8IlTileFn tile = w4a8_il_path(active_isa(), allow_vnni);
-  const Q8Rows rows = quantize_rows(pool, w4a8_path(active_isa(), allow_vnni).quantize, x, M, K, ldx, gs, scratch);
+  const bool amx = use_amx(unit, M, "linear_w4a8_il_silu"), vnni = unit != Int8Unit::Maddubs;
+  const W4A8IlTileFn tile = w4a8_il_path(active_isa(), amx, vnni);
+  const Q8Rows rows = quantize_rows(pool, w4a8_path(active_isa(), vnni).quantize, x, M, K, ldx, gs, scratch, amx);
   const int64_t up = N / 32;  // strips of gates; the ups' strips follow
   strip_items(pool, M, N / 2, [&](int64_t m0, int64_t m1, int64_t t0, int64_t t1) {
     tile(rows, K, w.codes, w.scales, w.mins, gs, nullptr, y, ldy, m0, m1, t0, t1, up);
@@ -348,16 +395,20 @@ void i8_interleave(const I8Matrix& w, int64_t N, int64_t K, int8_t* q, int32_t* 
 }
 
 void linear_i8a8_il(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const I8Interleaved& w,
-                    int64_t N, const float* bias, float* y, int64_t ldy, Buffer& scratch) {
+                    int64_t N, const float* bias, float* y, int64_t ldy, Buffer& scratch, Int8Unit unit) {
   if (N % 16 != 0) throw std::invalid_argument("linear_i8a8_il: N must be a multiple of 16, got " + std::to_string(N));
   if (K <= 0 || K % 32 != 0)
     throw std::invalid_argument("linear_i8a8_il: K must be a positive multiple of 32, got " + std::to_string(K));
   if (M <= 0 || N <= 0) return;
+  const bool amx = use_amx(unit, M, "linear_i8a8_il");
   I8A8IlTileFn tile = scalar::i8a8_il_tile;
 #ifdef LMRT_HAVE_AVX512VNNI
   if (i8a8_il_fast()) tile = avx512vnni::i8a8_il_tile;
 #endif
-  const Q8Rows rows = quantize_rows(pool, w4a8_path(active_isa(), true).quantize, x, M, K, ldx, 32, scratch);
+#ifdef LMRT_HAVE_AMX
+  if (amx) tile = amx::i8a8_il_tile;
+#endif
+  const Q8Rows rows = quantize_rows(pool, w4a8_path(active_isa(), true).quantize, x, M, K, ldx, 32, scratch, amx);
   strip_items(pool, M, N, [&](int64_t m0, int64_t m1, int64_t t0, int64_t t1) {
     tile(rows, K, w.q, w.offsets, w.scales, bias, y, ldy, m0, m1, t0, t1);
   });

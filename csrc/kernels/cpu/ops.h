@@ -119,20 +119,32 @@ void linear_w4(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t l
 //   VNNI (to test both paths). group_size 32, 64 or 128; K a multiple of it.
 void linear_w4a8(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const W4Matrix& w, int64_t N,
                  const float* bias, float* y, int64_t ldy, Buffer& scratch, bool allow_vnni = true);
+// The unit that runs the int8 products over interleaved weights (linear_w4a8_il, linear_w4a8_il_silu,
+// linear_i8a8_il). Every unit gives the same bits, so the choice is speed alone.
+enum class Int8Unit {
+  Auto,     // AMX-INT8 for kAmxMinRows or more rows where the CPU grants it, else Vector
+  Amx,      // AMX-INT8 at every row count; std::runtime_error where amx_int8_available() is false (tests)
+  Vector,   // the active ISA's vector path (AVX-512 with VNNI where present) or the scalar one; never AMX
+  Maddubs,  // as Vector, but AVX-512 without VNNI (maddubs), to test that path (linear_i8a8_il: as Vector)
+};
+// Rows from which Int8Unit::Auto takes AMX-INT8 (bench_decode_products.py's table).
+constexpr int64_t kAmxMinRows = 8;
+
 // linear_w4a8 over interleaved weights (W4Interleaved): the same integers (activations quantized alike, each run's
 // code * q summed exactly), the fp32 part per output in a fixed order: acc = fma(float(dot_b), scale[n, g] * d_b,
 // acc) over the runs b, then acc = fma(min[n, g], xs[m, g], acc) over the groups, then + bias[n] (xs as Q8Rows').
 // Each output depends only on its own row of x and of w, on every path: batch invariant, and one kernel serves
-// every row count (decode and prompt chunks). The paths give the same bits: AVX-512 VNNI (vpdpbusd), AVX-512
-// (maddubs; allow_vnni false) and scalar. N a multiple of 16; group_size 32, 64 or 128; K a multiple of it.
+// every row count (decode and prompt chunks). The paths give the same bits: AMX-INT8 (tdpbsud), AVX-512 VNNI
+// (vpdpbusd), AVX-512 (maddubs) and scalar. N a multiple of 16; group_size 32, 64 or 128; K a multiple of it.
 void linear_w4a8_il(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const W4Interleaved& w,
-                    int64_t N, const float* bias, float* y, int64_t ldy, Buffer& scratch, bool allow_vnni = true);
+                    int64_t N, const float* bias, float* y, int64_t ldy, Buffer& scratch,
+                    Int8Unit unit = Int8Unit::Auto);
 // The MLP's gate/up product and silu_mul in one pass: w's first N/2 rows are the gates and the next N/2 their ups
 // (as silu_mul's gu), and y[m, n] = silu(gate_n) * up_n for n < N/2, each of gate_n and up_n the bits
 // linear_w4a8_il gives and the silu silu_mul uses on this ISA: the same y as the two calls, without the [M, N]
 // intermediate's round trip through memory. N a multiple of 32.
 void linear_w4a8_il_silu(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const W4Interleaved& w,
-                         int64_t N, float* y, int64_t ldy, Buffer& scratch, bool allow_vnni = true);
+                         int64_t N, float* y, int64_t ldy, Buffer& scratch, Int8Unit unit = Int8Unit::Auto);
 // W4Matrix [N, K] -> W4Interleaved's layout: codes [N * K / 2] bytes, scales and mins [N * K / group_size] halves
 // each (rounded to nearest where not exact).
 void w4_interleave(const W4Matrix& w, int64_t N, int64_t K, uint8_t* codes, uint16_t* scales, uint16_t* mins);
@@ -141,10 +153,11 @@ bool w4a8_il_fast();
 // The int8 matrix (the output matrix) with int8 activations, over interleaved weights: x quantized as linear_w4a8
 // does (d_b per run of 32), y[m, n] = acc * scale[n] (+ bias[n]) with acc = fma(float(dot_b), d_b, acc) over the
 // runs b in order, dot_b = sum_{k in b} q[n, k] * xq[m, k] exact (VNNI: xq + 128 as unsigned bytes, less the
-// offsets). Batch invariant; the VNNI and scalar paths give the same bits (no maddubs path: its int16 pairs would
-// saturate at 255 * 127 * 2). N a multiple of 16, K of 32.
+// offsets; AMX-INT8: tdpbssd, signed by signed). Batch invariant; the AMX, VNNI and scalar paths give the same bits
+// (no maddubs path: its int16 pairs would saturate at 255 * 127 * 2). N a multiple of 16, K of 32.
 void linear_i8a8_il(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const I8Interleaved& w,
-                    int64_t N, const float* bias, float* y, int64_t ldy, Buffer& scratch);
+                    int64_t N, const float* bias, float* y, int64_t ldy, Buffer& scratch,
+                    Int8Unit unit = Int8Unit::Auto);
 // I8Matrix [N, K] -> I8Interleaved's q [N * K] and offsets [N * K / 32] (the scales stay the matrix's).
 void i8_interleave(const I8Matrix& w, int64_t N, int64_t K, int8_t* q, int32_t* offsets);
 // True where linear_i8a8_il runs on VNNI here (AVX-512 active and VNNI present).
@@ -153,6 +166,8 @@ bool i8a8_il_fast();
 void quantize_q8(const float* x, int64_t M, int64_t K, int64_t ldx, int8_t* q, float* d);
 // True when the CPU has AVX-512 VNNI (and the AVX-512 path is supported) and this build has the code.
 bool vnni_available();
+// True when the CPU has AMX-INT8 (with AMX-BF16, granted as amx_available()) and this build has the code.
+bool amx_int8_available();
 
 void linear_i8(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const I8Matrix& w, int64_t N,
                const float* bias, float* y, int64_t ldy);
@@ -169,6 +184,9 @@ struct TileWeights {
   const void* dense = nullptr;  // [N, K] of dense_dtype; nullptr: the 4-bit w4, or i8 where i8.q is set
   DType dense_dtype = DType::F32;
   W4Matrix w4{};
+  // Or the same 4-bit weights interleaved (W4Interleaved; w4il.codes set): each weight formed as from w4 (the
+  // same bits where the scales and mins are halves, as interleaving leaves them).
+  W4Interleaved w4il{};
   // int8 rows (the output matrix): q rounds to bf16 exactly (|q| <= 127), and each output is its raw
   // dot times the row's scale, as linear_i8 finishes it. Store mode only, no bias.
   I8Matrix i8{};

@@ -10,8 +10,8 @@ output matrix has no int8-activation path and stays fp32 there), int8 activation
 (interleaved=True, where AVX-512 is active: what the engine runs with linear_precision="int8" there; the output
 matrix as the engine runs it then: interleaved with int8 activations where VNNI is, else on the tiles from 16 rows
 and fp32 below) on the vector units (int8-il, amx=False) and on AMX-INT8 tiles (int8-amx, amx=True, where the CPU
-has them: the same bits; the engine takes them from kAmxMinRows rows, csrc/kernels/cpu/ops.h, a threshold read off
-this table), and the best bf16 tile unit here.
+has them: the same bits; the engine takes them from kAmxMinRows rows, kAmxI8MinRows for the output matrix,
+csrc/kernels/cpu/ops.h, thresholds read off this table), and the best bf16 tile unit here.
 
     HF_HUB_OFFLINE=1 PYTHONPATH=src:. python benchmarks/bench_decode_products.py [--m 1,8,12,16,24,32] [--reps 3]
 """
@@ -108,7 +108,8 @@ def main() -> None:
                 f"medians of {args.reps}; the output matrix has no int8-activation path (fp32 in the int8 column; "
                 "int8-il: interleaved int8 x int8 on the vector units (VNNI where present; the output matrix on the "
                 "tiles from 16 rows without VNNI); int8-amx: the same products (the same bits) on AMX-INT8 tiles; "
-                f"the engine's int8 mode takes AMX from {K.amx_min_rows} rows where present, else int8-il)",
+                f"the engine's int8 mode takes AMX from {K.amx_min_rows} rows ({K.amx_i8_min_rows} for the output "
+                "matrix) where present, else int8-il)",
             ],
             ["rows (requests)"] + [f"{md}" for md in modes] + ["fastest"],
             rows,

@@ -200,7 +200,8 @@ bool on_cuda(const std::string& device) {
 #endif
 }
 
-// The unit of the interleaved int8 products: amx None: as the engine (AMX-INT8 from kAmxMinRows rows where present),
+// The unit of the interleaved int8 products: amx None: as the engine (AMX-INT8 from kAmxMinRows rows, kAmxI8MinRows
+// for the int8 matrix, where present),
 // True: AMX at every row count, False: the vector path; vnni False: AVX-512 without VNNI (never AMX).
 cpu::Int8Unit int8_unit_arg(bool vnni, std::optional<bool> amx) {
   if (amx && *amx) {
@@ -873,6 +874,7 @@ void bind_kernels(py::module_& m) {
   m.def("vnni_available", &cpu::vnni_available, "AVX-512 VNNI present (and built).");
   m.def("amx_int8_available", &cpu::amx_int8_available, "AMX-INT8 present, granted to this process (and built).");
   m.attr("amx_min_rows") = cpu::kAmxMinRows;
+  m.attr("amx_i8_min_rows") = cpu::kAmxI8MinRows;
   m.def("i8_interleave", &kern::i8_interleave, "q"_a,
         "(q, offsets): int8 weights rearranged for linear_i8(..., offsets=offsets): 4 inputs of 16 outputs per 64-byte "
         "vector (I8Interleaved, csrc/kernels/ops.h), and 128 * each run's sum. N a multiple of 16, K of 32.");

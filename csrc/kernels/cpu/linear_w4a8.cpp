@@ -189,14 +189,14 @@ bool amx_int8_available() {
 
 namespace {
 
-// Whether a product of M rows runs on AMX-INT8 (Int8Unit, ops.h).
-bool use_amx(Int8Unit unit, int64_t M, const char* op) {
+// Whether a product of M rows runs on AMX-INT8 (Int8Unit, ops.h; min_rows: kAmxMinRows or kAmxI8MinRows).
+bool use_amx(Int8Unit unit, int64_t M, int64_t min_rows, const char* op) {
   if (unit == Int8Unit::Amx) {
     if (!amx_int8_available())
       throw std::runtime_error(std::string(op) + ": this CPU (or OS, or build) has no AMX-INT8; use Int8Unit::Vector");
     return true;
   }
-  return unit == Int8Unit::Auto && M >= kAmxMinRows && active_isa() == Isa::Avx512 && amx_int8_available();
+  return unit == Int8Unit::Auto && M >= min_rows && active_isa() == Isa::Avx512 && amx_int8_available();
 }
 
 struct W4A8Path {
@@ -350,7 +350,7 @@ void linear_w4a8_il(ThreadPool& pool, const float* x, int64_t M, int64_t K, int6
   check_w4a8("linear_w4a8_il", gs, K);
   if (N % 16 != 0) throw std::invalid_argument("linear_w4a8_il: N must be a multiple of 16, got " + std::to_string(N));
   if (M <= 0 || N <= 0) return;
-  const bool amx = use_amx(unit, M, "linear_w4a8_il"), vnni = unit != Int8Unit::Maddubs;
+  const bool amx = use_amx(unit, M, kAmxMinRows, "linear_w4a8_il"), vnni = unit != Int8Unit::Maddubs;
   const W4A8IlTileFn tile = w4a8_il_path(active_isa(), amx, vnni);
   const Q8Rows rows = quantize_rows(pool, w4a8_path(active_isa(), vnni).quantize, x, M, K, ldx, gs, scratch, amx);
   strip_items(pool, M, N, [&](int64_t m0, int64_t m1, int64_t t0, int64_t t1) {
@@ -366,7 +366,7 @@ void linear_w4a8_il_silu(ThreadPool& pool, const float* x, int64_t M, int64_t K,
     throw std::invalid_argument("linear_w4a8_il_silu: N (gates, then as many ups) must be a multiple of 32, got " +
                                 std::to_string(N));
   if (M <= 0 || N <= 0) return;
-  const bool amx = use_amx(unit, M, "linear_w4a8_il_silu"), vnni = unit != Int8Unit::Maddubs;
+  const bool amx = use_amx(unit, M, kAmxMinRows, "linear_w4a8_il_silu"), vnni = unit != Int8Unit::Maddubs;
   const W4A8IlTileFn tile = w4a8_il_path(active_isa(), amx, vnni);
   const Q8Rows rows = quantize_rows(pool, w4a8_path(active_isa(), vnni).quantize, x, M, K, ldx, gs, scratch, amx);
   const int64_t up = N / 32;  // strips of gates; the ups' strips follow
@@ -400,7 +400,7 @@ void linear_i8a8_il(ThreadPool& pool, const float* x, int64_t M, int64_t K, int6
   if (K <= 0 || K % 32 != 0)
     throw std::invalid_argument("linear_i8a8_il: K must be a positive multiple of 32, got " + std::to_string(K));
   if (M <= 0 || N <= 0) return;
-  const bool amx = use_amx(unit, M, "linear_i8a8_il");
+  const bool amx = use_amx(unit, M, kAmxI8MinRows, "linear_i8a8_il");
   I8A8IlTileFn tile = scalar::i8a8_il_tile;
 #ifdef LMRT_HAVE_AVX512VNNI
   if (i8a8_il_fast()) tile = avx512vnni::i8a8_il_tile;

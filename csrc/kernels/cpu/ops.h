@@ -122,13 +122,16 @@ void linear_w4a8(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t
 // The unit that runs the int8 products over interleaved weights (linear_w4a8_il, linear_w4a8_il_silu,
 // linear_i8a8_il). Every unit gives the same bits, so the choice is speed alone.
 enum class Int8Unit {
-  Auto,     // AMX-INT8 for kAmxMinRows or more rows where the CPU grants it, else Vector
+  Auto,     // AMX-INT8 from kAmxMinRows rows (4-bit; kAmxI8MinRows int8) where the CPU grants it, else Vector
   Amx,      // AMX-INT8 at every row count; std::runtime_error where amx_int8_available() is false (tests)
   Vector,   // the active ISA's vector path (AVX-512 with VNNI where present) or the scalar one; never AMX
   Maddubs,  // as Vector, but AVX-512 without VNNI (maddubs), to test that path (linear_i8a8_il: as Vector)
 };
-// Rows from which Int8Unit::Auto takes AMX-INT8 (bench_decode_products.py's table).
-constexpr int64_t kAmxMinRows = 8;
+// Rows from which Int8Unit::Auto takes AMX-INT8 (bench_decode_products.py's table on an AMX host, the default
+// model's products: 4-bit at 8 / 16 / 32 rows 5.7 / 7.0 / 11.1 ms on AMX against 3.7 / 6.8 / 12.2 with VNNI; the
+// int8 output matrix at 8 / 12 rows 0.86 / 0.85 against 0.95 / 1.28).
+constexpr int64_t kAmxMinRows = 16;
+constexpr int64_t kAmxI8MinRows = 8;
 
 // linear_w4a8 over interleaved weights (W4Interleaved): the same integers (activations quantized alike, each run's
 // code * q summed exactly), the fp32 part per output in a fixed order: acc = fma(float(dot_b), scale[n, g] * d_b,

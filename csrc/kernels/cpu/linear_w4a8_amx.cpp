@@ -4,7 +4,7 @@
 // (the exact int32 dots: tdpbsud, signed activations x the 4-bit codes as unsigned bytes; tdpbssd for int8
 // weights); its 16 x 16 dots go through memory to the vector units, which add them into fp32 accumulators in the
 // scalar path's order (acc = fma(float(dot), scale * d, acc) per run, then the mins per group, then the bias).
-// The tile unit runs run b + 1 while the vector units take run b (two sets of tiles, alternating).
+// The tile unit runs two runs ahead of the vector units (RunDots).
 #include <immintrin.h>
 
 #include <vector>
@@ -136,7 +136,7 @@ const float* run_scales(const Q8Rows& x, int64_t nblocks, int64_t m0, int64_t m1
 
 // The fp32 sums of one 16-row tile (rows m..m + 15 of x: Q8Rows' rows past M read as zeros) against strip t, whose
 // B tiles are bt (nblocks of them, 512 bytes apart), in scalar::w4a8_il_tile's order; out[i] for row m + i.
-// dt: run_scales(x, nblocks, m).
+// dt: the row tile's part of run_scales.
 inline void w4_strip_rows(const Q8Rows& x, int64_t K, const uint8_t* bt, const float* dt, const uint16_t* scales,
                           const uint16_t* mins, int shift, int64_t m, int64_t t, Vec out[16]) {
   const int64_t nblocks = K / 32, G = nblocks >> shift;

@@ -241,6 +241,7 @@ W4A8IlTileFn w4a8_il_path(Isa isa, bool amx, bool allow_vnni) {
 constexpr int64_t kColQuantum = 24;
 // Rows of x per work item when M is large (a column block of W is then reused from cache over these rows).
 constexpr int64_t kRowsPerItem = 64;
+static_assert(kRowsPerItem % 16 == 0, "the AMX tiles take a work item's rows 16 at a time from its first (Q8Rows::qn)");
 
 int64_t round_up(int64_t a, int64_t q) { return (a + q - 1) / q * q; }
 

@@ -241,6 +241,12 @@ void bind_bookkeeping(py::module_& m) {
       },
       "logits"_a, "params"_a, "context"_a, "banned"_a, "seed"_a, "draws"_a,
       "How often Sampler::sample picks each token in `draws` draws from one rng seeded `seed` (tests).");
+  m.def(
+      "logits_finite",
+      [](py::array_t<float, py::array::c_style | py::array::forcecast> logits) {
+        return Sampler::all_finite(logits.data(), static_cast<int>(logits.size()));
+      },
+      "logits"_a, "Sampler::all_finite: no NaN and no +inf in the row (-inf allowed), the engine's check (tests).");
   using Table = std::vector<int32_t>;
   py::class_<BlockManager>(m, "BlockManager")
       .def(py::init<int, int, bool>(), "num_blocks"_a, "block_size"_a, "enable_prefix_caching"_a)

@@ -106,3 +106,23 @@ def test_greedy_is_numpys_argmax(V):
         want[banned] = -np.inf
         counts = _core.bookkeeping.sample_counts(logits, p, [], banned, 1, 1)
         assert int(np.flatnonzero(counts)[0]) == int(np.argmax(want)), trial
+
+
+@pytest.mark.parametrize("V", [1, 15, 16, 17, 64, 77])
+def test_logits_finite_finds_nan_and_inf_at_every_position(V):
+    """The engine's check before sampling (Sampler::all_finite, a 16-lane loop and a tail): a NaN or +inf at any
+    position fails a row, -inf (a banned token) does not; rows of ordinary values pass."""
+    finite = _core.bookkeeping.logits_finite
+    rng = np.random.default_rng(V)
+    row = rng.standard_normal(V).astype(np.float32) * 30
+    assert finite(row)
+    for i in range(V):
+        for bad in (np.nan, np.inf):
+            r = row.copy()
+            r[i] = bad
+            assert not finite(r), (i, bad)
+        r = row.copy()
+        r[i] = -np.inf
+        assert finite(r), i
+    assert finite(np.full(V, -np.inf, np.float32))
+    assert finite(np.full(V, np.finfo(np.float32).max, np.float32))

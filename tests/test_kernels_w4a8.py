@@ -410,13 +410,16 @@ def test_i8a8_interleaved_vs_reference(isa, M, N, Kd):
     assert not np.array_equal(y, K.linear_i8(x, q, scales, bias=bias))
 
 
-def test_i8a8_interleaved_paths_give_the_same_bits():
-    """VNNI (the only vector path), AMX-INT8 and scalar do the same fp32 operations per output in the same order."""
+@pytest.mark.parametrize("N", [64, 80, 144])
+def test_i8a8_interleaved_paths_give_the_same_bits(N):
+    """VNNI (the only vector path), AMX-INT8 and scalar do the same fp32 operations per output in the same order,
+    whichever strips a work item holds (4, 5 or 9 strips of 16 outputs on 1 and 2 threads: VNNI's 2-strip and
+    1-strip kernels both run; gcc had contracted the 2-strip kernel's scale and bias into an fma)."""
     x = activations(37, 640)
-    q = rng.integers(-127, 128, (64, 640), dtype=np.int8)
+    q = rng.integers(-127, 128, (N, 640), dtype=np.int8)
     q[3, :32] = -128  # AMX multiplies signed by signed: the int8 extremes, with activations of both signs
-    scales = rng.uniform(1e-3, 2e-2, 64).astype(np.float32)
-    bias = rng.standard_normal(64).astype(np.float32)
+    scales = rng.uniform(1e-3, 2e-2, N).astype(np.float32)
+    bias = rng.standard_normal(N).astype(np.float32)
     qi, off = K.i8_interleave(q)
     ref = with_isa("scalar", lambda: K.linear_i8(x, qi, scales, bias=bias, offsets=off))
     for name in ["avx2", "avx512"]:

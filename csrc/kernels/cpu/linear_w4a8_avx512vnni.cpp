@@ -64,7 +64,8 @@ inline void i8_kernel(const Q8Rows& x, int64_t m, int64_t K, const int8_t* q, co
   for (int c = 0; c < C; ++c) {
     const Vec sv = load(scales + (t + c) * 16);
     for (int r = 0; r < R; ++r) {
-      const Vec v = mul(acc[r][c], sv);
+      Vec v = mul(acc[r][c], sv);
+      __asm__("" : "+v"(v));  // v rounded before the bias: gcc contracted mul + add into an fma in i8_kernel<R, 2>
       store(y + (m + r) * ldy + (t + c) * 16, bias ? add(v, load(bias + (t + c) * 16)) : v);
     }
   }

@@ -790,6 +790,21 @@ py::array_t<uint16_t> to_bf16(F32In a) {
   return out;
 }
 
+py::array_t<uint16_t> rmsnorm_bf16_tiles(F32In x, F32In w, float eps, int num_threads) {
+  if (x.ndim() != 2) bad("x must be 2-D [M, K], got shape " + shape_str(x));
+  const int64_t M = x.shape(0), K = x.shape(1);
+  if (w.ndim() != 1 || w.shape(0) != K) bad("w must be [K] = [" + std::to_string(K) + "], got " + shape_str(w));
+  const int64_t Mp = (M + 31) / 32 * 32, Kp = (K + 31) / 32 * 32;  // bf16_tiles_input's padded shape
+  py::array_t<uint16_t> out({Mp, Kp});
+  const float *xp = x.data(), *wp = w.data();
+  uint16_t* op = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    cpu::rmsnorm_bf16_tiles(pool_for(num_threads), xp, M, K, K, wp, eps, op);
+  }
+  return out;
+}
+
 py::array_t<float> from_bf16(py::array_t<uint16_t, py::array::c_style> a) {
   py::array_t<float> out(std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()));
   const uint16_t* src = a.data();
@@ -885,6 +900,9 @@ void bind_kernels(py::module_& m) {
         "each raw dot times its row scale), 'model' on the software model; no bias there. offsets given: q is "
         "i8_interleave's and x takes int8 activations (quantize_q8; linear_i8a8_il); amx as linear_w4's.");
   m.def("rmsnorm", &kern::rmsnorm, "x"_a, "w"_a, "eps"_a, "device"_a = "cpu");
+  m.def("rmsnorm_bf16_tiles", &kern::rmsnorm_bf16_tiles, "x"_a, "w"_a, "eps"_a, "num_threads"_a = 1,
+        "rmsnorm(x, w, eps) as the bf16 tiles' input in one pass: [round_up(M, 32), round_up(K, 32)] uint16 bf16 "
+        "bits, zero padded (the prefill's norms, LlamaModel::layer_tiles).");
   m.def("rope", &kern::rope, "x"_a, "pos"_a, "inv_freq"_a, "n_heads"_a, "head_dim"_a, "attn_scale"_a = 1.0f,
         "device"_a = "cpu", "HF rotate_half rotary embedding; returns a new array.");
   m.def("hadamard_heads", &kern::hadamard_heads, "x"_a, "n_heads"_a, "head_dim"_a, "device"_a = "cpu",

@@ -249,6 +249,19 @@ def test_rmsnorm(isa, M, H):
     assert_bits_equal(K.rmsnorm(x[-1:], w, eps), y[-1:], "last row alone")
 
 
+@pytest.mark.parametrize("M,H", [(1, 576), (37, 100)])
+def test_rmsnorm_bf16_tiles_is_rmsnorm_then_bf16(isa, M, H):
+    """The prefill's fused norm (one pass into the bf16 tiles' input): the bits of rmsnorm, rounded to bf16 (the
+    NumPy rounding, lmrt._bf16), in a [round_up(M, 32), round_up(H, 32)] array whose padding is zero; 1 and 2 threads."""
+    from lmrt._bf16 import float32_to_bf16_bits
+
+    x, w, eps = randn(M, H, scale=3.0), randn(H), 1e-5
+    want = np.zeros(((M + 31) // 32 * 32, (H + 31) // 32 * 32), np.uint16)
+    want[:M, :H] = float32_to_bf16_bits(K.rmsnorm(x, w, eps))
+    for threads in (1, 2):
+        assert np.array_equal(K.rmsnorm_bf16_tiles(x, w, eps, num_threads=threads), want), threads
+
+
 def test_silu_mul(isa):
     gu = randn(7, 2 * 45, scale=4.0)
     gu[0, :3] = [-100.0, 100.0, 0.0]  # exp overflow / saturation

@@ -187,14 +187,11 @@ void LlamaModel::layer_tiles(int l, const Batch& batch, const KVLayer& cache, cp
   const float eps = spec_.rms_norm_eps;
   const cpu::TileUnit em = tile_unit_;
   float* x = x_.data<float>();
-  float* h = h_.data<float>();
   uint16_t* xb = tiles_x_.data<uint16_t>();
   uint16_t* actb = tiles_act_.data<uint16_t>();
   using cpu::TileOut;
   // attention block
-  rows(pool, T,
-       [&](int64_t b, int64_t e) { cpu::rmsnorm(x + b * H, e - b, H, H, w.input_norm.data(), eps, h + b * H, H); });
-  cpu::bf16_tiles_input(pool, h, T, H, H, xb);
+  cpu::rmsnorm_bf16_tiles(pool, x, T, H, H, w.input_norm.data(), eps, xb);
   cpu::linear_bf16_tiles_in(pool, xb, T, H, tile_weights(w.qkv, false), w.qkv.rows,
                             w.qkv_bias.empty() ? nullptr : w.qkv_bias.data(), TileOut::Store, qkv_.data<float>(),
                             spec_.qkv_dim(), em);
@@ -202,9 +199,7 @@ void LlamaModel::layer_tiles(int l, const Batch& batch, const KVLayer& cache, cp
   cpu::bf16_tiles_input(pool, attn_.data<float>(), T, Q, Q, xb);
   cpu::linear_bf16_tiles_in(pool, xb, T, Q, tile_weights(w.o, false), H, nullptr, TileOut::Add, x, H, em);
   // MLP block
-  rows(pool, T,
-       [&](int64_t b, int64_t e) { cpu::rmsnorm(x + b * H, e - b, H, H, w.post_attn_norm.data(), eps, h + b * H, H); });
-  cpu::bf16_tiles_input(pool, h, T, H, H, xb);
+  cpu::rmsnorm_bf16_tiles(pool, x, T, H, H, w.post_attn_norm.data(), eps, xb);
   if (gate_up_paired_) {
     cpu::linear_bf16_tiles_in(pool, xb, T, H, tile_weights(w.gate_up, true), 2 * I, nullptr, TileOut::SiluMul, actb, I,
                               em);

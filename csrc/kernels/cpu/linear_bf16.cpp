@@ -181,6 +181,25 @@ void bf16_tiles_input(ThreadPool& pool, const float* x, int64_t M, int64_t K, in
   });
 }
 
+void rmsnorm_bf16_tiles(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const float* w, float eps,
+                        uint16_t* xb) {
+  const ToBf16Fn to_bf16 = to_bf16_fn();
+  const int64_t Mp = round_up(M, kBlock), Kp = round_up(K, kStep);
+  pool.parallel_for(Mp, 8, [&](int64_t m0, int64_t m1) {
+    thread_local std::vector<float> t_row;  // [K] one normed row
+    if (t_row.size() < static_cast<size_t>(K)) t_row.resize(K);
+    for (int64_t m = m0; m < m1; ++m) {
+      uint16_t* row = xb + m * Kp;  // [Kp]
+      const int64_t k_end = m < M ? K : 0;
+      if (m < M) {
+        rmsnorm(x + m * ldx, 1, K, ldx, w, eps, t_row.data(), K);
+        to_bf16(t_row.data(), K, row);
+      }
+      std::fill(row + k_end, row + Kp, uint16_t{0});
+    }
+  });
+}
+
 namespace {
 
 // A thread's buffers for the strips it packs: grown once, then reused by every product it runs.

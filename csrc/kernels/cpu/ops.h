@@ -218,6 +218,10 @@ bool best_tile_unit(TileUnit* out);
 enum class TileOut { Store, Add, SiluMul };
 int64_t bf16_tiles_x_size(int64_t M, int64_t K);
 void bf16_tiles_input(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, uint16_t* xb);
+// bf16_tiles_input of rmsnorm(x, w, eps) in one pass (each row normed, then rounded): the same bits, without the
+// fp32 rows written and read back, nor a second parallel pass.
+void rmsnorm_bf16_tiles(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const float* w, float eps,
+                        uint16_t* xb);
 void linear_bf16_tiles_in(ThreadPool& pool, const uint16_t* xb, int64_t M, int64_t K, const TileWeights& w, int64_t N,
                           const float* bias, TileOut mode, void* out, int64_t ldo, TileUnit tile_unit);
 // The same with x [M, K] fp32 (row stride ldx): rounded to bf16 into scratch (grown as needed) first.

@@ -168,35 +168,37 @@ void scalar::tile_pack16(const float* w, int64_t ldw, int64_t num_rows, int64_t 
 
 int64_t bf16_tiles_x_size(int64_t M, int64_t K) { return round_up(M, kBlock) * round_up(K, kStep); }
 
-void bf16_tiles_input(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, uint16_t* xb) {
-  const ToBf16Fn to_bf16 = to_bf16_fn();
+namespace {
+
+// The rows of a bf16 tile input xb [round_up(M, 32), round_up(K, 32)] in parallel: row(m, out) writes row m < M's
+// K values, the rest of every row (and every row past M) is zero.
+template <class F>
+void tile_input_rows(ThreadPool& pool, int64_t M, int64_t K, uint16_t* xb, const F& row) {
   const int64_t Mp = round_up(M, kBlock), Kp = round_up(K, kStep);
   pool.parallel_for(Mp, 8, [&](int64_t m0, int64_t m1) {
     for (int64_t m = m0; m < m1; ++m) {
-      uint16_t* row = xb + m * Kp;  // [Kp]
-      const int64_t k_end = m < M ? K : 0;
-      to_bf16(x + m * ldx, k_end, row);
-      std::fill(row + k_end, row + Kp, uint16_t{0});
+      uint16_t* out = xb + m * Kp;  // [Kp]
+      if (m < M) row(m, out);
+      std::fill(out + (m < M ? K : 0), out + Kp, uint16_t{0});
     }
   });
+}
+
+}  // namespace
+
+void bf16_tiles_input(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, uint16_t* xb) {
+  const ToBf16Fn to_bf16 = to_bf16_fn();
+  tile_input_rows(pool, M, K, xb, [&](int64_t m, uint16_t* out) { to_bf16(x + m * ldx, K, out); });
 }
 
 void rmsnorm_bf16_tiles(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const float* w, float eps,
                         uint16_t* xb) {
   const ToBf16Fn to_bf16 = to_bf16_fn();
-  const int64_t Mp = round_up(M, kBlock), Kp = round_up(K, kStep);
-  pool.parallel_for(Mp, 8, [&](int64_t m0, int64_t m1) {
+  tile_input_rows(pool, M, K, xb, [&](int64_t m, uint16_t* out) {
     thread_local std::vector<float> t_row;  // [K] one normed row
     if (t_row.size() < static_cast<size_t>(K)) t_row.resize(K);
-    for (int64_t m = m0; m < m1; ++m) {
-      uint16_t* row = xb + m * Kp;  // [Kp]
-      const int64_t k_end = m < M ? K : 0;
-      if (m < M) {
-        rmsnorm(x + m * ldx, 1, K, ldx, w, eps, t_row.data(), K);
-        to_bf16(t_row.data(), K, row);
-      }
-      std::fill(row + k_end, row + Kp, uint16_t{0});
-    }
+    rmsnorm(x + m * ldx, 1, K, ldx, w, eps, t_row.data(), K);
+    to_bf16(t_row.data(), K, out);
   });
 }
 

@@ -352,13 +352,40 @@ py::tuple quantize_q8(F32In x) {
   return py::make_tuple(q, d);
 }
 
+// x [M, K] float32 -> (hi, lo, alpha): linear_i8's activations='int16' (A16Rows).
+py::tuple quantize_a16(F32In x) {
+  if (x.ndim() != 2) bad("x must be 2-D [M, K], got shape " + shape_str(x));
+  const int64_t M = x.shape(0), K = x.shape(1);
+  if (K <= 0) bad("K = x.shape[1] must be positive");
+  py::array_t<uint8_t> hi({M, K}), lo({M, K});
+  py::array_t<float> alpha(M);
+  const float* xp = x.data();
+  uint8_t* hp = hi.mutable_data();
+  uint8_t* lp = lo.mutable_data();
+  float* ap = alpha.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    cpu::quantize_a16(xp, M, K, K, hp, lp, ap);
+  }
+  return py::make_tuple(hi, lo, alpha);
+}
+
+lmrt::I8Activations i8_activations_arg(const std::string& a) {
+  if (a == "int8") return lmrt::I8Activations::Int8Runs;
+  if (a == "int16") return lmrt::I8Activations::Int16Rows;
+  bad("activations must be 'int8' (a scale per run of 32 inputs) or 'int16' (one scale per row), got '" + a + "'");
+}
+
 // q [N, K] int8, scales [N] float32.
 py::array_t<float> linear_i8(F32In x, py::array q, F32In scales, std::optional<F32In> bias, int num_threads,
                              const std::optional<std::string>& tile_unit,
                              const std::optional<py::array_t<int32_t, py::array::c_style>>& offsets,
-                             std::optional<bool> amx) {
+                             std::optional<bool> amx, const std::string& activations) {
   check_threads(num_threads);
   if (amx && !offsets) bad("amx= chooses the unit of the interleaved product: pass offsets (i8_interleave's)");
+  const lmrt::I8Activations acts = i8_activations_arg(activations);
+  if (acts == lmrt::I8Activations::Int16Rows && !offsets)
+    bad("activations='int16' runs over interleaved weights: pass offsets (i8_interleave's)");
   const cpu::Int8Unit int8_unit = int8_unit_arg(true, amx);
   const std::optional<cpu::TileUnit> unit = tile_unit_arg(tile_unit, true);
   if (unit && bias) bad("linear_i8 on tiles takes no bias (the output matrix has none)");
@@ -385,7 +412,7 @@ py::array_t<float> linear_i8(F32In x, py::array q, F32In scales, std::optional<F
     if (offsets) {
       lmrt::Buffer scratch;
       const cpu::I8Interleaved il{qa.data(), offsets->data(), scales.data()};
-      cpu::linear_i8a8_il(pool, xp, M, K, K, il, N, bp, yp, N, scratch, int8_unit);
+      cpu::linear_i8a8_il(pool, xp, M, K, K, il, N, bp, yp, N, scratch, int8_unit, acts);
     } else if (!unit) {
       cpu::linear_i8(pool, xp, M, K, K, w, N, bp, yp, N);
     } else {
@@ -894,11 +921,16 @@ void bind_kernels(py::module_& m) {
         "(q, offsets): int8 weights rearranged for linear_i8(..., offsets=offsets): 4 inputs of 16 outputs per 64-byte "
         "vector (I8Interleaved, csrc/kernels/ops.h), and 128 * each run's sum. N a multiple of 16, K of 32.");
   m.def("linear_i8", &kern::linear_i8, "x"_a, "q"_a, "scales"_a, "bias"_a = py::none(), "num_threads"_a = 1,
-        "tile_unit"_a = py::none(), "offsets"_a = py::none(), "amx"_a = py::none(),
+        "tile_unit"_a = py::none(), "offsets"_a = py::none(), "amx"_a = py::none(), "activations"_a = "int8",
         "y = x @ w.T (+ bias) for int8 w[n, k] = q[n, k] * scales[n]. q [N, K] int8, scales [N] float32. "
         "tile_unit='amx' or 'avx512bf16' runs it on that bf16 tile unit (x rounded to bf16; q is exact in bf16; "
         "each raw dot times its row scale), 'model' on the software model; no bias there. offsets given: q is "
-        "i8_interleave's and x takes int8 activations (quantize_q8; linear_i8a8_il); amx as linear_w4's.");
+        "i8_interleave's and x takes integer activations (linear_i8a8_il): activations='int8' a scale per run of 32 "
+        "(quantize_q8), 'int16' one scale per row, split into high and low bytes (quantize_a16); amx as linear_w4's.");
+  m.def("quantize_a16", &kern::quantize_a16, "x"_a,
+        "(hi, lo, alpha): x [M, K] float32 as linear_i8(..., activations='int16') quantizes it: alpha = max|x| / "
+        "32767 per row, c = round_half_even(x * (1 / alpha)) (0 for a zero row), hi = (c >> 8) + 128 and lo = c & "
+        "255 as uint8.");
   m.def("rmsnorm", &kern::rmsnorm, "x"_a, "w"_a, "eps"_a, "device"_a = "cpu");
   m.def("rmsnorm_bf16_tiles", &kern::rmsnorm_bf16_tiles, "x"_a, "w"_a, "eps"_a, "num_threads"_a = 1,
         "rmsnorm(x, w, eps) as the bf16 tiles' input in one pass: [round_up(M, 32), round_up(K, 32)] uint16 bf16 "

@@ -436,6 +436,106 @@ def test_i8a8_interleaved_paths_give_the_same_bits(N):
     )
 
 
+# The int8 output matrix with int16 activations per row (linear_i8(..., activations="int16"), I8Activations::Int16Rows,
+# the head's where AMX-INT8 runs it): references in NumPy from ops.h / isa_kernels.h (A16Rows).
+def a16_reference(x):
+    """(hi, lo, alpha, c): alpha = float32(max|x| / 32767) per row, c = round_half_even(x * (1 / alpha)) in float32
+    (0 for a zero row), hi = (c >> 8) + 128, lo = c & 255."""
+    a = (np.abs(x).max(1) / np.float32(32767)).astype(np.float32)
+    with np.errstate(divide="ignore"):
+        inv = np.where(a > 0, np.float32(1) / a, np.float32(0)).astype(np.float32)
+    c = np.rint(x * inv[:, None]).astype(np.int64)
+    return ((c >> 8) + 128).astype(np.uint8), (c & 255).astype(np.uint8), a, c
+
+
+# fp32 rounding of y = ((256 float(H) + float(L)) * alpha) * scale + bias: float(H) and float(L) may round once each
+# (|H|, |L| past 2^24), then fma, two products and the bias add: 6 roundings of at most 2^-24 of the sum of |terms|.
+RTOL_A16 = 6 * 2.0**-24
+
+
+def test_quantize_a16_matches_reference(isa):
+    x = activations(6, 40)  # K not a multiple of 16: the vector path's tail
+    x[2] = 0.0  # a zero row: alpha 0, codes 0
+    x[3, 5] = -x[3].__abs__().max() * 2  # the row's extreme negative: c = -32767
+    x[4, :] = np.float32(0.5) ** 20  # tiny values: alpha tiny, every code 32767
+    hi, lo, alpha = K.quantize_a16(x)
+    rh, rl, ra, c = a16_reference(x)
+    assert np.array_equal(alpha.view(np.uint32), ra.view(np.uint32)), "alpha differs in bits"
+    assert np.array_equal(hi, rh) and np.array_equal(lo, rl), f"{int((hi != rh).sum() + (lo != rl).sum())} bytes differ"
+    assert c.min() == -32767 and c.max() == 32767
+    assert np.array_equal((hi.astype(np.int64) - 128) * 256 + lo, c)
+
+
+@pytest.mark.parametrize("M,N,Kd", I8_IL_CASES)
+def test_i8a16_interleaved_vs_reference(isa, M, N, Kd):
+    """Within RTOL_A16 of the float64 product over the same integers, on every unit; the int8-per-run activations of
+    the same product miss that bound by far (the int16 codes are what make it this close)."""
+    x = activations(M, Kd)
+    q = rng.integers(-127, 128, (N, Kd), dtype=np.int8)
+    q[0, :64] = -128
+    scales = rng.uniform(1e-3, 2e-2, N).astype(np.float32)
+    bias = rng.standard_normal(N).astype(np.float32)
+    qi, off = K.i8_interleave(q)
+    _, _, a, c = a16_reference(x)
+    w = q.astype(np.float64) * scales[:, None].astype(np.float64)
+    xq = c.astype(np.float64) * a[:, None].astype(np.float64)
+    ref, scale = xq @ w.T + bias, np.abs(xq) @ np.abs(w).T + np.abs(bias)
+    units = [u for u in int8_units(isa) if "vnni" not in u]
+    for unit in [u for u in units if not (u.get("amx") and Kd % 64)]:  # AMX: K a multiple of 64 (refused below)
+        for threads in (1, 2):
+            y = K.linear_i8(x, qi, scales, bias=bias, num_threads=threads, offsets=off, activations="int16", **unit)
+            err = np.abs(y - ref)
+            assert (err <= RTOL_A16 * scale).all(), f"{unit} {threads}: {(err / (RTOL_A16 * scale)).max():.3g}"
+    y8 = K.linear_i8(x, qi, scales, bias=bias, offsets=off)
+    assert not (np.abs(y8 - ref) <= RTOL_A16 * scale).all()
+
+
+@pytest.mark.parametrize("N", [64, 80, 144])
+def test_i8a16_interleaved_paths_give_the_same_bits(N):
+    """AMX-INT8 (the dots over all of K in the tiles), VNNI and scalar form the same integers and the same fp32
+    operations per output: the same bits, whichever strips a work item holds (pairs and a lone strip), on 1 and 2
+    threads; a row's outputs do not depend on the rows beside it."""
+    x = activations(37, 640)
+    q = rng.integers(-127, 128, (N, 640), dtype=np.int8)
+    q[3, :64] = -128
+    scales = rng.uniform(1e-3, 2e-2, N).astype(np.float32)
+    bias = rng.standard_normal(N).astype(np.float32)
+    qi, off = K.i8_interleave(q)
+    ref = with_isa("scalar", lambda: K.linear_i8(x, qi, scales, bias=bias, offsets=off, activations="int16"))
+    for name in ["avx2", "avx512"]:
+        if K.isa_supported(name):
+            for unit in [u for u in int8_units(name) if "vnni" not in u]:
+                for threads in (1, 2):
+                    got = with_isa(
+                        name,
+                        lambda: K.linear_i8(
+                            x, qi, scales, bias=bias, num_threads=threads, offsets=off, activations="int16", **unit
+                        ),
+                    )
+                    assert np.array_equal(got.view(np.uint32), ref.view(np.uint32)), (name, unit, threads)
+    part = K.linear_i8(x[5:9], qi, scales, offsets=off, activations="int16")  # batch invariance
+    full = K.linear_i8(x, qi, scales, num_threads=2, offsets=off, activations="int16")
+    assert np.array_equal(part.view(np.uint32), full[5:9].view(np.uint32))
+
+
+def test_i8a16_validation():
+    x = activations(16, 96)  # K = 96: not a multiple of 64
+    q = rng.integers(-127, 128, (16, 96), dtype=np.int8)
+    qi, off = K.i8_interleave(q)
+    s = np.ones(16, np.float32)
+    with pytest.raises(ValueError, match="activations must be 'int8' .* or 'int16' .* got 'int4'"):
+        K.linear_i8(x, qi, s, offsets=off, activations="int4")
+    with pytest.raises(ValueError, match="activations='int16' runs over interleaved weights: pass offsets"):
+        K.linear_i8(x, q, s, activations="int16")
+    if K.amx_int8_available():
+        with pytest.raises(ValueError, match="need K a multiple of 64, got 96; use Int8Unit::Auto"):
+            K.linear_i8(x, qi, s, offsets=off, activations="int16", amx=True)
+    # Auto at 16 rows (the AMX row count) takes the vector path for this K: the scalar path's bits
+    got = K.linear_i8(x, qi, s, offsets=off, activations="int16")
+    ref = with_isa("scalar", lambda: K.linear_i8(x, qi, s, offsets=off, activations="int16"))
+    assert np.array_equal(got.view(np.uint32), ref.view(np.uint32))
+
+
 def test_w4a8_validation():
     x = activations(2, 64)
     codes, scales, mins = make_w4(4, 64, 32)

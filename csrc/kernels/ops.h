@@ -113,4 +113,15 @@ struct I8Interleaved {
 // instruction (any CPU; tests), AMX tiles, or VDPBF16PS in zmm registers on the same packed layout.
 enum class TileUnit { Model, Amx, Avx512Bf16 };
 
+// The activations of the CPU's int8-matrix product with integer activations (cpu::linear_i8a8_il).
+enum class I8Activations {
+  // int8 codes with a scale per run of 32 inputs, as linear_w4a8 quantizes them.
+  Int8Runs,
+  // int16 codes with one scale per row, each split into a signed high and an unsigned low byte (A16Rows): both
+  // byte products sum over all of K in int32, so AMX-INT8 keeps a row's dots in its tiles to the end instead of
+  // storing them every 32 inputs. On the default model's output matrix (its final hidden states, 1,024 tokens)
+  // mean KL against the exact input 2.5e-7, top-1 100%, where Int8Runs gives 1.35e-3 and 97.2%.
+  Int16Rows,
+};
+
 }  // namespace lmrt

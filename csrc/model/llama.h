@@ -40,8 +40,9 @@ struct KVCacheShape {
 //    kInt8TilesMinRows (64) rows or more runs layer_tiles, its products on bf16 tiles packed from the interleaved
 //    layout (AMX-INT8 hands every 32 inputs' dots to the vector units; the bf16 tiles keep a whole row's sum).
 //    Elsewhere the products off the tiles run cpu::linear_w4a8 over the row layout. Where VNNI is present too, an int8
-//    output matrix is interleaved as well (interleave_i8) and takes int8 activations (cpu::linear_i8a8_il) at every row
-//    count, instead of fp32 ones (or the tiles for 16+ rows).
+//    output matrix is interleaved as well (interleave_i8) and takes integer activations (cpu::linear_i8a8_il) at every
+//    row count, instead of fp32 ones (or the tiles for 16+ rows): int8 per run of 32 inputs, or, where the CPU has
+//    AMX-INT8, int16 per row (I8Activations::Int16Rows: faster on its tiles, and nearer the exact product).
 // Where K is cached as int8 (per token and head: KVDType::I8), q and k are rotated by cpu::hadamard_heads after RoPE
 // and before K is stored: q.k is unchanged, and a per-token scale over the rotated K loses less than over the raw
 // one, whose few outlier channels set it (the mean KL against fp32 KV drops about 2.3x, benchmarks/RESULTS.md).

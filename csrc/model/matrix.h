@@ -17,6 +17,7 @@ struct Matrix {
   int group_size = 0;        // W4 only
   bool interleaved = false;  // W4: data, scales and mins in W4Interleaved's layout (interleave_w4); I8: data and
                              // offsets in I8Interleaved's (interleave_i8)
+  I8Activations i8_acts = I8Activations::Int8Runs;  // I8 interleaved: its product's activations
   int64_t rows = 0;
   int64_t cols = 0;
   Buffer data;     // Dense: [rows, cols] of dtype; W4: codes [rows, cols / 2] (interleaved: [rows / 16, cols / 32,

@@ -77,7 +77,8 @@ void apply_linear(cpu::ThreadPool& pool, const Matrix& w, const float* x, int64_
       if (w.interleaved) {
         if (!int8_scratch) throw std::logic_error("apply_linear: interleaved int8 weights run with int8 activations");
         const cpu::I8Interleaved il{w.data.data<int8_t>(), w.offsets.data<int32_t>(), w.scales.data<float>()};
-        cpu::linear_i8a8_il(pool, x, M, w.cols, ldx, il, w.rows, bias, y, ldy, *int8_scratch);
+        cpu::linear_i8a8_il(pool, x, M, w.cols, ldx, il, w.rows, bias, y, ldy, *int8_scratch, cpu::Int8Unit::Auto,
+                            w.i8_acts);
         return;
       }
       cpu::linear_i8(pool, x, M, w.cols, ldx, cpu::I8Matrix{w.data.data<int8_t>(), w.scales.data<float>()}, w.rows,

@@ -126,6 +126,26 @@ using W4A8IlTileFn = W4A8IlTileSig*;
 using I8A8IlTileSig = void(const Q8Rows& x, int64_t K, const int8_t* q, const int32_t* offsets, const float* scales,
                            const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t t0, int64_t t1);
 using I8A8IlTileFn = I8A8IlTileSig*;
+// linear_i8a8_il's activations as I8Activations::Int16Rows (ops.h): row m's codes c = round_half_even(x * (1 / a_m)),
+// a_m = max|x| / 32767 (0, and codes 0, for a zero row), split c = 256 * hi + lo (hi = c >> 8 signed, lo = c & 255);
+// the rows in input order, padded with rows of zeros to a multiple of 16 (the AMX tiles).
+// hi is stored + 128 as an unsigned byte, so every path multiplies unsigned activations by signed weights and takes
+// I8Interleaved's offsets (128 * each run's sum of q) back out of the high bytes' dots.
+struct A16Rows {
+  const uint8_t* hi;   // [Mp, K] (c >> 8) + 128
+  const uint8_t* lo;   // [Mp, K] c & 255
+  const float* alpha;  // [Mp] a_m
+};
+// Rows [m0, m1) of x [.., K] (row stride ldx) into A16Rows' arrays (row m at hi + m * K, lo + m * K, alpha[m]).
+using A16QuantizeSig = void(const float* x, int64_t ldx, int64_t K, int64_t m0, int64_t m1, uint8_t* hi, uint8_t* lo,
+                            float* alpha);
+using A16QuantizeFn = A16QuantizeSig*;
+// linear_i8a8_il's sums with Int16Rows activations: rows [m0, m1) of x against strips [t0, t1) (q, offsets,
+// scales as I8A8IlTileSig's).
+using I8A16IlTileSig = void(const A16Rows& x, int64_t K, const int8_t* q, const int32_t* offsets,
+                            const float* scales, const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1,
+                            int64_t t0, int64_t t1);
+using I8A16IlTileFn = I8A16IlTileSig*;
 
 // out[i] = silu(g[i]) * u[i] = g[i] / (1 + exp(-g[i])) * u[i] for i < n (elementwise, so any
 // split of the rows gives the same bits).
@@ -224,6 +244,8 @@ Q8QuantizeSig q8_quantize;
 W4A8TileSig w4a8_tile;
 W4A8IlTileSig w4a8_il_tile;
 I8A8IlTileSig i8a8_il_tile;
+A16QuantizeSig a16_quantize;
+I8A16IlTileSig i8a16_il_tile;
 }  // namespace scalar
 
 #ifdef LMRT_X86
@@ -255,6 +277,7 @@ ToBf16Sig to_bf16;
 SoftmaxChunkSig softmax_chunk;
 AccUpdateSig acc_update;
 Q8QuantizeSig q8_quantize;
+A16QuantizeSig a16_quantize;  // the same bits as scalar::a16_quantize
 KVRowRangeSig kv_row_range;  // kv_store_avx512.cpp
 KVRowCodesSig kv_row_codes;
 FwhtBlocksSig fwht_blocks;   // hadamard_avx512.cpp
@@ -268,7 +291,8 @@ namespace avx512vnni {
 AttnSig attention_one;  // attention_avx512vnni.cpp: avx512's, with int8_q honoured
 W4A8TileSig w4a8_tile;
 W4A8IlTileSig w4a8_il_tile;  // the same bits as scalar::w4a8_il_tile
-I8A8IlTileSig i8a8_il_tile;  // the same bits as scalar::i8a8_il_tile
+I8A8IlTileSig i8a8_il_tile;    // the same bits as scalar::i8a8_il_tile
+I8A16IlTileSig i8a16_il_tile;  // the same bits as scalar::i8a16_il_tile
 }  // namespace avx512vnni
 #endif
 
@@ -297,6 +321,7 @@ TileBlockSig bf16_block;
 // Rows from m0, a multiple of 16; x.qn set (Q8Rows).
 W4A8IlTileSig w4a8_il_tile;
 I8A8IlTileSig i8a8_il_tile;
+I8A16IlTileSig i8a16_il_tile;  // K a multiple of 64; rows from m0, a multiple of 16
 }  // namespace amx
 #endif
 #endif

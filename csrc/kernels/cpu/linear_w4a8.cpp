@@ -163,6 +163,40 @@ void i8a8_il_tile(const Q8Rows& x, int64_t K, const int8_t* q, const int32_t* of
   });
 }
 
+void a16_quantize(const float* x, int64_t ldx, int64_t K, int64_t m0, int64_t m1, uint8_t* hi, uint8_t* lo,
+                  float* alpha) {
+  for (int64_t m = m0; m < m1; ++m) {
+    const float* xr = x + m * ldx;
+    float amax = 0.0f;
+    for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(xr[k]));
+    const float a = amax / 32767.0f, inv = a > 0.0f ? 1.0f / a : 0.0f;
+    for (int64_t k = 0; k < K; ++k) {
+      const int c = static_cast<int>(std::nearbyint(xr[k] * inv));  // |c| <= 32767
+      hi[m * K + k] = static_cast<uint8_t>((c >> 8) + 128);
+      lo[m * K + k] = static_cast<uint8_t>(c & 255);
+    }
+    alpha[m] = a;
+  }
+}
+
+void i8a16_il_tile(const A16Rows& x, int64_t K, const int8_t* q, const int32_t* offsets, const float* scales,
+                   const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t t0, int64_t t1) {
+  const int64_t nblocks = K / 32;
+  for (int64_t m = m0; m < m1; ++m)
+    for (int64_t t = t0; t < t1; ++t)
+      for (int64_t n = 0; n < 16; ++n) {
+        int32_t h = 0, l = 0;
+        for (int64_t k = 0; k < K; ++k) {
+          const int32_t w = q[(t * (K / 4) + k / 4) * 64 + n * 4 + k % 4];
+          h += x.hi[m * K + k] * w;
+          l += x.lo[m * K + k] * w;
+        }
+        for (int64_t b = 0; b < nblocks; ++b) h -= offsets[(t * nblocks + b) * 16 + n];
+        const float v = std::fma(256.0f, static_cast<float>(h), static_cast<float>(l)) * x.alpha[m] * scales[t * 16 + n];
+        y[m * ldy + t * 16 + n] = bias ? v + bias[t * 16 + n] : v;
+      }
+}
+
 }  // namespace scalar
 
 bool vnni_available() {
@@ -399,12 +433,64 @@ void i8_interleave(const I8Matrix& w, int64_t N, int64_t K, int8_t* q, int32_t* 
     }
 }
 
+namespace {
+
+A16QuantizeFn a16_quantize_fn() {
+#ifdef LMRT_X86
+  if (active_isa() == Isa::Avx512) return avx512::a16_quantize;
+#endif
+  return scalar::a16_quantize;
+}
+
+// The rows of x quantized into scratch as A16Rows: hi and lo [Mp, K], alpha [Mp] (Mp = M rounded up to 16, the rows
+// past M zeros: codes 0, so hi 128).
+A16Rows quantize_rows_a16(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, Buffer& scratch) {
+  const int64_t Mp = round_up(M, 16), bytes = round_up(Mp * K, 64);
+  scratch.reserve(static_cast<size_t>(2 * bytes + Mp * 4));
+  uint8_t* hi = scratch.data<uint8_t>();
+  uint8_t* lo = hi + bytes;
+  float* alpha = reinterpret_cast<float*>(lo + bytes);
+  const A16QuantizeFn quantize = a16_quantize_fn();
+  auto rows = [&](int64_t m0, int64_t m1) { quantize(x, ldx, K, m0, m1, hi, lo, alpha); };
+  if (M < 16)
+    rows(0, M);
+  else
+    pool.parallel_for(M, 8, rows);
+  std::memset(hi + M * K, 128, (Mp - M) * K);
+  std::memset(lo + M * K, 0, (Mp - M) * K);
+  std::fill(alpha + M, alpha + Mp, 0.0f);
+  return A16Rows{hi, lo, alpha};
+}
+
+void linear_i8a16_il(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const I8Interleaved& w,
+                     int64_t N, const float* bias, float* y, int64_t ldy, Buffer& scratch, Int8Unit unit) {
+  if (unit == Int8Unit::Amx && K % 64 != 0)
+    throw std::invalid_argument("linear_i8a8_il: Int16Rows activations on AMX-INT8 need K a multiple of 64, got " +
+                                std::to_string(K) + "; use Int8Unit::Auto (VNNI for this K)");
+  const bool amx = K % 64 == 0 && use_amx(unit, M, kAmxI8MinRows, "linear_i8a8_il");
+  I8A16IlTileFn tile = scalar::i8a16_il_tile;
+#ifdef LMRT_HAVE_AVX512VNNI
+  if (i8a8_il_fast()) tile = avx512vnni::i8a16_il_tile;
+#endif
+#ifdef LMRT_HAVE_AMX
+  if (amx) tile = amx::i8a16_il_tile;
+#endif
+  const A16Rows rows = quantize_rows_a16(pool, x, M, K, ldx, scratch);
+  strip_items(pool, M, N, [&](int64_t m0, int64_t m1, int64_t t0, int64_t t1) {
+    tile(rows, K, w.q, w.offsets, w.scales, bias, y, ldy, m0, m1, t0, t1);
+  });
+}
+
+}  // namespace
+
 void linear_i8a8_il(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const I8Interleaved& w,
-                    int64_t N, const float* bias, float* y, int64_t ldy, Buffer& scratch, Int8Unit unit) {
+                    int64_t N, const float* bias, float* y, int64_t ldy, Buffer& scratch, Int8Unit unit,
+                    I8Activations acts) {
   if (N % 16 != 0) throw std::invalid_argument("linear_i8a8_il: N must be a multiple of 16, got " + std::to_string(N));
   if (K <= 0 || K % 32 != 0)
     throw std::invalid_argument("linear_i8a8_il: K must be a positive multiple of 32, got " + std::to_string(K));
   if (M <= 0 || N <= 0) return;
+  if (acts == I8Activations::Int16Rows) return linear_i8a16_il(pool, x, M, K, ldx, w, N, bias, y, ldy, scratch, unit);
   const bool amx = use_amx(unit, M, kAmxI8MinRows, "linear_i8a8_il");
   I8A8IlTileFn tile = scalar::i8a8_il_tile;
 #ifdef LMRT_HAVE_AVX512VNNI
@@ -417,6 +503,11 @@ void linear_i8a8_il(ThreadPool& pool, const float* x, int64_t M, int64_t K, int6
   strip_items(pool, M, N, [&](int64_t m0, int64_t m1, int64_t t0, int64_t t1) {
     tile(rows, K, w.q, w.offsets, w.scales, bias, y, ldy, m0, m1, t0, t1);
   });
+}
+
+void quantize_a16(const float* x, int64_t M, int64_t K, int64_t ldx, uint8_t* hi, uint8_t* lo, float* alpha) {
+  if (K <= 0) throw std::invalid_argument("quantize_a16: K must be positive, got " + std::to_string(K));
+  a16_quantize_fn()(x, ldx, K, 0, M, hi, lo, alpha);
 }
 
 void quantize_q8(const float* x, int64_t M, int64_t K, int64_t ldx, int8_t* q, float* d) {

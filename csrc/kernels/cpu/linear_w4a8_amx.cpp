@@ -233,4 +233,95 @@ void i8a8_il_tile(const Q8Rows& x, int64_t K, const int8_t* q, const int32_t* of
   }
 }
 
+namespace {
+
+// linear_i8a8_il with Int16Rows activations: every tile 16 rows of 64 bytes. tmm0-3 C (the high and low bytes' dots
+// of strips t and t + 1), tmm4-5 A (16 rows x 64 inputs: high bytes, low bytes), tmm6-7 B (16 quads x 16 outputs x 4
+// inputs: 64 inputs of strips t and t + 1, 1 KB each in I8Interleaved's q).
+void configure_a16() {
+  TileConfig cfg{};
+  cfg.palette_id = 1;
+  for (int p = 0; p < 8; ++p) {
+    cfg.rows[p] = 16;
+    cfg.colsb[p] = 64;
+  }
+  load_tile_config(cfg);
+}
+
+struct A16TileScope {
+  A16TileScope() { configure_a16(); }
+  ~A16TileScope() { _tile_release(); }
+};
+
+// One row tile (rows m..m + 15) against strip t (and t + 1 where kPair): the dots over all of K stay in the tiles,
+// then go through memory once to the vector units, which form y as scalar::i8a16_il_tile does.
+template <bool kPair>
+void a16_rows(const A16Rows& x, int64_t K, const uint8_t* b0, const __m512i* off, const float* scales, const float* bias,
+              float* y, int64_t ldy, int64_t m, int64_t rows, int64_t t) {
+  _tile_zero(0);
+  _tile_zero(1);
+  if constexpr (kPair) {
+    _tile_zero(2);
+    _tile_zero(3);
+  }
+  const uint8_t* hi = x.hi + m * K;
+  const uint8_t* lo = x.lo + m * K;
+  const uint8_t* b1 = b0 + K * 16;  // strip t + 1: (K / 4) quads of 64 bytes after strip t's
+  for (int64_t s = 0; s < K / 64; ++s) {
+    _tile_stream_loadd(4, hi + s * 64, K);
+    _tile_loadd(6, b0 + s * 1024, 64);
+    _tile_dpbusd(0, 4, 6);
+    _tile_stream_loadd(5, lo + s * 64, K);
+    _tile_dpbusd(1, 5, 6);
+    if constexpr (kPair) {
+      _tile_loadd(7, b1 + s * 1024, 64);
+      _tile_dpbusd(2, 4, 7);
+      _tile_dpbusd(3, 5, 7);
+    }
+  }
+  alignas(64) int32_t c[4][256];
+  _tile_stored(0, c[0], 64);
+  _tile_stored(1, c[1], 64);
+  if constexpr (kPair) {
+    _tile_stored(2, c[2], 64);
+    _tile_stored(3, c[3], 64);
+  }
+  const Vec k256 = set1(256.0f);
+  for (int p = 0; p < (kPair ? 2 : 1); ++p) {
+    const int64_t col = (t + p) * 16;
+    const Vec sv = load(scales + col), bv = bias ? load(bias + col) : zero();
+    for (int64_t i = 0; i < rows; ++i) {
+      const __m512i h = _mm512_sub_epi32(_mm512_load_si512(c[2 * p] + 16 * i), off[p]);
+      Vec v = fmadd(k256, _mm512_cvtepi32_ps(h), _mm512_cvtepi32_ps(_mm512_load_si512(c[2 * p + 1] + 16 * i)));
+      v = mul(v, set1(x.alpha[m + i]));
+      __asm__("" : "+v"(v));  // each product rounded on its own, as the scalar path's
+      v = mul(v, sv);
+      __asm__("" : "+v"(v));
+      store(y + (m + i) * ldy + col, bias ? add(v, bv) : v);
+    }
+  }
+}
+
+}  // namespace
+
+void i8a16_il_tile(const A16Rows& x, int64_t K, const int8_t* q, const int32_t* offsets, const float* scales,
+                   const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t t0, int64_t t1) {
+  const int64_t nblocks = K / 32;
+  A16TileScope tiles;
+  for (int64_t t = t0; t < t1; t += 2) {
+    const bool pair = t + 1 < t1;
+    __m512i off[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};  // 128 * each output's sum of q
+    for (int p = 0; p < (pair ? 2 : 1); ++p)
+      for (int64_t b = 0; b < nblocks; ++b)
+        off[p] = _mm512_add_epi32(off[p], _mm512_loadu_si512(offsets + ((t + p) * nblocks + b) * 16));
+    const uint8_t* b0 = reinterpret_cast<const uint8_t*>(q + t * (K / 4) * 64);
+    for (int64_t m = m0; m < m1; m += 16) {  // m0 a multiple of 16 (A16Rows' padding)
+      const int64_t rows = m1 - m < 16 ? m1 - m : 16;
+      if (pair)
+        a16_rows<true>(x, K, b0, off, scales, bias, y, ldy, m, rows, t);
+      else
+        a16_rows<false>(x, K, b0, off, scales, bias, y, ldy, m, rows, t);
+    }
+  }}
+
 }  // namespace lmrt::cpu::amx

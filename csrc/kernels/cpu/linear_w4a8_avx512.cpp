@@ -27,6 +27,28 @@ void q8_quantize(const float* x, int64_t ldx, int64_t K, int group_size, int64_t
   quantize(x, ldx, K, group_size, m0, m1, q, ldq, d, xs);
 }
 
+void a16_quantize(const float* x, int64_t ldx, int64_t K, int64_t m0, int64_t m1, uint8_t* hi, uint8_t* lo,
+                  float* alpha) {
+  for (int64_t m = m0; m < m1; ++m) {
+    const float* xr = x + m * ldx;
+    Vec amax = zero();
+    for (int64_t k = 0; k < K; k += kLanes) {
+      const __mmask16 t = K - k >= kLanes ? static_cast<__mmask16>(0xffff) : tail_mask(static_cast<int>(K - k));
+      amax = max_lanes(amax, _mm512_abs_ps(_mm512_maskz_loadu_ps(t, xr + k)));
+    }
+    const float a = hmax(amax) / 32767.0f;
+    const Vec inv = set1(a > 0.0f ? 1.0f / a : 0.0f);
+    const __m512i bias = _mm512_set1_epi32(128), low = _mm512_set1_epi32(255);
+    for (int64_t k = 0; k < K; k += kLanes) {
+      const __mmask16 t = K - k >= kLanes ? static_cast<__mmask16>(0xffff) : tail_mask(static_cast<int>(K - k));
+      const __m512i c = _mm512_cvtps_epi32(mul(_mm512_maskz_loadu_ps(t, xr + k), inv));  // round half even
+      _mm512_mask_cvtepi32_storeu_epi8(hi + m * K + k, t, _mm512_add_epi32(_mm512_srai_epi32(c, 8), bias));
+      _mm512_mask_cvtepi32_storeu_epi8(lo + m * K + k, t, _mm512_and_si512(c, low));
+    }
+    alpha[m] = a;
+  }
+}
+
 void w4a8_tile(const Q8Rows& x, int64_t K, const uint8_t* codes, const float* scales, const float* mins, int group_size,
                const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   tile<3, 4, 6, 8>(x, K, codes, scales, mins, group_size, bias, y, ldy, m0, m1, n0, n1);

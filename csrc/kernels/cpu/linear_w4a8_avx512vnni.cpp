@@ -81,6 +81,57 @@ inline void i8_strips(const Q8Rows& x, int64_t K, const int8_t* q, const int32_t
   if (m1 - m == 1) i8_kernel<1, C>(x, m, K, q, offsets, scales, bias, y, ldy, t);
 }
 
+// linear_i8a8_il with Int16Rows activations (A16Rows): R rows against C strips, two vpdpbusd per 64-byte weight
+// vector and row (the high bytes, stored + 128, and the low bytes, each broadcast 4 at a time) summed over all of K
+// in int32; the offsets' sum (128 * the output's sum of q) then comes out of the high bytes' dots, exactly.
+template <int R, int C>
+inline void i16_kernel(const A16Rows& x, int64_t m, int64_t K, const int8_t* q, const int32_t* offsets,
+                       const float* scales, const float* bias, float* y, int64_t ldy, int64_t t) {
+  const int64_t nblocks = K / 32, quads = K / 4;
+  BVec h[R][C], l[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) h[r][c] = l[r][c] = zero_b();
+  for (int64_t v = 0; v < quads; ++v) {
+    BVec wv[C];
+    for (int c = 0; c < C; ++c) wv[c] = _mm512_loadu_si512(q + ((t + c) * quads + v) * 64);
+    for (int r = 0; r < R; ++r) {
+      int32_t ah, al;
+      std::memcpy(&ah, x.hi + (m + r) * K + 4 * v, sizeof ah);
+      std::memcpy(&al, x.lo + (m + r) * K + 4 * v, sizeof al);
+      const BVec hv = _mm512_set1_epi32(ah), lv = _mm512_set1_epi32(al);
+      for (int c = 0; c < C; ++c) {
+        h[r][c] = _mm512_dpbusd_epi32(h[r][c], hv, wv[c]);
+        l[r][c] = _mm512_dpbusd_epi32(l[r][c], lv, wv[c]);
+      }
+    }
+  }
+  const Vec k256 = set1(256.0f);
+  for (int c = 0; c < C; ++c) {
+    BVec off = zero_b();
+    for (int64_t b = 0; b < nblocks; ++b)
+      off = _mm512_add_epi32(off, _mm512_loadu_si512(offsets + ((t + c) * nblocks + b) * 16));
+    const Vec sv = load(scales + (t + c) * 16);
+    for (int r = 0; r < R; ++r) {
+      Vec v = fmadd(k256, _mm512_cvtepi32_ps(_mm512_sub_epi32(h[r][c], off)), _mm512_cvtepi32_ps(l[r][c]));
+      v = mul(v, set1(x.alpha[m + r]));
+      __asm__("" : "+v"(v));  // each product rounded on its own, as the scalar path's
+      v = mul(v, sv);
+      __asm__("" : "+v"(v));
+      store(y + (m + r) * ldy + (t + c) * 16, bias ? add(v, load(bias + (t + c) * 16)) : v);
+    }
+  }
+}
+
+template <int C>
+inline void i16_strips(const A16Rows& x, int64_t K, const int8_t* q, const int32_t* offsets, const float* scales,
+                       const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t t) {
+  int64_t m = m0;
+  for (; m + 4 <= m1; m += 4) i16_kernel<4, C>(x, m, K, q, offsets, scales, bias, y, ldy, t);
+  if (m1 - m == 3) i16_kernel<3, C>(x, m, K, q, offsets, scales, bias, y, ldy, t);
+  if (m1 - m == 2) i16_kernel<2, C>(x, m, K, q, offsets, scales, bias, y, ldy, t);
+  if (m1 - m == 1) i16_kernel<1, C>(x, m, K, q, offsets, scales, bias, y, ldy, t);
+}
+
 }  // namespace
 
 #include "kernels/cpu/linear_w4a8_simd.inl"
@@ -103,6 +154,13 @@ void i8a8_il_tile(const Q8Rows& x, int64_t K, const int8_t* q, const int32_t* of
   int64_t t = t0;
   for (; t + 2 <= t1; t += 2) i8_strips<2>(x, K, q, offsets, scales, bias, y, ldy, m0, m1, t);
   if (t < t1) i8_strips<1>(x, K, q, offsets, scales, bias, y, ldy, m0, m1, t);
+}
+
+void i8a16_il_tile(const A16Rows& x, int64_t K, const int8_t* q, const int32_t* offsets, const float* scales,
+                   const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t t0, int64_t t1) {
+  int64_t t = t0;
+  for (; t + 2 <= t1; t += 2) i16_strips<2>(x, K, q, offsets, scales, bias, y, ldy, m0, m1, t);
+  if (t < t1) i16_strips<1>(x, K, q, offsets, scales, bias, y, ldy, m0, m1, t);
 }
 
 }  // namespace lmrt::cpu::avx512vnni

@@ -153,14 +153,20 @@ void linear_w4a8_il_silu(ThreadPool& pool, const float* x, int64_t M, int64_t K,
 void w4_interleave(const W4Matrix& w, int64_t N, int64_t K, uint8_t* codes, uint16_t* scales, uint16_t* mins);
 // True where linear_w4a8_il runs on vector units here (AVX-512 active; the scalar path is for tests).
 bool w4a8_il_fast();
-// The int8 matrix (the output matrix) with int8 activations, over interleaved weights: x quantized as linear_w4a8
-// does (d_b per run of 32), y[m, n] = acc * scale[n] (+ bias[n]) with acc = fma(float(dot_b), d_b, acc) over the
-// runs b in order, dot_b = sum_{k in b} q[n, k] * xq[m, k] exact (VNNI: xq + 128 as unsigned bytes, less the
-// offsets; AMX-INT8: tdpbssd, signed by signed). Batch invariant; the AMX, VNNI and scalar paths give the same bits
-// (no maddubs path: its int16 pairs would saturate at 255 * 127 * 2). N a multiple of 16, K of 32.
+// The int8 matrix (the output matrix) with integer activations, over interleaved weights. Int8Runs: x quantized as
+// linear_w4a8 does (d_b per run of 32), y[m, n] = acc * scale[n] (+ bias[n]) with acc = fma(float(dot_b), d_b, acc)
+// over the runs b in order, dot_b = sum_{k in b} q[n, k] * xq[m, k] exact (VNNI: xq + 128 as unsigned bytes, less
+// the offsets; AMX-INT8: tdpbssd, signed by signed). Int16Rows: H = sum_k hi[m, k] q[n, k], L = sum_k lo[m, k] q[n, k]
+// exact (VNNI: hi + 128 and lo as unsigned bytes, the offsets' sum taken from H; AMX-INT8: tdpbssd and tdpbusd over
+// all of K), y[m, n] = (fma(256, float(H), float(L)) * a_m) * scale[n] (+ bias[n]). Batch invariant; the AMX, VNNI and
+// scalar paths give the same bits (no maddubs path: its int16 pairs would saturate at 255 * 127 * 2). N a multiple
+// of 16, K of 32 (Int16Rows on AMX: of 64; Int8Unit::Auto takes VNNI otherwise).
 void linear_i8a8_il(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const I8Interleaved& w,
                     int64_t N, const float* bias, float* y, int64_t ldy, Buffer& scratch,
-                    Int8Unit unit = Int8Unit::Auto);
+                    Int8Unit unit = Int8Unit::Auto, I8Activations acts = I8Activations::Int8Runs);
+// The activations as I8Activations::Int16Rows quantizes them (for tests): hi [M, K] ((c >> 8) + 128), lo [M, K]
+// (c & 255), alpha [M] (A16Rows).
+void quantize_a16(const float* x, int64_t M, int64_t K, int64_t ldx, uint8_t* hi, uint8_t* lo, float* alpha);
 // I8Matrix [N, K] -> I8Interleaved's q [N * K] and offsets [N * K / 32] (the scales stay the matrix's).
 void i8_interleave(const I8Matrix& w, int64_t N, int64_t K, int8_t* q, int32_t* offsets);
 // True where linear_i8a8_il runs on VNNI here (AVX-512 active and VNNI present).

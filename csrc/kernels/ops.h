@@ -104,9 +104,11 @@ struct I8Matrix {
 // consecutive inputs of 16 consecutive outputs per 64-byte vector, and what the activations' +128 adds to each run
 // of 32 inputs (VNNI multiplies unsigned by signed bytes). N a multiple of 16, K of 32. i8_interleave makes it.
 struct I8Interleaved {
-  const int8_t* q;         // [N / 16, K / 4, 16, 4]: (strip t, quad v, output n, byte j) = q[16 t + n, 4 v + j]
-  const int32_t* offsets;  // [N / 16, K / 32, 16]: (t, run b, n) = 128 * sum_{k in b} q[16 t + n, k]
-  const float* scales;     // [N]
+  const int8_t* q;                // [N / 16, K / 4, 16, 4]: (strip t, quad v, output n, byte j) = q[16 t + n, 4 v + j]
+  const int32_t* offsets;         // [N / 16, K / 32, 16]: (t, run b, n) = 128 * sum_{k in b} q[16 t + n, k]
+  const float* scales;            // [N]
+  const int32_t* sums = nullptr;  // [N] 128 * sum_k q[n, k] (each output's offsets summed): I8Activations::Int16Rows'
+                                  // correction; nullptr: the product sums the offsets itself
 };
 
 // CPU backends: the unit that runs the bf16 tile products (kernels/cpu/tiles.h): the software model of AMX's

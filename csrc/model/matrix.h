@@ -25,9 +25,10 @@ struct Matrix {
   Buffer scales;   // W4: [rows, cols / group_size] f32 (interleaved: IEEE half bits); I8: [rows] f32
   Buffer mins;     // W4: [rows, cols / group_size] f32 (interleaved: IEEE half bits)
   Buffer offsets;  // I8 interleaved: [rows / 16, cols / 32, 16] int32 (I8Interleaved)
+  Buffer sums;     // I8 interleaved: [rows] int32, each output's offsets summed (I8Interleaved::sums)
 
   bool empty() const { return rows == 0; }
-  size_t bytes() const { return data.bytes() + scales.bytes() + mins.bytes() + offsets.bytes(); }
+  size_t bytes() const { return data.bytes() + scales.bytes() + mins.bytes() + offsets.bytes() + sums.bytes(); }
 };
 
 }  // namespace lmrt

@@ -47,8 +47,11 @@ void interleave_i8(Matrix& w) {
   Buffer q(w.data.bytes()), offsets(static_cast<size_t>(w.rows * (w.cols / 32)) * sizeof(int32_t));
   cpu::i8_interleave(cpu::I8Matrix{w.data.data<int8_t>(), w.scales.data<float>()}, w.rows, w.cols, q.data<int8_t>(),
                      offsets.data<int32_t>());
+  Buffer sums(static_cast<size_t>(w.rows) * sizeof(int32_t));
+  cpu::i8_offset_sums(offsets.data<int32_t>(), w.rows, w.cols, sums.data<int32_t>());
   w.data = std::move(q);
   w.offsets = std::move(offsets);
+  w.sums = std::move(sums);
   w.interleaved = true;
 }
 
@@ -76,7 +79,8 @@ void apply_linear(cpu::ThreadPool& pool, const Matrix& w, const float* x, int64_
     case WeightFormat::I8:
       if (w.interleaved) {
         if (!int8_scratch) throw std::logic_error("apply_linear: interleaved int8 weights run with int8 activations");
-        const cpu::I8Interleaved il{w.data.data<int8_t>(), w.offsets.data<int32_t>(), w.scales.data<float>()};
+        const cpu::I8Interleaved il{w.data.data<int8_t>(), w.offsets.data<int32_t>(), w.scales.data<float>(),
+                                    w.sums.data<int32_t>()};
         cpu::linear_i8a8_il(pool, x, M, w.cols, ldx, il, w.rows, bias, y, ldy, *int8_scratch, cpu::Int8Unit::Auto,
                             w.i8_acts);
         return;

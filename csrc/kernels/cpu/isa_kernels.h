@@ -140,11 +140,10 @@ struct A16Rows {
 using A16QuantizeSig = void(const float* x, int64_t ldx, int64_t K, int64_t m0, int64_t m1, uint8_t* hi, uint8_t* lo,
                             float* alpha);
 using A16QuantizeFn = A16QuantizeSig*;
-// linear_i8a8_il's sums with Int16Rows activations: rows [m0, m1) of x against strips [t0, t1) (q, offsets,
-// scales as I8A8IlTileSig's).
-using I8A16IlTileSig = void(const A16Rows& x, int64_t K, const int8_t* q, const int32_t* offsets,
-                            const float* scales, const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1,
-                            int64_t t0, int64_t t1);
+// linear_i8a8_il's sums with Int16Rows activations: rows [m0, m1) of x against strips [t0, t1) (q, scales as
+// I8A8IlTileSig's; sums [N]: I8Interleaved::sums).
+using I8A16IlTileSig = void(const A16Rows& x, int64_t K, const int8_t* q, const int32_t* sums, const float* scales,
+                            const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t t0, int64_t t1);
 using I8A16IlTileFn = I8A16IlTileSig*;
 
 // out[i] = silu(g[i]) * u[i] = g[i] / (1 + exp(-g[i])) * u[i] for i < n (elementwise, so any
@@ -278,7 +277,7 @@ SoftmaxChunkSig softmax_chunk;
 AccUpdateSig acc_update;
 Q8QuantizeSig q8_quantize;
 A16QuantizeSig a16_quantize;  // the same bits as scalar::a16_quantize
-KVRowRangeSig kv_row_range;  // kv_store_avx512.cpp
+KVRowRangeSig kv_row_range;   // kv_store_avx512.cpp
 KVRowCodesSig kv_row_codes;
 FwhtBlocksSig fwht_blocks;   // hadamard_avx512.cpp
 W4A8TileSig w4a8_tile;       // int8 dots by maddubs (AVX-512 BW)
@@ -290,7 +289,7 @@ W4A8IlTileSig w4a8_il_tile;  // the same bits as scalar::w4a8_il_tile
 namespace avx512vnni {
 AttnSig attention_one;  // attention_avx512vnni.cpp: avx512's, with int8_q honoured
 W4A8TileSig w4a8_tile;
-W4A8IlTileSig w4a8_il_tile;  // the same bits as scalar::w4a8_il_tile
+W4A8IlTileSig w4a8_il_tile;    // the same bits as scalar::w4a8_il_tile
 I8A8IlTileSig i8a8_il_tile;    // the same bits as scalar::i8a8_il_tile
 I8A16IlTileSig i8a16_il_tile;  // the same bits as scalar::i8a16_il_tile
 }  // namespace avx512vnni

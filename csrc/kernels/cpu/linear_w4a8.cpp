@@ -179,9 +179,8 @@ void a16_quantize(const float* x, int64_t ldx, int64_t K, int64_t m0, int64_t m1
   }
 }
 
-void i8a16_il_tile(const A16Rows& x, int64_t K, const int8_t* q, const int32_t* offsets, const float* scales,
+void i8a16_il_tile(const A16Rows& x, int64_t K, const int8_t* q, const int32_t* sums, const float* scales,
                    const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t t0, int64_t t1) {
-  const int64_t nblocks = K / 32;
   for (int64_t m = m0; m < m1; ++m)
     for (int64_t t = t0; t < t1; ++t)
       for (int64_t n = 0; n < 16; ++n) {
@@ -191,8 +190,9 @@ void i8a16_il_tile(const A16Rows& x, int64_t K, const int8_t* q, const int32_t* 
           h += x.hi[m * K + k] * w;
           l += x.lo[m * K + k] * w;
         }
-        for (int64_t b = 0; b < nblocks; ++b) h -= offsets[(t * nblocks + b) * 16 + n];
-        const float v = std::fma(256.0f, static_cast<float>(h), static_cast<float>(l)) * x.alpha[m] * scales[t * 16 + n];
+        h -= sums[t * 16 + n];
+        const float v =
+            std::fma(256.0f, static_cast<float>(h), static_cast<float>(l)) * x.alpha[m] * scales[t * 16 + n];
         y[m * ldy + t * 16 + n] = bias ? v + bias[t * 16 + n] : v;
       }
 }
@@ -433,6 +433,16 @@ void i8_interleave(const I8Matrix& w, int64_t N, int64_t K, int8_t* q, int32_t* 
     }
 }
 
+void i8_offset_sums(const int32_t* offsets, int64_t N, int64_t K, int32_t* sums) {
+  const int64_t runs = K / 32;
+  for (int64_t t = 0; t < N / 16; ++t)
+    for (int64_t n = 0; n < 16; ++n) {
+      int32_t s = 0;
+      for (int64_t b = 0; b < runs; ++b) s += offsets[(t * runs + b) * 16 + n];
+      sums[t * 16 + n] = s;
+    }
+}
+
 namespace {
 
 A16QuantizeFn a16_quantize_fn() {
@@ -475,9 +485,16 @@ void linear_i8a16_il(ThreadPool& pool, const float* x, int64_t M, int64_t K, int
 #ifdef LMRT_HAVE_AMX
   if (amx) tile = amx::i8a16_il_tile;
 #endif
+  std::vector<int32_t> own;  // the offsets summed here where the weights bring no sums
+  const int32_t* sums = w.sums;
+  if (!sums) {
+    own.resize(static_cast<size_t>(N));
+    i8_offset_sums(w.offsets, N, K, own.data());
+    sums = own.data();
+  }
   const A16Rows rows = quantize_rows_a16(pool, x, M, K, ldx, scratch);
   strip_items(pool, M, N, [&](int64_t m0, int64_t m1, int64_t t0, int64_t t1) {
-    tile(rows, K, w.q, w.offsets, w.scales, bias, y, ldy, m0, m1, t0, t1);
+    tile(rows, K, w.q, sums, w.scales, bias, y, ldy, m0, m1, t0, t1);
   });
 }
 

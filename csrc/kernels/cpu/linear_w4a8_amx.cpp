@@ -256,8 +256,8 @@ struct A16TileScope {
 // One row tile (rows m..m + 15) against strip t (and t + 1 where kPair): the dots over all of K stay in the tiles,
 // then go through memory once to the vector units, which form y as scalar::i8a16_il_tile does.
 template <bool kPair>
-void a16_rows(const A16Rows& x, int64_t K, const uint8_t* b0, const __m512i* off, const float* scales, const float* bias,
-              float* y, int64_t ldy, int64_t m, int64_t rows, int64_t t) {
+void a16_rows(const A16Rows& x, int64_t K, const uint8_t* b0, const __m512i* off, const float* scales,
+              const float* bias, float* y, int64_t ldy, int64_t m, int64_t rows, int64_t t) {
   _tile_zero(0);
   _tile_zero(1);
   if constexpr (kPair) {
@@ -304,16 +304,13 @@ void a16_rows(const A16Rows& x, int64_t K, const uint8_t* b0, const __m512i* off
 
 }  // namespace
 
-void i8a16_il_tile(const A16Rows& x, int64_t K, const int8_t* q, const int32_t* offsets, const float* scales,
+void i8a16_il_tile(const A16Rows& x, int64_t K, const int8_t* q, const int32_t* sums, const float* scales,
                    const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t t0, int64_t t1) {
-  const int64_t nblocks = K / 32;
   A16TileScope tiles;
   for (int64_t t = t0; t < t1; t += 2) {
     const bool pair = t + 1 < t1;
-    __m512i off[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};  // 128 * each output's sum of q
-    for (int p = 0; p < (pair ? 2 : 1); ++p)
-      for (int64_t b = 0; b < nblocks; ++b)
-        off[p] = _mm512_add_epi32(off[p], _mm512_loadu_si512(offsets + ((t + p) * nblocks + b) * 16));
+    const __m512i off[2] = {_mm512_loadu_si512(sums + t * 16),  // 128 * each output's sum of q
+                            pair ? _mm512_loadu_si512(sums + (t + 1) * 16) : _mm512_setzero_si512()};
     const uint8_t* b0 = reinterpret_cast<const uint8_t*>(q + t * (K / 4) * 64);
     for (int64_t m = m0; m < m1; m += 16) {  // m0 a multiple of 16 (A16Rows' padding)
       const int64_t rows = m1 - m < 16 ? m1 - m : 16;
@@ -322,6 +319,7 @@ void i8a16_il_tile(const A16Rows& x, int64_t K, const int8_t* q, const int32_t* 
       else
         a16_rows<false>(x, K, b0, off, scales, bias, y, ldy, m, rows, t);
     }
-  }}
+  }
+}
 
 }  // namespace lmrt::cpu::amx

@@ -83,11 +83,11 @@ inline void i8_strips(const Q8Rows& x, int64_t K, const int8_t* q, const int32_t
 
 // linear_i8a8_il with Int16Rows activations (A16Rows): R rows against C strips, two vpdpbusd per 64-byte weight
 // vector and row (the high bytes, stored + 128, and the low bytes, each broadcast 4 at a time) summed over all of K
-// in int32; the offsets' sum (128 * the output's sum of q) then comes out of the high bytes' dots, exactly.
+// in int32; the sums (128 * the output's sum of q) then come out of the high bytes' dots, exactly.
 template <int R, int C>
-inline void i16_kernel(const A16Rows& x, int64_t m, int64_t K, const int8_t* q, const int32_t* offsets,
+inline void i16_kernel(const A16Rows& x, int64_t m, int64_t K, const int8_t* q, const int32_t* sums,
                        const float* scales, const float* bias, float* y, int64_t ldy, int64_t t) {
-  const int64_t nblocks = K / 32, quads = K / 4;
+  const int64_t quads = K / 4;
   BVec h[R][C], l[R][C];
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < C; ++c) h[r][c] = l[r][c] = zero_b();
@@ -107,9 +107,7 @@ inline void i16_kernel(const A16Rows& x, int64_t m, int64_t K, const int8_t* q, 
   }
   const Vec k256 = set1(256.0f);
   for (int c = 0; c < C; ++c) {
-    BVec off = zero_b();
-    for (int64_t b = 0; b < nblocks; ++b)
-      off = _mm512_add_epi32(off, _mm512_loadu_si512(offsets + ((t + c) * nblocks + b) * 16));
+    const BVec off = _mm512_loadu_si512(sums + (t + c) * 16);
     const Vec sv = load(scales + (t + c) * 16);
     for (int r = 0; r < R; ++r) {
       Vec v = fmadd(k256, _mm512_cvtepi32_ps(_mm512_sub_epi32(h[r][c], off)), _mm512_cvtepi32_ps(l[r][c]));
@@ -123,13 +121,13 @@ inline void i16_kernel(const A16Rows& x, int64_t m, int64_t K, const int8_t* q, 
 }
 
 template <int C>
-inline void i16_strips(const A16Rows& x, int64_t K, const int8_t* q, const int32_t* offsets, const float* scales,
+inline void i16_strips(const A16Rows& x, int64_t K, const int8_t* q, const int32_t* sums, const float* scales,
                        const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t t) {
   int64_t m = m0;
-  for (; m + 4 <= m1; m += 4) i16_kernel<4, C>(x, m, K, q, offsets, scales, bias, y, ldy, t);
-  if (m1 - m == 3) i16_kernel<3, C>(x, m, K, q, offsets, scales, bias, y, ldy, t);
-  if (m1 - m == 2) i16_kernel<2, C>(x, m, K, q, offsets, scales, bias, y, ldy, t);
-  if (m1 - m == 1) i16_kernel<1, C>(x, m, K, q, offsets, scales, bias, y, ldy, t);
+  for (; m + 4 <= m1; m += 4) i16_kernel<4, C>(x, m, K, q, sums, scales, bias, y, ldy, t);
+  if (m1 - m == 3) i16_kernel<3, C>(x, m, K, q, sums, scales, bias, y, ldy, t);
+  if (m1 - m == 2) i16_kernel<2, C>(x, m, K, q, sums, scales, bias, y, ldy, t);
+  if (m1 - m == 1) i16_kernel<1, C>(x, m, K, q, sums, scales, bias, y, ldy, t);
 }
 
 }  // namespace
@@ -156,11 +154,11 @@ void i8a8_il_tile(const Q8Rows& x, int64_t K, const int8_t* q, const int32_t* of
   if (t < t1) i8_strips<1>(x, K, q, offsets, scales, bias, y, ldy, m0, m1, t);
 }
 
-void i8a16_il_tile(const A16Rows& x, int64_t K, const int8_t* q, const int32_t* offsets, const float* scales,
+void i8a16_il_tile(const A16Rows& x, int64_t K, const int8_t* q, const int32_t* sums, const float* scales,
                    const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t t0, int64_t t1) {
   int64_t t = t0;
-  for (; t + 2 <= t1; t += 2) i16_strips<2>(x, K, q, offsets, scales, bias, y, ldy, m0, m1, t);
-  if (t < t1) i16_strips<1>(x, K, q, offsets, scales, bias, y, ldy, m0, m1, t);
+  for (; t + 2 <= t1; t += 2) i16_strips<2>(x, K, q, sums, scales, bias, y, ldy, m0, m1, t);
+  if (t < t1) i16_strips<1>(x, K, q, sums, scales, bias, y, ldy, m0, m1, t);
 }
 
 }  // namespace lmrt::cpu::avx512vnni

@@ -169,6 +169,8 @@ void linear_i8a8_il(ThreadPool& pool, const float* x, int64_t M, int64_t K, int6
 void quantize_a16(const float* x, int64_t M, int64_t K, int64_t ldx, uint8_t* hi, uint8_t* lo, float* alpha);
 // I8Matrix [N, K] -> I8Interleaved's q [N * K] and offsets [N * K / 32] (the scales stay the matrix's).
 void i8_interleave(const I8Matrix& w, int64_t N, int64_t K, int8_t* q, int32_t* offsets);
+// I8Interleaved's sums [N] from its offsets (each output's runs summed).
+void i8_offset_sums(const int32_t* offsets, int64_t N, int64_t K, int32_t* sums);
 // True where linear_i8a8_il runs on VNNI here (AVX-512 active and VNNI present).
 bool i8a8_il_fast();
 // The activations as linear_w4a8 quantizes them, in input order (for tests): q [M, K], d [M, K / 32].

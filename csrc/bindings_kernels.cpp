@@ -876,6 +876,17 @@ void bind_kernels(py::module_& m) {
       },
       "num_threads"_a, "num_jobs"_a, "slow_every"_a = 0, "slow_us"_a = 0, "tiny"_a = false, "spinners"_a = 0,
       "Self-check of the thread pool (tests): indices not visited exactly once, and contention counters.");
+  m.def(
+      "stall_debt",
+      [](const std::vector<std::pair<int64_t, int64_t>>& waits) {
+        cpu::StallDebt d;
+        std::vector<bool> out;
+        for (const auto& [now_us, waited_us] : waits) out.push_back(d.late(now_us * 1000, waited_us * 1000));
+        return out;
+      },
+      "waits"_a,
+      "The pool's narrowing rule (StallDebt) over late waits [(end time us, length us)] in order: for each, whether "
+      "the pool narrows there (tests).");
   m.def("amx_available", &cpu::amx_available, "AMX-TILE and AMX-BF16 present and granted to this process.");
   m.def("avx512bf16_available", &cpu::avx512bf16_available, "AVX-512 with AVX512-BF16 present (and built).");
   m.def(

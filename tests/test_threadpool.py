@@ -30,14 +30,47 @@ def test_late_worker_narrows_the_pool_and_loses_nothing():
     # Forced, not hoped for: in every 4th job the first chunk a worker claims sleeps 20 ms, and the caller's
     # own first chunk waits until a worker holds one (threadpool_check.cpp). The caller then runs out of
     # chunks and waits ~20 ms for the worker, far beyond the pool's bound (4 of its own chunk times, at
-    # least 200 us): the pool's sign of a descheduled worker. 20 ms leaves room for the caller itself to be
-    # descheduled for a scheduler time slice (~3-4 ms) beside a busy core and still see the worker late.
+    # least 200 us): the pool's sign of a descheduled worker, and past the 4 ms of waiting it lets pass
+    # (StallDebt). 20 ms leaves room for the caller itself to be descheduled for a scheduler time slice
+    # (~3-4 ms) beside a busy core and still see the worker late.
     r = K.check_pool(2, 400, slow_every=4, slow_us=20000)
     assert r["bad_indices"] == 0, r
     assert r["stalled_jobs"] == 0, f"no worker claimed a chunk within 10 s: {r}"
     assert r["held_jobs"] > 0, f"no job ran across the pool, so no worker could be made late: {r}"
     assert r["late_workers"] > 0, f"a worker held a 20 ms chunk and the pool did not see it late: {r}"
     assert r["narrow_jobs"] > 0, f"the pool saw a late worker and did not narrow: {r}"
+
+
+# The narrowing rule itself (StallDebt, threadpool.h), on made-up late waits [(end time us, length us)]: no clock,
+# no scheduler. A late wait is counted either way; only waits that add up narrow the pool.
+def narrows(waits):
+    return [i for i, n in enumerate(K.stall_debt(waits)) if n]
+
+
+def test_sporadic_pauses_do_not_narrow_the_pool():
+    # What a cloud VM's virtual CPUs did on 2026-12-03 (~10 pauses a second of 0.2-2.5 ms, some close together):
+    # narrowing on each of them cost a 32-request decode a third of its speed.
+    lengths = [276, 212, 219, 2184, 219, 508, 289, 1357, 202, 214, 222, 1296, 372, 251, 212, 343, 1183, 217, 393, 572]
+    t, waits = 0, []
+    for i, w in enumerate(lengths):
+        t += 10_000 if i % 5 == 4 else 100_000  # two of them 10 ms apart now and then
+        waits.append((t, w))
+    assert narrows(waits) == []
+    # waits adding up to exactly the tolerated share of the time (a quarter), in pieces under the burst: never
+    assert narrows([(4_000 * i, 1_000) for i in range(1, 200)]) == []
+
+
+def test_waits_that_add_up_narrow_the_pool():
+    assert narrows([(100_000, 4_100)]) == [0]  # one wait past the burst: at once
+    assert narrows([(100_000, 3_900)]) == []  # one under it: no
+    # a core taken by another process: half the time waiting, 1 ms at a time: within a handful of waits, then the
+    # debt starts over and builds up again
+    hits = narrows([(2_000 * i, 1_000) for i in range(1, 40)])
+    assert hits and hits[0] <= 8, hits
+    assert len(hits) >= 3 and all(b - a >= 5 for a, b in zip(hits, hits[1:])), hits
+    # a third of the time waiting (past the quarter tolerated): it takes longer, but it narrows
+    hits = narrows([(3_000 * i, 1_000) for i in range(1, 40)])
+    assert hits and hits[0] > 8, hits
 
 
 def test_every_index_once_beside_a_busy_process():

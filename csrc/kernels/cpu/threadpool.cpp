@@ -37,12 +37,14 @@ constexpr auto kMaxSpin = std::chrono::microseconds(500);
 // quiet machine cost tens of microseconds).
 constexpr double kLateChunks = 4.0;
 constexpr auto kLateMin = std::chrono::microseconds(200);
-// After a late worker the pool runs one thread narrower for a backoff period,
-// then tries full width again. A worker late again soon after that (within
-// kSustained) means the core is taken for good: the period doubles, up to
-// kMaxBackoff, so such a core costs one wait per second, not one per op. An
-// isolated late worker (a quiet machine has a few a second: kernel threads,
-// our own Python thread waking) costs one kMinBackoff.
+// Late waits add to a StallDebt (threadpool.h); when it overflows the pool runs
+// one thread narrower for a backoff period, then tries full width again. A late
+// wait soon after that (within kSustained) means the core is taken for good: the
+// period doubles, up to kMaxBackoff, so such a core costs one wait per second,
+// not one per op. Narrowing on every late wait instead
+// misfired on a cloud VM whose virtual CPUs pause for 0.2-2.5 ms ~10 times a
+// second (a 32-request decode measured 633-788 tokens/s at ~1.2 cores against
+// 917-1,009 at full width, 2026-12-03).
 constexpr auto kMinBackoff = std::chrono::milliseconds(20);
 constexpr auto kMaxBackoff = std::chrono::milliseconds(1000);
 constexpr auto kSustained = std::chrono::milliseconds(100);
@@ -109,6 +111,7 @@ struct ThreadPool::Impl {
   // Caller-side state (only the calling thread touches these).
   Clock::time_point backoff_until{};
   Clock::duration backoff{kMinBackoff};
+  StallDebt stalls;
   std::atomic<int64_t> late_workers{0};  // read by stats() from other threads
   std::atomic<int64_t> narrow_jobs{0};
   int width = 0;  // threads used for jobs now: num_threads, less after a late worker
@@ -160,6 +163,15 @@ struct ThreadPool::Impl {
     }
   }
 };
+
+bool StallDebt::late(int64_t now_ns, int64_t waited_ns) {
+  const double drained = kStallShare * static_cast<double>(now_ns - at_ns_);
+  debt_ns_ = std::max(0.0, debt_ns_ - drained) + static_cast<double>(waited_ns);
+  at_ns_ = now_ns;
+  if (debt_ns_ <= static_cast<double>(kStallBurstNs)) return false;
+  debt_ns_ = 0.0;
+  return true;
+}
 
 ThreadPool::ThreadPool(int num_threads) : impl_(new Impl) {
   impl_->num_threads = std::max(1, num_threads);
@@ -236,11 +248,18 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void
         std::max<Clock::duration>(kLateMin, std::chrono::duration_cast<Clock::duration>(per_chunk * kLateChunks));
     if (waited > late) {
       const auto now = Clock::now();
-      s.backoff = now - s.backoff_until > kSustained ? Clock::duration(kMinBackoff)
-                                                     : std::min<Clock::duration>(2 * s.backoff, kMaxBackoff);
-      s.backoff_until = now + s.backoff;
       s.late_workers.fetch_add(1, std::memory_order_relaxed);
-      if (s.width > 1) --s.width;
+      const int64_t now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count();
+      // Back from a backoff within kSustained: any late wait narrows again (the core is still taken; waiting for the
+      // debt to build up again would cost each probe of full width ~15 ms beside a busy core).
+      const bool probation = now - s.backoff_until <= kSustained;
+      const bool debt = s.stalls.late(now_ns, std::chrono::duration_cast<std::chrono::nanoseconds>(waited).count());
+      if (probation || debt) {
+        s.backoff = now - s.backoff_until > kSustained ? Clock::duration(kMinBackoff)
+                                                       : std::min<Clock::duration>(2 * s.backoff, kMaxBackoff);
+        s.backoff_until = now + s.backoff;
+        if (s.width > 1) --s.width;
+      }
     }
   }
   if (s.failed.load(std::memory_order_relaxed)) {

@@ -3,7 +3,8 @@
 // note: made for a shared machine. Workers block (condition variable) rather
 // than spin while idle; chunks are claimed dynamically, so the caller never
 // waits for a worker that has not started; and a worker descheduled mid-chunk
-// (another process took its core) narrows the pool for a while (threadpool.cpp).
+// (another process took its core) narrows the pool for a while, once such waits
+// add up (StallDebt, threadpool.cpp).
 // None of this changes results: the chunks depend on num_threads alone.
 #pragma once
 
@@ -33,6 +34,24 @@ class ThreadPool {
  private:
   struct Impl;
   Impl* impl_;
+};
+
+// When late workers make the pool narrow (threadpool.cpp): a leaky bucket of the time the caller spent waiting on
+// them. Each late wait adds its length; the debt drains at kStallShare of the wall time passed; past kStallBurst the
+// pool narrows and the debt starts over. So workers that cost the caller more than a quarter of its time narrow the
+// pool within a few jobs (a core taken by another process: most jobs wait milliseconds), while a pause now and then
+// (a virtual CPU preempted by the host for a few hundred microseconds, a timer tick: seen ~10 times a second on a
+// cloud VM) costs only itself. Times in nanoseconds, any monotonic origin.
+class StallDebt {
+ public:
+  static constexpr double kStallShare = 0.25;
+  static constexpr int64_t kStallBurstNs = 4'000'000;
+  // A late wait of waited_ns that ended at now_ns (non-decreasing); true: narrow now.
+  bool late(int64_t now_ns, int64_t waited_ns);
+
+ private:
+  double debt_ns_ = 0.0;
+  int64_t at_ns_ = 0;
 };
 
 // check_pool: a test of the pool itself (threadpool_check.cpp).

@@ -878,15 +878,16 @@ void bind_kernels(py::module_& m) {
       "Self-check of the thread pool (tests): indices not visited exactly once, and contention counters.");
   m.def(
       "stall_debt",
-      [](const std::vector<std::pair<int64_t, int64_t>>& waits) {
+      [](const std::vector<std::pair<int64_t, int64_t>>& waits, bool probation) {
         cpu::StallDebt d;
+        const int64_t burst = probation ? cpu::StallDebt::kProbationBurstNs : cpu::StallDebt::kStallBurstNs;
         std::vector<bool> out;
-        for (const auto& [now_us, waited_us] : waits) out.push_back(d.late(now_us * 1000, waited_us * 1000));
+        for (const auto& [now_us, waited_us] : waits) out.push_back(d.late(now_us * 1000, waited_us * 1000, burst));
         return out;
       },
-      "waits"_a,
+      "waits"_a, "probation"_a = false,
       "The pool's narrowing rule (StallDebt) over late waits [(end time us, length us)] in order: for each, whether "
-      "the pool narrows there (tests).");
+      "the pool narrows there (tests). probation: every wait comes soon after a backoff (the smaller burst).");
   m.def("amx_available", &cpu::amx_available, "AMX-TILE and AMX-BF16 present and granted to this process.");
   m.def("avx512bf16_available", &cpu::avx512bf16_available, "AVX-512 with AVX512-BF16 present (and built).");
   m.def(

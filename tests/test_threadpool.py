@@ -43,8 +43,8 @@ def test_late_worker_narrows_the_pool_and_loses_nothing():
 
 # The narrowing rule itself (StallDebt, threadpool.h), on made-up late waits [(end time us, length us)]: no clock,
 # no scheduler. A late wait is counted either way; only waits that add up narrow the pool.
-def narrows(waits):
-    return [i for i, n in enumerate(K.stall_debt(waits)) if n]
+def narrows(waits, probation=False):
+    return [i for i, n in enumerate(K.stall_debt(waits, probation=probation)) if n]
 
 
 def test_sporadic_pauses_do_not_narrow_the_pool():
@@ -71,6 +71,9 @@ def test_waits_that_add_up_narrow_the_pool():
     # a third of the time waiting (past the quarter tolerated): it takes longer, but it narrows
     hits = narrows([(3_000 * i, 1_000) for i in range(1, 40)])
     assert hits and hits[0] > 8, hits
+    # soon after a backoff (the core was taken a moment ago) a millisecond of debt is enough
+    assert narrows([(100_000, 1_100)], probation=True) == [0]
+    assert narrows([(100_000, 900)], probation=True) == []
 
 
 def test_every_index_once_beside_a_busy_process():

@@ -38,16 +38,19 @@ constexpr auto kMaxSpin = std::chrono::microseconds(500);
 constexpr double kLateChunks = 4.0;
 constexpr auto kLateMin = std::chrono::microseconds(200);
 // Late waits add to a StallDebt (threadpool.h); when it overflows the pool runs
-// one thread narrower for a backoff period, then tries full width again. A late
-// wait soon after that (within kSustained) means the core is taken for good: the
-// period doubles, up to kMaxBackoff, so such a core costs one wait per second,
-// not one per op. Narrowing on every late wait instead
-// misfired on a cloud VM whose virtual CPUs pause for 0.2-2.5 ms ~10 times a
-// second (a 32-request decode measured 633-788 tokens/s at ~1.2 cores against
-// 917-1,009 at full width, 2026-12-03).
-constexpr auto kMinBackoff = std::chrono::milliseconds(20);
+// one thread narrower for a backoff period, then tries full width again. An
+// overflow again soon after that (within kSustained) means the core is taken for
+// good: the period doubles, up to kMaxBackoff, so such a core costs one overflow
+// (a few ms of waiting beside a busy core: StallDebt::kProbationBurstNs) per second. An overflow is the sign of
+// waits that add up, not of one pause, so the first period is long already.
+// Narrowing for 20 ms on every late wait, as before, misfired on a cloud VM whose
+// virtual CPUs pause for 0.2-2.5 ms ~10 times a second: that and the late wait
+// that followed each period kept the pool one thread wide most of the time (a
+// 32-request decode at 633-788 tokens/s on ~1.2 cores, 917-1,009 at full width;
+// 2026-12-03).
+constexpr auto kMinBackoff = std::chrono::milliseconds(200);
 constexpr auto kMaxBackoff = std::chrono::milliseconds(1000);
-constexpr auto kSustained = std::chrono::milliseconds(100);
+constexpr auto kSustained = std::chrono::milliseconds(200);
 
 // Polls pred for at most `spin`; true if it became true.
 template <typename Pred>
@@ -164,11 +167,11 @@ struct ThreadPool::Impl {
   }
 };
 
-bool StallDebt::late(int64_t now_ns, int64_t waited_ns) {
+bool StallDebt::late(int64_t now_ns, int64_t waited_ns, int64_t burst_ns) {
   const double drained = kStallShare * static_cast<double>(now_ns - at_ns_);
   debt_ns_ = std::max(0.0, debt_ns_ - drained) + static_cast<double>(waited_ns);
   at_ns_ = now_ns;
-  if (debt_ns_ <= static_cast<double>(kStallBurstNs)) return false;
+  if (debt_ns_ <= static_cast<double>(burst_ns)) return false;
   debt_ns_ = 0.0;
   return true;
 }
@@ -250,11 +253,11 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void
       const auto now = Clock::now();
       s.late_workers.fetch_add(1, std::memory_order_relaxed);
       const int64_t now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count();
-      // Back from a backoff within kSustained: any late wait narrows again (the core is still taken; waiting for the
-      // debt to build up again would cost each probe of full width ~15 ms beside a busy core).
+      // Within kSustained of a backoff's end a smaller debt narrows again: beside a busy core the first waits
+      // (1-3 ms each) do it, instead of ~15 ms of them at full width per probe.
       const bool probation = now - s.backoff_until <= kSustained;
-      const bool debt = s.stalls.late(now_ns, std::chrono::duration_cast<std::chrono::nanoseconds>(waited).count());
-      if (probation || debt) {
+      const int64_t burst = probation ? StallDebt::kProbationBurstNs : StallDebt::kStallBurstNs;
+      if (s.stalls.late(now_ns, std::chrono::duration_cast<std::chrono::nanoseconds>(waited).count(), burst)) {
         s.backoff = now - s.backoff_until > kSustained ? Clock::duration(kMinBackoff)
                                                        : std::min<Clock::duration>(2 * s.backoff, kMaxBackoff);
         s.backoff_until = now + s.backoff;

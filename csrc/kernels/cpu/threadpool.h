@@ -46,8 +46,10 @@ class StallDebt {
  public:
   static constexpr double kStallShare = 0.25;
   static constexpr int64_t kStallBurstNs = 4'000'000;
+  // Right after the pool tried full width again following a backoff (the core was taken a moment ago): less.
+  static constexpr int64_t kProbationBurstNs = 1'000'000;
   // A late wait of waited_ns that ended at now_ns (non-decreasing); true: narrow now.
-  bool late(int64_t now_ns, int64_t waited_ns);
+  bool late(int64_t now_ns, int64_t waited_ns, int64_t burst_ns = kStallBurstNs);
 
  private:
   double debt_ns_ = 0.0;

@@ -288,6 +288,28 @@ def test_attention_tiles_match_float64(unit, isa, n_heads, n_kv, hd, bs, dtype):
         assert err <= attn_tiles_tol(hd), f"{len(pos)} rows: max error {err:.3g} of max|v|"
 
 
+# The softmax works in base 2 against an offset per row that it raises only when a chunk's scores pass it by more
+# than kSoftmaxSlack (16 in log2 units; ops: isa_kernels.h): scores that jump by ~29 (a raise and a rescale of the
+# accumulator), then by ~9 (no raise: probabilities up to 2^9 with the offset kept), then fall back, against float64.
+def test_attention_tiles_scores_that_pass_the_offset_and_stay_within_it(unit, isa):
+    rng = np.random.default_rng(7)
+    hd, L = 64, 256
+    c = PagedCache(8, 1, hd, 64, "f32", rng)
+    table = np.array([c.free.pop() for _ in range(L // 64)], np.int32)
+    level = np.repeat([0.0, 20.0, 26.0, 10.0], 64) + rng.standard_normal(L)  # scale * q.k per key, natural log units
+    k = (0.1 * rng.standard_normal((L, hd))).astype(np.float32)
+    k[:, 0] = level  # q = 8 e0 and scale 1/8: scale * q.k = level
+    v = rng.standard_normal((L, hd)).astype(np.float32)
+    c.store(k, v, table[np.arange(L) // 64].astype(np.int64) * 64 + np.arange(L) % 64)
+    q = np.zeros((L, hd), np.float32)
+    q[:, 0] = 8.0
+    pos = np.arange(L, dtype=np.int32)
+    (out,) = c.attend([(q, table, pos)], 1, 0.125, 2, unit)
+    ref = attn_ref(bf16_round(q), bf16_round(k), bf16_round(v), pos, 1, 1, hd, 0.125)
+    err = np.abs(out - ref).max() / np.abs(bf16_round(v)).max()
+    assert err <= attn_tiles_tol(hd), f"max error {err:.3g} of max|v|"
+
+
 def test_attention_tiles_threads_and_batch_change_no_bit(unit):
     n_heads, n_kv, hd, bs = 9, 3, 64, 64
     c, seqs = build_tile_case(n_heads, n_kv, hd, bs, "f32", seed=1)

@@ -16,7 +16,7 @@ void silu_mul_row(const float* g, const float* u, int64_t n, float* out) {
 
 void silu_mul_pairs(const float* c, int64_t ldc, uint16_t* out, int64_t ldo) {
   for (int64_t m = 0; m < 32; ++m) {
-    const Vec v = silu_mul_ps(load(c + m * ldc), load(c + m * ldc + 16));  // gates [16], then their ups [16]
+    const Vec v = silu_mul_bf16_ps(load(c + m * ldc), load(c + m * ldc + 16));  // gates [16], then their ups [16]
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + m * ldo), _mm512_cvtepi32_epi16(round_bf16(v)));
   }
 }

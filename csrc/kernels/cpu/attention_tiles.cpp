@@ -1,12 +1,13 @@
 // paged_attention_tiles: prefill attention on bf16 tiles (flash attention: online softmax over
 // 64-key chunks), for the sequences of a batch that bring many query rows. Baseline-compiled; the
 // tile block is the tile unit's (AMX, AVX512-BF16 or the software model; tiles.h), the softmax chunk and the
-// accumulator update are scalar here or AVX-512 (attention_tiles_avx512.cpp).
+// accumulator's rescale are scalar here or AVX-512 (attention_tiles_avx512.cpp).
 //
 // Per call: (1) each tile sequence's K and V, for every kv head, are rounded to bf16 and packed
 // once into the tile unit's B layout (K rows as bf16_tile_pack packs weight rows; V transposed, so
 // keys are the reduction axis); (2) each work item, 32 query rows of one head, walks the key
-// chunks up to its last position: S = Q K^T (2 blocks), softmax chunk, O = O * corr + P V.
+// chunks up to its last position: S = Q K^T (2 blocks), softmax chunk (base 2, its offset raised only when a
+// score passes it by kSoftmaxSlack), O *= corr where the offset moved, then the tiles add P V into O.
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
@@ -97,7 +98,7 @@ void pack_chunk(const KVLayer& kv, const TileSeq& t, int h, int64_t c, int64_t h
 
 // One work item: rows [m0, m0 + 32) of head `head` of sequence t.
 void attend_rows(const KVLayer& kv, const TileSeq& t, int head, int group, int64_t m0, float scale, int64_t hdp,
-                 TileBlockFn block, ToBf16Fn to_bf16, SoftmaxChunkFn softmax, AccUpdateFn update) {
+                 TileBlockFn block, ToBf16Fn to_bf16, SoftmaxChunkFn softmax, AccScaleFn rescale) {
   const AttnSeq& q = *t.seq;
   const int64_t hd = kv.head_dim, steps = hdp / 32, ksteps = t.keys_pad / 32;
   const int64_t rows = std::min(kRows, q.M - m0);
@@ -106,9 +107,9 @@ void attend_rows(const KVLayer& kv, const TileSeq& t, int head, int group, int64
   alignas(64) uint16_t qb[kRows * kMaxHeadDim];  // [32, hdp] bf16 Q rows, zero padded
   alignas(64) float s[kRows * kChunk];           // [32, 64] raw scores of a chunk
   alignas(64) uint16_t p[kRows * kChunk];        // [32, 64] bf16 probabilities
-  alignas(64) float pv[kRows * kMaxHeadDim];     // [32, hdp] P V of a chunk
   alignas(64) float o[kRows * kMaxHeadDim];      // [32, hdp] running accumulator
-  float m[kRows], l[kRows], corr[kRows];
+  float m[kRows], corr[kRows];
+  float l[kRows * kSoftmaxLanes];  // [32, 16] each row's denominator as partial sums (softmax_chunk)
   int32_t pos[kRows], n_valid[kRows];
   for (int64_t r = 0; r < kRows; ++r) {
     uint16_t* qr = qb + r * hdp;
@@ -116,7 +117,7 @@ void attend_rows(const KVLayer& kv, const TileSeq& t, int head, int group, int64
     if (r < rows) to_bf16(q.q + (m0 + r) * q.ldq + static_cast<int64_t>(head) * hd, hd, qr);
     pos[r] = q.pos[m0 + std::min(r, rows - 1)];  // padding rows repeat the last row (their output is dropped)
     m[r] = -INFINITY;
-    l[r] = 0.0f;
+    std::fill(l + r * kSoftmaxLanes, l + (r + 1) * kSoftmaxLanes, 0.0f);
   }
   std::fill(o, o + kRows * hdp, 0.0f);
   const int64_t last = *std::max_element(pos, pos + kRows);
@@ -130,13 +131,15 @@ void attend_rows(const KVLayer& kv, const TileSeq& t, int head, int group, int64
       n_valid[r] = static_cast<int32_t>(std::clamp<int64_t>(pos[r] - c * kChunk + 1, 0, kChunk));
     softmax(s, n_valid, kRows, scale, m, l, p, corr);
     const int64_t s0 = c * kChunk / 32;  // first 32-key step of the chunk
+    rescale(o, corr, kRows, hdp);        // o *= corr (rows whose offset moved), then the tiles add P V into it
     for (int64_t cb = 0; cb < hdp / 16; cb += 2)
-      block(p, kChunk, vp + (cb * ksteps + s0) * kBlockElems, vp + ((cb + 1) * ksteps + s0) * kBlockElems, 2, nullptr,
-            0, pv + cb * 16, hdp, kRows);
-    update(o, pv, corr, kRows, hdp);
+      block(p, kChunk, vp + (cb * ksteps + s0) * kBlockElems, vp + ((cb + 1) * ksteps + s0) * kBlockElems, 2,
+            o + cb * 16, hdp, o + cb * 16, hdp, kRows);
   }
   for (int64_t r = 0; r < rows; ++r) {
-    const float inv = 1.0f / l[r];
+    float denom = 0.0f;
+    for (int i = 0; i < kSoftmaxLanes; ++i) denom += l[r * kSoftmaxLanes + i];
+    const float inv = 1.0f / denom;
     float* out = q.out + (m0 + r) * q.ldo + static_cast<int64_t>(head) * hd;
     for (int64_t d = 0; d < hd; ++d) out[d] = o[r * hdp + d] * inv;
   }
@@ -146,32 +149,33 @@ void attend_rows(const KVLayer& kv, const TileSeq& t, int head, int group, int64
 
 void scalar::softmax_chunk(const float* s, const int32_t* n_valid, int64_t R, float scale, float* m, float* l,
                            uint16_t* p, float* corr) {
+  const float scale2 = scale * 1.44269504088896341f;  // log2(e): 2^t for e^(scale * s)
   for (int64_t r = 0; r < R; ++r) {
     const float* sr = s + r * kKeyChunk;  // [64]
     uint16_t* pr = p + r * kKeyChunk;     // [64]
+    float* lr = l + r * kSoftmaxLanes;    // [16]
     const int nv = n_valid[r];
-    if (nv <= 0) {
-      std::fill(pr, pr + kKeyChunk, uint16_t{0});
-      corr[r] = 1.0f;
-      continue;
+    float mx = -INFINITY;
+    for (int j = 0; j < nv; ++j) mx = std::max(mx, sr[j] * scale2);
+    float c = 1.0f;
+    if (nv > 0 && mx > m[r] + kSoftmaxSlack) {  // always on the first chunk (m = -inf)
+      c = std::exp2(m[r] - mx);                 // 0 there
+      m[r] = mx;
     }
-    float mx = m[r];
-    for (int j = 0; j < nv; ++j) mx = std::max(mx, sr[j] * scale);
-    float sum = 0.0f;
+    float sum[kSoftmaxLanes] = {};
     for (int j = 0; j < kKeyChunk; ++j) {
-      pr[j] = j < nv ? f32_to_bf16_bits(std::exp(sr[j] * scale - mx)) : 0;
-      sum += bf16_bits_to_f32(pr[j]);
+      pr[j] = j < nv ? f32_to_bf16_bits(std::exp2(sr[j] * scale2 - m[r])) : 0;
+      sum[j % kSoftmaxLanes] += bf16_bits_to_f32(pr[j]);
     }
-    const float c = std::exp(m[r] - mx);  // 0 on a row's first chunk (m = -inf)
-    l[r] = l[r] * c + sum;
-    m[r] = mx;
+    for (int i = 0; i < kSoftmaxLanes; ++i) lr[i] = lr[i] * c + sum[i];
     corr[r] = c;
   }
 }
 
-void scalar::acc_update(float* o, const float* pv, const float* corr, int64_t R, int64_t n) {
+void scalar::acc_scale(float* o, const float* corr, int64_t R, int64_t n) {
   for (int64_t r = 0; r < R; ++r)
-    for (int64_t i = 0; i < n; ++i) o[r * n + i] = std::fma(o[r * n + i], corr[r], pv[r * n + i]);
+    if (corr[r] != 1.0f)
+      for (int64_t i = 0; i < n; ++i) o[r * n + i] *= corr[r];
 }
 
 SoftmaxChunkFn softmax_chunk_fn() {
@@ -181,11 +185,11 @@ SoftmaxChunkFn softmax_chunk_fn() {
   return scalar::softmax_chunk;
 }
 
-AccUpdateFn acc_update_fn() {
+AccScaleFn acc_scale_fn() {
 #ifdef LMRT_X86
-  if (active_isa() == Isa::Avx512) return avx512::acc_update;
+  if (active_isa() == Isa::Avx512) return avx512::acc_scale;
 #endif
-  return scalar::acc_update;
+  return scalar::acc_scale;
 }
 
 void paged_attention_tiles(ThreadPool& pool, const KVLayer& kv, const AttnSeq* seqs, int64_t num_seqs, int n_heads,
@@ -217,7 +221,7 @@ void paged_attention_tiles(ThreadPool& pool, const KVLayer& kv, const AttnSeq* s
   if (active_isa() == Isa::Avx512) pack = avx512::tile_pack16;
 #endif
   const SoftmaxChunkFn softmax = softmax_chunk_fn();
-  const AccUpdateFn update = acc_update_fn();
+  const AccScaleFn rescale = acc_scale_fn();
   scratch.reserve(static_cast<size_t>(elems) * sizeof(uint16_t));
   uint16_t* at = scratch.data<uint16_t>();
   std::vector<int64_t> first_pack(tiled.size() + 1, 0);  // pack work items: (sequence, kv head, chunk)
@@ -245,7 +249,7 @@ void paged_attention_tiles(ThreadPool& pool, const KVLayer& kv, const AttnSeq* s
       const TileSeq& t = tiled[si];
       const int64_t local = i - t.first_item, blocks = (t.seq->M + kRows - 1) / kRows;
       attend_rows(kv, t, static_cast<int>(local / blocks), group, (local % blocks) * kRows, scale, hdp, block, to_bf16,
-                  softmax, update);
+                  softmax, rescale);
     }
     unit.end();
   });

@@ -196,20 +196,28 @@ using TilePack16I8Fn = TilePack16I8Sig*;
 // out[i] = bf16(x[i]) for i < n, rounded to nearest even (a NaN stays a NaN).
 using ToBf16Sig = void(const float* x, int64_t n, uint16_t* out);
 using ToBf16Fn = ToBf16Sig*;
-// One kKeyChunk-wide chunk of flash attention's online softmax, for R query rows:
+// One kKeyChunk-wide chunk of flash attention's online softmax, for R query rows, in base 2: t = s * scale * log2(e)
+// and p = 2^(t - m) = e^(scale * s - m ln 2).
 //   s        [R, 64] fp32 raw scores q.k; in row r the keys at and after n_valid[r] are masked
-//   m, l     [R] running max of scale * s, and running denominator: updated
-//   p        [R, 64] bf16 out: exp(scale * s - m_new), 0 where masked
-//   corr     [R] out: exp(m_old - m_new), the factor the row's accumulator takes
-// l sums p as rounded to bf16 (the values the P V product sees). A row with n_valid 0 keeps
-// m and l and gets corr 1.
+//   m        [R] the row's offset: -inf before its first chunk, then that chunk's max t; raised to a later chunk's
+//            max t only when that passes m + kSoftmaxSlack (so p < 2^kSoftmaxSlack, and the accumulator is rescaled
+//            rarely: the offset cancels in o / l, any value near the max serves); updated
+//   l        [R, 16] running denominator as 16 partial sums, lane j % 16 taking key j (their total is the
+//            denominator); updated
+//   p        [R, 64] bf16 out: 2^(t - m_new), 0 where masked
+//   corr     [R] out: 2^(m_old - m_new), the factor the row's accumulator (and l) takes: 1 when m stays
+// l sums p as rounded to bf16 (the values the P V product sees). A row with n_valid 0 keeps m and l and gets
+// corr 1.
+constexpr float kSoftmaxSlack = 16.0f;
+constexpr int kSoftmaxLanes = 16;
 constexpr int kKeyChunk = 64;
 using SoftmaxChunkSig = void(const float* s, const int32_t* n_valid, int64_t R, float scale, float* m, float* l,
                              uint16_t* p, float* corr);
 using SoftmaxChunkFn = SoftmaxChunkSig*;
-// o[r, i] = o[r, i] * corr[r] + pv[r, i] for r < R, i < n; o and pv [R, n], contiguous.
-using AccUpdateSig = void(float* o, const float* pv, const float* corr, int64_t R, int64_t n);
-using AccUpdateFn = AccUpdateSig*;
+// o[r, i] *= corr[r] for r < R, i < n, rows with corr 1 untouched; o [R, n], contiguous (before the P V tiles
+// accumulate into it).
+using AccScaleSig = void(float* o, const float* corr, int64_t R, int64_t n);
+using AccScaleFn = AccScaleSig*;
 // The two loops of quantizing a KV row on write (kv_quant.h's kv_quantize_row does the rest): the row's range
 // widened to include 0 (mn <= 0 <= mx), false if it holds a NaN or an infinity; then its codes under (s, zero),
 // kv_code_of's for each dim, dt kI8 (hd bytes) or kI4 (packed as kv_pack_i4). The same results on every path.
@@ -238,7 +246,7 @@ void w4il_dequant(const uint8_t* codes, const uint16_t* scales, const uint16_t* 
                   int64_t t, float* out);
 ToBf16Sig to_bf16;
 SoftmaxChunkSig softmax_chunk;
-AccUpdateSig acc_update;
+AccScaleSig acc_scale;
 Q8QuantizeSig q8_quantize;
 W4A8TileSig w4a8_tile;
 W4A8IlTileSig w4a8_il_tile;
@@ -274,7 +282,7 @@ TilePack16W4IlSig tile_pack16_w4il;
 TilePack16I8Sig tile_pack16_i8;
 ToBf16Sig to_bf16;
 SoftmaxChunkSig softmax_chunk;
-AccUpdateSig acc_update;
+AccScaleSig acc_scale;
 Q8QuantizeSig q8_quantize;
 A16QuantizeSig a16_quantize;  // the same bits as scalar::a16_quantize
 KVRowRangeSig kv_row_range;   // kv_store_avx512.cpp

@@ -27,6 +27,6 @@ class TileRunner {
 // Per-ISA vector helpers of the tile paths (AVX-512 where active, else scalar).
 ToBf16Fn to_bf16_fn();
 SoftmaxChunkFn softmax_chunk_fn();
-AccUpdateFn acc_update_fn();
+AccScaleFn acc_scale_fn();
 
 }  // namespace lmrt::cpu

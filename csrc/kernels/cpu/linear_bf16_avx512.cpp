@@ -13,6 +13,11 @@ inline __m512i pairs(Vec lo, Vec hi) {
   return _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1);
 }
 
+// Lane n: bf16(even[n]) in its low half, bf16(odd[n]) in its high half (a B-layout pair row).
+inline __m512i lane_pairs(Vec even, Vec odd) {
+  return _mm512_or_si512(round_bf16(even), _mm512_slli_epi32(round_bf16(odd), 16));
+}
+
 }  // namespace
 
 void tile_pack16(const float* w, int64_t ldw, int64_t num_rows, int64_t K, uint16_t* out) {
@@ -26,7 +31,7 @@ void tile_pack16_w4(const uint8_t* codes, const float* scales, const float* mins
 
 void tile_pack16_w4il(const uint8_t* codes, const uint16_t* scales, const uint16_t* mins, int group_size, int64_t K,
                       int64_t t, uint16_t* out) {
-  pack16_w4il_strip(codes, scales, mins, group_size, K, t, out, pairs);
+  pack16_w4il_strip(codes, scales, mins, group_size, K, t, out, lane_pairs);
 }
 
 void tile_pack16_i8(const int8_t* q, int64_t K, int64_t r0, int64_t num_rows, uint16_t* out) {

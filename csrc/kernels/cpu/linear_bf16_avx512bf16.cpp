@@ -15,6 +15,13 @@ namespace {
 
 inline __m512i pairs(__m512 lo, __m512 hi) { return (__m512i)_mm512_cvtne2ps_pbh(hi, lo); }
 
+// Lane n: bf16(even[n]) in its low half, bf16(odd[n]) in its high half: the 32 rounded words interleaved.
+inline __m512i lane_pairs(__m512 even, __m512 odd) {
+  const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21,
+                                       5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  return _mm512_permutexvar_epi16(idx, (__m512i)_mm512_cvtne2ps_pbh(odd, even));
+}
+
 constexpr int kRows = 8;  // rows of C per register block: 8 rows x 32 columns = 16 zmm accumulators
 
 // Rows [r0, r0 + kRows) of the 32 x 32 block: for each K pair p, lane n of acc[r][h] takes
@@ -63,7 +70,7 @@ void tile_pack16_w4(const uint8_t* codes, const float* scales, const float* mins
 
 void tile_pack16_w4il(const uint8_t* codes, const uint16_t* scales, const uint16_t* mins, int group_size, int64_t K,
                       int64_t t, uint16_t* out) {
-  avx512::pack16_w4il_strip(codes, scales, mins, group_size, K, t, out, pairs);
+  avx512::pack16_w4il_strip(codes, scales, mins, group_size, K, t, out, lane_pairs);
 }
 
 void tile_pack16_i8(const int8_t* q, int64_t K, int64_t r0, int64_t num_rows, uint16_t* out) {

@@ -194,38 +194,35 @@ inline void pack16_w4_rows(const uint8_t* codes, const float* scales, const floa
   }
 }
 
-// The same for strip t of interleaved weights (W4Interleaved): a run's 4 vectors hold 4 code bytes of each of the
-// 16 outputs; a 4 x 4 transpose of their 32-bit words within each 128-bit lane gives output n's 16 code bytes in
-// lane n / 4 of vector n % 4, in input order (byte j: inputs j and j + 16), which is pack16_w4_rows' row.
-template <class Pairs>
+// The same for strip t of interleaved weights (W4Interleaved), with no transpose: a run's vector u holds, in lane n,
+// output n's code bytes 4u..4u+3 (byte b: input 4u + b in its low nibble, 4u + b + 16 in its high one), so the
+// bytes 2h, 2h + 1 of every lane are the B layout's pair row 2u + h (low nibbles) and 8 + 2u + h (high nibbles),
+// one lane per output: each row is two codes per lane, dequantised with the lanes' scales and mins (the same fma
+// as w4_table's) and joined by lane_pairs(even inputs, odd inputs) into 16 bf16 pairs.
+template <class LanePairs>
 inline void pack16_w4il_strip(const uint8_t* codes, const uint16_t* scales, const uint16_t* mins, int group_size,
-                              int64_t K, int64_t t, uint16_t* out, Pairs pairs) {
+                              int64_t K, int64_t t, uint16_t* out, LanePairs lane_pairs) {
   const int64_t steps = K / 32, G = K / group_size;
   const uint8_t* strip = codes + t * steps * 256;
+  const __m512i nib = _mm512_set1_epi32(0x0F0F0F0F), byte = _mm512_set1_epi32(0xFF);
   for (int64_t s = 0; s < steps; ++s) {
     const int64_t g = s * 32 / group_size;
     prefetch(strip + (s + 4) * 256);
     prefetch(strip + (s + 4) * 256 + 128);
-    __m512i v[4];
-    for (int u = 0; u < 4; ++u) v[u] = _mm512_loadu_si512(strip + s * 256 + u * 64);
-    const __m512i a = _mm512_unpacklo_epi32(v[0], v[1]), b = _mm512_unpackhi_epi32(v[0], v[1]);
-    const __m512i c = _mm512_unpacklo_epi32(v[2], v[3]), d = _mm512_unpackhi_epi32(v[2], v[3]);
-    const __m512i rows4[4] = {_mm512_unpacklo_epi64(a, c), _mm512_unpackhi_epi64(a, c), _mm512_unpacklo_epi64(b, d),
-                              _mm512_unpackhi_epi64(b, d)};  // rows4[i], lane l: output 4 l + i
     const Vec sv = load_f16(scales + (t * G + g) * 16), mv = load_f16(mins + (t * G + g) * 16);
-    alignas(64) float sc[16], mn[16];
-    _mm512_store_ps(sc, sv);
-    _mm512_store_ps(mn, mv);
-    alignas(64) uint8_t bytes[4][64];  // output n's 16 code bytes at bytes[n % 4] + 16 (n / 4)
-    for (int i = 0; i < 4; ++i) _mm512_store_si512(bytes[i], rows4[i]);
-    __m512i r[16];
-    for (int n = 0; n < 16; ++n) {
-      const IVec bn = widen_u8(bytes[n % 4] + 16 * (n / 4));
-      const W4Table tb = w4_table(sc[n], mn[n]);
-      r[n] = pairs(w4_low(bn, tb), w4_high(bn, tb));
+    const auto w = [&](__m512i c) { return _mm512_fmadd_ps(_mm512_cvtepi32_ps(c), sv, mv); };
+    uint16_t* o = out + s * 16 * 32;
+    for (int u = 0; u < 4; ++u) {
+      const __m512i v = _mm512_loadu_si512(strip + s * 256 + u * 64);
+      const __m512i halves[2] = {_mm512_and_si512(v, nib), _mm512_and_si512(_mm512_srli_epi32(v, 4), nib)};
+      for (int x = 0; x < 2; ++x) {  // low nibbles: rows 2u + h; high nibbles: rows 8 + 2u + h
+        const __m512i c = halves[x];
+        const __m512i r0 = lane_pairs(w(_mm512_and_si512(c, byte)), w(_mm512_and_si512(_mm512_srli_epi32(c, 8), byte)));
+        const __m512i r1 = lane_pairs(w(_mm512_and_si512(_mm512_srli_epi32(c, 16), byte)), w(_mm512_srli_epi32(c, 24)));
+        _mm512_storeu_si512(o + (8 * x + 2 * u) * 32, r0);
+        _mm512_storeu_si512(o + (8 * x + 2 * u + 1) * 32, r1);
+      }
     }
-    transpose16(r);
-    for (int p = 0; p < 16; ++p) _mm512_storeu_si512(out + (s * 16 + p) * 32, r[p]);
   }
 }
 

@@ -59,6 +59,7 @@ SHAPES = [  # (M, K, N): one tile, padding on every side, many blocks, the model
     (33, 96, 70),
     (64, 576, 960),
     (40, 1536, 576),
+    (45, 1216, 80),  # 38 steps, a partial row block and strip
 ]
 
 
@@ -91,7 +92,7 @@ def test_a_row_does_not_depend_on_how_many_rows_run(unit, mode):
         assert_bits_equal(K.linear_bf16_tiles(x[:M], w, tile_unit=unit, mode=mode), full[:M], f"{M} rows")
 
 
-@pytest.mark.parametrize("M,K_,N", [(5, 40, 20), (64, 576, 960), (40, 96, 70)])
+@pytest.mark.parametrize("M,K_,N", [(5, 40, 20), (64, 576, 960), (40, 96, 70), (64, 1536, 576), (45, 1216, 80)])
 def test_add_mode_accumulates_into_y(unit, M, K_, N):
     rng = np.random.default_rng(M + K_ + N)
     x = rng.standard_normal((M, K_)).astype(np.float32)
@@ -107,7 +108,7 @@ def test_add_mode_accumulates_into_y(unit, M, K_, N):
 
 
 # silu(g) * u of fp32 values within their sum bound, then rounded once to bf16 (2^-9 relative).
-@pytest.mark.parametrize("M,K_,N", [(5, 40, 64), (64, 576, 256), (33, 96, 128), (20, 96, 128)])
+@pytest.mark.parametrize("M,K_,N", [(5, 40, 64), (64, 576, 256), (33, 96, 128), (20, 96, 128), (40, 1216, 128)])
 def test_silu_mul_mode_pairs_gates_with_their_ups(unit, isa, M, K_, N):
     rng = np.random.default_rng(M * 7 + N)
     x = rng.standard_normal((M, K_)).astype(np.float32)

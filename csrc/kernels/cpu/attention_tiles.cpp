@@ -240,7 +240,8 @@ void paged_attention_tiles(ThreadPool& pool, const KVLayer& kv, const AttnSeq* s
     }
   });
   const int group = n_heads / kv.n_kv_heads;
-  // Work item: (sequence, head, 32-row block); within a sequence the last rows see the most keys.
+  // Work item: (sequence, 32-row block, head), within a sequence the last row blocks first: they see the most keys,
+  // so the items the threads take last are the cheap ones and they finish together.
   pool.parallel_for(items, 1, [&](int64_t begin, int64_t end) {
     unit.begin();
     for (int64_t i = begin; i < end; ++i) {
@@ -248,7 +249,8 @@ void paged_attention_tiles(ThreadPool& pool, const KVLayer& kv, const AttnSeq* s
       while (si + 1 < tiled.size() && tiled[si + 1].first_item <= i) ++si;
       const TileSeq& t = tiled[si];
       const int64_t local = i - t.first_item, blocks = (t.seq->M + kRows - 1) / kRows;
-      attend_rows(kv, t, static_cast<int>(local / blocks), group, (local % blocks) * kRows, scale, hdp, block, to_bf16,
+      const int64_t row_block = blocks - 1 - local / n_heads;
+      attend_rows(kv, t, static_cast<int>(local % n_heads), group, row_block * kRows, scale, hdp, block, to_bf16,
                   softmax, rescale);
     }
     unit.end();

@@ -199,13 +199,14 @@ int64_t ThreadPool::narrow_jobs() const { return impl_->narrow_jobs.load(std::me
 void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
   if (n <= 0) return;
   Impl& s = *impl_;
-  // At most ~8 chunks per thread: enough to balance, few enough that the shared
-  // ticket stays cheap when the caller passes a tiny grain. Chunking depends on
-  // num_threads only (not on the width now in use), so results never depend on
-  // contention.
+  // At most ~16 chunks per thread: enough to balance (a product of 18 strips on 2 threads runs as 18 chunks of one,
+  // 9 each, where 8 per thread made 9 chunks of two: 10 strips against 8), few enough that the shared ticket stays
+  // cheap when the caller passes a tiny grain. Chunking depends on num_threads only (not on the width now in use),
+  // so results never depend on contention.
   // (The ticket holds at most 65535 chunks.)
-  const int64_t chunk =
-      std::max({std::max<int64_t>(grain, 1), (n + 8 * s.num_threads - 1) / (8 * s.num_threads), (n + 65534) / 65535});
+  constexpr int64_t kChunksPerThread = 16;
+  const int64_t most = kChunksPerThread * s.num_threads;
+  const int64_t chunk = std::max({std::max<int64_t>(grain, 1), (n + most - 1) / most, (n + 65534) / 65535});
   // Back to full width once the backoff period is over.
   if (s.width < s.num_threads && Clock::now() >= s.backoff_until) ++s.width;
   if (s.width < s.num_threads) s.narrow_jobs.fetch_add(1, std::memory_order_relaxed);

@@ -179,6 +179,9 @@ void scalar::acc_scale(float* o, const float* corr, int64_t R, int64_t n) {
 }
 
 SoftmaxChunkFn softmax_chunk_fn() {
+#ifdef LMRT_HAVE_AVX512BF16
+  if (active_isa() == Isa::Avx512 && avx512bf16_available()) return avx512bf16::softmax_chunk;
+#endif
 #ifdef LMRT_X86
   if (active_isa() == Isa::Avx512) return avx512::softmax_chunk;
 #endif

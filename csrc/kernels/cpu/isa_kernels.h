@@ -202,8 +202,8 @@ using ToBf16Fn = ToBf16Sig*;
 //   m        [R] the row's offset: -inf before its first chunk, then that chunk's max t; raised to a later chunk's
 //            max t only when that passes m + kSoftmaxSlack (so p < 2^kSoftmaxSlack, and the accumulator is rescaled
 //            rarely: the offset cancels in o / l, any value near the max serves); updated
-//   l        [R, 16] running denominator as 16 partial sums, lane j % 16 taking key j (their total is the
-//            denominator); updated
+//   l        [R, 16] running denominator as 16 partial sums (their total is the denominator; which key goes to
+//            which is the ISA's: lane j % 16 here); updated
 //   p        [R, 64] bf16 out: 2^(t - m_new), 0 where masked
 //   corr     [R] out: 2^(m_old - m_new), the factor the row's accumulator (and l) takes: 1 when m stays
 // l sums p as rounded to bf16 (the values the P V product sees). A row with n_valid 0 keeps m and l and gets
@@ -314,6 +314,7 @@ TilePack16Sig tile_pack16;
 TilePack16W4Sig tile_pack16_w4;
 TilePack16W4IlSig tile_pack16_w4il;
 TilePack16I8Sig tile_pack16_i8;
+SoftmaxChunkSig softmax_chunk;  // attention_tiles_avx512bf16.cpp: l's 16 sums spread keys as VDPBF16PS pairs them
 }  // namespace avx512bf16
 #endif
 

@@ -26,7 +26,7 @@ class TileRunner {
 
 // Per-ISA vector helpers of the tile paths (AVX-512 where active, else scalar).
 ToBf16Fn to_bf16_fn();
-SoftmaxChunkFn softmax_chunk_fn();
+SoftmaxChunkFn softmax_chunk_fn(TileUnit unit);  // unit: the resolved tile unit (TileRunner::impl)
 AccScaleFn acc_scale_fn();
 
 }  // namespace lmrt::cpu

@@ -247,6 +247,8 @@ def test_rmsnorm(isa, M, H):
     ref = x64 / np.sqrt((x64**2).mean(-1, keepdims=True) + eps) * w
     assert np.all(np.abs(y - ref) <= norm_tol(H) * np.abs(ref) + 1e-30)
     assert_bits_equal(K.rmsnorm(x[-1:], w, eps), y[-1:], "last row alone")
+    for m in range(min(M, 5)):  # rows normed four at a time give each row's bits alone
+        assert_bits_equal(K.rmsnorm(x[m : m + 1], w, eps), y[m : m + 1], f"row {m} alone")
 
 
 @pytest.mark.parametrize("M,H", [(1, 576), (37, 100)])

@@ -314,6 +314,7 @@ TilePack16Sig tile_pack16;
 TilePack16W4Sig tile_pack16_w4;
 TilePack16W4IlSig tile_pack16_w4il;
 TilePack16I8Sig tile_pack16_i8;
+SiluMulPairsSig silu_mul_pairs;
 SoftmaxChunkSig softmax_chunk;  // attention_tiles_avx512bf16.cpp: l's 16 sums spread keys as VDPBF16PS pairs them
 }  // namespace avx512bf16
 #endif

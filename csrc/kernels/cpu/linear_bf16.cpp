@@ -193,12 +193,21 @@ void bf16_tiles_input(ThreadPool& pool, const float* x, int64_t M, int64_t K, in
 
 void rmsnorm_bf16_tiles(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const float* w, float eps,
                         uint16_t* xb) {
+  constexpr int64_t kRows = 4;  // rows normed together (rmsnorm's chains of adds side by side)
   const ToBf16Fn to_bf16 = to_bf16_fn();
-  tile_input_rows(pool, M, K, xb, [&](int64_t m, uint16_t* out) {
-    thread_local std::vector<float> t_row;  // [K] one normed row
-    if (t_row.size() < static_cast<size_t>(K)) t_row.resize(K);
-    rmsnorm(x + m * ldx, 1, K, ldx, w, eps, t_row.data(), K);
-    to_bf16(t_row.data(), K, out);
+  const int64_t Mp = round_up(M, kBlock), Kp = round_up(K, kStep);
+  pool.parallel_for(Mp, 8, [&](int64_t m0, int64_t m1) {
+    thread_local std::vector<float> t_rows;  // [kRows, K] normed rows
+    if (t_rows.size() < static_cast<size_t>(kRows * K)) t_rows.resize(kRows * K);
+    for (int64_t m = m0; m < m1; m += kRows) {
+      const int64_t end = std::min(m + kRows, m1), live = std::clamp<int64_t>(M - m, 0, end - m);
+      rmsnorm(x + m * ldx, live, K, ldx, w, eps, t_rows.data(), K);
+      for (int64_t r = m; r < end; ++r) {
+        uint16_t* out = xb + r * Kp;  // [Kp]
+        if (r < M) to_bf16(t_rows.data() + (r - m) * K, K, out);
+        std::fill(out + (r < M ? K : 0), out + Kp, uint16_t{0});
+      }
+    }
   });
 }
 
@@ -292,6 +301,7 @@ void linear_bf16_tiles_in(ThreadPool& pool, const uint16_t* xb, int64_t M, int64
 #endif
 #ifdef LMRT_HAVE_AVX512BF16
   if (unit.impl() != TileUnit::Model && active_isa() == Isa::Avx512) {  // AVX512-BF16 rounds 32 weights at once
+    silu_mul = avx512bf16::silu_mul_pairs;
     pack = avx512bf16::tile_pack16;
     pack_w4 = avx512bf16::tile_pack16_w4;
     pack_w4il = avx512bf16::tile_pack16_w4il;

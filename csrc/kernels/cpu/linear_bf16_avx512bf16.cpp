@@ -53,6 +53,15 @@ inline void rows_block(const uint16_t* a, int64_t lda, const uint16_t* b0, const
 
 }  // namespace
 
+// avx512::silu_mul_pairs with VCVTNEPS2BF16 rounding the 16 results (a denormal result becomes 0, as the next
+// product's tiles take it).
+void silu_mul_pairs(const float* c, int64_t ldc, uint16_t* out, int64_t ldo) {
+  for (int64_t m = 0; m < 32; ++m) {
+    const __m512 v = avx512::silu_mul_bf16_ps(_mm512_loadu_ps(c + m * ldc), _mm512_loadu_ps(c + m * ldc + 16));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + m * ldo), reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v)));
+  }
+}
+
 void bf16_block(const uint16_t* a, int64_t lda, const uint16_t* b0, const uint16_t* b1, int64_t steps,
                 const float* init, int64_t ldi, float* c, int64_t ldc, int rows) {
   for (int r0 = 0; r0 < rows; r0 += kRows)

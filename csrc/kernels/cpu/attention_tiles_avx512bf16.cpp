@@ -5,6 +5,7 @@
 // take it anyway.
 #include <cmath>
 
+#include "kernels/cpu/attention_tiles_avx512.inl"
 #include "kernels/cpu/isa_kernels.h"
 #include "kernels/cpu/simd_avx512.h"
 
@@ -14,37 +15,14 @@ using namespace lmrt::cpu::avx512;  // simd_avx512.h's vector API
 
 void softmax_chunk(const float* s, const int32_t* n_valid, int64_t R, float scale, float* m, float* l, uint16_t* p,
                    float* corr) {
-  static_assert(kSoftmaxLanes == kLanes && kKeyChunk == 4 * kLanes, "a row is 4 vectors, l's sums one");
-  constexpr int kVecs = kKeyChunk / kLanes;
+  static_assert(kSoftmaxLanes == kLanes && kChunkVecs == 4, "a row is 4 vectors, l's sums one");
   const Vec vscale = set1(scale * kLog2e);
   const __m512bh ones = reinterpret_cast<__m512bh>(_mm512_set1_epi16(0x3f80));  // bf16 1.0
   for (int64_t r = 0; r < R; ++r) {
-    const float* sr = s + r * kKeyChunk;  // [64]
-    uint16_t* pr = p + r * kKeyChunk;     // [64]
-    float* lr = l + r * kLanes;           // [16]
-    const int nv = n_valid[r];
-    Tail valid[kVecs];
-    Vec x[kVecs];
-    __mmask16 over = 0;  // lanes past m + slack: the chunk's max is needed (always on the first chunk: m = -inf)
-    const Vec bound = set1(m[r] + kSoftmaxSlack);
-    for (int v = 0; v < kVecs; ++v) {
-      const int left = nv - v * kLanes;
-      valid[v] = left >= kLanes ? static_cast<Tail>(0xffff) : left <= 0 ? static_cast<Tail>(0) : tail_mask(left);
-      x[v] = mul(load(sr + v * kLanes), vscale);
-      over |= _mm512_mask_cmp_ps_mask(valid[v], x[v], bound, _CMP_GT_OQ);
-    }
-    float c = 1.0f;
-    if (over) {
-      Vec vmax = set1(-INFINITY);
-      for (int v = 0; v < kVecs; ++v) vmax = _mm512_mask_max_ps(vmax, valid[v], vmax, x[v]);
-      const float mx = _mm512_reduce_max_ps(vmax);
-      c = __builtin_exp2f(m[r] - mx);  // 0 on a row's first chunk (m = -inf)
-      m[r] = mx;
-    }
-    const Vec neg_m = set1(-m[r]);
-    Vec e[kVecs];
-    for (int v = 0; v < kVecs; ++v)
-      e[v] = valid[v] ? _mm512_maskz_mov_ps(valid[v], exp2_ps(_mm512_add_ps(x[v], neg_m))) : zero();
+    uint16_t* pr = p + r * kKeyChunk;  // [64]
+    float* lr = l + r * kLanes;        // [16]
+    Vec e[kChunkVecs];
+    const float c = softmax_row_exp(s + r * kKeyChunk, n_valid[r], vscale, m + r, e);
     Vec sum = zero();
     for (int h = 0; h < 2; ++h) {  // keys 32h..32h + 31
       const __m512bh pb = _mm512_cvtne2ps_pbh(e[2 * h + 1], e[2 * h]);

@@ -1,0 +1,44 @@
+// The part of softmax_chunk (contract in isa_kernels.h) that attention_tiles_avx512.cpp and
+// attention_tiles_avx512bf16.cpp share: one row's probabilities before they are rounded to bf16.
+#pragma once
+
+#include <cmath>
+
+#include "kernels/cpu/isa_kernels.h"
+#include "kernels/cpu/simd_avx512.h"
+
+namespace lmrt::cpu::avx512 {
+namespace {
+
+constexpr int kChunkVecs = kKeyChunk / kLanes;  // a row's 64 keys: 4 vectors
+
+// Row sr's e[v] = 2^(t - m) for its keys (t = s * vscale, vscale = scale * log2(e)), 0 at and past key nv; m is raised
+// to the row's max t where some key passes m + kSoftmaxSlack (always on its first chunk, m = -inf). Returns corr:
+// 2^(m_old - m_new), 1 where m stays.
+inline float softmax_row_exp(const float* sr, int nv, Vec vscale, float* m, Vec e[kChunkVecs]) {
+  Tail valid[kChunkVecs];
+  Vec x[kChunkVecs];
+  __mmask16 over = 0;
+  const Vec bound = set1(*m + kSoftmaxSlack);
+  for (int v = 0; v < kChunkVecs; ++v) {
+    const int left = nv - v * kLanes;
+    valid[v] = left >= kLanes ? static_cast<Tail>(0xffff) : left <= 0 ? static_cast<Tail>(0) : tail_mask(left);
+    x[v] = mul(load(sr + v * kLanes), vscale);
+    over |= _mm512_mask_cmp_ps_mask(valid[v], x[v], bound, _CMP_GT_OQ);
+  }
+  float c = 1.0f;
+  if (over) {
+    Vec vmax = set1(-INFINITY);
+    for (int v = 0; v < kChunkVecs; ++v) vmax = _mm512_mask_max_ps(vmax, valid[v], vmax, x[v]);
+    const float mx = _mm512_reduce_max_ps(vmax);
+    c = __builtin_exp2f(*m - mx);  // 0 on a row's first chunk (m = -inf)
+    *m = mx;
+  }
+  const Vec neg_m = set1(-*m);
+  for (int v = 0; v < kChunkVecs; ++v)
+    e[v] = valid[v] ? _mm512_maskz_mov_ps(valid[v], exp2_ps(_mm512_add_ps(x[v], neg_m))) : zero();
+  return c;
+}
+
+}  // namespace
+}  // namespace lmrt::cpu::avx512

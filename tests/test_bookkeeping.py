@@ -100,7 +100,7 @@ def test_block_manager_invariants(ops, block_size, num_blocks, caching):
 
 
 def test_prefix_cache_hit_after_the_owner_leaves():
-    """A freed block stays matchable until reused; the free list hands out the oldest-freed block first."""
+    """A freed block stays matchable until reused."""
     blocks = bk.BlockManager(4, 2, True)
     tokens = [5, 6, 7, 8, 9]
     table = blocks.allocate([], len(tokens))
@@ -111,6 +111,44 @@ def test_prefix_cache_hit_after_the_owner_leaves():
     n, again, _ = blocks.match_prefix(tokens, len(tokens) - 1)
     assert n == 4 and again == table[:2] and blocks.ref_count(again[0]) == 1
     assert blocks.match_prefix([5, 6, 7, 0, 1], 4)[0] == 2  # only the first block matches
+
+
+@pytest.mark.parametrize("caching", [False, True])
+def test_free_blocks_reused_most_recent_first_and_cached_ones_last(caching):
+    """Empty free blocks go out most recently freed first, so a stream of requests keeps reusing the same
+    few blocks (warm, and mapped: the pool's pages are touched lazily) instead of walking the whole pool;
+    cached blocks are evicted only when no empty block is left, the least recently freed first."""
+    blocks = bk.BlockManager(64, 4, caching)
+    first = blocks.allocate([], 10)  # 3 blocks, the last one partly full
+    assert first == [0, 1, 2]
+    blocks.deallocate(first)
+    for _ in range(5):  # requests one after another: the same blocks each time
+        table = blocks.allocate([], 10)
+        assert table == first
+        blocks.deallocate(table)
+    if not caching:
+        return
+    # Two cached prompts, freed one after the other; then new requests fill the pool's empty blocks.
+    owners = []
+    for base in (100, 200):
+        tokens = [base + i for i in range(9)]  # 2 full blocks + 1 partial
+        table = blocks.allocate([], len(tokens))
+        blocks.register_full_blocks(tokens, len(tokens), table, 0, 0)
+        owners.append((tokens, table))
+    for _, table in owners:
+        blocks.deallocate(table)
+    assert blocks.num_cached_blocks() == 4 and blocks.num_free_blocks() == 64
+    held = blocks.allocate([], 4 * 60)  # every empty block: both prompts still hit in full
+    assert blocks.num_cached_blocks() == 4
+    assert not set(held) & {b for _, t in owners for b in t[:2]}
+    for tokens, table in owners:
+        n, hit, _ = blocks.match_prefix(tokens, len(tokens) - 1)
+        assert n == 8 and hit == table[:2]
+        blocks.deallocate(hit)
+    # One more block evicts the least recently freed cached block: the first prompt's tail (freed tail first).
+    more = blocks.allocate([], 4)
+    assert more == [owners[0][1][1]] and blocks.num_cached_blocks() == 3
+    assert blocks.match_prefix(owners[0][0], 8)[0] == 4
 
 
 # ---------------------------------------------------------------- Scheduler

@@ -17,7 +17,8 @@ BlockManager::BlockManager(int num_blocks, int block_size, bool enable_prefix_ca
       has_hash_(num_blocks, 0),
       cached_info_(num_blocks) {
   if (num_blocks <= 0 || block_size <= 0) throw std::invalid_argument("BlockManager: sizes must be positive");
-  for (int b = 0; b < num_blocks; ++b) push_free(b);
+  empty_.reserve(num_blocks);
+  for (int b = num_blocks - 1; b >= 0; --b) push_free(b);  // block 0 on top
 }
 
 uint64_t BlockManager::hash_block(uint64_t parent, const int32_t* tokens, int n) {
@@ -35,6 +36,12 @@ uint64_t BlockManager::hash_block(uint64_t parent, const int32_t* tokens, int n)
 }
 
 void BlockManager::push_free(int b) {
+  in_free_[b] = 1;
+  ++num_free_;
+  if (!has_hash_[b]) {
+    empty_.push_back(b);
+    return;
+  }
   prev_[b] = tail_;
   next_[b] = -1;
   if (tail_ >= 0)
@@ -42,8 +49,6 @@ void BlockManager::push_free(int b) {
   else
     head_ = b;
   tail_ = b;
-  in_free_[b] = 1;
-  ++num_free_;
 }
 
 void BlockManager::unlink_free(int b) {
@@ -61,6 +66,13 @@ void BlockManager::unlink_free(int b) {
 }
 
 int BlockManager::pop_free() {
+  if (!empty_.empty()) {
+    const int b = empty_.back();
+    empty_.pop_back();
+    in_free_[b] = 0;
+    --num_free_;
+    return b;
+  }
   if (head_ < 0) throw std::logic_error("BlockManager: no free block (call can_allocate first)");
   const int b = head_;
   unlink_free(b);

@@ -39,14 +39,20 @@ class BlockManager {
 
  private:
   static uint64_t hash_block(uint64_t parent, const int32_t* tokens, int n);
-  int pop_free();             // takes the least recently freed block, evicting its cache entry
-  void push_free(int block);  // at the most-recently-freed end
-  void unlink_free(int block);
+  // An empty block (one the prefix cache does not hold) when there is one, the most recently freed first: its
+  // lines are likely still in cache and its pages mapped (a pool is mapped lazily: Buffer), so a steady stream of
+  // requests reuses the same few blocks instead of touching the whole pool. Else the least recently freed cached
+  // block, its cache entry evicted.
+  int pop_free();
+  void push_free(int block);    // onto the empty stack, or at the most-recently-freed end of the cached list
+  void unlink_free(int block);  // a cached block, off the cached list
 
   int num_blocks_, block_size_;
   bool prefix_caching_;
   std::vector<int> ref_;  // [num_blocks]
-  // free list, doubly linked over block ids, oldest first
+  // free blocks: the empty ones on a stack (most recently freed last), the cached ones on a list doubly linked over
+  // block ids, oldest first
+  std::vector<int> empty_;        // [<= num_blocks]
   std::vector<int> prev_, next_;  // [num_blocks]
   std::vector<char> in_free_;     // [num_blocks]
   int head_ = -1, tail_ = -1, num_free_ = 0;

@@ -60,6 +60,7 @@ SHAPES = [  # (M, K, N): one tile, padding on every side, many blocks, the model
     (64, 576, 960),
     (40, 1536, 576),
     (45, 1216, 80),  # 38 steps, a partial row block and strip
+    (260, 96, 70),  # 9 row blocks: the rows split among the threads (linear_bf16.cpp), the last block partial
 ]
 
 
@@ -92,7 +93,9 @@ def test_a_row_does_not_depend_on_how_many_rows_run(unit, mode):
         assert_bits_equal(K.linear_bf16_tiles(x[:M], w, tile_unit=unit, mode=mode), full[:M], f"{M} rows")
 
 
-@pytest.mark.parametrize("M,K_,N", [(5, 40, 20), (64, 576, 960), (40, 96, 70), (64, 1536, 576), (45, 1216, 80)])
+@pytest.mark.parametrize(
+    "M,K_,N", [(5, 40, 20), (64, 576, 960), (40, 96, 70), (64, 1536, 576), (45, 1216, 80), (260, 96, 70)]
+)
 def test_add_mode_accumulates_into_y(unit, M, K_, N):
     rng = np.random.default_rng(M + K_ + N)
     x = rng.standard_normal((M, K_)).astype(np.float32)
@@ -108,7 +111,9 @@ def test_add_mode_accumulates_into_y(unit, M, K_, N):
 
 
 # silu(g) * u of fp32 values within their sum bound, then rounded once to bf16 (2^-9 relative).
-@pytest.mark.parametrize("M,K_,N", [(5, 40, 64), (64, 576, 256), (33, 96, 128), (20, 96, 128), (40, 1216, 128)])
+@pytest.mark.parametrize(
+    "M,K_,N", [(5, 40, 64), (64, 576, 256), (33, 96, 128), (20, 96, 128), (40, 1216, 128), (260, 96, 128)]
+)
 def test_silu_mul_mode_pairs_gates_with_their_ups(unit, isa, M, K_, N):
     rng = np.random.default_rng(M * 7 + N)
     x = rng.standard_normal((M, K_)).astype(np.float32)
@@ -159,7 +164,9 @@ def pack_w4_codes(codes):
 # 4-bit weights on the tiles: each strip is dequantised (fma in fp32) and rounded to bf16 as it is packed;
 # the AVX-512 packers do it in registers. Against float64 on the same bf16-rounded weights, and every ISA's
 # packer against the scalar one (the same bits: dequantisation and rounding are exact operations).
-@pytest.mark.parametrize("M,K_,N,g", [(5, 64, 20, 32), (64, 576, 960, 64), (40, 1536, 576, 128), (33, 128, 48, 32)])
+@pytest.mark.parametrize(
+    "M,K_,N,g", [(5, 64, 20, 32), (64, 576, 960, 64), (40, 1536, 576, 128), (33, 128, 48, 32), (260, 576, 100, 64)]
+)
 def test_w4_weights_on_tiles(unit, isa, M, K_, N, g):
     rng = np.random.default_rng(M + K_ + N + g)
     codes = rng.integers(0, 16, size=(N, K_), dtype=np.uint8)
@@ -216,13 +223,17 @@ def test_bf16_weights_equal_rounded_fp32_weights(unit):
     assert_bits_equal(a, b, "bf16 weights vs the same weights given as fp32")
 
 
+@pytest.mark.parametrize("M", [100, 520])
 @pytest.mark.parametrize("threads", [2, 3])
-def test_threads_change_no_bit(unit, threads):
+def test_threads_change_no_bit(unit, threads, M):
+    # 520 rows (17 blocks): 1 and 2 threads split the rows (groups of 8 blocks a thread or more), 3 the strips
     rng = np.random.default_rng(threads)
-    x = rng.standard_normal((100, 576)).astype(np.float32)
-    w = rng.standard_normal((200, 576)).astype(np.float32)
-    one = K.linear_bf16_tiles(x, w, tile_unit=unit)
-    assert_bits_equal(K.linear_bf16_tiles(x, w, num_threads=threads, tile_unit=unit), one, f"{threads} threads vs 1")
+    x = rng.standard_normal((M, 192)).astype(np.float32)
+    w = rng.standard_normal((192, 192)).astype(np.float32)
+    for mode in ("store", "silu_mul"):
+        one = K.linear_bf16_tiles(x, w, tile_unit=unit, mode=mode)
+        got = K.linear_bf16_tiles(x, w, num_threads=threads, tile_unit=unit, mode=mode)
+        assert_bits_equal(got, one, f"{mode}: {threads} threads vs 1")
 
 
 @pytest.mark.parametrize("missing", ["amx", "avx512bf16"])

@@ -341,7 +341,8 @@ def test_tiles_packed_from_the_interleaved_layout_are_the_row_layouts(g):
     """linear_w4(..., interleaved=True, tile_unit=...) (the int8 mode's large steps on an AMX host: bf16 tiles packed
     from the interleaved layout) gives the row layout's tile product bit for bit where the scales and mins are halves
     (as interleaving leaves them): every tile unit here (the software model on any CPU), the AVX-512 packer and the
-    scalar one (dequantize, then pack), 1 and 2 threads, partial blocks of rows and outputs."""
+    scalar one (dequantize, then pack), 1 and 2 threads, partial blocks of rows and outputs, with the rows split among
+    the threads (300 rows on 1 thread) or the strips (on 2)."""
     N, Kd = 80, 640
     codes, scales, mins = make_w4(N, Kd, g)
     scales, mins = halves(scales), halves(mins)
@@ -349,7 +350,7 @@ def test_tiles_packed_from_the_interleaved_layout_are_the_row_layouts(g):
     il = K.w4_interleave(rows, scales, mins, g)
     bias = rng.standard_normal(N).astype(np.float32)
     units = ["model"] + (["amx"] if K.amx_available() else []) + (["avx512bf16"] if K.avx512bf16_available() else [])
-    for M in (5, 70):
+    for M in (5, 70, 300):
         x = activations(M, Kd)
         for unit in units:
             for name in ["scalar", "avx512"]:

@@ -21,21 +21,22 @@ inline __m512i lane_pairs(Vec even, Vec odd) {
 }  // namespace
 
 void tile_pack16(const float* w, int64_t ldw, int64_t num_rows, int64_t K, uint16_t* out) {
-  pack16_rows(w, ldw, num_rows, K, out, pairs);
+  pack16_rows(w, ldw, num_rows, K, out, [](__m512 lo, __m512 hi) { return pairs(lo, hi); });
 }
 
 void tile_pack16_w4(const uint8_t* codes, const float* scales, const float* mins, int group_size, int64_t K, int64_t r0,
                     int64_t num_rows, uint16_t* out) {
-  pack16_w4_rows(codes, scales, mins, group_size, K, r0, num_rows, out, pairs);
+  pack16_w4_rows(codes, scales, mins, group_size, K, r0, num_rows, out,
+                 [](__m512 e, __m512 o) { return lane_pairs(e, o); });
 }
 
 void tile_pack16_w4il(const uint8_t* codes, const uint16_t* scales, const uint16_t* mins, int group_size, int64_t K,
                       int64_t t, uint16_t* out) {
-  pack16_w4il_strip(codes, scales, mins, group_size, K, t, out, lane_pairs);
+  pack16_w4il_strip(codes, scales, mins, group_size, K, t, out, [](__m512 e, __m512 o) { return lane_pairs(e, o); });
 }
 
 void tile_pack16_i8(const int8_t* q, int64_t K, int64_t r0, int64_t num_rows, uint16_t* out) {
-  pack16_rows(q + r0 * K, K, num_rows, K, out, pairs);
+  pack16_rows(q + r0 * K, K, num_rows, K, out, [](__m512 lo, __m512 hi) { return pairs(lo, hi); });
 }
 
 }  // namespace lmrt::cpu::avx512

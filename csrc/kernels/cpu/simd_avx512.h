@@ -5,6 +5,7 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
 
 namespace lmrt::cpu::avx512 {
@@ -169,60 +170,81 @@ inline void pack16_rows(const T* w, int64_t ldw, int64_t num_rows, int64_t K, ui
   }
 }
 
-template <class Pairs>
+// One 32-input step of 16 outputs of 4-bit weights into the B layout, from lane vectors: v[u] holds, in lane n,
+// output n's code bytes 4u..4u+3 (byte b: input 4u + b in its low nibble, 4u + b + 16 in its high one), so the
+// bytes 2h, 2h + 1 of every lane are pair row 2u + h (low nibbles) and 8 + 2u + h (high nibbles), one lane per
+// output: each row is two codes per lane, dequantised with the lanes' scales sv and mins mv (fma(code, scale, min),
+// w4_table's bits) and joined by lane_pairs(even inputs, odd inputs) into 16 bf16 pairs. o: the step's [16, 32].
+template <class LanePairs>
+inline void w4_lanes_step(const __m512i v[4], Vec sv, Vec mv, uint16_t* o, LanePairs lane_pairs) {
+  const __m512i nib = _mm512_set1_epi32(0x0F0F0F0F), byte = _mm512_set1_epi32(0xFF);
+  const auto w = [&](__m512i c) { return _mm512_fmadd_ps(_mm512_cvtepi32_ps(c), sv, mv); };
+  for (int u = 0; u < 4; ++u) {
+    const __m512i halves[2] = {_mm512_and_si512(v[u], nib), _mm512_and_si512(_mm512_srli_epi32(v[u], 4), nib)};
+    for (int x = 0; x < 2; ++x) {  // low nibbles: rows 2u + h; high nibbles: rows 8 + 2u + h
+      const __m512i c = halves[x];
+      const __m512i r0 = lane_pairs(w(_mm512_and_si512(c, byte)), w(_mm512_and_si512(_mm512_srli_epi32(c, 8), byte)));
+      const __m512i r1 = lane_pairs(w(_mm512_and_si512(_mm512_srli_epi32(c, 16), byte)), w(_mm512_srli_epi32(c, 24)));
+      _mm512_storeu_si512(o + (8 * x + 2 * u) * 32, r0);
+      _mm512_storeu_si512(o + (8 * x + 2 * u + 1) * 32, r1);
+    }
+  }
+}
+
+// tile_pack16_w4 (rows r0.. of the row layout): the rows' code bytes transposed as they come (16 rows x 4 steps of
+// 16 bytes: one 16 x 16 transpose of 32-bit words gives every step's lane vectors, output n in lane n), then
+// w4_lanes_step. Rows past num_rows read nothing and get scale = min = 0: zeros.
+template <class LanePairs>
 inline void pack16_w4_rows(const uint8_t* codes, const float* scales, const float* mins, int group_size, int64_t K,
-                           int64_t r0, int64_t num_rows, uint16_t* out, Pairs pairs) {
+                           int64_t r0, int64_t num_rows, uint16_t* out, LanePairs lane_pairs) {
   const int64_t steps = K / 32, G = K / group_size;  // K is a multiple of group_size >= 32
-  for (int64_t s = 0; s < steps; ++s) {
-    const int64_t g = s * 32 / group_size;
-    __m512i r[16];
+  const __mmask16 live = num_rows >= 16 ? Tail(0xffff) : tail_mask(static_cast<int>(std::max<int64_t>(num_rows, 0)));
+  const __m512i lane_offsets =  // lane n: row n's scales
+      _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                         _mm512_set1_epi32(static_cast<int>(G)));
+  Vec sv = _mm512_setzero_ps(), mv = _mm512_setzero_ps();
+  int64_t group = -1;
+  for (int64_t s0 = 0; s0 < steps; s0 += 4) {
+    const int n_steps = static_cast<int>(std::min<int64_t>(4, steps - s0));
+    const Tail words = n_steps == 4 ? Tail(0xffff) : tail_mask(4 * n_steps);
+    __m512i r[16];  // r[n]: row n's code bytes of steps s0.., 4 words a step
     for (int n = 0; n < 16; ++n) {
       if (n >= num_rows) {
         r[n] = _mm512_setzero_si512();
         continue;
       }
-      const int64_t row = r0 + n;
-      const uint8_t* run = codes + row * (K / 2) + s * 16;  // 32 inputs: low nibbles 0..15, high nibbles 16..31
-      // 16 rows are 16 streams, too many for the hardware prefetchers: fetch 8 runs (2 lines) ahead
-      if (s % 4 == 0) prefetch(run + 128);
-      const IVec b = widen_u8(run);
-      const W4Table t = w4_table(scales[row * G + g], mins[row * G + g]);
-      r[n] = pairs(w4_low(b, t), w4_high(b, t));
+      const uint8_t* p = codes + (r0 + n) * (K / 2) + s0 * 16;
+      prefetch(p + 128);  // 16 rows are 16 streams, too many for the hardware prefetchers: 2 lines ahead
+      r[n] = _mm512_maskz_loadu_epi32(words, p);
     }
-    transpose16(r);
-    for (int p = 0; p < 16; ++p) _mm512_storeu_si512(out + (s * 16 + p) * 32, r[p]);
+    transpose16(r);  // r[4 i + u], lane n: row n's word u of step s0 + i
+    for (int i = 0; i < n_steps; ++i) {
+      const int64_t g = (s0 + i) * 32 / group_size;
+      if (g != group) {
+        sv = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), live, lane_offsets, scales + r0 * G + g, 4);
+        mv = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), live, lane_offsets, mins + r0 * G + g, 4);
+        group = g;
+      }
+      w4_lanes_step(r + 4 * i, sv, mv, out + (s0 + i) * 16 * 32, lane_pairs);
+    }
   }
 }
 
-// The same for strip t of interleaved weights (W4Interleaved), with no transpose: a run's vector u holds, in lane n,
-// output n's code bytes 4u..4u+3 (byte b: input 4u + b in its low nibble, 4u + b + 16 in its high one), so the
-// bytes 2h, 2h + 1 of every lane are the B layout's pair row 2u + h (low nibbles) and 8 + 2u + h (high nibbles),
-// one lane per output: each row is two codes per lane, dequantised with the lanes' scales and mins (the same fma
-// as w4_table's) and joined by lane_pairs(even inputs, odd inputs) into 16 bf16 pairs.
+// The same for strip t of interleaved weights (W4Interleaved), with no transpose: a run's 4 vectors are already
+// w4_lanes_step's lane vectors.
 template <class LanePairs>
 inline void pack16_w4il_strip(const uint8_t* codes, const uint16_t* scales, const uint16_t* mins, int group_size,
                               int64_t K, int64_t t, uint16_t* out, LanePairs lane_pairs) {
   const int64_t steps = K / 32, G = K / group_size;
   const uint8_t* strip = codes + t * steps * 256;
-  const __m512i nib = _mm512_set1_epi32(0x0F0F0F0F), byte = _mm512_set1_epi32(0xFF);
   for (int64_t s = 0; s < steps; ++s) {
     const int64_t g = s * 32 / group_size;
     prefetch(strip + (s + 4) * 256);
     prefetch(strip + (s + 4) * 256 + 128);
-    const Vec sv = load_f16(scales + (t * G + g) * 16), mv = load_f16(mins + (t * G + g) * 16);
-    const auto w = [&](__m512i c) { return _mm512_fmadd_ps(_mm512_cvtepi32_ps(c), sv, mv); };
-    uint16_t* o = out + s * 16 * 32;
-    for (int u = 0; u < 4; ++u) {
-      const __m512i v = _mm512_loadu_si512(strip + s * 256 + u * 64);
-      const __m512i halves[2] = {_mm512_and_si512(v, nib), _mm512_and_si512(_mm512_srli_epi32(v, 4), nib)};
-      for (int x = 0; x < 2; ++x) {  // low nibbles: rows 2u + h; high nibbles: rows 8 + 2u + h
-        const __m512i c = halves[x];
-        const __m512i r0 = lane_pairs(w(_mm512_and_si512(c, byte)), w(_mm512_and_si512(_mm512_srli_epi32(c, 8), byte)));
-        const __m512i r1 = lane_pairs(w(_mm512_and_si512(_mm512_srli_epi32(c, 16), byte)), w(_mm512_srli_epi32(c, 24)));
-        _mm512_storeu_si512(o + (8 * x + 2 * u) * 32, r0);
-        _mm512_storeu_si512(o + (8 * x + 2 * u + 1) * 32, r1);
-      }
-    }
+    const __m512i v[4] = {_mm512_loadu_si512(strip + s * 256), _mm512_loadu_si512(strip + s * 256 + 64),
+                          _mm512_loadu_si512(strip + s * 256 + 128), _mm512_loadu_si512(strip + s * 256 + 192)};
+    w4_lanes_step(v, load_f16(scales + (t * G + g) * 16), load_f16(mins + (t * G + g) * 16), out + s * 16 * 32,
+                  lane_pairs);
   }
 }
 

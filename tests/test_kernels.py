@@ -239,7 +239,7 @@ def test_linear_validation():
 # ---------------------------------------------------------------- rmsnorm, silu_mul, embedding
 
 
-@pytest.mark.parametrize("M,H", [(1, 576), (5, 37)])
+@pytest.mark.parametrize("M,H", [(1, 576), (5, 37), (9, 576), (6, 15)])
 def test_rmsnorm(isa, M, H):
     x, w, eps = randn(M, H, scale=3.0), randn(H), 1e-5
     y = K.rmsnorm(x, w, eps)
@@ -249,9 +249,11 @@ def test_rmsnorm(isa, M, H):
     assert_bits_equal(K.rmsnorm(x[-1:], w, eps), y[-1:], "last row alone")
     for m in range(min(M, 5)):  # rows normed four at a time give each row's bits alone
         assert_bits_equal(K.rmsnorm(x[m : m + 1], w, eps), y[m : m + 1], f"row {m} alone")
+    # every ISA the scalar bits (the sum of squares in one order: isa_kernels.h, RmsnormSig)
+    assert_bits_equal(y, with_isa("scalar", lambda: K.rmsnorm(x, w, eps)), f"{isa} vs scalar")
 
 
-@pytest.mark.parametrize("M,H", [(1, 576), (37, 100)])
+@pytest.mark.parametrize("M,H", [(1, 576), (37, 100), (70, 576)])
 def test_rmsnorm_bf16_tiles_is_rmsnorm_then_bf16(isa, M, H):
     """The prefill's fused norm (one pass into the bf16 tiles' input): the bits of rmsnorm, rounded to bf16 (the
     NumPy rounding, lmrt._bf16), in a [round_up(M, 32), round_up(H, 32)] array whose padding is zero; 1 and 2 threads."""

@@ -193,6 +193,13 @@ using TilePack16W4IlFn = TilePack16W4IlSig*;
 // to the product): float(q), exact in bf16, so bit for bit i8_dequant, then tile_pack16.
 using TilePack16I8Sig = void(const int8_t* q, int64_t K, int64_t r0, int64_t num_rows, uint16_t* out);
 using TilePack16I8Fn = TilePack16I8Sig*;
+// rmsnorm (ops.h) of rows [0, M): y = w * (x * rs), rs = 1 / sqrt(ss / H + eps), ss each row's sum of squares in 16
+// lanes (lane l: the squares of elements l, l + 16, ..., each product rounded, then added) summed as a tree
+// ((l, l + 8), then (l, l + 4), (l, l + 2), (0, 1)): every ISA's bits. _bf16: y rounded to bf16 (to_bf16's bits).
+using RmsnormSig = void(const float* x, int64_t M, int64_t H, int64_t ldx, const float* w, float eps, float* y,
+                        int64_t ldy);
+using RmsnormBf16Sig = void(const float* x, int64_t M, int64_t H, int64_t ldx, const float* w, float eps, uint16_t* y,
+                            int64_t ldy);
 // out[i] = bf16(x[i]) for i < n, rounded to nearest even (a NaN stays a NaN).
 using ToBf16Sig = void(const float* x, int64_t n, uint16_t* out);
 using ToBf16Fn = ToBf16Sig*;
@@ -231,6 +238,7 @@ using FwhtBlocksSig = void(float* x, int64_t n_blocks, int B, float norm);
 
 // The entry points each ISA defines (same signatures as the pointer types above).
 namespace scalar {
+RmsnormSig rmsnorm;
 LinearTileSig linear_tile;
 AttnSig attention_one;
 W4DequantSig w4_dequant;
@@ -268,6 +276,8 @@ W4A8TileSig w4a8_tile;
 }  // namespace avx2
 
 namespace avx512 {
+RmsnormSig rmsnorm;  // norm_avx512.cpp
+RmsnormBf16Sig rmsnorm_bf16;
 LinearTileSig linear_tile;
 AttnSig attention_one;
 W4DequantSig w4_dequant;

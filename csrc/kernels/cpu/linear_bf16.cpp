@@ -204,17 +204,25 @@ void bf16_tiles_input(ThreadPool& pool, const float* x, int64_t M, int64_t K, in
 void rmsnorm_bf16_tiles(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const float* w, float eps,
                         uint16_t* xb) {
   constexpr int64_t kRows = 4;  // rows normed together (rmsnorm's chains of adds side by side)
-  const ToBf16Fn to_bf16 = to_bf16_fn();
   const int64_t Mp = round_up(M, kBlock), Kp = round_up(K, kStep);
+  const ToBf16Fn to_bf16 = to_bf16_fn();
+  RmsnormBf16Sig* norm_bf16 = nullptr;  // scalar: rmsnorm's fp32 rows, then to_bf16 (the same bits)
+#ifdef LMRT_X86
+  if (active_isa() == Isa::Avx512) norm_bf16 = avx512::rmsnorm_bf16;
+#endif
   pool.parallel_for(Mp, 8, [&](int64_t m0, int64_t m1) {
     thread_local std::vector<float> t_rows;  // [kRows, K] normed rows
-    if (t_rows.size() < static_cast<size_t>(kRows * K)) t_rows.resize(kRows * K);
+    if (!norm_bf16 && t_rows.size() < static_cast<size_t>(kRows * K)) t_rows.resize(kRows * K);
     for (int64_t m = m0; m < m1; m += kRows) {
       const int64_t end = std::min(m + kRows, m1), live = std::clamp<int64_t>(M - m, 0, end - m);
-      rmsnorm(x + m * ldx, live, K, ldx, w, eps, t_rows.data(), K);
-      for (int64_t r = m; r < end; ++r) {
-        uint16_t* out = xb + r * Kp;  // [Kp]
-        if (r < M) to_bf16(t_rows.data() + (r - m) * K, K, out);
+      if (norm_bf16) {
+        norm_bf16(x + m * ldx, live, K, ldx, w, eps, xb + m * Kp, Kp);
+      } else {
+        rmsnorm(x + m * ldx, live, K, ldx, w, eps, t_rows.data(), K);
+        for (int64_t r = m; r < m + live; ++r) to_bf16(t_rows.data() + (r - m) * K, K, xb + r * Kp);
+      }
+      for (int64_t r = m; r < end; ++r) {  // [Kp]: zeros past K, and in every row past M
+        uint16_t* out = xb + r * Kp;
         std::fill(out + (r < M ? K : 0), out + Kp, uint16_t{0});
       }
     }

@@ -309,7 +309,7 @@ def hf_rope_torch(x, pos, inv_freq, n_heads, head_dim, scale):
     return out[0].transpose(0, 1).reshape(len(pos), n_heads * head_dim).numpy()
 
 
-@pytest.mark.parametrize("head_dim,n_heads,scale", [(64, 9, 1.0), (32, 3, 0.7)])
+@pytest.mark.parametrize("head_dim,n_heads,scale", [(64, 9, 1.0), (32, 3, 0.7), (80, 2, 1.0)])
 def test_rope_matches_hf(isa, head_dim, n_heads, scale):
     pos = np.array([0, 1, 7, 100, 2047, 8191], np.int32)
     inv_freq = (1.0 / (10000.0 ** (np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32) / head_dim))).astype(
@@ -328,6 +328,8 @@ def test_rope_matches_hf(isa, head_dim, n_heads, scale):
     x1, x2 = xr[..., :half], xr[..., half:]
     ref64 = np.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], -1).reshape(x.shape)
     np.testing.assert_allclose(y, ref64, rtol=0, atol=ROPE_TOL * mag)
+    # every ISA the scalar bits (each product rounded, then one add)
+    assert_bits_equal(y, with_isa("scalar", lambda: K.rope(x, pos, inv_freq, n_heads, head_dim, scale)), isa)
     assert not np.shares_memory(y, x)
 
 

@@ -233,12 +233,17 @@ using KVRowRangeFn = KVRowRangeSig*;
 using KVRowCodesSig = void(const float* x, int hd, float s, uint8_t zero, int dt, uint8_t* codes);
 using KVRowCodesFn = KVRowCodesSig*;
 
+// rope_apply (ops.h): each product rounded, then one add or subtract (torch's q * cos + rotate_half(q) * sin), so
+// every ISA gives the same bits.
+using RopeApplySig = void(float* x, int64_t M, int64_t ldx, int n_heads, int head_dim, const float* cs);
+
 // fwht.h's fwht_block on n_blocks consecutive blocks of B floats (B a power of two >= 16), in place: the same bits.
 using FwhtBlocksSig = void(float* x, int64_t n_blocks, int B, float norm);
 
 // The entry points each ISA defines (same signatures as the pointer types above).
 namespace scalar {
 RmsnormSig rmsnorm;
+RopeApplySig rope_apply;
 LinearTileSig linear_tile;
 AttnSig attention_one;
 W4DequantSig w4_dequant;
@@ -278,6 +283,7 @@ W4A8TileSig w4a8_tile;
 namespace avx512 {
 RmsnormSig rmsnorm;  // norm_avx512.cpp
 RmsnormBf16Sig rmsnorm_bf16;
+RopeApplySig rope_apply;  // rope_avx512.cpp
 LinearTileSig linear_tile;
 AttnSig attention_one;
 W4DequantSig w4_dequant;

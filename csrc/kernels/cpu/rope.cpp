@@ -1,6 +1,7 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/cpu/isa_kernels.h"
 #include "kernels/cpu/ops.h"
 
 namespace lmrt::cpu {
@@ -22,7 +23,7 @@ void rope_factors(const int32_t* pos, int64_t M, const float* inv_freq, int head
   }
 }
 
-void rope_apply(float* x, int64_t M, int64_t ldx, int n_heads, int head_dim, const float* cs) {
+void scalar::rope_apply(float* x, int64_t M, int64_t ldx, int n_heads, int head_dim, const float* cs) {
   const int half = head_dim / 2;
   for (int64_t m = 0; m < M; ++m) {
     const float* c = cs + m * head_dim;  // [half]
@@ -38,6 +39,13 @@ void rope_apply(float* x, int64_t M, int64_t ldx, int n_heads, int head_dim, con
       }
     }
   }
+}
+
+void rope_apply(float* x, int64_t M, int64_t ldx, int n_heads, int head_dim, const float* cs) {
+#ifdef LMRT_X86
+  if (active_isa() == Isa::Avx512) return avx512::rope_apply(x, M, ldx, n_heads, head_dim, cs);
+#endif
+  scalar::rope_apply(x, M, ldx, n_heads, head_dim, cs);
 }
 
 void rope(float* x, int64_t M, int64_t ldx, int n_heads, int head_dim, const int32_t* pos, const float* inv_freq,

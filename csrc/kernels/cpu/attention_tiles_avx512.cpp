@@ -11,12 +11,13 @@ namespace lmrt::cpu::avx512 {
 void softmax_chunk(const float* s, const int32_t* n_valid, int64_t R, float scale, float* m, float* l, uint16_t* p,
                    float* corr) {
   static_assert(kSoftmaxLanes == kLanes, "l's partial sums are one vector");
-  const Vec vscale = set1(scale * kLog2e);
+  const float scale2 = scale * kLog2e;
+  const Vec vscale = set1(scale2);
   for (int64_t r = 0; r < R; ++r) {
     uint16_t* pr = p + r * kKeyChunk;  // [64]
     float* lr = l + r * kLanes;        // [16]
     Vec e[kChunkVecs];
-    const float c = softmax_row_exp(s + r * kKeyChunk, n_valid[r], vscale, m + r, e);
+    const float c = softmax_row_exp(s + r * kKeyChunk, n_valid[r], scale2, vscale, m + r, e);
     Vec sum = zero();
     for (int v = 0; v < kChunkVecs; ++v) {
       const IVec b = round_bf16_finite(e[v]);

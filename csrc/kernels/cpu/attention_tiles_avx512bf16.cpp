@@ -16,13 +16,14 @@ using namespace lmrt::cpu::avx512;  // simd_avx512.h's vector API
 void softmax_chunk(const float* s, const int32_t* n_valid, int64_t R, float scale, float* m, float* l, uint16_t* p,
                    float* corr) {
   static_assert(kSoftmaxLanes == kLanes && kChunkVecs == 4, "a row is 4 vectors, l's sums one");
-  const Vec vscale = set1(scale * kLog2e);
+  const float scale2 = scale * kLog2e;
+  const Vec vscale = set1(scale2);
   const __m512bh ones = reinterpret_cast<__m512bh>(_mm512_set1_epi16(0x3f80));  // bf16 1.0
   for (int64_t r = 0; r < R; ++r) {
     uint16_t* pr = p + r * kKeyChunk;  // [64]
     float* lr = l + r * kLanes;        // [16]
     Vec e[kChunkVecs];
-    const float c = softmax_row_exp(s + r * kKeyChunk, n_valid[r], vscale, m + r, e);
+    const float c = softmax_row_exp(s + r * kKeyChunk, n_valid[r], scale2, vscale, m + r, e);
     Vec sum = zero();
     for (int h = 0; h < 2; ++h) {  // keys 32h..32h + 31
       const __m512bh pb = _mm512_cvtne2ps_pbh(e[2 * h + 1], e[2 * h]);

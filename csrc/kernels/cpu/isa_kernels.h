@@ -214,7 +214,8 @@ using ToBf16Fn = ToBf16Sig*;
 //   p        [R, 64] bf16 out: 2^(t - m_new), 0 where masked
 //   corr     [R] out: 2^(m_old - m_new), the factor the row's accumulator (and l) takes: 1 when m stays
 // l sums p as rounded to bf16 (the values the P V product sees). A row with n_valid 0 keeps m and l and gets
-// corr 1.
+// corr 1. p before its rounding: std::exp2 (scalar), or within 7.5e-5 relative (AVX-512's exp2_bf16_ps, for
+// finite scores; 2^-13.7 against bf16's 2^-9 step).
 constexpr float kSoftmaxSlack = 16.0f;
 constexpr int kSoftmaxLanes = 16;
 constexpr int kKeyChunk = 64;

@@ -285,6 +285,18 @@ inline Vec exp2_ps(Vec y) {
   return _mm512_scalef_ps(p, n);
 }
 
+// 2^y for a result rounded to bf16 next (2^-9), where y is finite and at most 127 (the tile softmax's y, at most
+// kSoftmaxSlack): a degree-3 fit of 2^f on |f| <= 1/2 (7.5e-5 relative, 2^-13.7), no clamps; y below -150 gives 0.
+inline Vec exp2_bf16_ps(Vec y) {
+  const Vec n = _mm512_roundscale_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const Vec f = _mm512_sub_ps(y, n);  // exact
+  Vec p = _mm512_set1_ps(5.5171653628e-2f);
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4261115491e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9326096773e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.9992805719e-1f));
+  return _mm512_scalef_ps(p, n);
+}
+
 constexpr float kLog2e = 1.44269504088896341f;
 
 // silu(g) * u = g / (1 + e^-g) * u. e^-g past fp32's range saturates near 3.4e38 (g / that is the limit 0 within

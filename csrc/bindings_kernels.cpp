@@ -16,6 +16,7 @@
 #include "kernels/cpu/isa.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/threadpool.h"
+#include "kernels/cpu/tiles.h"
 #ifdef LMRT_HAVE_CUDA
 #include "kernels/cuda/ops.h"
 #endif
@@ -689,8 +690,9 @@ py::list paged_attention(std::vector<F32In> qs, py::array k_cache, py::array v_c
                          std::optional<std::string> v_dtype, std::optional<py::array> k_scales,
                          std::optional<py::array> k_zeros, std::optional<py::array> v_scales,
                          std::optional<py::array> v_zeros, std::optional<py::tuple> stage, bool int8_q,
-                         const std::string& device) {
+                         const std::string& device, bool bf16_out) {
   const std::optional<cpu::TileUnit> unit = tile_unit_arg(tile_unit, true);
+  if (bf16_out && !unit) bad("bf16_out=True takes a tile_unit (AttnSeq::out_bf16 is the tile path's)");
   check_threads(num_threads);
   [[maybe_unused]] const bool gpu = on_cuda(device);
   if (gpu && (unit || stage)) bad("device='cuda' takes no tile_unit, and has no i4c cache yet");
@@ -705,6 +707,7 @@ py::list paged_attention(std::vector<F32In> qs, py::array k_cache, py::array v_c
   const int64_t row = static_cast<int64_t>(n_heads) * head_dim;
   py::list outs;
   std::vector<py::array_t<float>> out_arrays;
+  std::vector<py::array_t<uint16_t>> bf16_arrays;  // bf16_out: the outputs as bf16 bits
   std::vector<cpu::AttnSeq> seqs(S);
   for (size_t s = 0; s < S; ++s) {
     const std::string tag = "sequence " + std::to_string(s) + ": ";
@@ -736,6 +739,11 @@ py::list paged_attention(std::vector<F32In> qs, py::array k_cache, py::array v_c
       }
     out_arrays.emplace_back(std::vector<py::ssize_t>{M, row});
     seqs[s] = cpu::AttnSeq{qa.data(), row, out_arrays.back().mutable_data(), row, ta.data(), pa.data(), M};
+    if (bf16_out) {
+      bf16_arrays.emplace_back(std::vector<py::ssize_t>{M, row});
+      seqs[s].out_bf16 = bf16_arrays.back().mutable_data();
+      seqs[s].ldo_bf16 = row;
+    }
   }
   const cpu::KVLayer kv = a.kv;
 #ifdef LMRT_HAVE_CUDA
@@ -777,7 +785,10 @@ py::list paged_attention(std::vector<F32In> qs, py::array k_cache, py::array v_c
                                  min_rows, *unit, scratch, int8_q);
     }
   }
-  for (auto& a : out_arrays) outs.append(a);
+  if (bf16_out)
+    for (auto& a : bf16_arrays) outs.append(a);
+  else
+    for (auto& a : out_arrays) outs.append(a);
   return outs;
 }
 
@@ -809,11 +820,16 @@ py::array_t<float> embedding(py::array table, I32In ids, const std::string& dtyp
   return out;
 }
 
-py::array_t<uint16_t> to_bf16(F32In a) {
+py::array_t<uint16_t> to_bf16(F32In a, const std::optional<std::string>& tile_unit) {
   py::array_t<uint16_t> out(std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()));
   const float* src = a.data();
   uint16_t* dst = out.mutable_data();
-  for (py::ssize_t i = 0; i < a.size(); ++i) dst[i] = cpu::f32_to_bf16(src[i]);
+  if (!tile_unit) {
+    for (py::ssize_t i = 0; i < a.size(); ++i) dst[i] = cpu::f32_to_bf16(src[i]);
+    return out;
+  }
+  const cpu::TileUnit unit = *tile_unit_arg(tile_unit, false);
+  cpu::to_bf16_fn(unit)(src, a.size(), dst);
   return out;
 }
 
@@ -973,12 +989,14 @@ void bind_kernels(py::module_& m) {
         "n_heads"_a, "n_kv_heads"_a, "head_dim"_a, "block_size"_a, "scale"_a, "dtype"_a = "f32", "num_threads"_a = 1,
         "tile_unit"_a = py::none(), "min_rows"_a = 32, "v_dtype"_a = py::none(), "k_scales"_a = py::none(),
         "k_zeros"_a = py::none(), "v_scales"_a = py::none(), "v_zeros"_a = py::none(), "stage"_a = py::none(),
-        "int8_q"_a = false, "device"_a = "cpu",
+        "int8_q"_a = false, "device"_a = "cpu", "bf16_out"_a = false,
         "Causal paged attention; q is one [M_i, n_heads * head_dim] array per sequence, and so is the result. "
         "tile_unit='amx' or 'avx512bf16' runs the sequences of at least min_rows rows on that bf16 tile unit "
         "(prefill precision 'bf16'), 'model' on the software model. The cache arguments as kv_store's. device='cuda': "
         "the CUDA op on copies of the arrays (no tile_unit, no i4c cache). int8_q=True: the int8 linear precision's "
-        "scores where int8_q_scores() (i8 K, head_dim a multiple of 64, AVX-512 VNNI): each head's q as int8.");
+        "scores where int8_q_scores() (i8 K, head_dim a multiple of 64, AVX-512 VNNI): each head's q as int8. "
+        "bf16_out=True (with a tile_unit): the results as bf16 bits (uint16), written by the attention itself "
+        "(AttnSeq::out_bf16).");
   m.def(
       "int8_q_scores",
       [](const std::string& dtype, int head_dim) {
@@ -990,6 +1008,8 @@ void bind_kernels(py::module_& m) {
       "dtype"_a, "head_dim"_a,
       "Whether paged_attention(int8_q=True) scores int8 q here for this K dtype and head_dim.");
   m.def("embedding", &kern::embedding, "table"_a, "ids"_a, "dtype"_a = "f32", "device"_a = "cpu");
-  m.def("f32_to_bf16", &kern::to_bf16, "a"_a, "float32 -> bf16 bits (uint16), round to nearest even.");
+  m.def("f32_to_bf16", &kern::to_bf16, "a"_a, "tile_unit"_a = py::none(),
+        "float32 -> bf16 bits (uint16), round to nearest even. tile_unit: the rounding of that unit's inputs on the "
+        "active ISA (to_bf16_fn(unit): a hardware unit's makes a denormal zero).");
   m.def("bf16_to_f32", &kern::from_bf16, "a"_a);
 }

@@ -93,9 +93,11 @@ class PagedCache:
         extra = dict(stage=self.stage) if self.stage is not None else {}
         return dict(v_dtype=self.v_dtype, **self.params, **extra)
 
-    def attend(self, seqs, n_heads, scale, threads, tile_unit=None, min_rows=32, device="cpu", int8_q=False):
+    def attend(
+        self, seqs, n_heads, scale, threads, tile_unit=None, min_rows=32, device="cpu", int8_q=False, bf16_out=False
+    ):
         """paged_attention over this cache for seqs [(q, block_table, positions, ...)]; tile_unit None: the exact
-        path; device "cuda": the CUDA op."""
+        path; device "cuda": the CUDA op; bf16_out: the results as bf16 bits."""
         return K.paged_attention(
             [s[0] for s in seqs],
             self.k,
@@ -113,6 +115,7 @@ class PagedCache:
             min_rows=min_rows,
             device=device,
             int8_q=int8_q,
+            bf16_out=bf16_out,
             **self.kwargs(),
         )
 

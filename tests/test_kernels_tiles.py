@@ -300,6 +300,46 @@ def test_attention_tiles_match_float64(unit, isa, n_heads, n_kv, hd, bs, dtype):
         assert err <= attn_tiles_tol(hd), f"{len(pos)} rows: max error {err:.3g} of max|v|"
 
 
+# The rounding of a unit's inputs (to_bf16_fn(unit)): to nearest even, ties and NaN as f32_to_bf16; a hardware
+# unit's (AVX512-BF16's instruction where the ISA is AVX-512) makes a denormal a zero of its sign, as the unit treats a
+# denormal input anyway.
+def test_tile_input_rounding_is_rne_and_a_hardware_unit_flushes_denormals(unit, isa):
+    rng = np.random.default_rng(5)
+    bits = np.concatenate(
+        [
+            rng.integers(0, 2**32, 4000, dtype=np.uint64).astype(np.uint32),  # every class of value
+            np.array([0x3F808000, 0x3F818000, 0x3F80FFFF, 0x7F7FFFFF, 0x00000001, 0x807FFFFF, 0x00400000], np.uint32),
+            np.array([0x7F800000, 0xFF800000, 0x00000000, 0x80000000], np.uint32),
+        ]
+    )
+    vals = bits.view(np.float32)
+    finite = ~np.isnan(vals)
+    got = K.f32_to_bf16(vals, tile_unit=unit)
+    want = K.f32_to_bf16(vals)
+    flush = unit != "model" and isa == "avx512"
+    denormal = (np.abs(vals) < np.finfo(np.float32).tiny) & (vals != 0)
+    if flush:
+        want = np.where(denormal, (bits >> 16).astype(np.uint16) & 0x8000, want)
+    np.testing.assert_array_equal(got[finite], want[finite])
+    assert np.all((got[~finite] & 0x7FFF) > 0x7F80)  # a NaN stays a NaN
+    assert denormal.sum() > 0 and (not flush or np.all(got[denormal] & 0x7FFF == 0))
+
+
+# AttnSeq::out_bf16 (the o product's input on the tile prefill): every sequence's output written as bf16 by the
+# attention itself, the tiled ones and those on the exact path alike, is the fp32 output rounded as the unit's
+# inputs are (to_bf16_fn(unit)), bit for bit.
+@pytest.mark.parametrize("n_heads,n_kv,hd,bs", ATTN_TILE_CONFIGS)
+def test_attention_tiles_bf16_output_is_the_fp32_output_rounded(unit, isa, n_heads, n_kv, hd, bs):
+    c, seqs = build_tile_case(n_heads, n_kv, hd, bs, "bf16", seed=3)
+    outs = c.attend(seqs, n_heads, hd**-0.5, 2, unit)
+    bits = c.attend(seqs, n_heads, hd**-0.5, 2, unit, bf16_out=True)
+    for (_q, _table, pos, _k, _v), out, b in zip(seqs, outs, bits):
+        assert b.dtype == np.uint16 and b.shape == out.shape
+        assert_bits_equal(b, K.f32_to_bf16(out, tile_unit=unit), f"{len(pos)}-row sequence")
+    with pytest.raises(ValueError, match="bf16_out=True takes a tile_unit"):
+        c.attend(seqs, n_heads, hd**-0.5, 2, None, bf16_out=True)
+
+
 # The softmax works in base 2 against an offset per row that it raises only when a chunk's scores pass it by more
 # than kSoftmaxSlack (16 in log2 units; ops: isa_kernels.h): scores that jump by ~29 (a raise and a rescale of the
 # accumulator), then by ~9 (no raise: probabilities up to 2^9 with the offset kept), then fall back, against float64.

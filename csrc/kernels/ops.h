@@ -67,6 +67,11 @@ struct AttnSeq {
   const int32_t* block_table;  // [ceil((max(pos) + 1) / block_size)] block ids of the sequence
   const int32_t* pos;          // [M] position of each token
   int64_t M;
+  // [M, n_heads * head_dim] bf16 row stride ldo_bf16, or nullptr: where set, paged_attention_tiles writes the
+  // output here instead of out, rounded to bf16 as the tile unit's inputs are (to nearest even; a hardware unit's
+  // rounding makes a denormal zero), the next product's input as it is.
+  uint16_t* out_bf16 = nullptr;
+  int64_t ldo_bf16 = 0;
 };
 
 // 4-bit weights with a (scale, min) pair per group of `group_size` inputs (32, 64 or 128;

@@ -84,6 +84,7 @@ void LlamaModel::reserve(int64_t T, int64_t R) {
   if (bf16_prefill_ && T >= kTilesMinRows) {
     tiles_x_.reserve(cpu::bf16_tiles_x_size(T, std::max<int64_t>(H, spec_.q_dim())) * sizeof(uint16_t));
     tiles_act_.reserve(cpu::bf16_tiles_x_size(T, I) * sizeof(uint16_t));
+    tiles_o_.reserve(cpu::bf16_tiles_x_size(T, spec_.q_dim()) * sizeof(uint16_t));
   }
 }
 
@@ -95,12 +96,27 @@ const float* LlamaModel::forward(const Batch& batch) {
   if (T == 0) return nullptr;
   reserve(T, R);
   float* x = x_.data<float>();
+  const bool tiles = bf16_prefill_ && T >= kTilesMinRows;
+  // int8 mode: the products on AMX-INT8 (or VNNI), but a large step's on AMX's bf16 tiles (kInt8TilesMinRows)
+  const bool int8_tiles = tile_unit_ == TileUnit::Amx && T >= kInt8TilesMinRows;
+  const bool all_tiles = tiles && (!int8_interleaved_ || int8_tiles);  // layer_tiles for every layer
+  // layer_tiles: the attention writes the o product's input as bf16 (tiles_o_), whose padding is zeroed here
+  const int64_t Qp = (Q + 31) / 32 * 32, Tp = (T + 31) / 32 * 32;  // a tile input's padding (bf16_tiles_x_size)
+  uint16_t* ob = all_tiles ? tiles_o_.data<uint16_t>() : nullptr;  // [Tp, Qp]
+  if (ob) {
+    for (int64_t m = 0; m < T && Qp > Q; ++m) std::fill(ob + m * Qp + Q, ob + (m + 1) * Qp, uint16_t{0});
+    std::fill(ob + T * Qp, ob + Tp * Qp, uint16_t{0});
+  }
   attn_seqs_.resize(batch.seqs.size());
   for (size_t s = 0; s < batch.seqs.size(); ++s) {
     const SeqRows& r = batch.seqs[s];
     attn_seqs_[s] = AttnSeq{
         qkv_.data<float>() + r.first_row * QKV, QKV,       attn_.data<float>() + r.first_row * Q, Q, r.block_table,
         batch.positions.data() + r.first_row,   r.num_rows};
+    if (ob) {
+      attn_seqs_[s].out_bf16 = ob + r.first_row * Qp;
+      attn_seqs_[s].ldo_bf16 = Qp;
+    }
   }
 
   cpu::embedding(weights_.embed.data.data(), weights_.embed.dtype, H, batch.tokens.data(), T, x, H);
@@ -108,11 +124,8 @@ const float* LlamaModel::forward(const Batch& batch) {
     cpu::rope_factors(batch.positions.data() + b, e - b, spec_.inv_freq.data(), spec_.head_dim, spec_.attention_scaling,
                       rope_cs_.data<float>() + b * spec_.head_dim);
   });
-  const bool tiles = bf16_prefill_ && T >= kTilesMinRows;
-  // int8 mode: the products on AMX-INT8 (or VNNI), but a large step's on AMX's bf16 tiles (kInt8TilesMinRows)
-  const bool int8_tiles = tile_unit_ == TileUnit::Amx && T >= kInt8TilesMinRows;
   for (int l = 0; l < spec_.num_layers; ++l) {
-    if (tiles && (!int8_interleaved_ || int8_tiles))
+    if (all_tiles)
       layer_tiles(l, batch, kv.layer(l), pool);
     else
       layer(l, batch, kv.layer(l), pool, tiles);
@@ -207,9 +220,9 @@ void LlamaModel::layer_tiles(int l, const Batch& batch, const KVLayer& cache, cp
   cpu::linear_bf16_tiles_in(pool, xb, T, H, tile_weights(w.qkv, false), w.qkv.rows,
                             w.qkv_bias.empty() ? nullptr : w.qkv_bias.data(), TileOut::Store, qkv_.data<float>(),
                             spec_.qkv_dim(), em);
-  attention(batch, cache, pool, true);
-  cpu::bf16_tiles_input(pool, attn_.data<float>(), T, Q, Q, xb);
-  cpu::linear_bf16_tiles_in(pool, xb, T, Q, tile_weights(w.o, false), H, nullptr, TileOut::Add, x, H, em);
+  attention(batch, cache, pool, true);  // into tiles_o_ as bf16 (forward set AttnSeq::out_bf16)
+  cpu::linear_bf16_tiles_in(pool, tiles_o_.data<uint16_t>(), T, Q, tile_weights(w.o, false), H, nullptr, TileOut::Add,
+                            x, H, em);
   // MLP block
   cpu::rmsnorm_bf16_tiles(pool, x, T, H, H, w.post_attn_norm.data(), eps, xb);
   if (gate_up_paired_) {

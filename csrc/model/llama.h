@@ -93,7 +93,9 @@ class LlamaModel {
   bool gate_up_paired_ = false;  // gate_up read with pair_halves: its product ends in silu_mul
   Buffer tiles_x_;               // [bf16_tiles_x_size(T, max(H, q_dim))] uint16: a product's input as bf16
   Buffer tiles_act_;             // [bf16_tiles_x_size(T, I)] uint16: silu(gate) * up as bf16, down's input
-  Buffer attn_tiles_;            // paged_attention_tiles' packed K/V (it sizes it)
+  Buffer
+      tiles_o_;  // [bf16_tiles_x_size(T, q_dim)] uint16: the attention's output as bf16 (AttnSeq::out_bf16), o's input
+  Buffer attn_tiles_;  // paged_attention_tiles' packed K/V (it sizes it)
   // int8 activations (linear_precision Int8):
   bool int8_activations_ = false;
   bool int8_interleaved_ = false;  // the layers' 4-bit matrices interleaved: products int8 (AMX: large steps on tiles)

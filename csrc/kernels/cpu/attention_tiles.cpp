@@ -123,25 +123,35 @@ void attend_rows(const KVLayer& kv, const TileSeq& t, int head, int group, int64
   const int64_t last = *std::max_element(pos, pos + kRows);
   for (int64_t c = 0; c * kChunk <= last; ++c) {
     const int64_t nb = c * kChunk / 16;  // first 16-key block of the chunk
+    // The chunk's last 32 keys past every row (the diagonal chunk of an even row block): neither their scores
+    // (softmax reads only keys below n_valid) nor their zero probabilities' products are computed.
+    const bool half = last < c * kChunk + 32;
     block(qb, hdp, kp + nb * steps * kBlockElems, kp + (nb + 1) * steps * kBlockElems, steps, nullptr, 0, s, kChunk,
           kRows);
-    block(qb, hdp, kp + (nb + 2) * steps * kBlockElems, kp + (nb + 3) * steps * kBlockElems, steps, nullptr, 0, s + 32,
-          kChunk, kRows);
+    if (!half)
+      block(qb, hdp, kp + (nb + 2) * steps * kBlockElems, kp + (nb + 3) * steps * kBlockElems, steps, nullptr, 0,
+            s + 32, kChunk, kRows);
     for (int64_t r = 0; r < kRows; ++r)
       n_valid[r] = static_cast<int32_t>(std::clamp<int64_t>(pos[r] - c * kChunk + 1, 0, kChunk));
     softmax(s, n_valid, kRows, scale, m, l, p, corr);
     const int64_t s0 = c * kChunk / 32;  // first 32-key step of the chunk
     rescale(o, corr, kRows, hdp);        // o *= corr (rows whose offset moved), then the tiles add P V into it
     for (int64_t cb = 0; cb < hdp / 16; cb += 2)
-      block(p, kChunk, vp + (cb * ksteps + s0) * kBlockElems, vp + ((cb + 1) * ksteps + s0) * kBlockElems, 2,
+      block(p, kChunk, vp + (cb * ksteps + s0) * kBlockElems, vp + ((cb + 1) * ksteps + s0) * kBlockElems, half ? 1 : 2,
             o + cb * 16, hdp, o + cb * 16, hdp, kRows);
   }
   for (int64_t r = 0; r < rows; ++r) {
     float denom = 0.0f;
     for (int i = 0; i < kSoftmaxLanes; ++i) denom += l[r * kSoftmaxLanes + i];
     const float inv = 1.0f / denom;
-    float* out = q.out + (m0 + r) * q.ldo + static_cast<int64_t>(head) * hd;
-    for (int64_t d = 0; d < hd; ++d) out[d] = o[r * hdp + d] * inv;
+    float* orow = o + r * hdp;  // [hd]
+    if (!q.out_bf16) {
+      float* out = q.out + (m0 + r) * q.ldo + static_cast<int64_t>(head) * hd;
+      for (int64_t d = 0; d < hd; ++d) out[d] = orow[d] * inv;
+      continue;
+    }
+    for (int64_t d = 0; d < hd; ++d) orow[d] *= inv;
+    to_bf16(orow, hd, q.out_bf16 + (m0 + r) * q.ldo_bf16 + static_cast<int64_t>(head) * hd);
   }
 }
 
@@ -215,12 +225,18 @@ void paged_attention_tiles(ThreadPool& pool, const KVLayer& kv, const AttnSeq* s
     elems += 2 * kv.n_kv_heads * t.keys_pad * hdp;
     items += n_heads * ((q.M + kRows - 1) / kRows);
   }
-  if (!exact.empty())
+  if (!exact.empty()) {
     paged_attention(pool, kv, exact.data(), static_cast<int64_t>(exact.size()), n_heads, scale, int8_q);
+    const ToBf16Fn to_bf16 = to_bf16_fn(tile_unit);
+    for (const AttnSeq& q : exact)  // the exact path writes fp32: rounded here where bf16 is asked for
+      if (q.out_bf16)
+        for (int64_t m = 0; m < q.M; ++m)
+          to_bf16(q.out + m * q.ldo, n_heads * kv.head_dim, q.out_bf16 + m * q.ldo_bf16);
+  }
   if (tiled.empty()) return;
   const TileRunner unit(tile_unit, "paged_attention_tiles");
   const TileBlockFn block = unit.block();
-  const ToBf16Fn to_bf16 = to_bf16_fn();
+  const ToBf16Fn to_bf16 = to_bf16_fn(unit.impl());  // q and the output rows
   TilePack16Fn pack = scalar::tile_pack16;  // (not AVX512-BF16's packer: it flushes denormals, these keep them)
 #ifdef LMRT_X86
   if (active_isa() == Isa::Avx512) pack = avx512::tile_pack16;

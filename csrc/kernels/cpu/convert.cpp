@@ -19,4 +19,12 @@ ToBf16Fn to_bf16_fn() {
   return scalar::to_bf16;
 }
 
+ToBf16Fn to_bf16_fn(TileUnit unit) {
+#ifdef LMRT_HAVE_AVX512BF16
+  if (unit != TileUnit::Model && active_isa() == Isa::Avx512 && avx512bf16_available()) return avx512bf16::to_bf16;
+#endif
+  (void)unit;
+  return to_bf16_fn();
+}
+
 }  // namespace lmrt::cpu

@@ -332,6 +332,7 @@ TilePack16W4Sig tile_pack16_w4;
 TilePack16W4IlSig tile_pack16_w4il;
 TilePack16I8Sig tile_pack16_i8;
 SiluMulPairsSig silu_mul_pairs;
+ToBf16Sig to_bf16;              // VCVTNEPS2BF16: avx512::to_bf16's bits, but a denormal becomes a zero of its sign
 SoftmaxChunkSig softmax_chunk;  // attention_tiles_avx512bf16.cpp: l's 16 sums spread keys as VDPBF16PS pairs them
 }  // namespace avx512bf16
 #endif

@@ -100,7 +100,8 @@ bool int8_q_scores(const KVLayer& kv);
 // every sum in fp32, the softmax online over 64-key chunks (flash attention). Not batch invariant;
 // the other sequences take paged_attention's exact path. scratch grows as needed and is reused
 // (the packed K/V). tile_unit: the unit; throws std::runtime_error when it is not available here.
-// int8_q: passed to paged_attention for the sequences it takes.
+// int8_q: passed to paged_attention for the sequences it takes. A sequence with out_bf16 set gets its output
+// there, as bf16, whichever path takes it.
 void paged_attention_tiles(ThreadPool& pool, const KVLayer& kv, const AttnSeq* seqs, int64_t num_seqs, int n_heads,
                            float scale, int64_t min_rows, TileUnit tile_unit, Buffer& scratch, bool int8_q = false);
 

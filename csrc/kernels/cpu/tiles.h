@@ -26,6 +26,9 @@ class TileRunner {
 
 // Per-ISA vector helpers of the tile paths (AVX-512 where active, else scalar).
 ToBf16Fn to_bf16_fn();
+// What a hardware unit's inputs are rounded with: AVX512-BF16's instruction (denormals to zero, which the units do to
+// a denormal input anyway, so the products keep their bits); the software model keeps to_bf16_fn()'s.
+ToBf16Fn to_bf16_fn(TileUnit unit);
 SoftmaxChunkFn softmax_chunk_fn(TileUnit unit);  // unit: the resolved tile unit (TileRunner::impl)
 AccScaleFn acc_scale_fn();
 

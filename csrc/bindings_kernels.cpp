@@ -914,6 +914,9 @@ void bind_kernels(py::module_& m) {
         return py::str(cpu::tile_unit_name(t));
       },
       "The fastest tile unit for bf16 prefill here: 'amx', 'avx512bf16', or None when the CPU has neither.");
+  m.def("bf16_tiles_row_groups", &cpu::bf16_tiles_row_groups, "M"_a, "num_threads"_a,
+        "How linear_bf16_tiles splits M rows among num_threads threads: groups of whole 32-row blocks, 0 where it "
+        "splits the strips instead (the engine runs a group's row-local ops on one thread then).");
   m.def("linear_bf16_tiles", &kern::linear_bf16_tiles, "x"_a, "w"_a, "bias"_a = py::none(), "wdtype"_a = "f32",
         "num_threads"_a = 1, "tile_unit"_a = py::none(), "mode"_a = "store", "y0"_a = py::none(),
         "y = x @ w.T (+ bias) on a bf16 tile unit, x and w rounded to bf16, fp32 accumulation. tile_unit: 'amx', "

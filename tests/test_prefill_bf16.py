@@ -89,6 +89,29 @@ def test_4bit_checkpoint(tiles, tmp_path):
         assert rel_err(pipe.get_logits(ids), ref) < BF16_VS_FP32_REL_TOL
 
 
+# A prompt chunk with rows enough for the products to split them among the threads runs its layers row-local (each
+# thread a range of 32-row blocks through norm, qkv, RoPE, K/V store, then o, norm, gate/up, down, alone:
+# LlamaModel::layer_tiles): the same bits as every op on the whole pool. 1 and 2 threads take the row-local path for
+# the 512-row chunk, 3 threads the pooled one (16 blocks are too few for 3 x 8), and the last 88-row chunk is
+# pooled everywhere.
+@pytest.mark.parametrize("weights", ["dense", "awq-int8"])
+def test_row_local_layers_give_the_bits_of_the_pooled_ones(tiles, tmp_path, weights):
+    shape = dict(SHAPE_FOR_GROUP[64], max_position_embeddings=1024)
+    if weights == "dense":
+        path, extra = make_tiny_llama(tmp_path / "m", tied=False, **shape), {}
+    else:
+        path, extra = make_tiny_awq(tmp_path / "awq", 64, tied=False, **shape)[0], dict(linear_precision="int8")
+    ids = np.random.RandomState(13).randint(3, 128, size=600).tolist()
+    runs = {}
+    for threads in (1, 2, 3):
+        c = cfg("bf16", max_num_batched_tokens=512, num_threads=threads, cache_memory_gib=0.05, **extra)
+        with lmrt.pipeline(path, c) as pipe:
+            runs[threads] = pipe.get_logits(ids)
+    assert K.bf16_tiles_row_groups(512, 2) == 2 and K.bf16_tiles_row_groups(512, 3) == 0
+    for threads in (2, 3):
+        np.testing.assert_array_equal(runs[threads].view(np.uint32), runs[1].view(np.uint32), f"{threads} threads")
+
+
 def test_busy_engine_with_bf16_prefill(tiles, tmp_path):
     """16 requests at once through a small pool (preemption: recomputed prompts go through the tiles again) with
     prefix caching: every request completes, and its greedy tokens are the exact fp32 engine's, or leave them

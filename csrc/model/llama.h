@@ -70,6 +70,8 @@ class LlamaModel {
   void layer_tiles(int l, const Batch& batch, const KVLayer& cache, cpu::ThreadPool& pool);
   // RoPE on qkv_'s q and k, K/V into the cache, causal attention into attn_.
   void attention(const Batch& batch, const KVLayer& cache, cpu::ThreadPool& pool, bool tiles);
+  void rope_store(const Batch& batch, const KVLayer& cache, int64_t b, int64_t e);  // rows [b, e): RoPE, K/V stored
+  void attend(const Batch& batch, const KVLayer& cache, cpu::ThreadPool& pool, bool tiles);  // sealing, attention
 
   ModelSpec spec_;
   Weights weights_;
@@ -93,8 +95,7 @@ class LlamaModel {
   bool gate_up_paired_ = false;  // gate_up read with pair_halves: its product ends in silu_mul
   Buffer tiles_x_;               // [bf16_tiles_x_size(T, max(H, q_dim))] uint16: a product's input as bf16
   Buffer tiles_act_;             // [bf16_tiles_x_size(T, I)] uint16: silu(gate) * up as bf16, down's input
-  Buffer
-      tiles_o_;  // [bf16_tiles_x_size(T, q_dim)] uint16: the attention's output as bf16 (AttnSeq::out_bf16), o's input
+  Buffer tiles_o_;     // [bf16_tiles_x_size(T, q_dim)] uint16: the attention's output as bf16 (AttnSeq::out_bf16)
   Buffer attn_tiles_;  // paged_attention_tiles' packed K/V (it sizes it)
   // int8 activations (linear_precision Int8):
   bool int8_activations_ = false;

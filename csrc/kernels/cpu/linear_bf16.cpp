@@ -178,6 +178,11 @@ void scalar::tile_pack16(const float* w, int64_t ldw, int64_t num_rows, int64_t 
 
 int64_t bf16_tiles_x_size(int64_t M, int64_t K) { return round_up(M, kBlock) * round_up(K, kStep); }
 
+int64_t bf16_tiles_row_groups(int64_t M, int num_threads) {
+  const int64_t m_blocks = round_up(M, kBlock) / kBlock;
+  return m_blocks >= kRowGroupBlocks * num_threads ? m_blocks / kRowGroupBlocks : 0;
+}
+
 namespace {
 
 // The rows of a bf16 tile input xb [round_up(M, 32), round_up(K, 32)] in parallel: row(m, out) writes row m < M's
@@ -369,8 +374,8 @@ void linear_bf16_tiles_in(ThreadPool& pool, const uint16_t* xb, int64_t M, int64
         y[m * ldo + n] = mode == TileOut::Add ? y[m * ldo + n] + v : v;
       }
   };
-  if (m_blocks >= kRowGroupBlocks * pool.num_threads()) {  // rows split: each item packs every strip itself
-    const int64_t groups = m_blocks / kRowGroupBlocks, per_group = (m_blocks + groups - 1) / groups;
+  if (const int64_t groups = bf16_tiles_row_groups(M, pool.num_threads())) {  // rows split: each packs every strip
+    const int64_t per_group = (m_blocks + groups - 1) / groups;
     pool.parallel_for(groups, 1, [&](int64_t begin, int64_t end) {
       StripBuffers& buf = t_strip;
       grow(buf);

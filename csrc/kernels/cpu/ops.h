@@ -226,6 +226,10 @@ bool best_tile_unit(TileUnit* out);
 // tile_unit: the unit. Throws std::runtime_error when it is not available here.
 enum class TileOut { Store, Add, SiluMul };
 int64_t bf16_tiles_x_size(int64_t M, int64_t K);
+// How linear_bf16_tiles_in splits M rows among num_threads threads: into this many groups of whole 32-row blocks
+// (each thread takes a group and runs every strip of w over it), or 0 where the rows are too few and the strips
+// are split instead. A caller may run a group's row-local ops on one thread with the same result.
+int64_t bf16_tiles_row_groups(int64_t M, int num_threads);
 void bf16_tiles_input(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, uint16_t* xb);
 // bf16_tiles_input of rmsnorm(x, w, eps) in one pass (each row normed, then rounded): the same bits, without the
 // fp32 rows written and read back, nor a second parallel pass.

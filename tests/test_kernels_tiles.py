@@ -133,6 +133,27 @@ def test_silu_mul_mode_pairs_gates_with_their_ups(unit, isa, M, K_, N):
         K.linear_bf16_tiles(x, w[:32], tile_unit=unit, mode="silu_mul")
 
 
+# Gates far past e^-g's fp32 range (|g| up to ~400): silu(g) u saturates to g u above and to 0 below (the bf16
+# epilogue's e^-g has no clamps: inf there, so 1 / (1 + e) = 0), within the same bound, never NaN.
+def test_silu_mul_mode_saturates_far_gates(unit, isa):
+    rng = np.random.default_rng(9)
+    M, K_, N = 40, 96, 128
+    x = (80 * rng.standard_normal((M, K_))).astype(np.float32)
+    w = (rng.standard_normal((N, K_)) / np.sqrt(K_)).astype(np.float32)
+    act = _bf16.bf16_bits_to_float32(K.linear_bf16_tiles(x, w, tile_unit=unit, mode="silu_mul"))
+    xr = _bf16.bf16_bits_to_float32(_bf16.float32_to_bf16_bits(x)).astype(np.float64)
+    wr = _bf16.bf16_bits_to_float32(_bf16.float32_to_bf16_bits(w)).astype(np.float64)
+    c = xr @ wr.T
+    g, u = c[:, : N // 2], c[:, N // 2 :]
+    assert np.abs(g).max() > 200 and (g < -100).any() and (g > 100).any()
+    with np.errstate(over="ignore"):
+        ref = g / (1 + np.exp(-g)) * u
+    bound = fp32_sum_bound(xr, wr, None)
+    err_in = 1.1 * np.abs(u) * bound[:, : N // 2] + np.abs(g) * bound[:, N // 2 :]
+    assert np.isfinite(act).all()
+    assert (np.abs(act - ref) <= err_in + 2.0**-8 * np.abs(ref) + 1e-30).all()
+
+
 # int8 weights (the output matrix) on the tiles: q is exact in bf16, each raw dot times its row's scale after.
 @pytest.mark.parametrize("M,K_,N", [(5, 40, 20), (16, 576, 100), (33, 96, 70)])
 def test_int8_weights_match_float64_and_every_isa_packs_the_same_bits(unit, M, K_, N):

@@ -65,7 +65,8 @@ class LlamaModel {
   void reserve(int64_t num_rows, int64_t num_logit_rows);
   Buffer* a8() { return int8_activations_ ? &int8_x_ : nullptr; }  // apply_linear's int8 scratch, or exact
   // One decoder layer on x_, exact fp32 (every kernel batch invariant; attention of long prompt chunks on the tiles
-  // where attn_tiles) or on bf16 tiles.
+  // where attn_tiles) or on bf16 tiles (a long chunk's row-local ops a thread each, without barriers between them:
+  // cpu::bf16_tiles_row_groups).
   void layer(int l, const Batch& batch, const KVLayer& cache, cpu::ThreadPool& pool, bool attn_tiles);
   void layer_tiles(int l, const Batch& batch, const KVLayer& cache, cpu::ThreadPool& pool);
   // RoPE on qkv_'s q and k, K/V into the cache, causal attention into attn_.

@@ -25,6 +25,9 @@ void rows(cpu::ThreadPool& pool, int64_t num_rows, const F& fn, int64_t grain = 
 // (the rope + KV store of a 512-token prompt scaled 1.28x on 2 threads).
 constexpr int64_t kKVStoreRows = 64;
 
+// A bf16 tile input's rows and columns, padded to whole 32-row blocks and 32-value steps (bf16_tiles_x_size).
+int64_t tile_pad(int64_t n) { return (n + 31) / 32 * 32; }
+
 CpuBackend& cpu_backend(Backend& backend) {
   if (backend.device() != Device::Cpu)
     throw std::invalid_argument("the Llama model has CPU kernels only in this build; use device 'cpu'");
@@ -82,7 +85,7 @@ void LlamaModel::reserve(int64_t T, int64_t R) {
   sel_.reserve(R * H * 4);
   logits_.reserve(R * static_cast<int64_t>(spec_.vocab_size) * 4);
   if (bf16_prefill_ && T >= kTilesMinRows) {
-    tiles_x_.reserve(cpu::bf16_tiles_x_size(T, std::max<int64_t>(H, spec_.q_dim())) * sizeof(uint16_t));
+    tiles_x_.reserve(cpu::bf16_tiles_x_size(T, H) * sizeof(uint16_t));
     tiles_act_.reserve(cpu::bf16_tiles_x_size(T, I) * sizeof(uint16_t));
     tiles_o_.reserve(cpu::bf16_tiles_x_size(T, spec_.q_dim()) * sizeof(uint16_t));
   }
@@ -101,7 +104,7 @@ const float* LlamaModel::forward(const Batch& batch) {
   const bool int8_tiles = tile_unit_ == TileUnit::Amx && T >= kInt8TilesMinRows;
   const bool all_tiles = tiles && (!int8_interleaved_ || int8_tiles);  // layer_tiles for every layer
   // layer_tiles: the attention writes the o product's input as bf16 (tiles_o_), whose padding is zeroed here
-  const int64_t Qp = (Q + 31) / 32 * 32, Tp = (T + 31) / 32 * 32;  // a tile input's padding (bf16_tiles_x_size)
+  const int64_t Qp = tile_pad(Q), Tp = tile_pad(T);
   uint16_t* ob = all_tiles ? tiles_o_.data<uint16_t>() : nullptr;  // [Tp, Qp]
   if (ob) {
     for (int64_t m = 0; m < T && Qp > Q; ++m) std::fill(ob + m * Qp + Q, ob + (m + 1) * Qp, uint16_t{0});
@@ -215,7 +218,7 @@ void LlamaModel::layer(int l, const Batch& batch, const KVLayer& cache, cpu::Thr
 void LlamaModel::layer_tiles(int l, const Batch& batch, const KVLayer& cache, cpu::ThreadPool& pool) {
   const LayerWeights& w = weights_.layers[l];
   const int64_t T = batch.num_tokens(), H = spec_.hidden_size, I = spec_.intermediate_size, Q = spec_.q_dim();
-  const int64_t QKV = spec_.qkv_dim(), Hp = (H + 31) / 32 * 32, Qp = (Q + 31) / 32 * 32, Ip = (I + 31) / 32 * 32;
+  const int64_t QKV = spec_.qkv_dim(), Hp = tile_pad(H), Qp = tile_pad(Q), Ip = tile_pad(I);
   const float eps = spec_.rms_norm_eps;
   const cpu::TileUnit em = tile_unit_;
   float* x = x_.data<float>();
@@ -256,7 +259,7 @@ void LlamaModel::layer_tiles(int l, const Batch& batch, const KVLayer& cache, cp
     back(pool, 0, T);
     return;
   }
-  const int64_t blocks = (T + 31) / 32;
+  const int64_t blocks = tile_pad(T) / 32;
   auto each_group = [&](auto&& ops) {
     pool.parallel_for(groups, 1, [&](int64_t g0, int64_t g1) {
       thread_local cpu::ThreadPool serial(1);

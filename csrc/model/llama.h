@@ -94,7 +94,7 @@ class LlamaModel {
   bool bf16_prefill_ = false;
   TileUnit tile_unit_ = TileUnit::Model;
   bool gate_up_paired_ = false;  // gate_up read with pair_halves: its product ends in silu_mul
-  Buffer tiles_x_;               // [bf16_tiles_x_size(T, max(H, q_dim))] uint16: a product's input as bf16
+  Buffer tiles_x_;               // [bf16_tiles_x_size(T, H)] uint16: a norm's output as bf16, qkv's or gate/up's input
   Buffer tiles_act_;             // [bf16_tiles_x_size(T, I)] uint16: silu(gate) * up as bf16, down's input
   Buffer tiles_o_;     // [bf16_tiles_x_size(T, q_dim)] uint16: the attention's output as bf16 (AttnSeq::out_bf16)
   Buffer attn_tiles_;  // paged_attention_tiles' packed K/V (it sizes it)

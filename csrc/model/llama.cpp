@@ -160,12 +160,39 @@ void LlamaModel::rope_store(const Batch& batch, const KVLayer& cache, int64_t b,
   cpu::kv_store(cache, r + Q, QKV, r + Q + KVD, QKV, e - b, batch.slots.data() + b);
 }
 
+void LlamaModel::rope_store_head(const Batch& batch, const KVLayer& cache, int64_t r, int h) {
+  const int64_t QKV = spec_.qkv_dim(), Q = spec_.q_dim(), KVD = spec_.kv_dim(), hd = spec_.head_dim;
+  const int group = spec_.num_heads / spec_.num_kv_heads;
+  float* q = qkv_.data<float>() + r * QKV + h * group * hd;  // the group's q heads
+  float* k = qkv_.data<float>() + r * QKV + Q + h * hd;
+  const float* cs = rope_cs_.data<float>() + r * spec_.head_dim;
+  cpu::rope_apply(q, 1, QKV, group, spec_.head_dim, cs);
+  cpu::rope_apply(k, 1, QKV, 1, spec_.head_dim, cs);
+  if (rotate_qk_) {
+    cpu::hadamard_heads(q, 1, QKV, group, spec_.head_dim);
+    cpu::hadamard_heads(k, 1, QKV, 1, spec_.head_dim);
+  }
+  const float* kr = qkv_.data<float>() + r * QKV + Q;
+  cpu::kv_store(cache, kr, QKV, kr + KVD, QKV, 1, batch.slots.data() + r, h, h + 1);
+}
+
 void LlamaModel::attention(const Batch& batch, const KVLayer& cache, cpu::ThreadPool& pool, bool tiles) {
-  rows(pool, batch.num_tokens(), [&](int64_t b, int64_t e) { rope_store(batch, cache, b, e); }, kKVStoreRows);
+  const int64_t T = batch.num_tokens();
+  if (T == static_cast<int64_t>(batch.seqs.size()) && batch.sealed_blocks.empty()) {
+    // A decode step (a row a sequence, no block to seal): each attention item first ropes and stores the K/V head
+    // it reads, so that work runs beside the attention, on every thread, without a pass and a wait of its own.
+    const cpu::AttnPrepare prepare = [&](int64_t s, int h) {
+      rope_store_head(batch, cache, batch.seqs[s].first_row, h);
+    };
+    attend(batch, cache, pool, tiles, &prepare);
+    return;
+  }
+  rows(pool, T, [&](int64_t b, int64_t e) { rope_store(batch, cache, b, e); }, kKVStoreRows);
   attend(batch, cache, pool, tiles);
 }
 
-void LlamaModel::attend(const Batch& batch, const KVLayer& cache, cpu::ThreadPool& pool, bool tiles) {
+void LlamaModel::attend(const Batch& batch, const KVLayer& cache, cpu::ThreadPool& pool, bool tiles,
+                        const std::function<void(int64_t, int)>* prepare) {
   const int64_t num_sealed = static_cast<int64_t>(batch.sealed_blocks.size());
   if (num_sealed)
     pool.parallel_for(num_sealed, 1,
@@ -174,9 +201,9 @@ void LlamaModel::attend(const Batch& batch, const KVLayer& cache, cpu::ThreadPoo
   const int64_t num_seqs = static_cast<int64_t>(attn_seqs_.size());
   if (tiles)
     cpu::paged_attention_tiles(pool, cache, attn_seqs_.data(), num_seqs, spec_.num_heads, scale, kTilesAttnMinRows,
-                               tile_unit_, attn_tiles_, int8_activations_);
+                               tile_unit_, attn_tiles_, int8_activations_, prepare);
   else
-    cpu::paged_attention(pool, cache, attn_seqs_.data(), num_seqs, spec_.num_heads, scale, int8_activations_);
+    cpu::paged_attention(pool, cache, attn_seqs_.data(), num_seqs, spec_.num_heads, scale, int8_activations_, prepare);
 }
 
 void LlamaModel::layer(int l, const Batch& batch, const KVLayer& cache, cpu::ThreadPool& pool, bool attn_tiles) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "backend/backend.h"
@@ -72,7 +73,11 @@ class LlamaModel {
   // RoPE on qkv_'s q and k, K/V into the cache, causal attention into attn_.
   void attention(const Batch& batch, const KVLayer& cache, cpu::ThreadPool& pool, bool tiles);
   void rope_store(const Batch& batch, const KVLayer& cache, int64_t b, int64_t e);  // rows [b, e): RoPE, K/V stored
-  void attend(const Batch& batch, const KVLayer& cache, cpu::ThreadPool& pool, bool tiles);  // sealing, attention
+  // row r's q heads of KV head h and that KV head: RoPE, K/V stored (the same bits as rope_store's)
+  void rope_store_head(const Batch& batch, const KVLayer& cache, int64_t r, int h);
+  void attend(
+      const Batch& batch, const KVLayer& cache, cpu::ThreadPool& pool, bool tiles,
+      const std::function<void(int64_t, int)>* prepare = nullptr);  // sealing, attention (prepare: cpu::AttnPrepare)
 
   ModelSpec spec_;
   Weights weights_;

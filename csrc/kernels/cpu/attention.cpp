@@ -1,6 +1,8 @@
 // paged_attention: work split and ISA dispatch, plus the scalar per-head kernel.
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "kernels/cpu/bf16.h"
@@ -124,7 +126,7 @@ bool int8_q_scores(const KVLayer& kv) {
 }
 
 void paged_attention(ThreadPool& pool, const KVLayer& kv, const AttnSeq* seqs, int64_t num_seqs, int n_heads,
-                     float scale, bool int8_q) {
+                     float scale, bool int8_q, const AttnPrepare* prepare) {
   int8_q = int8_q && int8_q_scores(kv);
   AttnFn fn = attention_for(active_isa());
 #if defined(LMRT_X86) && defined(LMRT_HAVE_AVX512VNNI)
@@ -136,10 +138,16 @@ void paged_attention(ThreadPool& pool, const KVLayer& kv, const AttnSeq* seqs, i
   // result is the same bits (the kernels' contract), so the split may follow the batch. Measured
   // (benchmarks/bench_attention.py, default model's heads, 2 threads): a decode row after 2,000 tokens 0.049 ->
   // 0.040 ms a layer (bf16 KV), 0.053 -> 0.050 (int8); 32 rows after 400 tokens 0.267 -> 0.227, 0.329 -> 0.297.
+  // With prepare, an item is always a whole KV head's group: the item that writes a KV head's row reads it.
   int64_t rows = 0;
-  for (int64_t s = 0; s < num_seqs; ++s) rows += seqs[s].M;
-  int per_task = rows * kv.n_kv_heads >= pool.num_threads() ? group : 1;  // a divisor of group, <= kAttnMaxGroup
-  while (per_task > kAttnMaxGroup || group % per_task) --per_task;
+  for (int64_t s = 0; s < num_seqs; ++s) {
+    rows += seqs[s].M;
+    if (prepare && seqs[s].M != 1)
+      throw std::invalid_argument("paged_attention: prepare takes sequences of one row each; sequence " +
+                                  std::to_string(s) + " has " + std::to_string(seqs[s].M));
+  }
+  int per_task = prepare || rows * kv.n_kv_heads >= pool.num_threads() ? group : 1;  // a divisor of group
+  while (!prepare && (per_task > kAttnMaxGroup || group % per_task)) --per_task;     // and <= kAttnMaxGroup
   const int tasks_per_row = n_heads / per_task;
   std::vector<int64_t> first(num_seqs + 1, 0);  // first item of each sequence
   for (int64_t s = 0; s < num_seqs; ++s) first[s + 1] = first[s] + seqs[s].M * tasks_per_row;
@@ -170,13 +178,16 @@ void paged_attention(ThreadPool& pool, const KVLayer& kv, const AttnSeq* seqs, i
       const AttnSeq& q = seqs[s];
       const int64_t m = (i - first[s]) / tasks_per_row;
       const int h = static_cast<int>((i - first[s]) % tasks_per_row) * per_task;
-      t.q = q.q + m * q.ldq + static_cast<int64_t>(h) * kv.head_dim;
-      t.out = q.out + m * q.ldo + static_cast<int64_t>(h) * kv.head_dim;
       t.block_table = q.block_table;
       t.pos = q.pos[m];
       t.kv_head = h / group;
-      t.n_q = per_task;
-      fn(t);
+      if (prepare) (*prepare)(s, t.kv_head);
+      for (int g = 0; g < per_task; g += kAttnMaxGroup) {  // (more than kAttnMaxGroup heads only with prepare)
+        t.q = q.q + m * q.ldq + static_cast<int64_t>(h + g) * kv.head_dim;
+        t.out = q.out + m * q.ldo + static_cast<int64_t>(h + g) * kv.head_dim;
+        t.n_q = std::min(per_task - g, kAttnMaxGroup);
+        fn(t);
+      }
     }
   });
 }

@@ -208,7 +208,8 @@ AccScaleFn acc_scale_fn() {
 }
 
 void paged_attention_tiles(ThreadPool& pool, const KVLayer& kv, const AttnSeq* seqs, int64_t num_seqs, int n_heads,
-                           float scale, int64_t min_rows, TileUnit tile_unit, Buffer& scratch, bool int8_q) {
+                           float scale, int64_t min_rows, TileUnit tile_unit, Buffer& scratch, bool int8_q,
+                           const AttnPrepare* prepare) {
   const int64_t hdp = round_up(kv.head_dim, 32);
   std::vector<AttnSeq> exact;  // sequences with few rows: the exact per-row path
   std::vector<TileSeq> tiled;
@@ -219,6 +220,9 @@ void paged_attention_tiles(ThreadPool& pool, const KVLayer& kv, const AttnSeq* s
       exact.push_back(q);
       continue;
     }
+    if (prepare)
+      throw std::invalid_argument("paged_attention_tiles: prepare takes only sequences for the exact path; sequence " +
+                                  std::to_string(i) + " has " + std::to_string(q.M) + " rows");
     TileSeq t{&q, *std::max_element(q.pos, q.pos + q.M) + 1, 0, nullptr, nullptr, items};
     t.keys_pad = round_up(t.num_keys, kChunk);
     tiled.push_back(t);
@@ -226,7 +230,7 @@ void paged_attention_tiles(ThreadPool& pool, const KVLayer& kv, const AttnSeq* s
     items += n_heads * ((q.M + kRows - 1) / kRows);
   }
   if (!exact.empty()) {
-    paged_attention(pool, kv, exact.data(), static_cast<int64_t>(exact.size()), n_heads, scale, int8_q);
+    paged_attention(pool, kv, exact.data(), static_cast<int64_t>(exact.size()), n_heads, scale, int8_q, prepare);
     const ToBf16Fn to_bf16 = to_bf16_fn(tile_unit);
     for (const AttnSeq& q : exact)  // the exact path writes fp32: rounded here where bf16 is asked for
       if (q.out_bf16)

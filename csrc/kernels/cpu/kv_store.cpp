@@ -47,7 +47,11 @@ void store_row(void* cache, uint16_t* scales, uint8_t* zeros, KVDType dt, int hd
 }  // namespace
 
 void kv_store(const KVLayer& kv, const float* k, int64_t ldk, const float* v, int64_t ldv, int64_t M,
-              const int64_t* slot) {
+              const int64_t* slot, int h0, int h1) {
+  if (h1 < 0) h1 = kv.n_kv_heads;
+  if (h0 < 0 || h0 > h1 || h1 > kv.n_kv_heads)
+    throw std::invalid_argument("kv_store: heads [" + std::to_string(h0) + ", " + std::to_string(h1) +
+                                ") outside the cache's " + std::to_string(kv.n_kv_heads) + " KV heads");
   const int64_t hd = kv.head_dim, bs = kv.block_size;
   const bool staged = kv.k_dtype == KVDType::I4Channel;
   const RowLoops loops = row_loops();
@@ -56,7 +60,7 @@ void kv_store(const KVLayer& kv, const float* k, int64_t ldk, const float* v, in
     const int64_t stage = staged ? kv.stage_of_block[block] : -1;
     if (staged && stage < 0)
       throw std::logic_error("kv_store: block " + std::to_string(block) + " has no staging slot for its int4 K rows");
-    for (int64_t h = 0; h < kv.n_kv_heads; ++h) {
+    for (int64_t h = h0; h < h1; ++h) {
       const int64_t row = (block * kv.n_kv_heads + h) * bs + off;
       if (staged)
         store_row(kv.k_stage, kv.k_stage_scales, kv.k_stage_zeros, KVDType::I8, kv.head_dim,

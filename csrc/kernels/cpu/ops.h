@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 
 #include "common/buffer.h"
 #include "kernels/cpu/isa.h"
@@ -71,8 +72,9 @@ void silu_mul(const float* gu, int64_t M, int64_t I, int64_t ldg, float* out, in
 // I4Channel K into its block's staging slot, which must be set: std::logic_error otherwise).
 //   k, v        [M, n_kv_heads * head_dim] fp32, row strides ldk, ldv
 //   slot        [M] absolute cache slot of each token: block_id * block_size + offset
+//   [h0, h1)    the KV heads written (k and v still point at head 0 of each row); all by default
 void kv_store(const KVLayer& kv, const float* k, int64_t ldk, const float* v, int64_t ldv, int64_t M,
-              const int64_t* slot);
+              const int64_t* slot, int h0 = 0, int h1 = -1);
 // I4Channel K: quantizes full blocks from their staged rows, one (scale, zero) per channel and kv head
 // (each channel's range widened to include 0, then as a row of I4; a non-finite value gives the channel a
 // NaN scale). The staging slot stays set: attention still reads it for queries inside the block.
@@ -92,18 +94,25 @@ void kv_seal(const KVLayer& kv, const int32_t* blocks, int64_t num);
 // 256, AVX-512 active with VNNI), each head's q is quantized to int8 (one scale a head, max|q| / 127) and the
 // scores' q . codes are integer dot products (vpdpbusd), as llama.cpp scores a Q8 K cache; elsewhere it is ignored.
 // Either way each output depends only on its own q and the cache (batch invariant).
+// prepare (decode steps: every sequence one row): the work items are (sequence, KV head) with all the heads of that
+// KV head, and each first calls (*prepare)(s, kv_head), which writes what the item reads (the model's RoPE and
+// kv_store of that row and KV head): that work spread over the threads with the attention, without a pass and a
+// wait of its own. A sequence of more rows with prepare: std::invalid_argument (its rows would read each other's).
+using AttnPrepare = std::function<void(int64_t seq, int kv_head)>;
 void paged_attention(ThreadPool& pool, const KVLayer& kv, const AttnSeq* seqs, int64_t num_seqs, int n_heads,
-                     float scale, bool int8_q = false);
+                     float scale, bool int8_q = false, const AttnPrepare* prepare = nullptr);
 bool int8_q_scores(const KVLayer& kv);
 // The same attention with the sequences of at least min_rows rows on bf16 tiles (prefill; see
 // linear_bf16_tiles for what that means): q, K, V and the softmax probabilities rounded to bf16,
 // every sum in fp32, the softmax online over 64-key chunks (flash attention). Not batch invariant;
 // the other sequences take paged_attention's exact path. scratch grows as needed and is reused
 // (the packed K/V). tile_unit: the unit; throws std::runtime_error when it is not available here.
-// int8_q: passed to paged_attention for the sequences it takes. A sequence with out_bf16 set gets its output
-// there, as bf16, whichever path takes it.
+// int8_q, prepare: passed to paged_attention for the sequences it takes (with prepare, every sequence must be one
+// of them: std::invalid_argument otherwise). A sequence with out_bf16 set gets its output there, as bf16, whichever
+// path takes it.
 void paged_attention_tiles(ThreadPool& pool, const KVLayer& kv, const AttnSeq* seqs, int64_t num_seqs, int n_heads,
-                           float scale, int64_t min_rows, TileUnit tile_unit, Buffer& scratch, bool int8_q = false);
+                           float scale, int64_t min_rows, TileUnit tile_unit, Buffer& scratch, bool int8_q = false,
+                           const AttnPrepare* prepare = nullptr);
 
 // y = x w^T (+ bias) for 4-bit w [N, K]; same contract as linear().
 void linear_w4(ThreadPool& pool, const float* x, int64_t M, int64_t K, int64_t ldx, const W4Matrix& w, int64_t N,

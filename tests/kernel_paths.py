@@ -177,6 +177,17 @@ class PagedCache:
         return out
 
 
+def held_row_scales(c, which, table, length):
+    """The fp16 scale of each quantized (i8 / i4) row of positions 0..length-1, as float32 [length, n_kv]."""
+    out = np.zeros((length, c.n_kv), np.float32)
+    for t in range(length):
+        blk, off = table[t // c.bs], t % c.bs
+        for h in range(c.n_kv):
+            row = (blk * c.n_kv + h) * c.bs + off
+            out[t, h] = c.params[f"{which}_scales"][row : row + 1].view(np.float16).astype(np.float32)[0]
+    return out
+
+
 def unpack_kv_codes(stored, dtype):
     """A row's codes: i8 as they are; i4 from its bytes (in each run of 32 dims, byte j holds dim j in the low
     nibble and dim j + 16 in the high one)."""

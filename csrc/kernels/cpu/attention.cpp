@@ -151,7 +151,19 @@ void paged_attention(ThreadPool& pool, const KVLayer& kv, const AttnSeq* seqs, i
   const int tasks_per_row = n_heads / per_task;
   std::vector<int64_t> first(num_seqs + 1, 0);  // first item of each sequence
   for (int64_t s = 0; s < num_seqs; ++s) first[s + 1] = first[s] + seqs[s].M * tasks_per_row;
-  pool.parallel_for(first[num_seqs], 1, [&](int64_t begin, int64_t end) {
+  // Item i's first K block (int8_q: prefetched during item i - 1 on the same thread; runs of items a thread, about
+  // 4 a thread, so that a thread knows its next item).
+  auto first_keys = [&](int64_t s, int64_t i, int64_t& rows) -> const uint8_t* {
+    const AttnSeq& q = seqs[s];
+    const int64_t m = (i - first[s]) / tasks_per_row;
+    const int kv_head = static_cast<int>((i - first[s]) % tasks_per_row) * per_task / group;
+    rows = std::min<int64_t>(q.pos[m] + 1, kv.block_size);
+    return static_cast<const uint8_t*>(kv.k) +
+           (static_cast<int64_t>(q.block_table[0]) * kv.n_kv_heads + kv_head) * kv.block_size * kv.head_dim;
+  };
+  const int64_t items = first[num_seqs];
+  const int64_t grain = int8_q ? std::max<int64_t>(1, items / (4 * pool.num_threads())) : 1;
+  pool.parallel_for(items, grain, [&](int64_t begin, int64_t end) {
     std::vector<float> scratch(static_cast<size_t>(kAttnMaxGroup * (kv.block_size + 2 * kv.head_dim)));
     AttnTask t{};
     t.k = kv.k;
@@ -181,6 +193,13 @@ void paged_attention(ThreadPool& pool, const KVLayer& kv, const AttnSeq* seqs, i
       t.block_table = q.block_table;
       t.pos = q.pos[m];
       t.kv_head = h / group;
+      t.next_k = nullptr;
+      if (int8_q && i + 1 < end) {
+        int64_t rows = 0, sn = s;
+        while (i + 1 >= first[sn + 1]) ++sn;
+        t.next_k = first_keys(sn, i + 1, rows);
+        t.next_k_rows = static_cast<int>(rows);
+      }
       if (prepare) (*prepare)(s, t.kv_head);
       for (int g = 0; g < per_task; g += kAttnMaxGroup) {  // (more than kAttnMaxGroup heads only with prepare)
         t.q = q.q + m * q.ldq + static_cast<int64_t>(h + g) * kv.head_dim;

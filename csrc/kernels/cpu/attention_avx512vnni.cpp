@@ -1,6 +1,7 @@
 // AVX-512 VNNI paged attention: attention_simd.inl at AVX-512's lane width, as attention_avx512.cpp, plus the scores
 // of I8 K against int8 q (AttnTask::int8_q) by vpdpbusd: 16 key rows transposed into 16 vectors of 4 dims x 16
-// keys, then one vpdpbusd per 4 dims and head. Compiled with -mavx512vnni; runs only where vnni_available().
+// keys, then one vpdpbusd per 4 dims and head; and over I8 V, P V by vpdpwssd on int16 weights (pv_int16). Compiled
+// with -mavx512vnni; runs only where vnni_available().
 #include "kernels/cpu/isa_kernels.h"
 #include "kernels/cpu/simd_avx512.h"
 

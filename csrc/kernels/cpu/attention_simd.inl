@@ -209,11 +209,14 @@ inline void quantize_head(const float* q, int hd, Q8Head& h) {
 // key's integer dot, exact; s[g][j] = scale * (q8.scale * (s1 dot + m1 q8.sum) + bias[g]) (rows past n: 0 codes).
 template <int G>
 inline void block_scores_q8(const AttnTask& t, const Q8Head* q8, int hd, const void* cache, const uint16_t* scales,
-                            const uint8_t* zeros, int64_t base, int n, float* const* s, const float* bias) {
+                            const uint8_t* zeros, int64_t base, int n, float* const* s, const float* bias,
+                            const uint8_t* pf = nullptr) {
   const uint8_t* rows = static_cast<const uint8_t*>(cache) + base * hd;
   const Vec scale = set1(t.scale);
   for (int j = 0; j < n; j += kLanes) {
     const int r = n - j < kLanes ? n - j : kLanes;
+    if (pf)  // the same keys' value rows, on their way for P V
+      for (int64_t o = 0; o < static_cast<int64_t>(r) * hd; o += 64) prefetch(pf + j * hd + o);
     __m512i dot[G];
     for (int g = 0; g < G; ++g) dot[g] = _mm512_setzero_si512();
     for (int c = 0; c < hd; c += 64) {
@@ -239,6 +242,93 @@ inline void block_scores_q8(const AttnTask& t, const Q8Head* q8, int hd, const v
         store_tail(s[g] + j, tail_mask(r), d);
       }
     }
+  }
+}
+
+// P V of int8_q over I8 V (head_dim a multiple of 32): within each run of up to kPvKeys keys of a block, each head's
+// value-row weights w_j = p_j s1_j become int16, round_half_even(w_j * 32767 / max |w|), and the sums of w16_j *
+// code_j are taken in int32 by vpdpwssd, two keys a product (codes zero-extended to int16, two rows' words
+// interleaved), exact; then acc += float(sum) * (max w / 32767). Each weight is off by at most half a step of
+// max w / 32767 (2^-16 of its run's largest), where the fp32 path rounds each product to 2^-24 of itself.
+// The accumulators hold the dims permuted (unpack order, see pv_natural); runs of kPvKeys keep the int32 sums
+// below 2^31 (64 x 32767 x 255). A run whose weights are not all finite makes the heads' outputs NaN, as fp32's.
+constexpr int kPvKeys = 64;
+
+template <typename VR, int NV>
+struct PvInt16 {  // the value rows and head sizes that take it
+  static constexpr bool value = false;
+};
+template <int NV>
+struct PvInt16<RowI8, NV> {
+  static constexpr bool value = NV > 0 && NV % 2 == 0;
+};
+
+template <int G, int NV>
+inline void pv_int16(const AttnTask& t, float* const* s, int64_t base, int n, Vec (*racc)[NV], bool* poisoned,
+                     const uint8_t* pf, int pf_n) {
+  constexpr int hd = NV * kLanes;
+  const uint8_t* rows = static_cast<const uint8_t*>(t.v) + base * hd;
+  for (int j0 = 0; j0 < n; j0 += kPvKeys) {
+    const int c = n - j0 < kPvKeys ? n - j0 : kPvKeys;
+    alignas(64) int16_t w16[G][kPvKeys + kLanes];  // [G][c rounded up to kLanes]: lanes past c 0
+    float step[G];
+    for (int g = 0; g < G; ++g) {
+      Vec mx = zero();
+      __mmask16 nan = 0;
+      for (int j = 0; j < c; j += kLanes) {
+        const Vec w = load_tail(s[g] + j0 + j, c - j >= kLanes ? Tail(0xffff) : tail_mask(c - j));
+        mx = max_lanes(mx, _mm512_abs_ps(w));
+        nan |= _mm512_cmp_ps_mask(w, w, _CMP_UNORD_Q);
+      }
+      const float wmax = hmax(mx);
+      if (nan || !(wmax <= __FLT_MAX__)) poisoned[g] = true;
+      step[g] = wmax / 32767.0f;
+      const Vec inv = set1(wmax > 0.0f && !poisoned[g] ? 32767.0f / wmax : 0.0f);
+      for (int j = 0; j < c; j += kLanes) {
+        const Vec w = load_tail(s[g] + j0 + j, c - j >= kLanes ? Tail(0xffff) : tail_mask(c - j));
+        const __m256i w16v = _mm512_cvtsepi32_epi16(_mm512_cvtps_epi32(mul(w, inv)));  // |w| <= max: no saturation
+        _mm256_store_si256(reinterpret_cast<__m256i*>(w16[g] + j), w16v);
+      }
+    }
+    __m512i acc[G][NV];
+    for (int g = 0; g < G; ++g)
+      for (int v = 0; v < NV; ++v) acc[g][v] = _mm512_setzero_si512();
+    for (int j = 0; j < c; j += 2) {  // keys j and j + 1 (past c: weight 0, its row any row of the block)
+      const uint8_t* r0 = rows + static_cast<int64_t>(j0 + j) * hd;
+      const uint8_t* r1 = j + 1 < c ? r0 + hd : r0;
+      if (j0 + j < pf_n)  // the next block's key rows, two a step
+        for (int64_t o = 0; o < 2 * hd; o += 64) prefetch(pf + (j0 + j) * hd + o);
+      __m512i w[G];
+      for (int g = 0; g < G; ++g) {
+        int32_t pair;
+        __builtin_memcpy(&pair, w16[g] + j, sizeof pair);
+        w[g] = _mm512_set1_epi32(pair);
+      }
+      for (int v = 0; v < NV; v += 2) {  // dims 16 v .. 16 v + 31
+        const __m512i a = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r0 + v * 16)));
+        const __m512i b = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r1 + v * 16)));
+        const __m512i lo = _mm512_unpacklo_epi16(a, b), hi = _mm512_unpackhi_epi16(a, b);
+        for (int g = 0; g < G; ++g) {
+          acc[g][v] = _mm512_dpwssd_epi32(acc[g][v], lo, w[g]);
+          acc[g][v + 1] = _mm512_dpwssd_epi32(acc[g][v + 1], hi, w[g]);
+        }
+      }
+    }
+    for (int g = 0; g < G; ++g)
+      for (int v = 0; v < NV; ++v) racc[g][v] = fmadd(_mm512_cvtepi32_ps(acc[g][v]), set1(step[g]), racc[g][v]);
+  }
+}
+
+// pv_int16's accumulators in dim order: of each pair (lo, hi) for dims d..d + 31, lane 4L + i of lo holds dim
+// d + 8L + i and of hi dim d + 8L + 4 + i (L a 128-bit lane, i < 4).
+template <int NV>
+inline void pv_natural(Vec* acc) {
+  for (int v = 0; v < NV; v += 2) {
+    const Vec lo = acc[v], hi = acc[v + 1];
+    const Vec a = _mm512_shuffle_f32x4(lo, hi, _MM_SHUFFLE(1, 0, 1, 0));  // lo L0, lo L1, hi L0, hi L1
+    const Vec b = _mm512_shuffle_f32x4(lo, hi, _MM_SHUFFLE(3, 2, 3, 2));  // lo L2, lo L3, hi L2, hi L3
+    acc[v] = _mm512_shuffle_f32x4(a, a, _MM_SHUFFLE(3, 1, 2, 0));
+    acc[v + 1] = _mm512_shuffle_f32x4(b, b, _MM_SHUFFLE(3, 1, 2, 0));
   }
 }
 #endif
@@ -291,6 +381,8 @@ void attend(const AttnTask& t) {
   const bool q8_scores = ScoresInt8<KR>::value && int8_scores(t);
   if (q8_scores)
     for (int g = 0; g < G; ++g) quantize_head(q[g], hd, q8[g]);
+  const bool q8_pv = PvInt16<VR, NV>::value && t.int8_q;  // (NV > 0: racc exists)
+  bool poisoned[G] = {};
 #endif
   const int n_blocks = t.pos / bs + 1;
   for (int b = 0; b < n_blocks; ++b) {
@@ -298,10 +390,18 @@ void attend(const AttnTask& t) {
     const int64_t base = (static_cast<int64_t>(t.block_table[b]) * t.n_kv_heads + t.kv_head) * bs;  // first row
     // The block's value rows (read after its scores) and the next block's key rows (after its P V) on their way:
     // a sequence's blocks lie anywhere in the pool, where the hardware's prefetchers lose the stream.
-    prefetch_rows(t.v, base, n, VR::bytes(hd));
-    if (b + 1 < n_blocks)
-      prefetch_rows(t.k, (static_cast<int64_t>(t.block_table[b + 1]) * t.n_kv_heads + t.kv_head) * bs,
-                    b + 2 == n_blocks ? t.pos - (b + 1) * bs + 1 : bs, KR::bytes(hd));
+    const int64_t next =
+        b + 1 < n_blocks ? (static_cast<int64_t>(t.block_table[b + 1]) * t.n_kv_heads + t.kv_head) * bs : 0;
+    const int next_n = b + 1 < n_blocks ? (b + 2 == n_blocks ? t.pos - (b + 1) * bs + 1 : bs) : 0;
+#ifdef LMRT_ATTN_VNNI
+    const bool spread = q8_scores && q8_pv;  // the prefetches spread over the loops instead
+#else
+    constexpr bool spread = false;
+#endif
+    if (!spread) {
+      prefetch_rows(t.v, base, n, VR::bytes(hd));
+      if (next_n) prefetch_rows(t.k, next, next_n, KR::bytes(hd));
+    }
     if constexpr (KR::kChannel) {
       if (n == bs) {  // sealed: every row visible (kv_reads_sealed)
         const int64_t ch = (static_cast<int64_t>(t.block_table[b]) * t.n_kv_heads + t.kv_head) * hd;
@@ -326,7 +426,8 @@ void attend(const AttnTask& t) {
 #ifdef LMRT_ATTN_VNNI
       if constexpr (ScoresInt8<KR>::value) {
         if (q8_scores) {
-          block_scores_q8<G>(t, q8, hd, t.k, t.k_scales, t.k_zeros, base, n, s, zeros_g);
+          block_scores_q8<G>(t, q8, hd, t.k, t.k_scales, t.k_zeros, base, n, s, zeros_g,
+                             spread ? static_cast<const uint8_t*>(t.v) + base * hd : nullptr);
         } else {
           block_scores<G, KR>(t, q, hd, qsum, t.k, t.k_scales, t.k_zeros, base, n, s, zeros_g);
         }
@@ -389,6 +490,17 @@ void attend(const AttnTask& t) {
         }
       }
     }
+#ifdef LMRT_ATTN_VNNI
+    if constexpr (PvInt16<VR, NV>::value) {
+      if (q8_pv) {
+        if (next_n)
+          pv_int16<G, NV>(t, s, base, n, racc, poisoned, static_cast<const uint8_t*>(t.k) + next * hd, next_n);
+        else  // the last block: the next task's first
+          pv_int16<G, NV>(t, s, base, n, racc, poisoned, t.next_k, t.next_k ? t.next_k_rows : 0);
+        continue;
+      }
+    }
+#endif
     for (int j = 0; j < n; ++j) {
       const VR vr(t.v, t.v_scales, t.v_zeros, hd, base + j);
       Vec pv[G];
@@ -414,6 +526,13 @@ void attend(const AttnTask& t) {
     const float inv = 1.0f / hsum(dsum[g]), vbias = hsum(vbsum[g]);  // vbias: added to every dim
     float* out = t.out + g * hd;
     if constexpr (NV > 0) {
+#ifdef LMRT_ATTN_VNNI
+      if constexpr (PvInt16<VR, NV>::value) {
+        if (q8_pv) pv_natural<NV>(racc[g]);
+        if (q8_pv && poisoned[g])
+          for (int v = 0; v < NV; ++v) racc[g][v] = set1(__builtin_nanf(""));
+      }
+#endif
       const Vec vb = set1(vbias);
       for (int v = 0; v < NV; ++v)
         store(out + v * kLanes, mul(VR::kQuant ? add(racc[g][v], vb) : racc[g][v], set1(inv)));

@@ -60,6 +60,10 @@ struct AttnTask {
   // (one scale a head: max|q| / 127, q * (1 / scale) rounded half even) and the scores' dots taken in int32 by
   // vpdpbusd. A score's bits still depend on nothing but its own q and key.
   bool int8_q = false;
+  // The key rows of the next task's first block on this thread (nullptr: none), which the int8_q path prefetches
+  // during this task's last P V: a sequence's first block is otherwise read cold.
+  const uint8_t* next_k = nullptr;  // [next_k_rows, head_dim] I8 codes
+  int next_k_rows = 0;
 };
 // The most query heads a kernel handles at once (its scratch holds as many).
 constexpr int kAttnMaxGroup = 4;

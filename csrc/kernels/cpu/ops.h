@@ -92,8 +92,11 @@ void kv_seal(const KVLayer& kv, const int32_t* blocks, int64_t num);
 // Softmax in fp32 with the running max subtracted; scale is usually 1/sqrt(head_dim).
 // int8_q (the "int8" linear precision's attention): where int8_q_scores(kv) (I8 K, head_dim a multiple of 64 up to
 // 256, AVX-512 active with VNNI), each head's q is quantized to int8 (one scale a head, max|q| / 127) and the
-// scores' q . codes are integer dot products (vpdpbusd), as llama.cpp scores a Q8 K cache; elsewhere it is ignored.
-// Either way each output depends only on its own q and the cache (batch invariant).
+// scores' q . codes are integer dot products (vpdpbusd), as llama.cpp scores a Q8 K cache; with I8 V and a head_dim
+// that is a multiple of 32, P V too: each value row's weight p_j * scale_j rounded to int16 on a step of 1/32767 of
+// the largest |weight| of its run (up to 64 keys of a block), the sums of weight * code exact in int32 (vpdpwssd),
+// so a weight moves by at most 2^-16 of its run's largest. Elsewhere it is ignored. Either way each output depends
+// only on its own q and the cache (batch invariant).
 // prepare (decode steps: every sequence one row): the work items are (sequence, KV head) with all the heads of that
 // KV head, and each first calls (*prepare)(s, kv_head), which writes what the item reads (the model's RoPE and
 // kv_store of that row and KV head): that work spread over the threads with the attention, without a pass and a

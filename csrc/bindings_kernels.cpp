@@ -436,6 +436,44 @@ py::tuple cuda_available() {
 #endif
 }
 
+// Device-side timings for benchmarks/bench_cuda.py (RuntimeError without a device or a CUDA build).
+py::tuple cuda_copy_bandwidth(size_t bytes, int reps) {
+  on_cuda("cuda");
+  if (reps < 1) bad("reps must be >= 1");
+#ifdef LMRT_HAVE_CUDA
+  std::string why;
+  if (!lmrt::cuda::available(&why)) throw std::runtime_error("no CUDA device: " + why);
+  lmrt::cuda::CopyBandwidth b;
+  {
+    py::gil_scoped_release nogil;
+    b = lmrt::cuda::copy_bandwidth_gbs(bytes, reps);
+  }
+  return py::make_tuple(b.memcpy, b.kernel);
+#else
+  return py::make_tuple(0.0, 0.0);
+#endif
+}
+
+py::tuple cuda_time_linear_w4(int64_t M, int64_t K, int64_t N, int group_size, int reps, size_t min_bytes) {
+  on_cuda("cuda");
+  if (group_size != 32 && group_size != 64 && group_size != 128)
+    bad("group_size must be 32, 64 or 128, got " + std::to_string(group_size));
+  if (M < 1 || N < 1 || K < 32 || K % group_size != 0 || K % 32 != 0 || reps < 1)
+    bad("need M, N, reps >= 1 and K a positive multiple of 32 and of group_size");
+#ifdef LMRT_HAVE_CUDA
+  std::string why;
+  if (!lmrt::cuda::available(&why)) throw std::runtime_error("no CUDA device: " + why);
+  lmrt::cuda::LinearTiming t;
+  {
+    py::gil_scoped_release nogil;
+    t = lmrt::cuda::time_linear_w4(M, K, N, group_size, reps, min_bytes);
+  }
+  return py::make_tuple(t.us, t.bytes);
+#else
+  return py::make_tuple(0.0, 0.0);
+#endif
+}
+
 py::array_t<float> rmsnorm(F32In x, F32In w, float eps, const std::string& device) {
   if (x.ndim() != 2) bad("x must be 2-D [M, H], got shape " + shape_str(x));
   const int64_t M = x.shape(0), H = x.shape(1);
@@ -976,6 +1014,13 @@ void bind_kernels(py::module_& m) {
   m.def("cuda_available", &kern::cuda_available,
         "(True, the device's name) where this build has the CUDA backend and the runtime finds a device; else "
         "(False, what is missing).");
+  m.def("cuda_copy_bandwidth", &kern::cuda_copy_bandwidth, "bytes"_a, "reps"_a = 20,
+        "(cudaMemcpyAsync, a copy kernel): the device-to-device copy's bandwidth in GB/s (bytes read plus "
+        "written), medians of reps.");
+  m.def("cuda_time_linear_w4", &kern::cuda_time_linear_w4, "M"_a, "K"_a, "N"_a, "group_size"_a, "reps"_a = 20,
+        "min_bytes"_a = size_t(1) << 29,
+        "(microseconds per call, bytes per call) of linear_w4 on the GPU at [M, K] x [N, K], on device inputs from "
+        "a hash, cycling weight sets of min_bytes in all (past the L2), in a CUDA graph; median of reps.");
   m.def("kv_store", &kern::kv_store, "k_cache"_a, "v_cache"_a, "k"_a, "v"_a, "slots"_a, "n_kv_heads"_a, "head_dim"_a,
         "block_size"_a, "dtype"_a = "f32", "v_dtype"_a = py::none(), "k_scales"_a = py::none(),
         "k_zeros"_a = py::none(), "v_scales"_a = py::none(), "v_zeros"_a = py::none(), "stage"_a = py::none(),

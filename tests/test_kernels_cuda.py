@@ -34,6 +34,11 @@ def test_ops_on_cuda_without_a_device_are_refused_by_name():
         K.rmsnorm(np.ones((2, 8), np.float32), np.ones(8, np.float32), 1e-5, device="cuda")
     with pytest.raises(RuntimeError, match="no CUDA device|no CUDA backend"):
         K.silu_mul(np.ones((2, 8), np.float32), device="cuda")
+    # the device-side timings of benchmarks/bench_cuda.py too
+    with pytest.raises(RuntimeError, match="no CUDA device|no CUDA backend"):
+        K.cuda_copy_bandwidth(1 << 20, 3)
+    with pytest.raises(RuntimeError, match="no CUDA device|no CUDA backend"):
+        K.cuda_time_linear_w4(1, 256, 64, 32, 3)
 
 
 def test_unknown_device_is_a_value_error():

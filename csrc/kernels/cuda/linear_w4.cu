@@ -8,68 +8,107 @@
 namespace lmrt::cuda {
 namespace {
 
-constexpr int kWarps = 8;    // outputs per block
+constexpr int kWarps = 8;    // warps per block, each taking every 8th step of K (K split 8 ways in a block)
+constexpr int kOuts = 4;     // outputs per block: each x load serves all of them
 constexpr int kMaxRows = 8;  // rows of x per launch (more are launched in slices of 8)
 
-// One warp per output n. Lane l takes runs l, l + 32, ... of 32 inputs: 16 bytes of codes (byte j: input j in the
-// low nibble, j + 16 in the high), one (scale, min) of its group, and the 32 inputs of each row from global
-// memory (x is small and stays in L1/L2).
+// A block computes kOuts outputs n0.. for R rows of x. K goes in steps of 8 runs of 32 inputs; a warp takes steps
+// warp, warp + 8, ... (two at a time, their loads issued before either is used). In a step, lane l takes 4 bytes
+// of run 8 * step + l / 4 (bytes 4 (l % 4) ..: inputs 4 (l % 4) + b in the low nibbles, 16 + 4 (l % 4) + b in the
+// high), so a warp's loads of an output's codes are one 128-byte line and its loads of x two coalesced 16-byte
+// reads a lane; the weights are formed in registers as fma(code, scale, min). Each lane's sums, then a fixed
+// shuffle tree, then the 8 warps' partial sums in warp order: an output does not depend on M or on N.
 template <int R>
-__global__ void w4_gemv(const float* __restrict__ x, int64_t K, int64_t ldx, const uint8_t* __restrict__ codes,
-                        const float* __restrict__ scales, const float* __restrict__ mins, int gshift, int64_t N,
-                        const float* __restrict__ bias, float* __restrict__ y, int64_t ldy) {
-  const int lane = threadIdx.x & 31;
-  const int64_t n = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
-  if (n >= N) return;
-  const int64_t runs = K / 32, G = K >> gshift;
-  const uint4* c = reinterpret_cast<const uint4*>(codes + n * (K / 2));
-  float acc[R];
+__global__ void __launch_bounds__(32 * kWarps, R == 1 ? 4 : 1)  // batch 1: 4 blocks an SM (64 registers)
+    w4_gemv(const float* __restrict__ x, int64_t K, int64_t ldx, const uint8_t* __restrict__ codes,
+            const float* __restrict__ scales, const float* __restrict__ mins, int gshift, int64_t N,
+            const float* __restrict__ bias, float* __restrict__ y, int64_t ldy) {
+  __shared__ float part[kWarps][kOuts * R];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, sub = lane >> 2, quad = lane & 3;
+  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kOuts;
+  const int64_t runs = K / 32, G = K >> gshift, steps = (runs + 7) / 8;
+  float acc[kOuts][R];
 #pragma unroll
-  for (int r = 0; r < R; ++r) acc[r] = 0.0f;
-  for (int64_t run = lane; run < runs; run += 32) {
-    const uint4 q = c[run];
-    const int64_t g = (run * 32) >> gshift;
-    const float s = scales[n * G + g], mn = mins[n * G + g];
-    const uint32_t words[4] = {q.x, q.y, q.z, q.w};
-    float wl[16], wh[16];
+  for (int o = 0; o < kOuts; ++o)
 #pragma unroll
-    for (int b = 0; b < 16; ++b) {
-      const uint32_t byte = (words[b >> 2] >> (8 * (b & 3))) & 0xFFu;
-      wl[b] = fmaf(static_cast<float>(byte & 0x0Fu), s, mn);
-      wh[b] = fmaf(static_cast<float>(byte >> 4), s, mn);
+    for (int r = 0; r < R; ++r) acc[o][r] = 0.0f;
+  for (int64_t s0 = warp; s0 < steps; s0 += 2 * kWarps) {
+    uint32_t word[2][kOuts];
+    float sc[2][kOuts], mn[2][kOuts];
+    bool on[2];
+#pragma unroll
+    for (int u = 0; u < 2; ++u) {
+      const int64_t run = (s0 + u * kWarps) * 8 + sub;
+      on[u] = run < runs;  // false in a last, partial step, and past the last step
+      const int64_t g = (run * 32) >> gshift;
+#pragma unroll
+      for (int o = 0; o < kOuts; ++o) {
+        const bool live = on[u] && n0 + o < N;
+        word[u][o] = live ? __ldg(reinterpret_cast<const uint32_t*>(codes + (n0 + o) * (K / 2) + run * 16) + quad) : 0u;
+        sc[u][o] = live ? __ldg(scales + (n0 + o) * G + g) : 0.0f;
+        mn[u][o] = live ? __ldg(mins + (n0 + o) * G + g) : 0.0f;
+      }
     }
 #pragma unroll
-    for (int r = 0; r < R; ++r) {
-      const float4* xr = reinterpret_cast<const float4*>(x + r * ldx + run * 32);
-      float a = acc[r];
+    for (int u = 0; u < 2; ++u) {
+      if (!on[u]) continue;
+      const int64_t col = ((s0 + u * kWarps) * 8 + sub) * 32 + 4 * quad;
+      float4 lo[R], hi[R];
 #pragma unroll
-      for (int v = 0; v < 4; ++v) {
-        const float4 lo = xr[v], hi = xr[4 + v];
-        a = fmaf(lo.x, wl[4 * v], a);
-        a = fmaf(lo.y, wl[4 * v + 1], a);
-        a = fmaf(lo.z, wl[4 * v + 2], a);
-        a = fmaf(lo.w, wl[4 * v + 3], a);
-        a = fmaf(hi.x, wh[4 * v], a);
-        a = fmaf(hi.y, wh[4 * v + 1], a);
-        a = fmaf(hi.z, wh[4 * v + 2], a);
-        a = fmaf(hi.w, wh[4 * v + 3], a);
+      for (int r = 0; r < R; ++r) {
+        lo[r] = *reinterpret_cast<const float4*>(x + r * ldx + col);
+        hi[r] = *reinterpret_cast<const float4*>(x + r * ldx + col + 16);
       }
-      acc[r] = a;
+#pragma unroll
+      for (int o = 0; o < kOuts; ++o) {
+        float wl[4], wh[4];
+#pragma unroll
+        for (int b = 0; b < 4; ++b) {
+          const uint32_t byte = (word[u][o] >> (8 * b)) & 0xFFu;
+          wl[b] = fmaf(static_cast<float>(byte & 0x0Fu), sc[u][o], mn[u][o]);
+          wh[b] = fmaf(static_cast<float>(byte >> 4), sc[u][o], mn[u][o]);
+        }
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          float a = acc[o][r];
+          a = fmaf(lo[r].x, wl[0], a);
+          a = fmaf(lo[r].y, wl[1], a);
+          a = fmaf(lo[r].z, wl[2], a);
+          a = fmaf(lo[r].w, wl[3], a);
+          a = fmaf(hi[r].x, wh[0], a);
+          a = fmaf(hi[r].y, wh[1], a);
+          a = fmaf(hi[r].z, wh[2], a);
+          a = fmaf(hi[r].w, wh[3], a);
+          acc[o][r] = a;
+        }
+      }
     }
   }
 #pragma unroll
-  for (int r = 0; r < R; ++r) {
-    float a = acc[r];
+  for (int o = 0; o < kOuts; ++o)
 #pragma unroll
-    for (int off = 16; off > 0; off >>= 1) a += __shfl_xor_sync(0xFFFFFFFFu, a, off);
-    if (lane == 0) y[r * ldy + n] = a + (bias ? bias[n] : 0.0f);
+    for (int r = 0; r < R; ++r) {
+      float a = acc[o][r];
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) a += __shfl_xor_sync(0xFFFFFFFFu, a, off);
+      if (lane == 0) part[warp][o * R + r] = a;
+    }
+  __syncthreads();
+  if (threadIdx.x < kOuts * R) {
+    const int o = threadIdx.x / R, r = threadIdx.x % R;
+    if (n0 + o < N) {
+      float a = part[0][threadIdx.x];
+#pragma unroll
+      for (int w = 1; w < kWarps; ++w) a += part[w][threadIdx.x];
+      y[r * ldy + n0 + o] = a + (bias ? bias[n0 + o] : 0.0f);
+    }
   }
 }
 
 template <int R>
 void launch(const float* x, int64_t K, int64_t ldx, const W4Matrix& w, int gshift, int64_t N, const float* bias,
             float* y, int64_t ldy, cudaStream_t stream) {
-  const unsigned blocks = static_cast<unsigned>((N + kWarps - 1) / kWarps);
+  const unsigned blocks = static_cast<unsigned>((N + kOuts - 1) / kOuts);
   w4_gemv<R><<<blocks, 32 * kWarps, 0, stream>>>(x, K, ldx, w.codes, w.scales, w.mins, gshift, N, bias, y, ldy);
 }
 

@@ -4,6 +4,7 @@
 // CPU op and a float64 reference where a device is at hand.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
@@ -35,9 +36,9 @@ void embedding(const void* table, DType dt, int64_t H, const int32_t* ids, int64
                void* stream);
 
 // y[m, n] = sum_k x[m, k] * w[n, k] (+ bias[n]) for 4-bit w (W4Matrix's layout and (scale, min) groups of 32, 64
-// or 128; cpu::linear_w4's contract), the decode path (few rows of x): one warp per output, each lane a run of 32
-// inputs at a time (one 128-bit load of codes, the weights formed in registers as fma(code, scale, min)), the lanes'
-// sums then a fixed shuffle tree, so an output does not depend on M.
+// or 128; cpu::linear_w4's contract), the decode path (rows of x 8 at a time): a block of 8 warps per 4 outputs, K
+// split among the warps, each x load serving the 4 outputs, the weights formed in registers as fma(code, scale, min);
+// the sums in a fixed order (lanes, a shuffle tree, the warps in turn), so an output does not depend on M.
 //   x [M, K] row stride ldx (device), y [M, N] row stride ldy
 void linear_w4(const float* x, int64_t M, int64_t K, int64_t ldx, const W4Matrix& w, int64_t N, const float* bias,
                float* y, int64_t ldy, void* stream);
@@ -78,5 +79,19 @@ void paged_attention_host(const KVLayer& kv, int64_t num_blocks, const float* q,
                           const int32_t* tables, int64_t n_table, const int64_t* table_start, int64_t T, int n_heads,
                           float scale, float* out);
 void hadamard_heads_host(float* x, int64_t M, int n_heads, int head_dim);
+
+// Benchmark plumbing (bench.cu), device-side timings for benchmarks/bench_cuda.py, inputs from a hash on the device.
+// The device-to-device copy bandwidth in GB/s counting bytes read plus written (median of reps graph replays): by
+// cudaMemcpyAsync (the copy engine) and by a kernel of 16-byte loads and stores on every SM.
+struct CopyBandwidth {
+  double memcpy = 0, kernel = 0;
+};
+CopyBandwidth copy_bandwidth_gbs(size_t bytes, int reps);
+// linear_w4 at [M, K] x [N, K]: the median over reps replays of a graph of >= 64 launches that cycle through enough
+// weight sets (>= min_bytes in all) that the L2 holds none, per launch; bytes = one set + x + y.
+struct LinearTiming {
+  double us = 0, bytes = 0;
+};
+LinearTiming time_linear_w4(int64_t M, int64_t K, int64_t N, int group_size, int reps, size_t min_bytes);
 
 }  // namespace lmrt::cuda

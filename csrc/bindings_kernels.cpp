@@ -104,10 +104,22 @@ py::array_t<float> run_linear(F32In x, py::array w, std::optional<F32In> bias, c
   return y;
 }
 
-py::array_t<float> linear(F32In x, py::array w, std::optional<F32In> bias, const std::string& wdtype, int num_threads) {
+bool on_cuda(const std::string& device);
+
+py::array_t<float> linear(F32In x, py::array w, std::optional<F32In> bias, const std::string& wdtype, int num_threads,
+                          const std::string& device) {
+  [[maybe_unused]] const bool gpu = on_cuda(device);
   return run_linear(x, w, bias, wdtype, num_threads,
-                    [](cpu::ThreadPool& pool, const float* xp, const void* wp, const float* bp, float* yp, int64_t M,
-                       int64_t K, int64_t N, cpu::DType dt) { cpu::linear(pool, xp, M, K, K, wp, dt, N, bp, yp, N); });
+                    [gpu](cpu::ThreadPool& pool, const float* xp, const void* wp, const float* bp, float* yp, int64_t M,
+                          int64_t K, int64_t N, cpu::DType dt) {
+#ifdef LMRT_HAVE_CUDA
+                      if (gpu) {
+                        lmrt::cuda::linear_host(xp, M, K, wp, dt, N, bp, yp);
+                        return;
+                      }
+#endif
+                      cpu::linear(pool, xp, M, K, K, wp, dt, N, bp, yp, N);
+                    });
 }
 
 // A kernel call's tile_unit: "amx", "avx512bf16" or "model", checked available here (the error names the
@@ -961,7 +973,9 @@ void bind_kernels(py::module_& m) {
         "'avx512bf16' (VDPBF16PS), or 'model' (the software model of AMX's instruction, any CPU). mode='add': "
         "y0 + that; mode='silu_mul': silu(c[:, :N/2]) * c[:, N/2:] as bf16 bits (uint16), for c = x @ w.T (+ bias).");
   m.def("linear", &kern::linear, "x"_a, "w"_a, "bias"_a = py::none(), "wdtype"_a = "f32", "num_threads"_a = 1,
-        "y = x @ w.T (+ bias). x [M, K] float32; w [N, K] float32, or uint16 bf16 bits with wdtype='bf16'.");
+        "device"_a = "cpu",
+        "y = x @ w.T (+ bias). x [M, K] float32; w [N, K] float32, or uint16 bf16 bits with wdtype='bf16'. "
+        "device='cuda': the CUDA op on copies of the arrays.");
   m.def("linear_w4", &kern::linear_w4, "x"_a, "codes"_a, "scales"_a, "mins"_a, "group_size"_a, "bias"_a = py::none(),
         "num_threads"_a = 1, "tile_unit"_a = py::none(), "activations"_a = "fp32", "vnni"_a = true,
         "amx"_a = py::none(), "interleaved"_a = false, "silu_mul"_a = false, "device"_a = "cpu",

@@ -83,6 +83,28 @@ def w4_tol(Kd):
 
 @needs_cuda
 @pytest.mark.parametrize(
+    "M,N,Kd,dtype",
+    [(1, 4096, 4096, "bf16"), (3, 577, 576, "f32"), (11, 130, 100, "bf16"), (8, 1000, 2048, "f32"), (2, 7, 12, "f32")],
+)
+def test_linear_cuda(M, N, Kd, dtype):
+    # K = 100 and 12 take the one-input-a-lane path (K not a multiple of 8), the others 16-byte loads
+    x = rng.standard_normal((M, Kd)).astype(np.float32)
+    w32 = rng.standard_normal((N, Kd)).astype(np.float32)
+    w = K.f32_to_bf16(w32) if dtype == "bf16" else w32
+    w64 = (K.bf16_to_f32(w) if dtype == "bf16" else w32).astype(np.float64)
+    bias = rng.standard_normal(N).astype(np.float32)
+    y = K.linear(x, w, bias=bias, wdtype=dtype, device="cuda")
+    ref = x.astype(np.float64) @ w64.T + bias
+    scale = np.abs(x.astype(np.float64)) @ np.abs(w64).T + np.abs(bias)
+    assert np.isfinite(y).all(), "an output was not written (NaN poison)"
+    assert (np.abs(y - ref) <= w4_tol(Kd) * scale).all()
+    cpu = K.linear(x, w, bias=bias, wdtype=dtype)
+    assert (np.abs(y - cpu) <= 2 * w4_tol(Kd) * scale).all()
+    assert np.array_equal(K.linear(x[-1:], w, bias=bias, wdtype=dtype, device="cuda"), y[-1:])
+
+
+@needs_cuda
+@pytest.mark.parametrize(
     "M,N,Kd,g", [(1, 4096, 4096, 32), (3, 577, 576, 32), (8, 1000, 2048, 64), (11, 130, 8192, 128)]
 )
 def test_linear_w4_cuda(M, N, Kd, g):

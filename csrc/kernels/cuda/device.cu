@@ -110,6 +110,16 @@ void embedding_host(const void* table, DType dt, int64_t V, int64_t H, const int
   dout.to_host(out);
 }
 
+void linear_host(const float* x, int64_t M, int64_t K, const void* w, DType wdt, int64_t N, const float* bias,
+                 float* y) {
+  need_device();
+  DeviceArray<float> dx(x, M * K), dy(nullptr, M * N), db(bias, bias ? N : 0);
+  DeviceArray<uint8_t> dw(static_cast<const uint8_t*>(w), static_cast<size_t>(N * K) * (wdt == DType::BF16 ? 2 : 4));
+  linear(dx.p, M, K, K, dw.p, wdt, N, bias ? db.p : nullptr, dy.p, N, nullptr);
+  finish("linear");
+  dy.to_host(y);
+}
+
 void linear_w4_host(const float* x, int64_t M, int64_t K, const W4Matrix& w, int64_t N, const float* bias, float* y) {
   need_device();
   const int64_t G = K / w.group_size;

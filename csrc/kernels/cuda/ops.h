@@ -35,6 +35,15 @@ void rope(float* x, int64_t M, int64_t ldx, int n_heads, int head_dim, const int
 void embedding(const void* table, DType dt, int64_t H, const int32_t* ids, int64_t M, float* out, int64_t ldo,
                void* stream);
 
+// y[m, n] = sum_k x[m, k] * w[n, k] (+ bias[n]) for dense w of F32 or BF16 (cpu::linear's contract), rows of x 8 at
+// a time: a block of 8 warps per 4 outputs, K split among the warps (8 inputs a lane, 16-byte loads, where K is a
+// multiple of 8 and x's rows 16-byte aligned; else one input a lane), the sums in a fixed order, so an output does not
+// depend on M.   x [M, K] row stride ldx, w [N, K], y [M, N] row stride ldy
+void linear(const float* x, int64_t M, int64_t K, int64_t ldx, const void* w, DType wdt, int64_t N, const float* bias,
+            float* y, int64_t ldy, void* stream);
+// x[i] += h[i] for i < n (the residual adds)
+void add(float* x, const float* h, int64_t n, void* stream);
+
 // y[m, n] = sum_k x[m, k] * w[n, k] (+ bias[n]) for 4-bit w (W4Matrix's layout and (scale, min) groups of 32, 64
 // or 128; cpu::linear_w4's contract), the decode path (rows of x 8 at a time): a block of 8 warps per 4 outputs, K
 // split among the warps, each x load serving the 4 outputs, the weights formed in registers as fma(code, scale, min);
@@ -68,6 +77,9 @@ void rope_host(float* x, int64_t M, int n_heads, int head_dim, const int32_t* po
                float attn_scale);
 // table [V, H] of dt on the host (V rows).
 void embedding_host(const void* table, DType dt, int64_t V, int64_t H, const int32_t* ids, int64_t M, float* out);
+// w [N, K] of wdt on the host too.
+void linear_host(const float* x, int64_t M, int64_t K, const void* w, DType wdt, int64_t N, const float* bias,
+                 float* y);
 // w's arrays on the host too (codes [N, K / 2], scales and mins [N, K / group_size]).
 void linear_w4_host(const float* x, int64_t M, int64_t K, const W4Matrix& w, int64_t N, const float* bias, float* y);
 // kv's arrays on the host (num_blocks blocks): copied to the device, written, copied back.

@@ -99,7 +99,8 @@ void bind_types(py::module_& m) {
       .def_readwrite("prefill_precision", &EngineOptions::prefill_precision)
       .def_readwrite("tile_unit", &EngineOptions::tile_unit)
       .def_readwrite("linear_precision", &EngineOptions::linear_precision)
-      .def_readwrite("device", &EngineOptions::device);
+      .def_readwrite("device", &EngineOptions::device)
+      .def_readwrite("ops_model", &EngineOptions::ops_model);
 
   py::class_<ModelSpec>(m, "ModelSpec")
       .def(py::init<>())

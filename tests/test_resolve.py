@@ -109,6 +109,7 @@ def test_the_engine_refuses_options_it_was_not_given():
         _core.Engine(SPEC.to_core("float32"), {}, _core.EngineOptions())
 
 
+@pytest.mark.skipif(_core.kernels.cuda_available()[0], reason="a CUDA device is here: the refusal cannot be shown")
 def test_the_engine_refuses_a_cuda_backend_it_cannot_run(tmp_path):
     """The core's own refusal (make_backend), below the config's: device cuda names what is missing."""
     from conftest import make_tiny_llama
@@ -165,10 +166,25 @@ def test_linear_precision_resolves_and_refuses_dense_models():
         EngineConfig(linear_precision="int4")
 
 
-def test_device_cuda_is_refused_with_what_is_missing():
+@pytest.mark.skipif(_core.kernels.cuda_available()[0], reason="a CUDA device is here: the refusal cannot be shown")
+def test_device_cuda_without_a_device_is_refused_with_what_is_missing():
     ok, why = _core.kernels.cuda_available()
     with pytest.raises(ConfigError) as e:
         resolve(EngineConfig(device="cuda"), SPEC, ZEN4)
     assert e.value.field == "device"
-    assert (why in e.value.requirement) if not ok else ("not run on the CUDA backend yet" in e.value.requirement)
-    assert "'cpu'" in e.value.requirement
+    assert why in e.value.requirement and "'cpu'" in e.value.requirement
+
+
+def test_the_op_set_model_resolves_to_what_it_runs():
+    # LMRT_OPS_MODEL on the CPU (device "cuda" resolves the same way where a device is found): exact fp32, a dense
+    # output matrix for 4-bit weights, and no int4-per-channel keys
+    machine = dataclasses.replace(ZEN4, env_ops_model=True)
+    r = resolve(EngineConfig(cache_memory_gib=0.1), SPEC, machine)
+    assert (r.ops_model, r.prefill_precision, r.linear_precision, r.lm_head_dtype) == (True, "fp32", "fp32", "dense")
+    assert r.engine_options().ops_model and not resolve(EngineConfig(cache_memory_gib=0.1), SPEC, ZEN4).ops_model
+    with pytest.raises(ConfigError, match="fp32"):
+        resolve(EngineConfig(prefill_precision="bf16"), SPEC, machine)
+    with pytest.raises(ConfigError, match="dense output matrix"):
+        resolve(EngineConfig(lm_head_dtype="int8"), SPEC, machine)
+    with pytest.raises(ConfigError, match="per channel"):
+        resolve(EngineConfig(kv_cache_dtype="int4", cache_memory_gib=0.1), SPEC, machine)

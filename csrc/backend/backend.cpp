@@ -4,6 +4,9 @@
 #include <string>
 
 #include "backend/cpu_backend.h"
+#ifdef LMRT_HAVE_CUDA
+#include "backend/cuda_backend.h"
+#endif
 #include "kernels/cpu/ops.h"
 
 namespace lmrt {
@@ -14,13 +17,27 @@ CpuBackend::CpuBackend(const BackendOptions& options) : Backend(options), pool_(
                                 "' tile unit, which this CPU (or OS, or build) lacks: use fp32 prefill");
 }
 
+#ifdef LMRT_HAVE_CUDA
+CudaBackend::CudaBackend(const BackendOptions& options) : Backend(options), pool_(options.num_threads) {
+  ops_ = make_cuda_ops();  // the device first
+  if (options.prefill_precision != PrefillPrecision::FP32 || options.linear_precision != LinearPrecision::FP32)
+    throw std::invalid_argument(
+        "device 'cuda' runs exact fp32 activations only: use prefill_precision and "
+        "linear_precision 'fp32'");
+}
+#endif
+
 std::unique_ptr<Backend> make_backend(const BackendOptions& options) {
   switch (options.device) {
     case Device::Cpu: return std::make_unique<CpuBackend>(options);
     case Device::Cuda:
+#ifdef LMRT_HAVE_CUDA
+      return std::make_unique<CudaBackend>(options);
+#else
       throw std::invalid_argument(
-          "device 'cuda': the engine does not run on the CUDA backend yet (only its first ops are built); use "
-          "device 'cpu'");
+          "device 'cuda': this build has no CUDA backend (nvcc was not found when it was built): rebuild with nvcc "
+          "on PATH (LMRT_CUDA=ON), or use device 'cpu'");
+#endif
   }
   throw std::invalid_argument("unknown device");
 }

@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 
+#include "backend/device_ops.h"
 #include "kernels/ops.h"
 
 namespace lmrt {
@@ -36,6 +37,8 @@ class Backend {
 
   const BackendOptions& options() const { return options_; }
   Device device() const { return options_.device; }
+  // The op set a model that runs on this backend's device calls (OpsLlamaModel).
+  virtual DeviceOps& ops() = 0;
   // Host work spread over the backend's CPU threads (the engine's per-request sampling): fn(begin, end) on
   // disjoint chunks covering [0, n); returns when all are done.
   virtual void host_parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn) = 0;
@@ -47,8 +50,8 @@ class Backend {
   BackendOptions options_;
 };
 
-// The backend for options.device; std::invalid_argument naming what this build or machine lacks (a CUDA device in
-// a build without the CUDA backend, a bf16 tile unit the CPU does not have).
+// The backend for options.device; std::invalid_argument naming what this build or machine lacks (a CUDA backend or
+// device, a bf16 tile unit the CPU does not have).
 std::unique_ptr<Backend> make_backend(const BackendOptions& options);
 
 }  // namespace lmrt

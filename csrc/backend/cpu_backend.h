@@ -2,6 +2,7 @@
 #pragma once
 
 #include "backend/backend.h"
+#include "backend/cpu_ops.h"
 #include "kernels/cpu/threadpool.h"
 
 namespace lmrt {
@@ -12,6 +13,7 @@ class CpuBackend final : public Backend {
   explicit CpuBackend(const BackendOptions& options);
 
   cpu::ThreadPool& pool() { return pool_; }
+  DeviceOps& ops() override { return ops_; }
   void host_parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn) override {
     pool_.parallel_for(n, 1, fn);
   }
@@ -20,6 +22,7 @@ class CpuBackend final : public Backend {
 
  private:
   cpu::ThreadPool pool_;
+  CpuOps ops_{pool_};  // the CPU kernels over host memory, for OpsLlamaModel
 };
 
 }  // namespace lmrt

@@ -42,10 +42,11 @@ BackendOptions backend_options(const EngineOptions& o) {
 Engine::Engine(ModelSpec spec, Weights weights, EngineOptions options)
     : options_(check(options)),
       backend_(make_backend(backend_options(options_))),
-      model_(std::move(spec), std::move(weights), *backend_,
-             KVCacheShape{
-                 options.num_blocks, options.block_size, options.k_dtype, options.v_dtype,
-                 KVCache::stage_slots(options.max_batch_size, options.max_num_batched_tokens, options.block_size)}),
+      model_(make_model(std::move(spec), std::move(weights), *backend_,
+                        KVCacheShape{options.num_blocks, options.block_size, options.k_dtype, options.v_dtype,
+                                     KVCache::stage_slots(options.max_batch_size, options.max_num_batched_tokens,
+                                                          options.block_size)},
+                        options.ops_model)),
       blocks_(options.num_blocks, options.block_size, options.enable_prefix_caching),
       scheduler_(SchedulerConfig{options.max_batch_size, options.max_num_batched_tokens}, blocks_) {
   thread_ = std::thread([this] { loop(); });
@@ -69,7 +70,7 @@ void Engine::shutdown() {
 }
 
 int64_t Engine::submit(std::vector<int32_t> prompt, RequestParams params) {
-  const ModelSpec& s = model_.spec();
+  const ModelSpec& s = model_->spec();
   const int n = static_cast<int>(prompt.size());
   if (n == 0) throw std::invalid_argument("prompt is empty: at least one token is needed");
   for (int32_t t : prompt)
@@ -205,8 +206,8 @@ EngineStats Engine::stats() {
                      scheduler_.prefix_cache_query_tokens(),
                      num_prefill_tokens_,
                      num_decode_tokens_,
-                     model_.kv().bytes(),
-                     model_.weights().bytes(),
+                     model_->kv_bytes(),
+                     model_->weights_bytes(),
                      num_staged_,
                      time_,
                      backend_->late_workers(),
@@ -248,7 +249,7 @@ bool Engine::step() {
   const float* logits = nullptr;
   std::string error;
   try {
-    logits = model_.forward(batch_);
+    logits = model_->forward(batch_);
   } catch (const std::exception& e) {
     error = e.what();
   }
@@ -285,8 +286,8 @@ void Engine::build_batch(const std::vector<ScheduledSeq>& plan) {
       batch_.tokens.push_back(r.tokens[pos]);
       batch_.positions.push_back(pos);
       batch_.slots.push_back(static_cast<int64_t>(block) * bs + pos % bs);
-      if (model_.kv().staged()) {
-        model_.kv().stage(block);
+      if (KVCache* staged = model_->staged_cache()) {
+        staged->stage(block);
         if (pos % bs == bs - 1) batch_.sealed_blocks.push_back(block);
       }
     }
@@ -306,17 +307,18 @@ void Engine::build_batch(const std::vector<ScheduledSeq>& plan) {
 // int4 K: after a step, only the partial last blocks of running requests keep their staging slots (a block
 // sealed this step no longer needs its staged rows; a freed block's request is gone).
 void Engine::release_stages() {
-  if (!model_.kv().staged()) return;
+  KVCache* staged = model_->staged_cache();
+  if (!staged) return;
   std::vector<int32_t> keep;
   const int bs = options_.block_size;
   for (const Request* r : scheduler_.running())
     if (r->num_computed_tokens % bs) keep.push_back(r->block_table[r->num_computed_tokens / bs]);
-  model_.kv().keep_stages(keep);
-  num_staged_ = model_.kv().num_staged();
+  staged->keep_stages(keep);
+  num_staged_ = staged->num_staged();
 }
 
 void Engine::postprocess(const std::vector<ScheduledSeq>& plan, const float* logits) {
-  const int V = model_.spec().vocab_size;
+  const int V = model_->spec().vocab_size;
   jobs_.clear();
   for (size_t s = 0; s < plan.size(); ++s) {
     Request* r = plan[s].req;

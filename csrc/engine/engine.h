@@ -19,7 +19,7 @@
 #include "engine/scheduler.h"
 #include "model/batch.h"
 #include "model/kv_cache.h"
-#include "model/llama.h"
+#include "model/model.h"
 
 namespace lmrt {
 
@@ -41,6 +41,9 @@ struct EngineOptions {
   PrefillPrecision prefill_precision = PrefillPrecision::FP32;
   TileUnit tile_unit = TileUnit::Model;  // runs bf16 prefill (checked available)
   LinearPrecision linear_precision = LinearPrecision::FP32;
+  // The model over the backend's op set (OpsLlamaModel: the one device 'cuda' runs) on the CPU too: the check of
+  // that model against LlamaModel (exact fp32 only).
+  bool ops_model = false;
 };
 
 // What get() hands back: tokens sampled since the previous call, and the end.
@@ -109,12 +112,12 @@ class Engine {
   int num_streams();
   void shutdown();
 
-  const ModelSpec& spec() const { return model_.spec(); }
+  const ModelSpec& spec() const { return model_->spec(); }
   // How the 4-bit products with int8 activations read their weights: "interleaved" (every product of every step,
   // LlamaModel), "rows", or "" where linear_precision is not Int8.
   std::string int8_weight_layout() const {
     if (options_.linear_precision != LinearPrecision::Int8) return "";
-    return model_.int8_interleaved() ? "interleaved" : "rows";
+    return model_->int8_interleaved() ? "interleaved" : "rows";
   }
   int capacity_tokens() const { return options_.num_blocks * options_.block_size; }
 
@@ -135,7 +138,7 @@ class Engine {
 
   EngineOptions options_;
   std::unique_ptr<Backend> backend_;  // the model's ops and the sampling's threads
-  LlamaModel model_;                  // owns the KV cache
+  std::unique_ptr<Model> model_;      // owns the KV cache (make_model: LlamaModel, or OpsLlamaModel)
   BlockManager blocks_;
   Scheduler scheduler_;
   // A request whose next token is drawn this step (postprocess): its logits row, the tokens it may not draw yet.
@@ -160,7 +163,7 @@ class Engine {
   bool stop_ = false;
   int64_t steps_left_ = -1;  // steps the loop may still take (pause / resume); -1: no limit
   int64_t num_steps_ = 0, num_prefill_tokens_ = 0, num_decode_tokens_ = 0;
-  int num_staged_ = 0;  // model_.kv().num_staged() after the last step (stats() reads it under mu_)
+  int num_staged_ = 0;  // the staged cache's num_staged() after the last step (stats() reads it under mu_)
   StepTime time_;       // summed over steps (under mu_)
   std::thread thread_;
 };

@@ -10,6 +10,7 @@
 #include "kernels/ops.h"
 #include "model/batch.h"
 #include "model/kv_cache.h"
+#include "model/model.h"
 #include "model/model_spec.h"
 #include "model/weights.h"
 
@@ -19,15 +20,6 @@ class CpuBackend;
 namespace cpu {
 class ThreadPool;
 }
-
-// The paged KV pool a model allocates for itself (KVCache).
-struct KVCacheShape {
-  int num_blocks = 0;
-  int block_size = 0;
-  KVDType k_dtype = KVDType::F32;
-  KVDType v_dtype = KVDType::F32;
-  int num_stage_slots = 0;  // I4Channel K's staging slots (KVCache::stage_slots)
-};
 
 // Runs on the backend it is given (the CPU backend in this build: std::invalid_argument for another), which it
 // uses for every op; owns its weights and its KV cache. The backend's options choose its precisions:
@@ -47,18 +39,21 @@ struct KVCacheShape {
 // Where K is cached as int8 (per token and head: KVDType::I8), q and k are rotated by cpu::hadamard_heads after RoPE
 // and before K is stored: q.k is unchanged, and a per-token scale over the rotated K loses less than over the raw
 // one, whose few outlier channels set it (the mean KL against fp32 KV drops about 2.3x, benchmarks/RESULTS.md).
-class LlamaModel {
+class LlamaModel final : public Model {
  public:
   LlamaModel(ModelSpec spec, Weights weights, Backend& backend, const KVCacheShape& kv);
 
   // Writes K/V of every batch row into the cache and returns logits [R, V] for batch.logit_rows (valid until the
   // next call). note: the cache must already own the blocks that batch.slots point to.
-  const float* forward(const Batch& batch);
+  const float* forward(const Batch& batch) override;
 
-  const ModelSpec& spec() const { return spec_; }
+  const ModelSpec& spec() const override { return spec_; }
   const Weights& weights() const { return weights_; }
+  size_t weights_bytes() const override { return weights_.bytes(); }
+  size_t kv_bytes() const override { return kv_.bytes(); }
+  KVCache* staged_cache() override { return kv_.staged() ? &kv_ : nullptr; }
   // linear_precision Int8 with the layers' 4-bit matrices interleaved (cpu::linear_w4a8_il for every product).
-  bool int8_interleaved() const { return int8_interleaved_; }
+  bool int8_interleaved() const override { return int8_interleaved_; }
   KVCache& kv() { return kv_; }
   const KVCache& kv() const { return kv_; }
 

@@ -270,6 +270,8 @@ class Pipeline:
             prefill_precision=r.prefill_precision,
             tile_unit=r.tile_unit,
             linear_precision=r.linear_precision,
+            device=r.device,
+            ops_model=r.ops_model,
             int8_weight_layout=self._engine.int8_weight_layout() or None,
             weights_bytes=s.weights_bytes,
             kv_cache_bytes=s.kv_cache_bytes,

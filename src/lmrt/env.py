@@ -14,6 +14,12 @@ def tile_unit() -> Optional[str]:
     return os.environ.get("LMRT_TILE_UNIT") or None
 
 
+def ops_model() -> bool:
+    """LMRT_OPS_MODEL=1: on the CPU, run the model that device "cuda" runs (OpsLlamaModel: the same forward over the
+    backend's op set) instead of the CPU's own, to check it against that one (exact fp32 only; slower)."""
+    return os.environ.get("LMRT_OPS_MODEL", "") not in ("", "0")
+
+
 def cache_dir() -> Path:
     """LMRT_CACHE: where the default model and converted GGUF tokenizers are kept (default ~/.cache/lmrt)."""
     return Path(os.environ.get("LMRT_CACHE") or Path.home() / ".cache" / "lmrt")

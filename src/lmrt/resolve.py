@@ -46,6 +46,7 @@ class Machine:
     available_ram_bytes: int
     tile_units: tuple[str, ...]  # the bf16 tile units this CPU has, fastest first ("model" is always there)
     env_tile_unit: Optional[str] = None  # LMRT_TILE_UNIT: a unit for bf16 prefill other than the fastest
+    env_ops_model: bool = False  # LMRT_OPS_MODEL: the CPU runs the op-set model (device "cuda"'s), for checking it
 
     @classmethod
     def detect(cls) -> "Machine":
@@ -58,6 +59,7 @@ class Machine:
             available_ram_bytes=_available_ram_bytes(),
             tile_units=units + ("model",),
             env_tile_unit=env.tile_unit(),
+            env_ops_model=env.ops_model(),
         )
 
 
@@ -81,6 +83,8 @@ class Resolved:
     prefill_precision: str  # "fp32" | "bf16"
     tile_unit: Optional[str]  # the unit bf16 prefill runs on; None with fp32 prefill
     linear_precision: str  # "fp32" | "int8": the 4-bit products off the tiles
+    device: str = "cpu"  # "cpu" | "cuda"
+    ops_model: bool = False  # the op-set model (OpsLlamaModel): device "cuda", or LMRT_OPS_MODEL on the CPU
 
     def engine_options(self):
         """The C++ engine's EngineOptions: typed fields, enums by name."""
@@ -96,12 +100,17 @@ class Resolved:
         o.prefill_precision = _core.PrefillPrecision.__members__[self.prefill_precision]
         o.tile_unit = _core.TileUnit.__members__[self.tile_unit or "model"]
         o.linear_precision = _core.LinearPrecision.__members__[self.linear_precision]
+        o.device = _core.Device.__members__[self.device]
+        o.ops_model = self.ops_model
         return o
 
 
 def weight_dtype(config: EngineConfig) -> str:
-    """The dtype dense weights load in: "auto" is float32 on the CPU. (Weights load before the rest resolves.)"""
-    return "float32" if config.dtype == "auto" else config.dtype
+    """The dtype dense weights load in: "auto" is float32 on the CPU, bfloat16 on CUDA. (Weights load before the
+    rest resolves.)"""
+    if config.dtype != "auto":
+        return config.dtype
+    return "bfloat16" if config.device == "cuda" else "float32"
 
 
 def resolve(config: EngineConfig, spec: ModelSpec, machine: Machine) -> Resolved:
@@ -110,24 +119,19 @@ def resolve(config: EngineConfig, spec: ModelSpec, machine: Machine) -> Resolved
     from lmrt import _core
 
     if config.device == "cuda":
-        ok, why = _core.kernels.cuda_available()
-        raise ConfigError(
-            "device",
-            "cuda",
-            (
-                "the model does not run on the CUDA backend yet (its first ops are built; the engine's are to come), "
-                "so use 'cpu'"
-            )
-            if ok
-            else f"no CUDA device here ({why}): use 'cpu'",
-        )
+        _check_cuda(config)
+    ops_model = config.device == "cuda" or machine.env_ops_model
+    if ops_model and config.device == "cpu":
+        for name in ("prefill_precision", "linear_precision"):
+            if getattr(config, name) not in ("auto", "fp32"):
+                raise ConfigError(name, getattr(config, name), "LMRT_OPS_MODEL runs exact fp32 only: use 'fp32'")
     wdtype = weight_dtype(config)
     kv_dtype = DEFAULT_KV_DTYPE if config.kv_cache_dtype == "auto" else config.kv_cache_dtype
     most = spec.max_position_embeddings
     if config.session_len is not None and config.session_len > most:
         raise ConfigError("session_len", config.session_len, f"must be <= the model's max_position_embeddings ({most})")
     session_len = config.session_len or most
-    prefill, unit = _prefill(config, machine)
+    prefill, unit = ("fp32", None) if ops_model else _prefill(config, machine)
     k, v = (_core.KVDType.__members__[n] for n in KV_SCHEMES[kv_dtype])
     if "int4" in KV_SCHEMES[kv_dtype][1] and spec.head_dim % 32:
         raise ConfigError(
@@ -145,8 +149,19 @@ def resolve(config: EngineConfig, spec: ModelSpec, machine: Machine) -> Resolved
         staging = _core.kv_stage_slots(config.max_batch_size, max_tokens, config.block_size) * (
             _core.kv_bytes_per_stage_slot(spec.num_layers, config.block_size, spec.num_kv_heads, spec.head_dim)
         )
+    if ops_model and k == _core.KVDType.int4_channel:
+        raise ConfigError(
+            "kv_cache_dtype",
+            kv_dtype,
+            "int4 keys per channel run on the CPU's own model only so far: use 'int4-per-token', 'k8v4' or 'int8'",
+        )
     num_blocks, sizing = _kv_blocks(config, session_len, bytes_per_block, staging, machine)
     linear = "fp32" if config.linear_precision == "auto" else config.linear_precision
+    lm_head = config.lm_head_dtype
+    if lm_head == "auto":
+        lm_head = "int8" if spec.weight_format == "w4" and not ops_model else "dense"
+    elif lm_head == "int8" and ops_model:
+        raise ConfigError("lm_head_dtype", lm_head, "the op-set model (device 'cuda') takes a dense output matrix")
     if linear == "int8" and spec.weight_format != "w4":
         raise ConfigError(
             "linear_precision",
@@ -157,9 +172,7 @@ def resolve(config: EngineConfig, spec: ModelSpec, machine: Machine) -> Resolved
     return Resolved(
         weight_dtype=wdtype,
         kv_dtype=kv_dtype,
-        lm_head_dtype=("int8" if spec.weight_format == "w4" else "dense")
-        if config.lm_head_dtype == "auto"
-        else config.lm_head_dtype,
+        lm_head_dtype=lm_head,
         num_threads=config.num_threads or machine.physical_cores,
         session_len=session_len,
         max_batch_size=config.max_batch_size,
@@ -173,7 +186,21 @@ def resolve(config: EngineConfig, spec: ModelSpec, machine: Machine) -> Resolved
         prefill_precision=prefill,
         tile_unit=unit,
         linear_precision=linear,
+        device=config.device,
+        ops_model=ops_model,
     )
+
+
+def _check_cuda(config: EngineConfig) -> None:
+    """device "cuda": a ConfigError naming what is missing (a CUDA build, a device) or what it cannot run."""
+    from lmrt import _core
+
+    ok, why = _core.kernels.cuda_available()
+    if not ok:
+        raise ConfigError("device", "cuda", f"no CUDA device here ({why}): use 'cpu'")
+    for name in ("prefill_precision", "linear_precision"):
+        if getattr(config, name) not in ("auto", "fp32"):
+            raise ConfigError(name, getattr(config, name), "device 'cuda' runs exact fp32 activations: use 'fp32'")
 
 
 def _prefill(config: EngineConfig, machine: Machine) -> tuple[str, Optional[str]]:

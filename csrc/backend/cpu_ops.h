@@ -1,0 +1,46 @@
+// The CPU backend's op set (device_ops.h): the CPU kernels on its thread pool, over host memory. It runs the model
+// the CUDA backend runs (OpsLlamaModel) on the CPU, where it must give LlamaModel's exact-fp32 bits.
+#pragma once
+
+#include <map>
+#include <vector>
+
+#include "backend/device_ops.h"
+#include "common/buffer.h"
+#include "kernels/cpu/threadpool.h"
+
+namespace lmrt {
+
+class CpuOps final : public DeviceOps {
+ public:
+  explicit CpuOps(cpu::ThreadPool& pool) : pool_(pool) {}
+
+  void* alloc(size_t bytes) override;  // zeroed
+  void free(void* p) override;
+  void to_device(void* dst, const void* host_src, size_t bytes) override;
+  void to_host(void* host_dst, const void* src, size_t bytes) override;
+  DeviceMatrix upload_matrix(const Matrix& w) override;  // a view of w (which must outlive it)
+
+  void embedding(const void* table, DType dt, int64_t H, const int32_t* ids, int64_t M, float* out) override;
+  void rmsnorm(const float* x, int64_t M, int64_t H, int64_t ldx, const float* w, float eps, float* y,
+               int64_t ldy) override;
+  void linear(const DeviceMatrix& w, const float* x, int64_t M, int64_t ldx, const float* bias, float* y,
+              int64_t ldy) override;
+  void rope(float* x, int64_t M, int64_t ldx, int n_heads, int head_dim, const int32_t* pos, const float* inv_freq,
+            float attn_scale) override;
+  void hadamard_heads(float* x, int64_t M, int64_t ldx, int n_heads, int head_dim) override;
+  void kv_store(const KVLayer& kv, const float* k, int64_t ldk, const float* v, int64_t ldv, int64_t M,
+                const int64_t* slot) override;
+  void paged_attention(const KVLayer& kv, const float* q, int64_t ldq, float* out, int64_t ldo, const int32_t* pos,
+                       const int32_t* tables, const int64_t* table_start, const int64_t* host_table_start, int64_t T,
+                       int n_heads, float scale) override;
+  void silu_mul(const float* gu, int64_t M, int64_t I, int64_t ldg, float* out, int64_t ldo) override;
+  void add(float* x, const float* h, int64_t n) override;
+
+ private:
+  cpu::ThreadPool& pool_;
+  std::map<void*, Buffer> owned_;  // alloc's memory by address
+  std::vector<AttnSeq> seqs_;      // paged_attention's sequences, rebuilt each call
+};
+
+}  // namespace lmrt

@@ -1,0 +1,137 @@
+#include <cuda_runtime.h>
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "backend/cuda_ops.h"
+#include "kernels/cuda/ops.h"
+
+namespace lmrt {
+namespace {
+
+void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw std::runtime_error(std::string("CUDA ") + what + ": " + cudaGetErrorString(e));
+}
+
+class CudaOps final : public DeviceOps {
+ public:
+  CudaOps() {
+    std::string why;
+    if (!cuda::available(&why))
+      throw std::invalid_argument("device 'cuda': no CUDA device (" + why + "): use device 'cpu'");
+    check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+  }
+  ~CudaOps() override {
+    cudaStreamSynchronize(stream_);
+    for (void* p : matrices_) cudaFree(p);
+    cudaStreamDestroy(stream_);
+  }
+
+  void* alloc(size_t bytes) override {
+    void* p = nullptr;
+    check(cudaMalloc(&p, bytes ? bytes : 1), "cudaMalloc");
+    check(cudaMemsetAsync(p, 0, bytes, stream_), "cudaMemset");
+    return p;
+  }
+  void free(void* p) override {
+    cudaStreamSynchronize(stream_);  // no op still running may read it
+    check(cudaFree(p), "cudaFree");
+  }
+  void to_device(void* dst, const void* host_src, size_t bytes) override {
+    if (bytes) check(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, stream_), "copy to the device");
+  }
+  void to_host(void* host_dst, const void* src, size_t bytes) override {
+    if (bytes) check(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream_), "copy to the host");
+    check(cudaStreamSynchronize(stream_), "the step's ops");
+  }
+
+  DeviceMatrix upload_matrix(const Matrix& w) override {
+    if (w.interleaved || w.format == WeightFormat::I8)
+      throw std::invalid_argument(
+          "device 'cuda' has no int8 or interleaved matrices yet: use a dense output matrix (lm_head_dtype 'dense') "
+          "and linear_precision 'fp32'");
+    if (w.format == WeightFormat::Dense && w.dtype != DType::F32 && w.dtype != DType::BF16)
+      throw std::invalid_argument("device 'cuda' takes dense matrices of float32 or bfloat16");
+    DeviceMatrix d;
+    d.format = w.format;
+    d.dtype = w.dtype;
+    d.group_size = w.group_size;
+    d.rows = w.rows;
+    d.cols = w.cols;
+    d.data = copy(w.data.data<void>(), w.data.bytes());
+    if (w.format == WeightFormat::W4) {
+      d.scales = static_cast<const float*>(copy(w.scales.data<void>(), w.scales.bytes()));
+      d.mins = static_cast<const float*>(copy(w.mins.data<void>(), w.mins.bytes()));
+    }
+    d.host = &w;
+    return d;
+  }
+
+  void embedding(const void* table, DType dt, int64_t H, const int32_t* ids, int64_t M, float* out) override {
+    cuda::embedding(table, dt, H, ids, M, out, H, stream_);
+    launched("embedding");
+  }
+  void rmsnorm(const float* x, int64_t M, int64_t H, int64_t ldx, const float* w, float eps, float* y,
+               int64_t ldy) override {
+    cuda::rmsnorm(x, M, H, ldx, w, eps, y, ldy, stream_);
+    launched("rmsnorm");
+  }
+  void linear(const DeviceMatrix& w, const float* x, int64_t M, int64_t ldx, const float* bias, float* y,
+              int64_t ldy) override {
+    if (w.format == WeightFormat::W4)
+      cuda::linear_w4(x, M, w.cols, ldx, W4Matrix{static_cast<const uint8_t*>(w.data), w.scales, w.mins, w.group_size},
+                      w.rows, bias, y, ldy, stream_);
+    else
+      cuda::linear(x, M, w.cols, ldx, w.data, w.dtype, w.rows, bias, y, ldy, stream_);
+    launched("linear");
+  }
+  void rope(float* x, int64_t M, int64_t ldx, int n_heads, int head_dim, const int32_t* pos, const float* inv_freq,
+            float attn_scale) override {
+    cuda::rope(x, M, ldx, n_heads, head_dim, pos, inv_freq, attn_scale, stream_);
+    launched("rope");
+  }
+  void hadamard_heads(float* x, int64_t M, int64_t ldx, int n_heads, int head_dim) override {
+    cuda::hadamard_heads(x, M, ldx, n_heads, head_dim, stream_);
+    launched("hadamard_heads");
+  }
+  void kv_store(const KVLayer& kv, const float* k, int64_t ldk, const float* v, int64_t ldv, int64_t M,
+                const int64_t* slot) override {
+    cuda::kv_store(kv, k, ldk, v, ldv, M, slot, stream_);
+    launched("kv_store");
+  }
+  void paged_attention(const KVLayer& kv, const float* q, int64_t ldq, float* out, int64_t ldo, const int32_t* pos,
+                       const int32_t* tables, const int64_t* table_start, const int64_t*, int64_t T, int n_heads,
+                       float scale) override {
+    cuda::paged_attention(kv, q, ldq, out, ldo, pos, tables, table_start, T, n_heads, scale, stream_);
+    launched("paged_attention");
+  }
+  void silu_mul(const float* gu, int64_t M, int64_t I, int64_t ldg, float* out, int64_t ldo) override {
+    cuda::silu_mul(gu, M, I, ldg, out, ldo, stream_);
+    launched("silu_mul");
+  }
+  void add(float* x, const float* h, int64_t n) override {
+    cuda::add(x, h, n, stream_);
+    launched("add");
+  }
+
+ private:
+  // A launch's error (a bad configuration) at once; a fault inside a kernel shows at the step's to_host.
+  static void launched(const char* op) { check(cudaGetLastError(), op); }
+  void* copy(const void* host, size_t bytes) {
+    void* p = nullptr;
+    check(cudaMalloc(&p, bytes ? bytes : 1), "cudaMalloc");
+    matrices_.push_back(p);
+    if (bytes) check(cudaMemcpy(p, host, bytes, cudaMemcpyHostToDevice), "copy a matrix to the device");
+    return p;
+  }
+
+  cudaStream_t stream_ = nullptr;
+  std::vector<void*> matrices_;  // upload_matrix's copies, freed with the op set
+};
+
+}  // namespace
+
+std::unique_ptr<DeviceOps> make_cuda_ops() { return std::make_unique<CudaOps>(); }
+
+}  // namespace lmrt

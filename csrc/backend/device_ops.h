@@ -1,0 +1,107 @@
+// The op set a backend offers a model that runs on its device (OpsLlamaModel, model/llama_ops.h): memory on the
+// device, copies to and from the host, and the exact-fp32 ops of a Llama layer over device pointers. The CUDA
+// backend's ops are the kernels of csrc/kernels/cuda/ on its stream; the CPU backend's are the CPU kernels on its
+// thread pool, over host memory, so the model that the CUDA backend runs is checked bit for bit against LlamaModel
+// on any machine (tests/test_ops_model.py). Every op keeps its kernel's contract (kernels/cpu/ops.h,
+// kernels/cuda/ops.h); pointers are the device's, except where a comment says host.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/ops.h"
+#include "model/matrix.h"
+
+namespace lmrt {
+
+// A weight matrix as the device holds it (DeviceOps::upload_matrix): dense of dtype (F32 or BF16), or 4-bit rows
+// (W4Matrix's layout, not interleaved).
+struct DeviceMatrix {
+  WeightFormat format = WeightFormat::Dense;
+  DType dtype = DType::F32;
+  int group_size = 0;
+  int64_t rows = 0, cols = 0;
+  const void* data = nullptr;     // Dense [rows, cols] of dtype; W4 codes [rows, cols / 2]
+  const float* scales = nullptr;  // W4 [rows, cols / group_size]
+  const float* mins = nullptr;    // W4 [rows, cols / group_size]
+  const Matrix* host = nullptr;   // the matrix it was made from (the CPU op set runs apply_linear on it)
+};
+
+class DeviceOps {
+ public:
+  virtual ~DeviceOps() = default;
+
+  // Memory: alloc gives bytes on the device (never null; std::runtime_error when there is none), free returns them.
+  virtual void* alloc(size_t bytes) = 0;
+  virtual void free(void* p) = 0;
+  virtual void to_device(void* dst, const void* host_src, size_t bytes) = 0;
+  virtual void to_host(void* host_dst, const void* src, size_t bytes) = 0;  // waits for the ops before it
+  // A host matrix's copy on the device (freed with the op set); std::invalid_argument for a format it cannot run.
+  virtual DeviceMatrix upload_matrix(const Matrix& w) = 0;
+
+  // The ops, in the order a layer runs them.
+  virtual void embedding(const void* table, DType dt, int64_t H, const int32_t* ids, int64_t M, float* out) = 0;
+  virtual void rmsnorm(const float* x, int64_t M, int64_t H, int64_t ldx, const float* w, float eps, float* y,
+                       int64_t ldy) = 0;
+  // y [M, w.rows] (row stride ldy) = x [M, w.cols] (row stride ldx) W^T (+ bias [w.rows])
+  virtual void linear(const DeviceMatrix& w, const float* x, int64_t M, int64_t ldx, const float* bias, float* y,
+                      int64_t ldy) = 0;
+  virtual void rope(float* x, int64_t M, int64_t ldx, int n_heads, int head_dim, const int32_t* pos,
+                    const float* inv_freq, float attn_scale) = 0;
+  virtual void hadamard_heads(float* x, int64_t M, int64_t ldx, int n_heads, int head_dim) = 0;
+  virtual void kv_store(const KVLayer& kv, const float* k, int64_t ldk, const float* v, int64_t ldv, int64_t M,
+                        const int64_t* slot) = 0;
+  // T query rows; row t's block table at tables + table_start[t]. The rows of one sequence are consecutive and
+  // share their table_start (the CPU op set groups them back into sequences from host_table_start).
+  virtual void paged_attention(const KVLayer& kv, const float* q, int64_t ldq, float* out, int64_t ldo,
+                               const int32_t* pos, const int32_t* tables, const int64_t* table_start,
+                               const int64_t* host_table_start, int64_t T, int n_heads, float scale) = 0;
+  virtual void silu_mul(const float* gu, int64_t M, int64_t I, int64_t ldg, float* out, int64_t ldo) = 0;
+  // x[i] += h[i], i < n
+  virtual void add(float* x, const float* h, int64_t n) = 0;
+};
+
+// Device memory that grows to the largest size asked of it (reserve) and is freed with it.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(DeviceOps& ops) : ops_(&ops) {}
+  ~DeviceBuffer() { release(); }
+  DeviceBuffer(DeviceBuffer&& o) noexcept : ops_(o.ops_), p_(o.p_), bytes_(o.bytes_) { o.p_ = nullptr; }
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+    if (this != &o) {
+      release();
+      ops_ = o.ops_;
+      p_ = o.p_;
+      bytes_ = o.bytes_;
+      o.p_ = nullptr;
+    }
+    return *this;
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+
+  // At least `bytes` (contents not kept when it grows).
+  void reserve(size_t bytes) {
+    if (p_ && bytes <= bytes_) return;
+    release();
+    p_ = ops_->alloc(bytes);
+    bytes_ = bytes;
+  }
+  template <typename T>
+  T* data() const {
+    return static_cast<T*>(p_);
+  }
+  size_t bytes() const { return p_ ? bytes_ : 0; }
+
+ private:
+  void release() {
+    if (p_) ops_->free(p_);
+    p_ = nullptr;
+  }
+  DeviceOps* ops_ = nullptr;
+  void* p_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+}  // namespace lmrt

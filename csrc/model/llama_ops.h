@@ -1,0 +1,71 @@
+// The Llama-family forward pass over a backend's op set (backend/device_ops.h), exact fp32: the CUDA backend's
+// model. Its weights, KV pool and workspaces live in the op set's memory; a step uploads the batch's ids, positions,
+// slots and block tables, runs the layers, and downloads the logits rows. On the CPU op set it gives LlamaModel's
+// bits with fp32 prefill and products (tests/test_ops_model.py), which checks everything here but the kernels.
+// Not yet: int4 K per channel (I4Channel), int8 activations, int8 or interleaved matrices.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "backend/device_ops.h"
+#include "model/model.h"
+
+namespace lmrt {
+
+class OpsLlamaModel final : public Model {
+ public:
+  // std::invalid_argument for what the op set cannot run (I4Channel K, an int8 output matrix on the GPU).
+  OpsLlamaModel(ModelSpec spec, Weights weights, Backend& backend, const KVCacheShape& kv);
+
+  const float* forward(const Batch& batch) override;
+  const ModelSpec& spec() const override { return spec_; }
+  size_t weights_bytes() const override { return weights_.bytes(); }
+  size_t kv_bytes() const override { return kv_bytes_; }
+  KVCache* staged_cache() override { return nullptr; }
+
+ private:
+  struct Layer {
+    DeviceMatrix qkv, o, gate_up, down;
+    const float* input_norm = nullptr;      // [H]
+    const float* qkv_bias = nullptr;        // [qkv_dim] or nullptr
+    const float* post_attn_norm = nullptr;  // [H]
+    KVLayer kv;                             // this layer's part of the KV pool
+  };
+  // A host array's copy in the op set's memory, kept for the model's lifetime.
+  template <typename T>
+  const T* upload(const std::vector<T>& host);
+  void* kv_array(size_t bytes);  // a KV pool array, zeroed, kept for the model's lifetime
+  void reserve(int64_t T, int64_t R, int64_t table_len);
+  void layer(const Layer& w, int64_t T);
+
+  ModelSpec spec_;
+  Weights weights_;  // host: the CPU op set's matrices are views of it
+  DeviceOps& ops_;
+  std::vector<DeviceBuffer> owned_;  // weights' norms and biases, inv_freq, the KV pool
+  std::vector<Layer> layers_;
+  DeviceMatrix head_;                // the output matrix
+  const void* embed_ = nullptr;      // [V, H] of weights_.embed.dtype
+  const float* norm_ = nullptr;      // [H]
+  const float* inv_freq_ = nullptr;  // [head_dim / 2]
+  bool rotate_qk_ = false;           // K cached as I8: q and k rotated (hadamard_heads), as LlamaModel does
+  size_t kv_bytes_ = 0;
+  // The step's batch on the device:
+  DeviceBuffer tokens_, positions_, slots_;  // [T] int32, int32, int64
+  DeviceBuffer tables_;                      // every sequence's block table, end to end, int32
+  DeviceBuffer table_start_;                 // [T] int64: row t's table at tables_ + table_start[t]
+  std::vector<int32_t> host_tables_;         // their host copies
+  std::vector<int64_t> host_table_start_;
+  // Workspaces, grown to the largest step:
+  DeviceBuffer x_;                  // [T, H] residual stream
+  DeviceBuffer h_;                  // [T, H] normed input / sublayer output
+  DeviceBuffer qkv_;                // [T, qkv_dim]
+  DeviceBuffer attn_;               // [T, nh hd]
+  DeviceBuffer gu_;                 // [T, 2 I]
+  DeviceBuffer act_;                // [T, I]
+  DeviceBuffer sel_;                // [R, H] final hidden rows that need logits, normed
+  DeviceBuffer logits_;             // [R, V]
+  std::vector<float> host_logits_;  // [R, V]
+};
+
+}  // namespace lmrt

@@ -1,0 +1,103 @@
+"""The model that device "cuda" runs (OpsLlamaModel, csrc/model/llama_ops.*: the Llama forward over a backend's op
+set) on the CPU op set (LMRT_OPS_MODEL=1), against the CPU's own model (LlamaModel) bit for bit: all of it but the
+CUDA kernels (tests/test_kernels_cuda.py checks those one by one against the CPU ops) is checked on any machine. Where
+a CUDA device is here, device="cuda" runs the same forward on the GPU: against HF fp32 and the CPU model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import transformers
+from conftest import LLAMA3_ROPE_SCALING, make_tiny_llama, make_tiny_qwen2
+from test_engine import FP32_REL_TOL, GREEDY, engine_config, hf_logits, prompt, rel_err, run_alone, run_staggered
+
+import lmrt
+from lmrt import _core
+
+CUDA_OK, CUDA_WHY = _core.kernels.cuda_available()
+
+MODELS = {
+    "llama-tied": lambda p: make_tiny_llama(p, tied=True),
+    "llama-untied": lambda p: make_tiny_llama(p, tied=False),
+    "llama3-rope-scaling": lambda p: make_tiny_llama(p, tied=False, rope_scaling=LLAMA3_ROPE_SCALING),
+    "qwen2-qkv-bias": lambda p: make_tiny_qwen2(p),
+    "llama-hd32": lambda p: make_tiny_llama(p, tied=False, num_attention_heads=2, num_key_value_heads=1),  # int4 KV
+}
+CASES = [(name, "float32") for name in MODELS] + [
+    ("llama-hd32", kv) for kv in ("bfloat16", "int8", "int4-per-token", "k8v4")
+]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ops_models")
+    return {name: make(root / name) for name, make in MODELS.items()}
+
+
+@pytest.mark.parametrize("name,kv", CASES)
+def test_ops_model_gives_the_cpu_models_bits(models, name, kv, monkeypatch):
+    # 150 tokens cross 10 KV blocks and 4 prefill chunks of 48; then greedy decode
+    ids = prompt(150, seed=1)
+    cfg = engine_config(kv_cache_dtype=kv)
+    with lmrt.pipeline(models[name], cfg) as pipe:
+        assert not pipe.info()["ops_model"]
+        ref_logits, ref_tokens = pipe.get_logits(ids), pipe(ids[:20], GREEDY).token_ids
+    monkeypatch.setenv("LMRT_OPS_MODEL", "1")
+    with lmrt.pipeline(models[name], cfg) as pipe:
+        assert pipe.info()["ops_model"] and pipe.info()["device"] == "cpu"
+        assert np.array_equal(pipe.get_logits(ids), ref_logits)
+        assert pipe(ids[:20], GREEDY).token_ids == ref_tokens
+
+
+def test_ops_model_batching_and_preemption_change_nothing(models, monkeypatch):
+    # the step's rows as the engine builds them (sequences joining and leaving, decode rows beside prompt chunks,
+    # recompute after preemption) through the op-set model's block tables
+    path = models["llama-untied"]
+    prompts = [prompt(5 + 9 * i, seed=100 + i) for i in range(10)]
+    alone = run_alone(path, prompts, GREEDY)  # the CPU model, one request at a time
+    monkeypatch.setenv("LMRT_OPS_MODEL", "1")
+    with lmrt.pipeline(path, engine_config()) as pipe:
+        assert run_staggered(pipe, prompts, GREEDY) == alone
+    bytes_per_block = _core.kv_bytes_per_block(2, 16, 2, 16, _core.KVDType.float32, _core.KVDType.float32)
+    with lmrt.pipeline(path, engine_config(cache_memory_gib=10 * bytes_per_block / 2**30)) as pipe:
+        assert pipe.info()["kv_capacity_tokens"] == 10 * 16
+        assert [r.token_ids for r in pipe(prompts, GREEDY)] == alone
+        assert pipe.stats()["num_preemptions"] > 0
+
+
+@pytest.mark.skipif(CUDA_OK, reason="a CUDA device is here: the refusal without one cannot be shown")
+def test_device_cuda_without_a_device_is_refused_by_name(models):
+    with pytest.raises(lmrt.config.ConfigError, match="no CUDA device"):
+        lmrt.pipeline(models["llama-tied"], engine_config(device="cuda"))
+
+
+@pytest.mark.skipif(not CUDA_OK, reason=f"no CUDA device: {CUDA_WHY}")
+@pytest.mark.parametrize("name", list(MODELS))
+def test_device_cuda_matches_hf_fp32_and_the_cpu_model(models, name):
+    ids = prompt(150, seed=1)
+    cfg = engine_config(device="cuda", dtype="float32")
+    with lmrt.pipeline(models[name], cfg) as pipe:
+        assert pipe.info()["device"] == "cuda"
+        ours = pipe.get_logits(ids)
+        tokens = pipe(ids[:20], GREEDY).token_ids
+        again = pipe(ids[:20], GREEDY).token_ids
+    assert np.isfinite(ours).all()
+    assert rel_err(ours, hf_logits(models[name], ids)) < FP32_REL_TOL
+    with lmrt.pipeline(models[name], engine_config()) as pipe:
+        assert rel_err(ours, pipe.get_logits(ids)) < FP32_REL_TOL
+    model = transformers.AutoModelForCausalLM.from_pretrained(models[name]).eval()
+    with torch.no_grad():
+        ref = model.generate(torch.tensor([ids[:20]]), max_new_tokens=24, do_sample=False, min_new_tokens=24)
+    assert tokens == again == ref[0, 20:].tolist()
+
+
+@pytest.mark.skipif(not CUDA_OK, reason=f"no CUDA device: {CUDA_WHY}")
+@pytest.mark.parametrize("kv", ["bfloat16", "int8", "int4-per-token", "k8v4"])
+def test_device_cuda_batching_changes_nothing(models, kv):
+    path = models["llama-hd32"]
+    prompts = [prompt(5 + 9 * i, seed=300 + i) for i in range(10)]
+    cfg = dict(device="cuda", dtype="float32", kv_cache_dtype=kv)
+    alone = run_alone(path, prompts, GREEDY, **cfg)
+    with lmrt.pipeline(path, engine_config(**cfg)) as pipe:
+        assert run_staggered(pipe, prompts, GREEDY) == alone

@@ -1,0 +1,269 @@
+"""The engine on the GPU against torch (issue 15). A random-weight Llama of real shapes (hidden 4096, intermediate
+14336, 32 heads, 8 KV heads, 8 layers, vocab 32000), written twice: dense bf16, and 4-bit in lmrt's own form (random
+codes, scales and mins, groups of 128). For each: lmrt with device="cuda" (fp32 KV) against HF transformers in fp32
+on the same weights (bf16 values upcast; the 4-bit weights dequantized exactly as the kernels form them), greedy,
+token for token; a divergence is shown with torch's gap between its top two logits there (a near-tie, or not).
+Then, for the 4-bit model with int8 KV: decode tokens/s at batch 1 and total tokens/s of 64 concurrent requests,
+beside HF transformers bf16 `generate` on the same card, same token ids, in the same run (medians of --reps).
+
+    python benchmarks/bench_cuda_engine.py [--results PATH]     # on a lent GPU (scripts/gpu_check.sh runs it)
+    python benchmarks/bench_cuda_engine.py --device cpu --small  # dry run: tiny shapes, the op-set model on the CPU
+
+Writes a dated section to benchmarks/RESULTS.md (or --results PATH)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import results_log  # noqa: E402
+
+REAL = dict(hidden=4096, intermediate=14336, heads=32, kv_heads=8, layers=8, vocab=32000)
+SMALL = dict(hidden=256, intermediate=512, heads=4, kv_heads=2, layers=2, vocab=1000)
+GROUP = 128
+LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def hf_config(s: dict) -> dict:
+    return dict(
+        architectures=["LlamaForCausalLM"],
+        model_type="llama",
+        hidden_size=s["hidden"],
+        intermediate_size=s["intermediate"],
+        num_attention_heads=s["heads"],
+        num_key_value_heads=s["kv_heads"],
+        num_hidden_layers=s["layers"],
+        vocab_size=s["vocab"],
+        max_position_embeddings=4096,
+        rms_norm_eps=1e-5,
+        rope_theta=500000.0,
+        tie_word_embeddings=False,
+        torch_dtype="bfloat16",
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+
+
+def shapes(s: dict) -> dict[str, tuple[int, int]]:
+    """HF name -> [out, in] of every weight matrix (norms aside)."""
+    H, I, hd = s["hidden"], s["intermediate"], s["hidden"] // s["heads"]
+    out = {"model.embed_tokens.weight": (s["vocab"], H), "lm_head.weight": (s["vocab"], H)}
+    dims = dict(q_proj=(H, H), k_proj=(s["kv_heads"] * hd, H), v_proj=(s["kv_heads"] * hd, H), o_proj=(H, H))
+    dims.update(gate_proj=(I, H), up_proj=(I, H), down_proj=(H, I))
+    for layer in range(s["layers"]):
+        for name, shape in dims.items():
+            kind = "self_attn" if name in ("q_proj", "k_proj", "v_proj", "o_proj") else "mlp"
+            out[f"model.layers.{layer}.{kind}.{name}.weight"] = shape
+    return out
+
+
+def write_models(root: Path, s: dict, device: str, seed: int = 0) -> tuple[Path, Path, dict]:
+    """(dense bf16 dir, 4-bit dir, the 4-bit model's fp32 weights by HF name, on `device`, for torch). The random
+    values are drawn on `device` (seconds on a GPU for the real shapes)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from lmrt.formats.lmrt_w4 import save_lmrt_w4
+
+    g = torch.Generator(device=device).manual_seed(seed)
+    randn = lambda *shape: torch.randn(shape, generator=g, device=device)  # noqa: E731
+    rand = lambda *shape: torch.rand(shape, generator=g, device=device)  # noqa: E731
+    cfg = hf_config(s)
+    dense, w4, w4_fp32 = {}, {}, {}
+    for layer in range(s["layers"]):
+        for norm in ("input_layernorm", "post_attention_layernorm"):
+            t = (1.0 + 0.1 * randn(s["hidden"])).to(torch.bfloat16)
+            dense[f"model.layers.{layer}.{norm}.weight"] = w4[f"model.layers.{layer}.{norm}.weight"] = t
+    dense["model.norm.weight"] = w4["model.norm.weight"] = (1.0 + 0.1 * randn(s["hidden"])).to(torch.bfloat16)
+    for name, (n, k) in shapes(s).items():
+        if name.endswith(("embed_tokens.weight", "lm_head.weight")):
+            dense[name] = w4[name] = (0.02 * randn(n, k)).to(torch.bfloat16)
+            continue
+        dense[name] = (0.02 * randn(n, k)).to(torch.bfloat16)
+        codes = torch.randint(0, 16, (n, k), generator=g, device=device, dtype=torch.uint8)
+        scales = 0.004 * (1 + 0.25 * rand(n, k // GROUP))
+        mins = -7.5 * scales * (1 + 0.1 * randn(n, k // GROUP))
+        # byte j of each run of 32 inputs: input j in the low nibble, j + 16 in the high (the core's W4Matrix)
+        runs = codes.view(n, k // 32, 2, 16)
+        packed = (runs[:, :, 0, :] | (runs[:, :, 1, :] << 4)).reshape(n, k // 2)
+        w4[name] = tuple(a.cpu().numpy() for a in (packed, scales, mins))
+        # fma(code, scale, min) rounded once, as the kernels form it: exact in float64, then one rounding
+        sc, mn = (a.double().repeat_interleave(GROUP, dim=1) for a in (scales, mins))
+        w4_fp32[name] = (codes.double() * sc + mn).float()
+    dense_dir, w4_dir = root / "dense-bf16", root / "w4"
+    dense_dir.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.cpu() for k, v in dense.items()}, str(dense_dir / "model.safetensors"))
+    (dense_dir / "config.json").write_text(json.dumps(cfg, indent=2))
+    # the 4-bit checkpoint's other tensors as float32 (numpy has no bf16); their values are bf16's
+    save_lmrt_w4(w4_dir, cfg, {k: (v if isinstance(v, tuple) else v.float().cpu().numpy()) for k, v in w4.items()})
+    w4_fp32.update({k: v.float() for k, v in w4.items() if not isinstance(v, tuple)})
+    return dense_dir, w4_dir, w4_fp32
+
+
+def torch_model(path: Path, device: str, dtype, state: dict | None = None):
+    """HF transformers' Llama on the checkpoint at path, or (4-bit) on `state`: fp32 weights by HF name."""
+    import torch
+    import transformers
+
+    if state is None:
+        model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    else:
+        with torch.device(device):
+            model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**hf_config_from(path)))
+        model.load_state_dict(state)
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def hf_config_from(path: Path) -> dict:
+    cfg = json.loads((path / "config.json").read_text())
+    cfg.pop("quantization_config", None)
+    return cfg
+
+
+def greedy_check(pipe, model, ids: list[int], n: int) -> str:
+    """lmrt's greedy tokens against torch's; on a divergence, torch's top-2 logit gap at that step."""
+    import torch
+
+    import lmrt
+
+    ours = pipe(ids, lmrt.GenerationConfig(max_new_tokens=n, ignore_eos=True)).token_ids
+    with torch.no_grad():
+        out = model.generate(
+            torch.tensor([ids], device=model.device),
+            max_new_tokens=n,
+            min_new_tokens=n,
+            do_sample=False,
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
+    ref = out.sequences[0, len(ids) :].tolist()
+    if ours == ref:
+        return f"equal ({n} of {n} tokens)"
+    i = next(j for j, (a, b) in enumerate(zip(ours, ref)) if a != b)
+    top2 = torch.topk(out.scores[i][0].float(), 2).values.tolist()
+    return (
+        f"diverges at token {i} of {n}: lmrt {ours[i]}, torch {ref[i]}; torch's top-2 logits there "
+        f"{top2[0]:.5f} / {top2[1]:.5f} (gap {top2[0] - top2[1]:.2e})"
+    )
+
+
+def lmrt_speed(pipe, prompts: list[list[int]], new: int, reps: int) -> float:
+    """Total new tokens / s over the prompts at once (decode-dominated: prompts are short)."""
+    import lmrt
+
+    gen = lmrt.GenerationConfig(max_new_tokens=new, ignore_eos=True)
+    pipe(prompts[:1], lmrt.GenerationConfig(max_new_tokens=4, ignore_eos=True))  # warm-up
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        out = pipe(prompts, gen)
+        times.append(time.perf_counter() - t)
+        assert all(len(r.token_ids) == new for r in out)
+    return len(prompts) * new / statistics.median(times)
+
+
+def hf_speed(model, prompts: list[list[int]], new: int, reps: int, sync) -> float:
+    import torch
+
+    ids = torch.tensor(prompts, device=model.device)  # same length: no padding
+    kw = dict(max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=0)
+    with torch.no_grad():
+        model.generate(ids[:1], **dict(kw, max_new_tokens=4, min_new_tokens=4))
+        times = []
+        for _ in range(reps):
+            sync()
+            t = time.perf_counter()
+            model.generate(ids, **kw)
+            sync()
+            times.append(time.perf_counter() - t)
+    return len(prompts) * new / statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    ap.add_argument("--small", action="store_true", help="tiny shapes (a dry run)")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--new", type=int, default=128, help="new tokens per request in the speed runs")
+    ap.add_argument("--batch", type=int, default=64, help="concurrent requests in the throughput run")
+    ap.add_argument("--results", default=None)
+    args = ap.parse_args()
+    if args.device == "cpu":
+        os.environ["LMRT_OPS_MODEL"] = "1"  # the op-set model, the one device "cuda" runs
+    import torch
+
+    import lmrt
+    from lmrt import _core
+
+    s = SMALL if args.small else REAL
+    if args.device == "cuda":
+        ok, card = _core.kernels.cuda_available()
+        if not ok:
+            sys.exit(f"bench_cuda_engine: no CUDA device: {card}")
+        sync = torch.cuda.synchronize
+    else:
+        card, sync = "CPU (dry run: the op-set model)", lambda: None
+    rng = np.random.default_rng(1)
+    prompt = rng.integers(3, s["vocab"], 32).tolist()
+    batch = [rng.integers(3, s["vocab"], 32).tolist() for _ in range(args.batch)]
+    facts, rows = [f"card: {card}; shapes {s}; 4-bit groups of {GROUP}"], []
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        dense_dir, w4_dir, w4_fp32 = write_models(Path(tmp), s, args.device)
+        facts.append(f"random checkpoints written in {time.perf_counter() - t0:.0f} s")
+        engine = lambda path, kv: lmrt.pipeline(  # noqa: E731
+            path,
+            lmrt.EngineConfig(
+                device=args.device,
+                dtype="bfloat16",
+                kv_cache_dtype=kv,
+                cache_memory_gib=4.0 if not args.small else 0.2,
+                max_batch_size=args.batch,
+                prefill_precision="fp32",
+                block_size=64,
+            ),
+        )
+        for label, path, state in (("dense bf16", dense_dir, None), ("4-bit", w4_dir, w4_fp32)):
+            ref = torch_model(path, args.device, torch.float32, state)
+            with engine(path, "float32") as pipe:
+                verdict = greedy_check(pipe, ref, prompt, 32)
+            del ref
+            facts.append(f"greedy, {label}, lmrt (fp32 KV) vs torch fp32 on the same weights: {verdict}")
+            print(facts[-1], flush=True)
+        with engine(w4_dir, "int8") as pipe:
+            b1 = lmrt_speed(pipe, [prompt], args.new, args.reps)
+            bn = lmrt_speed(pipe, batch, args.new, args.reps)
+        hf = torch_model(w4_dir, args.device, torch.bfloat16, w4_fp32)
+        hf_b1 = hf_speed(hf, [prompt], args.new, args.reps, sync)
+        hf_bn = hf_speed(hf, batch, args.new, args.reps, sync)
+        rows.append(f"| lmrt 4-bit, int8 KV | {b1:,.1f} | {bn:,.1f} |")
+        rows.append(f"| HF transformers bf16 (same weights dequantized) | {hf_b1:,.1f} | {hf_bn:,.1f} |")
+        rows.append(f"| lmrt / HF | {b1 / hf_b1:.2f}x | {bn / hf_bn:.2f}x |")
+        print("\n".join(rows), flush=True)
+    section = results_log.section(
+        f"The engine on {card}: greedy against torch, and throughput beside HF bf16",
+        "bench_cuda_engine.py",
+        facts + [f"{args.new} new tokens a request after a 32-token prompt; medians of {args.reps}"],
+        ["system", "decode b=1 (tokens/s)", f"{args.batch} requests (total tokens/s)"],
+        rows,
+    )
+    if args.results:
+        with open(args.results, "a") as f:
+            f.write("\n" + section)
+    elif not args.small:
+        results_log.append(section)
+    else:
+        print(section)
+
+
+if __name__ == "__main__":
+    main()

@@ -192,6 +192,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     ap.add_argument("--small", action="store_true", help="tiny shapes (a dry run)")
+    ap.add_argument("--layers", type=int, default=None, help="layers instead of the shape's (a shorter run)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--new", type=int, default=128, help="new tokens per request in the speed runs")
     ap.add_argument("--batch", type=int, default=64, help="concurrent requests in the throughput run")
@@ -204,7 +205,9 @@ def main() -> None:
     import lmrt
     from lmrt import _core
 
-    s = SMALL if args.small else REAL
+    s = dict(SMALL if args.small else REAL)
+    if args.layers:
+        s["layers"] = args.layers
     if args.device == "cuda":
         ok, card = _core.kernels.cuda_available()
         if not ok:

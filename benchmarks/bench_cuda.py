@@ -25,7 +25,7 @@ SHAPES = [("qkv", 4096, 6144), ("o", 4096, 4096), ("gate_up", 4096, 2 * 14336), 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=20)
-    ap.add_argument("--rows", default="1,8,16", help="rows of x (decode batch sizes), comma-separated")
+    ap.add_argument("--rows", default="1,2,4,8", help="rows of x (decode batch sizes), comma-separated")
     ap.add_argument("--groups", default="128,32", help="group sizes, comma-separated")
     ap.add_argument("--results", default=None, help="file the dated section is appended to (default RESULTS.md)")
     args = ap.parse_args()
@@ -39,19 +39,30 @@ def main() -> None:
         f"{name}: device-to-device copy of 2 GiB, read + write: cudaMemcpy {by_memcpy:,.0f} GB/s, kernel {by_kernel:,.0f}"
     )
 
-    header = ["M", "group", *(f"{s[0]} [{s[2]}x{s[1]}] us (GB/s, % copy)" for s in SHAPES), "layer us (% copy)"]
+    header = [
+        "M",
+        "group",
+        "kernel",
+        *(f"{s[0]} [{s[2]}x{s[1]}] us (GB/s, % copy)" for s in SHAPES),
+        "layer us (% copy)",
+    ]
     rows = []
     for M in (int(m) for m in args.rows.split(",")):
-        for g in (int(x) for x in args.groups.split(",")):
+        for g, narrow in ((int(x), n) for x in args.groups.split(",") for n in (False, True)):
+            if narrow and M > 4:
+                continue  # 5+ rows run the narrow shape anyway
             cells, total_us, total_bytes = [], 0.0, 0.0
             for _, k, n in SHAPES:
-                us, nbytes = K.cuda_time_linear_w4(M, k, n, g, args.reps)
+                us, nbytes = K.cuda_time_linear_w4(M, k, n, g, args.reps, narrow=narrow)
                 gbs = nbytes / (us * 1e-6) / 1e9
                 cells.append(f"{us:.2f} ({gbs:,.0f}, {100 * gbs / copy:.0f}%)")
                 total_us += us
                 total_bytes += nbytes
             layer = total_bytes / (total_us * 1e-6) / 1e9
-            rows.append(f"| {M} | {g} | " + " | ".join(cells) + f" | {total_us:.1f} ({100 * layer / copy:.0f}%) |")
+            kernel = "4 outputs a block" if narrow or M > 4 else f"{16 if M == 1 else 8} outputs a block"
+            rows.append(
+                f"| {M} | {g} | {kernel} | " + " | ".join(cells) + f" | {total_us:.1f} ({100 * layer / copy:.0f}%) |"
+            )
             print(rows[-1], flush=True)
 
     section = results_log.section(
@@ -63,8 +74,9 @@ def main() -> None:
             "the GEMV's % is of",
             "bytes per call: the 4-bit codes, the fp32 scales and mins of each group, x and y; times per launch in a "
             "CUDA graph of >= 64 launches cycling through >= 512 MiB of weight sets (past the 60 MB L2)",
-            "linear_w4 on the GPU (csrc/kernels/cuda/linear_w4.cu): a block of 8 warps per 4 outputs, K split among "
-            "the warps, rows of x 8 at a time",
+            "linear_w4 on the GPU (csrc/kernels/cuda/linear_w4.cu): a block of 8 warps per 16 outputs (1 row), 8 "
+            "(2-4 rows) or 4 (5+ rows; and narrow=True, the earlier shape, for comparison), K split among the warps, "
+            "rows of x 8 at a time",
         ],
         header,
         rows,

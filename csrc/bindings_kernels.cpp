@@ -466,7 +466,8 @@ py::tuple cuda_copy_bandwidth(size_t bytes, int reps) {
 #endif
 }
 
-py::tuple cuda_time_linear_w4(int64_t M, int64_t K, int64_t N, int group_size, int reps, size_t min_bytes) {
+py::tuple cuda_time_linear_w4(int64_t M, int64_t K, int64_t N, int group_size, int reps, size_t min_bytes,
+                              bool narrow) {
   on_cuda("cuda");
   if (group_size != 32 && group_size != 64 && group_size != 128)
     bad("group_size must be 32, 64 or 128, got " + std::to_string(group_size));
@@ -478,7 +479,7 @@ py::tuple cuda_time_linear_w4(int64_t M, int64_t K, int64_t N, int group_size, i
   lmrt::cuda::LinearTiming t;
   {
     py::gil_scoped_release nogil;
-    t = lmrt::cuda::time_linear_w4(M, K, N, group_size, reps, min_bytes);
+    t = lmrt::cuda::time_linear_w4(M, K, N, group_size, reps, min_bytes, narrow);
   }
   return py::make_tuple(t.us, t.bytes);
 #else
@@ -1032,9 +1033,10 @@ void bind_kernels(py::module_& m) {
         "(cudaMemcpyAsync, a copy kernel): the device-to-device copy's bandwidth in GB/s (bytes read plus "
         "written), medians of reps.");
   m.def("cuda_time_linear_w4", &kern::cuda_time_linear_w4, "M"_a, "K"_a, "N"_a, "group_size"_a, "reps"_a = 20,
-        "min_bytes"_a = size_t(1) << 29,
+        "min_bytes"_a = size_t(1) << 29, "narrow"_a = false,
         "(microseconds per call, bytes per call) of linear_w4 on the GPU at [M, K] x [N, K], on device inputs from "
-        "a hash, cycling weight sets of min_bytes in all (past the L2), in a CUDA graph; median of reps.");
+        "a hash, cycling weight sets of min_bytes in all (past the L2), in a CUDA graph; median of reps. narrow: the "
+        "earlier kernel shape (4 outputs a block), for comparison.");
   m.def("kv_store", &kern::kv_store, "k_cache"_a, "v_cache"_a, "k"_a, "v"_a, "slots"_a, "n_kv_heads"_a, "head_dim"_a,
         "block_size"_a, "dtype"_a = "f32", "v_dtype"_a = py::none(), "k_scales"_a = py::none(),
         "k_zeros"_a = py::none(), "v_scales"_a = py::none(), "v_zeros"_a = py::none(), "stage"_a = py::none(),

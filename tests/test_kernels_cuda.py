@@ -105,7 +105,15 @@ def test_linear_cuda(M, N, Kd, dtype):
 
 @needs_cuda
 @pytest.mark.parametrize(
-    "M,N,Kd,g", [(1, 4096, 4096, 32), (3, 577, 576, 32), (8, 1000, 2048, 64), (11, 130, 8192, 128)]
+    "M,N,Kd,g",
+    [
+        (1, 4096, 4096, 32),  # 16 outputs a block
+        (2, 1000, 1024, 32),  # 8 outputs a block, N not a multiple of 16
+        (3, 577, 576, 32),
+        (4, 130, 2048, 128),
+        (8, 1000, 2048, 64),  # 4 outputs a block
+        (11, 130, 8192, 128),  # 8 rows, then 3
+    ],
 )
 def test_linear_w4_cuda(M, N, Kd, g):
     from test_kernels_quant import make_w4, pack_w4, w4_dequant64

@@ -111,7 +111,7 @@ CopyBandwidth copy_bandwidth_gbs(size_t bytes, int reps) {
   return out;
 }
 
-LinearTiming time_linear_w4(int64_t M, int64_t K, int64_t N, int group_size, int reps, size_t min_bytes) {
+LinearTiming time_linear_w4(int64_t M, int64_t K, int64_t N, int group_size, int reps, size_t min_bytes, bool narrow) {
   const int64_t G = K / group_size;
   const size_t set_bytes = static_cast<size_t>(N) * (K / 2) + 2 * sizeof(float) * N * G;
   const int sets = static_cast<int>(std::max<size_t>(1, (min_bytes + set_bytes - 1) / set_bytes));
@@ -137,7 +137,7 @@ LinearTiming time_linear_w4(int64_t M, int64_t K, int64_t N, int group_size, int
   const int launches = std::max(64, sets);
   cudaGraph_t g;
   check(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
-  for (int i = 0; i < launches; ++i) linear_w4(x, M, K, K, w[i % sets], N, nullptr, y, N, s);
+  for (int i = 0; i < launches; ++i) linear_w4(x, M, K, K, w[i % sets], N, nullptr, y, N, s, narrow);
   check(cudaStreamEndCapture(s, &g), "cudaStreamEndCapture");
   cudaGraphExec_t ge;
   check(cudaGraphInstantiate(&ge, g, 0), "cudaGraphInstantiate");

@@ -9,40 +9,41 @@ namespace lmrt::cuda {
 namespace {
 
 constexpr int kWarps = 8;    // warps per block, each taking every 8th step of K (K split 8 ways in a block)
-constexpr int kOuts = 4;     // outputs per block: each x load serves all of them
 constexpr int kMaxRows = 8;  // rows of x per launch (more are launched in slices of 8)
 
-// A block computes kOuts outputs n0.. for R rows of x. K goes in steps of 8 runs of 32 inputs; a warp takes steps
-// warp, warp + 8, ... (two at a time, their loads issued before either is used). In a step, lane l takes 4 bytes
-// of run 8 * step + l / 4 (bytes 4 (l % 4) ..: inputs 4 (l % 4) + b in the low nibbles, 16 + 4 (l % 4) + b in the
-// high), so a warp's loads of an output's codes are one 128-byte line and its loads of x two coalesced 16-byte
-// reads a lane; the weights are formed in registers as fma(code, scale, min). Each lane's sums, then a fixed
-// shuffle tree, then the 8 warps' partial sums in warp order: an output does not depend on M or on N.
-template <int R>
-__global__ void __launch_bounds__(32 * kWarps, R == 1 ? 4 : 1)  // batch 1: 4 blocks an SM (64 registers)
+// A block computes KO outputs n0.. for R rows of x: each x load serves the KO outputs (a warp reads its slice of x
+// once per block, so x costs 8 R / KO times the codes' bytes: KO is 16 for 1 row, 8 for 2-4, 4 for more). K goes in
+// steps of 8 runs of 32 inputs; a warp takes steps warp, warp + 8, ... (U at a time, their loads issued before any is
+// used). In a step, lane l takes 4 bytes of run 8 * step + l / 4 (bytes 4 (l % 4) ..: inputs 4 (l % 4) + b in the low
+// nibbles, 16 + 4 (l % 4) + b in the high), so a warp's loads of an output's codes are one 128-byte line and its loads
+// of x two coalesced 16-byte reads a lane; the weights are formed in registers as fma(code, scale, min). Each lane's
+// sums, then a fixed shuffle tree, then the 8 warps' partial sums in warp order: an output does not depend on M or on
+// N.
+template <int R, int KO, int U>
+__global__ void __launch_bounds__(32 * kWarps)
     w4_gemv(const float* __restrict__ x, int64_t K, int64_t ldx, const uint8_t* __restrict__ codes,
             const float* __restrict__ scales, const float* __restrict__ mins, int gshift, int64_t N,
             const float* __restrict__ bias, float* __restrict__ y, int64_t ldy) {
-  __shared__ float part[kWarps][kOuts * R];
+  __shared__ float part[kWarps][KO * R];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, sub = lane >> 2, quad = lane & 3;
-  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kOuts;
+  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * KO;
   const int64_t runs = K / 32, G = K >> gshift, steps = (runs + 7) / 8;
-  float acc[kOuts][R];
+  float acc[KO][R];
 #pragma unroll
-  for (int o = 0; o < kOuts; ++o)
+  for (int o = 0; o < KO; ++o)
 #pragma unroll
     for (int r = 0; r < R; ++r) acc[o][r] = 0.0f;
-  for (int64_t s0 = warp; s0 < steps; s0 += 2 * kWarps) {
-    uint32_t word[2][kOuts];
-    float sc[2][kOuts], mn[2][kOuts];
-    bool on[2];
+  for (int64_t s0 = warp; s0 < steps; s0 += U * kWarps) {
+    uint32_t word[U][KO];
+    float sc[U][KO], mn[U][KO];
+    bool on[U];
 #pragma unroll
-    for (int u = 0; u < 2; ++u) {
+    for (int u = 0; u < U; ++u) {
       const int64_t run = (s0 + u * kWarps) * 8 + sub;
       on[u] = run < runs;  // false in a last, partial step, and past the last step
       const int64_t g = (run * 32) >> gshift;
 #pragma unroll
-      for (int o = 0; o < kOuts; ++o) {
+      for (int o = 0; o < KO; ++o) {
         const bool live = on[u] && n0 + o < N;
         word[u][o] = live ? __ldg(reinterpret_cast<const uint32_t*>(codes + (n0 + o) * (K / 2) + run * 16) + quad) : 0u;
         sc[u][o] = live ? __ldg(scales + (n0 + o) * G + g) : 0.0f;
@@ -50,7 +51,7 @@ __global__ void __launch_bounds__(32 * kWarps, R == 1 ? 4 : 1)  // batch 1: 4 bl
       }
     }
 #pragma unroll
-    for (int u = 0; u < 2; ++u) {
+    for (int u = 0; u < U; ++u) {
       if (!on[u]) continue;
       const int64_t col = ((s0 + u * kWarps) * 8 + sub) * 32 + 4 * quad;
       float4 lo[R], hi[R];
@@ -60,7 +61,7 @@ __global__ void __launch_bounds__(32 * kWarps, R == 1 ? 4 : 1)  // batch 1: 4 bl
         hi[r] = *reinterpret_cast<const float4*>(x + r * ldx + col + 16);
       }
 #pragma unroll
-      for (int o = 0; o < kOuts; ++o) {
+      for (int o = 0; o < KO; ++o) {
         float wl[4], wh[4];
 #pragma unroll
         for (int b = 0; b < 4; ++b) {
@@ -85,7 +86,7 @@ __global__ void __launch_bounds__(32 * kWarps, R == 1 ? 4 : 1)  // batch 1: 4 bl
     }
   }
 #pragma unroll
-  for (int o = 0; o < kOuts; ++o)
+  for (int o = 0; o < KO; ++o)
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       float a = acc[o][r];
@@ -94,7 +95,7 @@ __global__ void __launch_bounds__(32 * kWarps, R == 1 ? 4 : 1)  // batch 1: 4 bl
       if (lane == 0) part[warp][o * R + r] = a;
     }
   __syncthreads();
-  if (threadIdx.x < kOuts * R) {
+  if (threadIdx.x < KO * R) {
     const int o = threadIdx.x / R, r = threadIdx.x % R;
     if (n0 + o < N) {
       float a = part[0][threadIdx.x];
@@ -107,15 +108,27 @@ __global__ void __launch_bounds__(32 * kWarps, R == 1 ? 4 : 1)  // batch 1: 4 bl
 
 template <int R>
 void launch(const float* x, int64_t K, int64_t ldx, const W4Matrix& w, int gshift, int64_t N, const float* bias,
-            float* y, int64_t ldy, cudaStream_t stream) {
-  const unsigned blocks = static_cast<unsigned>((N + kOuts - 1) / kOuts);
-  w4_gemv<R><<<blocks, 32 * kWarps, 0, stream>>>(x, K, ldx, w.codes, w.scales, w.mins, gshift, N, bias, y, ldy);
+            float* y, int64_t ldy, cudaStream_t stream, bool narrow) {
+  // registers (ptxas, sm_90a): 128 at R = 1 (KO 16), 128-178 at R = 2-4 (KO 8); 5+ rows keep KO 4 (KO 8 took
+  // 186-255 registers there: one block an SM)
+  constexpr int KO = R == 1 ? 16 : R <= 4 ? 8 : 4;
+  if (narrow ||
+      KO == 4) {  // the previous shape (4 outputs a block, 2 steps in flight), kept for benchmarks/bench_cuda.py
+    const unsigned blocks = static_cast<unsigned>((N + 3) / 4);
+    w4_gemv<R, 4, 2><<<blocks, 32 * kWarps, 0, stream>>>(x, K, ldx, w.codes, w.scales, w.mins, gshift, N, bias, y, ldy);
+    return;
+  }
+  if constexpr (KO != 4) {
+    const unsigned blocks = static_cast<unsigned>((N + KO - 1) / KO);
+    w4_gemv<R, KO, 1>
+        <<<blocks, 32 * kWarps, 0, stream>>>(x, K, ldx, w.codes, w.scales, w.mins, gshift, N, bias, y, ldy);
+  }
 }
 
 }  // namespace
 
 void linear_w4(const float* x, int64_t M, int64_t K, int64_t ldx, const W4Matrix& w, int64_t N, const float* bias,
-               float* y, int64_t ldy, void* stream) {
+               float* y, int64_t ldy, void* stream, bool narrow) {
   const int gshift = w.group_size == 32 ? 5 : w.group_size == 64 ? 6 : 7;
   const cudaStream_t s = static_cast<cudaStream_t>(stream);
   for (int64_t m = 0; m < M; m += kMaxRows) {
@@ -123,14 +136,14 @@ void linear_w4(const float* x, int64_t M, int64_t K, int64_t ldx, const W4Matrix
     const float* xm = x + m * ldx;
     float* ym = y + m * ldy;
     switch (r) {
-      case 1: launch<1>(xm, K, ldx, w, gshift, N, bias, ym, ldy, s); break;
-      case 2: launch<2>(xm, K, ldx, w, gshift, N, bias, ym, ldy, s); break;
-      case 3: launch<3>(xm, K, ldx, w, gshift, N, bias, ym, ldy, s); break;
-      case 4: launch<4>(xm, K, ldx, w, gshift, N, bias, ym, ldy, s); break;
-      case 5: launch<5>(xm, K, ldx, w, gshift, N, bias, ym, ldy, s); break;
-      case 6: launch<6>(xm, K, ldx, w, gshift, N, bias, ym, ldy, s); break;
-      case 7: launch<7>(xm, K, ldx, w, gshift, N, bias, ym, ldy, s); break;
-      default: launch<8>(xm, K, ldx, w, gshift, N, bias, ym, ldy, s); break;
+      case 1: launch<1>(xm, K, ldx, w, gshift, N, bias, ym, ldy, s, narrow); break;
+      case 2: launch<2>(xm, K, ldx, w, gshift, N, bias, ym, ldy, s, narrow); break;
+      case 3: launch<3>(xm, K, ldx, w, gshift, N, bias, ym, ldy, s, narrow); break;
+      case 4: launch<4>(xm, K, ldx, w, gshift, N, bias, ym, ldy, s, narrow); break;
+      case 5: launch<5>(xm, K, ldx, w, gshift, N, bias, ym, ldy, s, narrow); break;
+      case 6: launch<6>(xm, K, ldx, w, gshift, N, bias, ym, ldy, s, narrow); break;
+      case 7: launch<7>(xm, K, ldx, w, gshift, N, bias, ym, ldy, s, narrow); break;
+      default: launch<8>(xm, K, ldx, w, gshift, N, bias, ym, ldy, s, narrow); break;
     }
   }
 }

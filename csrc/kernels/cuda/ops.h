@@ -45,12 +45,14 @@ void linear(const float* x, int64_t M, int64_t K, int64_t ldx, const void* w, DT
 void add(float* x, const float* h, int64_t n, void* stream);
 
 // y[m, n] = sum_k x[m, k] * w[n, k] (+ bias[n]) for 4-bit w (W4Matrix's layout and (scale, min) groups of 32, 64
-// or 128; cpu::linear_w4's contract), the decode path (rows of x 8 at a time): a block of 8 warps per 4 outputs, K
-// split among the warps, each x load serving the 4 outputs, the weights formed in registers as fma(code, scale, min);
-// the sums in a fixed order (lanes, a shuffle tree, the warps in turn), so an output does not depend on M.
+// or 128; cpu::linear_w4's contract), the decode path (rows of x 8 at a time): a block of 8 warps per 16 outputs (8
+// for 2-4 rows, 4 for more), K split among the warps, each x load serving all the block's outputs, the weights formed
+// in registers as fma(code, scale, min); the sums in a fixed order (lanes, a shuffle tree, the warps in turn), so an
+// output does not depend on M. narrow: 4 outputs a block (the earlier shape, for benchmarks/bench_cuda.py's
+// comparison).
 //   x [M, K] row stride ldx (device), y [M, N] row stride ldy
 void linear_w4(const float* x, int64_t M, int64_t K, int64_t ldx, const W4Matrix& w, int64_t N, const float* bias,
-               float* y, int64_t ldy, void* stream);
+               float* y, int64_t ldy, void* stream, bool narrow = false);
 
 // Writes the K and V rows of M tokens into the paged cache, quantized as they are written: cpu::kv_store's contract
 // and bits (F32; BF16 rounded to nearest even; I8 / I4 with one fp16 scale and zero point a row), one warp a row.
@@ -104,6 +106,7 @@ CopyBandwidth copy_bandwidth_gbs(size_t bytes, int reps);
 struct LinearTiming {
   double us = 0, bytes = 0;
 };
-LinearTiming time_linear_w4(int64_t M, int64_t K, int64_t N, int group_size, int reps, size_t min_bytes);
+LinearTiming time_linear_w4(int64_t M, int64_t K, int64_t N, int group_size, int reps, size_t min_bytes,
+                            bool narrow = false);
 
 }  // namespace lmrt::cuda

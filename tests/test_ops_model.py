@@ -9,21 +9,24 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from conftest import LLAMA3_ROPE_SCALING, make_tiny_llama, make_tiny_qwen2
-from test_engine import FP32_REL_TOL, GREEDY, engine_config, hf_logits, prompt, rel_err, run_alone, run_staggered
+from test_engine import (
+    FP32_REL_TOL,
+    GREEDY,
+    MODELS,
+    engine_config,
+    hf_logits,
+    prompt,
+    rel_err,
+    run_alone,
+    run_staggered,
+)
 
 import lmrt
 from lmrt import _core
 
 CUDA_OK, CUDA_WHY = _core.kernels.cuda_available()
 
-MODELS = {
-    "llama-tied": lambda p: make_tiny_llama(p, tied=True),
-    "llama-untied": lambda p: make_tiny_llama(p, tied=False),
-    "llama3-rope-scaling": lambda p: make_tiny_llama(p, tied=False, rope_scaling=LLAMA3_ROPE_SCALING),
-    "qwen2-qkv-bias": lambda p: make_tiny_qwen2(p),
-    "llama-hd32": lambda p: make_tiny_llama(p, tied=False, num_attention_heads=2, num_key_value_heads=1),  # int4 KV
-}
+# test_engine's tiny models (tied, untied, llama3 RoPE scaling, qwen2 qkv bias, head size 32 for int4 KV)
 CASES = [(name, "float32") for name in MODELS] + [
     ("llama-hd32", kv) for kv in ("bfloat16", "int8", "int4-per-token", "k8v4")
 ]

@@ -11,14 +11,14 @@
 
 namespace lmrt {
 
-CpuBackend::CpuBackend(const BackendOptions& options) : Backend(options), pool_(options.num_threads) {
+CpuBackend::CpuBackend(const BackendOptions& options) : PoolBackend(options) {
   if (options.prefill_precision == PrefillPrecision::BF16 && !cpu::tile_unit_available(options.tile_unit))
     throw std::invalid_argument(std::string("bf16 prefill on the '") + cpu::tile_unit_name(options.tile_unit) +
                                 "' tile unit, which this CPU (or OS, or build) lacks: use fp32 prefill");
 }
 
 #ifdef LMRT_HAVE_CUDA
-CudaBackend::CudaBackend(const BackendOptions& options) : Backend(options), pool_(options.num_threads) {
+CudaBackend::CudaBackend(const BackendOptions& options) : PoolBackend(options) {
   ops_ = make_cuda_ops();  // the device first
   if (options.prefill_precision != PrefillPrecision::FP32 || options.linear_precision != LinearPrecision::FP32)
     throw std::invalid_argument(

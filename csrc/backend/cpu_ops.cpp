@@ -29,16 +29,10 @@ void CpuOps::to_host(void* host_dst, const void* src, size_t bytes) {
 
 DeviceMatrix CpuOps::upload_matrix(const Matrix& w) {
   if (w.interleaved) throw std::invalid_argument("the op-set model takes no interleaved matrix (int8 activations)");
-  DeviceMatrix d;
-  d.format = w.format;
-  d.dtype = w.dtype;
-  d.group_size = w.group_size;
-  d.rows = w.rows;
-  d.cols = w.cols;
+  DeviceMatrix d = describe(w);
   d.data = w.data.data<void>();
   d.scales = w.scales.bytes() ? w.scales.data<float>() : nullptr;
   d.mins = w.mins.bytes() ? w.mins.data<float>() : nullptr;
-  d.host = &w;
   return d;
 }
 

@@ -53,18 +53,12 @@ class CudaOps final : public DeviceOps {
           "and linear_precision 'fp32'");
     if (w.format == WeightFormat::Dense && w.dtype != DType::F32 && w.dtype != DType::BF16)
       throw std::invalid_argument("device 'cuda' takes dense matrices of float32 or bfloat16");
-    DeviceMatrix d;
-    d.format = w.format;
-    d.dtype = w.dtype;
-    d.group_size = w.group_size;
-    d.rows = w.rows;
-    d.cols = w.cols;
+    DeviceMatrix d = describe(w);
     d.data = copy(w.data.data<void>(), w.data.bytes());
     if (w.format == WeightFormat::W4) {
       d.scales = static_cast<const float*>(copy(w.scales.data<void>(), w.scales.bytes()));
       d.mins = static_cast<const float*>(copy(w.mins.data<void>(), w.mins.bytes()));
     }
-    d.host = &w;
     return d;
   }
 

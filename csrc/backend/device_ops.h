@@ -27,6 +27,18 @@ struct DeviceMatrix {
   const Matrix* host = nullptr;   // the matrix it was made from (the CPU op set runs apply_linear on it)
 };
 
+// w's format and shape, and w itself as `host` (an op set's upload_matrix then sets the device pointers).
+inline DeviceMatrix describe(const Matrix& w) {
+  DeviceMatrix d;
+  d.format = w.format;
+  d.dtype = w.dtype;
+  d.group_size = w.group_size;
+  d.rows = w.rows;
+  d.cols = w.cols;
+  d.host = &w;
+  return d;
+}
+
 class DeviceOps {
  public:
   virtual ~DeviceOps() = default;

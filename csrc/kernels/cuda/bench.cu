@@ -55,24 +55,35 @@ struct Device {
   }
 };
 
-// Median milliseconds of one replay of `graph` (after warm-up replays), `reps` replays each timed by events.
-double median_replay_ms(cudaGraphExec_t graph, cudaStream_t s, int reps) {
+// Median milliseconds of one replay of the graph that `record` captures on stream s (the ops it issues on s), after
+// 3 warm-up replays, `reps` replays each timed by events; `what` names it in an error.
+template <typename Record>
+double median_graph_ms(cudaStream_t s, int reps, const char* what, const Record& record) {
+  cudaGraph_t graph;
+  check(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+  record();
+  check(cudaStreamEndCapture(s, &graph), "cudaStreamEndCapture");
+  cudaGraphExec_t exec;
+  check(cudaGraphInstantiate(&exec, graph, 0), "cudaGraphInstantiate");
   cudaEvent_t a, b;
   check(cudaEventCreate(&a), "cudaEventCreate");
   check(cudaEventCreate(&b), "cudaEventCreate");
-  for (int i = 0; i < 3; ++i) check(cudaGraphLaunch(graph, s), "cudaGraphLaunch");
+  for (int i = 0; i < 3; ++i) check(cudaGraphLaunch(exec, s), "cudaGraphLaunch");
   std::vector<double> t;
   for (int i = 0; i < reps; ++i) {
     check(cudaEventRecord(a, s), "cudaEventRecord");
-    check(cudaGraphLaunch(graph, s), "cudaGraphLaunch");
+    check(cudaGraphLaunch(exec, s), "cudaGraphLaunch");
     check(cudaEventRecord(b, s), "cudaEventRecord");
-    check(cudaEventSynchronize(b), "cudaEventSynchronize");
+    check(cudaEventSynchronize(b), what);
     float ms = 0;
     check(cudaEventElapsedTime(&ms, a, b), "cudaEventElapsedTime");
     t.push_back(ms);
   }
+  check(cudaGetLastError(), what);
   cudaEventDestroy(a);
   cudaEventDestroy(b);
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
   std::sort(t.begin(), t.end());
   return t[t.size() / 2];
 }
@@ -92,19 +103,12 @@ CopyBandwidth copy_bandwidth_gbs(size_t bytes, int reps) {
   check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate");
   CopyBandwidth out;
   for (int kernel = 0; kernel < 2; ++kernel) {
-    cudaGraph_t g;
-    check(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
-    if (kernel)
-      copy16<<<sms * 8, 256, 0, s>>>(reinterpret_cast<const uint4*>(src), reinterpret_cast<uint4*>(dst), bytes / 16);
-    else
-      check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, s), "cudaMemcpyAsync");
-    check(cudaStreamEndCapture(s, &g), "cudaStreamEndCapture");
-    cudaGraphExec_t ge;
-    check(cudaGraphInstantiate(&ge, g, 0), "cudaGraphInstantiate");
-    const double ms = median_replay_ms(ge, s, reps);
-    check(cudaGetLastError(), "copy");
-    cudaGraphExecDestroy(ge);
-    cudaGraphDestroy(g);
+    const double ms = median_graph_ms(s, reps, "copy", [&] {
+      if (kernel)
+        copy16<<<sms * 8, 256, 0, s>>>(reinterpret_cast<const uint4*>(src), reinterpret_cast<uint4*>(dst), bytes / 16);
+      else
+        check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, s), "cudaMemcpyAsync");
+    });
     (kernel ? out.kernel : out.memcpy) = 2.0 * bytes / (ms * 1e-3) / 1e9;  // bytes read plus bytes written
   }
   cudaStreamDestroy(s);
@@ -135,16 +139,9 @@ LinearTiming time_linear_w4(int64_t M, int64_t K, int64_t N, int group_size, int
   check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate");
   // One graph: launches over the weight sets in turn (so the L2 holds none of them), at least 64 launches.
   const int launches = std::max(64, sets);
-  cudaGraph_t g;
-  check(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
-  for (int i = 0; i < launches; ++i) linear_w4(x, M, K, K, w[i % sets], N, nullptr, y, N, s, narrow);
-  check(cudaStreamEndCapture(s, &g), "cudaStreamEndCapture");
-  cudaGraphExec_t ge;
-  check(cudaGraphInstantiate(&ge, g, 0), "cudaGraphInstantiate");
-  const double ms = median_replay_ms(ge, s, reps);
-  check(cudaGetLastError(), "linear_w4");
-  cudaGraphExecDestroy(ge);
-  cudaGraphDestroy(g);
+  const double ms = median_graph_ms(s, reps, "linear_w4", [&] {
+    for (int i = 0; i < launches; ++i) linear_w4(x, M, K, K, w[i % sets], N, nullptr, y, N, s, narrow);
+  });
   cudaStreamDestroy(s);
   LinearTiming t;
   t.us = ms * 1e3 / launches;

@@ -4,14 +4,14 @@
 
 #include <cstdint>
 
+#include "kernels/cuda/gemv.cuh"
 #include "kernels/cuda/ops.h"
 
 namespace lmrt::cuda {
 namespace {
 
-constexpr int kWarps = 8;    // warps per block, K split among them
-constexpr int kOuts = 4;     // outputs per block: each x load serves all of them
-constexpr int kMaxRows = 8;  // rows of x per launch (more are launched in slices of 8)
+constexpr int kWarps = kGemvWarps;
+constexpr int kOuts = 4;  // outputs per block: each x load serves all of them
 
 __device__ __forceinline__ float bf16_to_float(uint16_t b) { return __uint_as_float(static_cast<uint32_t>(b) << 16); }
 
@@ -34,10 +34,9 @@ __device__ __forceinline__ void load8(const void* w, int64_t off, float (&out)[8
   }
 }
 
-// A block computes kOuts outputs n0.. for R rows of x. Vector path (VEC: K a multiple of 8, ldx of 4): K in steps of
-// 256 inputs, a warp taking steps warp, warp + 8, ..., lane l inputs 8 l .. 8 l + 7 of a step. Scalar path: steps of
-// 32 inputs, lane l input l. Each lane's sums, then a fixed shuffle tree, then the warps' partial sums in warp
-// order: an output does not depend on M or on N.
+// A block computes kOuts outputs n0.. for R rows of x (gemv.cuh). Vector path (VEC: K a multiple of 8, ldx of 4): K in
+// steps of 256 inputs, a warp taking steps warp, warp + 8, ..., lane l inputs 8 l .. 8 l + 7 of a step. Scalar path:
+// steps of 32 inputs, lane l input l. The sums in gemv_store's fixed order.
 template <int R, bool BF16, bool VEC>
 __global__ void __launch_bounds__(32 * kWarps)
     dense_gemv(const float* __restrict__ x, int64_t K, int64_t ldx, const void* __restrict__ w, int64_t N,
@@ -86,25 +85,7 @@ __global__ void __launch_bounds__(32 * kWarps)
       }
     }
   }
-#pragma unroll
-  for (int o = 0; o < kOuts; ++o)
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-      float a = acc[o][r];
-#pragma unroll
-      for (int off = 16; off > 0; off >>= 1) a += __shfl_xor_sync(0xFFFFFFFFu, a, off);
-      if (lane == 0) part[warp][o * R + r] = a;
-    }
-  __syncthreads();
-  if (threadIdx.x < kOuts * R) {
-    const int o = threadIdx.x / R, r = threadIdx.x % R;
-    if (n0 + o < N) {
-      float a = part[0][threadIdx.x];
-#pragma unroll
-      for (int wi = 1; wi < kWarps; ++wi) a += part[wi][threadIdx.x];
-      y[r * ldy + n0 + o] = a + (bias ? bias[n0 + o] : 0.0f);
-    }
-  }
+  gemv_store<kOuts, R>(acc, part, n0, N, bias, y, ldy);
 }
 
 template <int R>
@@ -137,21 +118,9 @@ void linear(const float* x, int64_t M, int64_t K, int64_t ldx, const void* w, DT
   const bool vec = K % 8 == 0 && ldx % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
                    reinterpret_cast<uintptr_t>(w) % 16 == 0;
   const cudaStream_t s = static_cast<cudaStream_t>(stream);
-  for (int64_t m = 0; m < M; m += kMaxRows) {
-    const int64_t r = M - m < kMaxRows ? M - m : kMaxRows;
-    const float* xm = x + m * ldx;
-    float* ym = y + m * ldy;
-    switch (r) {
-      case 1: launch<1>(xm, K, ldx, w, bf16, vec, N, bias, ym, ldy, s); break;
-      case 2: launch<2>(xm, K, ldx, w, bf16, vec, N, bias, ym, ldy, s); break;
-      case 3: launch<3>(xm, K, ldx, w, bf16, vec, N, bias, ym, ldy, s); break;
-      case 4: launch<4>(xm, K, ldx, w, bf16, vec, N, bias, ym, ldy, s); break;
-      case 5: launch<5>(xm, K, ldx, w, bf16, vec, N, bias, ym, ldy, s); break;
-      case 6: launch<6>(xm, K, ldx, w, bf16, vec, N, bias, ym, ldy, s); break;
-      case 7: launch<7>(xm, K, ldx, w, bf16, vec, N, bias, ym, ldy, s); break;
-      default: launch<8>(xm, K, ldx, w, bf16, vec, N, bias, ym, ldy, s); break;
-    }
-  }
+  by_row_slices(x, M, ldx, y, ldy, [&](auto rows, const float* xm, float* ym) {
+    launch<decltype(rows)::value>(xm, K, ldx, w, bf16, vec, N, bias, ym, ldy, s);
+  });
 }
 
 void add(float* x, const float* h, int64_t n, void* stream) {

@@ -3,22 +3,21 @@
 
 #include <cstdint>
 
+#include "kernels/cuda/gemv.cuh"
 #include "kernels/cuda/ops.h"
 
 namespace lmrt::cuda {
 namespace {
 
-constexpr int kWarps = 8;    // warps per block, each taking every 8th step of K (K split 8 ways in a block)
-constexpr int kMaxRows = 8;  // rows of x per launch (more are launched in slices of 8)
+constexpr int kWarps = kGemvWarps;  // each taking every 8th step of K
 
 // A block computes KO outputs n0.. for R rows of x: each x load serves the KO outputs (a warp reads its slice of x
 // once per block, so x costs 8 R / KO times the codes' bytes: KO is 16 for 1 row, 8 for 2-4, 4 for more). K goes in
 // steps of 8 runs of 32 inputs; a warp takes steps warp, warp + 8, ... (U at a time, their loads issued before any is
 // used). In a step, lane l takes 4 bytes of run 8 * step + l / 4 (bytes 4 (l % 4) ..: inputs 4 (l % 4) + b in the low
 // nibbles, 16 + 4 (l % 4) + b in the high), so a warp's loads of an output's codes are one 128-byte line and its loads
-// of x two coalesced 16-byte reads a lane; the weights are formed in registers as fma(code, scale, min). Each lane's
-// sums, then a fixed shuffle tree, then the 8 warps' partial sums in warp order: an output does not depend on M or on
-// N.
+// of x two coalesced 16-byte reads a lane; the weights are formed in registers as fma(code, scale, min). The sums in
+// gemv_store's fixed order (gemv.cuh).
 template <int R, int KO, int U>
 __global__ void __launch_bounds__(32 * kWarps)
     w4_gemv(const float* __restrict__ x, int64_t K, int64_t ldx, const uint8_t* __restrict__ codes,
@@ -85,25 +84,7 @@ __global__ void __launch_bounds__(32 * kWarps)
       }
     }
   }
-#pragma unroll
-  for (int o = 0; o < KO; ++o)
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-      float a = acc[o][r];
-#pragma unroll
-      for (int off = 16; off > 0; off >>= 1) a += __shfl_xor_sync(0xFFFFFFFFu, a, off);
-      if (lane == 0) part[warp][o * R + r] = a;
-    }
-  __syncthreads();
-  if (threadIdx.x < KO * R) {
-    const int o = threadIdx.x / R, r = threadIdx.x % R;
-    if (n0 + o < N) {
-      float a = part[0][threadIdx.x];
-#pragma unroll
-      for (int w = 1; w < kWarps; ++w) a += part[w][threadIdx.x];
-      y[r * ldy + n0 + o] = a + (bias ? bias[n0 + o] : 0.0f);
-    }
-  }
+  gemv_store<KO, R>(acc, part, n0, N, bias, y, ldy);
 }
 
 template <int R>
@@ -112,8 +93,8 @@ void launch(const float* x, int64_t K, int64_t ldx, const W4Matrix& w, int gshif
   // registers (ptxas, sm_90a): 128 at R = 1 (KO 16), 128-178 at R = 2-4 (KO 8); 5+ rows keep KO 4 (KO 8 took
   // 186-255 registers there: one block an SM)
   constexpr int KO = R == 1 ? 16 : R <= 4 ? 8 : 4;
-  if (narrow ||
-      KO == 4) {  // the previous shape (4 outputs a block, 2 steps in flight), kept for benchmarks/bench_cuda.py
+  // narrow: the previous shape (4 outputs a block, 2 steps in flight), kept for benchmarks/bench_cuda.py
+  if (narrow || KO == 4) {
     const unsigned blocks = static_cast<unsigned>((N + 3) / 4);
     w4_gemv<R, 4, 2><<<blocks, 32 * kWarps, 0, stream>>>(x, K, ldx, w.codes, w.scales, w.mins, gshift, N, bias, y, ldy);
     return;
@@ -131,21 +112,9 @@ void linear_w4(const float* x, int64_t M, int64_t K, int64_t ldx, const W4Matrix
                float* y, int64_t ldy, void* stream, bool narrow) {
   const int gshift = w.group_size == 32 ? 5 : w.group_size == 64 ? 6 : 7;
   const cudaStream_t s = static_cast<cudaStream_t>(stream);
-  for (int64_t m = 0; m < M; m += kMaxRows) {
-    const int64_t r = M - m < kMaxRows ? M - m : kMaxRows;
-    const float* xm = x + m * ldx;
-    float* ym = y + m * ldy;
-    switch (r) {
-      case 1: launch<1>(xm, K, ldx, w, gshift, N, bias, ym, ldy, s, narrow); break;
-      case 2: launch<2>(xm, K, ldx, w, gshift, N, bias, ym, ldy, s, narrow); break;
-      case 3: launch<3>(xm, K, ldx, w, gshift, N, bias, ym, ldy, s, narrow); break;
-      case 4: launch<4>(xm, K, ldx, w, gshift, N, bias, ym, ldy, s, narrow); break;
-      case 5: launch<5>(xm, K, ldx, w, gshift, N, bias, ym, ldy, s, narrow); break;
-      case 6: launch<6>(xm, K, ldx, w, gshift, N, bias, ym, ldy, s, narrow); break;
-      case 7: launch<7>(xm, K, ldx, w, gshift, N, bias, ym, ldy, s, narrow); break;
-      default: launch<8>(xm, K, ldx, w, gshift, N, bias, ym, ldy, s, narrow); break;
-    }
-  }
+  by_row_slices(x, M, ldx, y, ldy, [&](auto rows, const float* xm, float* ym) {
+    launch<decltype(rows)::value>(xm, K, ldx, w, gshift, N, bias, ym, ldy, s, narrow);
+  });
 }
 
 }  // namespace lmrt::cuda

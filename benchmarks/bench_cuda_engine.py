@@ -219,10 +219,12 @@ def main() -> None:
     prompt = rng.integers(3, s["vocab"], 32).tolist()
     batch = [rng.integers(3, s["vocab"], 32).tolist() for _ in range(args.batch)]
     facts, rows = [f"card: {card}; shapes {s}; 4-bit groups of {GROUP}"], []
+    start = time.perf_counter()
+    stamp = lambda what: print(f"[{time.perf_counter() - start:6.1f} s] {what}", flush=True)  # noqa: E731
     with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
         dense_dir, w4_dir, w4_fp32 = write_models(Path(tmp), s, args.device)
-        facts.append(f"random checkpoints written in {time.perf_counter() - t0:.0f} s")
+        facts.append(f"random checkpoints written in {time.perf_counter() - start:.0f} s")
+        stamp("checkpoints written")
         engine = lambda path, kv: lmrt.pipeline(  # noqa: E731
             path,
             lmrt.EngineConfig(
@@ -237,16 +239,21 @@ def main() -> None:
         )
         for label, path, state in (("dense bf16", dense_dir, None), ("4-bit", w4_dir, w4_fp32)):
             ref = torch_model(path, args.device, torch.float32, state)
+            stamp(f"torch fp32 model ({label}) ready")
             with engine(path, "float32") as pipe:
+                stamp(f"lmrt ({label}) loaded")
                 verdict = greedy_check(pipe, ref, prompt, 32)
             del ref
             facts.append(f"greedy, {label}, lmrt (fp32 KV) vs torch fp32 on the same weights: {verdict}")
-            print(facts[-1], flush=True)
+            stamp(facts[-1])
         with engine(w4_dir, "int8") as pipe:
             b1 = lmrt_speed(pipe, [prompt], args.new, args.reps)
+            stamp(f"lmrt 4-bit int8 KV, batch 1: {b1:,.1f} tokens/s")
             bn = lmrt_speed(pipe, batch, args.new, args.reps)
+            stamp(f"lmrt 4-bit int8 KV, {args.batch} requests: {bn:,.1f} tokens/s")
         hf = torch_model(w4_dir, args.device, torch.bfloat16, w4_fp32)
         hf_b1 = hf_speed(hf, [prompt], args.new, args.reps, sync)
+        stamp(f"HF bf16, batch 1: {hf_b1:,.1f} tokens/s")
         hf_bn = hf_speed(hf, batch, args.new, args.reps, sync)
         rows.append(f"| lmrt 4-bit, int8 KV | {b1:,.1f} | {bn:,.1f} |")
         rows.append(f"| HF transformers bf16 (same weights dequantized) | {hf_b1:,.1f} | {hf_bn:,.1f} |")

@@ -487,25 +487,37 @@ py::tuple cuda_time_linear_w4(int64_t M, int64_t K, int64_t N, int group_size, i
 #endif
 }
 
-py::array_t<float> rmsnorm(F32In x, F32In w, float eps, const std::string& device) {
+// residual: the fused residual add (x + residual, then the norm), returning (y, x + residual).
+py::object rmsnorm(F32In x, F32In w, float eps, const std::string& device, std::optional<F32In> residual) {
   if (x.ndim() != 2) bad("x must be 2-D [M, H], got shape " + shape_str(x));
   const int64_t M = x.shape(0), H = x.shape(1);
   if (w.ndim() != 1 || w.shape(0) != H) bad("w must be [H] = [" + std::to_string(H) + "], got " + shape_str(w));
-  py::array_t<float> y({M, H});
-  const float *xp = x.data(), *wp = w.data();
-  float* yp = y.mutable_data();
+  if (residual && (residual->ndim() != 2 || residual->shape(0) != M || residual->shape(1) != H))
+    bad("residual must be x's shape [M, H], got " + shape_str(*residual));
+  py::array_t<float> y({M, H}), sum({M, H});
+  const float *xp = x.data(), *wp = w.data(), *rp = residual ? residual->data() : nullptr;
+  float *yp = y.mutable_data(), *sp = sum.mutable_data();
   [[maybe_unused]] const bool gpu = on_cuda(device);
   {
     py::gil_scoped_release nogil;
+    if (rp) {
+      std::memcpy(sp, xp, static_cast<size_t>(M * H) * sizeof(float));
 #ifdef LMRT_HAVE_CUDA
-    if (gpu) {
-      lmrt::cuda::rmsnorm_host(xp, M, H, wp, eps, yp);
-      return y;
-    }
+      if (gpu) lmrt::cuda::add_rmsnorm_host(sp, rp, M, H, wp, eps, yp);
 #endif
-    cpu::rmsnorm(xp, M, H, H, wp, eps, yp, H);
+      if (!gpu) {
+        for (int64_t i = 0; i < M * H; ++i) sp[i] += rp[i];
+        cpu::rmsnorm(sp, M, H, H, wp, eps, yp, H);
+      }
+    } else {
+#ifdef LMRT_HAVE_CUDA
+      if (gpu) lmrt::cuda::rmsnorm_host(xp, M, H, wp, eps, yp);
+#endif
+      if (!gpu) cpu::rmsnorm(xp, M, H, H, wp, eps, yp, H);
+    }
   }
-  return y;
+  if (rp) return py::make_tuple(y, sum);
+  return std::move(y);
 }
 
 py::array_t<float> rope(F32In x, I32In pos, F32In inv_freq, int n_heads, int head_dim, float attn_scale,
@@ -1015,7 +1027,9 @@ void bind_kernels(py::module_& m) {
         "(hi, lo, alpha): x [M, K] float32 as linear_i8(..., activations='int16') quantizes it: alpha = max|x| / "
         "32767 per row, c = round_half_even(x * (1 / alpha)) (0 for a zero row), hi = (c >> 8) + 128 and lo = c & "
         "255 as uint8.");
-  m.def("rmsnorm", &kern::rmsnorm, "x"_a, "w"_a, "eps"_a, "device"_a = "cpu");
+  m.def("rmsnorm", &kern::rmsnorm, "x"_a, "w"_a, "eps"_a, "device"_a = "cpu", "residual"_a = py::none(),
+        "y = x / sqrt(mean(x^2) + eps) * w per row; with residual, x + residual first, and (y, x + residual) back "
+        "(the residual add fused into the norm, as the op-set model runs it).");
   m.def("rmsnorm_bf16_tiles", &kern::rmsnorm_bf16_tiles, "x"_a, "w"_a, "eps"_a, "num_threads"_a = 1,
         "rmsnorm(x, w, eps) as the bf16 tiles' input in one pass: [round_up(M, 32), round_up(K, 32)] uint16 bf16 "
         "bits, zero padded (the prefill's norms, LlamaModel::layer_tiles).");

@@ -63,6 +63,30 @@ def test_rmsnorm_cuda(M, H):
     assert np.array_equal(K.rmsnorm(x[-1:], w, eps, device="cuda"), y[-1:])
 
 
+def test_rmsnorm_with_residual_is_the_add_then_the_norm():
+    # the op-set model's fused residual add (the CPU op set: the add, then cpu::rmsnorm)
+    x, res = rng.standard_normal((5, 96)).astype(np.float32), rng.standard_normal((5, 96)).astype(np.float32)
+    w = rng.standard_normal(96).astype(np.float32)
+    y, total = K.rmsnorm(x, w, 1e-5, residual=res)
+    assert np.array_equal(total, x + res) and np.array_equal(y, K.rmsnorm(x + res, w, 1e-5))
+    with pytest.raises(ValueError, match="residual must be"):
+        K.rmsnorm(x, w, 1e-5, residual=res[:2])
+
+
+@needs_cuda
+@pytest.mark.parametrize("M,H", [(1, 576), (7, 4096), (37, 100)])
+def test_add_rmsnorm_cuda(M, H):
+    x = (rng.standard_normal((M, H)) * 3).astype(np.float32)
+    res = rng.standard_normal((M, H)).astype(np.float32)
+    w = rng.standard_normal(H).astype(np.float32)
+    y, total = K.rmsnorm(x, w, 1e-5, device="cuda", residual=res)
+    assert np.array_equal(total, x + res)  # one fp32 add an element, as numpy's
+    assert np.array_equal(y, K.rmsnorm(x + res, w, 1e-5, device="cuda"))  # the unfused kernel's bits
+    s64 = (x + res).astype(np.float64)
+    ref = s64 / np.sqrt((s64**2).mean(1, keepdims=True) + 1e-5) * w
+    assert (np.abs(y - ref) <= RMSNORM_RTOL * np.abs(ref) + 1e-7).all()
+
+
 @needs_cuda
 @pytest.mark.parametrize("M,I", [(1, 1536), (5, 8192), (33, 77), (2, 20000)])
 def test_silu_mul_cuda(M, I):

@@ -45,6 +45,11 @@ void CpuOps::rmsnorm(const float* x, int64_t M, int64_t H, int64_t ldx, const fl
   cpu::rmsnorm(x, M, H, ldx, w, eps, y, ldy);
 }
 
+void CpuOps::add_rmsnorm(float* x, const float* h, int64_t M, int64_t H, const float* w, float eps, float* y) {
+  if (h) add(x, h, M * H);
+  cpu::rmsnorm(x, M, H, H, w, eps, y, H);
+}
+
 void CpuOps::linear(const DeviceMatrix& w, const float* x, int64_t M, int64_t ldx, const float* bias, float* y,
                     int64_t ldy) {
   apply_linear(pool_, *w.host, x, M, ldx, bias, y, ldy);  // exact fp32 (no int8 scratch)

@@ -24,6 +24,7 @@ class CpuOps final : public DeviceOps {
   void embedding(const void* table, DType dt, int64_t H, const int32_t* ids, int64_t M, float* out) override;
   void rmsnorm(const float* x, int64_t M, int64_t H, int64_t ldx, const float* w, float eps, float* y,
                int64_t ldy) override;
+  void add_rmsnorm(float* x, const float* h, int64_t M, int64_t H, const float* w, float eps, float* y) override;
   void linear(const DeviceMatrix& w, const float* x, int64_t M, int64_t ldx, const float* bias, float* y,
               int64_t ldy) override;
   void rope(float* x, int64_t M, int64_t ldx, int n_heads, int head_dim, const int32_t* pos, const float* inv_freq,

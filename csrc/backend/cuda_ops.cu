@@ -71,6 +71,10 @@ class CudaOps final : public DeviceOps {
     cuda::rmsnorm(x, M, H, ldx, w, eps, y, ldy, stream_);
     launched("rmsnorm");
   }
+  void add_rmsnorm(float* x, const float* h, int64_t M, int64_t H, const float* w, float eps, float* y) override {
+    cuda::add_rmsnorm(x, h, M, H, w, eps, y, stream_);
+    launched("add_rmsnorm");
+  }
   void linear(const DeviceMatrix& w, const float* x, int64_t M, int64_t ldx, const float* bias, float* y,
               int64_t ldy) override {
     if (w.format == WeightFormat::W4)

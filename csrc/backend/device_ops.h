@@ -55,6 +55,8 @@ class DeviceOps {
   virtual void embedding(const void* table, DType dt, int64_t H, const int32_t* ids, int64_t M, float* out) = 0;
   virtual void rmsnorm(const float* x, int64_t M, int64_t H, int64_t ldx, const float* w, float eps, float* y,
                        int64_t ldy) = 0;
+  // The residual add, then the norm: x += h (h may be null; h == y allowed), y = rmsnorm(x); [M, H] contiguous.
+  virtual void add_rmsnorm(float* x, const float* h, int64_t M, int64_t H, const float* w, float eps, float* y) = 0;
   // y [M, w.rows] (row stride ldy) = x [M, w.cols] (row stride ldx) W^T (+ bias [w.rows])
   virtual void linear(const DeviceMatrix& w, const float* x, int64_t M, int64_t ldx, const float* bias, float* y,
                       int64_t ldy) = 0;

@@ -134,8 +134,13 @@ const float* OpsLlamaModel::forward(const Batch& batch) {
 
   float* x = x_.data<float>();
   ops_.embedding(embed_, weights_.embed.dtype, H, tokens_.data<int32_t>(), T, x);
-  for (const Layer& l : layers_) layer(l, T);
+  const float* residual = nullptr;  // the last layer's output, not yet in x
+  for (const Layer& l : layers_) {
+    layer(l, T, residual);
+    residual = h_.data<float>();
+  }
   if (R == 0) return nullptr;
+  if (residual) ops_.add(x, residual, T * H);
   float* sel = sel_.data<float>();
   for (int64_t r = 0; r < R; ++r) {
     const int64_t row = batch.logit_rows[r];
@@ -147,8 +152,9 @@ const float* OpsLlamaModel::forward(const Batch& batch) {
   return host_logits_.data();
 }
 
-// One decoder layer, LlamaModel::layer's ops in its order (exact fp32).
-void OpsLlamaModel::layer(const Layer& w, int64_t T) {
+// One decoder layer, LlamaModel::layer's ops in its order (exact fp32), each residual add fused into the norm after
+// it (the last one into the next layer's first norm).
+void OpsLlamaModel::layer(const Layer& w, int64_t T, const float* residual) {
   const int64_t H = spec_.hidden_size, I = spec_.intermediate_size, QKV = spec_.qkv_dim(), Q = spec_.q_dim();
   const int64_t KVD = spec_.kv_dim();
   const int nh = spec_.num_heads, nkv = spec_.num_kv_heads, hd = spec_.head_dim;
@@ -156,7 +162,7 @@ void OpsLlamaModel::layer(const Layer& w, int64_t T) {
   float *x = x_.data<float>(), *h = h_.data<float>(), *qkv = qkv_.data<float>(), *attn = attn_.data<float>();
   const int32_t* pos = positions_.data<int32_t>();
   // attention block
-  ops_.rmsnorm(x, T, H, H, w.input_norm, eps, h, H);
+  ops_.add_rmsnorm(x, residual, T, H, w.input_norm, eps, h);
   ops_.linear(w.qkv, h, T, H, w.qkv_bias, qkv, QKV);
   ops_.rope(qkv, T, QKV, nh + nkv, hd, pos, inv_freq_, spec_.attention_scaling);  // q heads, then k heads
   if (rotate_qk_) ops_.hadamard_heads(qkv, T, QKV, nh + nkv, hd);
@@ -165,13 +171,11 @@ void OpsLlamaModel::layer(const Layer& w, int64_t T) {
   ops_.paged_attention(w.kv, qkv, QKV, attn, Q, pos, tables_.data<int32_t>(), table_start_.data<int64_t>(),
                        host_table_start_.data(), T, nh, scale);
   ops_.linear(w.o, attn, T, Q, nullptr, h, H);
-  ops_.add(x, h, T * H);
   // MLP block
-  ops_.rmsnorm(x, T, H, H, w.post_attn_norm, eps, h, H);
+  ops_.add_rmsnorm(x, h, T, H, w.post_attn_norm, eps, h);
   ops_.linear(w.gate_up, h, T, H, nullptr, gu_.data<float>(), 2 * I);
   ops_.silu_mul(gu_.data<float>(), T, I, 2 * I, act_.data<float>(), I);
-  ops_.linear(w.down, act_.data<float>(), T, I, nullptr, h, H);
-  ops_.add(x, h, T * H);
+  ops_.linear(w.down, act_.data<float>(), T, I, nullptr, h, H);  // added into x by the next norm
 }
 
 std::unique_ptr<Model> make_model(ModelSpec spec, Weights weights, Backend& backend, const KVCacheShape& kv,

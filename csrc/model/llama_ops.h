@@ -37,7 +37,8 @@ class OpsLlamaModel final : public Model {
   const T* upload(const std::vector<T>& host);
   void* kv_array(size_t bytes);  // a KV pool array, zeroed, kept for the model's lifetime
   void reserve(int64_t T, int64_t R, int64_t table_len);
-  void layer(const Layer& w, int64_t T);
+  // One decoder layer; residual: the previous layer's last output (in h_), added into x_ by this layer's first norm.
+  void layer(const Layer& w, int64_t T, const float* residual);
 
   ModelSpec spec_;
   Weights weights_;  // host: the CPU op set's matrices are views of it

@@ -80,6 +80,15 @@ void rmsnorm_host(const float* x, int64_t M, int64_t H, const float* w, float ep
   dy.to_host(y);
 }
 
+void add_rmsnorm_host(float* x, const float* add, int64_t M, int64_t H, const float* w, float eps, float* y) {
+  need_device();
+  DeviceArray<float> dx(x, M * H), da(add, M * H), dw(w, H), dy(nullptr, M * H);
+  add_rmsnorm(dx.p, da.p, M, H, dw.p, eps, dy.p, nullptr);
+  finish("add_rmsnorm");
+  dy.to_host(y);
+  dx.to_host(x);
+}
+
 void silu_mul_host(const float* gu, int64_t M, int64_t I, float* out) {
   need_device();
   DeviceArray<float> dg(gu, M * 2 * I), dout(nullptr, M * I);

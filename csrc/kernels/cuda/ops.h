@@ -23,6 +23,9 @@ std::string device_name();
 //   fp32 over a fixed tree (so a row's result does not depend on M)
 void rmsnorm(const float* x, int64_t M, int64_t H, int64_t ldx, const float* w, float eps, float* y, int64_t ldy,
              void* stream);
+// The residual add fused into the norm: x += add (add may be null), then y = rmsnorm(x); x, add, y [M, H] contiguous.
+// The same bits as cuda::add then cuda::rmsnorm, in one launch.
+void add_rmsnorm(float* x, const float* add, int64_t M, int64_t H, const float* w, float eps, float* y, void* stream);
 // out[m, i] = silu(gu[m, i]) * gu[m, I + i]   (cpu::silu_mul's contract)
 //   gu [M, 2I] row stride ldg, out [M, I] row stride ldo
 void silu_mul(const float* gu, int64_t M, int64_t I, int64_t ldg, float* out, int64_t ldo, void* stream);
@@ -73,6 +76,8 @@ void hadamard_heads(float* x, int64_t M, int64_t ldx, int n_heads, int head_dim,
 // Test plumbing: the op on host arrays (copied to the device and back, outputs poisoned with NaN beforehand so an
 // element the op does not write shows). std::runtime_error naming the CUDA error, or "no CUDA device: why".
 void rmsnorm_host(const float* x, int64_t M, int64_t H, const float* w, float eps, float* y);
+// add_rmsnorm on host arrays: x (updated in place: x + add) and y.
+void add_rmsnorm_host(float* x, const float* add, int64_t M, int64_t H, const float* w, float eps, float* y);
 void silu_mul_host(const float* gu, int64_t M, int64_t I, float* out);
 // x rotated in place on the host array.
 void rope_host(float* x, int64_t M, int n_heads, int head_dim, const int32_t* pos, const float* inv_freq,

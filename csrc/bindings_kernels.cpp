@@ -448,6 +448,18 @@ py::tuple cuda_available() {
 #endif
 }
 
+// (free, total) bytes of the first CUDA device's memory (RuntimeError without a device or a CUDA build).
+py::tuple cuda_memory() {
+  on_cuda("cuda");
+#ifdef LMRT_HAVE_CUDA
+  size_t free_bytes = 0, total_bytes = 0;
+  lmrt::cuda::memory_info(&free_bytes, &total_bytes);
+  return py::make_tuple(free_bytes, total_bytes);
+#else
+  return py::make_tuple(0, 0);
+#endif
+}
+
 // Device-side timings for benchmarks/bench_cuda.py (RuntimeError without a device or a CUDA build).
 py::tuple cuda_copy_bandwidth(size_t bytes, int reps) {
   on_cuda("cuda");
@@ -1043,6 +1055,7 @@ void bind_kernels(py::module_& m) {
   m.def("cuda_available", &kern::cuda_available,
         "(True, the device's name) where this build has the CUDA backend and the runtime finds a device; else "
         "(False, what is missing).");
+  m.def("cuda_memory", &kern::cuda_memory, "(free, total) bytes of the first CUDA device's memory.");
   m.def("cuda_copy_bandwidth", &kern::cuda_copy_bandwidth, "bytes"_a, "reps"_a = 20,
         "(cudaMemcpyAsync, a copy kernel): the device-to-device copy's bandwidth in GB/s (bytes read plus "
         "written), medians of reps.");

@@ -231,6 +231,7 @@ def test_a_session_len_beyond_the_model_is_refused_by_name(monkeypatch, capsys):
         (["--max-batch-size", "3"], "max_batch_size", 3),
         (["--prefill-precision", "fp32"], "prefill_precision", "fp32"),
         (["--linear-precision", "int8"], "linear_precision", "int8"),
+        (["--device", "cuda"], "device", "cuda"),
     ],
 )
 @pytest.mark.parametrize("command", [["info"], ["generate", "--prompt", "x"], ["chat"]])

@@ -175,6 +175,21 @@ def test_device_cuda_without_a_device_is_refused_with_what_is_missing():
     assert why in e.value.requirement and "'cpu'" in e.value.requirement
 
 
+def test_kv_cache_sizing_on_the_gpu_takes_its_free_memory():
+    # device "cuda" sizes an automatic pool from the GPU's free memory (resolve reads it), and says so
+    from lmrt.resolve import _kv_blocks
+
+    cfg = EngineConfig(max_batch_size=16)  # 16 x 128 blocks of 1 MiB wanted, 819 allowed
+    num, how = _kv_blocks(cfg, 8192, 1 << 20, 0, 8 * GIB, "free GPU memory")
+    assert num == int(8 * GIB * 0.1) // (1 << 20) and how.endswith("capped at 10% of the free GPU memory")
+    if _core.kernels.cuda_available()[0]:
+        free, total = _core.kernels.cuda_memory()
+        assert 0 < free <= total
+    else:
+        with pytest.raises(RuntimeError, match="no CUDA device|no CUDA backend"):
+            _core.kernels.cuda_memory()
+
+
 def test_the_op_set_model_resolves_to_what_it_runs():
     # LMRT_OPS_MODEL on the CPU (device "cuda" resolves the same way where a device is found): exact fp32, a dense
     # output matrix for 4-bit weights, and no int4-per-channel keys

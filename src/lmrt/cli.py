@@ -39,6 +39,7 @@ _ENGINE_FLAGS = {
     "session_len": "session_len",
     "cache_memory_gib": "cache_memory_gib",
     "max_batch_size": "max_batch_size",
+    "device": "device",
 }
 _GENERATION_FLAGS = {
     name: name
@@ -87,7 +88,7 @@ def _engine_args(parser: argparse.ArgumentParser, max_batch_size: int) -> None:
         type=float,
         metavar="GIB",
         help="KV cache size (default: what --max-batch-size sessions of --session-len tokens need, "
-        "at most 10%% of the available RAM)",
+        "at most 10%% of the available RAM, or of the GPU's free memory with --device cuda)",
     )
     group.add_argument(
         "--max-batch-size",
@@ -102,6 +103,12 @@ def _engine_args(parser: argparse.ArgumentParser, max_batch_size: int) -> None:
         choices=["auto", "fp32", "bf16"],
         help="bf16: prompt chunks in bf16 (AMX tiles or AVX512-BF16); fp32: exact "
         "(default: auto, bf16 where the CPU has either)",
+    )
+    group.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        help="where the model runs: cpu, or cuda, the first NVIDIA GPU (exact fp32 activations; a first version of "
+        "the CUDA backend) (default: cpu)",
     )
     group.add_argument(
         "--linear-precision",
@@ -579,6 +586,7 @@ def format_info(info: dict) -> str:
         ("session length", f"{info['session_len']:,} tokens"),
         ("max batch size", str(info.get("max_batch_size", "-"))),
         ("sampling defaults", _format_sampling(info)),
+        ("device", info.get("device", "cpu")),
         ("kernel path", info["kernel_isa"]),
         (
             "prefill",

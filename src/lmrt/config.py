@@ -56,7 +56,8 @@ class EngineConfig:
         `quant_policy` is accepted as an alias: 0 = auto, 8 = int8, 4 = int4.
     max_batch_size: requests decoding together at most.
     cache_memory_gib: memory for the paged KV cache; None = what max_batch_size full sessions need,
-        capped at 10% of the available RAM (``Pipeline.info()["kv_cache_sizing"]`` says which applied).
+        capped at 10% of the available RAM, or of the GPU's free memory with device "cuda"
+        (``Pipeline.info()["kv_cache_sizing"]`` says which applied).
     block_size: tokens per KV block.
     num_threads: kernel threads; None = physical cores.
     session_len: prompt + generated tokens per request; None = the model's max_position_embeddings

@@ -155,7 +155,11 @@ def resolve(config: EngineConfig, spec: ModelSpec, machine: Machine) -> Resolved
             kv_dtype,
             "int4 keys per channel run on the CPU's own model only so far: use 'int4-per-token', 'k8v4' or 'int8'",
         )
-    num_blocks, sizing = _kv_blocks(config, session_len, bytes_per_block, staging, machine)
+    if config.device == "cuda":  # the pool lives in the GPU's memory
+        available, memory = _core.kernels.cuda_memory()[0], "free GPU memory"
+    else:
+        available, memory = machine.available_ram_bytes, "available RAM"
+    num_blocks, sizing = _kv_blocks(config, session_len, bytes_per_block, staging, available, memory)
     linear = "fp32" if config.linear_precision == "auto" else config.linear_precision
     lm_head = config.lm_head_dtype
     if lm_head == "auto":
@@ -234,11 +238,12 @@ def _prefill(config: EngineConfig, machine: Machine) -> tuple[str, Optional[str]
 
 
 def _kv_blocks(
-    config: EngineConfig, session_len: int, bytes_per_block: int, staging: int, machine: Machine
+    config: EngineConfig, session_len: int, bytes_per_block: int, staging: int, available: int, memory: str
 ) -> tuple[int, str]:
     """cache_memory_gib when given; else what max_batch_size full sessions need, capped at
-    DEFAULT_CACHE_FRACTION of the available RAM. `staging`: bytes the pool needs besides its blocks (int4
-    K's staging slots), inside the budget. Returns (blocks, how they were chosen)."""
+    DEFAULT_CACHE_FRACTION of `available` bytes (the available RAM, or the GPU's free memory: `memory` names it).
+    `staging`: bytes the pool needs besides its blocks (int4 K's staging slots), inside the budget. Returns (blocks,
+    how they were chosen)."""
     if config.cache_memory_gib is not None:
         num = (int(config.cache_memory_gib * 2**30) - staging) // bytes_per_block
         if num < 1:
@@ -252,12 +257,12 @@ def _kv_blocks(
     n = config.max_batch_size
     sessions = f"{n} session{'s' if n > 1 else ''} of {session_len:,} tokens"
     needed = -(-session_len // config.block_size) * n
-    cap = (int(machine.available_ram_bytes * DEFAULT_CACHE_FRACTION) - staging) // bytes_per_block
+    cap = (int(available * DEFAULT_CACHE_FRACTION) - staging) // bytes_per_block
     if needed <= cap:
         return needed, f"what {sessions} need{'s' if n == 1 else ''}"
     return max(1, cap), (
         f"{sessions} would need {needed * bytes_per_block / 2**30:.1f} GiB; capped at "
-        f"{DEFAULT_CACHE_FRACTION:.0%} of the available RAM"
+        f"{DEFAULT_CACHE_FRACTION:.0%} of the {memory}"
     )
 
 

@@ -72,6 +72,11 @@ std::string device_name() {
   return p.name;
 }
 
+void memory_info(size_t* free_bytes, size_t* total_bytes) {
+  need_device();
+  check(cudaMemGetInfo(free_bytes, total_bytes), "cudaMemGetInfo");
+}
+
 void rmsnorm_host(const float* x, int64_t M, int64_t H, const float* w, float eps, float* y) {
   need_device();
   DeviceArray<float> dx(x, M * H), dw(w, H), dy(nullptr, M * H);

@@ -15,8 +15,10 @@ namespace lmrt::cuda {
 // True when the CUDA runtime finds a device; otherwise false, and *why (if given) says what is missing (no driver,
 // no device, a driver older than the runtime).
 bool available(std::string* why);
-// The first device's name and its global memory in bytes ("" and 0 without one).
+// The first device's name ("" without one).
 std::string device_name();
+// The first device's free and total global memory in bytes (std::runtime_error without a device).
+void memory_info(size_t* free_bytes, size_t* total_bytes);
 
 // y[m, :] = x[m, :] / sqrt(mean(x[m, :]^2) + eps) * w[:]   (cpu::rmsnorm's contract; y == x allowed)
 //   x [M, H] row stride ldx, w [H], y [M, H] row stride ldy; one block of threads per row, the sum of squares in

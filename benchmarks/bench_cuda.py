@@ -27,6 +27,9 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--rows", default="1,2,4,8", help="rows of x (decode batch sizes), comma-separated")
     ap.add_argument("--groups", default="128,32", help="group sizes, comma-separated")
+    ap.add_argument(
+        "--tc-rows", default="16,64,512", help="rows timed on the tensor cores (and the GEMVs beside), comma-separated"
+    )
     ap.add_argument("--results", default=None, help="file the dated section is appended to (default RESULTS.md)")
     args = ap.parse_args()
 
@@ -47,26 +50,38 @@ def main() -> None:
         "layer us (% copy)",
     ]
     rows = []
-    for M in (int(m) for m in args.rows.split(",")):
-        for g, narrow in ((int(x), n) for x in args.groups.split(",") for n in (False, True)):
-            if narrow and M > 4:
-                continue  # 5+ rows run the narrow shape anyway
-            cells, total_us, total_bytes = [], 0.0, 0.0
-            for _, k, n in SHAPES:
-                us, nbytes = K.cuda_time_linear_w4(M, k, n, g, args.reps, narrow=narrow)
-                gbs = nbytes / (us * 1e-6) / 1e9
-                cells.append(f"{us:.2f} ({gbs:,.0f}, {100 * gbs / copy:.0f}%)")
-                total_us += us
-                total_bytes += nbytes
-            layer = total_bytes / (total_us * 1e-6) / 1e9
-            kernel = "4 outputs a block" if narrow or M > 4 else f"{16 if M == 1 else 8} outputs a block"
-            rows.append(
-                f"| {M} | {g} | {kernel} | " + " | ".join(cells) + f" | {total_us:.1f} ({100 * layer / copy:.0f}%) |"
-            )
-            print(rows[-1], flush=True)
+    runs = [
+        (int(m), int(g), narrow, False)
+        for m in args.rows.split(",")
+        for g in args.groups.split(",")
+        for narrow in (False, True)
+        if not (narrow and int(m) > 4)
+    ]  # 5+ rows run the narrow shape anyway
+    g0 = int(args.groups.split(",")[0])
+    for m in (int(v) for v in args.tc_rows.split(",") if v):
+        # the GEMVs beside (8 rows a pass; up to 64 rows: 512 would take minutes), then the tensor cores
+        runs += ([(m, g0, False, False)] if m <= 64 and str(m) not in args.rows.split(",") else []) + [
+            (m, g0, False, True)
+        ]
+    for M, g, narrow, tc in runs:
+        cells, total_us, total_bytes = [], 0.0, 0.0
+        for _, k, n in SHAPES:
+            us, nbytes = K.cuda_time_linear_w4(M, k, n, g, args.reps, narrow=narrow, tensor_cores=tc)
+            gbs = nbytes / (us * 1e-6) / 1e9
+            cells.append(f"{us:.2f} ({gbs:,.0f}, {100 * gbs / copy:.0f}%)")
+            total_us += us
+            total_bytes += nbytes
+        layer = total_bytes / (total_us * 1e-6) / 1e9
+        kernel = "4 outputs a block" if narrow or M > 4 else f"{16 if M == 1 else 8} outputs a block"
+        if tc:
+            kernel = "tensor cores (64 x 64 tiles)"
+        rows.append(
+            f"| {M} | {g} | {kernel} | " + " | ".join(cells) + f" | {total_us:.1f} ({100 * layer / copy:.0f}%) |"
+        )
+        print(rows[-1], flush=True)
 
     section = results_log.section(
-        f"CUDA 4-bit decode GEMV on {name}",
+        f"CUDA 4-bit linear on {name}: the decode GEMV, and the tensor cores",
         "bench_cuda.py",
         [
             f"card: {name}; device-to-device copy of 2 GiB (bytes read + written, medians of {args.reps}): "
@@ -76,7 +91,8 @@ def main() -> None:
             "CUDA graph of >= 64 launches cycling through >= 512 MiB of weight sets (past the 60 MB L2)",
             "linear_w4 on the GPU (csrc/kernels/cuda/linear_w4.cu): a block of 8 warps per 16 outputs (1 row), 8 "
             "(2-4 rows) or 4 (5+ rows; and narrow=True, the earlier shape, for comparison), K split among the warps, "
-            "rows of x 8 at a time",
+            "rows of x 8 at a time; tensor cores: linear_w4_tc (linear_tc.cu: bf16 WMMA, 64 x 64 tiles of y a block "
+            "of 4 warps, weights formed in registers and rounded to bf16), the prompt-chunk and large-batch path",
         ],
         header,
         rows,

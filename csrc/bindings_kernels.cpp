@@ -107,14 +107,15 @@ py::array_t<float> run_linear(F32In x, py::array w, std::optional<F32In> bias, c
 bool on_cuda(const std::string& device);
 
 py::array_t<float> linear(F32In x, py::array w, std::optional<F32In> bias, const std::string& wdtype, int num_threads,
-                          const std::string& device) {
+                          const std::string& device, bool tensor_cores) {
   [[maybe_unused]] const bool gpu = on_cuda(device);
+  if (tensor_cores && !gpu) bad("tensor_cores=True runs on device='cuda'");
   return run_linear(x, w, bias, wdtype, num_threads,
-                    [gpu](cpu::ThreadPool& pool, const float* xp, const void* wp, const float* bp, float* yp, int64_t M,
-                          int64_t K, int64_t N, cpu::DType dt) {
+                    [gpu, tensor_cores](cpu::ThreadPool& pool, const float* xp, const void* wp, const float* bp,
+                                        float* yp, int64_t M, int64_t K, int64_t N, cpu::DType dt) {
 #ifdef LMRT_HAVE_CUDA
                       if (gpu) {
-                        lmrt::cuda::linear_host(xp, M, K, wp, dt, N, bp, yp);
+                        lmrt::cuda::linear_host(xp, M, K, wp, dt, N, bp, yp, tensor_cores);
                         return;
                       }
 #endif
@@ -231,10 +232,11 @@ cpu::Int8Unit int8_unit_arg(bool vnni, std::optional<bool> amx) {
 py::array_t<float> linear_w4(F32In x, py::array codes, py::array scales_in, py::array mins_in, int group_size,
                              std::optional<F32In> bias, int num_threads, const std::optional<std::string>& tile_unit,
                              const std::string& activations, bool vnni, std::optional<bool> amx, bool interleaved,
-                             bool silu_mul, const std::string& device) {
+                             bool silu_mul, const std::string& device, bool tensor_cores) {
   check_threads(num_threads);
   const std::optional<cpu::TileUnit> unit = tile_unit_arg(tile_unit, true);
   [[maybe_unused]] const bool gpu = on_cuda(device);
+  if (tensor_cores && !gpu) bad("tensor_cores=True runs on device='cuda' (the CPU's bf16 tiles: tile_unit=)");
   if (gpu && (unit || activations != "fp32")) bad("device='cuda' takes neither tile_unit nor activations='int8'");
   if (activations != "fp32" && activations != "int8")
     bad("activations must be 'fp32' or 'int8', got '" + activations + "'");
@@ -289,7 +291,7 @@ py::array_t<float> linear_w4(F32In x, py::array codes, py::array scales_in, py::
     cpu::ThreadPool& pool = pool_for(num_threads);
 #ifdef LMRT_HAVE_CUDA
     if (gpu) {
-      lmrt::cuda::linear_w4_host(xp, M, K, w, N, bp, yp);
+      lmrt::cuda::linear_w4_host(xp, M, K, w, N, bp, yp, tensor_cores);
       return y;
     }
 #endif
@@ -478,8 +480,8 @@ py::tuple cuda_copy_bandwidth(size_t bytes, int reps) {
 #endif
 }
 
-py::tuple cuda_time_linear_w4(int64_t M, int64_t K, int64_t N, int group_size, int reps, size_t min_bytes,
-                              bool narrow) {
+py::tuple cuda_time_linear_w4(int64_t M, int64_t K, int64_t N, int group_size, int reps, size_t min_bytes, bool narrow,
+                              bool tensor_cores) {
   on_cuda("cuda");
   if (group_size != 32 && group_size != 64 && group_size != 128)
     bad("group_size must be 32, 64 or 128, got " + std::to_string(group_size));
@@ -491,7 +493,7 @@ py::tuple cuda_time_linear_w4(int64_t M, int64_t K, int64_t N, int group_size, i
   lmrt::cuda::LinearTiming t;
   {
     py::gil_scoped_release nogil;
-    t = lmrt::cuda::time_linear_w4(M, K, N, group_size, reps, min_bytes, narrow);
+    t = lmrt::cuda::time_linear_w4(M, K, N, group_size, reps, min_bytes, narrow, tensor_cores);
   }
   return py::make_tuple(t.us, t.bytes);
 #else
@@ -998,12 +1000,14 @@ void bind_kernels(py::module_& m) {
         "'avx512bf16' (VDPBF16PS), or 'model' (the software model of AMX's instruction, any CPU). mode='add': "
         "y0 + that; mode='silu_mul': silu(c[:, :N/2]) * c[:, N/2:] as bf16 bits (uint16), for c = x @ w.T (+ bias).");
   m.def("linear", &kern::linear, "x"_a, "w"_a, "bias"_a = py::none(), "wdtype"_a = "f32", "num_threads"_a = 1,
-        "device"_a = "cpu",
+        "device"_a = "cpu", "tensor_cores"_a = false,
         "y = x @ w.T (+ bias). x [M, K] float32; w [N, K] float32, or uint16 bf16 bits with wdtype='bf16'. "
-        "device='cuda': the CUDA op on copies of the arrays.");
+        "device='cuda': the CUDA op on copies of the arrays; tensor_cores=True (cuda): x and w rounded to bf16, "
+        "fp32 sums on the tensor cores (cuda::linear_tc).");
   m.def("linear_w4", &kern::linear_w4, "x"_a, "codes"_a, "scales"_a, "mins"_a, "group_size"_a, "bias"_a = py::none(),
         "num_threads"_a = 1, "tile_unit"_a = py::none(), "activations"_a = "fp32", "vnni"_a = true,
         "amx"_a = py::none(), "interleaved"_a = false, "silu_mul"_a = false, "device"_a = "cpu",
+        "tensor_cores"_a = false,
         "y = x @ w.T (+ bias) for 4-bit w[n, k] = code * scales[n, k // g] + mins[n, k // g]. codes [N, K/2] "
         "uint8: in each run of 32 inputs byte j holds input j (low nibble) and j + 16 (high nibble). "
         "tile_unit='amx' or 'avx512bf16' runs it on that bf16 tile unit (x and the dequantised w rounded to "
@@ -1014,7 +1018,8 @@ void bind_kernels(py::module_& m) {
         "never; the same bits whichever runs. interleaved=True with a tile_unit: the bf16 tiles packed from that "
         "layout (the row layout's bits where its scales and mins are halves). silu_mul=True (interleaved): "
         "w's first N/2 rows are gates, the next N/2 their ups, and y [M, N/2] = silu(gate) * up in one pass "
-        "(linear_w4a8_il_silu). device='cuda': the CUDA op on copies of the arrays.");
+        "(linear_w4a8_il_silu). device='cuda': the CUDA op on copies of the arrays; tensor_cores=True (cuda): x "
+        "and the dequantised w rounded to bf16, fp32 sums on the tensor cores (cuda::linear_w4_tc).");
   m.def("quantize_q8", &kern::quantize_q8, "x"_a,
         "(q [M, K] int8, d [M, K/32] float32): x's runs of 32 inputs as linear_w4 with activations='int8' "
         "quantizes them, d = max|x| / 127, q = round_half_even(x * (1 / d)) in float32.");
@@ -1060,10 +1065,11 @@ void bind_kernels(py::module_& m) {
         "(cudaMemcpyAsync, a copy kernel): the device-to-device copy's bandwidth in GB/s (bytes read plus "
         "written), medians of reps.");
   m.def("cuda_time_linear_w4", &kern::cuda_time_linear_w4, "M"_a, "K"_a, "N"_a, "group_size"_a, "reps"_a = 20,
-        "min_bytes"_a = size_t(1) << 29, "narrow"_a = false,
+        "min_bytes"_a = size_t(1) << 29, "narrow"_a = false, "tensor_cores"_a = false,
         "(microseconds per call, bytes per call) of linear_w4 on the GPU at [M, K] x [N, K], on device inputs from "
         "a hash, cycling weight sets of min_bytes in all (past the L2), in a CUDA graph; median of reps. narrow: the "
-        "earlier kernel shape (4 outputs a block), for comparison.");
+        "earlier kernel shape (4 outputs a block), for comparison; tensor_cores: linear_w4_tc (prompt chunks, "
+        "large batches).");
   m.def("kv_store", &kern::kv_store, "k_cache"_a, "v_cache"_a, "k"_a, "v"_a, "slots"_a, "n_kv_heads"_a, "head_dim"_a,
         "block_size"_a, "dtype"_a = "f32", "v_dtype"_a = py::none(), "k_scales"_a = py::none(),
         "k_zeros"_a = py::none(), "v_scales"_a = py::none(), "v_zeros"_a = py::none(), "stage"_a = py::none(),

@@ -158,6 +158,89 @@ def test_linear_w4_cuda(M, N, Kd, g):
     assert np.array_equal(K.linear_w4(x[-1:], packed, scales, mins, g, bias=bias, device="cuda"), y[-1:])
 
 
+# The tensor-core path: bf16 products are exact in fp32; the MMA units add a fragment's 16 products and the running
+# sum in fp32 in an order (and with truncation, on some parts) of their own: ~2 ulp of the sum of |products| per add.
+def tc_tol(Kd):
+    return (Kd + 16) * 2.0**-22
+
+
+def bf16_round64(a):
+    """float32 values rounded to bf16 (nearest even), as float64."""
+    return K.bf16_to_f32(K.f32_to_bf16(np.ascontiguousarray(a, dtype=np.float32))).astype(np.float64)
+
+
+def check_tc(y, x, w_bf16_64, bias, Kd, cpu_exact):
+    """y against float64 sums of the same bf16-rounded operands (+ fp32 bias), and the exact fp32 op within the
+    bf16 rounding of x and w (the product of two roundings, 2^-8 relative each)."""
+    xb = bf16_round64(x)
+    ref = xb @ w_bf16_64.T + bias
+    scale = np.abs(xb) @ np.abs(w_bf16_64).T + np.abs(bias)
+    assert np.isfinite(y).all(), "an output was not written (NaN poison)"
+    assert (np.abs(y - ref) <= tc_tol(Kd) * scale).all(), np.abs(y - ref).max()
+    assert (np.abs(y - cpu_exact) <= 2 * 2.0**-8 * scale + tc_tol(Kd) * scale).all()
+
+
+@needs_cuda
+@pytest.mark.parametrize(
+    "M,N,Kd,dtype",
+    [
+        (16, 64, 64, "f32"),  # one tile
+        (17, 100, 100, "bf16"),  # K, N not multiples of the tile: the guarded loads
+        (130, 577, 576, "f32"),
+        (64, 1000, 2048, "bf16"),
+        (300, 130, 40, "bf16"),  # K < a step, and odd rows
+    ],
+)
+def test_linear_tc_cuda(M, N, Kd, dtype):
+    x = rng.standard_normal((M, Kd)).astype(np.float32)
+    w32 = rng.standard_normal((N, Kd)).astype(np.float32)
+    w = K.f32_to_bf16(w32) if dtype == "bf16" else w32
+    wb = K.bf16_to_f32(w).astype(np.float64) if dtype == "bf16" else bf16_round64(w32)
+    bias = rng.standard_normal(N).astype(np.float32)
+    y = K.linear(x, w, bias=bias, wdtype=dtype, device="cuda", tensor_cores=True)
+    check_tc(y, x, wb, bias, Kd, K.linear(x, w, bias=bias, wdtype=dtype))
+    # a row's outputs do not depend on the rows launched with it (its place in the 64-row tile differs)
+    assert np.array_equal(K.linear(x[-1:], w, bias=bias, wdtype=dtype, device="cuda", tensor_cores=True), y[-1:])
+
+
+@needs_cuda
+@pytest.mark.parametrize(
+    "M,N,Kd,g,style",
+    [
+        (16, 64, 64, 32, "awq"),
+        (33, 577, 576, 32, "gguf"),  # N not a multiple of the tile
+        (130, 1000, 2048, 64, "gguf"),
+        (64, 4096, 4096, 128, "awq"),  # the decode of 64 requests at the issue's widths
+        (513, 192, 1536, 32, "gguf"),  # a prompt chunk of 512 and one more
+    ],
+)
+def test_linear_w4_tc_cuda(M, N, Kd, g, style):
+    from test_kernels_quant import make_w4, pack_w4
+
+    x = rng.standard_normal((M, Kd)).astype(np.float32)
+    codes, scales, mins = make_w4(N, Kd, g, style)
+    packed = pack_w4(codes)
+    bias = rng.standard_normal(N).astype(np.float32)
+    # each weight as the kernel forms it: fma(code, scale, min) in fp32 (exact in float64, then one rounding to
+    # fp32), then rounded to bf16
+    rep = lambda a: np.repeat(a.astype(np.float64), g, axis=1)  # noqa: E731
+    w32 = (codes.astype(np.float64) * rep(scales) + rep(mins)).astype(np.float32)
+    y = K.linear_w4(x, packed, scales, mins, g, bias=bias, device="cuda", tensor_cores=True)
+    check_tc(y, x, bf16_round64(w32), bias, Kd, K.linear_w4(x, packed, scales, mins, g, bias=bias))
+    assert np.array_equal(
+        K.linear_w4(x[-1:], packed, scales, mins, g, bias=bias, device="cuda", tensor_cores=True), y[-1:]
+    )
+
+
+def test_tensor_cores_only_on_cuda():
+    x = np.ones((2, 64), np.float32)
+    with pytest.raises(ValueError, match="tensor_cores=True runs on device='cuda'"):
+        K.linear(x, np.ones((4, 64), np.float32), tensor_cores=True)
+    args = (np.zeros((4, 32), np.uint8), np.ones((4, 2), np.float32), np.zeros((4, 2), np.float32), 32)
+    with pytest.raises(ValueError, match="tensor_cores=True runs on device='cuda'"):
+        K.linear_w4(x, *args, tensor_cores=True)
+
+
 def test_linear_w4_cuda_refuses_cpu_only_options():
     x = np.ones((1, 64), np.float32)
     args = (np.zeros((4, 32), np.uint8), np.ones((4, 2), np.float32), np.zeros((4, 2), np.float32), 32)

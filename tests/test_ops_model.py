@@ -69,6 +69,58 @@ def test_ops_model_batching_and_preemption_change_nothing(models, monkeypatch):
         assert pipe.stats()["num_preemptions"] > 0
 
 
+# bf16 rounding of x and W (2^-9 relative each) through 2 random layers: test_prefill_bf16.py's bound.
+BF16_VS_FP32_REL_TOL = 3e-2
+
+
+@pytest.mark.parametrize("name", ["llama-untied", "qwen2-qkv-bias"])
+def test_ops_model_bf16_prefill_runs_the_bf16_unit_from_16_rows(models, name, monkeypatch):
+    # prefill_precision="bf16" on the op-set model: steps of 16+ rows take their products on the op set's bf16 unit
+    # (the GPU's tensor cores; here the CPU's software tile model, on any machine), fewer rows stay exact fp32
+    monkeypatch.setenv("LMRT_OPS_MODEL", "1")
+    monkeypatch.setenv("LMRT_TILE_UNIT", "model")
+    ids = prompt(150, seed=5)  # chunks of 48, 48, 48, 6 rows: three on the bf16 unit
+    with lmrt.pipeline(models[name], engine_config()) as pipe:
+        exact, exact_short = pipe.get_logits(ids), pipe.get_logits(ids[:12])
+        exact_tokens = pipe(ids[:12], GREEDY).token_ids
+    with lmrt.pipeline(models[name], engine_config(prefill_precision="bf16")) as pipe:
+        assert pipe.info()["ops_model"] and pipe.info()["prefill_precision"] == "bf16"
+        ours = pipe.get_logits(ids)
+        # a 12-token prompt and its decode steps never reach 16 rows: exact fp32's bits
+        assert np.array_equal(pipe.get_logits(ids[:12]), exact_short)
+        assert pipe(ids[:12], GREEDY).token_ids == exact_tokens
+    assert rel_err(ours, hf_logits(models[name], ids)) < BF16_VS_FP32_REL_TOL
+    assert rel_err(ours[:144], exact[:144]) > 1e-5, "the bf16 unit did not run: bf16 prefill equals fp32"
+    assert rel_err(ours, exact) < BF16_VS_FP32_REL_TOL
+
+
+def test_ops_model_bf16_prefill_of_a_4bit_checkpoint(tmp_path, monkeypatch):
+    # the 4-bit products on the bf16 unit (each weight formed from its code, scale and min, then rounded to bf16)
+    from conftest import make_tiny_llama
+    from test_prefill_bf16 import hf_logits as hf_logits_replaced
+    from test_quant_formats import SHAPE_FOR_GROUP, make_tiny_awq
+
+    monkeypatch.setenv("LMRT_OPS_MODEL", "1")
+    monkeypatch.setenv("LMRT_TILE_UNIT", "model")
+    shape = SHAPE_FOR_GROUP[64]
+    path, dequant = make_tiny_awq(tmp_path / "awq", 64, tied=False, **shape)
+    ids = prompt(150, seed=6)
+    ref = hf_logits_replaced(make_tiny_llama(tmp_path / "dense", tied=False, **shape), ids, replace=dequant)
+    with lmrt.pipeline(path, engine_config(prefill_precision="bf16", lm_head_dtype="dense")) as pipe:
+        assert pipe.info()["weight_format"] == "w4" and pipe.info()["ops_model"]
+        ours = pipe.get_logits(ids)
+    with lmrt.pipeline(path, engine_config(lm_head_dtype="dense")) as pipe:
+        exact = pipe.get_logits(ids)
+    assert rel_err(ours, ref) < BF16_VS_FP32_REL_TOL
+    assert rel_err(ours[:144], exact[:144]) > 1e-5, "the bf16 unit did not run"
+
+
+def test_ops_model_refuses_int8_activations_by_name(models, monkeypatch):
+    monkeypatch.setenv("LMRT_OPS_MODEL", "1")
+    with pytest.raises(lmrt.config.ConfigError, match="fp32 activations only"):
+        lmrt.pipeline(models["llama-tied"], engine_config(linear_precision="int8"))
+
+
 @pytest.mark.skipif(CUDA_OK, reason="a CUDA device is here: the refusal without one cannot be shown")
 def test_device_cuda_without_a_device_is_refused_by_name(models):
     with pytest.raises(lmrt.config.ConfigError, match="no CUDA device"):
@@ -104,3 +156,21 @@ def test_device_cuda_batching_changes_nothing(models, kv):
     alone = run_alone(path, prompts, GREEDY, **cfg)
     with lmrt.pipeline(path, engine_config(**cfg)) as pipe:
         assert run_staggered(pipe, prompts, GREEDY) == alone
+
+
+@pytest.mark.skipif(not CUDA_OK, reason=f"no CUDA device: {CUDA_WHY}")
+@pytest.mark.parametrize("name", ["llama-untied", "qwen2-qkv-bias"])
+def test_device_cuda_bf16_prefill_on_the_tensor_cores(models, name):
+    # device "cuda"'s default: steps of 16+ rows on the tensor cores (cuda::linear_tc), within the bf16 bound of HF
+    # fp32, and shorter steps exact
+    ids = prompt(150, seed=7)
+    with lmrt.pipeline(models[name], engine_config(device="cuda", dtype="float32")) as pipe:
+        exact, exact_short = pipe.get_logits(ids), pipe.get_logits(ids[:12])
+    cfg = engine_config(device="cuda", dtype="float32", prefill_precision="auto")
+    with lmrt.pipeline(models[name], cfg) as pipe:
+        assert pipe.info()["prefill_precision"] == "bf16"
+        ours = pipe.get_logits(ids)
+        assert np.array_equal(pipe.get_logits(ids[:12]), exact_short)
+    assert np.isfinite(ours).all()
+    assert rel_err(ours, hf_logits(models[name], ids)) < BF16_VS_FP32_REL_TOL
+    assert rel_err(ours[:144], exact[:144]) > 1e-5, "the tensor cores did not run: bf16 prefill equals fp32"

@@ -191,15 +191,44 @@ def test_kv_cache_sizing_on_the_gpu_takes_its_free_memory():
 
 
 def test_the_op_set_model_resolves_to_what_it_runs():
-    # LMRT_OPS_MODEL on the CPU (device "cuda" resolves the same way where a device is found): exact fp32, a dense
-    # output matrix for 4-bit weights, and no int4-per-channel keys
+    # LMRT_OPS_MODEL on the CPU (device "cuda" resolves the same way where a device is found): fp32 activations,
+    # prefill on the machine's bf16 unit as the CPU model's, a dense output matrix for 4-bit weights, and no
+    # int4-per-channel keys
     machine = dataclasses.replace(ZEN4, env_ops_model=True)
     r = resolve(EngineConfig(cache_memory_gib=0.1), SPEC, machine)
-    assert (r.ops_model, r.prefill_precision, r.linear_precision, r.lm_head_dtype) == (True, "fp32", "fp32", "dense")
+    assert (r.ops_model, r.prefill_precision, r.tile_unit, r.linear_precision, r.lm_head_dtype) == (
+        True,
+        "bf16",
+        "avx512bf16",
+        "fp32",
+        "dense",
+    )
+    r = resolve(EngineConfig(cache_memory_gib=0.1, prefill_precision="fp32"), SPEC, machine)
+    assert (r.prefill_precision, r.tile_unit) == ("fp32", None)
     assert r.engine_options().ops_model and not resolve(EngineConfig(cache_memory_gib=0.1), SPEC, ZEN4).ops_model
     with pytest.raises(ConfigError, match="fp32"):
-        resolve(EngineConfig(prefill_precision="bf16"), SPEC, machine)
+        resolve(EngineConfig(linear_precision="int8"), SPEC, machine)
     with pytest.raises(ConfigError, match="dense output matrix"):
         resolve(EngineConfig(lm_head_dtype="int8"), SPEC, machine)
     with pytest.raises(ConfigError, match="per channel"):
         resolve(EngineConfig(kv_cache_dtype="int4", cache_memory_gib=0.1), SPEC, machine)
+
+
+def test_device_cuda_resolves_bf16_prefill_on_the_tensor_cores(monkeypatch):
+    # resolve's cuda branch, the device lookups answered as a GPU with 8 GiB free would (the engine itself is not
+    # built here): prefill "auto" -> bf16 (steps of 16+ rows on the tensor cores), "fp32" stays exact; int8
+    # activations refused by name
+    monkeypatch.setattr(_core.kernels, "cuda_available", lambda: (True, "a stub GPU"))
+    monkeypatch.setattr(_core.kernels, "cuda_memory", lambda: (8 * GIB, 16 * GIB))
+    r = resolve(EngineConfig(device="cuda"), SPEC, ZEN4)
+    assert (r.device, r.ops_model, r.prefill_precision, r.tile_unit, r.weight_dtype) == (
+        "cuda",
+        True,
+        "bf16",
+        None,
+        "bfloat16",
+    )
+    assert resolve(EngineConfig(device="cuda", prefill_precision="fp32"), SPEC, ZEN4).prefill_precision == "fp32"
+    assert resolve(EngineConfig(device="cuda", prefill_precision="bf16"), SPEC, ZEN4).prefill_precision == "bf16"
+    with pytest.raises(ConfigError, match="no int8 yet"):
+        resolve(EngineConfig(device="cuda", linear_precision="int8"), SPEC, ZEN4)

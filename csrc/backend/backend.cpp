@@ -20,10 +20,8 @@ CpuBackend::CpuBackend(const BackendOptions& options) : PoolBackend(options) {
 #ifdef LMRT_HAVE_CUDA
 CudaBackend::CudaBackend(const BackendOptions& options) : PoolBackend(options) {
   ops_ = make_cuda_ops();  // the device first
-  if (options.prefill_precision != PrefillPrecision::FP32 || options.linear_precision != LinearPrecision::FP32)
-    throw std::invalid_argument(
-        "device 'cuda' runs exact fp32 activations only: use prefill_precision and "
-        "linear_precision 'fp32'");
+  if (options.linear_precision != LinearPrecision::FP32)
+    throw std::invalid_argument("device 'cuda' runs fp32 activations (no int8 yet): use linear_precision 'fp32'");
 }
 #endif
 

@@ -14,7 +14,10 @@ class CpuBackend final : public PoolBackend {
   DeviceOps& ops() override { return ops_; }
 
  private:
-  CpuOps ops_{pool()};  // the CPU kernels over host memory, for OpsLlamaModel
+  // The CPU kernels over host memory, for OpsLlamaModel; bf16 products on the tile unit where prefill is bf16.
+  CpuOps ops_{pool(), options().prefill_precision == PrefillPrecision::BF16
+                          ? std::optional<cpu::TileUnit>(options().tile_unit)
+                          : std::nullopt};
 };
 
 }  // namespace lmrt

@@ -51,8 +51,23 @@ void CpuOps::add_rmsnorm(float* x, const float* h, int64_t M, int64_t H, const f
 }
 
 void CpuOps::linear(const DeviceMatrix& w, const float* x, int64_t M, int64_t ldx, const float* bias, float* y,
-                    int64_t ldy) {
-  apply_linear(pool_, *w.host, x, M, ldx, bias, y, ldy);  // exact fp32 (no int8 scratch)
+                    int64_t ldy, bool bf16) {
+  if (!bf16) {
+    apply_linear(pool_, *w.host, x, M, ldx, bias, y, ldy);  // exact fp32 (no int8 scratch)
+    return;
+  }
+  if (!unit_) throw std::logic_error("CpuOps::linear: bf16 products without a tile unit");
+  cpu::TileWeights tw;
+  if (w.format == WeightFormat::W4) {
+    tw.w4 = cpu::W4Matrix{static_cast<const uint8_t*>(w.data), w.scales, w.mins, w.group_size};
+  } else if (w.format == WeightFormat::Dense) {
+    tw.dense = w.data;
+    tw.dense_dtype = w.dtype;
+  } else {
+    throw std::logic_error("CpuOps::linear: bf16 products of an int8 matrix");
+  }
+  cpu::linear_bf16_tiles(pool_, x, M, w.cols, ldx, tw, w.rows, bias, cpu::TileOut::Store, y, ldy, *unit_,
+                         tile_scratch_);
 }
 
 void CpuOps::rope(float* x, int64_t M, int64_t ldx, int n_heads, int head_dim, const int32_t* pos,

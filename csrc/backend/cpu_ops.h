@@ -3,17 +3,20 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <vector>
 
 #include "backend/device_ops.h"
 #include "common/buffer.h"
+#include "kernels/cpu/ops.h"
 #include "kernels/cpu/threadpool.h"
 
 namespace lmrt {
 
 class CpuOps final : public DeviceOps {
  public:
-  explicit CpuOps(cpu::ThreadPool& pool) : pool_(pool) {}
+  // unit: where bf16 products run (linear(..., bf16 = true)); nullopt: this op set has none.
+  CpuOps(cpu::ThreadPool& pool, std::optional<cpu::TileUnit> unit) : pool_(pool), unit_(unit) {}
 
   void* alloc(size_t bytes) override;  // zeroed
   void free(void* p) override;
@@ -25,8 +28,9 @@ class CpuOps final : public DeviceOps {
   void rmsnorm(const float* x, int64_t M, int64_t H, int64_t ldx, const float* w, float eps, float* y,
                int64_t ldy) override;
   void add_rmsnorm(float* x, const float* h, int64_t M, int64_t H, const float* w, float eps, float* y) override;
-  void linear(const DeviceMatrix& w, const float* x, int64_t M, int64_t ldx, const float* bias, float* y,
-              int64_t ldy) override;
+  void linear(const DeviceMatrix& w, const float* x, int64_t M, int64_t ldx, const float* bias, float* y, int64_t ldy,
+              bool bf16) override;
+  const char* bf16_unit() const override { return unit_ ? cpu::tile_unit_name(*unit_) : nullptr; }
   void rope(float* x, int64_t M, int64_t ldx, int n_heads, int head_dim, const int32_t* pos, const float* inv_freq,
             float attn_scale) override;
   void hadamard_heads(float* x, int64_t M, int64_t ldx, int n_heads, int head_dim) override;
@@ -42,6 +46,8 @@ class CpuOps final : public DeviceOps {
   cpu::ThreadPool& pool_;
   std::map<void*, Buffer> owned_;  // alloc's memory by address
   std::vector<AttnSeq> seqs_;      // paged_attention's sequences, rebuilt each call
+  std::optional<cpu::TileUnit> unit_;
+  Buffer tile_scratch_;  // the bf16 products' packed input
 };
 
 }  // namespace lmrt

@@ -75,15 +75,22 @@ class CudaOps final : public DeviceOps {
     cuda::add_rmsnorm(x, h, M, H, w, eps, y, stream_);
     launched("add_rmsnorm");
   }
-  void linear(const DeviceMatrix& w, const float* x, int64_t M, int64_t ldx, const float* bias, float* y,
-              int64_t ldy) override {
-    if (w.format == WeightFormat::W4)
-      cuda::linear_w4(x, M, w.cols, ldx, W4Matrix{static_cast<const uint8_t*>(w.data), w.scales, w.mins, w.group_size},
-                      w.rows, bias, y, ldy, stream_);
-    else
+  void linear(const DeviceMatrix& w, const float* x, int64_t M, int64_t ldx, const float* bias, float* y, int64_t ldy,
+              bool bf16) override {
+    if (w.format == WeightFormat::W4) {
+      const W4Matrix w4{static_cast<const uint8_t*>(w.data), w.scales, w.mins, w.group_size};
+      if (bf16)
+        cuda::linear_w4_tc(x, M, w.cols, ldx, w4, w.rows, bias, y, ldy, stream_);
+      else
+        cuda::linear_w4(x, M, w.cols, ldx, w4, w.rows, bias, y, ldy, stream_);
+    } else if (bf16) {
+      cuda::linear_tc(x, M, w.cols, ldx, w.data, w.dtype, w.rows, bias, y, ldy, stream_);
+    } else {
       cuda::linear(x, M, w.cols, ldx, w.data, w.dtype, w.rows, bias, y, ldy, stream_);
+    }
     launched("linear");
   }
+  const char* bf16_unit() const override { return "tensor cores"; }
   void rope(float* x, int64_t M, int64_t ldx, int n_heads, int head_dim, const int32_t* pos, const float* inv_freq,
             float attn_scale) override {
     cuda::rope(x, M, ldx, n_heads, head_dim, pos, inv_freq, attn_scale, stream_);

@@ -57,9 +57,13 @@ class DeviceOps {
                        int64_t ldy) = 0;
   // The residual add, then the norm: x += h (h may be null; h == y allowed), y = rmsnorm(x); [M, H] contiguous.
   virtual void add_rmsnorm(float* x, const float* h, int64_t M, int64_t H, const float* w, float eps, float* y) = 0;
-  // y [M, w.rows] (row stride ldy) = x [M, w.cols] (row stride ldx) W^T (+ bias [w.rows])
+  // y [M, w.rows] (row stride ldy) = x [M, w.cols] (row stride ldx) W^T (+ bias [w.rows]). bf16: on the device's
+  // bf16 matrix unit (the GPU's tensor cores, the CPU's tile unit), x and W rounded to bf16, fp32 sums; else exact
+  // fp32. bf16 only where bf16_unit().
   virtual void linear(const DeviceMatrix& w, const float* x, int64_t M, int64_t ldx, const float* bias, float* y,
-                      int64_t ldy) = 0;
+                      int64_t ldy, bool bf16) = 0;
+  // The unit bf16 products run on, for info ("tensor cores", "amx", "avx512bf16", "model"); nullptr: none.
+  virtual const char* bf16_unit() const = 0;
   virtual void rope(float* x, int64_t M, int64_t ldx, int n_heads, int head_dim, const int32_t* pos,
                     const float* inv_freq, float attn_scale) = 0;
   virtual void hadamard_heads(float* x, int64_t M, int64_t ldx, int n_heads, int head_dim) = 0;

@@ -31,10 +31,11 @@ void* OpsLlamaModel::kv_array(size_t bytes) {
 OpsLlamaModel::OpsLlamaModel(ModelSpec spec, Weights weights, Backend& backend, const KVCacheShape& kv)
     : spec_((spec.validate(), std::move(spec))), weights_(std::move(weights)), ops_(backend.ops()) {
   const BackendOptions& o = backend.options();
-  if (o.prefill_precision != PrefillPrecision::FP32 || o.linear_precision != LinearPrecision::FP32)
-    throw std::invalid_argument(
-        "the op-set model runs exact fp32 only: use prefill_precision and "
-        "linear_precision 'fp32'");
+  if (o.linear_precision != LinearPrecision::FP32)
+    throw std::invalid_argument("the op-set model runs fp32 activations (no int8 yet): use linear_precision 'fp32'");
+  bf16_ = o.prefill_precision == PrefillPrecision::BF16;
+  if (bf16_ && !ops_.bf16_unit())
+    throw std::invalid_argument("bf16 prefill: this op set has no bf16 unit: use prefill_precision 'fp32'");
   if (kv.k_dtype == KVDType::I4Channel || kv.v_dtype == KVDType::I4Channel)
     throw std::invalid_argument(
         "the op-set model (the CUDA backend's) has no int4-per-channel K cache yet: use "
@@ -135,8 +136,9 @@ const float* OpsLlamaModel::forward(const Batch& batch) {
   float* x = x_.data<float>();
   ops_.embedding(embed_, weights_.embed.dtype, H, tokens_.data<int32_t>(), T, x);
   const float* residual = nullptr;  // the last layer's output, not yet in x
+  const bool bf16 = bf16_ && T >= kBf16MinRows;
   for (const Layer& l : layers_) {
-    layer(l, T, residual);
+    layer(l, T, residual, bf16);
     residual = h_.data<float>();
   }
   if (R == 0) return nullptr;
@@ -147,14 +149,14 @@ const float* OpsLlamaModel::forward(const Batch& batch) {
     if (row < 0 || row >= T) throw std::logic_error("forward: logit row outside the batch");
     ops_.rmsnorm(x + row * H, 1, H, H, norm_, spec_.rms_norm_eps, sel + r * H, H);
   }
-  ops_.linear(head_, sel, R, H, nullptr, logits_.data<float>(), V);
+  ops_.linear(head_, sel, R, H, nullptr, logits_.data<float>(), V, bf16_ && R >= kBf16MinRows);
   ops_.to_host(host_logits_.data(), logits_.data<void>(), R * V * sizeof(float));
   return host_logits_.data();
 }
 
-// One decoder layer, LlamaModel::layer's ops in its order (exact fp32), each residual add fused into the norm after
-// it (the last one into the next layer's first norm).
-void OpsLlamaModel::layer(const Layer& w, int64_t T, const float* residual) {
+// One decoder layer, LlamaModel::layer's ops in its order (exact fp32, or the products in bf16), each residual add
+// fused into the norm after it (the last one into the next layer's first norm).
+void OpsLlamaModel::layer(const Layer& w, int64_t T, const float* residual, bool bf16) {
   const int64_t H = spec_.hidden_size, I = spec_.intermediate_size, QKV = spec_.qkv_dim(), Q = spec_.q_dim();
   const int64_t KVD = spec_.kv_dim();
   const int nh = spec_.num_heads, nkv = spec_.num_kv_heads, hd = spec_.head_dim;
@@ -163,19 +165,19 @@ void OpsLlamaModel::layer(const Layer& w, int64_t T, const float* residual) {
   const int32_t* pos = positions_.data<int32_t>();
   // attention block
   ops_.add_rmsnorm(x, residual, T, H, w.input_norm, eps, h);
-  ops_.linear(w.qkv, h, T, H, w.qkv_bias, qkv, QKV);
+  ops_.linear(w.qkv, h, T, H, w.qkv_bias, qkv, QKV, bf16);
   ops_.rope(qkv, T, QKV, nh + nkv, hd, pos, inv_freq_, spec_.attention_scaling);  // q heads, then k heads
   if (rotate_qk_) ops_.hadamard_heads(qkv, T, QKV, nh + nkv, hd);
   ops_.kv_store(w.kv, qkv + Q, QKV, qkv + Q + KVD, QKV, T, slots_.data<int64_t>());
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   ops_.paged_attention(w.kv, qkv, QKV, attn, Q, pos, tables_.data<int32_t>(), table_start_.data<int64_t>(),
                        host_table_start_.data(), T, nh, scale);
-  ops_.linear(w.o, attn, T, Q, nullptr, h, H);
+  ops_.linear(w.o, attn, T, Q, nullptr, h, H, bf16);
   // MLP block
   ops_.add_rmsnorm(x, h, T, H, w.post_attn_norm, eps, h);
-  ops_.linear(w.gate_up, h, T, H, nullptr, gu_.data<float>(), 2 * I);
+  ops_.linear(w.gate_up, h, T, H, nullptr, gu_.data<float>(), 2 * I, bf16);
   ops_.silu_mul(gu_.data<float>(), T, I, 2 * I, act_.data<float>(), I);
-  ops_.linear(w.down, act_.data<float>(), T, I, nullptr, h, H);  // added into x by the next norm
+  ops_.linear(w.down, act_.data<float>(), T, I, nullptr, h, H, bf16);  // added into x by the next norm
 }
 
 std::unique_ptr<Model> make_model(ModelSpec spec, Weights weights, Backend& backend, const KVCacheShape& kv,

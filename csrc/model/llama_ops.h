@@ -1,8 +1,11 @@
-// The Llama-family forward pass over a backend's op set (backend/device_ops.h), exact fp32: the CUDA backend's
-// model. Its weights, KV pool and workspaces live in the op set's memory; a step uploads the batch's ids, positions,
-// slots and block tables, runs the layers, and downloads the logits rows. On the CPU op set it gives LlamaModel's
-// bits with fp32 prefill and products (tests/test_ops_model.py), which checks everything here but the kernels.
-// Not yet: int4 K per channel (I4Channel), int8 activations, int8 or interleaved matrices.
+// The Llama-family forward pass over a backend's op set (backend/device_ops.h), exact fp32, or with bf16 prefill the
+// products of steps of kBf16MinRows+ rows (prompt chunks, large batches) on the op set's bf16 unit (the GPU's tensor
+// cores; the CPU's tile unit), as LlamaModel takes its tiles (so a request's results then depend on the rows beside
+// it; exact fp32 keeps them independent): the CUDA backend's model. Its weights, KV pool and workspaces live in the op
+// set's memory; a step uploads the batch's ids, positions, slots and block tables, runs the layers, and downloads the
+// logits rows. On the CPU op set it gives LlamaModel's bits with fp32 prefill and products (tests/test_ops_model.py),
+// which checks everything here but the kernels. Not yet: int4 K per channel (I4Channel), int8 activations, int8 or
+// interleaved matrices.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +18,9 @@ namespace lmrt {
 
 class OpsLlamaModel final : public Model {
  public:
+  // With bf16 prefill, steps (and logit rows) of at least this many rows run their products in bf16: LlamaModel's
+  // threshold (kTilesMinRows).
+  static constexpr int64_t kBf16MinRows = 16;
   // std::invalid_argument for what the op set cannot run (I4Channel K, an int8 output matrix on the GPU).
   OpsLlamaModel(ModelSpec spec, Weights weights, Backend& backend, const KVCacheShape& kv);
 
@@ -38,7 +44,7 @@ class OpsLlamaModel final : public Model {
   void* kv_array(size_t bytes);  // a KV pool array, zeroed, kept for the model's lifetime
   void reserve(int64_t T, int64_t R, int64_t table_len);
   // One decoder layer; residual: the previous layer's last output (in h_), added into x_ by this layer's first norm.
-  void layer(const Layer& w, int64_t T, const float* residual);
+  void layer(const Layer& w, int64_t T, const float* residual, bool bf16);
 
   ModelSpec spec_;
   Weights weights_;  // host: the CPU op set's matrices are views of it
@@ -49,6 +55,7 @@ class OpsLlamaModel final : public Model {
   const void* embed_ = nullptr;      // [V, H] of weights_.embed.dtype
   const float* norm_ = nullptr;      // [H]
   const float* inv_freq_ = nullptr;  // [head_dim / 2]
+  bool bf16_ = false;                // bf16 prefill: steps of kBf16MinRows+ rows on the op set's bf16 unit
   bool rotate_qk_ = false;           // K cached as I8: q and k rotated (hadamard_heads), as LlamaModel does
   size_t kv_bytes_ = 0;
   // The step's batch on the device:

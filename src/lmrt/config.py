@@ -88,9 +88,11 @@ class EngineConfig:
         "interleaved"); with VNNI the int8 output matrix takes int8 activations too, and where K is cached as
         int8 the decode attention scores take each head's q as int8 (one scale a head) with integer dot
         products. Dense matrices are not changed by it. "auto" (default): "fp32".
-    device: "cpu" (default) or "cuda": the model's weights, KV cache and ops on the first NVIDIA GPU, in exact fp32
-        activations (dense weights "auto" -> bfloat16 there; the output matrix dense; prefill_precision and
-        linear_precision "fp32"; every KV dtype but "int4", whose per-channel keys are CPU-only so far). A build
+    device: "cpu" (default) or "cuda": the model's weights, KV cache and ops on the first NVIDIA GPU, in fp32
+        activations (dense weights "auto" -> bfloat16 there; the output matrix dense; prefill_precision "auto" ->
+        "bf16": steps of 16+ rows take their products on the tensor cores, x and W rounded to bf16, fp32 sums;
+        "fp32" keeps every step exact; linear_precision "fp32"; every KV dtype but "int4", whose per-channel keys
+        are CPU-only so far). A build
         without nvcc, or a machine without a GPU, refuses it by name. Being built (issue 15): its kernels are
         first versions, sampling still runs on the host.
     """

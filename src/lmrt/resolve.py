@@ -121,17 +121,20 @@ def resolve(config: EngineConfig, spec: ModelSpec, machine: Machine) -> Resolved
     if config.device == "cuda":
         _check_cuda(config)
     ops_model = config.device == "cuda" or machine.env_ops_model
-    if ops_model and config.device == "cpu":
-        for name in ("prefill_precision", "linear_precision"):
-            if getattr(config, name) not in ("auto", "fp32"):
-                raise ConfigError(name, getattr(config, name), "LMRT_OPS_MODEL runs exact fp32 only: use 'fp32'")
+    if ops_model and config.device == "cpu" and config.linear_precision not in ("auto", "fp32"):
+        raise ConfigError(
+            "linear_precision", config.linear_precision, "LMRT_OPS_MODEL runs fp32 activations only: use 'fp32'"
+        )
     wdtype = weight_dtype(config)
     kv_dtype = DEFAULT_KV_DTYPE if config.kv_cache_dtype == "auto" else config.kv_cache_dtype
     most = spec.max_position_embeddings
     if config.session_len is not None and config.session_len > most:
         raise ConfigError("session_len", config.session_len, f"must be <= the model's max_position_embeddings ({most})")
     session_len = config.session_len or most
-    prefill, unit = ("fp32", None) if ops_model else _prefill(config, machine)
+    if config.device == "cuda":  # bf16: steps of 16+ rows on the tensor cores
+        prefill, unit = ("fp32" if config.prefill_precision == "fp32" else "bf16"), None
+    else:
+        prefill, unit = _prefill(config, machine)
     k, v = (_core.KVDType.__members__[n] for n in KV_SCHEMES[kv_dtype])
     if "int4" in KV_SCHEMES[kv_dtype][1] and spec.head_dim % 32:
         raise ConfigError(
@@ -202,9 +205,10 @@ def _check_cuda(config: EngineConfig) -> None:
     ok, why = _core.kernels.cuda_available()
     if not ok:
         raise ConfigError("device", "cuda", f"no CUDA device here ({why}): use 'cpu'")
-    for name in ("prefill_precision", "linear_precision"):
-        if getattr(config, name) not in ("auto", "fp32"):
-            raise ConfigError(name, getattr(config, name), "device 'cuda' runs exact fp32 activations: use 'fp32'")
+    if config.linear_precision not in ("auto", "fp32"):
+        raise ConfigError(
+            "linear_precision", config.linear_precision, "device 'cuda' runs fp32 activations (no int8 yet): use 'fp32'"
+        )
 
 
 def _prefill(config: EngineConfig, machine: Machine) -> tuple[str, Optional[str]]:

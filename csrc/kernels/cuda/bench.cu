@@ -115,7 +115,8 @@ CopyBandwidth copy_bandwidth_gbs(size_t bytes, int reps) {
   return out;
 }
 
-LinearTiming time_linear_w4(int64_t M, int64_t K, int64_t N, int group_size, int reps, size_t min_bytes, bool narrow) {
+LinearTiming time_linear_w4(int64_t M, int64_t K, int64_t N, int group_size, int reps, size_t min_bytes, bool narrow,
+                            bool tensor_cores) {
   const int64_t G = K / group_size;
   const size_t set_bytes = static_cast<size_t>(N) * (K / 2) + 2 * sizeof(float) * N * G;
   const int sets = static_cast<int>(std::max<size_t>(1, (min_bytes + set_bytes - 1) / set_bytes));
@@ -140,7 +141,12 @@ LinearTiming time_linear_w4(int64_t M, int64_t K, int64_t N, int group_size, int
   // One graph: launches over the weight sets in turn (so the L2 holds none of them), at least 64 launches.
   const int launches = std::max(64, sets);
   const double ms = median_graph_ms(s, reps, "linear_w4", [&] {
-    for (int i = 0; i < launches; ++i) linear_w4(x, M, K, K, w[i % sets], N, nullptr, y, N, s, narrow);
+    for (int i = 0; i < launches; ++i) {
+      if (tensor_cores)
+        linear_w4_tc(x, M, K, K, w[i % sets], N, nullptr, y, N, s);
+      else
+        linear_w4(x, M, K, K, w[i % sets], N, nullptr, y, N, s, narrow);
+    }
   });
   cudaStreamDestroy(s);
   LinearTiming t;

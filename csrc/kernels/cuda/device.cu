@@ -124,24 +124,34 @@ void embedding_host(const void* table, DType dt, int64_t V, int64_t H, const int
   dout.to_host(out);
 }
 
-void linear_host(const float* x, int64_t M, int64_t K, const void* w, DType wdt, int64_t N, const float* bias,
-                 float* y) {
+void linear_host(const float* x, int64_t M, int64_t K, const void* w, DType wdt, int64_t N, const float* bias, float* y,
+                 bool tensor_cores) {
   need_device();
   DeviceArray<float> dx(x, M * K), dy(nullptr, M * N), db(bias, bias ? N : 0);
   DeviceArray<uint8_t> dw(static_cast<const uint8_t*>(w), static_cast<size_t>(N * K) * (wdt == DType::BF16 ? 2 : 4));
-  linear(dx.p, M, K, K, dw.p, wdt, N, bias ? db.p : nullptr, dy.p, N, nullptr);
-  finish("linear");
+  if (tensor_cores) {
+    linear_tc(dx.p, M, K, K, dw.p, wdt, N, bias ? db.p : nullptr, dy.p, N, nullptr);
+  } else {
+    linear(dx.p, M, K, K, dw.p, wdt, N, bias ? db.p : nullptr, dy.p, N, nullptr);
+  }
+  finish(tensor_cores ? "linear_tc" : "linear");
   dy.to_host(y);
 }
 
-void linear_w4_host(const float* x, int64_t M, int64_t K, const W4Matrix& w, int64_t N, const float* bias, float* y) {
+void linear_w4_host(const float* x, int64_t M, int64_t K, const W4Matrix& w, int64_t N, const float* bias, float* y,
+                    bool tensor_cores) {
   need_device();
   const int64_t G = K / w.group_size;
   DeviceArray<float> dx(x, M * K), ds(w.scales, N * G), dm(w.mins, N * G), dy(nullptr, M * N);
   DeviceArray<uint8_t> dc(w.codes, N * K / 2);
   DeviceArray<float> db(bias, bias ? N : 0);
-  linear_w4(dx.p, M, K, K, W4Matrix{dc.p, ds.p, dm.p, w.group_size}, N, bias ? db.p : nullptr, dy.p, N, nullptr);
-  finish("linear_w4");
+  const W4Matrix dw{dc.p, ds.p, dm.p, w.group_size};
+  if (tensor_cores) {
+    linear_w4_tc(dx.p, M, K, K, dw, N, bias ? db.p : nullptr, dy.p, N, nullptr);
+  } else {
+    linear_w4(dx.p, M, K, K, dw, N, bias ? db.p : nullptr, dy.p, N, nullptr);
+  }
+  finish(tensor_cores ? "linear_w4_tc" : "linear_w4");
   dy.to_host(y);
 }
 

@@ -59,6 +59,17 @@ void add(float* x, const float* h, int64_t n, void* stream);
 void linear_w4(const float* x, int64_t M, int64_t K, int64_t ldx, const W4Matrix& w, int64_t N, const float* bias,
                float* y, int64_t ldy, void* stream, bool narrow = false);
 
+// The same products on the tensor cores (prompt chunks and large batches; cpu::linear_bf16_tiles' counterpart): x
+// and the weights rounded to bf16 (round to nearest even; 4-bit weights formed as fma(code, scale, min) in fp32
+// first), products on the bf16 MMA units, sums in fp32 in K order, + bias in fp32. A block of 4 warps per 64 rows x
+// 64 outputs, K in steps of 32 (the next step's loads in flight during a step's MMAs). A row's outputs do not depend
+// on M; they differ from linear / linear_w4 (exact fp32) by the bf16 rounding.
+//   x [M, K] row stride ldx, y [M, N] row stride ldy; dense w [N, K] of F32 or BF16
+void linear_tc(const float* x, int64_t M, int64_t K, int64_t ldx, const void* w, DType wdt, int64_t N,
+               const float* bias, float* y, int64_t ldy, void* stream);
+void linear_w4_tc(const float* x, int64_t M, int64_t K, int64_t ldx, const W4Matrix& w, int64_t N, const float* bias,
+                  float* y, int64_t ldy, void* stream);
+
 // Writes the K and V rows of M tokens into the paged cache, quantized as they are written: cpu::kv_store's contract
 // and bits (F32; BF16 rounded to nearest even; I8 / I4 with one fp16 scale and zero point a row), one warp a row.
 // I4Channel K is not on the GPU yet (std::invalid_argument).
@@ -86,11 +97,12 @@ void rope_host(float* x, int64_t M, int n_heads, int head_dim, const int32_t* po
                float attn_scale);
 // table [V, H] of dt on the host (V rows).
 void embedding_host(const void* table, DType dt, int64_t V, int64_t H, const int32_t* ids, int64_t M, float* out);
-// w [N, K] of wdt on the host too.
-void linear_host(const float* x, int64_t M, int64_t K, const void* w, DType wdt, int64_t N, const float* bias,
-                 float* y);
-// w's arrays on the host too (codes [N, K / 2], scales and mins [N, K / group_size]).
-void linear_w4_host(const float* x, int64_t M, int64_t K, const W4Matrix& w, int64_t N, const float* bias, float* y);
+// w [N, K] of wdt on the host too. tensor_cores: linear_tc, else linear.
+void linear_host(const float* x, int64_t M, int64_t K, const void* w, DType wdt, int64_t N, const float* bias, float* y,
+                 bool tensor_cores = false);
+// w's arrays on the host too (codes [N, K / 2], scales and mins [N, K / group_size]). tensor_cores: linear_w4_tc.
+void linear_w4_host(const float* x, int64_t M, int64_t K, const W4Matrix& w, int64_t N, const float* bias, float* y,
+                    bool tensor_cores = false);
 // kv's arrays on the host (num_blocks blocks): copied to the device, written, copied back.
 void kv_store_host(const KVLayer& kv, int64_t num_blocks, const float* k, const float* v, int64_t M,
                    const int64_t* slot);
@@ -113,7 +125,8 @@ CopyBandwidth copy_bandwidth_gbs(size_t bytes, int reps);
 struct LinearTiming {
   double us = 0, bytes = 0;
 };
+// tensor_cores: linear_w4_tc instead.
 LinearTiming time_linear_w4(int64_t M, int64_t K, int64_t N, int group_size, int reps, size_t min_bytes,
-                            bool narrow = false);
+                            bool narrow = false, bool tensor_cores = false);
 
 }  // namespace lmrt::cuda

@@ -50,31 +50,34 @@ def main() -> None:
         "layer us (% copy)",
     ]
     rows = []
+    # (rows, group, GEMV shape or "tc" for the tensor cores); 5+ rows run the narrow shape as their default, and
+    # the streamed shape takes 1-4 rows
     runs = [
-        (int(m), int(g), narrow, False)
+        (int(m), int(g), shape)
         for m in args.rows.split(",")
         for g in args.groups.split(",")
-        for narrow in (False, True)
-        if not (narrow and int(m) > 4)
-    ]  # 5+ rows run the narrow shape anyway
+        for shape in ("default", "streamed", "narrow")
+        if int(m) <= 4 or shape == "default"
+    ]
     g0 = int(args.groups.split(",")[0])
     for m in (int(v) for v in args.tc_rows.split(",") if v):
         # the GEMVs beside (8 rows a pass; up to 64 rows: 512 would take minutes), then the tensor cores
-        runs += ([(m, g0, False, False)] if m <= 64 and str(m) not in args.rows.split(",") else []) + [
-            (m, g0, False, True)
-        ]
-    for M, g, narrow, tc in runs:
+        runs += ([(m, g0, "default")] if m <= 64 and str(m) not in args.rows.split(",") else []) + [(m, g0, "tc")]
+    for M, g, shape in runs:
         cells, total_us, total_bytes = [], 0.0, 0.0
         for _, k, n in SHAPES:
-            us, nbytes = K.cuda_time_linear_w4(M, k, n, g, args.reps, narrow=narrow, tensor_cores=tc)
+            tc = shape == "tc"
+            us, nbytes = K.cuda_time_linear_w4(M, k, n, g, args.reps, gemv="default" if tc else shape, tensor_cores=tc)
             gbs = nbytes / (us * 1e-6) / 1e9
             cells.append(f"{us:.2f} ({gbs:,.0f}, {100 * gbs / copy:.0f}%)")
             total_us += us
             total_bytes += nbytes
         layer = total_bytes / (total_us * 1e-6) / 1e9
-        kernel = "4 outputs a block" if narrow or M > 4 else f"{16 if M == 1 else 8} outputs a block"
-        if tc:
-            kernel = "tensor cores (64 x 64 tiles)"
+        kernel = {
+            "tc": "tensor cores (64 x 64 tiles)",
+            "streamed": "streamed (a warp per 8 outputs)",
+            "narrow": "4 outputs a block",
+        }.get(shape, "4 outputs a block" if M > 4 else f"{16 if M == 1 else 8} outputs a block")
         rows.append(
             f"| {M} | {g} | {kernel} | " + " | ".join(cells) + f" | {total_us:.1f} ({100 * layer / copy:.0f}%) |"
         )
@@ -90,7 +93,8 @@ def main() -> None:
             "bytes per call: the 4-bit codes, the fp32 scales and mins of each group, x and y; times per launch in a "
             "CUDA graph of >= 64 launches cycling through >= 512 MiB of weight sets (past the 60 MB L2)",
             "linear_w4 on the GPU (csrc/kernels/cuda/linear_w4.cu): a block of 8 warps per 16 outputs (1 row), 8 "
-            "(2-4 rows) or 4 (5+ rows; and narrow=True, the earlier shape, for comparison), K split among the warps, "
+            "(2-4 rows) or 4 (5+ rows; and gemv='narrow', the earlier shape, for comparison), K split among the warps; "
+            "gemv='streamed' (1-4 rows): a warp per 8 outputs over all of K, the next step's loads in flight; "
             "rows of x 8 at a time; tensor cores: linear_w4_tc (linear_tc.cu: bf16 WMMA, 64 x 64 tiles of y a block "
             "of 4 warps, weights formed in registers and rounded to bf16), the prompt-chunk and large-batch path",
         ],

@@ -260,7 +260,9 @@ def main() -> None:
         hf_b1 = hf_speed(hf, [prompt], args.new, args.reps, sync)
         stamp(f"HF bf16, batch 1: {hf_b1:,.1f} tokens/s")
         hf_bn = hf_speed(hf, batch, args.new, args.reps, sync)
-        rows.append(f"| lmrt 4-bit, int8 KV (bf16 prefill: 16+ row steps on the tensor cores) | {b1:,.1f} | {bn:,.1f} |")
+        rows.append(
+            f"| lmrt 4-bit, int8 KV (bf16 prefill: 16+ row steps on the tensor cores) | {b1:,.1f} | {bn:,.1f} |"
+        )
         rows.append(f"| lmrt 4-bit, int8 KV, exact fp32 (GEMVs only), 1 rep | — | {bn_exact:,.1f} |")
         rows.append(f"| HF transformers bf16 (same weights dequantized) | {hf_b1:,.1f} | {hf_bn:,.1f} |")
         rows.append(f"| lmrt / HF | {b1 / hf_b1:.2f}x | {bn / hf_bn:.2f}x |")

@@ -204,6 +204,14 @@ void check_bias(const std::optional<F32In>& bias, int64_t N) {
 }
 
 // device "cpu" or "cuda" (the CUDA op on copies of the arrays; RuntimeError without a device or a CUDA build).
+// A CUDA 4-bit GEMV shape by name: its place in cuda::W4Gemv (Default, Narrow, Streamed).
+int gemv_code(const std::string& s) {
+  if (s == "default") return 0;
+  if (s == "narrow") return 1;
+  if (s == "streamed") return 2;
+  bad("gemv must be 'default', 'narrow' or 'streamed', got '" + s + "'");
+}
+
 bool on_cuda(const std::string& device) {
   if (device == "cpu") return false;
   if (device != "cuda") bad("device must be 'cpu' or 'cuda', got '" + device + "'");
@@ -232,11 +240,12 @@ cpu::Int8Unit int8_unit_arg(bool vnni, std::optional<bool> amx) {
 py::array_t<float> linear_w4(F32In x, py::array codes, py::array scales_in, py::array mins_in, int group_size,
                              std::optional<F32In> bias, int num_threads, const std::optional<std::string>& tile_unit,
                              const std::string& activations, bool vnni, std::optional<bool> amx, bool interleaved,
-                             bool silu_mul, const std::string& device, bool tensor_cores) {
+                             bool silu_mul, const std::string& device, bool tensor_cores, const std::string& gemv) {
   check_threads(num_threads);
   const std::optional<cpu::TileUnit> unit = tile_unit_arg(tile_unit, true);
   [[maybe_unused]] const bool gpu = on_cuda(device);
   if (tensor_cores && !gpu) bad("tensor_cores=True runs on device='cuda' (the CPU's bf16 tiles: tile_unit=)");
+  if (gemv_code(gemv) != 0 && !gpu) bad("gemv= chooses the CUDA GEMV's shape: pass device='cuda'");
   if (gpu && (unit || activations != "fp32")) bad("device='cuda' takes neither tile_unit nor activations='int8'");
   if (activations != "fp32" && activations != "int8")
     bad("activations must be 'fp32' or 'int8', got '" + activations + "'");
@@ -291,7 +300,8 @@ py::array_t<float> linear_w4(F32In x, py::array codes, py::array scales_in, py::
     cpu::ThreadPool& pool = pool_for(num_threads);
 #ifdef LMRT_HAVE_CUDA
     if (gpu) {
-      lmrt::cuda::linear_w4_host(xp, M, K, w, N, bp, yp, tensor_cores);
+      lmrt::cuda::linear_w4_host(xp, M, K, w, N, bp, yp, tensor_cores,
+                                 static_cast<lmrt::cuda::W4Gemv>(gemv_code(gemv)));
       return y;
     }
 #endif
@@ -480,9 +490,10 @@ py::tuple cuda_copy_bandwidth(size_t bytes, int reps) {
 #endif
 }
 
-py::tuple cuda_time_linear_w4(int64_t M, int64_t K, int64_t N, int group_size, int reps, size_t min_bytes, bool narrow,
-                              bool tensor_cores) {
+py::tuple cuda_time_linear_w4(int64_t M, int64_t K, int64_t N, int group_size, int reps, size_t min_bytes,
+                              const std::string& gemv, bool tensor_cores) {
   on_cuda("cuda");
+  gemv_code(gemv);
   if (group_size != 32 && group_size != 64 && group_size != 128)
     bad("group_size must be 32, 64 or 128, got " + std::to_string(group_size));
   if (M < 1 || N < 1 || K < 32 || K % group_size != 0 || K % 32 != 0 || reps < 1)
@@ -493,7 +504,8 @@ py::tuple cuda_time_linear_w4(int64_t M, int64_t K, int64_t N, int group_size, i
   lmrt::cuda::LinearTiming t;
   {
     py::gil_scoped_release nogil;
-    t = lmrt::cuda::time_linear_w4(M, K, N, group_size, reps, min_bytes, narrow, tensor_cores);
+    t = lmrt::cuda::time_linear_w4(M, K, N, group_size, reps, min_bytes,
+                                   static_cast<lmrt::cuda::W4Gemv>(gemv_code(gemv)), tensor_cores);
   }
   return py::make_tuple(t.us, t.bytes);
 #else
@@ -1007,7 +1019,7 @@ void bind_kernels(py::module_& m) {
   m.def("linear_w4", &kern::linear_w4, "x"_a, "codes"_a, "scales"_a, "mins"_a, "group_size"_a, "bias"_a = py::none(),
         "num_threads"_a = 1, "tile_unit"_a = py::none(), "activations"_a = "fp32", "vnni"_a = true,
         "amx"_a = py::none(), "interleaved"_a = false, "silu_mul"_a = false, "device"_a = "cpu",
-        "tensor_cores"_a = false,
+        "tensor_cores"_a = false, "gemv"_a = "default",
         "y = x @ w.T (+ bias) for 4-bit w[n, k] = code * scales[n, k // g] + mins[n, k // g]. codes [N, K/2] "
         "uint8: in each run of 32 inputs byte j holds input j (low nibble) and j + 16 (high nibble). "
         "tile_unit='amx' or 'avx512bf16' runs it on that bf16 tile unit (x and the dequantised w rounded to "
@@ -1019,7 +1031,8 @@ void bind_kernels(py::module_& m) {
         "layout (the row layout's bits where its scales and mins are halves). silu_mul=True (interleaved): "
         "w's first N/2 rows are gates, the next N/2 their ups, and y [M, N/2] = silu(gate) * up in one pass "
         "(linear_w4a8_il_silu). device='cuda': the CUDA op on copies of the arrays; tensor_cores=True (cuda): x "
-        "and the dequantised w rounded to bf16, fp32 sums on the tensor cores (cuda::linear_w4_tc).");
+        "and the dequantised w rounded to bf16, fp32 sums on the tensor cores (cuda::linear_w4_tc); gemv (cuda): the "
+        "GEMV's shape, 'default', 'narrow' or 'streamed' (cuda::W4Gemv).");
   m.def("quantize_q8", &kern::quantize_q8, "x"_a,
         "(q [M, K] int8, d [M, K/32] float32): x's runs of 32 inputs as linear_w4 with activations='int8' "
         "quantizes them, d = max|x| / 127, q = round_half_even(x * (1 / d)) in float32.");
@@ -1065,11 +1078,11 @@ void bind_kernels(py::module_& m) {
         "(cudaMemcpyAsync, a copy kernel): the device-to-device copy's bandwidth in GB/s (bytes read plus "
         "written), medians of reps.");
   m.def("cuda_time_linear_w4", &kern::cuda_time_linear_w4, "M"_a, "K"_a, "N"_a, "group_size"_a, "reps"_a = 20,
-        "min_bytes"_a = size_t(1) << 29, "narrow"_a = false, "tensor_cores"_a = false,
+        "min_bytes"_a = size_t(1) << 29, "gemv"_a = "default", "tensor_cores"_a = false,
         "(microseconds per call, bytes per call) of linear_w4 on the GPU at [M, K] x [N, K], on device inputs from "
-        "a hash, cycling weight sets of min_bytes in all (past the L2), in a CUDA graph; median of reps. narrow: the "
-        "earlier kernel shape (4 outputs a block), for comparison; tensor_cores: linear_w4_tc (prompt chunks, "
-        "large batches).");
+        "a hash, cycling weight sets of min_bytes in all (past the L2), in a CUDA graph; median of reps. gemv: the "
+        "GEMV's shape, 'default', 'narrow' (the first measured: 4 outputs a block) or 'streamed' (a warp per 8 "
+        "outputs over all of K; 1-4 rows); tensor_cores: linear_w4_tc instead (prompt chunks, large batches).");
   m.def("kv_store", &kern::kv_store, "k_cache"_a, "v_cache"_a, "k"_a, "v"_a, "slots"_a, "n_kv_heads"_a, "head_dim"_a,
         "block_size"_a, "dtype"_a = "f32", "v_dtype"_a = py::none(), "k_scales"_a = py::none(),
         "k_zeros"_a = py::none(), "v_scales"_a = py::none(), "v_zeros"_a = py::none(), "stage"_a = py::none(),

@@ -22,7 +22,7 @@ python3 -c "from lmrt._core import kernels as K; print('cuda_available:', K.cuda
 timeout 300 python3 -m pytest -q -rs -p no:cacheprovider tests/test_kernels_cuda.py tests/test_ops_model.py 2>&1 |
   tee "$OUT/tests.log" | tail -15
 # The 4-bit decode GEMV against the card's copy bandwidth (its RESULTS.md section comes back under $OUT).
-timeout 240 python3 benchmarks/bench_cuda.py --reps 20 --results "$OUT/results_section.md" 2>&1 | tee "$OUT/bench_cuda.log"
+timeout 240 python3 benchmarks/bench_cuda.py --reps 10 --results "$OUT/results_section.md" 2>&1 | tee "$OUT/bench_cuda.log"
 # The engine on the GPU: greedy against torch on a random Llama of real shapes (dense bf16 and 4-bit), then batch-1
 # and 64-request throughput beside HF bf16 (its section appended to the same file).
 timeout 420 python3 benchmarks/bench_cuda_engine.py --results "$OUT/results_section.md" 2>&1 |

@@ -137,9 +137,12 @@ def test_linear_cuda(M, N, Kd, dtype):
         (4, 130, 2048, 128),
         (8, 1000, 2048, 64),  # 4 outputs a block
         (11, 130, 8192, 128),  # 8 rows, then 3
+        (4, 1000, 14336, 128),  # the down product: 14 steps of 32 runs (streamed)
+        (2, 24, 96, 32),  # fewer runs than lanes; N not a multiple of a warp's 8 outputs (streamed)
     ],
 )
-def test_linear_w4_cuda(M, N, Kd, g):
+@pytest.mark.parametrize("gemv", ["default", "narrow", "streamed"])
+def test_linear_w4_cuda(M, N, Kd, g, gemv):
     from test_kernels_quant import make_w4, pack_w4, w4_dequant64
 
     x = rng.standard_normal((M, Kd)).astype(np.float32)
@@ -147,7 +150,7 @@ def test_linear_w4_cuda(M, N, Kd, g):
     packed = pack_w4(codes)
     bias = rng.standard_normal(N).astype(np.float32)
     w = w4_dequant64(codes, scales, mins, g)
-    y = K.linear_w4(x, packed, scales, mins, g, bias=bias, device="cuda")
+    y = K.linear_w4(x, packed, scales, mins, g, bias=bias, device="cuda", gemv=gemv)
     ref = x.astype(np.float64) @ w.T + bias
     scale = np.abs(x.astype(np.float64)) @ np.abs(w).T + np.abs(bias)
     assert np.isfinite(y).all(), "an output was not written (NaN poison)"
@@ -155,7 +158,7 @@ def test_linear_w4_cuda(M, N, Kd, g):
     cpu = K.linear_w4(x, packed, scales, mins, g, bias=bias)
     assert (np.abs(y - cpu) <= 2 * w4_tol(Kd) * scale).all()
     # a row's outputs do not depend on the rows launched with it
-    assert np.array_equal(K.linear_w4(x[-1:], packed, scales, mins, g, bias=bias, device="cuda"), y[-1:])
+    assert np.array_equal(K.linear_w4(x[-1:], packed, scales, mins, g, bias=bias, device="cuda", gemv=gemv), y[-1:])
 
 
 # The tensor-core path: bf16 products are exact in fp32; the MMA units add a fragment's 16 products and the running
@@ -230,6 +233,15 @@ def test_linear_w4_tc_cuda(M, N, Kd, g, style):
     assert np.array_equal(
         K.linear_w4(x[-1:], packed, scales, mins, g, bias=bias, device="cuda", tensor_cores=True), y[-1:]
     )
+
+
+def test_gemv_shapes_only_on_cuda():
+    x = np.ones((1, 64), np.float32)
+    args = (np.zeros((4, 32), np.uint8), np.ones((4, 2), np.float32), np.zeros((4, 2), np.float32), 32)
+    with pytest.raises(ValueError, match="gemv= chooses the CUDA GEMV's shape"):
+        K.linear_w4(x, *args, gemv="streamed")
+    with pytest.raises(ValueError, match="gemv must be"):
+        K.linear_w4(x, *args, gemv="wide")
 
 
 def test_tensor_cores_only_on_cuda():

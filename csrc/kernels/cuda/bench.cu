@@ -115,7 +115,7 @@ CopyBandwidth copy_bandwidth_gbs(size_t bytes, int reps) {
   return out;
 }
 
-LinearTiming time_linear_w4(int64_t M, int64_t K, int64_t N, int group_size, int reps, size_t min_bytes, bool narrow,
+LinearTiming time_linear_w4(int64_t M, int64_t K, int64_t N, int group_size, int reps, size_t min_bytes, W4Gemv shape,
                             bool tensor_cores) {
   const int64_t G = K / group_size;
   const size_t set_bytes = static_cast<size_t>(N) * (K / 2) + 2 * sizeof(float) * N * G;
@@ -145,7 +145,7 @@ LinearTiming time_linear_w4(int64_t M, int64_t K, int64_t N, int group_size, int
       if (tensor_cores)
         linear_w4_tc(x, M, K, K, w[i % sets], N, nullptr, y, N, s);
       else
-        linear_w4(x, M, K, K, w[i % sets], N, nullptr, y, N, s, narrow);
+        linear_w4(x, M, K, K, w[i % sets], N, nullptr, y, N, s, shape);
     }
   });
   cudaStreamDestroy(s);

@@ -139,7 +139,7 @@ void linear_host(const float* x, int64_t M, int64_t K, const void* w, DType wdt,
 }
 
 void linear_w4_host(const float* x, int64_t M, int64_t K, const W4Matrix& w, int64_t N, const float* bias, float* y,
-                    bool tensor_cores) {
+                    bool tensor_cores, W4Gemv shape) {
   need_device();
   const int64_t G = K / w.group_size;
   DeviceArray<float> dx(x, M * K), ds(w.scales, N * G), dm(w.mins, N * G), dy(nullptr, M * N);
@@ -149,7 +149,7 @@ void linear_w4_host(const float* x, int64_t M, int64_t K, const W4Matrix& w, int
   if (tensor_cores) {
     linear_w4_tc(dx.p, M, K, K, dw, N, bias ? db.p : nullptr, dy.p, N, nullptr);
   } else {
-    linear_w4(dx.p, M, K, K, dw, N, bias ? db.p : nullptr, dy.p, N, nullptr);
+    linear_w4(dx.p, M, K, K, dw, N, bias ? db.p : nullptr, dy.p, N, nullptr, shape);
   }
   finish(tensor_cores ? "linear_w4_tc" : "linear_w4");
   dy.to_host(y);

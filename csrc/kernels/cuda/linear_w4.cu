@@ -87,9 +87,118 @@ __global__ void __launch_bounds__(32 * kWarps)
   gemv_store<KO, R>(acc, part, n0, N, bias, y, ldy);
 }
 
+constexpr int kStreamOuts = 8;   // the streamed shape: outputs a warp
+constexpr int kStreamWarps = 2;  // warps a block (each on its own outputs: no block-wide reduction)
+
+// The streamed shape (W4Gemv::Streamed, for 1-4 rows): a warp takes kStreamOuts outputs over all of K, lane l the
+// runs l, l + 32, ...: one 16-byte load a run and output (a warp reads 512 contiguous bytes of each of its outputs'
+// rows a step), the next step's codes, scales and mins loaded before this step's arithmetic (held in registers),
+// x read as float4 (16-byte aligned rows) through L1, shared by the warp's outputs. Each lane sums its runs in
+// order (inputs 4w .. 4w + 3, then 16 + 4w .., for w = 0..3), then a fixed shuffle tree: an output does not depend
+// on M.
+template <int R>
+__global__ void __launch_bounds__(32 * kStreamWarps)
+    w4_gemv_streamed(const float* __restrict__ x, int64_t K, int64_t ldx, const uint8_t* __restrict__ codes,
+                     const float* __restrict__ scales, const float* __restrict__ mins, int gshift, int64_t N,
+                     const float* __restrict__ bias, float* __restrict__ y, int64_t ldy) {
+  constexpr int KO = kStreamOuts;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t n0 = (static_cast<int64_t>(blockIdx.x) * kStreamWarps + warp) * KO;
+  if (n0 >= N) return;  // the whole warp
+  const int64_t runs = K / 32, G = K >> gshift;
+  float acc[KO][R];
+#pragma unroll
+  for (int o = 0; o < KO; ++o)
+#pragma unroll
+    for (int r = 0; r < R; ++r) acc[o][r] = 0.0f;
+  uint4 q[KO];
+  float sc[KO], mn[KO];
+  const auto fetch = [&](int64_t run, uint4(&qq)[KO], float (&ss)[KO], float (&mm)[KO]) {
+    const int64_t g = (run * 32) >> gshift;
+#pragma unroll
+    for (int o = 0; o < KO; ++o) {
+      const bool live = run < runs && n0 + o < N;
+      qq[o] =
+          live ? __ldg(reinterpret_cast<const uint4*>(codes + (n0 + o) * (K / 2) + run * 16)) : make_uint4(0, 0, 0, 0);
+      ss[o] = live ? __ldg(scales + (n0 + o) * G + g) : 0.0f;
+      mm[o] = live ? __ldg(mins + (n0 + o) * G + g) : 0.0f;
+    }
+  };
+  fetch(lane, q, sc, mn);
+  for (int64_t base = 0; base < runs; base += 32) {
+    const int64_t run = base + lane;
+    const bool more = base + 32 < runs;  // the same for the whole warp
+    uint4 qn[KO];
+    float sn[KO], mnn[KO];
+    if (more) fetch(run + 32, qn, sn, mnn);
+    if (run < runs) {
+#pragma unroll
+      for (int w = 0; w < 4; ++w) {
+        float4 lo[R], hi[R];
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          lo[r] = __ldg(reinterpret_cast<const float4*>(x + r * ldx + run * 32 + 4 * w));
+          hi[r] = __ldg(reinterpret_cast<const float4*>(x + r * ldx + run * 32 + 16 + 4 * w));
+        }
+#pragma unroll
+        for (int o = 0; o < KO; ++o) {
+          const uint32_t word = w == 0 ? q[o].x : w == 1 ? q[o].y : w == 2 ? q[o].z : q[o].w;
+          float wl[4], wh[4];
+#pragma unroll
+          for (int b = 0; b < 4; ++b) {
+            const uint32_t byte = (word >> (8 * b)) & 0xFFu;
+            wl[b] = fmaf(static_cast<float>(byte & 0x0Fu), sc[o], mn[o]);
+            wh[b] = fmaf(static_cast<float>(byte >> 4), sc[o], mn[o]);
+          }
+#pragma unroll
+          for (int r = 0; r < R; ++r) {
+            float a = acc[o][r];
+            a = fmaf(lo[r].x, wl[0], a);
+            a = fmaf(lo[r].y, wl[1], a);
+            a = fmaf(lo[r].z, wl[2], a);
+            a = fmaf(lo[r].w, wl[3], a);
+            a = fmaf(hi[r].x, wh[0], a);
+            a = fmaf(hi[r].y, wh[1], a);
+            a = fmaf(hi[r].z, wh[2], a);
+            a = fmaf(hi[r].w, wh[3], a);
+            acc[o][r] = a;
+          }
+        }
+      }
+    }
+    if (more) {
+#pragma unroll
+      for (int o = 0; o < KO; ++o) {
+        q[o] = qn[o];
+        sc[o] = sn[o];
+        mn[o] = mnn[o];
+      }
+    }
+  }
+#pragma unroll
+  for (int o = 0; o < KO; ++o)
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      float a = acc[o][r];
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) a += __shfl_xor_sync(0xFFFFFFFFu, a, off);
+      if (lane == 0 && n0 + o < N) y[r * ldy + n0 + o] = a + (bias ? bias[n0 + o] : 0.0f);
+    }
+}
+
 template <int R>
 void launch(const float* x, int64_t K, int64_t ldx, const W4Matrix& w, int gshift, int64_t N, const float* bias,
-            float* y, int64_t ldy, cudaStream_t stream, bool narrow) {
+            float* y, int64_t ldy, cudaStream_t stream, W4Gemv shape) {
+  if constexpr (R <= 4) {
+    if (shape == W4Gemv::Streamed) {
+      const int64_t per_block = static_cast<int64_t>(kStreamOuts) * kStreamWarps;
+      const unsigned blocks = static_cast<unsigned>((N + per_block - 1) / per_block);
+      w4_gemv_streamed<R>
+          <<<blocks, 32 * kStreamWarps, 0, stream>>>(x, K, ldx, w.codes, w.scales, w.mins, gshift, N, bias, y, ldy);
+      return;
+    }
+  }
+  const bool narrow = shape == W4Gemv::Narrow;
   // registers (ptxas, sm_90a): 128 at R = 1 (KO 16), 128-178 at R = 2-4 (KO 8); 5+ rows keep KO 4 (KO 8 took
   // 186-255 registers there: one block an SM)
   constexpr int KO = R == 1 ? 16 : R <= 4 ? 8 : 4;
@@ -109,11 +218,11 @@ void launch(const float* x, int64_t K, int64_t ldx, const W4Matrix& w, int gshif
 }  // namespace
 
 void linear_w4(const float* x, int64_t M, int64_t K, int64_t ldx, const W4Matrix& w, int64_t N, const float* bias,
-               float* y, int64_t ldy, void* stream, bool narrow) {
+               float* y, int64_t ldy, void* stream, W4Gemv shape) {
   const int gshift = w.group_size == 32 ? 5 : w.group_size == 64 ? 6 : 7;
   const cudaStream_t s = static_cast<cudaStream_t>(stream);
   by_row_slices(x, M, ldx, y, ldy, [&](auto rows, const float* xm, float* ym) {
-    launch<decltype(rows)::value>(xm, K, ldx, w, gshift, N, bias, ym, ldy, s, narrow);
+    launch<decltype(rows)::value>(xm, K, ldx, w, gshift, N, bias, ym, ldy, s, shape);
   });
 }
 

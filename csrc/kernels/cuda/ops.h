@@ -49,6 +49,12 @@ void linear(const float* x, int64_t M, int64_t K, int64_t ldx, const void* w, DT
 // x[i] += h[i] for i < n (the residual adds)
 void add(float* x, const float* h, int64_t n, void* stream);
 
+// The 4-bit decode GEMV's shapes (benchmarks/bench_cuda.py times them side by side): Default (16 outputs a block at
+// 1 row, 8 at 2-4, 4 from 5, K split over 8 warps), Narrow (4 outputs a block at every row count: the first shape
+// measured), Streamed (1-4 rows; more take Default: a warp per 8 outputs over all of K, 16-byte code loads, the next
+// step's loads in flight during a step's arithmetic).
+enum class W4Gemv { Default, Narrow, Streamed };
+
 // y[m, n] = sum_k x[m, k] * w[n, k] (+ bias[n]) for 4-bit w (W4Matrix's layout and (scale, min) groups of 32, 64
 // or 128; cpu::linear_w4's contract), the decode path (rows of x 8 at a time): a block of 8 warps per 16 outputs (8
 // for 2-4 rows, 4 for more), K split among the warps, each x load serving all the block's outputs, the weights formed
@@ -57,7 +63,7 @@ void add(float* x, const float* h, int64_t n, void* stream);
 // comparison).
 //   x [M, K] row stride ldx (device), y [M, N] row stride ldy
 void linear_w4(const float* x, int64_t M, int64_t K, int64_t ldx, const W4Matrix& w, int64_t N, const float* bias,
-               float* y, int64_t ldy, void* stream, bool narrow = false);
+               float* y, int64_t ldy, void* stream, W4Gemv shape = W4Gemv::Default);
 
 // The same products on the tensor cores (prompt chunks and large batches; cpu::linear_bf16_tiles' counterpart): x
 // and the weights rounded to bf16 (round to nearest even; 4-bit weights formed as fma(code, scale, min) in fp32
@@ -102,7 +108,7 @@ void linear_host(const float* x, int64_t M, int64_t K, const void* w, DType wdt,
                  bool tensor_cores = false);
 // w's arrays on the host too (codes [N, K / 2], scales and mins [N, K / group_size]). tensor_cores: linear_w4_tc.
 void linear_w4_host(const float* x, int64_t M, int64_t K, const W4Matrix& w, int64_t N, const float* bias, float* y,
-                    bool tensor_cores = false);
+                    bool tensor_cores = false, W4Gemv shape = W4Gemv::Default);
 // kv's arrays on the host (num_blocks blocks): copied to the device, written, copied back.
 void kv_store_host(const KVLayer& kv, int64_t num_blocks, const float* k, const float* v, int64_t M,
                    const int64_t* slot);
@@ -127,6 +133,6 @@ struct LinearTiming {
 };
 // tensor_cores: linear_w4_tc instead.
 LinearTiming time_linear_w4(int64_t M, int64_t K, int64_t N, int group_size, int reps, size_t min_bytes,
-                            bool narrow = false, bool tensor_cores = false);
+                            W4Gemv shape = W4Gemv::Default, bool tensor_cores = false);
 
 }  // namespace lmrt::cuda

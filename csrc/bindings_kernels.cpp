@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "common/greedy.h"
 #include "kernels/cpu/isa.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/threadpool.h"
@@ -448,6 +449,25 @@ py::array_t<float> linear_i8(F32In x, py::array q, F32In scales, std::optional<F
     }
   }
   return y;
+}
+
+// Each row's greedy token (common/greedy.h; -1 where a logit is NaN or +inf): the CPU op set's rule, or the CUDA op.
+py::array_t<int32_t> greedy(F32In logits, const std::string& device) {
+  [[maybe_unused]] const bool gpu = on_cuda(device);
+  if (logits.ndim() != 2 || logits.shape(1) < 1) bad("logits must be 2-D [R, V] with V >= 1, got " + shape_str(logits));
+  const int64_t R = logits.shape(0), V = logits.shape(1);
+  py::array_t<int32_t> out(R);
+  const float* lp = logits.data();
+  int32_t* op = out.mutable_data();
+  py::gil_scoped_release nogil;
+#ifdef LMRT_HAVE_CUDA
+  if (gpu) {
+    lmrt::cuda::greedy_host(lp, R, V, op);
+    return out;
+  }
+#endif
+  for (int64_t r = 0; r < R; ++r) op[r] = lmrt::greedy_token(lp + r * V, V);
+  return out;
 }
 
 py::tuple cuda_available() {
@@ -1077,6 +1097,9 @@ void bind_kernels(py::module_& m) {
   m.def("cuda_copy_bandwidth", &kern::cuda_copy_bandwidth, "bytes"_a, "reps"_a = 20,
         "(cudaMemcpyAsync, a copy kernel): the device-to-device copy's bandwidth in GB/s (bytes read plus "
         "written), medians of reps.");
+  m.def("greedy", &kern::greedy, "logits"_a, "device"_a = "cpu",
+        "int32 [R]: each logits row's greedy token (the first index of the maximum, -1 where a logit is NaN or "
+        "+inf), the rule the engine samples greedy rows by; device='cuda': the CUDA op (sampling on the device).");
   m.def("cuda_time_linear_w4", &kern::cuda_time_linear_w4, "M"_a, "K"_a, "N"_a, "group_size"_a, "reps"_a = 20,
         "min_bytes"_a = size_t(1) << 29, "gemv"_a = "default", "tensor_cores"_a = false,
         "(microseconds per call, bytes per call) of linear_w4 on the GPU at [M, K] x [N, K], on device inputs from "

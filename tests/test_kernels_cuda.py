@@ -367,3 +367,41 @@ def test_kv_ops_on_cuda_refuse_what_the_gpu_lacks():
     c = PagedCache(4, 1, 32, 16, "i4c", np.random.default_rng(0))
     with pytest.raises((ValueError, RuntimeError), match="i4c|CUDA backend"):
         c.store(np.ones((1, 32), np.float32), np.ones((1, 32), np.float32), np.array([0], np.int64), device="cuda")
+
+
+def greedy_cases():
+    """Rows with their expected greedy tokens: random rows, ties (the first maximum), rows of -inf, NaN and +inf
+    (-1), and V around the block's 256 threads."""
+    rows = []
+    for V in (1, 7, 256, 1000, 49152):
+        x = rng.standard_normal(V).astype(np.float32)
+        rows.append((x, int(np.argmax(x))))
+        if V > 1:
+            t = x.copy()
+            t[V - 1] = t[V // 2] = t.max() + 1  # a tie: the lower index wins
+            rows.append((t, V // 2 if V // 2 < V - 1 else V - 1))
+            n = x.copy()
+            n[V // 3] = np.nan
+            rows.append((n, -1))
+            p = x.copy()
+            p[V - 1] = np.inf
+            rows.append((p, -1))
+            m = x.copy()
+            m[: V // 2] = -np.inf  # banned tokens
+            rows.append((m, int(np.argmax(m))))
+        rows.append((np.full(V, -np.inf, np.float32), 0))
+    return rows
+
+
+def test_greedy_rule_on_the_cpu():
+    for row, want in greedy_cases():
+        assert K.greedy(row[None, :])[0] == want
+
+
+@needs_cuda
+def test_greedy_cuda():
+    for row, want in greedy_cases():
+        assert K.greedy(row[None, :], device="cuda")[0] == want
+    # many rows at once, as a step's logits
+    logits = rng.standard_normal((64, 32000)).astype(np.float32)
+    assert np.array_equal(K.greedy(logits, device="cuda"), logits.argmax(1))

@@ -69,6 +69,66 @@ def test_ops_model_batching_and_preemption_change_nothing(models, monkeypatch):
         assert pipe.stats()["num_preemptions"] > 0
 
 
+def test_greedy_steps_pick_their_tokens_on_the_device(models, monkeypatch):
+    # the op-set model picks greedy tokens where the logits are (DeviceOps::greedy: only token ids cross to the
+    # host) when every logit row of a step is greedy; a sampled request, a repetition penalty or min_new_tokens
+    # with stop ids beside it keeps that step on the host sampler. The tokens are the CPU model's either way.
+    path = models["llama-untied"]
+    ids = [prompt(9 + 5 * i, seed=200 + i) for i in range(3)]
+    sampled = lmrt.GenerationConfig(max_new_tokens=12, temperature=0.8, top_k=20, seed=3, ignore_eos=True)
+    penalty = lmrt.GenerationConfig(max_new_tokens=12, repetition_penalty=1.3, ignore_eos=True)
+    banned = lmrt.GenerationConfig(max_new_tokens=12, min_new_tokens=6, stop_token_ids=[5])
+    runs = {
+        "greedy": [GREEDY] * 3,
+        "with a sampled one": [GREEDY, sampled, GREEDY],
+        "with a penalty": [GREEDY, GREEDY, penalty],
+        "with bans": [banned, GREEDY, GREEDY],
+    }
+
+    def together(pipe, gens):  # every request in the engine before any is read: they run as one batch
+        from lmrt.api import RequestStream
+
+        streams = [RequestStream(pipe, pipe._submit(p, g), p, g) for p, g in zip(ids, gens)]
+        return [[t for chunk in st for t in chunk.token_ids] for st in streams]
+
+    want = {}
+    with lmrt.pipeline(path, engine_config()) as pipe:
+        for name, gens in runs.items():
+            want[name] = together(pipe, gens)
+    monkeypatch.setenv("LMRT_OPS_MODEL", "1")
+    with lmrt.pipeline(path, engine_config()) as pipe:
+        for name, gens in runs.items():
+            before = pipe.stats()["num_device_greedy_steps"]
+            steps = pipe.stats()["num_steps"]
+            got = together(pipe, gens)
+            assert got == want[name], name
+            on_device = pipe.stats()["num_device_greedy_steps"] - before
+            if name == "greedy":  # every step with a logit row: all of them here
+                assert on_device == pipe.stats()["num_steps"] - steps > 0
+            else:  # the host sampler while the odd request runs (the penalty's and the sample's: every step)
+                assert on_device < pipe.stats()["num_steps"] - steps, name
+
+
+def test_non_finite_logits_fail_a_device_greedy_request(tmp_path, models, monkeypatch):
+    # a NaN in the output matrix reaches the logits; the device's greedy pick says so (-1) and the request ends
+    # with the engine's error, the engine serving on
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    bad = tmp_path / "nan"
+    shutil.copytree(models["llama-untied"], bad)
+    tensors = load_file(bad / "model.safetensors")
+    tensors["lm_head.weight"][7, 3] = np.nan
+    save_file(tensors, bad / "model.safetensors", metadata={"format": "pt"})
+    monkeypatch.setenv("LMRT_OPS_MODEL", "1")
+    with lmrt.pipeline(bad, engine_config()) as pipe:
+        with pytest.raises(lmrt.RequestError, match=r"non-finite logits \(NaN or \+inf\) at position 9"):
+            pipe(prompt(10, seed=8), GREEDY)
+        assert pipe.stats()["num_device_greedy_steps"] == 1
+        assert pipe.stats()["num_running"] == pipe.stats()["num_waiting"] == 0
+
+
 # bf16 rounding of x and W (2^-9 relative each) through 2 random layers: test_prefill_bf16.py's bound.
 BF16_VS_FP32_REL_TOL = 3e-2
 

@@ -3,6 +3,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "common/greedy.h"
 #include "kernels/cpu/ops.h"
 #include "model/matrix_cpu.h"
 
@@ -104,6 +105,12 @@ void CpuOps::silu_mul(const float* gu, int64_t M, int64_t I, int64_t ldg, float*
 
 void CpuOps::add(float* x, const float* h, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] += h[i];
+}
+
+void CpuOps::greedy(const float* logits, int64_t R, int64_t V, int32_t* out) {
+  pool_.parallel_for(R, 1, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) out[r] = greedy_token(logits + r * V, V);
+  });
 }
 
 }  // namespace lmrt

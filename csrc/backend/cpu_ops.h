@@ -41,6 +41,7 @@ class CpuOps final : public DeviceOps {
                        int n_heads, float scale) override;
   void silu_mul(const float* gu, int64_t M, int64_t I, int64_t ldg, float* out, int64_t ldo) override;
   void add(float* x, const float* h, int64_t n) override;
+  void greedy(const float* logits, int64_t R, int64_t V, int32_t* out) override;
 
  private:
   cpu::ThreadPool& pool_;

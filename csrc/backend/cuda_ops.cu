@@ -91,6 +91,10 @@ class CudaOps final : public DeviceOps {
     launched("linear");
   }
   const char* bf16_unit() const override { return "tensor cores"; }
+  void greedy(const float* logits, int64_t R, int64_t V, int32_t* out) override {
+    cuda::greedy(logits, R, V, out, stream_);
+    launched("greedy");
+  }
   void rope(float* x, int64_t M, int64_t ldx, int n_heads, int head_dim, const int32_t* pos, const float* inv_freq,
             float attn_scale) override {
     cuda::rope(x, M, ldx, n_heads, head_dim, pos, inv_freq, attn_scale, stream_);

@@ -77,6 +77,9 @@ class DeviceOps {
   virtual void silu_mul(const float* gu, int64_t M, int64_t I, int64_t ldg, float* out, int64_t ldo) = 0;
   // x[i] += h[i], i < n
   virtual void add(float* x, const float* h, int64_t n) = 0;
+  // out[r] = row r's greedy token (common/greedy.h: the first index of the maximum; -1 where a logit is NaN or
+  // +inf), logits [R, V]: sampling on the device when only token ids need to cross to the host.
+  virtual void greedy(const float* logits, int64_t R, int64_t V, int32_t* out) = 0;
 };
 
 // Device memory that grows to the largest size asked of it (reserve) and is freed with it.

@@ -211,7 +211,8 @@ EngineStats Engine::stats() {
                      num_staged_,
                      time_,
                      backend_->late_workers(),
-                     backend_->narrow_jobs()};
+                     backend_->narrow_jobs(),
+                     num_device_greedy_steps_};
 }
 
 void Engine::loop() {
@@ -302,6 +303,19 @@ void Engine::build_batch(const std::vector<ScheduledSeq>& plan) {
       num_logit_rows += 1;
     }
   }
+  // Sampling where the logits are, when every logit row wants only its greedy token: no prompt outputs, no
+  // temperature, no repetition penalty, no bans (stop or EOS ids before min_new_tokens), so R token ids cross to
+  // the host instead of R x V logits.
+  auto greedy = [](const Request& r, int first) {
+    const SamplingParams& p = r.params.sampling;
+    const bool bans = r.num_generated() < r.params.min_new_tokens &&
+                      (!r.params.stop_token_ids.empty() || (!r.params.ignore_eos && !r.params.eos_token_ids.empty()));
+    return !(r.wants_prompt_outputs() && first < r.num_prompt_tokens) && p.temperature <= 0.f &&
+           p.repetition_penalty == 1.f && !bans;
+  };
+  batch_.greedy_only = num_logit_rows > 0 && model_->greedy_on_device();
+  for (size_t s = 0; s < plan.size() && batch_.greedy_only; ++s)
+    if (logit_base_[s] >= 0 && !greedy(*plan[s].req, plan[s].req->num_computed_tokens)) batch_.greedy_only = false;
 }
 
 // int4 K: after a step, only the partial last blocks of running requests keep their staging slots (a block
@@ -319,6 +333,8 @@ void Engine::release_stages() {
 
 void Engine::postprocess(const std::vector<ScheduledSeq>& plan, const float* logits) {
   const int V = model_->spec().vocab_size;
+  const int32_t* greedy = batch_.greedy_only ? model_->greedy_tokens() : nullptr;  // chosen where the logits are
+  num_device_greedy_steps_ += greedy != nullptr;
   jobs_.clear();
   for (size_t s = 0; s < plan.size(); ++s) {
     Request* r = plan[s].req;
@@ -328,7 +344,7 @@ void Engine::postprocess(const std::vector<ScheduledSeq>& plan, const float* log
     blocks_.register_full_blocks(r->tokens, r->num_computed_tokens, r->block_table, r->num_hashed_blocks,
                                  r->last_block_hash);
     if (logit_base_[s] < 0) continue;
-    float* rows = const_cast<float*>(logits) + static_cast<size_t>(logit_base_[s]) * V;
+    float* rows = greedy ? nullptr : const_cast<float*>(logits) + static_cast<size_t>(logit_base_[s]) * V;
     if (r->wants_prompt_outputs() && first < r->num_prompt_tokens) {
       for (int j = 0; j < n && first + j < r->num_prompt_tokens; ++j) {
         const int pos = first + j;
@@ -349,7 +365,8 @@ void Engine::postprocess(const std::vector<ScheduledSeq>& plan, const float* log
       finish(r, FinishReason::Length);
       continue;
     }
-    SampleJob job{r, rows, {}, -1};
+    SampleJob job{r, rows, {}, greedy ? greedy[logit_base_[s]] : -1};
+    if (greedy) job.finite = job.token >= 0;  // -1: the row held NaN or +inf
     if (r->num_generated() < r->params.min_new_tokens) {
       job.bans = r->params.stop_token_ids;
       if (!r->params.ignore_eos)
@@ -363,6 +380,7 @@ void Engine::postprocess(const std::vector<ScheduledSeq>& plan, const float* log
     thread_local Sampler sampler;
     for (int64_t i = b; i < e; ++i) {
       SampleJob& j = jobs_[i];
+      if (!j.logits) continue;  // its token came with the forward pass (greedy on the device)
       j.finite = Sampler::all_finite(j.logits, V);
       if (j.finite) j.token = sampler.sample(j.logits, V, j.req->params.sampling, j.req->tokens, j.bans, j.req->rng);
     }

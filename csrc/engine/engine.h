@@ -74,6 +74,7 @@ struct EngineStats {
   int num_staged_blocks;  // int4 K: blocks whose rows are staged (being filled) now
   StepTime step_time;
   int64_t pool_late_workers, pool_narrow_jobs;  // the backend's threads: contention seen, and its cost
+  int64_t num_device_greedy_steps;              // steps whose tokens were chosen where the logits are (greedy_only)
 };
 
 class UnknownRequestError : public std::out_of_range {
@@ -144,7 +145,7 @@ class Engine {
   // A request whose next token is drawn this step (postprocess): its logits row, the tokens it may not draw yet.
   struct SampleJob {
     Request* req;
-    float* logits;              // [V]
+    float* logits;              // [V]; nullptr: token already chosen on the device (Batch::greedy_only)
     std::vector<int32_t> bans;  // stop and EOS ids while min_new_tokens is not reached
     int32_t token;
     bool finite = true;  // false: a logit was NaN or +inf (no token; the request ends in an error)
@@ -163,6 +164,7 @@ class Engine {
   bool stop_ = false;
   int64_t steps_left_ = -1;  // steps the loop may still take (pause / resume); -1: no limit
   int64_t num_steps_ = 0, num_prefill_tokens_ = 0, num_decode_tokens_ = 0;
+  int64_t num_device_greedy_steps_ = 0;  // steps sampled where the logits are (Batch::greedy_only)
   int num_staged_ = 0;  // the staged cache's num_staged() after the last step (stats() reads it under mu_)
   StepTime time_;       // summed over steps (under mu_)
   std::thread thread_;

@@ -22,9 +22,9 @@ class Sampler {
   // log softmax(logits)[token], computed in double.
   static float logprob(const float* logits, int vocab_size, int32_t token);
   // False if any logit is NaN or +inf (then sample() would be undefined: its sort needs an order).
-  static bool all_finite(const float* logits, int vocab_size);
+  static bool all_finite(const float* logits, int vocab_size);  // common/greedy.h's logits_finite
   // The first index of the maximum (torch.argmax's), for logits that are finite or -inf.
-  static int32_t argmax(const float* logits, int vocab_size);
+  static int32_t argmax(const float* logits, int vocab_size);  // common/greedy.h's first_argmax
 
  private:
   std::vector<std::pair<float, int32_t>> cand_;  // [<= V] (scaled logit, token id) of the candidates

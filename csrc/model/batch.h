@@ -20,6 +20,9 @@ struct Batch {
   std::vector<SeqRows> seqs;           // [num_seqs], rows of a sequence are contiguous
   std::vector<int32_t> logit_rows;     // [R] rows whose logits are computed, ascending
   std::vector<int32_t> sealed_blocks;  // int4 K: blocks whose last row this step writes (kv_seal after kv_store)
+  // Every logit row wants only its greedy token (set only for a model with greedy_on_device(): then forward
+  // returns Model::greedy_tokens() instead of logits, and only R token ids cross to the host).
+  bool greedy_only = false;
 
   int64_t num_tokens() const { return static_cast<int64_t>(tokens.size()); }
   void clear() {
@@ -29,6 +32,7 @@ struct Batch {
     seqs.clear();
     logit_rows.clear();
     sealed_blocks.clear();
+    greedy_only = false;
   }
 };
 

@@ -48,8 +48,8 @@ OpsLlamaModel::OpsLlamaModel(ModelSpec spec, Weights weights, Backend& backend, 
       throw std::invalid_argument("KV cache: int4 rows need head_dim a multiple of 32, got " + std::to_string(hd));
   if (weights_.embed.format != WeightFormat::Dense)
     throw std::invalid_argument("the op-set model takes a dense embedding table");
-  for (DeviceBuffer* b :
-       {&tokens_, &positions_, &slots_, &tables_, &table_start_, &x_, &h_, &qkv_, &attn_, &gu_, &act_, &sel_, &logits_})
+  for (DeviceBuffer* b : {&tokens_, &positions_, &slots_, &tables_, &table_start_, &x_, &h_, &qkv_, &attn_, &gu_, &act_,
+                          &sel_, &logits_, &tokens_out_})
     *b = DeviceBuffer(ops_);
 
   const DeviceMatrix embed = ops_.upload_matrix(weights_.embed);
@@ -106,7 +106,9 @@ void OpsLlamaModel::reserve(int64_t T, int64_t R, int64_t table_len) {
   act_.reserve(T * I * 4);
   sel_.reserve(std::max<int64_t>(R, 1) * H * 4);
   logits_.reserve(std::max<int64_t>(R, 1) * spec_.vocab_size * 4);
+  tokens_out_.reserve(std::max<int64_t>(R, 1) * sizeof(int32_t));
   host_logits_.resize(R * static_cast<int64_t>(spec_.vocab_size));
+  host_tokens_.resize(R);
 }
 
 const float* OpsLlamaModel::forward(const Batch& batch) {
@@ -150,6 +152,11 @@ const float* OpsLlamaModel::forward(const Batch& batch) {
     ops_.rmsnorm(x + row * H, 1, H, H, norm_, spec_.rms_norm_eps, sel + r * H, H);
   }
   ops_.linear(head_, sel, R, H, nullptr, logits_.data<float>(), V, bf16_ && R >= kBf16MinRows);
+  if (batch.greedy_only) {  // only the token ids cross to the host
+    ops_.greedy(logits_.data<float>(), R, V, tokens_out_.data<int32_t>());
+    ops_.to_host(host_tokens_.data(), tokens_out_.data<void>(), R * sizeof(int32_t));
+    return nullptr;
+  }
   ops_.to_host(host_logits_.data(), logits_.data<void>(), R * V * sizeof(float));
   return host_logits_.data();
 }

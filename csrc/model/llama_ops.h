@@ -29,6 +29,8 @@ class OpsLlamaModel final : public Model {
   size_t weights_bytes() const override { return weights_.bytes(); }
   size_t kv_bytes() const override { return kv_bytes_; }
   KVCache* staged_cache() override { return nullptr; }
+  bool greedy_on_device() const override { return true; }
+  const int32_t* greedy_tokens() const override { return host_tokens_.data(); }
 
  private:
   struct Layer {
@@ -65,15 +67,17 @@ class OpsLlamaModel final : public Model {
   std::vector<int32_t> host_tables_;         // their host copies
   std::vector<int64_t> host_table_start_;
   // Workspaces, grown to the largest step:
-  DeviceBuffer x_;                  // [T, H] residual stream
-  DeviceBuffer h_;                  // [T, H] normed input / sublayer output
-  DeviceBuffer qkv_;                // [T, qkv_dim]
-  DeviceBuffer attn_;               // [T, nh hd]
-  DeviceBuffer gu_;                 // [T, 2 I]
-  DeviceBuffer act_;                // [T, I]
-  DeviceBuffer sel_;                // [R, H] final hidden rows that need logits, normed
-  DeviceBuffer logits_;             // [R, V]
-  std::vector<float> host_logits_;  // [R, V]
+  DeviceBuffer x_;                    // [T, H] residual stream
+  DeviceBuffer h_;                    // [T, H] normed input / sublayer output
+  DeviceBuffer qkv_;                  // [T, qkv_dim]
+  DeviceBuffer attn_;                 // [T, nh hd]
+  DeviceBuffer gu_;                   // [T, 2 I]
+  DeviceBuffer act_;                  // [T, I]
+  DeviceBuffer sel_;                  // [R, H] final hidden rows that need logits, normed
+  DeviceBuffer logits_;               // [R, V]
+  DeviceBuffer tokens_out_;           // [R] int32: greedy tokens (batch.greedy_only)
+  std::vector<float> host_logits_;    // [R, V]
+  std::vector<int32_t> host_tokens_;  // [R]
 };
 
 }  // namespace lmrt

@@ -2,6 +2,7 @@
 #include <cuda_runtime.h>
 
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -31,7 +32,9 @@ struct DeviceArray {
     if (host) {
       check(cudaMemcpy(p, host, n * sizeof(T), cudaMemcpyHostToDevice), "cudaMemcpy to device");
     } else {
-      const std::vector<T> poison(n, std::is_floating_point<T>::value ? static_cast<T>(std::nanf("")) : T{});
+      // NaN, or an integer type's least value (INT32_MIN: never a token id nor -1)
+      const std::vector<T> poison(
+          n, std::is_floating_point<T>::value ? static_cast<T>(std::nanf("")) : std::numeric_limits<T>::lowest());
       check(cudaMemcpy(p, poison.data(), n * sizeof(T), cudaMemcpyHostToDevice), "cudaMemcpy to device");
     }
   }
@@ -229,6 +232,15 @@ void hadamard_heads_host(float* x, int64_t M, int n_heads, int head_dim) {
   hadamard_heads(dx.p, M, ld, n_heads, head_dim, nullptr);
   finish("hadamard_heads");
   dx.to_host(x);
+}
+
+void greedy_host(const float* logits, int64_t R, int64_t V, int32_t* out) {
+  need_device();
+  DeviceArray<float> dl(logits, R * V);
+  DeviceArray<int32_t> dout(nullptr, R);
+  greedy(dl.p, R, V, dout.p, nullptr);
+  finish("greedy");
+  dout.to_host(out);
 }
 
 }  // namespace lmrt::cuda

@@ -225,10 +225,11 @@ def main() -> None:
         dense_dir, w4_dir, w4_fp32 = write_models(Path(tmp), s, args.device)
         facts.append(f"random checkpoints written in {time.perf_counter() - start:.0f} s")
         stamp("checkpoints written")
-        engine = lambda path, kv, prefill="fp32": lmrt.pipeline(  # noqa: E731
+        engine = lambda path, kv, prefill="fp32", eager=False: lmrt.pipeline(  # noqa: E731
             path,
             lmrt.EngineConfig(
                 device=args.device,
+                enforce_eager=eager,
                 dtype="bfloat16",
                 kv_cache_dtype=kv,
                 cache_memory_gib=4.0 if not args.small else 0.2,
@@ -256,6 +257,9 @@ def main() -> None:
         with engine(w4_dir, "int8") as pipe:
             bn_exact = lmrt_speed(pipe, batch, args.new, 1)
             stamp(f"lmrt 4-bit int8 KV, exact fp32, {args.batch} requests: {bn_exact:,.1f} tokens/s (1 rep)")
+        with engine(w4_dir, "int8", "bf16", eager=True) as pipe:  # every op launched: what the step graphs save
+            b1_eager = lmrt_speed(pipe, [prompt], args.new, args.reps)
+            stamp(f"lmrt 4-bit int8 KV, no step graphs (enforce_eager), batch 1: {b1_eager:,.1f} tokens/s")
         hf = torch_model(w4_dir, args.device, torch.bfloat16, w4_fp32)
         hf_b1 = hf_speed(hf, [prompt], args.new, args.reps, sync)
         stamp(f"HF bf16, batch 1: {hf_b1:,.1f} tokens/s")
@@ -264,6 +268,7 @@ def main() -> None:
             f"| lmrt 4-bit, int8 KV (bf16 prefill: 16+ row steps on the tensor cores) | {b1:,.1f} | {bn:,.1f} |"
         )
         rows.append(f"| lmrt 4-bit, int8 KV, exact fp32 (GEMVs only), 1 rep | — | {bn_exact:,.1f} |")
+        rows.append(f"| lmrt 4-bit, int8 KV, enforce_eager (no step graphs) | {b1_eager:,.1f} | — |")
         rows.append(f"| HF transformers bf16 (same weights dequantized) | {hf_b1:,.1f} | {hf_bn:,.1f} |")
         rows.append(f"| lmrt / HF | {b1 / hf_b1:.2f}x | {bn / hf_bn:.2f}x |")
         print("\n".join(rows), flush=True)

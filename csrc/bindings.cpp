@@ -100,7 +100,8 @@ void bind_types(py::module_& m) {
       .def_readwrite("tile_unit", &EngineOptions::tile_unit)
       .def_readwrite("linear_precision", &EngineOptions::linear_precision)
       .def_readwrite("device", &EngineOptions::device)
-      .def_readwrite("ops_model", &EngineOptions::ops_model);
+      .def_readwrite("ops_model", &EngineOptions::ops_model)
+      .def_readwrite("step_graphs", &EngineOptions::step_graphs);
 
   py::class_<ModelSpec>(m, "ModelSpec")
       .def(py::init<>())

@@ -228,6 +228,9 @@ def test_device_cuda_resolves_bf16_prefill_on_the_tensor_cores(monkeypatch):
         None,
         "bfloat16",
     )
+    assert r.step_graphs and r.engine_options().step_graphs  # decode steps as CUDA graphs, unless enforce_eager
+    assert not resolve(EngineConfig(device="cuda", enforce_eager=True), SPEC, ZEN4).step_graphs
+    assert not resolve(EngineConfig(), SPEC, ZEN4).step_graphs
     assert resolve(EngineConfig(device="cuda", prefill_precision="fp32"), SPEC, ZEN4).prefill_precision == "fp32"
     assert resolve(EngineConfig(device="cuda", prefill_precision="bf16"), SPEC, ZEN4).prefill_precision == "bf16"
     with pytest.raises(ConfigError, match="no int8 yet"):

@@ -26,6 +26,7 @@ struct BackendOptions {
   PrefillPrecision prefill_precision = PrefillPrecision::FP32;
   TileUnit tile_unit = TileUnit::Model;  // runs bf16 prefill (checked available)
   LinearPrecision linear_precision = LinearPrecision::FP32;
+  bool step_graphs = false;  // decode steps replayed as recorded graphs where the op set records them (CUDA)
 };
 
 class Backend {

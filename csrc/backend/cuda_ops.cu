@@ -1,5 +1,6 @@
 #include <cuda_runtime.h>
 
+#include <map>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -24,6 +25,7 @@ class CudaOps final : public DeviceOps {
   }
   ~CudaOps() override {
     cudaStreamSynchronize(stream_);
+    for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
     for (void* p : matrices_) cudaFree(p);
     cudaStreamDestroy(stream_);
   }
@@ -91,6 +93,38 @@ class CudaOps final : public DeviceOps {
     launched("linear");
   }
   const char* bf16_unit() const override { return "tensor cores"; }
+
+  bool capture(int64_t key) override {
+    check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "begin a graph capture");
+    capture_key_ = key;
+    return true;
+  }
+  bool end_capture() override {
+    cudaGraph_t graph = nullptr;
+    cudaError_t e = cudaStreamEndCapture(stream_, &graph);
+    cudaGraphExec_t exec = nullptr;
+    if (e == cudaSuccess && graph) e = cudaGraphInstantiate(&exec, graph, 0);
+    if (graph) cudaGraphDestroy(graph);
+    if (e != cudaSuccess || !exec) {
+      cudaGetLastError();  // the refusal is not the next op's error
+      return false;
+    }
+    auto it = graphs_.find(capture_key_);
+    if (it != graphs_.end()) {
+      check(cudaStreamSynchronize(stream_), "a step before a graph is replaced");
+      cudaGraphExecDestroy(it->second);
+    }
+    graphs_[capture_key_] = exec;
+    replay(capture_key_);
+    return true;
+  }
+  void abandon_capture() override {
+    cudaGraph_t graph = nullptr;
+    cudaStreamEndCapture(stream_, &graph);
+    if (graph) cudaGraphDestroy(graph);
+    cudaGetLastError();
+  }
+  void replay(int64_t key) override { check(cudaGraphLaunch(graphs_.at(key), stream_), "a step graph's launch"); }
   void greedy(const float* logits, int64_t R, int64_t V, int32_t* out) override {
     cuda::greedy(logits, R, V, out, stream_);
     launched("greedy");
@@ -136,7 +170,9 @@ class CudaOps final : public DeviceOps {
   }
 
   cudaStream_t stream_ = nullptr;
-  std::vector<void*> matrices_;  // upload_matrix's copies, freed with the op set
+  std::vector<void*> matrices_;                // upload_matrix's copies, freed with the op set
+  std::map<int64_t, cudaGraphExec_t> graphs_;  // step graphs by key (the model's: a decode step's row count)
+  int64_t capture_key_ = 0;
 };
 
 }  // namespace

@@ -77,6 +77,15 @@ class DeviceOps {
   virtual void silu_mul(const float* gu, int64_t M, int64_t I, int64_t ldg, float* out, int64_t ldo) = 0;
   // x[i] += h[i], i < n
   virtual void add(float* x, const float* h, int64_t n) = 0;
+  // Step graphs (the CUDA op set's; the CPU op set has none: capture() returns false and runs nothing): capture(key)
+  // starts recording the ops issued after it instead of running them; end_capture() keeps them as graph `key`
+  // (replacing an older one) and runs it once, or returns false where the device refused the recording (then
+  // nothing ran); abandon_capture() drops a recording cut short (an op threw); replay(key) runs graph `key` again,
+  // over the same device addresses and host arguments it was recorded with.
+  virtual bool capture(int64_t /*key*/) { return false; }
+  virtual bool end_capture() { return false; }
+  virtual void abandon_capture() {}
+  virtual void replay(int64_t /*key*/) {}
   // out[r] = row r's greedy token (common/greedy.h: the first index of the maximum; -1 where a logit is NaN or
   // +inf), logits [R, V]: sampling on the device when only token ids need to cross to the host.
   virtual void greedy(const float* logits, int64_t R, int64_t V, int32_t* out) = 0;

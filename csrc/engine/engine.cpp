@@ -34,6 +34,7 @@ BackendOptions backend_options(const EngineOptions& o) {
   b.prefill_precision = o.prefill_precision;
   b.tile_unit = o.tile_unit;
   b.linear_precision = o.linear_precision;
+  b.step_graphs = o.step_graphs;
   return b;
 }
 

@@ -44,6 +44,8 @@ struct EngineOptions {
   // The model over the backend's op set (OpsLlamaModel: the one device 'cuda' runs) on the CPU too: the check of
   // that model against LlamaModel (exact fp32 only).
   bool ops_model = false;
+  // Decode steps replayed as CUDA graphs recorded per row count (device 'cuda'; EngineConfig.enforce_eager off).
+  bool step_graphs = false;
 };
 
 // What get() hands back: tokens sampled since the previous call, and the end.

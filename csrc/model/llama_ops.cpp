@@ -34,6 +34,7 @@ OpsLlamaModel::OpsLlamaModel(ModelSpec spec, Weights weights, Backend& backend, 
   if (o.linear_precision != LinearPrecision::FP32)
     throw std::invalid_argument("the op-set model runs fp32 activations (no int8 yet): use linear_precision 'fp32'");
   bf16_ = o.prefill_precision == PrefillPrecision::BF16;
+  graphs_ = o.step_graphs;
   if (bf16_ && !ops_.bf16_unit())
     throw std::invalid_argument("bf16 prefill: this op set has no bf16 unit: use prefill_precision 'fp32'");
   if (kv.k_dtype == KVDType::I4Channel || kv.v_dtype == KVDType::I4Channel)
@@ -113,7 +114,7 @@ void OpsLlamaModel::reserve(int64_t T, int64_t R, int64_t table_len) {
 
 const float* OpsLlamaModel::forward(const Batch& batch) {
   const int64_t T = batch.num_tokens(), R = static_cast<int64_t>(batch.logit_rows.size());
-  const int64_t H = spec_.hidden_size, V = spec_.vocab_size;
+  const int64_t V = spec_.vocab_size;
   if (T == 0) return nullptr;
   // Every sequence's block table, end to end (the blocks its last row sees), and each row's start in them.
   const int bs = layers_.empty() ? 1 : layers_[0].kv.block_size;
@@ -135,6 +136,48 @@ const float* OpsLlamaModel::forward(const Batch& batch) {
   ops_.to_device(tables_.data<void>(), host_tables_.data(), host_tables_.size() * sizeof(int32_t));
   ops_.to_device(table_start_.data<void>(), host_table_start_.data(), T * sizeof(int64_t));
 
+  // A decode step (a row per sequence, each a logit row) runs as a graph the op set recorded for its row count, where
+  // it records them (the CUDA op set: one launch for the step's ~10 kernels a layer), re-recorded when a workspace
+  // has moved since (a larger step grew it).
+  const bool decode = static_cast<int64_t>(batch.seqs.size()) == T && R == T;
+  if (graphs_ && decode) {
+    const std::vector<const void*> layout = workspace_layout();
+    auto it = graph_layouts_.find(T);
+    if (it != graph_layouts_.end() && it->second == layout) {
+      ops_.replay(T);
+    } else if (ops_.capture(T)) {
+      try {
+        run(batch, T, R);
+      } catch (...) {
+        ops_.abandon_capture();
+        throw;
+      }
+      if (ops_.end_capture()) {
+        graph_layouts_[T] = layout;
+      } else {  // the device refused the recording (nothing ran): every step eager from now on
+        graphs_ = false;
+        graph_layouts_.clear();
+        run(batch, T, R);
+      }
+    } else {
+      run(batch, T, R);
+    }
+  } else {
+    run(batch, T, R);
+  }
+  if (R == 0) return nullptr;
+  if (batch.greedy_only) {  // only the token ids cross to the host
+    ops_.greedy(logits_.data<float>(), R, V, tokens_out_.data<int32_t>());
+    ops_.to_host(host_tokens_.data(), tokens_out_.data<void>(), R * sizeof(int32_t));
+    return nullptr;
+  }
+  ops_.to_host(host_logits_.data(), logits_.data<void>(), R * V * sizeof(float));
+  return host_logits_.data();
+}
+
+// The step's ops from the embedding to the logits (on the device), for the rows already uploaded.
+void OpsLlamaModel::run(const Batch& batch, int64_t T, int64_t R) {
+  const int64_t H = spec_.hidden_size, V = spec_.vocab_size;
   float* x = x_.data<float>();
   ops_.embedding(embed_, weights_.embed.dtype, H, tokens_.data<int32_t>(), T, x);
   const float* residual = nullptr;  // the last layer's output, not yet in x
@@ -143,22 +186,28 @@ const float* OpsLlamaModel::forward(const Batch& batch) {
     layer(l, T, residual, bf16);
     residual = h_.data<float>();
   }
-  if (R == 0) return nullptr;
+  if (R == 0) return;
   if (residual) ops_.add(x, residual, T * H);
   float* sel = sel_.data<float>();
-  for (int64_t r = 0; r < R; ++r) {
+  // The final norm of the logit rows, a launch per run of consecutive rows (a decode step's are all of them).
+  for (int64_t r = 0; r < R;) {
     const int64_t row = batch.logit_rows[r];
     if (row < 0 || row >= T) throw std::logic_error("forward: logit row outside the batch");
-    ops_.rmsnorm(x + row * H, 1, H, H, norm_, spec_.rms_norm_eps, sel + r * H, H);
+    int64_t n = 1;
+    while (r + n < R && batch.logit_rows[r + n] == row + n) ++n;
+    ops_.rmsnorm(x + row * H, n, H, H, norm_, spec_.rms_norm_eps, sel + r * H, H);
+    r += n;
   }
   ops_.linear(head_, sel, R, H, nullptr, logits_.data<float>(), V, bf16_ && R >= kBf16MinRows);
-  if (batch.greedy_only) {  // only the token ids cross to the host
-    ops_.greedy(logits_.data<float>(), R, V, tokens_out_.data<int32_t>());
-    ops_.to_host(host_tokens_.data(), tokens_out_.data<void>(), R * sizeof(int32_t));
-    return nullptr;
-  }
-  ops_.to_host(host_logits_.data(), logits_.data<void>(), R * V * sizeof(float));
-  return host_logits_.data();
+}
+
+// The device addresses a recorded step reads and writes (a graph keeps them): the workspaces that grow.
+std::vector<const void*> OpsLlamaModel::workspace_layout() const {
+  std::vector<const void*> out;
+  for (const DeviceBuffer* b :
+       {&tokens_, &positions_, &slots_, &tables_, &table_start_, &x_, &h_, &qkv_, &attn_, &gu_, &act_, &sel_, &logits_})
+    out.push_back(b->data<void>());
+  return out;
 }
 
 // One decoder layer, LlamaModel::layer's ops in its order (exact fp32, or the products in bf16), each residual add

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <vector>
 
 #include "backend/device_ops.h"
@@ -45,6 +46,9 @@ class OpsLlamaModel final : public Model {
   const T* upload(const std::vector<T>& host);
   void* kv_array(size_t bytes);  // a KV pool array, zeroed, kept for the model's lifetime
   void reserve(int64_t T, int64_t R, int64_t table_len);
+  // The step's ops, embedding to logits, over the uploaded batch (a decode step's: what a step graph records).
+  void run(const Batch& batch, int64_t T, int64_t R);
+  std::vector<const void*> workspace_layout() const;
   // One decoder layer; residual: the previous layer's last output (in h_), added into x_ by this layer's first norm.
   void layer(const Layer& w, int64_t T, const float* residual, bool bf16);
 
@@ -58,7 +62,9 @@ class OpsLlamaModel final : public Model {
   const float* norm_ = nullptr;      // [H]
   const float* inv_freq_ = nullptr;  // [head_dim / 2]
   bool bf16_ = false;                // bf16 prefill: steps of kBf16MinRows+ rows on the op set's bf16 unit
-  bool rotate_qk_ = false;           // K cached as I8: q and k rotated (hadamard_heads), as LlamaModel does
+  bool graphs_ = false;              // decode steps as graphs the op set records (BackendOptions::step_graphs)
+  std::map<int64_t, std::vector<const void*>> graph_layouts_;  // rows -> the workspaces its graph was recorded over
+  bool rotate_qk_ = false;  // K cached as I8: q and k rotated (hadamard_heads), as LlamaModel does
   size_t kv_bytes_ = 0;
   // The step's batch on the device:
   DeviceBuffer tokens_, positions_, slots_;  // [T] int32, int32, int64

@@ -272,6 +272,7 @@ class Pipeline:
             linear_precision=r.linear_precision,
             device=r.device,
             ops_model=r.ops_model,
+            step_graphs=r.step_graphs,
             int8_weight_layout=self._engine.int8_weight_layout() or None,
             weights_bytes=s.weights_bytes,
             kv_cache_bytes=s.kv_cache_bytes,

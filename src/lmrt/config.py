@@ -92,7 +92,9 @@ class EngineConfig:
         activations (dense weights "auto" -> bfloat16 there; the output matrix dense; prefill_precision "auto" ->
         "bf16": steps of 16+ rows take their products on the tensor cores, x and W rounded to bf16, fp32 sums;
         "fp32" keeps every step exact; linear_precision "fp32"; every KV dtype but "int4", whose per-channel keys
-        are CPU-only so far). A build
+        are CPU-only so far). Decode steps run as CUDA graphs recorded once per row count (one launch a step).
+    enforce_eager: device "cuda": launch every op of every step instead of replaying the decode steps' graphs
+        (vLLM's name; for debugging a kernel). No effect on the CPU. A build
         without nvcc, or a machine without a GPU, refuses it by name. Being built (issue 15): its kernels are
         first versions, sampling still runs on the host.
     """
@@ -111,9 +113,11 @@ class EngineConfig:
     prefill_precision: str = "auto"
     linear_precision: str = "auto"
     device: str = "cpu"
+    enforce_eager: bool = False
 
     def __post_init__(self) -> None:
         _need(self.dtype in _DTYPES, self, "dtype", f"choose one of {_DTYPES}")
+        _need(isinstance(self.enforce_eager, bool), self, "enforce_eager", "must be True or False")
         _need(self.device in ("cpu", "cuda"), self, "device", "choose 'cpu' or 'cuda'")
         if self.quant_policy is not None:
             _need(self.quant_policy in _QUANT_POLICY, self, "quant_policy", f"choose one of {sorted(_QUANT_POLICY)}")

@@ -85,6 +85,7 @@ class Resolved:
     linear_precision: str  # "fp32" | "int8": the 4-bit products off the tiles
     device: str = "cpu"  # "cpu" | "cuda"
     ops_model: bool = False  # the op-set model (OpsLlamaModel): device "cuda", or LMRT_OPS_MODEL on the CPU
+    step_graphs: bool = False  # device "cuda" without enforce_eager: decode steps replayed as CUDA graphs
 
     def engine_options(self):
         """The C++ engine's EngineOptions: typed fields, enums by name."""
@@ -102,6 +103,7 @@ class Resolved:
         o.linear_precision = _core.LinearPrecision.__members__[self.linear_precision]
         o.device = _core.Device.__members__[self.device]
         o.ops_model = self.ops_model
+        o.step_graphs = self.step_graphs
         return o
 
 
@@ -195,6 +197,7 @@ def resolve(config: EngineConfig, spec: ModelSpec, machine: Machine) -> Resolved
         linear_precision=linear,
         device=config.device,
         ops_model=ops_model,
+        step_graphs=config.device == "cuda" and not config.enforce_eager,
     )
 
 

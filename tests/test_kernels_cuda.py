@@ -361,6 +361,36 @@ def test_paged_attention_cuda(dtype, v_dtype, n_heads, n_kv, hd, bs):
         assert np.abs(out - ref_cpu).max() <= 2 * attn_tol(hd) * vmax
 
 
+@needs_cuda
+@pytest.mark.parametrize("dtype,v_dtype", [("f32", None), ("bf16", None), ("i8", None), ("i4", None), ("i8", "i4")])
+def test_paged_attention_cuda_long_contexts(dtype, v_dtype):
+    # rows that see more than 256 positions split them over up to 8 warps a head (split-KV), then combine: a decode
+    # row at 700 (3 runs of 256), one at 2,500 (8 runs of 313), and a prompt chunk whose rows cross 256 (the first
+    # in one warp, the rest split); a row's result is the same launched alone
+    from kernel_paths import PagedCache, attn_ref
+
+    n_heads, n_kv, hd, bs = 8, 2, 128, 16
+    r = np.random.default_rng(6)
+    c = PagedCache(260, n_kv, hd, bs, dtype, r, v_dtype)
+    seqs = []
+    for length, pos in [(700, np.array([699])), (2500, np.array([2499])), (300, np.arange(250, 300))]:
+        table, _k, _v = c.new_seq(length)
+        seqs.append((r.standard_normal((len(pos), n_heads * hd)).astype(np.float32), table, pos.astype(np.int32)))
+    scale = hd**-0.5
+    gpu = c.attend(seqs, n_heads, scale, 1, device="cuda")
+    cpu = c.attend(seqs, n_heads, scale, 1)
+    for (q, table, pos), out, ref_cpu in zip(seqs, gpu, cpu):
+        length = int(pos.max()) + 1
+        kq, vq = c.held("k", table, length), c.held("v", table, length)
+        ref = attn_ref(q, kq, vq, pos, n_heads, n_kv, hd, scale)
+        vmax = np.abs(vq).max()
+        assert np.isfinite(out).all(), "an output was not written (NaN poison)"
+        assert np.abs(out - ref).max() <= attn_tol(hd) * vmax
+        assert np.abs(out - ref_cpu).max() <= 2 * attn_tol(hd) * vmax
+    alone = c.attend([(seqs[2][0][-1:], seqs[2][1], seqs[2][2][-1:])], n_heads, scale, 1, device="cuda")
+    assert np.array_equal(alone[0], gpu[2][-1:])
+
+
 def test_kv_ops_on_cuda_refuse_what_the_gpu_lacks():
     from kernel_paths import PagedCache
 

@@ -87,7 +87,7 @@ void CpuOps::kv_store(const KVLayer& kv, const float* k, int64_t ldk, const floa
 
 void CpuOps::paged_attention(const KVLayer& kv, const float* q, int64_t ldq, float* out, int64_t ldo,
                              const int32_t* pos, const int32_t* tables, const int64_t* table_start,
-                             const int64_t* host_table_start, int64_t T, int n_heads, float scale) {
+                             const int64_t* host_table_start, int64_t T, int n_heads, float scale, void*) {
   (void)table_start;  // host memory here: host_table_start is the same array
   seqs_.clear();
   for (int64_t t = 0; t < T;) {

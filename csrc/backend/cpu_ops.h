@@ -38,7 +38,7 @@ class CpuOps final : public DeviceOps {
                 const int64_t* slot) override;
   void paged_attention(const KVLayer& kv, const float* q, int64_t ldq, float* out, int64_t ldo, const int32_t* pos,
                        const int32_t* tables, const int64_t* table_start, const int64_t* host_table_start, int64_t T,
-                       int n_heads, float scale) override;
+                       int n_heads, float scale, void* scratch) override;
   void silu_mul(const float* gu, int64_t M, int64_t I, int64_t ldg, float* out, int64_t ldo) override;
   void add(float* x, const float* h, int64_t n) override;
   void greedy(const float* logits, int64_t R, int64_t V, int32_t* out) override;

@@ -93,6 +93,9 @@ class CudaOps final : public DeviceOps {
     launched("linear");
   }
   const char* bf16_unit() const override { return "tensor cores"; }
+  size_t attention_scratch_bytes(int64_t T, int n_heads, int head_dim) const override {
+    return static_cast<size_t>(cuda::paged_attention_scratch(T, n_heads, head_dim)) * sizeof(float);
+  }
 
   bool capture(int64_t key) override {
     check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "begin a graph capture");
@@ -145,8 +148,9 @@ class CudaOps final : public DeviceOps {
   }
   void paged_attention(const KVLayer& kv, const float* q, int64_t ldq, float* out, int64_t ldo, const int32_t* pos,
                        const int32_t* tables, const int64_t* table_start, const int64_t*, int64_t T, int n_heads,
-                       float scale) override {
-    cuda::paged_attention(kv, q, ldq, out, ldo, pos, tables, table_start, T, n_heads, scale, stream_);
+                       float scale, void* scratch) override {
+    cuda::paged_attention(kv, q, ldq, out, ldo, pos, tables, table_start, T, n_heads, scale,
+                          static_cast<float*>(scratch), stream_);
     launched("paged_attention");
   }
   void silu_mul(const float* gu, int64_t M, int64_t I, int64_t ldg, float* out, int64_t ldo) override {

@@ -71,9 +71,11 @@ class DeviceOps {
                         const int64_t* slot) = 0;
   // T query rows; row t's block table at tables + table_start[t]. The rows of one sequence are consecutive and
   // share their table_start (the CPU op set groups them back into sequences from host_table_start).
+  // scratch: attention_scratch_bytes(T, n_heads, head_dim) bytes of device memory (split-KV's partial softmaxes).
   virtual void paged_attention(const KVLayer& kv, const float* q, int64_t ldq, float* out, int64_t ldo,
                                const int32_t* pos, const int32_t* tables, const int64_t* table_start,
-                               const int64_t* host_table_start, int64_t T, int n_heads, float scale) = 0;
+                               const int64_t* host_table_start, int64_t T, int n_heads, float scale, void* scratch) = 0;
+  virtual size_t attention_scratch_bytes(int64_t /*T*/, int /*n_heads*/, int /*head_dim*/) const { return 0; }
   virtual void silu_mul(const float* gu, int64_t M, int64_t I, int64_t ldg, float* out, int64_t ldo) = 0;
   // x[i] += h[i], i < n
   virtual void add(float* x, const float* h, int64_t n) = 0;

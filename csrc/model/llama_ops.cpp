@@ -50,7 +50,7 @@ OpsLlamaModel::OpsLlamaModel(ModelSpec spec, Weights weights, Backend& backend, 
   if (weights_.embed.format != WeightFormat::Dense)
     throw std::invalid_argument("the op-set model takes a dense embedding table");
   for (DeviceBuffer* b : {&tokens_, &positions_, &slots_, &tables_, &table_start_, &x_, &h_, &qkv_, &attn_, &gu_, &act_,
-                          &sel_, &logits_, &tokens_out_})
+                          &sel_, &logits_, &tokens_out_, &attn_scratch_})
     *b = DeviceBuffer(ops_);
 
   const DeviceMatrix embed = ops_.upload_matrix(weights_.embed);
@@ -105,6 +105,7 @@ void OpsLlamaModel::reserve(int64_t T, int64_t R, int64_t table_len) {
   attn_.reserve(T * spec_.q_dim() * 4);
   gu_.reserve(T * 2 * I * 4);
   act_.reserve(T * I * 4);
+  attn_scratch_.reserve(std::max<size_t>(ops_.attention_scratch_bytes(T, spec_.num_heads, spec_.head_dim), 1));
   sel_.reserve(std::max<int64_t>(R, 1) * H * 4);
   logits_.reserve(std::max<int64_t>(R, 1) * spec_.vocab_size * 4);
   tokens_out_.reserve(std::max<int64_t>(R, 1) * sizeof(int32_t));
@@ -204,8 +205,8 @@ void OpsLlamaModel::run(const Batch& batch, int64_t T, int64_t R) {
 // The device addresses a recorded step reads and writes (a graph keeps them): the workspaces that grow.
 std::vector<const void*> OpsLlamaModel::workspace_layout() const {
   std::vector<const void*> out;
-  for (const DeviceBuffer* b :
-       {&tokens_, &positions_, &slots_, &tables_, &table_start_, &x_, &h_, &qkv_, &attn_, &gu_, &act_, &sel_, &logits_})
+  for (const DeviceBuffer* b : {&tokens_, &positions_, &slots_, &tables_, &table_start_, &x_, &h_, &qkv_, &attn_, &gu_,
+                                &act_, &sel_, &logits_, &attn_scratch_})
     out.push_back(b->data<void>());
   return out;
 }
@@ -227,7 +228,7 @@ void OpsLlamaModel::layer(const Layer& w, int64_t T, const float* residual, bool
   ops_.kv_store(w.kv, qkv + Q, QKV, qkv + Q + KVD, QKV, T, slots_.data<int64_t>());
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   ops_.paged_attention(w.kv, qkv, QKV, attn, Q, pos, tables_.data<int32_t>(), table_start_.data<int64_t>(),
-                       host_table_start_.data(), T, nh, scale);
+                       host_table_start_.data(), T, nh, scale, attn_scratch_.data<void>());
   ops_.linear(w.o, attn, T, Q, nullptr, h, H, bf16);
   // MLP block
   ops_.add_rmsnorm(x, h, T, H, w.post_attn_norm, eps, h);

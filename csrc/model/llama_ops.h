@@ -79,6 +79,7 @@ class OpsLlamaModel final : public Model {
   DeviceBuffer attn_;                 // [T, nh hd]
   DeviceBuffer gu_;                   // [T, 2 I]
   DeviceBuffer act_;                  // [T, I]
+  DeviceBuffer attn_scratch_;         // the op set's attention scratch (split-KV partials) for T rows
   DeviceBuffer sel_;                  // [R, H] final hidden rows that need logits, normed
   DeviceBuffer logits_;               // [R, V]
   DeviceBuffer tokens_out_;           // [R] int32: greedy tokens (batch.greedy_only)

@@ -1,7 +1,10 @@
-// Paged attention on the GPU (ops.h states the contract; cpu/attention.cpp's scalar kernel is the reference): the
-// first, plain form, one warp per (row, query head), the cache read block by block in position order with an online
-// softmax, quantized rows widened in registers (x = code * scale + offset, as the CPU forms it). Split-K over long
-// contexts, several heads of a KV group per warp and the prompt's flash-attention tiles come next.
+// Paged attention on the GPU (ops.h states the contract; cpu/attention.cpp's scalar kernel is the reference): one warp
+// per (row, query head), the cache read in position order with an online softmax, quantized rows widened in registers
+// (x = code * scale + offset, as the CPU forms it). A row that sees more than kAttnSplitKeys positions splits them
+// over up to kAttnSplits warps (equal runs of at least kAttnSplitKeys), each leaving its running max, denominator and
+// sums in the scratch, which a second kernel combines; a shorter row runs in one warp, as it did before the split.
+// Which a row takes depends on its own position only, so a row's result does not depend on the rows beside it.
+// Several heads of a KV group per warp and the prompt's flash-attention tiles come next.
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -49,23 +52,26 @@ __device__ float warp_sum(float v) {
   return v;
 }
 
-__global__ void attend(KVLayer kv, const float* q, int64_t ldq, float* out, int64_t ldo, const int32_t* pos,
-                       const int32_t* tables, const int64_t* table_start, int group, float scale) {
-  const int t = blockIdx.x, head = blockIdx.y, lane = threadIdx.x;
-  const int hd = kv.head_dim, bs = kv.block_size, kv_head = head / group;
-  const float* qh = q + t * ldq + static_cast<int64_t>(head) * hd;
-  const int32_t* table = tables + table_start[t];
+// The online softmax over positions [j0, j1) of row t's sequence for one query head: the running max, the
+// denominator and this lane's dims of the weighted sum of V.
+struct Partial {
+  float run_max, denom, acc[kMaxDimsPerLane];
+};
+
+__device__ void attend_range(const KVLayer& kv, const float* qh, const int32_t* table, int kv_head, float scale, int j0,
+                             int j1, Partial& st) {
+  const int lane = threadIdx.x, hd = kv.head_dim, bs = kv.block_size;
   const RowReader K{kv.k, kv.k_scales, kv.k_zeros, kv.k_dtype, hd};
   const RowReader V{kv.v, kv.v_scales, kv.v_zeros, kv.v_dtype, hd};
-  float qv[kMaxDimsPerLane], acc[kMaxDimsPerLane];
+  float qv[kMaxDimsPerLane];
   for (int d = 0; d < kMaxDimsPerLane; ++d) {
     const int i = lane + 32 * d;
     qv[d] = i < hd ? qh[i] : 0.0f;
-    acc[d] = 0.0f;
+    st.acc[d] = 0.0f;
   }
-  float run_max = -INFINITY, denom = 0.0f;
-  const int p = pos[t];
-  for (int j = 0; j <= p; ++j) {
+  st.run_max = -INFINITY;
+  st.denom = 0.0f;
+  for (int j = j0; j < j1; ++j) {
     const int64_t row = (static_cast<int64_t>(table[j / bs]) * kv.n_kv_heads + kv_head) * bs + j % bs;
     float ks, km;
     K.params(row, &ks, &km);
@@ -75,26 +81,99 @@ __global__ void attend(KVLayer kv, const float* q, int64_t ldq, float* out, int6
       if (i < hd) part = fmaf(qv[d], K(row, i, ks, km), part);
     }
     const float sc = warp_sum(part) * scale;
-    if (sc > run_max) {
-      const float corr = expf(run_max - sc);  // 0 on the first key
-      denom *= corr;
-      for (int d = 0; d < kMaxDimsPerLane; ++d) acc[d] *= corr;
-      run_max = sc;
+    if (sc > st.run_max) {
+      const float corr = expf(st.run_max - sc);  // 0 on the first key
+      st.denom *= corr;
+      for (int d = 0; d < kMaxDimsPerLane; ++d) st.acc[d] *= corr;
+      st.run_max = sc;
     }
-    const float pr = expf(sc - run_max);
-    denom += pr;
+    const float pr = expf(sc - st.run_max);
+    st.denom += pr;
     float vs, vm;
     V.params(row, &vs, &vm);
     for (int d = 0; d < kMaxDimsPerLane; ++d) {
       const int i = lane + 32 * d;
-      if (i < hd) acc[d] = fmaf(pr, V(row, i, vs, vm), acc[d]);
+      if (i < hd) st.acc[d] = fmaf(pr, V(row, i, vs, vm), st.acc[d]);
     }
   }
+}
+
+// How row t's positions 0..p split: runs of `chunk` (at least kAttnSplitKeys), `splits` of them (<= kAttnSplits).
+__device__ void split_of(int p, int* chunk, int* splits) {
+  const int n = p + 1;
+  const int c = (n + kAttnSplits - 1) / kAttnSplits;
+  *chunk = c > kAttnSplitKeys ? c : kAttnSplitKeys;
+  *splits = (n + *chunk - 1) / *chunk;
+}
+
+// Rows that see at most kAttnSplitKeys positions: the whole softmax in one warp.
+__global__ void attend(KVLayer kv, const float* q, int64_t ldq, float* out, int64_t ldo, const int32_t* pos,
+                       const int32_t* tables, const int64_t* table_start, int group, float scale) {
+  const int t = blockIdx.x, head = blockIdx.y, lane = threadIdx.x;
+  const int p = pos[t];
+  if (p + 1 > kAttnSplitKeys) return;  // attend_split's
+  const int hd = kv.head_dim;
+  Partial st;
+  attend_range(kv, q + t * ldq + static_cast<int64_t>(head) * hd, tables + table_start[t], head / group, scale, 0,
+               p + 1, st);
   float* o = out + t * ldo + static_cast<int64_t>(head) * hd;
+  const float inv = 1.0f / st.denom;
+  for (int d = 0; d < kMaxDimsPerLane; ++d) {
+    const int i = lane + 32 * d;
+    if (i < hd) o[i] = st.acc[d] * inv;
+  }
+}
+
+// Longer rows, one warp per (row, head, run): its partial softmax into part[((t * n_heads + head) * kAttnSplits +
+// split) * (head_dim + 2) ..]: max, denominator, then the head_dim sums.
+__global__ void attend_split(KVLayer kv, const float* q, int64_t ldq, const int32_t* pos, const int32_t* tables,
+                             const int64_t* table_start, int group, float scale, float* part) {
+  const int t = blockIdx.x, head = blockIdx.y, split = blockIdx.z, lane = threadIdx.x, n_heads = gridDim.y;
+  const int p = pos[t];
+  if (p + 1 <= kAttnSplitKeys) return;  // attend's
+  int chunk, splits;
+  split_of(p, &chunk, &splits);
+  if (split >= splits) return;
+  const int hd = kv.head_dim, j0 = split * chunk, j1 = min(p + 1, j0 + chunk);
+  Partial st;
+  attend_range(kv, q + t * ldq + static_cast<int64_t>(head) * hd, tables + table_start[t], head / group, scale, j0, j1,
+               st);
+  float* w = part + ((static_cast<int64_t>(t) * n_heads + head) * kAttnSplits + split) * (hd + 2);
+  if (lane == 0) {
+    w[0] = st.run_max;
+    w[1] = st.denom;
+  }
+  for (int d = 0; d < kMaxDimsPerLane; ++d) {
+    const int i = lane + 32 * d;
+    if (i < hd) w[2 + i] = st.acc[d];
+  }
+}
+
+// The runs of a long row combined in run order: each rescaled to the largest max, out = sums / denominator.
+__global__ void attend_combine(const float* part, const int32_t* pos, int head_dim, float* out, int64_t ldo) {
+  const int t = blockIdx.x, head = blockIdx.y, lane = threadIdx.x, n_heads = gridDim.y;
+  const int p = pos[t];
+  if (p + 1 <= kAttnSplitKeys) return;
+  int chunk, splits;
+  split_of(p, &chunk, &splits);
+  const float* w = part + (static_cast<int64_t>(t) * n_heads + head) * kAttnSplits * (head_dim + 2);
+  float m = -INFINITY;
+  for (int s = 0; s < splits; ++s) m = fmaxf(m, w[s * (head_dim + 2)]);
+  float denom = 0.0f, acc[kMaxDimsPerLane] = {};
+  for (int s = 0; s < splits; ++s) {
+    const float* ws = w + s * (head_dim + 2);
+    const float f = expf(ws[0] - m);
+    denom = fmaf(ws[1], f, denom);
+    for (int d = 0; d < kMaxDimsPerLane; ++d) {
+      const int i = lane + 32 * d;
+      if (i < head_dim) acc[d] = fmaf(ws[2 + i], f, acc[d]);
+    }
+  }
+  float* o = out + t * ldo + static_cast<int64_t>(head) * head_dim;
   const float inv = 1.0f / denom;
   for (int d = 0; d < kMaxDimsPerLane; ++d) {
     const int i = lane + 32 * d;
-    if (i < hd) o[i] = acc[d] * inv;
+    if (i < head_dim) o[i] = acc[d] * inv;
   }
 }
 
@@ -102,14 +181,19 @@ __global__ void attend(KVLayer kv, const float* q, int64_t ldq, float* out, int6
 
 void paged_attention(const KVLayer& kv, const float* q, int64_t ldq, float* out, int64_t ldo, const int32_t* pos,
                      const int32_t* tables, const int64_t* table_start, int64_t T, int n_heads, float scale,
-                     void* stream) {
+                     float* scratch, void* stream) {
   if (kv.k_dtype == KVDType::I4Channel)
     throw std::invalid_argument("paged_attention on CUDA: int4 keys per channel (I4Channel) are not on the GPU yet");
   if (kv.head_dim > 32 * kMaxDimsPerLane) throw std::invalid_argument("paged_attention on CUDA: head_dim above 256");
   if (T <= 0) return;
+  const cudaStream_t s = static_cast<cudaStream_t>(stream);
+  const int group = n_heads / kv.n_kv_heads;
   const dim3 grid(static_cast<unsigned>(T), static_cast<unsigned>(n_heads));
-  attend<<<grid, 32, 0, static_cast<cudaStream_t>(stream)>>>(kv, q, ldq, out, ldo, pos, tables, table_start,
-                                                             n_heads / kv.n_kv_heads, scale);
+  attend<<<grid, 32, 0, s>>>(kv, q, ldq, out, ldo, pos, tables, table_start, group, scale);
+  // the long rows (each kernel skips the other's rows: no host knowledge of positions, so a recorded graph holds)
+  const dim3 split_grid(static_cast<unsigned>(T), static_cast<unsigned>(n_heads), kAttnSplits);
+  attend_split<<<split_grid, 32, 0, s>>>(kv, q, ldq, pos, tables, table_start, group, scale, scratch);
+  attend_combine<<<grid, 32, 0, s>>>(scratch, pos, kv.head_dim, out, ldo);
 }
 
 }  // namespace lmrt::cuda

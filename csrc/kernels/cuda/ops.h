@@ -83,11 +83,18 @@ void linear_w4_tc(const float* x, int64_t M, int64_t K, int64_t ldx, const W4Mat
 void kv_store(const KVLayer& kv, const float* k, int64_t ldk, const float* v, int64_t ldv, int64_t M,
               const int64_t* slot, void* stream);
 // Causal attention of T query rows over the paged cache (cpu::paged_attention's contract: row t sees cache positions
-// 0..pos[t] of its sequence; F32 / BF16 / I8 / I4 K and V, or I8 K with I4 V; head_dim <= 256).
-//   q, out [T, n_heads * head_dim] row strides ldq, ldo; pos [T]; row t's block table at tables + table_start[t]
+// 0..pos[t] of its sequence; F32 / BF16 / I8 / I4 K and V, or I8 K with I4 V; head_dim <= 256). A row that sees more
+// than kAttnSplitKeys positions splits them over up to kAttnSplits warps a head (split-KV), their partial softmaxes
+// in scratch, then combined; shorter rows run in one warp. The path is the row's own (by its position).
+//   q, out [T, n_heads * head_dim] row strides ldq, ldo; pos [T]; row t's block table at tables + table_start[t];
+//   scratch: paged_attention_scratch(T, n_heads, head_dim) floats of device memory
+constexpr int kAttnSplitKeys = 256, kAttnSplits = 8;
+inline int64_t paged_attention_scratch(int64_t T, int n_heads, int head_dim) {
+  return T * n_heads * kAttnSplits * (head_dim + 2);
+}
 void paged_attention(const KVLayer& kv, const float* q, int64_t ldq, float* out, int64_t ldo, const int32_t* pos,
                      const int32_t* tables, const int64_t* table_start, int64_t T, int n_heads, float scale,
-                     void* stream);
+                     float* scratch, void* stream);
 // cpu::hadamard_heads' contract and bits: each head rotated in place in blocks of the largest power of two dividing
 // head_dim.   x [M, n_heads * head_dim] row stride ldx
 void hadamard_heads(float* x, int64_t M, int64_t ldx, int n_heads, int head_dim, void* stream);

@@ -336,17 +336,13 @@ def attn_tol(hd):
     return 8 * (hd + 16) * 2.0**-24 + 1e-6
 
 
-@needs_cuda
-@pytest.mark.parametrize("dtype,v_dtype", [("f32", None), ("bf16", None), ("i8", None), ("i4", None), ("i8", "i4")])
-@pytest.mark.parametrize("n_heads,n_kv,hd,bs", [(9, 3, 64, 16), (8, 2, 128, 16), (4, 4, 32, 8)])
-def test_paged_attention_cuda(dtype, v_dtype, n_heads, n_kv, hd, bs):
-    from kernel_paths import PagedCache, attn_ref
+def check_attention_cuda(c, spans, n_heads, n_kv, hd, r):
+    """A sequence per (length, query positions) in cache c, random queries: the GPU's attention against float64 of
+    the values the cache holds and the CPU op. Returns (seqs, the GPU's outputs)."""
+    from kernel_paths import attn_ref
 
-    r = np.random.default_rng(5)
-    c = PagedCache(48, n_kv, hd, bs, dtype, r, v_dtype)
     seqs = []
-    # a prompt with a partial last block, a decode row far in, a later chunk, one token
-    for length, pos in [(37, np.arange(37)), (51, np.array([50])), (30, np.arange(19, 30)), (1, np.array([0]))]:
+    for length, pos in spans:
         table, _k, _v = c.new_seq(length)
         seqs.append((r.standard_normal((len(pos), n_heads * hd)).astype(np.float32), table, pos.astype(np.int32)))
     scale = hd**-0.5
@@ -357,8 +353,23 @@ def test_paged_attention_cuda(dtype, v_dtype, n_heads, n_kv, hd, bs):
         kq, vq = c.held("k", table, length), c.held("v", table, length)  # the values, or the codes dequantised
         ref = attn_ref(q, kq, vq, pos, n_heads, n_kv, hd, scale)
         vmax = np.abs(vq).max()
+        assert np.isfinite(out).all(), "an output was not written (NaN poison)"
         assert np.abs(out - ref).max() <= attn_tol(hd) * vmax
         assert np.abs(out - ref_cpu).max() <= 2 * attn_tol(hd) * vmax
+    return seqs, gpu
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype,v_dtype", [("f32", None), ("bf16", None), ("i8", None), ("i4", None), ("i8", "i4")])
+@pytest.mark.parametrize("n_heads,n_kv,hd,bs", [(9, 3, 64, 16), (8, 2, 128, 16), (4, 4, 32, 8)])
+def test_paged_attention_cuda(dtype, v_dtype, n_heads, n_kv, hd, bs):
+    from kernel_paths import PagedCache
+
+    r = np.random.default_rng(5)
+    c = PagedCache(48, n_kv, hd, bs, dtype, r, v_dtype)
+    # a prompt with a partial last block, a decode row far in, a later chunk, one token
+    spans = [(37, np.arange(37)), (51, np.array([50])), (30, np.arange(19, 30)), (1, np.array([0]))]
+    check_attention_cuda(c, spans, n_heads, n_kv, hd, r)
 
 
 @needs_cuda
@@ -367,27 +378,14 @@ def test_paged_attention_cuda_long_contexts(dtype, v_dtype):
     # rows that see more than 256 positions split them over up to 8 warps a head (split-KV), then combine: a decode
     # row at 700 (3 runs of 256), one at 2,500 (8 runs of 313), and a prompt chunk whose rows cross 256 (the first
     # in one warp, the rest split); a row's result is the same launched alone
-    from kernel_paths import PagedCache, attn_ref
+    from kernel_paths import PagedCache
 
     n_heads, n_kv, hd, bs = 8, 2, 128, 16
     r = np.random.default_rng(6)
     c = PagedCache(260, n_kv, hd, bs, dtype, r, v_dtype)
-    seqs = []
-    for length, pos in [(700, np.array([699])), (2500, np.array([2499])), (300, np.arange(250, 300))]:
-        table, _k, _v = c.new_seq(length)
-        seqs.append((r.standard_normal((len(pos), n_heads * hd)).astype(np.float32), table, pos.astype(np.int32)))
-    scale = hd**-0.5
-    gpu = c.attend(seqs, n_heads, scale, 1, device="cuda")
-    cpu = c.attend(seqs, n_heads, scale, 1)
-    for (q, table, pos), out, ref_cpu in zip(seqs, gpu, cpu):
-        length = int(pos.max()) + 1
-        kq, vq = c.held("k", table, length), c.held("v", table, length)
-        ref = attn_ref(q, kq, vq, pos, n_heads, n_kv, hd, scale)
-        vmax = np.abs(vq).max()
-        assert np.isfinite(out).all(), "an output was not written (NaN poison)"
-        assert np.abs(out - ref).max() <= attn_tol(hd) * vmax
-        assert np.abs(out - ref_cpu).max() <= 2 * attn_tol(hd) * vmax
-    alone = c.attend([(seqs[2][0][-1:], seqs[2][1], seqs[2][2][-1:])], n_heads, scale, 1, device="cuda")
+    spans = [(700, np.array([699])), (2500, np.array([2499])), (300, np.arange(250, 300))]
+    seqs, gpu = check_attention_cuda(c, spans, n_heads, n_kv, hd, r)
+    alone = c.attend([(seqs[2][0][-1:], seqs[2][1], seqs[2][2][-1:])], n_heads, hd**-0.5, 1, device="cuda")
     assert np.array_equal(alone[0], gpu[2][-1:])
 
 

@@ -13,6 +13,13 @@ namespace lmrt::cuda {
 constexpr int kGemvWarps = 8;    // warps per block, K split among them
 constexpr int kGemvMaxRows = 8;  // rows of x per launch (more are launched in slices of 8)
 
+// A value summed over the warp by a fixed shuffle tree (xor 16, 8, 4, 2, 1): every lane gets the same bits.
+__device__ __forceinline__ float warp_sum_tree(float a) {
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) a += __shfl_xor_sync(0xFFFFFFFFu, a, off);
+  return a;
+}
+
 // The block's sums: each lane's acc[o][r], a fixed shuffle tree over the warp, then the warps' partial sums in warp
 // order (part: the block's shared scratch), plus bias; y[r, n0 + o] for the outputs below N. So an output does not
 // depend on M or on N.
@@ -25,9 +32,7 @@ __device__ __forceinline__ void gemv_store(float (&acc)[KO][R], float (&part)[kG
   for (int o = 0; o < KO; ++o)
 #pragma unroll
     for (int r = 0; r < R; ++r) {
-      float a = acc[o][r];
-#pragma unroll
-      for (int off = 16; off > 0; off >>= 1) a += __shfl_xor_sync(0xFFFFFFFFu, a, off);
+      const float a = warp_sum_tree(acc[o][r]);
       if (lane == 0) part[warp][o * R + r] = a;
     }
   __syncthreads();

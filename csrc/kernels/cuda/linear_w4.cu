@@ -11,6 +11,34 @@ namespace {
 
 constexpr int kWarps = kGemvWarps;  // each taking every 8th step of K
 
+// One output's 4 code bytes (inputs 4w .. 4w + 3 in the low nibbles, 16 + 4w .. in the high) against R rows of x
+// (lo: those 4 inputs of a row, hi: the 4 sixteen later): each weight fma(code, scale, min), then 8 fmas a row, low
+// inputs first, into acc[r].
+template <int R>
+__device__ __forceinline__ void fma_word(uint32_t word, float sc, float mn, const float4 (&lo)[R],
+                                         const float4 (&hi)[R], float (&acc)[R]) {
+  float wl[4], wh[4];
+#pragma unroll
+  for (int b = 0; b < 4; ++b) {
+    const uint32_t byte = (word >> (8 * b)) & 0xFFu;
+    wl[b] = fmaf(static_cast<float>(byte & 0x0Fu), sc, mn);
+    wh[b] = fmaf(static_cast<float>(byte >> 4), sc, mn);
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    float a = acc[r];
+    a = fmaf(lo[r].x, wl[0], a);
+    a = fmaf(lo[r].y, wl[1], a);
+    a = fmaf(lo[r].z, wl[2], a);
+    a = fmaf(lo[r].w, wl[3], a);
+    a = fmaf(hi[r].x, wh[0], a);
+    a = fmaf(hi[r].y, wh[1], a);
+    a = fmaf(hi[r].z, wh[2], a);
+    a = fmaf(hi[r].w, wh[3], a);
+    acc[r] = a;
+  }
+}
+
 // A block computes KO outputs n0.. for R rows of x: each x load serves the KO outputs (a warp reads its slice of x
 // once per block, so x costs 8 R / KO times the codes' bytes: KO is 16 for 1 row, 8 for 2-4, 4 for more). K goes in
 // steps of 8 runs of 32 inputs; a warp takes steps warp, warp + 8, ... (U at a time, their loads issued before any is
@@ -60,28 +88,7 @@ __global__ void __launch_bounds__(32 * kWarps)
         hi[r] = *reinterpret_cast<const float4*>(x + r * ldx + col + 16);
       }
 #pragma unroll
-      for (int o = 0; o < KO; ++o) {
-        float wl[4], wh[4];
-#pragma unroll
-        for (int b = 0; b < 4; ++b) {
-          const uint32_t byte = (word[u][o] >> (8 * b)) & 0xFFu;
-          wl[b] = fmaf(static_cast<float>(byte & 0x0Fu), sc[u][o], mn[u][o]);
-          wh[b] = fmaf(static_cast<float>(byte >> 4), sc[u][o], mn[u][o]);
-        }
-#pragma unroll
-        for (int r = 0; r < R; ++r) {
-          float a = acc[o][r];
-          a = fmaf(lo[r].x, wl[0], a);
-          a = fmaf(lo[r].y, wl[1], a);
-          a = fmaf(lo[r].z, wl[2], a);
-          a = fmaf(lo[r].w, wl[3], a);
-          a = fmaf(hi[r].x, wh[0], a);
-          a = fmaf(hi[r].y, wh[1], a);
-          a = fmaf(hi[r].z, wh[2], a);
-          a = fmaf(hi[r].w, wh[3], a);
-          acc[o][r] = a;
-        }
-      }
+      for (int o = 0; o < KO; ++o) fma_word<R>(word[u][o], sc[u][o], mn[u][o], lo, hi, acc[o]);
     }
   }
   gemv_store<KO, R>(acc, part, n0, N, bias, y, ldy);
@@ -143,26 +150,7 @@ __global__ void __launch_bounds__(32 * kStreamWarps)
 #pragma unroll
         for (int o = 0; o < KO; ++o) {
           const uint32_t word = w == 0 ? q[o].x : w == 1 ? q[o].y : w == 2 ? q[o].z : q[o].w;
-          float wl[4], wh[4];
-#pragma unroll
-          for (int b = 0; b < 4; ++b) {
-            const uint32_t byte = (word >> (8 * b)) & 0xFFu;
-            wl[b] = fmaf(static_cast<float>(byte & 0x0Fu), sc[o], mn[o]);
-            wh[b] = fmaf(static_cast<float>(byte >> 4), sc[o], mn[o]);
-          }
-#pragma unroll
-          for (int r = 0; r < R; ++r) {
-            float a = acc[o][r];
-            a = fmaf(lo[r].x, wl[0], a);
-            a = fmaf(lo[r].y, wl[1], a);
-            a = fmaf(lo[r].z, wl[2], a);
-            a = fmaf(lo[r].w, wl[3], a);
-            a = fmaf(hi[r].x, wh[0], a);
-            a = fmaf(hi[r].y, wh[1], a);
-            a = fmaf(hi[r].z, wh[2], a);
-            a = fmaf(hi[r].w, wh[3], a);
-            acc[o][r] = a;
-          }
+          fma_word<R>(word, sc[o], mn[o], lo, hi, acc[o]);
         }
       }
     }
@@ -179,9 +167,7 @@ __global__ void __launch_bounds__(32 * kStreamWarps)
   for (int o = 0; o < KO; ++o)
 #pragma unroll
     for (int r = 0; r < R; ++r) {
-      float a = acc[o][r];
-#pragma unroll
-      for (int off = 16; off > 0; off >>= 1) a += __shfl_xor_sync(0xFFFFFFFFu, a, off);
+      const float a = warp_sum_tree(acc[o][r]);
       if (lane == 0 && n0 + o < N) y[r * ldy + n0 + o] = a + (bias ? bias[n0 + o] : 0.0f);
     }
 }

@@ -96,7 +96,7 @@ class EngineConfig:
     enforce_eager: device "cuda": launch every op of every step instead of replaying the decode steps' graphs
         (vLLM's name; for debugging a kernel). No effect on the CPU. A build
         without nvcc, or a machine without a GPU, refuses it by name. Being built (issue 15): its kernels are
-        first versions, sampling still runs on the host.
+        first versions; greedy tokens are picked on the GPU, other sampling on the host.
     """
 
     dtype: str = "auto"

@@ -6,6 +6,8 @@
 # throughput beside HF bf16 (benchmarks/bench_cuda_engine.py). Dry-runs on a machine without a GPU (GPU_ARCH=90a
 # to compile for Hopper there): the build is checked, the device tests skip saying why, the benches exit saying why.
 #   device run: bash scripts/gpu_check.sh      (logs under $OUT when set)
+# PHASES picks the parts (default all, in this order: tests bench engine memcheck; the build always runs), so one
+# device run can fit its time limit: e.g. PHASES="tests engine" bash scripts/gpu_check.sh.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 PYTHONPATH=src:. PYTHONUNBUFFERED=1
@@ -19,16 +21,25 @@ echo "building with CUDA for sm_$LMRT_CUDA_ARCHS"
 # (no installs there: the image's python3, pybind11, numpy and pytest are used as they are)
 JOBS=${JOBS:-16} bash scripts/dev_build.sh 2>&1 | tee "$OUT/build.log" | grep -E "error|warning|lmrt:" | head -20
 python3 -c "from lmrt._core import kernels as K; print('cuda_available:', K.cuda_available())" | tee -a "$OUT/gpu.txt"
-timeout 300 python3 -m pytest -q -rs -p no:cacheprovider tests/test_kernels_cuda.py tests/test_ops_model.py 2>&1 |
-  tee "$OUT/tests.log" | tail -15
+PHASES=${PHASES:-tests bench engine memcheck}
+phase() { case " $PHASES " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+date +"[%T] phases: $PHASES"
+if phase tests; then
+  timeout 240 python3 -m pytest -q -rs -p no:cacheprovider tests/test_kernels_cuda.py tests/test_ops_model.py 2>&1 |
+    tee "$OUT/tests.log" | tail -15
+fi
 # The 4-bit decode GEMV against the card's copy bandwidth (its RESULTS.md section comes back under $OUT).
-timeout 240 python3 benchmarks/bench_cuda.py --reps 10 --results "$OUT/results_section.md" 2>&1 | tee "$OUT/bench_cuda.log"
+phase bench && date +"[%T] bench_cuda" &&
+  timeout 180 python3 benchmarks/bench_cuda.py --reps 10 --results "$OUT/results_section.md" 2>&1 |
+  tee "$OUT/bench_cuda.log"
 # The engine on the GPU: greedy against torch on a random Llama of real shapes (dense bf16 and 4-bit), then batch-1
 # and 64-request throughput beside HF bf16 (its section appended to the same file).
-timeout 420 python3 benchmarks/bench_cuda_engine.py --results "$OUT/results_section.md" 2>&1 |
-  tee "$OUT/bench_cuda_engine.log" | grep -v -i warn | tail -12
+phase engine && date +"[%T] bench_cuda_engine" &&
+  timeout 420 python3 benchmarks/bench_cuda_engine.py --results "$OUT/results_section.md" 2>&1 |
+  tee "$OUT/bench_cuda_engine.log" | grep -v -i warn | tail -14
 # Out-of-bounds accesses and uninitialised reads of device memory in the ops (compute-sanitizer, where it runs).
-if command -v compute-sanitizer >/dev/null; then
+if phase memcheck && command -v compute-sanitizer >/dev/null; then
   timeout 150 compute-sanitizer --tool memcheck --error-exitcode 7 python3 -m pytest -q -x -p no:cacheprovider \
     tests/test_kernels_cuda.py 2>&1 | tee "$OUT/memcheck.log" | grep -E "ERROR SUMMARY|passed|failed|Invalid" | head -8
 fi
+date +"[%T] done"

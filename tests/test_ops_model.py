@@ -236,11 +236,16 @@ def test_device_cuda_bf16_prefill_on_the_tensor_cores(models, name):
     assert rel_err(ours[:144], exact[:144]) > 1e-5, "the tensor cores did not run: bf16 prefill equals fp32"
 
 
-@pytest.mark.skipif(not CUDA_OK, reason=f"no CUDA device: {CUDA_WHY}")
-def test_device_cuda_step_graphs_change_nothing(models):
-    # decode steps replayed as CUDA graphs (one per row count, recorded again when a larger step moves a workspace)
-    # give the tokens every op launched eagerly gives: requests of staggered lengths (the row count changes as they
-    # finish), then a long prompt (the workspaces grow), then the short ones again (their graphs recorded anew)
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_step_graphs_change_nothing(models, device, monkeypatch):
+    # decode steps replayed as recorded graphs (one per row count, recorded again when a larger step moves a
+    # workspace; CUDA graphs on the GPU, the op calls themselves on the CPU op set) give the tokens every op run
+    # eagerly gives: requests of staggered lengths (the row count changes as they finish), then a long prompt (the
+    # workspaces grow), then the short ones again (their graphs recorded anew)
+    if device == "cuda" and not CUDA_OK:
+        pytest.skip(f"no CUDA device: {CUDA_WHY}")
+    if device == "cpu":
+        monkeypatch.setenv("LMRT_OPS_MODEL", "1")
     path = models["llama-untied"]
     prompts = [prompt(5 + 9 * i, seed=400 + i) for i in range(6)]
     gens = [lmrt.GenerationConfig(max_new_tokens=4 + 5 * i, ignore_eos=True) for i in range(6)]
@@ -255,10 +260,14 @@ def test_device_cuda_step_graphs_change_nothing(models):
             out.append([[t for c in st for t in c.token_ids] for st in streams])
         return out
 
-    cfg = dict(device="cuda", dtype="float32", kv_cache_dtype="int8")
+    cfg = dict(device=device, dtype="float32", kv_cache_dtype="int8")
     with lmrt.pipeline(path, engine_config(enforce_eager=True, **cfg)) as pipe:
-        assert not pipe.info()["step_graphs"]
+        assert pipe.info()["ops_model"] and not pipe.info()["step_graphs"]
         eager = run(pipe)
     with lmrt.pipeline(path, engine_config(**cfg)) as pipe:
         assert pipe.info()["step_graphs"]
         assert run(pipe) == eager
+    if device == "cpu":  # and the CPU model's tokens, which no graph touches
+        monkeypatch.delenv("LMRT_OPS_MODEL")
+        with lmrt.pipeline(path, engine_config(**cfg)) as pipe:
+            assert run(pipe) == eager

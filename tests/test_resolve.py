@@ -204,7 +204,8 @@ def test_the_op_set_model_resolves_to_what_it_runs():
         "dense",
     )
     r = resolve(EngineConfig(cache_memory_gib=0.1, prefill_precision="fp32"), SPEC, machine)
-    assert (r.prefill_precision, r.tile_unit) == ("fp32", None)
+    assert (r.prefill_precision, r.tile_unit, r.step_graphs) == ("fp32", None, True)
+    assert not resolve(EngineConfig(cache_memory_gib=0.1, enforce_eager=True), SPEC, machine).step_graphs
     assert r.engine_options().ops_model and not resolve(EngineConfig(cache_memory_gib=0.1), SPEC, ZEN4).ops_model
     with pytest.raises(ConfigError, match="fp32"):
         resolve(EngineConfig(linear_precision="int8"), SPEC, machine)

@@ -2,6 +2,7 @@
 // the CUDA backend runs (OpsLlamaModel) on the CPU, where it must give LlamaModel's exact-fp32 bits.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <optional>
 #include <vector>
@@ -42,6 +43,12 @@ class CpuOps final : public DeviceOps {
   void silu_mul(const float* gu, int64_t M, int64_t I, int64_t ldg, float* out, int64_t ldo) override;
   void add(float* x, const float* h, int64_t n) override;
   void greedy(const float* logits, int64_t R, int64_t V, int32_t* out) override;
+  // Step graphs as the CUDA op set's, recorded as the op calls themselves (their arguments by value) and replayed
+  // in order: the model's graph path (what it captures, when it records again) runs the same on any machine.
+  bool capture(int64_t key) override;
+  bool end_capture() override;
+  void abandon_capture() override;
+  void replay(int64_t key) override;
 
  private:
   cpu::ThreadPool& pool_;
@@ -49,6 +56,18 @@ class CpuOps final : public DeviceOps {
   std::vector<AttnSeq> seqs_;      // paged_attention's sequences, rebuilt each call
   std::optional<cpu::TileUnit> unit_;
   Buffer tile_scratch_;  // the bf16 products' packed input
+  // Run an op now, or append it to the recording.
+  template <class F>
+  void run(F&& op) {
+    if (recording_)
+      tape_.emplace_back(std::forward<F>(op));
+    else
+      op();
+  }
+  bool recording_ = false;
+  int64_t key_ = 0;
+  std::vector<std::function<void()>> tape_;                       // the recording in progress
+  std::map<int64_t, std::vector<std::function<void()>>> graphs_;  // recorded steps by key
 };
 
 }  // namespace lmrt

@@ -44,7 +44,8 @@ struct EngineOptions {
   // The model over the backend's op set (OpsLlamaModel: the one device 'cuda' runs) on the CPU too: the check of
   // that model against LlamaModel (exact fp32 only).
   bool ops_model = false;
-  // Decode steps replayed as CUDA graphs recorded per row count (device 'cuda'; EngineConfig.enforce_eager off).
+  // Decode steps replayed as graphs recorded per row count (the op-set model: CUDA graphs on device 'cuda', the op
+  // calls themselves on the CPU op set; EngineConfig.enforce_eager off).
   bool step_graphs = false;
 };
 

@@ -208,6 +208,7 @@ std::vector<const void*> OpsLlamaModel::workspace_layout() const {
   for (const DeviceBuffer* b : {&tokens_, &positions_, &slots_, &tables_, &table_start_, &x_, &h_, &qkv_, &attn_, &gu_,
                                 &act_, &sel_, &logits_, &attn_scratch_})
     out.push_back(b->data<void>());
+  out.push_back(host_table_start_.data());  // the CPU op set's attention reads it when the op runs
   return out;
 }
 

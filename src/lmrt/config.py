@@ -94,7 +94,8 @@ class EngineConfig:
         "fp32" keeps every step exact; linear_precision "fp32"; every KV dtype but "int4", whose per-channel keys
         are CPU-only so far). Decode steps run as CUDA graphs recorded once per row count (one launch a step).
     enforce_eager: device "cuda": launch every op of every step instead of replaying the decode steps' graphs
-        (vLLM's name; for debugging a kernel). No effect on the CPU. A build
+        (vLLM's name; for debugging a kernel). No effect on the CPU's own model (under LMRT_OPS_MODEL the CPU op
+        set records its steps' op calls the same way, which is how the tests check the graph path anywhere). A build
         without nvcc, or a machine without a GPU, refuses it by name. Being built (issue 15): its kernels are
         first versions; greedy tokens are picked on the GPU, other sampling on the host.
     """

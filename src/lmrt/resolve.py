@@ -85,7 +85,7 @@ class Resolved:
     linear_precision: str  # "fp32" | "int8": the 4-bit products off the tiles
     device: str = "cpu"  # "cpu" | "cuda"
     ops_model: bool = False  # the op-set model (OpsLlamaModel): device "cuda", or LMRT_OPS_MODEL on the CPU
-    step_graphs: bool = False  # device "cuda" without enforce_eager: decode steps replayed as CUDA graphs
+    step_graphs: bool = False  # the op-set model without enforce_eager: decode steps replayed as recorded graphs
 
     def engine_options(self):
         """The C++ engine's EngineOptions: typed fields, enums by name."""
@@ -197,7 +197,7 @@ def resolve(config: EngineConfig, spec: ModelSpec, machine: Machine) -> Resolved
         linear_precision=linear,
         device=config.device,
         ops_model=ops_model,
-        step_graphs=config.device == "cuda" and not config.enforce_eager,
+        step_graphs=ops_model and not config.enforce_eager,
     )
 
 

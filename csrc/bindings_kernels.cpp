@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "common/greedy.h"
+#include "common/sampling.h"
 #include "kernels/cpu/isa.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/threadpool.h"
@@ -451,22 +451,56 @@ py::array_t<float> linear_i8(F32In x, py::array q, F32In scales, std::optional<F
   return y;
 }
 
-// Each row's greedy token (common/greedy.h; -1 where a logit is NaN or +inf): the CPU op set's rule, or the CUDA op.
-py::array_t<int32_t> greedy(F32In logits, const std::string& device) {
+// Each row's token under its sampling (common/sampling.h's sample_row): the rule the CPU op set runs, or the CUDA op.
+// One entry a row in each parameter array; penalized / banned: a list of token ids a row. The logits are copied.
+py::array_t<int32_t> sample(F32In logits, F32In temperature, I32In top_k, F32In top_p, F32In min_p,
+                            F32In repetition_penalty, py::array_t<double, py::array::c_style | py::array::forcecast> u,
+                            const std::vector<std::vector<int32_t>>& penalized,
+                            const std::vector<std::vector<int32_t>>& banned, const std::string& device) {
   [[maybe_unused]] const bool gpu = on_cuda(device);
   if (logits.ndim() != 2 || logits.shape(1) < 1) bad("logits must be 2-D [R, V] with V >= 1, got " + shape_str(logits));
   const int64_t R = logits.shape(0), V = logits.shape(1);
+  const auto per_row = [R](const py::array& a, const char* name) {
+    if (a.ndim() != 1 || a.shape(0) != R)
+      bad(std::string(name) + " must be 1-D with one entry a logits row (" + std::to_string(R) + "), got " +
+          shape_str(a));
+  };
+  per_row(temperature, "temperature");
+  per_row(top_k, "top_k");
+  per_row(top_p, "top_p");
+  per_row(min_p, "min_p");
+  per_row(repetition_penalty, "repetition_penalty");
+  per_row(u, "u");
+  if (static_cast<int64_t>(penalized.size()) != R || static_cast<int64_t>(banned.size()) != R)
+    bad("penalized and banned need one list of token ids a logits row");
+  std::vector<lmrt::RowSampling> rows(R);
+  std::vector<int32_t> ids;
+  for (int64_t r = 0; r < R; ++r) {
+    lmrt::RowSampling& p = rows[r];
+    p.temperature = temperature.data()[r];
+    p.top_k = top_k.data()[r];
+    p.top_p = top_p.data()[r];
+    p.min_p = min_p.data()[r];
+    p.repetition_penalty = repetition_penalty.data()[r];
+    p.u = u.data()[r];
+    p.penalized_begin = static_cast<int64_t>(ids.size());
+    ids.insert(ids.end(), penalized[r].begin(), penalized[r].end());
+    p.penalized_end = p.banned_begin = static_cast<int64_t>(ids.size());
+    ids.insert(ids.end(), banned[r].begin(), banned[r].end());
+    p.banned_end = static_cast<int64_t>(ids.size());
+  }
+  std::vector<float> rowsf(logits.data(), logits.data() + R * V);
   py::array_t<int32_t> out(R);
-  const float* lp = logits.data();
   int32_t* op = out.mutable_data();
   py::gil_scoped_release nogil;
 #ifdef LMRT_HAVE_CUDA
   if (gpu) {
-    lmrt::cuda::greedy_host(lp, R, V, op);
+    lmrt::cuda::sample_host(rowsf.data(), R, V, rows.data(), ids.data(), static_cast<int64_t>(ids.size()), op);
     return out;
   }
 #endif
-  for (int64_t r = 0; r < R; ++r) op[r] = lmrt::greedy_token(lp + r * V, V);
+  lmrt::TokenPicker picker;
+  for (int64_t r = 0; r < R; ++r) op[r] = lmrt::sample_row(rowsf.data() + r * V, V, rows[r], ids.data(), picker);
   return out;
 }
 
@@ -1097,9 +1131,12 @@ void bind_kernels(py::module_& m) {
   m.def("cuda_copy_bandwidth", &kern::cuda_copy_bandwidth, "bytes"_a, "reps"_a = 20,
         "(cudaMemcpyAsync, a copy kernel): the device-to-device copy's bandwidth in GB/s (bytes read plus "
         "written), medians of reps.");
-  m.def("greedy", &kern::greedy, "logits"_a, "device"_a = "cpu",
-        "int32 [R]: each logits row's greedy token (the first index of the maximum, -1 where a logit is NaN or "
-        "+inf), the rule the engine samples greedy rows by; device='cuda': the CUDA op (sampling on the device).");
+  m.def("sample", &kern::sample, "logits"_a, "temperature"_a, "top_k"_a, "top_p"_a, "min_p"_a, "repetition_penalty"_a,
+        "u"_a, "penalized"_a, "banned"_a, "device"_a = "cpu",
+        "int32 [R]: each logits row's token under its own parameters (arrays of one entry a row; penalized / "
+        "banned: a row's token ids, penalized distinct) and draw u in [0, 1): -1 where a logit is NaN or +inf, "
+        "greedy at temperature 0: the rule the engine samples by (common/sampling.h); device='cuda': the CUDA op "
+        "(sampling on the device).");
   m.def("cuda_time_linear_w4", &kern::cuda_time_linear_w4, "M"_a, "K"_a, "N"_a, "group_size"_a, "reps"_a = 20,
         "min_bytes"_a = size_t(1) << 29, "gemv"_a = "default", "tensor_cores"_a = false,
         "(microseconds per call, bytes per call) of linear_w4 on the GPU at [M, K] x [N, K], on device inputs from "

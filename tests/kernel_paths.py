@@ -229,3 +229,37 @@ def attn_ref(q, k, v, pos, n_heads, n_kv, hd, scale):
             e = np.exp(s - s.max())
             out[m, h * hd : (h + 1) * hd] = e @ vh / e.sum()
     return out
+
+
+def sample_rows(
+    logits,
+    device="cpu",
+    *,
+    temperature=0.0,
+    top_k=0,
+    top_p=1.0,
+    min_p=0.0,
+    repetition_penalty=1.0,
+    u=0.0,
+    penalized=None,
+    banned=None,
+):
+    """K.sample over logits [R, V] (left unchanged): each parameter one value for every row or one a row;
+    penalized / banned: a list of token ids a row (None: none)."""
+    R = logits.shape[0]
+
+    def per_row(v, dt):
+        return np.broadcast_to(np.asarray(v, dt), (R,)).copy()
+
+    return K.sample(
+        logits,
+        per_row(temperature, np.float32),
+        per_row(top_k, np.int32),
+        per_row(top_p, np.float32),
+        per_row(min_p, np.float32),
+        per_row(repetition_penalty, np.float32),
+        per_row(u, np.float64),
+        penalized if penalized is not None else [[] for _ in range(R)],
+        banned if banned is not None else [[] for _ in range(R)],
+        device=device,
+    )

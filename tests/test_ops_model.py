@@ -69,49 +69,56 @@ def test_ops_model_batching_and_preemption_change_nothing(models, monkeypatch):
         assert pipe.stats()["num_preemptions"] > 0
 
 
-def test_greedy_steps_pick_their_tokens_on_the_device(models, monkeypatch):
-    # the op-set model picks greedy tokens where the logits are (DeviceOps::greedy: only token ids cross to the
-    # host) when every logit row of a step is greedy; a sampled request, a repetition penalty or min_new_tokens
-    # with stop ids beside it keeps that step on the host sampler. The tokens are the CPU model's either way.
+def test_steps_sample_their_tokens_on_the_device(models, monkeypatch):
+    # the op-set model draws every step's tokens where the logits are (DeviceOps::sample: only token ids cross to the
+    # host): greedy, sampled (temperature, top-k, top-p, min-p, seeded), penalized and banned requests side by side,
+    # each with its draw from its own generator; a step with a prompt's logprobs keeps the host sampler (it needs
+    # the logits). The tokens are the CPU model's (its host sampler, the same rule) either way.
     path = models["llama-untied"]
     ids = [prompt(9 + 5 * i, seed=200 + i) for i in range(3)]
-    sampled = lmrt.GenerationConfig(max_new_tokens=12, temperature=0.8, top_k=20, seed=3, ignore_eos=True)
-    penalty = lmrt.GenerationConfig(max_new_tokens=12, repetition_penalty=1.3, ignore_eos=True)
-    banned = lmrt.GenerationConfig(max_new_tokens=12, min_new_tokens=6, stop_token_ids=[5])
+
+    def gen(**kw):
+        return lmrt.GenerationConfig(max_new_tokens=12, ignore_eos=True, **kw)
+
     runs = {
         "greedy": [GREEDY] * 3,
-        "with a sampled one": [GREEDY, sampled, GREEDY],
-        "with a penalty": [GREEDY, GREEDY, penalty],
-        "with bans": [banned, GREEDY, GREEDY],
+        "sampled": [gen(temperature=0.8, top_k=20, seed=3), GREEDY, gen(temperature=1.2, top_p=0.9, seed=4)],
+        "min-p": [gen(temperature=1.0, min_p=0.05, seed=5), gen(temperature=0.7, top_k=5, top_p=0.8, seed=6), GREEDY],
+        "penalty": [GREEDY, gen(temperature=0.9, repetition_penalty=1.3, seed=7), gen(repetition_penalty=1.3)],
+        "bans": [lmrt.GenerationConfig(max_new_tokens=12, min_new_tokens=6, stop_token_ids=[5]), GREEDY, GREEDY],
+        "prompt logprobs": [GREEDY, gen(temperature=0.8, seed=8), GREEDY],
     }
 
-    def together(pipe, gens):  # every request in the engine before any is read: they run as one batch
+    def together(pipe, name):  # every request in the engine before any is read: they run as one batch
         from lmrt.api import RequestStream
 
-        streams = [RequestStream(pipe, pipe._submit(p, g), p, g) for p, g in zip(ids, gens)]
+        streams = []
+        for i, (p, g) in enumerate(zip(ids, runs[name])):
+            rid = pipe._submit(p, g, prompt_logprobs=name == "prompt logprobs" and i == 0)
+            streams.append(RequestStream(pipe, rid, p, g))
         return [[t for chunk in st for t in chunk.token_ids] for st in streams]
 
     want = {}
     with lmrt.pipeline(path, engine_config()) as pipe:
-        for name, gens in runs.items():
-            want[name] = together(pipe, gens)
+        for name in runs:
+            want[name] = together(pipe, name)
+    assert want["sampled"][0] != want["greedy"][0] and want["penalty"][2] != want["greedy"][2]  # they do differ
     monkeypatch.setenv("LMRT_OPS_MODEL", "1")
     with lmrt.pipeline(path, engine_config()) as pipe:
-        for name, gens in runs.items():
-            before = pipe.stats()["num_device_greedy_steps"]
-            steps = pipe.stats()["num_steps"]
-            got = together(pipe, gens)
-            assert got == want[name], name
-            on_device = pipe.stats()["num_device_greedy_steps"] - before
-            if name == "greedy":  # every step with a logit row: all of them here
-                assert on_device == pipe.stats()["num_steps"] - steps > 0
-            else:  # the host sampler while the odd request runs (the penalty's and the sample's: every step)
-                assert on_device < pipe.stats()["num_steps"] - steps, name
+        for name in runs:
+            before, steps = pipe.stats()["num_device_sampled_steps"], pipe.stats()["num_steps"]
+            assert together(pipe, name) == want[name], name
+            on_device = pipe.stats()["num_device_sampled_steps"] - before
+            if name == "prompt logprobs":  # the host sampler for the steps with the logprobs request's prompt
+                assert 0 < on_device < pipe.stats()["num_steps"] - steps
+            else:  # every step with a logit row: all of them here
+                assert on_device == pipe.stats()["num_steps"] - steps > 0, name
 
 
-def test_non_finite_logits_fail_a_device_greedy_request(tmp_path, models, monkeypatch):
-    # a NaN in the output matrix reaches the logits; the device's greedy pick says so (-1) and the request ends
-    # with the engine's error, the engine serving on
+@pytest.mark.parametrize("sampled", [False, True], ids=["greedy", "sampled"])
+def test_non_finite_logits_fail_a_device_sampled_request(tmp_path, models, monkeypatch, sampled):
+    # a NaN in the output matrix reaches the logits; the device's sampling says so (-1) and the request ends with
+    # the engine's error, the engine serving on
     import shutil
 
     from safetensors.numpy import load_file, save_file
@@ -124,8 +131,11 @@ def test_non_finite_logits_fail_a_device_greedy_request(tmp_path, models, monkey
     monkeypatch.setenv("LMRT_OPS_MODEL", "1")
     with lmrt.pipeline(bad, engine_config()) as pipe:
         with pytest.raises(lmrt.RequestError, match=r"non-finite logits \(NaN or \+inf\) at position 9"):
-            pipe(prompt(10, seed=8), GREEDY)
-        assert pipe.stats()["num_device_greedy_steps"] == 1
+            pipe(
+                prompt(10, seed=8),
+                lmrt.GenerationConfig(max_new_tokens=4, temperature=0.7, seed=1) if sampled else GREEDY,
+            )
+        assert pipe.stats()["num_device_sampled_steps"] == 1
         assert pipe.stats()["num_running"] == pipe.stats()["num_waiting"] == 0
 
 

@@ -3,7 +3,7 @@
 #include <cstring>
 #include <stdexcept>
 
-#include "common/greedy.h"
+#include "common/sampling.h"
 #include "kernels/cpu/ops.h"
 #include "model/matrix_cpu.h"
 
@@ -115,10 +115,11 @@ void CpuOps::add(float* x, const float* h, int64_t n) {
   });
 }
 
-void CpuOps::greedy(const float* logits, int64_t R, int64_t V, int32_t* out) {
+void CpuOps::sample(float* logits, int64_t R, int64_t V, const RowSampling* rows, const int32_t* ids, int32_t* out) {
   run([=] {
     pool_.parallel_for(R, 1, [&](int64_t b, int64_t e) {
-      for (int64_t r = b; r < e; ++r) out[r] = greedy_token(logits + r * V, V);
+      thread_local TokenPicker picker;
+      for (int64_t r = b; r < e; ++r) out[r] = sample_row(logits + r * V, V, rows[r], ids, picker);
     });
   });
 }

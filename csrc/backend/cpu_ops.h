@@ -42,7 +42,7 @@ class CpuOps final : public DeviceOps {
                        int n_heads, float scale, void* scratch) override;
   void silu_mul(const float* gu, int64_t M, int64_t I, int64_t ldg, float* out, int64_t ldo) override;
   void add(float* x, const float* h, int64_t n) override;
-  void greedy(const float* logits, int64_t R, int64_t V, int32_t* out) override;
+  void sample(float* logits, int64_t R, int64_t V, const RowSampling* rows, const int32_t* ids, int32_t* out) override;
   // Step graphs as the CUDA op set's, recorded as the op calls themselves (their arguments by value) and replayed
   // in order: the model's graph path (what it captures, when it records again) runs the same on any machine.
   bool capture(int64_t key) override;

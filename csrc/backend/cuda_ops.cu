@@ -128,9 +128,9 @@ class CudaOps final : public DeviceOps {
     cudaGetLastError();
   }
   void replay(int64_t key) override { check(cudaGraphLaunch(graphs_.at(key), stream_), "a step graph's launch"); }
-  void greedy(const float* logits, int64_t R, int64_t V, int32_t* out) override {
-    cuda::greedy(logits, R, V, out, stream_);
-    launched("greedy");
+  void sample(float* logits, int64_t R, int64_t V, const RowSampling* rows, const int32_t* ids, int32_t* out) override {
+    cuda::sample(logits, R, V, rows, ids, out, stream_);
+    launched("sample");
   }
   void rope(float* x, int64_t M, int64_t ldx, int n_heads, int head_dim, const int32_t* pos, const float* inv_freq,
             float attn_scale) override {

@@ -88,9 +88,12 @@ class DeviceOps {
   virtual bool end_capture() { return false; }
   virtual void abandon_capture() {}
   virtual void replay(int64_t /*key*/) {}
-  // out[r] = row r's greedy token (common/greedy.h: the first index of the maximum; -1 where a logit is NaN or
-  // +inf), logits [R, V]: sampling on the device when only token ids need to cross to the host.
-  virtual void greedy(const float* logits, int64_t R, int64_t V, int32_t* out) = 0;
+  // out[r] = row r's token under rows[r] (common/sampling.h's sample_row: -1 where a logit is NaN or +inf; else the
+  // penalty and bans, then greedy or the draw at rows[r].u after temperature, top-k, top-p and min-p), logits
+  // [R, V] changed in place (what is left of them is the op's own); rows [R] and ids (the rows' token lists) in
+  // device memory: sampling where the logits are, so only token ids cross to the host.
+  virtual void sample(float* logits, int64_t R, int64_t V, const RowSampling* rows, const int32_t* ids,
+                      int32_t* out) = 0;
 };
 
 // Device memory that grows to the largest size asked of it (reserve) and is freed with it.

@@ -1,5 +1,5 @@
-// A logits row's greedy token, in one place for the engine's sampler (engine/sampler.cpp) and the op sets' argmax
-// on the device (the CPU op set's; the CUDA op set's kernel keeps the same rule): the first index of the maximum,
+// A logits row's greedy token, in one place for the sampling rule (common/sampling.h: the engine's sampler and the
+// op sets' sampling on the device; the CUDA op set's kernel keeps the same rule): the first index of the maximum,
 // as torch.argmax, where no logit is NaN or +inf (-inf is a banned or impossible token).
 #pragma once
 
@@ -39,11 +39,6 @@ inline int32_t first_argmax(const float* logits, int64_t V) {
   for (int64_t j = 0; j < V; ++j)
     if (logits[j] == best) return static_cast<int32_t>(j);
   return 0;
-}
-
-// first_argmax, or -1 where a logit is NaN or +inf.
-inline int32_t greedy_token(const float* logits, int64_t V) {
-  return logits_finite(logits, V) ? first_argmax(logits, V) : -1;
 }
 
 }  // namespace lmrt

@@ -213,7 +213,7 @@ EngineStats Engine::stats() {
                      time_,
                      backend_->late_workers(),
                      backend_->narrow_jobs(),
-                     num_device_greedy_steps_};
+                     num_device_sampled_steps_};
 }
 
 void Engine::loop() {
@@ -304,19 +304,41 @@ void Engine::build_batch(const std::vector<ScheduledSeq>& plan) {
       num_logit_rows += 1;
     }
   }
-  // Sampling where the logits are, when every logit row wants only its greedy token: no prompt outputs, no
-  // temperature, no repetition penalty, no bans (stop or EOS ids before min_new_tokens), so R token ids cross to
-  // the host instead of R x V logits.
-  auto greedy = [](const Request& r, int first) {
+  // Sampling where the logits are, when every logit row wants only its next token (no prompt outputs): each row's
+  // parameters, bans and distinct context tokens go to the device with the draw from its request's generator (taken
+  // here, in the order postprocess would take it), and R token ids cross back instead of R x V logits.
+  batch_.sample_on_device = num_logit_rows > 0 && model_->samples_on_device();
+  for (size_t s = 0; s < plan.size() && batch_.sample_on_device; ++s) {
+    const Request& r = *plan[s].req;
+    if (logit_base_[s] >= 0 && r.wants_prompt_outputs() && r.num_computed_tokens < r.num_prompt_tokens)
+      batch_.sample_on_device = false;
+  }
+  if (!batch_.sample_on_device) return;
+  for (size_t s = 0; s < plan.size(); ++s) {
+    if (logit_base_[s] < 0) continue;
+    Request& r = *plan[s].req;
     const SamplingParams& p = r.params.sampling;
-    const bool bans = r.num_generated() < r.params.min_new_tokens &&
-                      (!r.params.stop_token_ids.empty() || (!r.params.ignore_eos && !r.params.eos_token_ids.empty()));
-    return !(r.wants_prompt_outputs() && first < r.num_prompt_tokens) && p.temperature <= 0.f &&
-           p.repetition_penalty == 1.f && !bans;
-  };
-  batch_.greedy_only = num_logit_rows > 0 && model_->greedy_on_device();
-  for (size_t s = 0; s < plan.size() && batch_.greedy_only; ++s)
-    if (logit_base_[s] >= 0 && !greedy(*plan[s].req, plan[s].req->num_computed_tokens)) batch_.greedy_only = false;
+    RowSampling row;
+    row.temperature = p.temperature;
+    row.top_k = p.top_k;
+    row.top_p = p.top_p;
+    row.min_p = p.min_p;
+    row.repetition_penalty = p.repetition_penalty;
+    std::vector<int32_t>& ids = batch_.sampling_ids;
+    row.penalized_begin = static_cast<int64_t>(ids.size());
+    if (p.repetition_penalty != 1.f) {
+      sampler_.distinct(r.tokens, model_->spec().vocab_size, distinct_);
+      ids.insert(ids.end(), distinct_.begin(), distinct_.end());
+    }
+    row.penalized_end = row.banned_begin = static_cast<int64_t>(ids.size());
+    if (r.num_generated() < r.params.min_new_tokens) {  // postprocess's bans
+      ids.insert(ids.end(), r.params.stop_token_ids.begin(), r.params.stop_token_ids.end());
+      if (!r.params.ignore_eos) ids.insert(ids.end(), r.params.eos_token_ids.begin(), r.params.eos_token_ids.end());
+    }
+    row.banned_end = static_cast<int64_t>(ids.size());
+    if (p.temperature > 0.f) row.u = draw_unit(r.rng);
+    batch_.sampling.push_back(row);
+  }
 }
 
 // int4 K: after a step, only the partial last blocks of running requests keep their staging slots (a block
@@ -334,8 +356,8 @@ void Engine::release_stages() {
 
 void Engine::postprocess(const std::vector<ScheduledSeq>& plan, const float* logits) {
   const int V = model_->spec().vocab_size;
-  const int32_t* greedy = batch_.greedy_only ? model_->greedy_tokens() : nullptr;  // chosen where the logits are
-  num_device_greedy_steps_ += greedy != nullptr;
+  const int32_t* drawn = batch_.sample_on_device ? model_->sampled_tokens() : nullptr;  // where the logits are
+  num_device_sampled_steps_ += drawn != nullptr;
   jobs_.clear();
   for (size_t s = 0; s < plan.size(); ++s) {
     Request* r = plan[s].req;
@@ -345,7 +367,7 @@ void Engine::postprocess(const std::vector<ScheduledSeq>& plan, const float* log
     blocks_.register_full_blocks(r->tokens, r->num_computed_tokens, r->block_table, r->num_hashed_blocks,
                                  r->last_block_hash);
     if (logit_base_[s] < 0) continue;
-    float* rows = greedy ? nullptr : const_cast<float*>(logits) + static_cast<size_t>(logit_base_[s]) * V;
+    float* rows = drawn ? nullptr : const_cast<float*>(logits) + static_cast<size_t>(logit_base_[s]) * V;
     if (r->wants_prompt_outputs() && first < r->num_prompt_tokens) {
       for (int j = 0; j < n && first + j < r->num_prompt_tokens; ++j) {
         const int pos = first + j;
@@ -366,8 +388,8 @@ void Engine::postprocess(const std::vector<ScheduledSeq>& plan, const float* log
       finish(r, FinishReason::Length);
       continue;
     }
-    SampleJob job{r, rows, {}, greedy ? greedy[logit_base_[s]] : -1};
-    if (greedy) job.finite = job.token >= 0;  // -1: the row held NaN or +inf
+    SampleJob job{r, rows, {}, drawn ? drawn[logit_base_[s]] : -1};
+    if (drawn) job.finite = job.token >= 0;  // -1: the row held NaN or +inf
     if (r->num_generated() < r->params.min_new_tokens) {
       job.bans = r->params.stop_token_ids;
       if (!r->params.ignore_eos)
@@ -381,7 +403,7 @@ void Engine::postprocess(const std::vector<ScheduledSeq>& plan, const float* log
     thread_local Sampler sampler;
     for (int64_t i = b; i < e; ++i) {
       SampleJob& j = jobs_[i];
-      if (!j.logits) continue;  // its token came with the forward pass (greedy on the device)
+      if (!j.logits) continue;  // its token came with the forward pass (sampled on the device)
       j.finite = Sampler::all_finite(j.logits, V);
       if (j.finite) j.token = sampler.sample(j.logits, V, j.req->params.sampling, j.req->tokens, j.bans, j.req->rng);
     }

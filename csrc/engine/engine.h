@@ -77,7 +77,7 @@ struct EngineStats {
   int num_staged_blocks;  // int4 K: blocks whose rows are staged (being filled) now
   StepTime step_time;
   int64_t pool_late_workers, pool_narrow_jobs;  // the backend's threads: contention seen, and its cost
-  int64_t num_device_greedy_steps;              // steps whose tokens were chosen where the logits are (greedy_only)
+  int64_t num_device_sampled_steps;             // steps whose tokens were drawn where the logits are
 };
 
 class UnknownRequestError : public std::out_of_range {
@@ -148,7 +148,7 @@ class Engine {
   // A request whose next token is drawn this step (postprocess): its logits row, the tokens it may not draw yet.
   struct SampleJob {
     Request* req;
-    float* logits;              // [V]; nullptr: token already chosen on the device (Batch::greedy_only)
+    float* logits;              // [V]; nullptr: token already drawn on the device (Batch::sample_on_device)
     std::vector<int32_t> bans;  // stop and EOS ids while min_new_tokens is not reached
     int32_t token;
     bool finite = true;  // false: a logit was NaN or +inf (no token; the request ends in an error)
@@ -156,6 +156,8 @@ class Engine {
   std::vector<SampleJob> jobs_;  // [requests sampling this step]
   Batch batch_;
   std::vector<int32_t> logit_base_;  // [num scheduled seqs] first logits row of each, or -1
+  Sampler sampler_;                  // build_batch's distinct context tokens (sampling on the device)
+  std::vector<int32_t> distinct_;    // [<= context] one request's distinct tokens
 
   std::mutex mu_;                                                   // guards everything below
   std::condition_variable work_cv_;                                 // the loop waits for work
@@ -167,7 +169,7 @@ class Engine {
   bool stop_ = false;
   int64_t steps_left_ = -1;  // steps the loop may still take (pause / resume); -1: no limit
   int64_t num_steps_ = 0, num_prefill_tokens_ = 0, num_decode_tokens_ = 0;
-  int64_t num_device_greedy_steps_ = 0;  // steps sampled where the logits are (Batch::greedy_only)
+  int64_t num_device_sampled_steps_ = 0;  // steps sampled where the logits are (Batch::sample_on_device)
   int num_staged_ = 0;  // the staged cache's num_staged() after the last step (stats() reads it under mu_)
   StepTime time_;       // summed over steps (under mu_)
   std::thread thread_;

@@ -1,11 +1,11 @@
-// Token selection from one row of logits.
+// Token selection from one row of logits: common/sampling.h's rule over a request's context and generator.
 #pragma once
 
 #include <cstdint>
 #include <random>
-#include <utility>
 #include <vector>
 
+#include "common/sampling.h"
 #include "engine/request.h"
 
 namespace lmrt {
@@ -13,8 +13,8 @@ namespace lmrt {
 class Sampler {
  public:
   // Picks the next token. logits [V] is modified in place (penalties, bans).
-  // Order as HF transformers: repetition penalty over `context`, bans, then
-  // temperature, top-k, top-p, min-p, and a draw from `rng`. Temperature 0 is greedy
+  // Order as HF transformers: repetition penalty over `context`'s distinct tokens, bans, then temperature, top-k,
+  // top-p, min-p, and a draw from `rng` (one 53-bit draw_unit, only when temperature > 0). Temperature 0 is greedy
   // (the first index of the maximum, as torch.argmax).
   int32_t sample(float* logits, int vocab_size, const SamplingParams& p, const std::vector<int32_t>& context,
                  const std::vector<int32_t>& banned, std::mt19937_64& rng);
@@ -25,14 +25,13 @@ class Sampler {
   static bool all_finite(const float* logits, int vocab_size);  // common/greedy.h's logits_finite
   // The first index of the maximum (torch.argmax's), for logits that are finite or -inf.
   static int32_t argmax(const float* logits, int vocab_size);  // common/greedy.h's first_argmax
+  // context's distinct tokens in [0, V), in order of first appearance, into out (the repetition penalty's ids).
+  void distinct(const std::vector<int32_t>& context, int vocab_size, std::vector<int32_t>& out);
 
  private:
-  std::vector<std::pair<float, int32_t>> cand_;  // [<= V] (scaled logit, token id) of the candidates
-  std::vector<double> prob_;                     // [V] probabilities of the candidates
-  std::vector<float> scaled_;                    // [V] logits / temperature
-  std::vector<double> weight_;                   // [n] exp(scaled logit - best) of the survivors, in cand_ order
-  std::vector<float> heap_;                      // [top_k] the largest scaled logits (a min-heap)
-  std::vector<char> seen_;                       // [V] scratch for the repetition penalty
+  TokenPicker picker_;
+  std::vector<int32_t> distinct_;  // [<= context] the context's distinct tokens
+  std::vector<char> seen_;         // [V] scratch for distinct(), all 0 between calls
 };
 
 }  // namespace lmrt

@@ -74,6 +74,21 @@ struct AttnSeq {
   int64_t ldo_bf16 = 0;
 };
 
+// One logits row's sampling where the logits are (an op set's sample op): its request's sampling parameters for this
+// step, its draw, and its token lists as ranges of one ids array. The rule is common/sampling.h's sample_row.
+struct RowSampling {
+  float temperature = 0.f;         // <= 0: greedy (the first maximum), no draw
+  float top_p = 1.f;               // 1 = off
+  float min_p = 0.f;               // 0 = off
+  float repetition_penalty = 1.f;  // over ids[penalized_begin, penalized_end)
+  int32_t top_k = 0;               // 0 = off
+  int32_t reserved = 0;
+  double u = 0.0;  // the draw in [0, 1): 53 bits of the request's generator (temperature > 0 only)
+  int64_t penalized_begin = 0, penalized_end = 0;  // ids[..): the context's distinct tokens (penalty != 1)
+  int64_t banned_begin = 0, banned_end = 0;        // ids[..): tokens it may not draw yet (their logits -> -inf)
+};
+static_assert(sizeof(RowSampling) == 64, "RowSampling crosses to the GPU as bytes: one layout on both sides");
+
 // 4-bit weights with a (scale, min) pair per group of `group_size` inputs (32, 64 or 128;
 // K a multiple of it): w[n, k] = code[n, k] * scales[n, k / g] + mins[n, k / g], code in 0..15.
 // AutoAWQ (min = -zero * scale) and GGUF Q4_0 / Q4_1 (group 32) map onto it exactly.

@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/ops.h"
+
 namespace lmrt {
 
 // One sequence's rows in the batch.
@@ -20,9 +22,12 @@ struct Batch {
   std::vector<SeqRows> seqs;           // [num_seqs], rows of a sequence are contiguous
   std::vector<int32_t> logit_rows;     // [R] rows whose logits are computed, ascending
   std::vector<int32_t> sealed_blocks;  // int4 K: blocks whose last row this step writes (kv_seal after kv_store)
-  // Every logit row wants only its greedy token (set only for a model with greedy_on_device(): then forward
-  // returns Model::greedy_tokens() instead of logits, and only R token ids cross to the host).
-  bool greedy_only = false;
+  // Every logit row wants only its next token (no prompt outputs), drawn where the logits are by sampling[r] (set
+  // only for a model with samples_on_device(): then forward returns nullptr and Model::sampled_tokens() holds the
+  // tokens, so only R token ids cross to the host instead of R x V logits).
+  bool sample_on_device = false;
+  std::vector<RowSampling> sampling;  // [R] with sample_on_device: each logit row's parameters and draw
+  std::vector<int32_t> sampling_ids;  // the rows' token lists (RowSampling's ranges)
 
   int64_t num_tokens() const { return static_cast<int64_t>(tokens.size()); }
   void clear() {
@@ -32,7 +37,9 @@ struct Batch {
     seqs.clear();
     logit_rows.clear();
     sealed_blocks.clear();
-    greedy_only = false;
+    sample_on_device = false;
+    sampling.clear();
+    sampling_ids.clear();
   }
 };
 

@@ -50,7 +50,7 @@ OpsLlamaModel::OpsLlamaModel(ModelSpec spec, Weights weights, Backend& backend, 
   if (weights_.embed.format != WeightFormat::Dense)
     throw std::invalid_argument("the op-set model takes a dense embedding table");
   for (DeviceBuffer* b : {&tokens_, &positions_, &slots_, &tables_, &table_start_, &x_, &h_, &qkv_, &attn_, &gu_, &act_,
-                          &sel_, &logits_, &tokens_out_, &attn_scratch_})
+                          &sel_, &logits_, &tokens_out_, &attn_scratch_, &sampling_, &sampling_ids_})
     *b = DeviceBuffer(ops_);
 
   const DeviceMatrix embed = ops_.upload_matrix(weights_.embed);
@@ -167,8 +167,16 @@ const float* OpsLlamaModel::forward(const Batch& batch) {
     run(batch, T, R);
   }
   if (R == 0) return nullptr;
-  if (batch.greedy_only) {  // only the token ids cross to the host
-    ops_.greedy(logits_.data<float>(), R, V, tokens_out_.data<int32_t>());
+  if (batch.sample_on_device) {  // only the token ids cross to the host
+    if (static_cast<int64_t>(batch.sampling.size()) != R)
+      throw std::logic_error("forward: sample_on_device needs one RowSampling a logit row");
+    sampling_.reserve(R * sizeof(RowSampling));
+    ops_.to_device(sampling_.data<void>(), batch.sampling.data(), R * sizeof(RowSampling));
+    const size_t n_ids = batch.sampling_ids.size();
+    sampling_ids_.reserve(std::max<size_t>(n_ids, 1) * sizeof(int32_t));
+    if (n_ids) ops_.to_device(sampling_ids_.data<void>(), batch.sampling_ids.data(), n_ids * sizeof(int32_t));
+    ops_.sample(logits_.data<float>(), R, V, sampling_.data<RowSampling>(), sampling_ids_.data<int32_t>(),
+                tokens_out_.data<int32_t>());
     ops_.to_host(host_tokens_.data(), tokens_out_.data<void>(), R * sizeof(int32_t));
     return nullptr;
   }

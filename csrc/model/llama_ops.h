@@ -30,8 +30,8 @@ class OpsLlamaModel final : public Model {
   size_t weights_bytes() const override { return weights_.bytes(); }
   size_t kv_bytes() const override { return kv_bytes_; }
   KVCache* staged_cache() override { return nullptr; }
-  bool greedy_on_device() const override { return true; }
-  const int32_t* greedy_tokens() const override { return host_tokens_.data(); }
+  bool samples_on_device() const override { return true; }
+  const int32_t* sampled_tokens() const override { return host_tokens_.data(); }
 
  private:
   struct Layer {
@@ -82,7 +82,9 @@ class OpsLlamaModel final : public Model {
   DeviceBuffer attn_scratch_;         // the op set's attention scratch (split-KV partials) for T rows
   DeviceBuffer sel_;                  // [R, H] final hidden rows that need logits, normed
   DeviceBuffer logits_;               // [R, V]
-  DeviceBuffer tokens_out_;           // [R] int32: greedy tokens (batch.greedy_only)
+  DeviceBuffer tokens_out_;           // [R] int32: sampled tokens (batch.sample_on_device)
+  DeviceBuffer sampling_;             // [R] RowSampling (batch.sample_on_device)
+  DeviceBuffer sampling_ids_;         // the rows' token lists, int32
   std::vector<float> host_logits_;    // [R, V]
   std::vector<int32_t> host_tokens_;  // [R]
 };

@@ -27,13 +27,13 @@ class Model {
  public:
   virtual ~Model() = default;
   // Writes K/V of every batch row into the cache and returns logits [R, V] (host memory) for batch.logit_rows,
-  // valid until the next call; with batch.greedy_only, nullptr, and greedy_tokens() holds the rows' greedy tokens.
+  // valid until the next call; with batch.sample_on_device, nullptr, and sampled_tokens() holds the rows' tokens.
   // note: the cache must already own the blocks that batch.slots point to.
   virtual const float* forward(const Batch& batch) = 0;
-  // Whether forward can pick greedy tokens where the logits are (batch.greedy_only), and after such a step the
-  // tokens [R] (host memory; -1 where a row's logits held NaN or +inf), valid until the next call.
-  virtual bool greedy_on_device() const { return false; }
-  virtual const int32_t* greedy_tokens() const { return nullptr; }
+  // Whether forward can sample where the logits are (batch.sample_on_device), and after such a step the tokens [R]
+  // (host memory; -1 where a row's logits held NaN or +inf), valid until the next call.
+  virtual bool samples_on_device() const { return false; }
+  virtual const int32_t* sampled_tokens() const { return nullptr; }
   virtual const ModelSpec& spec() const = 0;
   virtual size_t weights_bytes() const = 0;
   virtual size_t kv_bytes() const = 0;

@@ -97,7 +97,7 @@ class EngineConfig:
         (vLLM's name; for debugging a kernel). No effect on the CPU's own model (under LMRT_OPS_MODEL the CPU op
         set records its steps' op calls the same way, which is how the tests check the graph path anywhere). A build
         without nvcc, or a machine without a GPU, refuses it by name. Being built (issue 15): its kernels are
-        first versions; greedy tokens are picked on the GPU, other sampling on the host.
+        first versions; every sampled token is drawn on the GPU (only token ids cross to the host).
     """
 
     dtype: str = "auto"

@@ -235,13 +235,18 @@ void hadamard_heads_host(float* x, int64_t M, int n_heads, int head_dim) {
   dx.to_host(x);
 }
 
-void greedy_host(const float* logits, int64_t R, int64_t V, int32_t* out) {
+void sample_host(float* logits, int64_t R, int64_t V, const RowSampling* rows, const int32_t* ids, int64_t n_ids,
+                 int32_t* out) {
   need_device();
   DeviceArray<float> dl(logits, R * V);
+  DeviceArray<uint8_t> drows(reinterpret_cast<const uint8_t*>(rows), R * sizeof(RowSampling));
+  std::vector<int32_t> no_ids(1, 0);
+  DeviceArray<int32_t> dids(n_ids ? ids : no_ids.data(), n_ids ? n_ids : 1);
   DeviceArray<int32_t> dout(nullptr, R);
-  greedy(dl.p, R, V, dout.p, nullptr);
-  finish("greedy");
+  sample(dl.p, R, V, reinterpret_cast<const RowSampling*>(drows.p), dids.p, dout.p, nullptr);
+  finish("sample");
   dout.to_host(out);
+  dl.to_host(logits);
 }
 
 }  // namespace lmrt::cuda

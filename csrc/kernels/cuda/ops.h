@@ -99,9 +99,11 @@ void paged_attention(const KVLayer& kv, const float* q, int64_t ldq, float* out,
 // head_dim.   x [M, n_heads * head_dim] row stride ldx
 void hadamard_heads(float* x, int64_t M, int64_t ldx, int n_heads, int head_dim, void* stream);
 
-// out[r] = the greedy token of logits row r (common/greedy.h's rule: the first index of the maximum, -1 where a
-// logit is NaN or +inf), one block a row.   logits [R, V] contiguous, out [R] int32
-void greedy(const float* logits, int64_t R, int64_t V, int32_t* out, void* stream);
+// out[r] = the token of logits row r under rows[r] (common/sampling.h's sample_row: -1 where a logit is NaN or +inf;
+// the penalty and bans, then greedy, or temperature, top-k, top-p, min-p and the draw at rows[r].u), one block a row;
+// logits changed in place.   logits [R, V] contiguous, rows [R], ids: the rows' token lists, out [R] int32
+void sample(float* logits, int64_t R, int64_t V, const RowSampling* rows, const int32_t* ids, int32_t* out,
+            void* stream);
 
 // Test plumbing: the op on host arrays (copied to the device and back, outputs poisoned with NaN beforehand so an
 // element the op does not write shows). std::runtime_error naming the CUDA error, or "no CUDA device: why".
@@ -129,7 +131,9 @@ void paged_attention_host(const KVLayer& kv, int64_t num_blocks, const float* q,
                           const int32_t* tables, int64_t n_table, const int64_t* table_start, int64_t T, int n_heads,
                           float scale, float* out);
 void hadamard_heads_host(float* x, int64_t M, int n_heads, int head_dim);
-void greedy_host(const float* logits, int64_t R, int64_t V, int32_t* out);
+// logits [R, V] (left as the op leaves them), rows [R] and ids [n_ids] on the host.
+void sample_host(float* logits, int64_t R, int64_t V, const RowSampling* rows, const int32_t* ids, int64_t n_ids,
+                 int32_t* out);
 
 // Benchmark plumbing (bench.cu), device-side timings for benchmarks/bench_cuda.py, inputs from a hash on the device.
 // The device-to-device copy bandwidth in GB/s counting bytes read plus written (median of reps graph replays): by

@@ -28,7 +28,7 @@ CUDA_OK, CUDA_WHY = _core.kernels.cuda_available()
 
 # test_engine's tiny models (tied, untied, llama3 RoPE scaling, qwen2 qkv bias, head size 32 for int4 KV)
 CASES = [(name, "float32") for name in MODELS] + [
-    ("llama-hd32", kv) for kv in ("bfloat16", "int8", "int4-per-token", "k8v4")
+    ("llama-hd32", kv) for kv in ("bfloat16", "int8", "int4", "int4-per-token", "k8v4")
 ]
 
 
@@ -64,6 +64,27 @@ def test_ops_model_batching_and_preemption_change_nothing(models, monkeypatch):
         assert run_staggered(pipe, prompts, GREEDY) == alone
     bytes_per_block = _core.kv_bytes_per_block(2, 16, 2, 16, _core.KVDType.float32, _core.KVDType.float32)
     with lmrt.pipeline(path, engine_config(cache_memory_gib=10 * bytes_per_block / 2**30)) as pipe:
+        assert pipe.info()["kv_capacity_tokens"] == 10 * 16
+        assert [r.token_ids for r in pipe(prompts, GREEDY)] == alone
+        assert pipe.stats()["num_preemptions"] > 0
+
+
+def test_int4_keys_per_channel_batching_and_preemption_change_nothing(models, monkeypatch):
+    # int4 K per channel (KIVI's split): the engine's staging slots drive the op-set model's copy of the table, each
+    # block's keys staged at 8 bits until a step fills it and kv_seal quantizes it per channel (a seal inside a decode
+    # step runs that step eagerly, not from its graph); batching, staggered arrivals and recompute after preemption
+    # give the CPU model's tokens alone
+    from test_engine import gib_for_blocks
+
+    path = models["llama-hd32"]
+    prompts = [prompt(5 + 9 * i, seed=600 + i) for i in range(10)]
+    alone = run_alone(path, prompts, GREEDY, kv_cache_dtype="int4")
+    monkeypatch.setenv("LMRT_OPS_MODEL", "1")
+    with lmrt.pipeline(path, engine_config(kv_cache_dtype="int4")) as pipe:
+        assert pipe.info()["ops_model"]
+        assert run_staggered(pipe, prompts, GREEDY) == alone
+    small = engine_config(kv_cache_dtype="int4", cache_memory_gib=gib_for_blocks(10, ("int4_channel", "int4"), 32, 1))
+    with lmrt.pipeline(path, small) as pipe:
         assert pipe.info()["kv_capacity_tokens"] == 10 * 16
         assert [r.token_ids for r in pipe(prompts, GREEDY)] == alone
         assert pipe.stats()["num_preemptions"] > 0
@@ -218,7 +239,7 @@ def test_device_cuda_matches_hf_fp32_and_the_cpu_model(models, name):
 
 
 @pytest.mark.skipif(not CUDA_OK, reason=f"no CUDA device: {CUDA_WHY}")
-@pytest.mark.parametrize("kv", ["bfloat16", "int8", "int4-per-token", "k8v4"])
+@pytest.mark.parametrize("kv", ["bfloat16", "int8", "int4", "int4-per-token", "k8v4"])
 def test_device_cuda_batching_changes_nothing(models, kv):
     path = models["llama-hd32"]
     prompts = [prompt(5 + 9 * i, seed=300 + i) for i in range(10)]

@@ -192,8 +192,8 @@ def test_kv_cache_sizing_on_the_gpu_takes_its_free_memory():
 
 def test_the_op_set_model_resolves_to_what_it_runs():
     # LMRT_OPS_MODEL on the CPU (device "cuda" resolves the same way where a device is found): fp32 activations,
-    # prefill on the machine's bf16 unit as the CPU model's, a dense output matrix for 4-bit weights, and no
-    # int4-per-channel keys
+    # prefill on the machine's bf16 unit as the CPU model's, a dense output matrix for 4-bit weights, and
+    # int4-per-channel keys with their staging slots
     machine = dataclasses.replace(ZEN4, env_ops_model=True)
     r = resolve(EngineConfig(cache_memory_gib=0.1), SPEC, machine)
     assert (r.ops_model, r.prefill_precision, r.tile_unit, r.linear_precision, r.lm_head_dtype) == (
@@ -211,8 +211,9 @@ def test_the_op_set_model_resolves_to_what_it_runs():
         resolve(EngineConfig(linear_precision="int8"), SPEC, machine)
     with pytest.raises(ConfigError, match="dense output matrix"):
         resolve(EngineConfig(lm_head_dtype="int8"), SPEC, machine)
-    with pytest.raises(ConfigError, match="per channel"):
-        resolve(EngineConfig(kv_cache_dtype="int4", cache_memory_gib=0.1), SPEC, machine)
+    r = resolve(EngineConfig(kv_cache_dtype="int4", cache_memory_gib=0.1), SPEC, machine)  # staged, as the CPU's
+    o = r.engine_options()
+    assert (o.k_dtype, o.v_dtype, r.kv_dtype) == (_core.KVDType.int4_channel, _core.KVDType.int4, "int4")
 
 
 def test_device_cuda_resolves_bf16_prefill_on_the_tensor_cores(monkeypatch):

@@ -89,6 +89,10 @@ void CpuOps::kv_store(const KVLayer& kv, const float* k, int64_t ldk, const floa
   run([=] { cpu::kv_store(kv, k, ldk, v, ldv, M, slot); });
 }
 
+void CpuOps::kv_seal(const KVLayer& kv, const int32_t* blocks, int64_t num) {
+  run([=] { pool_.parallel_for(num, 1, [&](int64_t b, int64_t e) { cpu::kv_seal(kv, blocks + b, e - b); }); });
+}
+
 void CpuOps::paged_attention(const KVLayer& kv, const float* q, int64_t ldq, float* out, int64_t ldo,
                              const int32_t* pos, const int32_t* tables, const int64_t* table_start,
                              const int64_t* host_table_start, int64_t T, int n_heads, float scale, void*) {

@@ -37,6 +37,7 @@ class CpuOps final : public DeviceOps {
   void hadamard_heads(float* x, int64_t M, int64_t ldx, int n_heads, int head_dim) override;
   void kv_store(const KVLayer& kv, const float* k, int64_t ldk, const float* v, int64_t ldv, int64_t M,
                 const int64_t* slot) override;
+  void kv_seal(const KVLayer& kv, const int32_t* blocks, int64_t num) override;
   void paged_attention(const KVLayer& kv, const float* q, int64_t ldq, float* out, int64_t ldo, const int32_t* pos,
                        const int32_t* tables, const int64_t* table_start, const int64_t* host_table_start, int64_t T,
                        int n_heads, float scale, void* scratch) override;

@@ -146,6 +146,10 @@ class CudaOps final : public DeviceOps {
     cuda::kv_store(kv, k, ldk, v, ldv, M, slot, stream_);
     launched("kv_store");
   }
+  void kv_seal(const KVLayer& kv, const int32_t* blocks, int64_t num) override {
+    cuda::kv_seal(kv, blocks, num, stream_);
+    launched("kv_seal");
+  }
   void paged_attention(const KVLayer& kv, const float* q, int64_t ldq, float* out, int64_t ldo, const int32_t* pos,
                        const int32_t* tables, const int64_t* table_start, const int64_t*, int64_t T, int n_heads,
                        float scale, void* scratch) override {

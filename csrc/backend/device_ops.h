@@ -72,6 +72,8 @@ class DeviceOps {
   // T query rows; row t's block table at tables + table_start[t]. The rows of one sequence are consecutive and
   // share their table_start (the CPU op set groups them back into sequences from host_table_start).
   // scratch: attention_scratch_bytes(T, n_heads, head_dim) bytes of device memory (split-KV's partial softmaxes).
+  // I4Channel K: quantizes the full blocks `blocks` [num] (device memory) from their staged rows (cpu::kv_seal).
+  virtual void kv_seal(const KVLayer& kv, const int32_t* blocks, int64_t num) = 0;
   virtual void paged_attention(const KVLayer& kv, const float* q, int64_t ldq, float* out, int64_t ldo,
                                const int32_t* pos, const int32_t* tables, const int64_t* table_start,
                                const int64_t* host_table_start, int64_t T, int n_heads, float scale, void* scratch) = 0;

@@ -288,7 +288,7 @@ void Engine::build_batch(const std::vector<ScheduledSeq>& plan) {
       batch_.tokens.push_back(r.tokens[pos]);
       batch_.positions.push_back(pos);
       batch_.slots.push_back(static_cast<int64_t>(block) * bs + pos % bs);
-      if (KVCache* staged = model_->staged_cache()) {
+      if (StageTable* staged = model_->staged_cache()) {
         staged->stage(block);
         if (pos % bs == bs - 1) batch_.sealed_blocks.push_back(block);
       }
@@ -344,7 +344,7 @@ void Engine::build_batch(const std::vector<ScheduledSeq>& plan) {
 // int4 K: after a step, only the partial last blocks of running requests keep their staging slots (a block
 // sealed this step no longer needs its staged rows; a freed block's request is gone).
 void Engine::release_stages() {
-  KVCache* staged = model_->staged_cache();
+  StageTable* staged = model_->staged_cache();
   if (!staged) return;
   std::vector<int32_t> keep;
   const int bs = options_.block_size;

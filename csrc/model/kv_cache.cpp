@@ -66,9 +66,7 @@ KVCache::KVCache(int num_layers, int num_blocks, int block_size, int num_kv_head
   stage_.reset(L * stage_rows_per_layer_ * head_dim);
   stage_scales_.reset(L * stage_rows_per_layer_ * sizeof(uint16_t));
   stage_zeros_.reset(L * stage_rows_per_layer_);
-  stage_of_block_.assign(num_blocks, -1);
-  block_of_stage_.assign(num_stage_slots_, -1);
-  for (int s = num_stage_slots_ - 1; s >= 0; --s) free_slots_.push_back(s);
+  stages_ = StageTable(num_blocks, num_stage_slots_);
 }
 
 size_t KVCache::bytes() const {
@@ -76,19 +74,24 @@ size_t KVCache::bytes() const {
          stage_.bytes() + stage_scales_.bytes() + stage_zeros_.bytes();
 }
 
-void KVCache::stage(int32_t block) {
-  if (!staged() || stage_of_block_.at(block) >= 0) return;
+StageTable::StageTable(int num_blocks, int num_slots)
+    : num_slots_(num_slots), stage_of_block_(num_blocks, -1), block_of_stage_(num_slots, -1) {
+  for (int s = num_slots - 1; s >= 0; --s) free_slots_.push_back(s);
+}
+
+void StageTable::stage(int32_t block) {
+  if (!num_slots_ || stage_of_block_.at(block) >= 0) return;
   if (free_slots_.empty())
     throw std::logic_error("KV cache: no free staging slot for block " + std::to_string(block) + " (" +
-                           std::to_string(num_stage_slots_) + " slots)");
+                           std::to_string(num_slots_) + " slots)");
   const int32_t s = free_slots_.back();
   free_slots_.pop_back();
   stage_of_block_[block] = s;
   block_of_stage_[s] = block;
 }
 
-void KVCache::keep_stages(const std::vector<int32_t>& keep) {
-  for (int s = 0; s < num_stage_slots_; ++s) {
+void StageTable::keep_stages(const std::vector<int32_t>& keep) {
+  for (int s = 0; s < num_slots_; ++s) {
     const int32_t b = block_of_stage_[s];
     if (b < 0 || std::find(keep.begin(), keep.end(), b) != keep.end()) continue;
     stage_of_block_[b] = -1;
@@ -115,7 +118,7 @@ KVLayer KVCache::layer(int i) {
     l.k_stage = at<uint8_t>(stage_, st * head_dim_);
     l.k_stage_scales = at<uint16_t>(stage_scales_, st);
     l.k_stage_zeros = at<uint8_t>(stage_zeros_, st);
-    l.stage_of_block = stage_of_block_.data();
+    l.stage_of_block = stages_.stage_of_block();
   }
   return l;
 }

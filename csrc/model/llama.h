@@ -51,7 +51,7 @@ class LlamaModel final : public Model {
   const Weights& weights() const { return weights_; }
   size_t weights_bytes() const override { return weights_.bytes(); }
   size_t kv_bytes() const override { return kv_.bytes(); }
-  KVCache* staged_cache() override { return kv_.staged() ? &kv_ : nullptr; }
+  StageTable* staged_cache() override { return kv_.staged() ? &kv_.stages() : nullptr; }
   // linear_precision Int8 with the layers' 4-bit matrices interleaved (cpu::linear_w4a8_il for every product).
   bool int8_interleaved() const override { return int8_interleaved_; }
   KVCache& kv() { return kv_; }

@@ -37,20 +37,20 @@ OpsLlamaModel::OpsLlamaModel(ModelSpec spec, Weights weights, Backend& backend, 
   graphs_ = o.step_graphs;
   if (bf16_ && !ops_.bf16_unit())
     throw std::invalid_argument("bf16 prefill: this op set has no bf16 unit: use prefill_precision 'fp32'");
-  if (kv.k_dtype == KVDType::I4Channel || kv.v_dtype == KVDType::I4Channel)
-    throw std::invalid_argument(
-        "the op-set model (the CUDA backend's) has no int4-per-channel K cache yet: use "
-        "kv_cache_dtype 'int8', 'int8-int4', 'int4', 'bfloat16' or 'float32'");
+  if (kv.v_dtype == KVDType::I4Channel) throw std::invalid_argument("KV cache: I4Channel is for K only");
+  if (kv.k_dtype == KVDType::I4Channel && kv.num_stage_slots <= 0)
+    throw std::invalid_argument("KV cache: int4 K (I4Channel) needs staging slots");
   if (kv.num_blocks <= 0 || kv.block_size <= 0)
     throw std::invalid_argument("KV cache: num_blocks and block_size must be positive");
   const int hd = spec_.head_dim, nkv = spec_.num_kv_heads;
+  num_blocks_ = kv.num_blocks;
   for (KVDType dt : {kv.k_dtype, kv.v_dtype})
     if (dt == KVDType::I4 && hd % 32)
       throw std::invalid_argument("KV cache: int4 rows need head_dim a multiple of 32, got " + std::to_string(hd));
   if (weights_.embed.format != WeightFormat::Dense)
     throw std::invalid_argument("the op-set model takes a dense embedding table");
   for (DeviceBuffer* b : {&tokens_, &positions_, &slots_, &tables_, &table_start_, &x_, &h_, &qkv_, &attn_, &gu_, &act_,
-                          &sel_, &logits_, &tokens_out_, &attn_scratch_, &sampling_, &sampling_ids_})
+                          &sel_, &logits_, &tokens_out_, &attn_scratch_, &sampling_, &sampling_ids_, &sealed_})
     *b = DeviceBuffer(ops_);
 
   const DeviceMatrix embed = ops_.upload_matrix(weights_.embed);
@@ -60,6 +60,14 @@ OpsLlamaModel::OpsLlamaModel(ModelSpec spec, Weights weights, Backend& backend, 
   inv_freq_ = upload(spec_.inv_freq);
   rotate_qk_ = kv.k_dtype == KVDType::I8;
   const int64_t rows = static_cast<int64_t>(kv.num_blocks) * nkv * kv.block_size;  // a layer's cache rows
+  // int4 K per channel: every layer's blocks being filled keep their K rows at 8 bits in a staging slot (which
+  // block has which: stages_, the engine's bookkeeping; its table crosses to the device each step)
+  const bool staged = kv.k_dtype == KVDType::I4Channel;
+  const int64_t stage_rows = staged ? static_cast<int64_t>(kv.num_stage_slots) * nkv * kv.block_size : 0;
+  if (staged) {
+    stages_ = StageTable(kv.num_blocks, kv.num_stage_slots);
+    stage_of_block_ = static_cast<int32_t*>(kv_array(kv.num_blocks * sizeof(int32_t)));
+  }
   for (const LayerWeights& lw : weights_.layers) {
     Layer l;
     l.qkv = ops_.upload_matrix(lw.qkv);
@@ -82,6 +90,16 @@ OpsLlamaModel::OpsLlamaModel(ModelSpec spec, Weights weights, Backend& backend, 
       c.k_scales = static_cast<uint16_t*>(kv_array(rows * sizeof(uint16_t)));
       c.k_zeros = static_cast<uint8_t*>(kv_array(rows));
       kv_bytes_ += 3 * rows;
+    }
+    if (staged) {  // a (scale, zero) per block, kv head and channel; the staging slots' I8 rows
+      const int64_t channels = static_cast<int64_t>(kv.num_blocks) * nkv * hd;
+      c.k_scales = static_cast<uint16_t*>(kv_array(channels * sizeof(uint16_t)));
+      c.k_zeros = static_cast<uint8_t*>(kv_array(channels));
+      c.k_stage = static_cast<uint8_t*>(kv_array(stage_rows * hd));
+      c.k_stage_scales = static_cast<uint16_t*>(kv_array(stage_rows * sizeof(uint16_t)));
+      c.k_stage_zeros = static_cast<uint8_t*>(kv_array(stage_rows));
+      c.stage_of_block = stage_of_block_;
+      kv_bytes_ += 3 * channels + stage_rows * (hd + 3);
     }
     if (quantized(kv.v_dtype)) {
       c.v_scales = static_cast<uint16_t*>(kv_array(rows * sizeof(uint16_t)));
@@ -136,11 +154,17 @@ const float* OpsLlamaModel::forward(const Batch& batch) {
   ops_.to_device(slots_.data<void>(), batch.slots.data(), T * sizeof(int64_t));
   ops_.to_device(tables_.data<void>(), host_tables_.data(), host_tables_.size() * sizeof(int32_t));
   ops_.to_device(table_start_.data<void>(), host_table_start_.data(), T * sizeof(int64_t));
+  num_sealed_ = static_cast<int64_t>(batch.sealed_blocks.size());
+  if (stage_of_block_) {  // int4 K: the blocks' staging slots as the engine left them, the blocks this step fills
+    ops_.to_device(stage_of_block_, stages_.stage_of_block(), num_blocks_ * sizeof(int32_t));
+    sealed_.reserve(std::max<int64_t>(num_sealed_, 1) * sizeof(int32_t));
+    if (num_sealed_) ops_.to_device(sealed_.data<void>(), batch.sealed_blocks.data(), num_sealed_ * sizeof(int32_t));
+  }
 
   // A decode step (a row per sequence, each a logit row) runs as a graph the op set recorded for its row count, where
   // it records them (the CUDA op set: one launch for the step's ~10 kernels a layer), re-recorded when a workspace
   // has moved since (a larger step grew it).
-  const bool decode = static_cast<int64_t>(batch.seqs.size()) == T && R == T;
+  const bool decode = static_cast<int64_t>(batch.seqs.size()) == T && R == T && num_sealed_ == 0;
   if (graphs_ && decode) {
     const std::vector<const void*> layout = workspace_layout();
     auto it = graph_layouts_.find(T);
@@ -235,6 +259,7 @@ void OpsLlamaModel::layer(const Layer& w, int64_t T, const float* residual, bool
   ops_.rope(qkv, T, QKV, nh + nkv, hd, pos, inv_freq_, spec_.attention_scaling);  // q heads, then k heads
   if (rotate_qk_) ops_.hadamard_heads(qkv, T, QKV, nh + nkv, hd);
   ops_.kv_store(w.kv, qkv + Q, QKV, qkv + Q + KVD, QKV, T, slots_.data<int64_t>());
+  if (num_sealed_) ops_.kv_seal(w.kv, sealed_.data<int32_t>(), num_sealed_);  // before a query reads them as int4
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   ops_.paged_attention(w.kv, qkv, QKV, attn, Q, pos, tables_.data<int32_t>(), table_start_.data<int64_t>(),
                        host_table_start_.data(), T, nh, scale, attn_scratch_.data<void>());

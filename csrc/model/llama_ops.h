@@ -4,8 +4,7 @@
 // it; exact fp32 keeps them independent): the CUDA backend's model. Its weights, KV pool and workspaces live in the op
 // set's memory; a step uploads the batch's ids, positions, slots and block tables, runs the layers, and downloads the
 // logits rows. On the CPU op set it gives LlamaModel's bits with fp32 prefill and products (tests/test_ops_model.py),
-// which checks everything here but the kernels. Not yet: int4 K per channel (I4Channel), int8 activations, int8 or
-// interleaved matrices.
+// which checks everything here but the kernels. Not yet: int8 activations, int8 or interleaved matrices.
 #pragma once
 
 #include <cstdint>
@@ -22,14 +21,14 @@ class OpsLlamaModel final : public Model {
   // With bf16 prefill, steps (and logit rows) of at least this many rows run their products in bf16: LlamaModel's
   // threshold (kTilesMinRows).
   static constexpr int64_t kBf16MinRows = 16;
-  // std::invalid_argument for what the op set cannot run (I4Channel K, an int8 output matrix on the GPU).
+  // std::invalid_argument for what the op set cannot run (an int8 output matrix on the GPU).
   OpsLlamaModel(ModelSpec spec, Weights weights, Backend& backend, const KVCacheShape& kv);
 
   const float* forward(const Batch& batch) override;
   const ModelSpec& spec() const override { return spec_; }
   size_t weights_bytes() const override { return weights_.bytes(); }
   size_t kv_bytes() const override { return kv_bytes_; }
-  KVCache* staged_cache() override { return nullptr; }
+  StageTable* staged_cache() override { return stage_of_block_ ? &stages_ : nullptr; }
   bool samples_on_device() const override { return true; }
   const int32_t* sampled_tokens() const override { return host_tokens_.data(); }
 
@@ -66,6 +65,11 @@ class OpsLlamaModel final : public Model {
   std::map<int64_t, std::vector<const void*>> graph_layouts_;  // rows -> the workspaces its graph was recorded over
   bool rotate_qk_ = false;  // K cached as I8: q and k rotated (hadamard_heads), as LlamaModel does
   size_t kv_bytes_ = 0;
+  int64_t num_blocks_ = 0;
+  StageTable stages_;                  // int4 K (I4Channel): the blocks' staging slots, the engine's bookkeeping
+  int32_t* stage_of_block_ = nullptr;  // [num_blocks] its copy on the device (every layer's KVLayer points here)
+  DeviceBuffer sealed_;                // [num_sealed_] int32: the step's sealed blocks (Batch::sealed_blocks)
+  int64_t num_sealed_ = 0;
   // The step's batch on the device:
   DeviceBuffer tokens_, positions_, slots_;  // [T] int32, int32, int64
   DeviceBuffer tables_;                      // every sequence's block table, end to end, int32

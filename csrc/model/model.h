@@ -39,7 +39,7 @@ class Model {
   virtual size_t kv_bytes() const = 0;
   // The cache whose int4 K blocks are staged (KVDType::I4Channel: the engine gives blocks their staging slots), or
   // nullptr where nothing is staged.
-  virtual KVCache* staged_cache() = 0;
+  virtual StageTable* staged_cache() = 0;
   // linear_precision Int8 with the 4-bit matrices interleaved (LlamaModel).
   virtual bool int8_interleaved() const { return false; }
 };

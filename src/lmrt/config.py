@@ -91,8 +91,8 @@ class EngineConfig:
     device: "cpu" (default) or "cuda": the model's weights, KV cache and ops on the first NVIDIA GPU, in fp32
         activations (dense weights "auto" -> bfloat16 there; the output matrix dense; prefill_precision "auto" ->
         "bf16": steps of 16+ rows take their products on the tensor cores, x and W rounded to bf16, fp32 sums;
-        "fp32" keeps every step exact; linear_precision "fp32"; every KV dtype but "int4", whose per-channel keys
-        are CPU-only so far). Decode steps run as CUDA graphs recorded once per row count (one launch a step).
+        "fp32" keeps every step exact; linear_precision "fp32"; every KV dtype, "int4"'s staged per-channel keys
+        included). Decode steps run as CUDA graphs recorded once per row count (one launch a step).
     enforce_eager: device "cuda": launch every op of every step instead of replaying the decode steps' graphs
         (vLLM's name; for debugging a kernel). No effect on the CPU's own model (under LMRT_OPS_MODEL the CPU op
         set records its steps' op calls the same way, which is how the tests check the graph path anywhere). A build

@@ -154,12 +154,6 @@ def resolve(config: EngineConfig, spec: ModelSpec, machine: Machine) -> Resolved
         staging = _core.kv_stage_slots(config.max_batch_size, max_tokens, config.block_size) * (
             _core.kv_bytes_per_stage_slot(spec.num_layers, config.block_size, spec.num_kv_heads, spec.head_dim)
         )
-    if ops_model and k == _core.KVDType.int4_channel:
-        raise ConfigError(
-            "kv_cache_dtype",
-            kv_dtype,
-            "int4 keys per channel run on the CPU's own model only so far: use 'int4-per-token', 'k8v4' or 'int8'",
-        )
     if config.device == "cuda":  # the pool lives in the GPU's memory
         available, memory = _core.kernels.cuda_memory()[0], "free GPU memory"
     else:

@@ -1,10 +1,12 @@
 // Paged attention on the GPU (ops.h states the contract; cpu/attention.cpp's scalar kernel is the reference): one warp
 // per (row, query head), the cache read in position order with an online softmax, quantized rows widened in registers
-// (x = code * scale + offset, as the CPU forms it). A row that sees more than kAttnSplitKeys positions splits them
-// over up to kAttnSplits warps (equal runs of at least kAttnSplitKeys), each leaving its running max, denominator and
-// sums in the scratch, which a second kernel combines; a shorter row runs in one warp, as it did before the split.
-// Which a row takes depends on its own position only, so a row's result does not depend on the rows beside it.
-// Several heads of a KV group per warp and the prompt's flash-attention tiles come next.
+// (x = code * scale + offset, as the CPU forms it; int4 K per channel: a block's codes with its channels' scales once
+// the query sees the whole block, else the block's staged int8 rows, as cpu::kv_reads_sealed says). A row that sees
+// more than kAttnSplitKeys positions splits them over up to kAttnSplits warps (equal runs of at least kAttnSplitKeys),
+// each leaving its running max, denominator and sums in the scratch, which a second kernel combines; a shorter row runs
+// in one warp, as it did before the split. Which a row takes depends on its own position only, so a row's result does
+// not depend on the rows beside it. Several heads of a KV group per warp and the prompt's flash-attention tiles come
+// next.
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -58,8 +60,38 @@ struct Partial {
   float run_max, denom, acc[kMaxDimsPerLane];
 };
 
+// Lane `lane`'s part of q . k_j for an I4Channel K: the block's int4 codes and per-channel (scale, zero) when the
+// query at position p sees all of the block (cpu::kv_reads_sealed), else the staged I8 row.
+__device__ float channel_key_dot(const KVLayer& kv, const float* qv, const int32_t* table, int kv_head, int j, int p) {
+  const int lane = threadIdx.x, hd = kv.head_dim, bs = kv.block_size, b = j / bs;
+  const int64_t block = table[b];
+  float part = 0.0f;
+  if (p >= (b + 1) * bs - 1) {
+    const uint8_t* codes =
+        static_cast<const uint8_t*>(kv.k) + ((block * kv.n_kv_heads + kv_head) * bs + j % bs) * (hd / 2);
+    const int64_t ch = (block * kv.n_kv_heads + kv_head) * hd;
+    for (int d = 0; d < kMaxDimsPerLane; ++d) {
+      const int i = lane + 32 * d;
+      if (i >= hd) break;
+      const uint8_t byte = codes[i / 32 * 16 + i % 16];
+      const float s = f16_bits_to_f32(kv.k_scales[ch + i]), m = -static_cast<float>(kv.k_zeros[ch + i]) * s;
+      part = fmaf(qv[d], fmaf(static_cast<float>(i % 32 < 16 ? byte & 0x0f : byte >> 4), s, m), part);
+    }
+  } else {
+    const RowReader S{kv.k_stage, kv.k_stage_scales, kv.k_stage_zeros, KVDType::I8, hd};
+    const int64_t row = (static_cast<int64_t>(kv.stage_of_block[block]) * kv.n_kv_heads + kv_head) * bs + j % bs;
+    float s, m;
+    S.params(row, &s, &m);
+    for (int d = 0; d < kMaxDimsPerLane; ++d) {
+      const int i = lane + 32 * d;
+      if (i < hd) part = fmaf(qv[d], S(row, i, s, m), part);
+    }
+  }
+  return part;
+}
+
 __device__ void attend_range(const KVLayer& kv, const float* qh, const int32_t* table, int kv_head, float scale, int j0,
-                             int j1, Partial& st) {
+                             int j1, int p, Partial& st) {
   const int lane = threadIdx.x, hd = kv.head_dim, bs = kv.block_size;
   const RowReader K{kv.k, kv.k_scales, kv.k_zeros, kv.k_dtype, hd};
   const RowReader V{kv.v, kv.v_scales, kv.v_zeros, kv.v_dtype, hd};
@@ -73,12 +105,16 @@ __device__ void attend_range(const KVLayer& kv, const float* qh, const int32_t* 
   st.denom = 0.0f;
   for (int j = j0; j < j1; ++j) {
     const int64_t row = (static_cast<int64_t>(table[j / bs]) * kv.n_kv_heads + kv_head) * bs + j % bs;
-    float ks, km;
-    K.params(row, &ks, &km);
     float part = 0.0f;
-    for (int d = 0; d < kMaxDimsPerLane; ++d) {
-      const int i = lane + 32 * d;
-      if (i < hd) part = fmaf(qv[d], K(row, i, ks, km), part);
+    if (kv.k_dtype == KVDType::I4Channel) {
+      part = channel_key_dot(kv, qv, table, kv_head, j, p);
+    } else {
+      float ks, km;
+      K.params(row, &ks, &km);
+      for (int d = 0; d < kMaxDimsPerLane; ++d) {
+        const int i = lane + 32 * d;
+        if (i < hd) part = fmaf(qv[d], K(row, i, ks, km), part);
+      }
     }
     const float sc = warp_sum(part) * scale;
     if (sc > st.run_max) {
@@ -115,7 +151,7 @@ __global__ void attend(KVLayer kv, const float* q, int64_t ldq, float* out, int6
   const int hd = kv.head_dim;
   Partial st;
   attend_range(kv, q + t * ldq + static_cast<int64_t>(head) * hd, tables + table_start[t], head / group, scale, 0,
-               p + 1, st);
+               p + 1, p, st);
   float* o = out + t * ldo + static_cast<int64_t>(head) * hd;
   const float inv = 1.0f / st.denom;
   for (int d = 0; d < kMaxDimsPerLane; ++d) {
@@ -137,7 +173,7 @@ __global__ void attend_split(KVLayer kv, const float* q, int64_t ldq, const int3
   const int hd = kv.head_dim, j0 = split * chunk, j1 = min(p + 1, j0 + chunk);
   Partial st;
   attend_range(kv, q + t * ldq + static_cast<int64_t>(head) * hd, tables + table_start[t], head / group, scale, j0, j1,
-               st);
+               p, st);
   float* w = part + ((static_cast<int64_t>(t) * n_heads + head) * kAttnSplits + split) * (hd + 2);
   if (lane == 0) {
     w[0] = st.run_max;
@@ -182,8 +218,6 @@ __global__ void attend_combine(const float* part, const int32_t* pos, int head_d
 void paged_attention(const KVLayer& kv, const float* q, int64_t ldq, float* out, int64_t ldo, const int32_t* pos,
                      const int32_t* tables, const int64_t* table_start, int64_t T, int n_heads, float scale,
                      float* scratch, void* stream) {
-  if (kv.k_dtype == KVDType::I4Channel)
-    throw std::invalid_argument("paged_attention on CUDA: int4 keys per channel (I4Channel) are not on the GPU yet");
   if (kv.head_dim > 32 * kMaxDimsPerLane) throw std::invalid_argument("paged_attention on CUDA: head_dim above 256");
   if (T <= 0) return;
   const cudaStream_t s = static_cast<cudaStream_t>(stream);

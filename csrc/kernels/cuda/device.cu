@@ -160,6 +160,15 @@ void linear_w4_host(const float* x, int64_t M, int64_t K, const W4Matrix& w, int
 
 namespace {
 
+// The host plumbing copies no staging slots: int4 K per channel runs on the GPU through the op-set model only
+// (tests/test_ops_model.py's cuda cases).
+void no_staging(const KVLayer& kv) {
+  if (kv.k_dtype == KVDType::I4Channel)
+    throw std::invalid_argument(
+        "the CUDA op test plumbing copies no staging slots: int4 K per channel (i4c) is checked through the op-set "
+        "model on the GPU");
+}
+
 // A KVLayer's arrays copied to the device (num_blocks blocks), and back.
 struct DeviceKV {
   int64_t rows;
@@ -202,6 +211,7 @@ struct DeviceKV {
 void kv_store_host(const KVLayer& kv, int64_t num_blocks, const float* k, const float* v, int64_t M,
                    const int64_t* slot) {
   need_device();
+  no_staging(kv);
   const int64_t row = static_cast<int64_t>(kv.n_kv_heads) * kv.head_dim;
   DeviceKV d(kv, num_blocks);
   DeviceArray<float> dk(k, M * row), dv(v, M * row);
@@ -215,6 +225,7 @@ void paged_attention_host(const KVLayer& kv, int64_t num_blocks, const float* q,
                           const int32_t* tables, int64_t n_table, const int64_t* table_start, int64_t T, int n_heads,
                           float scale, float* out) {
   need_device();
+  no_staging(kv);
   const int64_t row = static_cast<int64_t>(n_heads) * kv.head_dim;
   DeviceKV d(kv, num_blocks);
   DeviceArray<float> dq(q, T * row), dout(nullptr, T * row);

@@ -1,4 +1,5 @@
-// The paged KV cache on the GPU: quantize-on-write (kv_store) and the Hadamard rotation of int8 K (hadamard_heads).
+// The paged KV cache on the GPU: quantize-on-write (kv_store), int4 K per channel sealed block by block (kv_seal),
+// and the Hadamard rotation of int8 K (hadamard_heads).
 // ops.h states the contracts; cpu/kv_store.cpp, cpu/kv_quant.h and cpu/hadamard.cpp are the references, and
 // kv_store writes the same bits as they do (the same integer rounding of the scale, IEEE division, rintf).
 #include <cuda_runtime.h>
@@ -51,17 +52,36 @@ __device__ float warp_max(float v) {
   return v;
 }
 
+// cpu::kv_params: the scale (fp16 bits, rounded up) and zero point of the range [mn, mx] (0 inside it).
+__device__ void params_of(float mn, float mx, int qmax, uint16_t* sbits, int* zero) {
+  *sbits = f32_to_f16_bits_up(__fdiv_rn(mx - mn, static_cast<float>(qmax)));
+  const float s0 = f16_bits_to_f32(*sbits);
+  const int z = s0 > 0.0f ? static_cast<int>(rintf(__fdiv_rn(-mn, s0))) : 0;
+  *zero = z < 0 ? 0 : z > qmax ? qmax : z;
+}
+
 // One warp a row (token m, kv head h, K or V): the range widened to 0 (min and max are exact in any order), the
 // scale and zero point as cpu::kv_params forms them, then each lane's dims. Rows with a NaN or infinity get a NaN
 // scale and zero codes.
 __global__ void store_rows(KVLayer kv, const float* k, int64_t ldk, const float* v, int64_t ldv, const int64_t* slot) {
   const int m = blockIdx.x, h = blockIdx.y, which = blockIdx.z, lane = threadIdx.x;
   const int hd = kv.head_dim;
-  const KVDType dt = which ? kv.v_dtype : kv.k_dtype;
+  KVDType dt = which ? kv.v_dtype : kv.k_dtype;
   const float* x = (which ? v + m * ldv : k + m * ldk) + static_cast<int64_t>(h) * hd;
   const int64_t block = slot[m] / kv.block_size, off = slot[m] % kv.block_size;
-  const int64_t row = (block * kv.n_kv_heads + h) * kv.block_size + off;
+  int64_t row = (block * kv.n_kv_heads + h) * kv.block_size + off;
   void* cache = which ? kv.v : kv.k;
+  uint16_t* scales = which ? kv.v_scales : kv.k_scales;
+  uint8_t* zeros = which ? kv.v_zeros : kv.k_zeros;
+  if (dt == KVDType::I4Channel) {  // an I8 row of the block's staging slot, until kv_seal
+    const int32_t st = kv.stage_of_block[block];
+    if (st < 0) return;
+    row = (static_cast<int64_t>(st) * kv.n_kv_heads + h) * kv.block_size + off;
+    cache = kv.k_stage;
+    scales = kv.k_stage_scales;
+    zeros = kv.k_stage_zeros;
+    dt = KVDType::I8;
+  }
   if (dt == KVDType::F32) {
     float* d = static_cast<float*>(cache) + row * hd;
     for (int i = lane; i < hd; i += 32) d[i] = x[i];
@@ -83,17 +103,10 @@ __global__ void store_rows(KVLayer kv, const float* k, int64_t ldk, const float*
   finite = __all_sync(0xffffffffu, finite);
   mn = warp_min(mn);
   mx = warp_max(mx);
-  uint16_t* scales = which ? kv.v_scales : kv.k_scales;
-  uint8_t* zeros = which ? kv.v_zeros : kv.k_zeros;
   uint8_t* codes = static_cast<uint8_t*>(cache) + row * (dt == KVDType::I8 ? hd : hd / 2);
   uint16_t sbits = 0x7e00;  // NaN
   int zero = 0;
-  if (finite) {
-    sbits = f32_to_f16_bits_up(__fdiv_rn(mx - mn, static_cast<float>(qmax)));
-    const float s0 = f16_bits_to_f32(sbits);
-    const int z = s0 > 0.0f ? static_cast<int>(rintf(__fdiv_rn(-mn, s0))) : 0;
-    zero = z < 0 ? 0 : z > qmax ? qmax : z;
-  }
+  if (finite) params_of(mn, mx, qmax, &sbits, &zero);
   if (lane == 0) {
     scales[row] = sbits;
     zeros[row] = static_cast<uint8_t>(zero);
@@ -111,6 +124,48 @@ __global__ void store_rows(KVLayer kv, const float* k, int64_t ldk, const float*
   }
 }
 
+// cpu::kv_seal_block: one block of threads per (sealed block, kv head), a thread a channel: the staged I8 rows
+// widened (fma(code, scale, -zero * scale), as the CPU), each channel's range over the block's rows (widened to 0;
+// a NaN or infinity: a NaN scale and zero codes), then each row's int4 codes packed through shared memory.
+__global__ void seal_blocks(KVLayer kv, const int32_t* blocks) {
+  extern __shared__ uint8_t row_codes[];  // [head_dim] one row's codes
+  const int h = blockIdx.y, c = threadIdx.x, hd = kv.head_dim, bs = kv.block_size;
+  const int64_t block = blocks[blockIdx.x];
+  const int32_t st = kv.stage_of_block[block];
+  if (st < 0) return;  // every thread alike: no slot, nothing staged (the CPU's kernel throws)
+  const int64_t srow0 = (static_cast<int64_t>(st) * kv.n_kv_heads + h) * bs;
+  auto staged = [&](int j) {
+    const int64_t r = srow0 + j;
+    const float s = f16_bits_to_f32(kv.k_stage_scales[r]), m = -static_cast<float>(kv.k_stage_zeros[r]) * s;
+    return fmaf(static_cast<float>(kv.k_stage[r * hd + c]), s, m);
+  };
+  float mn = 0.0f, mx = 0.0f;
+  bool finite = true;
+  for (int j = 0; j < bs; ++j) {
+    const float x = staged(j);
+    finite = finite && isfinite(x);
+    mn = fminf(mn, x);
+    mx = fmaxf(mx, x);
+  }
+  uint16_t sbits = 0x7e00;  // NaN: every code 0
+  int zero = 0;
+  if (finite) params_of(mn, mx, 15, &sbits, &zero);
+  const int64_t ch = (block * kv.n_kv_heads + h) * hd + c;
+  kv.k_scales[ch] = sbits;
+  kv.k_zeros[ch] = static_cast<uint8_t>(zero);
+  const float s = f16_bits_to_f32(sbits);
+  uint8_t* codes = static_cast<uint8_t*>(kv.k) + (block * kv.n_kv_heads + h) * bs * (hd / 2);
+  for (int j = 0; j < bs; ++j) {
+    row_codes[c] = finite ? static_cast<uint8_t>(code_of(staged(j), s, zero, 15)) : 0;
+    __syncthreads();
+    if (c < hd / 2) {  // byte b of each run of 32: dim b | dim b + 16 << 4
+      const int r = c / 16 * 32, i = c % 16;
+      codes[j * (hd / 2) + c] = static_cast<uint8_t>(row_codes[r + i] | row_codes[r + i + 16] << 4);
+    }
+    __syncthreads();
+  }
+}
+
 // One block a token, one thread a block of B dims: fwht_block, as the CPU runs it.
 __global__ void hadamard_rows(float* x, int64_t ldx, int n_blocks, int B, float norm) {
   float* row = x + blockIdx.x * ldx;
@@ -121,11 +176,17 @@ __global__ void hadamard_rows(float* x, int64_t ldx, int n_blocks, int B, float 
 
 void kv_store(const KVLayer& kv, const float* k, int64_t ldk, const float* v, int64_t ldv, int64_t M,
               const int64_t* slot, void* stream) {
-  if (kv.k_dtype == KVDType::I4Channel)
-    throw std::invalid_argument("kv_store on CUDA: int4 keys per channel (I4Channel) are not on the GPU yet");
   if (M <= 0) return;
   const dim3 grid(static_cast<unsigned>(M), static_cast<unsigned>(kv.n_kv_heads), 2);
   store_rows<<<grid, 32, 0, static_cast<cudaStream_t>(stream)>>>(kv, k, ldk, v, ldv, slot);
+}
+
+void kv_seal(const KVLayer& kv, const int32_t* blocks, int64_t num, void* stream) {
+  if (kv.k_dtype != KVDType::I4Channel) throw std::invalid_argument("kv_seal: K is not I4Channel");
+  if (kv.head_dim > 1024) throw std::invalid_argument("kv_seal on CUDA: head_dim above 1024");
+  if (num <= 0) return;
+  const dim3 grid(static_cast<unsigned>(num), static_cast<unsigned>(kv.n_kv_heads));
+  seal_blocks<<<grid, kv.head_dim, kv.head_dim, static_cast<cudaStream_t>(stream)>>>(kv, blocks);
 }
 
 void hadamard_heads(float* x, int64_t M, int64_t ldx, int n_heads, int head_dim, void* stream) {

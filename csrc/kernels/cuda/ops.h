@@ -78,7 +78,8 @@ void linear_w4_tc(const float* x, int64_t M, int64_t K, int64_t ldx, const W4Mat
 
 // Writes the K and V rows of M tokens into the paged cache, quantized as they are written: cpu::kv_store's contract
 // and bits (F32; BF16 rounded to nearest even; I8 / I4 with one fp16 scale and zero point a row), one warp a row.
-// I4Channel K is not on the GPU yet (std::invalid_argument).
+// I4Channel K goes into its block's staging slot as an I8 row (a block without a slot: the row is not written; the
+// CPU's kernel throws there).
 //   kv: device pointers; k, v [M, n_kv_heads * head_dim] row strides ldk, ldv; slot [M] (block * block_size + offset)
 void kv_store(const KVLayer& kv, const float* k, int64_t ldk, const float* v, int64_t ldv, int64_t M,
               const int64_t* slot, void* stream);
@@ -95,6 +96,9 @@ inline int64_t paged_attention_scratch(int64_t T, int n_heads, int head_dim) {
 void paged_attention(const KVLayer& kv, const float* q, int64_t ldq, float* out, int64_t ldo, const int32_t* pos,
                      const int32_t* tables, const int64_t* table_start, int64_t T, int n_heads, float scale,
                      float* scratch, void* stream);
+// cpu::kv_seal's contract and bits (I4Channel K): each of the full blocks `blocks` [num] (device memory) quantized
+// from its staged I8 rows, one (scale, zero) per kv head and channel.
+void kv_seal(const KVLayer& kv, const int32_t* blocks, int64_t num, void* stream);
 // cpu::hadamard_heads' contract and bits: each head rotated in place in blocks of the largest power of two dividing
 // head_dim.   x [M, n_heads * head_dim] row stride ldx
 void hadamard_heads(float* x, int64_t M, int64_t ldx, int n_heads, int head_dim, void* stream);

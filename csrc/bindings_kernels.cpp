@@ -715,6 +715,7 @@ int64_t check_kv(const py::array& c, cpu::KVDType dt, const char* what, int n_kv
 struct KVArgs {
   cpu::KVLayer kv;
   int64_t num_blocks;
+  int64_t num_stage_slots = 0;  // i4c K
 };
 KVArgs kv_args(py::array& k_cache, py::array& v_cache, const std::string& dtype,
                const std::optional<std::string>& v_dtype, int n_kv_heads, int head_dim, int block_size,
@@ -766,6 +767,7 @@ KVArgs kv_args(py::array& k_cache, py::array& v_cache, const std::string& dtype,
     for (int64_t b = 0; b < nb; ++b)
       if (kv.stage_of_block[b] != -1 && (kv.stage_of_block[b] < 0 || kv.stage_of_block[b] >= slots))
         bad("stage_of_block[" + std::to_string(b) + "] outside -1 and the " + std::to_string(slots) + " slots");
+    return {kv, nb, slots};
   }
   return {kv, nb};
 }
@@ -777,7 +779,6 @@ void kv_store(py::array k_cache, py::array v_cache, F32In k, F32In v, I64In slot
   const KVArgs a = kv_args(k_cache, v_cache, dtype, v_dtype, n_kv_heads, head_dim, block_size, k_scales, k_zeros,
                            v_scales, v_zeros, stage);
   [[maybe_unused]] const bool gpu = on_cuda(device);
-  if (gpu && a.kv.k_dtype == cpu::KVDType::I4Channel) bad("device='cuda' has no i4c cache yet");
   const int64_t nb = a.num_blocks;
   const int64_t row = static_cast<int64_t>(n_kv_heads) * head_dim;
   if (k.ndim() != 2 || k.shape(1) != row) bad("k must be [M, n_kv_heads * head_dim], got " + shape_str(k));
@@ -798,7 +799,7 @@ void kv_store(py::array k_cache, py::array v_cache, F32In k, F32In v, I64In slot
     py::gil_scoped_release nogil;
 #ifdef LMRT_HAVE_CUDA
     if (gpu) {
-      lmrt::cuda::kv_store_host(kv, nb, kp, vp, M, sp);
+      lmrt::cuda::kv_store_host(kv, nb, a.num_stage_slots, kp, vp, M, sp);
       return;
     }
 #endif
@@ -809,9 +810,10 @@ void kv_store(py::array k_cache, py::array v_cache, F32In k, F32In v, I64In slot
 void kv_seal(py::array k_cache, py::array v_cache, I32In blocks, int n_kv_heads, int head_dim, int block_size,
              const std::string& dtype, std::optional<std::string> v_dtype, std::optional<py::array> k_scales,
              std::optional<py::array> k_zeros, std::optional<py::array> v_scales, std::optional<py::array> v_zeros,
-             std::optional<py::tuple> stage) {
+             std::optional<py::tuple> stage, const std::string& device) {
   const KVArgs a = kv_args(k_cache, v_cache, dtype, v_dtype, n_kv_heads, head_dim, block_size, k_scales, k_zeros,
                            v_scales, v_zeros, stage);
+  [[maybe_unused]] const bool gpu = on_cuda(device);
   if (blocks.ndim() != 1) bad("blocks must be 1-D");
   const int64_t n = blocks.shape(0);
   const int32_t* bp = blocks.data();
@@ -821,6 +823,12 @@ void kv_seal(py::array k_cache, py::array v_cache, I32In blocks, int n_kv_heads,
   const cpu::KVLayer kv = a.kv;
   {
     py::gil_scoped_release nogil;
+#ifdef LMRT_HAVE_CUDA
+    if (gpu) {
+      lmrt::cuda::kv_seal_host(kv, a.num_blocks, a.num_stage_slots, bp, n);
+      return;
+    }
+#endif
     cpu::kv_seal(kv, bp, n);
   }
 }
@@ -838,7 +846,7 @@ py::list paged_attention(std::vector<F32In> qs, py::array k_cache, py::array v_c
   if (bf16_out && !unit) bad("bf16_out=True takes a tile_unit (AttnSeq::out_bf16 is the tile path's)");
   check_threads(num_threads);
   [[maybe_unused]] const bool gpu = on_cuda(device);
-  if (gpu && (unit || stage)) bad("device='cuda' takes no tile_unit, and has no i4c cache yet");
+  if (gpu && unit) bad("device='cuda' takes no tile_unit");
   const KVArgs a = kv_args(k_cache, v_cache, dtype, v_dtype, n_kv_heads, head_dim, block_size, k_scales, k_zeros,
                            v_scales, v_zeros, stage);
   const int64_t nb = a.num_blocks;
@@ -904,7 +912,7 @@ py::list paged_attention(std::vector<F32In> qs, py::array k_cache, py::array v_c
     out_all.resize(static_cast<size_t>(T * row));
     {
       py::gil_scoped_release nogil;
-      lmrt::cuda::paged_attention_host(kv, nb, q_all.data(), pos_all.data(), tables.data(),
+      lmrt::cuda::paged_attention_host(kv, nb, a.num_stage_slots, q_all.data(), pos_all.data(), tables.data(),
                                        static_cast<int64_t>(tables.size()), table_start.data(), T, n_heads, scale,
                                        out_all.data());
     }
@@ -1153,8 +1161,9 @@ void bind_kernels(py::module_& m) {
         "stage=(codes, scales, zeros, stage_of_block) names (I8 rows).");
   m.def("kv_seal", &kern::kv_seal, "k_cache"_a, "v_cache"_a, "blocks"_a, "n_kv_heads"_a, "head_dim"_a, "block_size"_a,
         "dtype"_a = "i4c", "v_dtype"_a = py::none(), "k_scales"_a = py::none(), "k_zeros"_a = py::none(),
-        "v_scales"_a = py::none(), "v_zeros"_a = py::none(), "stage"_a = py::none(),
-        "i4c K: quantizes the given full blocks from their staged rows (per channel); arguments as kv_store's.");
+        "v_scales"_a = py::none(), "v_zeros"_a = py::none(), "stage"_a = py::none(), "device"_a = "cpu",
+        "i4c K: quantizes the given full blocks from their staged rows (per channel); arguments as kv_store's; "
+        "device='cuda': the CUDA op.");
   m.def("paged_attention", &kern::paged_attention, "q"_a, "k_cache"_a, "v_cache"_a, "block_tables"_a, "positions"_a,
         "n_heads"_a, "n_kv_heads"_a, "head_dim"_a, "block_size"_a, "scale"_a, "dtype"_a = "f32", "num_threads"_a = 1,
         "tile_unit"_a = py::none(), "min_rows"_a = 32, "v_dtype"_a = py::none(), "k_scales"_a = py::none(),

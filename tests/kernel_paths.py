@@ -128,7 +128,7 @@ class PagedCache:
         if self.stage is not None:
             full = (slots[slots % self.bs == self.bs - 1] // self.bs).astype(np.int32)
             if len(full):
-                K.kv_seal(self.k, self.v, full, self.n_kv, self.hd, self.bs, self.dtype, **self.kwargs())
+                K.kv_seal(self.k, self.v, full, self.n_kv, self.hd, self.bs, self.dtype, device=device, **self.kwargs())
 
     def new_seq(self, length):
         nblk = (length + self.bs - 1) // self.bs

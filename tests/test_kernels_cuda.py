@@ -390,12 +390,40 @@ def test_paged_attention_cuda_long_contexts(dtype, v_dtype):
     assert np.array_equal(alone[0], gpu[2][-1:])
 
 
-def test_kv_ops_on_cuda_refuse_what_the_gpu_lacks():
+@needs_cuda
+@pytest.mark.parametrize("hd,bs", [(64, 16), (128, 16), (32, 8)])
+def test_int4_channel_keys_cuda_store_seal_and_attend_as_the_cpu(hd, bs):
+    # int4 K per channel: kv_store writes a block's K rows as I8 rows into its staging slot, kv_seal quantizes the
+    # blocks it fills per channel, and attention reads a block's int4 codes once the query sees all of it, else the
+    # staged rows: the GPU writes the CPU's bits (codes, per-channel and staged scales and zeros), and its attention
+    # is within the float64 bound of the values the cache holds as each query sees them
     from kernel_paths import PagedCache
 
-    c = PagedCache(4, 1, 32, 16, "i4c", np.random.default_rng(0))
-    with pytest.raises((ValueError, RuntimeError), match="i4c|CUDA backend"):
-        c.store(np.ones((1, 32), np.float32), np.ones((1, 32), np.float32), np.array([0], np.int64), device="cuda")
+    n_kv = 2
+    r = np.random.default_rng(7)
+    M = 3 * bs + 5  # three full blocks (sealed) and a partial one (staged)
+    k = r.standard_normal((M, n_kv * hd)).astype(np.float32) * 3
+    v = r.standard_normal((M, n_kv * hd)).astype(np.float32)
+    k[1, 5] = 40.0  # an outlier channel
+    k[bs + 2, hd + 3] = np.nan  # a non-finite value: its block's channel gets a NaN scale and zero codes
+    table = np.array([5, 2, 7, 0], np.int32)
+    slots = table[np.arange(M) // bs].astype(np.int64) * bs + np.arange(M) % bs
+    caches = {}
+    for device in ("cpu", "cuda"):
+        c = PagedCache(8, n_kv, hd, bs, "i4c", np.random.default_rng(0))
+        c.store(k, v, slots, device=device)
+        caches[device] = c
+    cpu, gpu = caches["cpu"], caches["cuda"]
+    assert np.array_equal(cpu.k.view(np.uint8), gpu.k.view(np.uint8))
+    assert np.array_equal(cpu.v.view(np.uint8), gpu.v.view(np.uint8))
+    for name, arr in cpu.params.items():
+        assert np.array_equal(arr, gpu.params[name]), name
+    for a, b in zip(cpu.stage, gpu.stage):
+        assert np.array_equal(a, b)
+    # attention (finite rows only), each sequence one query at its last position: blocks it sees whole sealed
+    c = PagedCache(48, n_kv, hd, bs, "i4c", r)
+    spans = [(3 * bs + 5, np.array([3 * bs + 4])), (2 * bs, np.array([2 * bs - 1])), (bs - 3, np.array([bs - 4]))]
+    check_attention_cuda(c, spans, 4 * n_kv, n_kv, hd, r)
 
 
 def greedy_cases():

@@ -160,44 +160,57 @@ void linear_w4_host(const float* x, int64_t M, int64_t K, const W4Matrix& w, int
 
 namespace {
 
-// The host plumbing copies no staging slots: int4 K per channel runs on the GPU through the op-set model only
-// (tests/test_ops_model.py's cuda cases).
-void no_staging(const KVLayer& kv) {
-  if (kv.k_dtype == KVDType::I4Channel)
-    throw std::invalid_argument(
-        "the CUDA op test plumbing copies no staging slots: int4 K per channel (i4c) is checked through the op-set "
-        "model on the GPU");
-}
-
-// A KVLayer's arrays copied to the device (num_blocks blocks), and back.
+// A KVLayer's arrays copied to the device (num_blocks blocks; I4Channel K: its per-channel parameters, and
+// num_stage_slots staging slots with the block -> slot table), and back.
 struct DeviceKV {
-  int64_t rows;
-  DeviceArray<uint8_t> k, v, ks, vs, kz, vz;
+  int64_t rows, k_params, stage_rows;
+  DeviceArray<uint8_t> k, v, ks, vs, kz, vz, st, sts, stz;
+  DeviceArray<int32_t> of;
   static bool quant(KVDType dt) { return dt == KVDType::I8 || dt == KVDType::I4; }
-  DeviceKV(const KVLayer& h, int64_t num_blocks)
+  static bool channel(KVDType dt) { return dt == KVDType::I4Channel; }
+  DeviceKV(const KVLayer& h, int64_t num_blocks, int64_t num_stage_slots)
       : rows(num_blocks * h.n_kv_heads * h.block_size),
+        k_params(channel(h.k_dtype) ? num_blocks * h.n_kv_heads * h.head_dim
+                 : quant(h.k_dtype) ? rows
+                                    : 0),
+        stage_rows(channel(h.k_dtype) ? num_stage_slots * h.n_kv_heads * h.block_size : 0),
         k(static_cast<const uint8_t*>(h.k), rows * kv_row_bytes(h.k_dtype, h.head_dim)),
         v(static_cast<const uint8_t*>(h.v), rows * kv_row_bytes(h.v_dtype, h.head_dim)),
-        ks(reinterpret_cast<const uint8_t*>(h.k_scales), quant(h.k_dtype) ? rows * 2 : 0),
+        ks(reinterpret_cast<const uint8_t*>(h.k_scales), k_params * 2),
         vs(reinterpret_cast<const uint8_t*>(h.v_scales), quant(h.v_dtype) ? rows * 2 : 0),
-        kz(h.k_zeros, quant(h.k_dtype) ? rows : 0),
-        vz(h.v_zeros, quant(h.v_dtype) ? rows : 0) {}
+        kz(h.k_zeros, k_params),
+        vz(h.v_zeros, quant(h.v_dtype) ? rows : 0),
+        st(h.k_stage, stage_rows * h.head_dim),
+        sts(reinterpret_cast<const uint8_t*>(h.k_stage_scales), stage_rows * 2),
+        stz(h.k_stage_zeros, stage_rows),
+        of(h.stage_of_block, channel(h.k_dtype) ? num_blocks : 0) {}
   KVLayer layer(const KVLayer& h) const {
     KVLayer d = h;
     d.k = k.p;
     d.v = v.p;
-    d.k_scales = quant(h.k_dtype) ? reinterpret_cast<uint16_t*>(ks.p) : nullptr;
+    d.k_scales = k_params ? reinterpret_cast<uint16_t*>(ks.p) : nullptr;
     d.v_scales = quant(h.v_dtype) ? reinterpret_cast<uint16_t*>(vs.p) : nullptr;
-    d.k_zeros = quant(h.k_dtype) ? kz.p : nullptr;
+    d.k_zeros = k_params ? kz.p : nullptr;
     d.v_zeros = quant(h.v_dtype) ? vz.p : nullptr;
+    if (channel(h.k_dtype)) {
+      d.k_stage = st.p;
+      d.k_stage_scales = reinterpret_cast<uint16_t*>(sts.p);
+      d.k_stage_zeros = stz.p;
+      d.stage_of_block = of.p;
+    }
     return d;
   }
   void to_host(const KVLayer& h) const {
     k.to_host(static_cast<uint8_t*>(h.k));
     v.to_host(static_cast<uint8_t*>(h.v));
-    if (quant(h.k_dtype)) {
+    if (k_params) {
       ks.to_host(reinterpret_cast<uint8_t*>(h.k_scales));
       kz.to_host(h.k_zeros);
+    }
+    if (channel(h.k_dtype)) {
+      st.to_host(h.k_stage);
+      sts.to_host(reinterpret_cast<uint8_t*>(h.k_stage_scales));
+      stz.to_host(h.k_stage_zeros);
     }
     if (quant(h.v_dtype)) {
       vs.to_host(reinterpret_cast<uint8_t*>(h.v_scales));
@@ -208,12 +221,11 @@ struct DeviceKV {
 
 }  // namespace
 
-void kv_store_host(const KVLayer& kv, int64_t num_blocks, const float* k, const float* v, int64_t M,
-                   const int64_t* slot) {
+void kv_store_host(const KVLayer& kv, int64_t num_blocks, int64_t num_stage_slots, const float* k, const float* v,
+                   int64_t M, const int64_t* slot) {
   need_device();
-  no_staging(kv);
   const int64_t row = static_cast<int64_t>(kv.n_kv_heads) * kv.head_dim;
-  DeviceKV d(kv, num_blocks);
+  DeviceKV d(kv, num_blocks, num_stage_slots);
   DeviceArray<float> dk(k, M * row), dv(v, M * row);
   DeviceArray<int64_t> ds(slot, M);
   kv_store(d.layer(kv), dk.p, row, dv.p, row, M, ds.p, nullptr);
@@ -221,13 +233,21 @@ void kv_store_host(const KVLayer& kv, int64_t num_blocks, const float* k, const 
   d.to_host(kv);
 }
 
-void paged_attention_host(const KVLayer& kv, int64_t num_blocks, const float* q, const int32_t* pos,
-                          const int32_t* tables, int64_t n_table, const int64_t* table_start, int64_t T, int n_heads,
-                          float scale, float* out) {
+void kv_seal_host(const KVLayer& kv, int64_t num_blocks, int64_t num_stage_slots, const int32_t* blocks, int64_t num) {
   need_device();
-  no_staging(kv);
+  DeviceKV d(kv, num_blocks, num_stage_slots);
+  DeviceArray<int32_t> db(blocks, num);
+  kv_seal(d.layer(kv), db.p, num, nullptr);
+  finish("kv_seal");
+  d.to_host(kv);
+}
+
+void paged_attention_host(const KVLayer& kv, int64_t num_blocks, int64_t num_stage_slots, const float* q,
+                          const int32_t* pos, const int32_t* tables, int64_t n_table, const int64_t* table_start,
+                          int64_t T, int n_heads, float scale, float* out) {
+  need_device();
   const int64_t row = static_cast<int64_t>(n_heads) * kv.head_dim;
-  DeviceKV d(kv, num_blocks);
+  DeviceKV d(kv, num_blocks, num_stage_slots);
   DeviceArray<float> dq(q, T * row), dout(nullptr, T * row);
   DeviceArray<int32_t> dp(pos, T), dt(tables, n_table);
   DeviceArray<int64_t> dts(table_start, T);

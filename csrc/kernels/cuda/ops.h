@@ -126,14 +126,16 @@ void linear_host(const float* x, int64_t M, int64_t K, const void* w, DType wdt,
 // w's arrays on the host too (codes [N, K / 2], scales and mins [N, K / group_size]). tensor_cores: linear_w4_tc.
 void linear_w4_host(const float* x, int64_t M, int64_t K, const W4Matrix& w, int64_t N, const float* bias, float* y,
                     bool tensor_cores = false, W4Gemv shape = W4Gemv::Default);
-// kv's arrays on the host (num_blocks blocks): copied to the device, written, copied back.
-void kv_store_host(const KVLayer& kv, int64_t num_blocks, const float* k, const float* v, int64_t M,
-                   const int64_t* slot);
+// kv's arrays on the host (num_blocks blocks; I4Channel K: num_stage_slots staging slots and the block -> slot
+// table): copied to the device, written, copied back.
+void kv_store_host(const KVLayer& kv, int64_t num_blocks, int64_t num_stage_slots, const float* k, const float* v,
+                   int64_t M, const int64_t* slot);
+void kv_seal_host(const KVLayer& kv, int64_t num_blocks, int64_t num_stage_slots, const int32_t* blocks, int64_t num);
 // kv, q [T, n_heads * head_dim], pos, tables (all sequences' block tables end to end, n_table ids) and
 // table_start [T] on the host; out [T, n_heads * head_dim].
-void paged_attention_host(const KVLayer& kv, int64_t num_blocks, const float* q, const int32_t* pos,
-                          const int32_t* tables, int64_t n_table, const int64_t* table_start, int64_t T, int n_heads,
-                          float scale, float* out);
+void paged_attention_host(const KVLayer& kv, int64_t num_blocks, int64_t num_stage_slots, const float* q,
+                          const int32_t* pos, const int32_t* tables, int64_t n_table, const int64_t* table_start,
+                          int64_t T, int n_heads, float scale, float* out);
 void hadamard_heads_host(float* x, int64_t M, int n_heads, int head_dim);
 // logits [R, V] (left as the op leaves them), rows [R] and ids [n_ids] on the host.
 void sample_host(float* logits, int64_t R, int64_t V, const RowSampling* rows, const int32_t* ids, int64_t n_ids,

@@ -6,8 +6,9 @@
 # throughput beside HF bf16 (benchmarks/bench_cuda_engine.py). Dry-runs on a machine without a GPU (GPU_ARCH=90a
 # to compile for Hopper there): the build is checked, the device tests skip saying why, the benches exit saying why.
 #   device run: bash scripts/gpu_check.sh      (logs under $OUT when set)
-# PHASES picks the parts (default all, in this order: tests bench engine memcheck; the build always runs), so one
-# device run can fit its time limit: e.g. PHASES="tests engine" bash scripts/gpu_check.sh.
+# PHASES picks the parts (default: tests bench engine memcheck, in this order; the build always runs), so one device
+# run can fit its time limit: e.g. PHASES="tests engine" bash scripts/gpu_check.sh. "compiled" (not in the default:
+# torch.compile's first build can take minutes) times HF bf16 with a static cache and torch.compile.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 PYTHONPATH=src:. PYTHONUNBUFFERED=1
@@ -37,6 +38,10 @@ phase bench && date +"[%T] bench_cuda" &&
 phase engine && date +"[%T] bench_cuda_engine" &&
   timeout 420 python3 benchmarks/bench_cuda_engine.py --results "$OUT/results_section.md" 2>&1 |
   tee "$OUT/bench_cuda_engine.log" | grep -v -i warn | tail -14
+# HF bf16 with a static cache and torch.compile, the issue's optional peer (its own section, or why it did not build).
+phase compiled && date +"[%T] bench_cuda_engine --hf-compiled" &&
+  timeout 420 python3 benchmarks/bench_cuda_engine.py --hf-compiled --results "$OUT/results_section.md" 2>&1 |
+  tee "$OUT/hf_compiled.log" | grep -v -i warn | tail -6
 # Out-of-bounds accesses and uninitialised reads of device memory in the ops (compute-sanitizer, where it runs).
 if phase memcheck && command -v compute-sanitizer >/dev/null; then
   timeout 150 compute-sanitizer --tool memcheck --error-exitcode 7 python3 -m pytest -q -x -p no:cacheprovider \

@@ -368,9 +368,17 @@ def test_paged_attention_cuda(dtype, v_dtype, n_heads, n_kv, hd, bs):
 
     r = np.random.default_rng(5)
     c = PagedCache(48, n_kv, hd, bs, dtype, r, v_dtype)
-    # a prompt with a partial last block, a decode row far in, a later chunk, one token
+    # a prompt with a partial last block, a decode row far in, a later chunk, one token, a prompt of 3 tiles
     spans = [(37, np.arange(37)), (51, np.array([50])), (30, np.arange(19, 30)), (1, np.array([0]))]
-    check_attention_cuda(c, spans, n_heads, n_kv, hd, r)
+    spans.append((150, np.arange(150)))
+    seqs, gpu = check_attention_cuda(c, spans, n_heads, n_kv, hd, r)
+    # the prompts' rows ran in tiles (16+ rows of a sequence, K/V shared through shared memory) and the others one
+    # warp a row: the same bits, so each row launched alone (one warp) gives what it gave in its tile
+    for (q, table, pos), out in ((seqs[0], gpu[0]), (seqs[4], gpu[4])):
+        for i in (0, 1, 17, 36, 63, 64, 100, 149):
+            if i < len(pos):
+                alone = c.attend([(q[i : i + 1], table, pos[i : i + 1])], n_heads, hd**-0.5, 1, device="cuda")
+                assert np.array_equal(alone[0], out[i : i + 1]), i
 
 
 @needs_cuda

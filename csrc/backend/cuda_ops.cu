@@ -151,9 +151,9 @@ class CudaOps final : public DeviceOps {
     launched("kv_seal");
   }
   void paged_attention(const KVLayer& kv, const float* q, int64_t ldq, float* out, int64_t ldo, const int32_t* pos,
-                       const int32_t* tables, const int64_t* table_start, const int64_t*, int64_t T, int n_heads,
-                       float scale, void* scratch) override {
-    cuda::paged_attention(kv, q, ldq, out, ldo, pos, tables, table_start, T, n_heads, scale,
+                       const int32_t* tables, const int64_t* table_start, const int64_t* host_table_start, int64_t T,
+                       int n_heads, float scale, void* scratch) override {
+    cuda::paged_attention(kv, q, ldq, out, ldo, pos, tables, table_start, host_table_start, T, n_heads, scale,
                           static_cast<float*>(scratch), stream_);
     launched("paged_attention");
   }

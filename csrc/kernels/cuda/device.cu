@@ -252,7 +252,8 @@ void paged_attention_host(const KVLayer& kv, int64_t num_blocks, int64_t num_sta
   DeviceArray<int32_t> dp(pos, T), dt(tables, n_table);
   DeviceArray<int64_t> dts(table_start, T);
   DeviceArray<float> scratch(nullptr, paged_attention_scratch(T, n_heads, kv.head_dim));
-  paged_attention(d.layer(kv), dq.p, row, dout.p, row, dp.p, dt.p, dts.p, T, n_heads, scale, scratch.p, nullptr);
+  paged_attention(d.layer(kv), dq.p, row, dout.p, row, dp.p, dt.p, dts.p, table_start, T, n_heads, scale, scratch.p,
+                  nullptr);
   finish("paged_attention");
   dout.to_host(out);
 }

@@ -87,15 +87,21 @@ void kv_store(const KVLayer& kv, const float* k, int64_t ldk, const float* v, in
 // 0..pos[t] of its sequence; F32 / BF16 / I8 / I4 K and V, or I8 K with I4 V; head_dim <= 256). A row that sees more
 // than kAttnSplitKeys positions splits them over up to kAttnSplits warps a head (split-KV), their partial softmaxes
 // in scratch, then combined; shorter rows run in one warp. The path is the row's own (by its position).
+// A prompt chunk (kAttnTileMinRows+ consecutive rows of one sequence, head_dim <= 128, K not I4Channel) runs in
+// tiles of kAttnTileRows rows a block, which read each K/V row into shared memory once for the tile instead of once
+// a row, and do each row's arithmetic in the one-warp kernels' order: the same bits (batch invariance holds).
 //   q, out [T, n_heads * head_dim] row strides ldq, ldo; pos [T]; row t's block table at tables + table_start[t];
+//   host_table_start: table_start on the host (the rows of a sequence share theirs), or nullptr (no tiles);
 //   scratch: paged_attention_scratch(T, n_heads, head_dim) floats of device memory
 constexpr int kAttnSplitKeys = 256, kAttnSplits = 8;
+constexpr int kAttnTileRows = 64, kAttnTileMinRows = 16;
 inline int64_t paged_attention_scratch(int64_t T, int n_heads, int head_dim) {
-  return T * n_heads * kAttnSplits * (head_dim + 2);
+  // the split-KV partials, then a row mask [T] and the tiles [T / kAttnTileMinRows + 1] (first row, rows) as int32
+  return T * n_heads * kAttnSplits * (head_dim + 2) + T + 2 * (T / kAttnTileMinRows + 1);
 }
 void paged_attention(const KVLayer& kv, const float* q, int64_t ldq, float* out, int64_t ldo, const int32_t* pos,
-                     const int32_t* tables, const int64_t* table_start, int64_t T, int n_heads, float scale,
-                     float* scratch, void* stream);
+                     const int32_t* tables, const int64_t* table_start, const int64_t* host_table_start, int64_t T,
+                     int n_heads, float scale, float* scratch, void* stream);
 // cpu::kv_seal's contract and bits (I4Channel K): each of the full blocks `blocks` [num] (device memory) quantized
 // from its staged I8 rows, one (scale, zero) per kv head and channel.
 void kv_seal(const KVLayer& kv, const int32_t* blocks, int64_t num, void* stream);

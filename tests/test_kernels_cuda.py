@@ -296,6 +296,20 @@ def test_embedding_cuda(dtype):
 # ---- the paged KV cache: quantize-on-write, the Hadamard rotation of int8 K, attention over the codes
 
 
+def store_on_both(make, k, v, slots):
+    """The rows stored through a fresh cache from make() on the CPU and on the GPU: the same bytes (codes, scales
+    and zeros; i4c: the staging slots too)."""
+    cpu, gpu = make(), make()
+    cpu.store(k, v, slots)
+    gpu.store(k, v, slots, device="cuda")
+    assert np.array_equal(cpu.k.view(np.uint8), gpu.k.view(np.uint8))
+    assert np.array_equal(cpu.v.view(np.uint8), gpu.v.view(np.uint8))
+    for name, arr in cpu.params.items():
+        assert np.array_equal(arr, gpu.params[name]), name
+    for a, b in zip(cpu.stage or (), gpu.stage or ()):
+        assert np.array_equal(a, b)
+
+
 @needs_cuda
 @pytest.mark.parametrize(
     "dtype,v_dtype,hd",
@@ -311,16 +325,7 @@ def test_kv_store_cuda_writes_the_cpu_bits(dtype, v_dtype, hd):
     v[5, 7] = np.nan  # a non-finite row: NaN scale, zero codes
     k[8, :hd] *= 1e-6  # a tiny range: an fp16 scale near its subnormals
     slots = rng.permutation(8 * 16)[:M].astype(np.int64)
-    caches = {}
-    for device in ("cpu", "cuda"):
-        c = PagedCache(8, n_kv, hd, 16, dtype, np.random.default_rng(0), v_dtype)
-        c.store(k, v, slots, device=device)
-        caches[device] = c
-    cpu, gpu = caches["cpu"], caches["cuda"]
-    assert np.array_equal(cpu.k.view(np.uint8), gpu.k.view(np.uint8))
-    assert np.array_equal(cpu.v.view(np.uint8), gpu.v.view(np.uint8))
-    for name, arr in cpu.params.items():
-        assert np.array_equal(arr, gpu.params[name]), name
+    store_on_both(lambda: PagedCache(8, n_kv, hd, 16, dtype, np.random.default_rng(0), v_dtype), k, v, slots)
 
 
 @needs_cuda
@@ -416,18 +421,7 @@ def test_int4_channel_keys_cuda_store_seal_and_attend_as_the_cpu(hd, bs):
     k[bs + 2, hd + 3] = np.nan  # a non-finite value: its block's channel gets a NaN scale and zero codes
     table = np.array([5, 2, 7, 0], np.int32)
     slots = table[np.arange(M) // bs].astype(np.int64) * bs + np.arange(M) % bs
-    caches = {}
-    for device in ("cpu", "cuda"):
-        c = PagedCache(8, n_kv, hd, bs, "i4c", np.random.default_rng(0))
-        c.store(k, v, slots, device=device)
-        caches[device] = c
-    cpu, gpu = caches["cpu"], caches["cuda"]
-    assert np.array_equal(cpu.k.view(np.uint8), gpu.k.view(np.uint8))
-    assert np.array_equal(cpu.v.view(np.uint8), gpu.v.view(np.uint8))
-    for name, arr in cpu.params.items():
-        assert np.array_equal(arr, gpu.params[name]), name
-    for a, b in zip(cpu.stage, gpu.stage):
-        assert np.array_equal(a, b)
+    store_on_both(lambda: PagedCache(8, n_kv, hd, bs, "i4c", np.random.default_rng(0)), k, v, slots)
     # attention (finite rows only), each sequence one query at its last position: blocks it sees whole sealed
     c = PagedCache(48, n_kv, hd, bs, "i4c", r)
     spans = [(3 * bs + 5, np.array([3 * bs + 4])), (2 * bs, np.array([2 * bs - 1])), (bs - 3, np.array([bs - 4]))]

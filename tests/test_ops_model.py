@@ -53,37 +53,28 @@ def test_ops_model_gives_the_cpu_models_bits(models, name, kv, monkeypatch):
         assert pipe(ids[:20], GREEDY).token_ids == ref_tokens
 
 
-def test_ops_model_batching_and_preemption_change_nothing(models, monkeypatch):
+@pytest.mark.parametrize(
+    "name,kv,kinds,head_dim,n_kv",
+    [
+        ("llama-untied", "float32", ("float32", "float32"), 16, 2),
+        ("llama-hd32", "int4", ("int4_channel", "int4"), 32, 1),
+    ],
+)
+def test_ops_model_batching_and_preemption_change_nothing(models, monkeypatch, name, kv, kinds, head_dim, n_kv):
     # the step's rows as the engine builds them (sequences joining and leaving, decode rows beside prompt chunks,
-    # recompute after preemption) through the op-set model's block tables
-    path = models["llama-untied"]
-    prompts = [prompt(5 + 9 * i, seed=100 + i) for i in range(10)]
-    alone = run_alone(path, prompts, GREEDY)  # the CPU model, one request at a time
-    monkeypatch.setenv("LMRT_OPS_MODEL", "1")
-    with lmrt.pipeline(path, engine_config()) as pipe:
-        assert run_staggered(pipe, prompts, GREEDY) == alone
-    bytes_per_block = _core.kv_bytes_per_block(2, 16, 2, 16, _core.KVDType.float32, _core.KVDType.float32)
-    with lmrt.pipeline(path, engine_config(cache_memory_gib=10 * bytes_per_block / 2**30)) as pipe:
-        assert pipe.info()["kv_capacity_tokens"] == 10 * 16
-        assert [r.token_ids for r in pipe(prompts, GREEDY)] == alone
-        assert pipe.stats()["num_preemptions"] > 0
-
-
-def test_int4_keys_per_channel_batching_and_preemption_change_nothing(models, monkeypatch):
-    # int4 K per channel (KIVI's split): the engine's staging slots drive the op-set model's copy of the table, each
-    # block's keys staged at 8 bits until a step fills it and kv_seal quantizes it per channel (a seal inside a decode
-    # step runs that step eagerly, not from its graph); batching, staggered arrivals and recompute after preemption
-    # give the CPU model's tokens alone
+    # recompute after preemption) through the op-set model's block tables; int4 K per channel (KIVI's split): the
+    # engine's staging slots drive the op-set model's copy of the table, each block's keys staged at 8 bits until a
+    # step fills it and kv_seal quantizes it per channel (a decode step that seals runs eagerly, not from its graph)
     from test_engine import gib_for_blocks
 
-    path = models["llama-hd32"]
-    prompts = [prompt(5 + 9 * i, seed=600 + i) for i in range(10)]
-    alone = run_alone(path, prompts, GREEDY, kv_cache_dtype="int4")
+    path = models[name]
+    prompts = [prompt(5 + 9 * i, seed=100 + i) for i in range(10)]
+    alone = run_alone(path, prompts, GREEDY, kv_cache_dtype=kv)  # the CPU model, one request at a time
     monkeypatch.setenv("LMRT_OPS_MODEL", "1")
-    with lmrt.pipeline(path, engine_config(kv_cache_dtype="int4")) as pipe:
+    with lmrt.pipeline(path, engine_config(kv_cache_dtype=kv)) as pipe:
         assert pipe.info()["ops_model"]
         assert run_staggered(pipe, prompts, GREEDY) == alone
-    small = engine_config(kv_cache_dtype="int4", cache_memory_gib=gib_for_blocks(10, ("int4_channel", "int4"), 32, 1))
+    small = engine_config(kv_cache_dtype=kv, cache_memory_gib=gib_for_blocks(10, kinds, head_dim, n_kv))
     with lmrt.pipeline(path, small) as pipe:
         assert pipe.info()["kv_capacity_tokens"] == 10 * 16
         assert [r.token_ids for r in pipe(prompts, GREEDY)] == alone

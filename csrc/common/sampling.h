@@ -121,10 +121,7 @@ class TokenPicker {
       n = std::max<size_t>(keep, 1);
       id_order = n == 1;
     }
-    if (!id_order)
-      std::sort(
-          cand_.begin(), cand_.begin() + n,
-          [](const std::pair<float, int32_t>& a, const std::pair<float, int32_t>& b) { return a.second < b.second; });
+    if (!id_order) by_id(n, V);
     prob_.resize(n);
     double* prob = prob_.data();
     for (size_t i = 0; i < n; ++i) prob[i] = std::exp(static_cast<double>(cand_[i].first) - best) / sum;
@@ -150,6 +147,22 @@ class TokenPicker {
   }
 
  private:
+  // cand_[0, n) in ascending id order: a sort for a few survivors, else (a wide nucleus) a pass over the ids.
+  void by_id(size_t n, int64_t V) {
+    if (static_cast<int64_t>(n) * 16 < V) {
+      std::sort(
+          cand_.begin(), cand_.begin() + n,
+          [](const std::pair<float, int32_t>& a, const std::pair<float, int32_t>& b) { return a.second < b.second; });
+      return;
+    }
+    logit_of_.assign(V, std::numeric_limits<float>::quiet_NaN());  // NaN: not a survivor (survivors are finite)
+    for (size_t i = 0; i < n; ++i) logit_of_[cand_[i].second] = cand_[i].first;
+    size_t k = 0;
+    for (int64_t id = 0; id < V; ++id)
+      if (logit_of_[id] == logit_of_[id]) cand_[k++] = {logit_of_[id], static_cast<int32_t>(id)};
+  }
+
+  std::vector<float> logit_of_;                  // [V] by_id's scratch
   std::vector<std::pair<float, int32_t>> cand_;  // [<= V] (scaled logit, token id) of the candidates
   std::vector<double> prob_;                     // [n] probabilities of the survivors, in cand_ order
   std::vector<float> scaled_;                    // [V] logits / temperature

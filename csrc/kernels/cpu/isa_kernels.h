@@ -107,6 +107,9 @@ struct Q8Rows {
   // For the AMX tiles only (else nullptr): q in input order, and d, xs and qn padded with rows of zeros to a
   // multiple of 16 rows (Mp), so a tile of 16 rows never reads past them.
   const int8_t* qn = nullptr;  // [Mp, K]
+  // For the int8 matrix's VNNI kernel only (else nullptr): q + 128 as unsigned bytes, in q's layout, so that its
+  // 4-byte broadcasts (vpdpbusd's unsigned operand) are loads from here.
+  const uint8_t* qu = nullptr;  // [M, ldq]
 };
 // Rows [m0, m1) of x [.., K] (row stride ldx) into Q8Rows' layout (q, d, xs at row m of each).
 using Q8QuantizeSig = void(const float* x, int64_t ldx, int64_t K, int group_size, int64_t m0, int64_t m1, int8_t* q,
@@ -319,7 +322,7 @@ namespace avx512vnni {
 AttnSig attention_one;  // attention_avx512vnni.cpp: avx512's, with int8_q honoured
 W4A8TileSig w4a8_tile;
 W4A8IlTileSig w4a8_il_tile;    // the same bits as scalar::w4a8_il_tile
-I8A8IlTileSig i8a8_il_tile;    // the same bits as scalar::i8a8_il_tile
+I8A8IlTileSig i8a8_il_tile;    // the same bits as scalar::i8a8_il_tile; reads x.qu (quantize_rows makes it)
 I8A16IlTileSig i8a16_il_tile;  // the same bits as scalar::i8a16_il_tile
 }  // namespace avx512vnni
 #endif

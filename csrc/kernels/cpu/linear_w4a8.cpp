@@ -289,17 +289,19 @@ void check_w4a8(const char* op, int gs, int64_t K) {
 
 // The rows of x quantized into scratch (Q8Rows' layout): q [M, ldq] int8, then d [M, K / 32] and xs [M, G] fp32
 // (64-byte aligned each). natural (the AMX tiles): also qn, the rows in input order, and d, xs and qn with rows of
-// zeros up to a multiple of 16.
+// zeros up to a multiple of 16. unsigned_copy (the int8 matrix's VNNI kernel): also qu, q + 128 as bytes.
 Q8Rows quantize_rows(ThreadPool& pool, Q8QuantizeFn quantize, const float* x, int64_t M, int64_t K, int64_t ldx, int gs,
-                     Buffer& scratch, bool natural = false) {
+                     Buffer& scratch, bool natural = false, bool unsigned_copy = false) {
   const int64_t ldq = round_up(K, 64), nblocks = K / 32, G = K / gs, Mp = natural ? round_up(M, 16) : M;
   const int64_t q_bytes = M * ldq, d_bytes = round_up(Mp * nblocks * 4, 64), xs_bytes = round_up(Mp * G * 4, 64);
-  const int64_t qn_bytes = natural ? Mp * K : 0;
-  scratch.reserve(static_cast<size_t>(q_bytes + d_bytes + xs_bytes + qn_bytes));
+  const int64_t qn_bytes = natural ? Mp * K : 0, qu_bytes = unsigned_copy ? q_bytes : 0;
+  scratch.reserve(static_cast<size_t>(q_bytes + d_bytes + xs_bytes + round_up(qn_bytes, 64) + qu_bytes));
   int8_t* q = scratch.data<int8_t>();
   float* d = reinterpret_cast<float*>(scratch.data<char>() + q_bytes);
   float* xs = reinterpret_cast<float*>(scratch.data<char>() + q_bytes + d_bytes);
   int8_t* qn = natural ? scratch.data<int8_t>() + q_bytes + d_bytes + xs_bytes : nullptr;
+  uint8_t* qu =
+      unsigned_copy ? scratch.data<uint8_t>() + q_bytes + d_bytes + xs_bytes + round_up(qn_bytes, 64) : nullptr;
   auto rows = [&](int64_t m0, int64_t m1) {
     quantize(x, ldx, K, gs, m0, m1, q, ldq, d, xs);
     for (int64_t m = m0; natural && m < m1; ++m)
@@ -308,6 +310,8 @@ Q8Rows quantize_rows(ThreadPool& pool, Q8QuantizeFn quantize, const float* x, in
         std::memcpy(qn + m * K + b * 32, lo, 16);
         std::memcpy(qn + m * K + b * 32 + 16, hi, 16);
       }
+    for (int64_t i = m0 * ldq; unsigned_copy && i < m1 * ldq; ++i)
+      qu[i] = static_cast<uint8_t>(static_cast<uint8_t>(q[i]) ^ 0x80u);  // = q + 128
   };
   if (M < 16)
     rows(0, M);
@@ -318,7 +322,7 @@ Q8Rows quantize_rows(ThreadPool& pool, Q8QuantizeFn quantize, const float* x, in
     std::memset(d + M * nblocks, 0, (Mp - M) * nblocks * 4);
     std::memset(xs + M * G, 0, (Mp - M) * G * 4);
   }
-  return Q8Rows{q, ldq, d, xs, qn};
+  return Q8Rows{q, ldq, d, xs, qn, qu};
 }
 
 // The interleaved products' work items: runs of strips (16 outputs each) over runs of rows. A strip's weights stay
@@ -510,13 +514,14 @@ void linear_i8a8_il(ThreadPool& pool, const float* x, int64_t M, int64_t K, int6
   if (acts == I8Activations::Int16Rows) return linear_i8a16_il(pool, x, M, K, ldx, w, N, bias, y, ldy, scratch, unit);
   const bool amx = use_amx(unit, M, kAmxI8MinRows, "linear_i8a8_il");
   I8A8IlTileFn tile = scalar::i8a8_il_tile;
+  bool vnni = false;  // VNNI's kernel reads the unsigned copy of the rows (Q8Rows::qu)
 #ifdef LMRT_HAVE_AVX512VNNI
-  if (i8a8_il_fast()) tile = avx512vnni::i8a8_il_tile;
+  if (i8a8_il_fast()) tile = avx512vnni::i8a8_il_tile, vnni = true;
 #endif
 #ifdef LMRT_HAVE_AMX
-  if (amx) tile = amx::i8a8_il_tile;
+  if (amx) tile = amx::i8a8_il_tile, vnni = false;
 #endif
-  const Q8Rows rows = quantize_rows(pool, w4a8_path(active_isa(), true).quantize, x, M, K, ldx, 32, scratch, amx);
+  const Q8Rows rows = quantize_rows(pool, w4a8_path(active_isa(), true).quantize, x, M, K, ldx, 32, scratch, amx, vnni);
   strip_items(pool, M, N, [&](int64_t m0, int64_t m1, int64_t t0, int64_t t1) {
     tile(rows, K, w.q, w.offsets, w.scales, bias, y, ldy, m0, m1, t0, t1);
   });

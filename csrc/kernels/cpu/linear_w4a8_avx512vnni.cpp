@@ -19,10 +19,16 @@ inline BVec dot4(BVec acc, BVec u, BVec s) { return _mm512_dpbusd_epi32(acc, u, 
 
 // R rows of x (from row m) against C strips of 16 outputs of the interleaved int8 matrix (from strip t): each
 // 64-byte vector of weights (16 outputs x 4 inputs) is the signed operand of one vpdpbusd per row, the row's 4
-// activations + 128 the unsigned one; the offsets take the +128 back out, per run, in int32 (exact).
+// activations + 128 (Q8Rows::qu, broadcast from memory) the unsigned one; the offsets take the +128 back out, per run,
+// in int32 (exact). The matrix is streamed from memory (the output matrix: 28 MB a step for the default model), and
+// i8_strips runs a strip's rows 4 at a time, so each call also fetches lines first_line, first_line + line_step, ...
+// of every run of the C strips after its own (past the matrix's end too: a prefetch never faults); a strip's calls
+// fetch the next strips while they compute. Measured on the Zen 4 host (32 rows x 576 x 49,152, 2 threads): 3.9-4.5 ms
+// before (the activations staged through the stack, no fetch ahead), 3.1-3.6 ms with both changes.
 template <int R, int C>
 inline void i8_kernel(const Q8Rows& x, int64_t m, int64_t K, const int8_t* q, const int32_t* offsets,
-                      const float* scales, const float* bias, float* y, int64_t ldy, int64_t t) {
+                      const float* scales, const float* bias, float* y, int64_t ldy, int64_t t, int first_line,
+                      int line_step) {
   const int64_t nblocks = K / 32, quads = K / 4;
   Vec acc[R][C];
   for (int r = 0; r < R; ++r)
@@ -30,26 +36,17 @@ inline void i8_kernel(const Q8Rows& x, int64_t m, int64_t K, const int8_t* q, co
   for (int64_t b = 0; b < nblocks; ++b) {
     const int64_t c0 = b / 4 * 4, nbc = nblocks - c0 < 4 ? nblocks - c0 : 4, j = b - c0;
     const int64_t lo_off = c0 * 32 + j * 16, hi_off = c0 * 32 + nbc * 16 + j * 16;  // Q8Rows' layout
+    for (int l = first_line; l < 8; l += line_step)
+      for (int c = 0; c < C; ++c) prefetch(q + ((t + C + c) * quads + b * 8 + l) * 64);
     BVec dot[R][C];
     for (int r = 0; r < R; ++r)
       for (int c = 0; c < C; ++c) dot[r][c] = zero_b();
-    // The run's 32 activations of each row + 128 (each byte's top bit flipped), in order, staged once for the
-    // 8 x C broadcasts below: each is then a load (a broadcast from a general register costs a cross-domain move).
-    alignas(64) uint8_t au[R][32];
-    const __m128i flip = _mm_set1_epi8(static_cast<char>(0x80));
-    for (int r = 0; r < R; ++r) {
-      const int8_t* qr = x.q + (m + r) * x.ldq;
-      _mm_store_si128(reinterpret_cast<__m128i*>(au[r]),
-                      _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qr + lo_off)), flip));
-      _mm_store_si128(reinterpret_cast<__m128i*>(au[r] + 16),
-                      _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qr + hi_off)), flip));
-    }
     for (int v = 0; v < 8; ++v) {
       BVec wv[C];
       for (int c = 0; c < C; ++c) wv[c] = _mm512_loadu_si512(q + ((t + c) * quads + b * 8 + v) * 64);
       for (int r = 0; r < R; ++r) {
-        int32_t a;
-        std::memcpy(&a, au[r] + 4 * v, sizeof a);
+        int32_t a;  // inputs 4v..4v+3 of the run (+ 128)
+        std::memcpy(&a, x.qu + (m + r) * x.ldq + (v < 4 ? lo_off + 4 * v : hi_off + 4 * (v - 4)), sizeof a);
         const BVec av = _mm512_set1_epi32(a);
         for (int c = 0; c < C; ++c) dot[r][c] = _mm512_dpbusd_epi32(dot[r][c], av, wv[c]);
       }
@@ -74,11 +71,13 @@ inline void i8_kernel(const Q8Rows& x, int64_t m, int64_t K, const int8_t* q, co
 template <int C>
 inline void i8_strips(const Q8Rows& x, int64_t K, const int8_t* q, const int32_t* offsets, const float* scales,
                       const float* bias, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t t) {
+  const int calls = static_cast<int>((m1 - m0 + 3) / 4);  // call i fetches lines i, i + calls, ... of each run
   int64_t m = m0;
-  for (; m + 4 <= m1; m += 4) i8_kernel<4, C>(x, m, K, q, offsets, scales, bias, y, ldy, t);
-  if (m1 - m == 3) i8_kernel<3, C>(x, m, K, q, offsets, scales, bias, y, ldy, t);
-  if (m1 - m == 2) i8_kernel<2, C>(x, m, K, q, offsets, scales, bias, y, ldy, t);
-  if (m1 - m == 1) i8_kernel<1, C>(x, m, K, q, offsets, scales, bias, y, ldy, t);
+  int i = 0;
+  for (; m + 4 <= m1; m += 4, ++i) i8_kernel<4, C>(x, m, K, q, offsets, scales, bias, y, ldy, t, i, calls);
+  if (m1 - m == 3) i8_kernel<3, C>(x, m, K, q, offsets, scales, bias, y, ldy, t, i, calls);
+  if (m1 - m == 2) i8_kernel<2, C>(x, m, K, q, offsets, scales, bias, y, ldy, t, i, calls);
+  if (m1 - m == 1) i8_kernel<1, C>(x, m, K, q, offsets, scales, bias, y, ldy, t, i, calls);
 }
 
 // linear_i8a8_il with Int16Rows activations (A16Rows): R rows against C strips, two vpdpbusd per 64-byte weight

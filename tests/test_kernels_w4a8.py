@@ -68,11 +68,15 @@ def int8_units(isa_name):
     return units + ([{"amx": True}] if K.amx_int8_available() else [])
 
 
-def test_quantize_q8_matches_reference(isa):
-    x = activations(5, 576)
+@pytest.mark.parametrize("Kd", [576, 1632])
+def test_quantize_q8_matches_reference(isa, Kd):
+    """Kd 576 and 1632: one and two steps of 16 runs at once (AVX-512's quant_runs16), then 2 and 3 runs alone."""
+    x = activations(5, Kd)
     # A run where x * (1 / d) and x / d round to different codes (-57 and -58): the contract's product, not a division
     x[2, 96:128] = 0.5
     x[2, 96], x[2, 97] = 3.1262762546539307, -1.4154399633407593
+    x[3, Kd - 576 : Kd - 544] = 0.0  # an all-zero run in the last 16-run step (or the first)
+    x[4, 512 + 5] = -300.0  # the largest |x| of a run is negative
     q, d = K.quantize_q8(x)
     qr, dr = q8_reference(x)
     assert np.array_equal(d.view(np.uint32), dr.view(np.uint32)), "d differs in bits"

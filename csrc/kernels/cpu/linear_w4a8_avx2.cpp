@@ -1,5 +1,7 @@
 // AVX2 4-bit x int8 product: linear_w4a8_simd.inl at 8 lanes, the int8 dot products by maddubs.
 #include <cmath>
+#include <cstddef>
+#include <type_traits>
 
 #include "kernels/cpu/isa_kernels.h"
 #include "kernels/cpu/simd_avx2.h"

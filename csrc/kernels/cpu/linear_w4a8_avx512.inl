@@ -26,3 +26,49 @@ inline int quant16(const float* x, float id, int8_t* out) {
   _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm512_cvtsepi32_epi8(a));
   return _mm512_reduce_add_epi32(a);
 }
+
+// Lane i of the result = op over the 16 lanes of v[i] (v is overwritten): four halving steps across the registers
+// (256-bit halves, 128-bit quarters, pairs, lanes), 15 ops and 30 shuffles for all 16 instead of a horizontal
+// reduction each, then one permute (the steps leave source 4j + L in lane 4L + j).
+template <class Op>
+inline __m512 reduce16(__m512* v, Op op) {
+  for (int k = 0; k < 8; ++k)
+    v[k] = op(_mm512_shuffle_f32x4(v[2 * k], v[2 * k + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+              _mm512_shuffle_f32x4(v[2 * k], v[2 * k + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  for (int k = 0; k < 4; ++k)
+    v[k] = op(_mm512_shuffle_f32x4(v[2 * k], v[2 * k + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+              _mm512_shuffle_f32x4(v[2 * k], v[2 * k + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+  for (int k = 0; k < 2; ++k)
+    v[k] = op(_mm512_shuffle_ps(v[2 * k], v[2 * k + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+              _mm512_shuffle_ps(v[2 * k], v[2 * k + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  const __m512 r = op(_mm512_shuffle_ps(v[0], v[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                      _mm512_shuffle_ps(v[0], v[1], _MM_SHUFFLE(3, 1, 3, 1)));
+  return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), r);
+}
+
+// 16 runs of 32 inputs at once (q8_quantize's step where 16 whole runs from a chunk boundary remain): x the runs'
+// 512 inputs, q their 512 code bytes (4 whole chunks of Q8Rows' layout), d and sum each run's scale and code sum. The
+// same operations per value as amax32 and quant16 (max is exact in any order; d, 1 / d and the codes as there), so
+// the same bits; the runs' maxima and sums are reduced across registers (reduce16).
+inline void quant_runs16(const float* x, int8_t* q, float* d, int32_t* sum) {
+  __m512 v[16];
+  for (int i = 0; i < 16; ++i)
+    v[i] = _mm512_max_ps(_mm512_abs_ps(load(x + 32 * i)), _mm512_abs_ps(load(x + 32 * i + 16)));
+  const Vec db = _mm512_div_ps(reduce16(v, [](__m512 a, __m512 b) { return _mm512_max_ps(a, b); }), set1(127.0f));
+  alignas(64) float id[16];  // 1 / d, 0 where d = 0 (its codes 0)
+  _mm512_store_ps(id, _mm512_maskz_div_ps(_mm512_cmp_ps_mask(db, zero(), _CMP_GT_OQ), set1(1.0f), db));
+  _mm512_storeu_ps(d, db);
+  for (int i = 0; i < 16; ++i) {
+    const Vec s = set1(id[i]);
+    const __m512i lo = _mm512_cvtps_epi32(_mm512_mul_ps(load(x + 32 * i), s));  // round half even
+    const __m512i hi = _mm512_cvtps_epi32(_mm512_mul_ps(load(x + 32 * i + 16), s));
+    int8_t* out = q + (i / 4) * 128 + (i % 4) * 16;  // chunk i / 4: the 4 runs' inputs 0..15, then their 16..31
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm512_cvtsepi32_epi8(lo));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 64), _mm512_cvtsepi32_epi8(hi));
+    v[i] = _mm512_castsi512_ps(_mm512_add_epi32(lo, hi));
+  }
+  const auto add = [](__m512 a, __m512 b) {
+    return _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(a), _mm512_castps_si512(b)));
+  };
+  _mm512_storeu_si512(sum, _mm512_castps_si512(reduce16(v, add)));
+}

@@ -3,7 +3,9 @@
 // int8 matrix's (i8_kernel, VNNI only). Compiled with -mavx512vnni; runs only where vnni_available(). Its
 // quantizer is avx512::q8_quantize.
 #include <cmath>
+#include <cstddef>
 #include <cstring>
+#include <type_traits>
 
 #include "kernels/cpu/isa_kernels.h"
 #include "kernels/cpu/simd_avx512.h"

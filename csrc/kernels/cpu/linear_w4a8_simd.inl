@@ -126,9 +126,10 @@ void tile(const Q8Rows& x, int64_t K, const uint8_t* codes, const float* scales,
 }
 
 // q8_quantize (isa_kernels.h): the same bits as scalar::q8_quantize (max, fp32 reciprocal and product, round half
-// even).
+// even). runs16 (AVX-512: quant_runs16), where given, takes 16 runs at once from each chunk boundary with 16 left.
+template <class Runs16 = std::nullptr_t>
 inline void quantize(const float* x, int64_t ldx, int64_t K, int group_size, int64_t m0, int64_t m1, int8_t* q,
-                     int64_t ldq, float* d, float* xs) {
+                     int64_t ldq, float* d, float* xs, Runs16 runs16 = nullptr) {
   const int64_t nblocks = K / 32, bpg = group_size / 32;
   for (int64_t m = m0; m < m1; ++m) {
     const float* xr = x + m * ldx;
@@ -137,25 +138,38 @@ inline void quantize(const float* x, int64_t ldx, int64_t K, int group_size, int
     float* xsr = xs + m * (nblocks / bpg);
     float group = 0.0f;
     int64_t in_group = 0, g = 0;  // (a counter, not b % bpg: an integer division a block cost 4% of a prompt's time)
-    for (int64_t b = 0; b < nblocks; ++b) {
-      const int64_t c0 = b / 4 * 4;
-      const int64_t nbc = min64(4, nblocks - c0), j = b - c0;
-      int8_t* lo = qr + c0 * 32 + j * 16;
-      int8_t* hi = qr + c0 * 32 + nbc * 16 + j * 16;
-      const float db = amax32(xr + b * 32) / 127.0f;
-      int sum = 0;
-      if (db > 0.0f) {
-        const float id = 1.0f / db;  // (a product per input, not a division: llama.cpp's Q8 quantizer does the same)
-        sum = quant16(xr + b * 32, id, lo) + quant16(xr + b * 32 + 16, id, hi);
-      } else {
-        for (int i = 0; i < 16; ++i) lo[i] = hi[i] = 0;
+    for (int64_t b = 0; b < nblocks;) {
+      alignas(64) int32_t sums[16];
+      int64_t n = 1;
+      if constexpr (!std::is_same_v<Runs16, std::nullptr_t>) {
+        if (nblocks - b >= 16) {  // (b is a multiple of 16 here: whole chunks)
+          runs16(xr + b * 32, qr + b * 32, dr + b, sums);
+          n = 16;
+        }
       }
-      dr[b] = db;
-      group = fmaf(db, static_cast<float>(sum), group);  // fused on every path (ISA files may contract a * b + c)
-      if (++in_group == bpg) {
-        xsr[g++] = group;
-        group = 0.0f;
-        in_group = 0;
+      if (n == 1) {
+        const int64_t c0 = b / 4 * 4;
+        const int64_t nbc = min64(4, nblocks - c0), j = b - c0;
+        int8_t* lo = qr + c0 * 32 + j * 16;
+        int8_t* hi = qr + c0 * 32 + nbc * 16 + j * 16;
+        const float db = amax32(xr + b * 32) / 127.0f;
+        sums[0] = 0;
+        if (db > 0.0f) {
+          const float id = 1.0f / db;  // (a product per input, not a division: llama.cpp's Q8 quantizer does the same)
+          sums[0] = quant16(xr + b * 32, id, lo) + quant16(xr + b * 32 + 16, id, hi);
+        } else {
+          for (int i = 0; i < 16; ++i) lo[i] = hi[i] = 0;
+        }
+        dr[b] = db;
+      }
+      for (int64_t i = 0; i < n; ++i, ++b) {
+        group =
+            fmaf(dr[b], static_cast<float>(sums[i]), group);  // fused on every path (ISA files may contract a * b + c)
+        if (++in_group == bpg) {
+          xsr[g++] = group;
+          group = 0.0f;
+          in_group = 0;
+        }
       }
     }
   }

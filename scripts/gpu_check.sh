@@ -8,7 +8,8 @@
 #   device run: bash scripts/gpu_check.sh      (logs under $OUT when set)
 # PHASES picks the parts (default: tests bench engine memcheck, in this order; the build always runs), so one device
 # run can fit its time limit: e.g. PHASES="tests engine" bash scripts/gpu_check.sh. "compiled" (not in the default:
-# torch.compile's first build can take minutes) times HF bf16 with a static cache and torch.compile.
+# torch.compile's first build can take minutes) times HF bf16 with a static cache and torch.compile; "racecheck" and
+# "synccheck" (not in the default either) run compute-sanitizer's shared-memory checks on the block-wide kernels.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 PYTHONPATH=src:. PYTHONUNBUFFERED=1
@@ -47,4 +48,16 @@ if phase memcheck && command -v compute-sanitizer >/dev/null; then
   timeout 150 compute-sanitizer --tool memcheck --error-exitcode 7 python3 -m pytest -q -x -p no:cacheprovider \
     tests/test_kernels_cuda.py 2>&1 | tee "$OUT/memcheck.log" | grep -E "ERROR SUMMARY|passed|failed|Invalid" | head -8
 fi
+# Shared-memory races and barrier misuse (racecheck, synccheck; not in the default: each replays the kernels slowly)
+# in the kernels that share memory within a block: sampling, the tiled and split attention, the tensor-core linear,
+# the block reductions of the GEMV and the norms.
+SHARED_K="sampling or greedy or paged_attention or int4_channel or tc_cuda or linear_w4_cuda or rmsnorm"
+for tool in racecheck synccheck; do
+  if phase $tool && command -v compute-sanitizer >/dev/null; then
+    date +"[%T] $tool"
+    timeout 150 compute-sanitizer --tool $tool --error-exitcode 7 python3 -m pytest -q -x -p no:cacheprovider \
+      tests/test_kernels_cuda.py -k "$SHARED_K" 2>&1 | tee "$OUT/$tool.log" |
+      grep -E "ERROR SUMMARY|passed|failed|hazard|Barrier" | head -8
+  fi
+done
 date +"[%T] done"

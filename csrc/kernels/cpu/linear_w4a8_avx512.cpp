@@ -26,7 +26,7 @@ inline BVec dot4(BVec acc, BVec u, BVec s) {
 
 void q8_quantize(const float* x, int64_t ldx, int64_t K, int group_size, int64_t m0, int64_t m1, int8_t* q, int64_t ldq,
                  float* d, float* xs) {
-  quantize(x, ldx, K, group_size, m0, m1, q, ldq, d, xs, quant_runs16);
+  quantize<16>(x, ldx, K, group_size, m0, m1, q, ldq, d, xs, quant_runs16);
 }
 
 void a16_quantize(const float* x, int64_t ldx, int64_t K, int64_t m0, int64_t m1, uint8_t* hi, uint8_t* lo,

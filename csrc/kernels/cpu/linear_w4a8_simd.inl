@@ -126,10 +126,12 @@ void tile(const Q8Rows& x, int64_t K, const uint8_t* codes, const float* scales,
 }
 
 // q8_quantize (isa_kernels.h): the same bits as scalar::q8_quantize (max, fp32 reciprocal and product, round half
-// even). runs16 (AVX-512: quant_runs16), where given, takes 16 runs at once from each chunk boundary with 16 left.
-template <class Runs16 = std::nullptr_t>
+// even). runs (AVX-512: quant_runs16, W = 16; AVX2: quant_runs8, W = 8), where given, takes W runs at once (W a
+// multiple of 4: whole chunks) while W are left, their maxima and sums reduced across registers.
+template <int W = 1, class Runs = std::nullptr_t>
 inline void quantize(const float* x, int64_t ldx, int64_t K, int group_size, int64_t m0, int64_t m1, int8_t* q,
-                     int64_t ldq, float* d, float* xs, Runs16 runs16 = nullptr) {
+                     int64_t ldq, float* d, float* xs, Runs runs = nullptr) {
+  static_assert(W == 1 || W % 4 == 0, "W runs at once must be whole chunks of 4 runs");
   const int64_t nblocks = K / 32, bpg = group_size / 32;
   for (int64_t m = m0; m < m1; ++m) {
     const float* xr = x + m * ldx;
@@ -139,12 +141,12 @@ inline void quantize(const float* x, int64_t ldx, int64_t K, int group_size, int
     float group = 0.0f;
     int64_t in_group = 0, g = 0;  // (a counter, not b % bpg: an integer division a block cost 4% of a prompt's time)
     for (int64_t b = 0; b < nblocks;) {
-      alignas(64) int32_t sums[16];
+      alignas(64) int32_t sums[W];
       int64_t n = 1;
-      if constexpr (!std::is_same_v<Runs16, std::nullptr_t>) {
-        if (nblocks - b >= 16) {  // (b is a multiple of 16 here: whole chunks)
-          runs16(xr + b * 32, qr + b * 32, dr + b, sums);
-          n = 16;
+      if constexpr (W > 1) {
+        if (nblocks - b >= W) {  // (b is a multiple of W here: whole chunks)
+          runs(xr + b * 32, qr + b * 32, dr + b, sums);
+          n = W;
         }
       }
       if (n == 1) {

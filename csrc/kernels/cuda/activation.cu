@@ -22,8 +22,12 @@ void silu_mul(const float* gu, int64_t M, int64_t I, int64_t ldg, float* out, in
   if (M <= 0 || I <= 0) return;
   const unsigned blocks_x =
       static_cast<unsigned>((I + kThreads - 1) / kThreads < 64 ? (I + kThreads - 1) / kThreads : 64);
-  silu_mul_kernel<<<dim3(blocks_x, static_cast<unsigned>(M)), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
-      gu, I, ldg, out, ldo);
+  constexpr int64_t kMaxGridY = 65535;  // rows a launch (gridDim.y's limit)
+  for (int64_t m = 0; m < M; m += kMaxGridY) {
+    const unsigned rows = static_cast<unsigned>(M - m < kMaxGridY ? M - m : kMaxGridY);
+    silu_mul_kernel<<<dim3(blocks_x, rows), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(gu + m * ldg, I, ldg,
+                                                                                              out + m * ldo, ldo);
+  }
 }
 
 }  // namespace lmrt::cuda

@@ -2,6 +2,8 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <stdexcept>
+#include <string>
 
 #include "kernels/cuda/gemv.cuh"
 #include "kernels/cuda/ops.h"
@@ -205,11 +207,23 @@ void launch(const float* x, int64_t K, int64_t ldx, const W4Matrix& w, int gshif
 
 void linear_w4(const float* x, int64_t M, int64_t K, int64_t ldx, const W4Matrix& w, int64_t N, const float* bias,
                float* y, int64_t ldy, void* stream, W4Gemv shape) {
+  if (M <= 0 || N <= 0) return;
+  if (ldx % 4 != 0 || reinterpret_cast<uintptr_t>(x) % 16 != 0)  // the kernels read x 16 bytes at a time
+    throw std::invalid_argument("cuda::linear_w4: x's rows must be 16-byte aligned (ldx " + std::to_string(ldx) +
+                                " floats)");
+  if (w.group_size != 32 && w.group_size != 64 && w.group_size != 128)
+    throw std::invalid_argument("cuda::linear_w4: group_size " + std::to_string(w.group_size) +
+                                " (the 4-bit format has groups of 32, 64 or 128)");
   const int gshift = w.group_size == 32 ? 5 : w.group_size == 64 ? 6 : 7;
   const cudaStream_t s = static_cast<cudaStream_t>(stream);
-  by_row_slices(x, M, ldx, y, ldy, [&](auto rows, const float* xm, float* ym) {
+  const auto run = [&](auto rows, const float* xm, float* ym) {
     launch<decltype(rows)::value>(xm, K, ldx, w, gshift, N, bias, ym, ldy, s, shape);
-  });
+  };
+  if (shape == W4Gemv::Streamed) {  // slices of at most 4 rows, every one streamed: a row's sums in one order
+    for (int64_t m = 0; m < M; m += 4) by_row_slices(x + m * ldx, M - m < 4 ? M - m : 4, ldx, y + m * ldy, ldy, run);
+    return;
+  }
+  by_row_slices(x, M, ldx, y, ldy, run);
 }
 
 }  // namespace lmrt::cuda

@@ -51,8 +51,8 @@ void add(float* x, const float* h, int64_t n, void* stream);
 
 // The 4-bit decode GEMV's shapes (benchmarks/bench_cuda.py times them side by side): Default (16 outputs a block at
 // 1 row, 8 at 2-4, 4 from 5, K split over 8 warps), Narrow (4 outputs a block at every row count: the first shape
-// measured), Streamed (1-4 rows; more take Default: a warp per 8 outputs over all of K, 16-byte code loads, the next
-// step's loads in flight during a step's arithmetic).
+// measured), Streamed (a warp per 8 outputs over all of K, 16-byte code loads, the next step's loads in flight
+// during a step's arithmetic; rows in slices of at most 4, every slice streamed, so a row's bits do not depend on M).
 enum class W4Gemv { Default, Narrow, Streamed };
 
 // y[m, n] = sum_k x[m, k] * w[n, k] (+ bias[n]) for 4-bit w (W4Matrix's layout and (scale, min) groups of 32, 64
@@ -61,7 +61,8 @@ enum class W4Gemv { Default, Narrow, Streamed };
 // in registers as fma(code, scale, min); the sums in a fixed order (lanes, a shuffle tree, the warps in turn), so an
 // output does not depend on M. narrow: 4 outputs a block (the earlier shape, for benchmarks/bench_cuda.py's
 // comparison).
-//   x [M, K] row stride ldx (device), y [M, N] row stride ldy
+//   x [M, K] row stride ldx (device; 16-byte aligned rows: x and ldx multiples of 4 floats, else invalid_argument),
+//   y [M, N] row stride ldy
 void linear_w4(const float* x, int64_t M, int64_t K, int64_t ldx, const W4Matrix& w, int64_t N, const float* bias,
                float* y, int64_t ldy, void* stream, W4Gemv shape = W4Gemv::Default);
 

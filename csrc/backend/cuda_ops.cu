@@ -21,6 +21,7 @@ class CudaOps final : public DeviceOps {
     std::string why;
     if (!cuda::available(&why))
       throw std::invalid_argument("device 'cuda': no CUDA device (" + why + "): use device 'cpu'");
+    bind();
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
   }
   ~CudaOps() override {
@@ -31,6 +32,7 @@ class CudaOps final : public DeviceOps {
   }
 
   void* alloc(size_t bytes) override {
+    bind();
     void* p = nullptr;
     check(cudaMalloc(&p, bytes ? bytes : 1), "cudaMalloc");
     check(cudaMemsetAsync(p, 0, bytes, stream_), "cudaMemset");
@@ -41,6 +43,7 @@ class CudaOps final : public DeviceOps {
     check(cudaFree(p), "cudaFree");
   }
   void to_device(void* dst, const void* host_src, size_t bytes) override {
+    bind();  // a step's first op: the engine's loop thread works on the op set's device
     if (bytes) check(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, stream_), "copy to the device");
   }
   void to_host(void* host_dst, const void* src, size_t bytes) override {
@@ -55,6 +58,7 @@ class CudaOps final : public DeviceOps {
           "and linear_precision 'fp32'");
     if (w.format == WeightFormat::Dense && w.dtype != DType::F32 && w.dtype != DType::BF16)
       throw std::invalid_argument("device 'cuda' takes dense matrices of float32 or bfloat16");
+    bind();
     DeviceMatrix d = describe(w);
     d.data = copy(w.data.data<void>(), w.data.bytes());
     if (w.format == WeightFormat::W4) {
@@ -169,11 +173,17 @@ class CudaOps final : public DeviceOps {
  private:
   // A launch's error (a bad configuration) at once; a fault inside a kernel shows at the step's to_host.
   static void launched(const char* op) { check(cudaGetLastError(), op); }
+  // The op set runs on the first GPU (device 0) from whichever thread calls it (the engine's loop thread, the
+  // constructing thread): made current there, whatever device another library left current.
+  static void bind() { check(cudaSetDevice(0), "cudaSetDevice"); }
   void* copy(const void* host, size_t bytes) {
     void* p = nullptr;
     check(cudaMalloc(&p, bytes ? bytes : 1), "cudaMalloc");
     matrices_.push_back(p);
-    if (bytes) check(cudaMemcpy(p, host, bytes, cudaMemcpyHostToDevice), "copy a matrix to the device");
+    // On the ops' stream: ordered before the kernels that read it (a plain cudaMemcpy from pageable memory may
+    // return before its DMA lands, and the non-blocking stream does not wait for the legacy one); the host buffer is
+    // staged before the call returns.
+    if (bytes) check(cudaMemcpyAsync(p, host, bytes, cudaMemcpyHostToDevice, stream_), "copy a matrix to the device");
     return p;
   }
 

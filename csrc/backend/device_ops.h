@@ -132,8 +132,14 @@ class DeviceBuffer {
   size_t bytes() const { return p_ ? bytes_ : 0; }
 
  private:
-  void release() {
-    if (p_) ops_->free(p_);
+  // Also from the destructor and the moves, so it never throws: a free that fails (a kernel's fault is sticky, and
+  // the step that met it has reported it) must not end the process.
+  void release() noexcept {
+    if (!p_) return;
+    try {
+      ops_->free(p_);
+    } catch (...) {  // the fault was reported by the step that met it
+    }
     p_ = nullptr;
   }
   DeviceOps* ops_ = nullptr;

@@ -61,7 +61,12 @@ template <typename Record>
 double median_graph_ms(cudaStream_t s, int reps, const char* what, const Record& record) {
   cudaGraph_t graph;
   check(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
-  record();
+  try {
+    record();
+  } catch (...) {  // end the capture, so the stream is usable (and the error is the op's, not a later call's)
+    if (cudaStreamEndCapture(s, &graph) == cudaSuccess) cudaGraphDestroy(graph);
+    throw;
+  }
   check(cudaStreamEndCapture(s, &graph), "cudaStreamEndCapture");
   cudaGraphExec_t exec;
   check(cudaGraphInstantiate(&exec, graph, 0), "cudaGraphInstantiate");
@@ -97,6 +102,7 @@ CopyBandwidth copy_bandwidth_gbs(size_t bytes, int reps) {
   uint8_t* dst = d.alloc<uint8_t>(bytes);
   fill_bytes<<<1024, 256>>>(src, bytes, 1);
   check(cudaGetLastError(), "fill");
+  check(cudaDeviceSynchronize(), "fill");  // the timed copies run on another (non-blocking) stream
   int sms = 0;
   check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), "cudaDeviceGetAttribute");
   cudaStream_t s;

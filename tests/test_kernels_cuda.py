@@ -298,8 +298,12 @@ def test_embedding_cuda(dtype):
 
 def store_on_both(make, k, v, slots):
     """The rows stored through a fresh cache from make() on the CPU and on the GPU: the same bytes (codes, scales
-    and zeros; i4c: the staging slots too)."""
+    and zeros; i4c: the staging slots too). Both caches start as the same nonzero bytes, so a row the GPU leaves
+    unwritten differs even where the CPU writes zeros (a zero row's codes, scale and zero point)."""
     cpu, gpu = make(), make()
+    for c in (cpu, gpu):
+        for a in (c.k, c.v, *c.params.values(), *(c.stage[:3] if c.stage else ())):  # (stage[3]: the slot table)
+            a.view(np.uint8)[...] = 0xA5
     cpu.store(k, v, slots)
     gpu.store(k, v, slots, device="cuda")
     assert np.array_equal(cpu.k.view(np.uint8), gpu.k.view(np.uint8))
@@ -418,7 +422,9 @@ def test_int4_channel_keys_cuda_store_seal_and_attend_as_the_cpu(hd, bs):
     k = r.standard_normal((M, n_kv * hd)).astype(np.float32) * 3
     v = r.standard_normal((M, n_kv * hd)).astype(np.float32)
     k[1, 5] = 40.0  # an outlier channel
-    k[bs + 2, hd + 3] = np.nan  # a non-finite value: its block's channel gets a NaN scale and zero codes
+    k[bs + 2, hd + 3] = (
+        np.nan
+    )  # a non-finite value: its staged row is non-finite, so its block's channels get NaN scales
     table = np.array([5, 2, 7, 0], np.int32)
     slots = table[np.arange(M) // bs].astype(np.int64) * bs + np.arange(M) % bs
     store_on_both(lambda: PagedCache(8, n_kv, hd, bs, "i4c", np.random.default_rng(0)), k, v, slots)

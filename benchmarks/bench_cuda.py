@@ -10,6 +10,7 @@ Writes a dated section to benchmarks/RESULTS.md (or --results PATH, e.g. under $
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -63,26 +64,43 @@ def main() -> None:
     for m in (int(v) for v in args.tc_rows.split(",") if v):
         # the GEMVs beside (8 rows a pass; up to 64 rows: 512 would take minutes), then the tensor cores
         runs += ([(m, g0, "default")] if m <= 64 and str(m) not in args.rows.split(",") else []) + [(m, g0, "tc")]
-    for M, g, shape in runs:
+
+    def run(M, g, shape):
         cells, total_us, total_bytes = [], 0.0, 0.0
         for _, k, n in SHAPES:
             tc = shape == "tc"
-            us, nbytes = K.cuda_time_linear_w4(M, k, n, g, args.reps, gemv="default" if tc else shape, tensor_cores=tc)
+            try:
+                us, nbytes = K.cuda_time_linear_w4(
+                    M, k, n, g, args.reps, gemv="default" if tc else shape, tensor_cores=tc
+                )
+            except Exception as e:  # noqa: BLE001 - a cell of the table, and the next shapes still run
+                cells.append(f"failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:160])
+                continue
             gbs = nbytes / (us * 1e-6) / 1e9
             cells.append(f"{us:.2f} ({gbs:,.0f}, {100 * gbs / copy:.0f}%)")
             total_us += us
             total_bytes += nbytes
-        layer = total_bytes / (total_us * 1e-6) / 1e9
+        layer = f"{total_us:.1f} ({100 * total_bytes / (total_us * 1e-6) / 1e9 / copy:.0f}%)" if total_us else "—"
         kernel = {
             "tc": "tensor cores (64 x 64 tiles)",
             "streamed": "streamed (a warp per 8 outputs)",
             "narrow": "4 outputs a block",
         }.get(shape, "4 outputs a block" if M > 4 else f"{16 if M == 1 else 8} outputs a block")
-        rows.append(
-            f"| {M} | {g} | {kernel} | " + " | ".join(cells) + f" | {total_us:.1f} ({100 * layer / copy:.0f}%) |"
-        )
+        rows.append(f"| {M} | {g} | {kernel} | " + " | ".join(cells) + f" | {layer} |")
         print(rows[-1], flush=True)
 
+    # A time limit's SIGTERM ends the runs but still writes the rows measured.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("bench_cuda: cut by a time limit (SIGTERM)"))
+    try:
+        for M, g, shape in runs:
+            run(M, g, shape)
+    finally:
+        if len(rows) < len(runs):
+            rows.append(f"| cut by the time limit after {len(rows)} of {len(runs)} runs | | | |")
+        write(args, name, by_memcpy, by_kernel, header, rows)
+
+
+def write(args, name, by_memcpy, by_kernel, header, rows) -> None:
     section = results_log.section(
         f"CUDA 4-bit linear on {name}: the decode GEMV, and the tensor cores",
         "bench_cuda.py",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -261,6 +262,33 @@ def main() -> None:
     facts, rows = [f"card: {card}; shapes {s}; 4-bit groups of {GROUP}"], []
     start = time.perf_counter()
     stamp = lambda what: print(f"[{time.perf_counter() - start:6.1f} s] {what}", flush=True)  # noqa: E731
+    # Each measurement on its own: one that fails (a first GPU run) is a fact of the section, and the runs after it
+    # still go; a time limit's SIGTERM ends the run but still writes what it measured.
+    got: dict[str, float | str] = {}
+
+    def attempt(key: str, label: str, fn):
+        try:
+            got[key] = fn()
+            stamp(f"{label}: {got[key]:,.1f} tokens/s" if isinstance(got[key], float) else f"{label}: {got[key]}")
+        except Exception as e:  # noqa: BLE001 - recorded, and the next measurement runs
+            got[key] = "failed"
+            facts.append(f"{label}: failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:400])
+            stamp(facts[-1])
+
+    def cell(key: str) -> str:
+        v = got.get(key, "not reached")
+        return f"{v:,.1f}" if isinstance(v, float) else v
+
+    def ratio(a: str, b: str) -> str:
+        x, y = got.get(a), got.get(b)
+        return f"{x / y:.2f}x" if isinstance(x, float) and isinstance(y, float) else "—"
+
+    def cut(*_):
+        facts.append("cut by its time limit (SIGTERM): the cells 'not reached' were not measured")
+        sys.exit("bench_cuda_engine: cut by a time limit (SIGTERM)")
+
+    signal.signal(signal.SIGTERM, cut)
+    title = f"The engine on {card}: greedy against torch, and throughput beside HF bf16"
     with tempfile.TemporaryDirectory() as tmp:
         dense_dir, w4_dir, w4_fp32 = write_models(Path(tmp), s, args.device)
         facts.append(f"random checkpoints written in {time.perf_counter() - start:.0f} s")
@@ -284,46 +312,99 @@ def main() -> None:
                 block_size=64,
             ),
         )
-        for label, path, state in (("dense bf16", dense_dir, None), ("4-bit", w4_dir, w4_fp32)):
+
+        def greedy(label, path, state):
             ref = torch_model(path, args.device, torch.float32, state)
             stamp(f"torch fp32 model ({label}) ready")
-            with engine(path, "float32") as pipe:
-                stamp(f"lmrt ({label}) loaded")
-                verdict = greedy_check(pipe, ref, prompt, 32)
-            del ref
-            facts.append(f"greedy, {label}, lmrt (fp32 KV) vs torch fp32 on the same weights: {verdict}")
-            stamp(facts[-1])
-        # the default (bf16 prefill: steps of 16+ rows on the tensor cores), then exact fp32 (every step on the
-        # GEMVs, 8 rows a pass: batch invariant)
-        with engine(w4_dir, "int8", "bf16") as pipe:
-            b1 = lmrt_speed(pipe, [prompt], args.new, args.reps)
-            stamp(f"lmrt 4-bit int8 KV, bf16 prefill, batch 1: {b1:,.1f} tokens/s")
-            bn = lmrt_speed(pipe, batch, args.new, args.reps)
-            stamp(f"lmrt 4-bit int8 KV, bf16 prefill, {args.batch} requests: {bn:,.1f} tokens/s")
-            # sampled as a chat is (the default model's card: temperature 0.2, top-p 0.9, a repetition penalty),
-            # each request seeded: every token drawn on the device
-            bn_sampled = lmrt_speed(pipe, batch, args.new, 1, **SAMPLED)
-            stamp(f"lmrt 4-bit int8 KV, sampled {SAMPLED}, {args.batch} requests: {bn_sampled:,.1f} tokens/s (1 rep)")
-        with engine(w4_dir, "int8") as pipe:
-            bn_exact = lmrt_speed(pipe, batch, args.new, 1)
-            stamp(f"lmrt 4-bit int8 KV, exact fp32, {args.batch} requests: {bn_exact:,.1f} tokens/s (1 rep)")
-        with engine(w4_dir, "int8", "bf16", eager=True) as pipe:  # every op launched: what the step graphs save
-            b1_eager = lmrt_speed(pipe, [prompt], args.new, args.reps)
-            stamp(f"lmrt 4-bit int8 KV, no step graphs (enforce_eager), batch 1: {b1_eager:,.1f} tokens/s")
-        hf = torch_model(w4_dir, args.device, torch.bfloat16, w4_fp32)
-        hf_b1 = hf_speed(hf, [prompt], args.new, args.reps, sync)
-        stamp(f"HF bf16, batch 1: {hf_b1:,.1f} tokens/s")
-        hf_bn = hf_speed(hf, batch, args.new, args.reps, sync)
-        rows.append(
-            f"| lmrt 4-bit, int8 KV (bf16 prefill: 16+ row steps on the tensor cores) | {b1:,.1f} | {bn:,.1f} |"
-        )
-        rows.append(f"| lmrt 4-bit, int8 KV, sampled on the device (top-p, penalty), 1 rep | — | {bn_sampled:,.1f} |")
-        rows.append(f"| lmrt 4-bit, int8 KV, exact fp32 (GEMVs only), 1 rep | — | {bn_exact:,.1f} |")
-        rows.append(f"| lmrt 4-bit, int8 KV, enforce_eager (no step graphs) | {b1_eager:,.1f} | — |")
-        rows.append(f"| HF transformers bf16 (same weights dequantized) | {hf_b1:,.1f} | {hf_bn:,.1f} |")
-        rows.append(f"| lmrt / HF | {b1 / hf_b1:.2f}x | {bn / hf_bn:.2f}x |")
-        print("\n".join(rows), flush=True)
-    finish(args, f"The engine on {card}: greedy against torch, and throughput beside HF bf16", facts, rows)
+            try:
+                with engine(path, "float32") as pipe:
+                    stamp(f"lmrt ({label}) loaded")
+                    return greedy_check(pipe, ref, prompt, 32)
+            finally:
+                del ref
+
+        def speeds(kv, prefill, eager, runs):  # [(key, label, prompts, reps, sampling)] on one engine
+            def go():
+                with engine(w4_dir, kv, prefill, eager) as pipe:
+                    for key, label, prompts, reps, kw in runs:
+                        attempt(key, label, lambda: lmrt_speed(pipe, prompts, args.new, reps, **kw))
+                return "done"
+
+            return go
+
+        try:
+            for label, path, state in (("dense bf16", dense_dir, None), ("4-bit", w4_dir, w4_fp32)):
+                attempt(
+                    f"greedy {label}",
+                    f"greedy, {label}, lmrt (fp32 KV) vs torch fp32 on the same weights",
+                    lambda: greedy(label, path, state),
+                )
+                if isinstance(got[f"greedy {label}"], str) and got[f"greedy {label}"] != "failed":
+                    facts.append(
+                        f"greedy, {label}, lmrt (fp32 KV) vs torch fp32 on the same weights: {got[f'greedy {label}']}"
+                    )
+            # the default (bf16 prefill: steps of 16+ rows on the tensor cores), then exact fp32 (every step on the
+            # GEMVs, 8 rows a pass: batch invariant), then every op launched (what the step graphs save)
+            b, n = f"{args.batch} requests", args.batch
+            attempt(
+                "engine bf16",
+                "lmrt 4-bit int8 KV, bf16 prefill: engine",
+                speeds(
+                    "int8",
+                    "bf16",
+                    False,
+                    [
+                        ("b1", "lmrt 4-bit int8 KV, bf16 prefill, batch 1", [prompt], args.reps, {}),
+                        ("bn", f"lmrt 4-bit int8 KV, bf16 prefill, {b}", batch, args.reps, {}),
+                        # sampled as a chat is (temperature 0.2, top-p 0.9, a repetition penalty), each request seeded
+                        ("bn_sampled", f"lmrt 4-bit int8 KV, sampled {SAMPLED}, {b} (1 rep)", batch, 1, SAMPLED),
+                    ],
+                ),
+            )
+            attempt(
+                "engine exact",
+                "lmrt 4-bit int8 KV, exact fp32: engine",
+                speeds(
+                    "int8",
+                    "fp32",
+                    False,
+                    [
+                        ("bn_exact", f"lmrt 4-bit int8 KV, exact fp32, {b} (1 rep)", batch, 1, {}),
+                    ],
+                ),
+            )
+            attempt(
+                "engine eager",
+                "lmrt 4-bit int8 KV, enforce_eager: engine",
+                speeds(
+                    "int8",
+                    "bf16",
+                    True,
+                    [
+                        (
+                            "b1_eager",
+                            "lmrt 4-bit int8 KV, no step graphs (enforce_eager), batch 1",
+                            [prompt],
+                            args.reps,
+                            {},
+                        ),
+                    ],
+                ),
+            )
+            hf = torch_model(w4_dir, args.device, torch.bfloat16, w4_fp32)
+            attempt("hf_b1", "HF bf16, batch 1", lambda: hf_speed(hf, [prompt], args.new, args.reps, sync))
+            attempt("hf_bn", f"HF bf16, {n} requests", lambda: hf_speed(hf, batch, args.new, args.reps, sync))
+        finally:
+            rows += [
+                f"| lmrt 4-bit, int8 KV (bf16 prefill: 16+ row steps on the tensor cores) | {cell('b1')} | {cell('bn')} |",
+                f"| lmrt 4-bit, int8 KV, sampled on the device (top-p, penalty), 1 rep | — | {cell('bn_sampled')} |",
+                f"| lmrt 4-bit, int8 KV, exact fp32 (GEMVs only), 1 rep | — | {cell('bn_exact')} |",
+                f"| lmrt 4-bit, int8 KV, enforce_eager (no step graphs) | {cell('b1_eager')} | — |",
+                f"| HF transformers bf16 (same weights dequantized) | {cell('hf_b1')} | {cell('hf_bn')} |",
+                f"| lmrt / HF | {ratio('b1', 'hf_b1')} | {ratio('bn', 'hf_bn')} |",
+            ]
+            print("\n".join(rows), flush=True)
+            finish(args, title, facts, rows)
 
 
 def finish(args, title: str, facts: list, rows: list) -> None:

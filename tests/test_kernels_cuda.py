@@ -422,9 +422,8 @@ def test_int4_channel_keys_cuda_store_seal_and_attend_as_the_cpu(hd, bs):
     k = r.standard_normal((M, n_kv * hd)).astype(np.float32) * 3
     v = r.standard_normal((M, n_kv * hd)).astype(np.float32)
     k[1, 5] = 40.0  # an outlier channel
-    k[bs + 2, hd + 3] = (
-        np.nan
-    )  # a non-finite value: its staged row is non-finite, so its block's channels get NaN scales
+    # a non-finite value: its staged row is non-finite, so every channel of its block gets a NaN scale
+    k[bs + 2, hd + 3] = np.nan
     table = np.array([5, 2, 7, 0], np.int32)
     slots = table[np.arange(M) // bs].astype(np.int64) * bs + np.arange(M) % bs
     store_on_both(lambda: PagedCache(8, n_kv, hd, bs, "i4c", np.random.default_rng(0)), k, v, slots)

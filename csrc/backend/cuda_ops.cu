@@ -39,6 +39,7 @@ class CudaOps final : public DeviceOps {
     return p;
   }
   void free(void* p) override {
+    bind();
     cudaStreamSynchronize(stream_);  // no op still running may read it
     check(cudaFree(p), "cudaFree");
   }

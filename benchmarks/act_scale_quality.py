@@ -5,7 +5,10 @@ perplexity on /usr/share/common-licenses/GPL-3 (disjoint 512-token windows). The
 isolates what the activations' scales cost; lmrt's int8 mode is the "run32" row (its output matrix: "head run32").
 
 A coarser scale would let lmrt's 4-bit x int8 kernel take the activation scale out of its per-run epilogue (one
-multiply fewer per run of 32 inputs, per row and 16 outputs); this measures whether the quality allows it.
+multiply fewer per run of 32 inputs, per row and 16 outputs); this measures whether the quality allows it. The
+"run32 but ..." rows leave one kind of linear input unquantized (or quantized otherwise), to show where int8 mode's
+divergence comes from; "asym32" is a scale and an integer zero point per run (codes 0..255), what int8 mode would
+have to pay for in its kernel (one more integer product a run) to get closer to the 0.1% a default may cost.
 Needs torch and transformers. Appends a section to RESULTS.md.
 
     HF_HUB_OFFLINE=1 PYTHONPATH=src:. python benchmarks/act_scale_quality.py [--windows 8] [--no-write]
@@ -18,17 +21,43 @@ import argparse
 import numpy as np
 import results_log
 
-# (linears other than the output matrix, the output matrix): "runN" a scale per run of N inputs, "row" one per row,
-# "row16" one per row at 16 bits (int16, as the AMX host's output matrix takes them), None unquantized.
+# (label, how the linears' inputs are quantized: kind -> mode). Kinds: "qkv" (q/k/v_proj's input, the attention
+# norm's output), "o" (o_proj), "gu" (gate/up_proj, the MLP norm's output), "down" (down_proj: silu(gate) * up) and
+# "head" (the output matrix). Modes: "runN" a scale per run of N inputs, "asym32" a scale and a zero point per run of
+# 32, "row" one scale per row, "row16" one per row at 16 bits (int16, as the AMX host's output matrix takes them),
+# None unquantized.
+KINDS = ("qkv", "o", "gu", "down", "head")
+
+
+def _modes(lin, head, **over):
+    m = {k: lin for k in KINDS[:-1]} | {"head": head}
+    return m | over
+
+
 ROWS = [
-    ("run32", None),
-    ("run32", "run32"),
-    ("run64", "run32"),
-    ("row", None),
-    ("row", "run32"),
-    ("run32", "row"),
-    ("run32", "row16"),
+    ("run32 | fp32", _modes("run32", None)),
+    ("run32 | run32", _modes("run32", "run32")),
+    ("run64 | run32", _modes("run64", "run32")),
+    ("row | fp32", _modes("row", None)),
+    ("row | run32", _modes("row", "run32")),
+    ("run32 | row", _modes("run32", "row")),
+    ("run32 | row16", _modes("run32", "row16")),
+    *[(f"run32 but {k} fp32 | run32", _modes("run32", "run32", **{k: None})) for k in KINDS[:-1]],
+    ("run32 but down row16 | run32", _modes("run32", "run32", down="row16")),
+    ("asym32 | run32", _modes("asym32", "run32")),
+    ("asym32 | asym32", _modes("asym32", "asym32")),
 ]
+
+
+def _kind(name):
+    if name == "lm_head":
+        return "head"
+    for kind, parts in (("qkv", ("q_proj", "k_proj", "v_proj")), ("o", ("o_proj",)), ("gu", ("gate_proj", "up_proj"))):
+        if any(p in name for p in parts):
+            return kind
+    if "down_proj" in name:
+        return "down"
+    raise ValueError(f"unexpected linear {name}")
 
 
 def fake_quant(x, mode):
@@ -36,6 +65,13 @@ def fake_quant(x, mode):
 
     if mode is None:
         return x
+    if mode == "asym32":
+        xr = x.reshape(*x.shape[:-1], x.shape[-1] // 32, 32)
+        lo, hi = xr.amin(-1, keepdim=True), xr.amax(-1, keepdim=True)
+        d = (hi - lo) / 255
+        d = torch.where(d > 0, d, 1)
+        z = torch.round(-lo / d)
+        return ((torch.clamp(torch.round(xr / d) + z, 0, 255) - z) * d).reshape(x.shape)
     if mode.startswith("run"):
         n = int(mode[3:])
         xr = x.reshape(*x.shape[:-1], x.shape[-1] // n, n)
@@ -64,10 +100,10 @@ def main() -> None:
     ids = tok.encode(open("/usr/share/common-licenses/GPL-3", encoding="utf-8").read(), add_special_tokens=False)
     wins = [w for w in (ids[i : i + 512] for i in range(0, len(ids), 512)) if len(w) >= 2][: args.windows]
 
-    mode = {"lin": None, "head": None}
+    mode = {k: None for k in KINDS}
     for name, mod in model.named_modules():
         if isinstance(mod, torch.nn.Linear):
-            key = "head" if name == "lm_head" else "lin"
+            key = _kind(name)
             mod.register_forward_pre_hook(lambda m, a, key=key: (fake_quant(a[0], mode[key]),))
 
     def logprobs():
@@ -82,14 +118,12 @@ def main() -> None:
     ref = logprobs()
     ref_nll = nll(ref)
     rows = [f"| unquantized | — | — | {np.exp(ref_nll):.4f} | +0.00% |"]
-    for lin, head in ROWS:
-        mode["lin"], mode["head"] = lin, head
+    for label, modes in ROWS:
+        mode.update(modes)
         lps = logprobs()
         kl = float(np.mean([(r.exp() * (r - p)).sum(-1).mean().item() for r, p in zip(ref, lps)]))
         n = nll(lps)
-        rows.append(
-            f"| {lin} | {head or 'fp32'} | {kl:.3e} | {np.exp(n):.4f} | {(np.exp(n - ref_nll) - 1) * 100:+.2f}% |"
-        )
+        rows.append(f"| {label} | {kl:.3e} | {np.exp(n):.4f} | {(np.exp(n - ref_nll) - 1) * 100:+.2f}% |")
         print(rows[-1], flush=True)
     text = results_log.section(
         "int8 activation scales: what each granularity costs (HF fp32 model, fake-quantized linear inputs)",

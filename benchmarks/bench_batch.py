@@ -3,8 +3,9 @@
 
 The default model (the GGUF's 4-bit tensors for lmrt, the dense conversion in bf16 for HF), the same token ids for
 every system (random ids clear of special tokens, prompts of 64-128 tokens, a fresh set per rep), greedy, EOS
-ignored, 2 threads. lmrt: every request submitted at once (max_batch_size = the batch), so prompts are prefilled in
-chunks beside the decoding ones; HF: model.generate on the left-padded batch. total = batch * 128 / wall time from
+ignored, 2 threads; per batch size every system is loaded and warmed up first, then each rep runs them in turn (round
+robin). lmrt: every request submitted at once (max_batch_size = the batch), so prompts are prefilled in chunks beside
+the decoding ones; HF: model.generate on the left-padded batch. total = batch * 128 / wall time from
 submit to the last token. Medians of --reps (HF: of --hf-reps, slow), CPU/wall and the cores other processes used
 beside each cell.
 
@@ -50,18 +51,25 @@ def main() -> None:
         "hf-bf16": lambda b: HfBf16Runner(default_model_path(), args.threads),
     }
     results, descs = {}, {}
-    for name, make in systems.items():
-        reps = args.hf_reps if name == "hf-bf16" else args.reps
-        for b in batches:
-            r = make(b)
-            descs[name] = r.desc
-            wl = work[b]
-            if name != "hf-bf16":
-                r.batch(wl.batch[0], 8)  # warm-up
-            results[name, b] = summarize([r.batch(p, NEW) for p in wl.batch[1 : reps + 1]])
-            x = results[name, b]
+    for b in batches:
+        # Every system is loaded and warmed up first, then each rep runs them all in turn (round robin, the order
+        # rotating a place each rep), so a drift in this shared machine's speed falls on every system alike: run one
+        # after the other, a ratio also measured how the host's speed moved between them.
+        runners = {}
+        for name, make in systems.items():
+            runners[name] = make(b)
+            descs[name] = runners[name].desc
+            runners[name].batch(work[b].batch[0], 8)  # warm-up
+        names = list(systems)
+        samples = {name: [] for name in names}
+        for rep in range(max(args.reps, args.hf_reps)):
+            for name in names[rep % len(names) :] + names[: rep % len(names)]:
+                if rep < (args.hf_reps if name == "hf-bf16" else args.reps):
+                    samples[name].append(runners[name].batch(work[b].batch[1 + rep], NEW))
+        for name in names:
+            results[name, b] = x = summarize(samples[name])
             print(f"{name} x{b}: {x['tps']:.1f} tok/s {[round(v) for v in x['all']]}", flush=True)
-            r.close()
+            runners[name].close()
     model, cpus = machine_info()
     rows = []
     for name in systems:
@@ -79,8 +87,8 @@ def main() -> None:
         [
             f"{model}, {cpus} CPUs, {args.threads} threads; whole run {time.time() - t0:.0f} s",
             "; ".join(f"{k}: {v}" for k, v in descs.items()),
-            f"prompts of 64-128 random token ids, {NEW} new each, greedy, EOS ignored; total = requests x {NEW} / wall "
-            f"from submit to the last token; medians of {args.reps} (hf-bf16: {args.hf_reps}); cells: tokens/s "
+            f"prompts of 64-128 random token ids, {NEW} new each, greedy, EOS ignored; systems loaded first, reps "
+            f"round robin; total = requests x {NEW} / wall from submit to the last token; medians of {args.reps} (hf-bf16: {args.hf_reps}); cells: tokens/s "
             "(process CPU / wall / cores other processes used meanwhile)",
         ],
         ["system", *[f"{b} requests" for b in batches]],

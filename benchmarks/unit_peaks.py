@@ -2,7 +2,11 @@
 compiled here with the host compiler, runs 12 independent accumulator chains of one instruction per thread
 (vpdpbusd: 64 int8 MACs; vdpbf16ps: 32 bf16 MACs; vfmadd231ps: 16 fp32 MACs, all on 512-bit registers) on 1 and
 2 threads, best of 5; GMAC/s. What a product can reach at most on each unit: lmrt's int8 products run on the first,
-HF bf16's matmuls (oneDNN) on the second. Needs AVX-512 with VNNI and BF16; appends a section to
+HF bf16's matmuls (oneDNN) on the second. The last row is the 4-bit x int8 kernel's instruction mix at group 32: 8
+vpdpbusd per 3 fp32 multiplies or fmas (each run of 32 inputs, row and 16 outputs: 8 byte products, then the
+product of the two scales, its fma and the mins' fma), its int8 MACs only: that kernel's bound where the fp32 ops
+share vpdpbusd's pipes (Zen 4: every 512-bit one costs a full cycle of them; broadcasts, masks, shifts and
+conversions issue beside them). Needs AVX-512 with VNNI and BF16; appends a section to
 benchmarks/RESULTS.md.
 
     python benchmarks/unit_peaks.py [--threads 1,2] [--no-write]
@@ -39,6 +43,11 @@ void chains(long iters, double* sink) {
       if constexpr (KIND == 0) a[i] = _mm512_dpbusd_epi32(a[i], u, s);
       if constexpr (KIND == 1) f[i] = _mm512_dpbf16_ps(f[i], bx, by);
       if constexpr (KIND == 2) f[i] = _mm512_fmadd_ps(f[i], x, y);
+      if constexpr (KIND == 3) {  // 24 vpdpbusd and 9 fp32 fmas an iteration: 8 to 3
+        a[i] = _mm512_dpbusd_epi32(a[i], u, s);
+        a[i] = _mm512_dpbusd_epi32(a[i], u, s);
+        if (i < 9) f[i] = _mm512_fmadd_ps(f[i], x, y);
+      }
     }
   double t = 0;
   for (int i = 0; i < 12; ++i) t += _mm512_reduce_add_epi32(a[i]) + _mm512_reduce_add_ps(f[i]);
@@ -47,8 +56,8 @@ void chains(long iters, double* sink) {
 int main(int argc, char** argv) {
   const int threads = std::atoi(argv[1]);
   const long iters = 20000000;
-  const int macs[3] = {64, 32, 16};
-  for (int k = 0; k < 3; ++k) {
+  const int macs[4] = {64, 32, 16, 128};  // a chain's int8 MACs an iteration (KIND 3: two vpdpbusd)
+  for (int k = 0; k < 4; ++k) {
     double best = 1e30;
     for (int rep = 0; rep < 5; ++rep) {
       std::vector<std::thread> ts;
@@ -59,6 +68,7 @@ int main(int argc, char** argv) {
           if (k == 0) chains<0>(iters, &sinks[t]);
           if (k == 1) chains<1>(iters, &sinks[t]);
           if (k == 2) chains<2>(iters, &sinks[t]);
+          if (k == 3) chains<3>(iters, &sinks[t]);
         });
       for (auto& th : ts) th.join();
       const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -69,7 +79,12 @@ int main(int argc, char** argv) {
 }
 """
 
-UNITS = ["vpdpbusd (int8 x int8, 64 MAC)", "vdpbf16ps (bf16, 32 MAC)", "vfmadd231ps (fp32, 16 MAC)"]
+UNITS = [
+    "vpdpbusd (int8 x int8, 64 MAC)",
+    "vdpbf16ps (bf16, 32 MAC)",
+    "vfmadd231ps (fp32, 16 MAC)",
+    "vpdpbusd with 3 fp32 fmas per 8 (the 4-bit x int8 kernel's mix at group 32; int8 MACs)",
+]
 
 
 def main() -> None:
@@ -86,7 +101,7 @@ def main() -> None:
         rates = {}
         for t in threads:
             out = subprocess.run([str(exe), str(t)], check=True, capture_output=True, text=True).stdout.split()
-            if len(out) != 3:
+            if len(out) != len(UNITS):
                 sys.exit(f"unexpected output from the probe: {out}")
             rates[t] = [float(v) for v in out]
     rows = [f"| {u} | " + " | ".join(f"{rates[t][i]:.1f}" for t in threads) + " |" for i, u in enumerate(UNITS)]

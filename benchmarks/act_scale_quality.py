@@ -2,7 +2,7 @@
 fp32, every nn.Linear's input fake-quantized (x -> round(x / d) * d, d = max|x| / 127 over each run of N inputs,
 or over the whole row), against the same model unquantized: mean KL divergence of every next-token distribution and
 perplexity on /usr/share/common-licenses/GPL-3 (disjoint 512-token windows). The weights stay fp32, so each row
-isolates what the activations' scales cost; lmrt's int8 mode is the "run32" row (its output matrix: "head run32").
+isolates what the activations' scales cost; lmrt's int8 mode is the "run32 | run32" row (linears | output matrix).
 
 A coarser scale would let lmrt's 4-bit x int8 kernel take the activation scale out of its per-run epilogue (one
 multiply fewer per run of 32 inputs, per row and 16 outputs); this measures whether the quality allows it. The

@@ -194,11 +194,18 @@ void paged_attention(ThreadPool& pool, const KVLayer& kv, const AttnSeq* seqs, i
       t.pos = q.pos[m];
       t.kv_head = h / group;
       t.next_k = nullptr;
-      if (int8_q && i + 1 < end) {
+      t.next_table = nullptr;
+      if (i + 1 < end) {
         int64_t rows = 0, sn = s;
         while (i + 1 >= first[sn + 1]) ++sn;
-        t.next_k = first_keys(sn, i + 1, rows);
-        t.next_k_rows = static_cast<int>(rows);
+        if (int8_q) {
+          t.next_k = first_keys(sn, i + 1, rows);
+          t.next_k_rows = static_cast<int>(rows);
+        }
+        const int64_t mn = (i + 1 - first[sn]) / tasks_per_row;
+        t.next_table = seqs[sn].block_table;
+        t.next_pos = seqs[sn].pos[mn];
+        t.next_kv_head = static_cast<int>((i + 1 - first[sn]) % tasks_per_row) * per_task / group;
       }
       if (prepare) (*prepare)(s, t.kv_head);
       for (int g = 0; g < per_task; g += kAttnMaxGroup) {  // (more than kAttnMaxGroup heads only with prepare)

@@ -151,16 +151,6 @@ void paged_attention(ThreadPool& pool, const KVLayer& kv, const AttnSeq* seqs, i
   const int tasks_per_row = n_heads / per_task;
   std::vector<int64_t> first(num_seqs + 1, 0);  // first item of each sequence
   for (int64_t s = 0; s < num_seqs; ++s) first[s + 1] = first[s] + seqs[s].M * tasks_per_row;
-  // Item i's first K block (int8_q: prefetched during item i - 1 on the same thread; runs of items a thread, about
-  // 4 a thread, so that a thread knows its next item).
-  auto first_keys = [&](int64_t s, int64_t i, int64_t& rows) -> const uint8_t* {
-    const AttnSeq& q = seqs[s];
-    const int64_t m = (i - first[s]) / tasks_per_row;
-    const int kv_head = static_cast<int>((i - first[s]) % tasks_per_row) * per_task / group;
-    rows = std::min<int64_t>(q.pos[m] + 1, kv.block_size);
-    return static_cast<const uint8_t*>(kv.k) +
-           (static_cast<int64_t>(q.block_table[0]) * kv.n_kv_heads + kv_head) * kv.block_size * kv.head_dim;
-  };
   const int64_t items = first[num_seqs];
   const int64_t grain = int8_q ? std::max<int64_t>(1, items / (4 * pool.num_threads())) : 1;
   pool.parallel_for(items, grain, [&](int64_t begin, int64_t end) {
@@ -193,15 +183,10 @@ void paged_attention(ThreadPool& pool, const KVLayer& kv, const AttnSeq* seqs, i
       t.block_table = q.block_table;
       t.pos = q.pos[m];
       t.kv_head = h / group;
-      t.next_k = nullptr;
       t.next_table = nullptr;
-      if (i + 1 < end) {
-        int64_t rows = 0, sn = s;
+      if (i + 1 < end) {  // the next item of this thread's run (runs of about 4 a thread with int8_q)
+        int64_t sn = s;
         while (i + 1 >= first[sn + 1]) ++sn;
-        if (int8_q) {
-          t.next_k = first_keys(sn, i + 1, rows);
-          t.next_k_rows = static_cast<int>(rows);
-        }
         const int64_t mn = (i + 1 - first[sn]) / tasks_per_row;
         t.next_table = seqs[sn].block_table;
         t.next_pos = seqs[sn].pos[mn];

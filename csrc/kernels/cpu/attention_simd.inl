@@ -128,6 +128,15 @@ inline void prefetch_rows(const void* cache, int64_t row, int n, int64_t row_byt
 // did not move it.
 constexpr int kAheadBlocks = 2;
 
+// The next task's first block of I8 key rows (rows: how many it holds; 0 and nullptr when there is no next task),
+// which the int8_q path fetches into L1 during this task's last P V.
+inline const uint8_t* next_first_keys(const AttnTask& t, int hd, int& rows) {
+  rows = t.next_table ? (t.next_pos + 1 < t.block_size ? t.next_pos + 1 : t.block_size) : 0;
+  if (!rows) return nullptr;
+  return static_cast<const uint8_t*>(t.k) +
+         (static_cast<int64_t>(t.next_table[0]) * t.n_kv_heads + t.next_kv_head) * t.block_size * hd;
+}
+
 template <typename KR, typename VR>
 inline void prefetch_positions(const AttnTask& t, const int32_t* table, int kv_head, int hd, int64_t p0, int64_t p1) {
   const int bs = t.block_size;
@@ -539,10 +548,13 @@ void attend(const AttnTask& t) {
 #ifdef LMRT_ATTN_VNNI
     if constexpr (PvInt16<VR, NV>::value) {
       if (q8_pv) {
-        if (next_n)
+        if (next_n) {
           pv_int16<G, NV>(t, s, base, n, racc, poisoned, static_cast<const uint8_t*>(t.k) + next * hd, next_n);
-        else  // the last block: the next task's first
-          pv_int16<G, NV>(t, s, base, n, racc, poisoned, t.next_k, t.next_k ? t.next_k_rows : 0);
+        } else {  // the last block: the next task's first
+          int next_rows = 0;
+          const uint8_t* next_k = next_first_keys(t, hd, next_rows);
+          pv_int16<G, NV>(t, s, base, n, racc, poisoned, next_k, next_rows);
+        }
         continue;
       }
     }

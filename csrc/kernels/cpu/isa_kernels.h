@@ -60,14 +60,11 @@ struct AttnTask {
   // (one scale a head: max|q| / 127, q * (1 / scale) rounded half even) and the scores' dots taken in int32 by
   // vpdpbusd. A score's bits still depend on nothing but its own q and key.
   bool int8_q = false;
-  // The key rows of the next task's first block on this thread (nullptr: none), which the int8_q path prefetches
-  // during this task's last P V: a sequence's first block is otherwise read cold.
-  const uint8_t* next_k = nullptr;  // [next_k_rows, head_dim] I8 codes
-  int next_k_rows = 0;
   // The next task on this thread (next_table nullptr: none), whose K and V rows, scales and zero points every path
   // fetches into L2 a share at each block, a whole task ahead of their use (attention_simd.inl,
-  // prefetch_next_task): with many decode rows a step's cache does not stay in the CPU's caches from one layer's
-  // visit to the next, and a block's lines fetched only a phase ahead arrived late.
+  // prefetch_positions), and the int8_q path its first key rows into L1 during this task's last P V: with many
+  // decode rows a step's cache does not stay in the CPU's caches from one layer's visit to the next, and a
+  // sequence's first block was otherwise read cold.
   const int32_t* next_table = nullptr;  // its block table
   int next_pos = 0;                     // it attends to positions 0..next_pos
   int next_kv_head = 0;

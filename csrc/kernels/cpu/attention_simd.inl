@@ -128,15 +128,6 @@ inline void prefetch_rows(const void* cache, int64_t row, int n, int64_t row_byt
 // did not move it.
 constexpr int kAheadBlocks = 2;
 
-// The next task's first block of I8 key rows (rows: how many it holds; 0 and nullptr when there is no next task),
-// which the int8_q path fetches into L1 during this task's last P V.
-inline const uint8_t* next_first_keys(const AttnTask& t, int hd, int& rows) {
-  rows = t.next_table ? (t.next_pos + 1 < t.block_size ? t.next_pos + 1 : t.block_size) : 0;
-  if (!rows) return nullptr;
-  return static_cast<const uint8_t*>(t.k) +
-         (static_cast<int64_t>(t.next_table[0]) * t.n_kv_heads + t.next_kv_head) * t.block_size * hd;
-}
-
 template <typename KR, typename VR>
 inline void prefetch_positions(const AttnTask& t, const int32_t* table, int kv_head, int hd, int64_t p0, int64_t p1) {
   const int bs = t.block_size;
@@ -162,6 +153,15 @@ inline void prefetch_positions(const AttnTask& t, const int32_t* table, int kv_h
     }
     p += n;
   }
+}
+
+// The next task's first block of I8 key rows (rows: how many it holds; 0 and nullptr when there is no next task),
+// which the int8_q path fetches into L1 during this task's last P V.
+inline const uint8_t* next_first_keys(const AttnTask& t, int hd, int& rows) {
+  rows = t.next_table ? (t.next_pos + 1 < t.block_size ? t.next_pos + 1 : t.block_size) : 0;
+  if (!rows) return nullptr;
+  return static_cast<const uint8_t*>(t.k) +
+         (static_cast<int64_t>(t.next_table[0]) * t.n_kv_heads + t.next_kv_head) * t.block_size * hd;
 }
 
 // Rows [r0, r0 + r) (r <= kLanes) of a quantized block as vectors: s1 (the scales) and m1 = -zero * s1, the

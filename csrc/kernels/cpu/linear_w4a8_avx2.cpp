@@ -73,9 +73,10 @@ inline __m256 reduce8(__m256* v, Op op) {
 }
 
 // 8 runs of 32 inputs at once (q8_quantize's step where 8 whole runs from a chunk boundary remain), as the AVX-512
-// quant_runs16 does 16: x the runs' 256 inputs, q their 256 code bytes (2 whole chunks of Q8Rows' layout), d and
-// sum each run's scale and code sum; the same operations per value as amax32 and quant16, so the same bits.
-inline void quant_runs8(const float* x, int8_t* q, float* d, int32_t* sum) {
+// quant_runs16 does 16: x the runs' 256 inputs, q their 256 code bytes (2 whole chunks of Q8Rows' layout), d each
+// run's scale, xs the 8 / bpg group sums of d * float(code sum) (the runs start a group); the same operations per
+// value as amax32 and quant16 and the same fmas as quantize's scalar loop, so the same bits.
+inline void quant_runs8(const float* x, int8_t* q, float* d, int bpg, float* xs) {
   const Vec sign = _mm256_set1_ps(-0.0f);
   __m256 v[8];
   for (int i = 0; i < 8; ++i) {
@@ -97,7 +98,20 @@ inline void quant_runs8(const float* x, int8_t* q, float* d, int32_t* sum) {
   const auto add = [](__m256 a, __m256 b) {
     return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(a), _mm256_castps_si256(b)));
   };
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(sum), _mm256_castps_si256(reduce8(v, add)));
+  const Vec sum = _mm256_cvtepi32_ps(_mm256_castps_si256(reduce8(v, add)));
+  if (bpg == 1) {
+    _mm256_storeu_ps(xs, _mm256_fmadd_ps(db, sum, _mm256_setzero_ps()));
+    return;
+  }
+  // group g's runs are lanes g * bpg + j: lane g of a gather at g * bpg + j, for j = 0 .. bpg - 1 in turn (lanes
+  // from 8 / bpg on are not stored)
+  __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(bpg));
+  Vec group = _mm256_setzero_ps();
+  for (int j = 0; j < bpg; ++j, idx = _mm256_add_epi32(idx, _mm256_set1_epi32(1)))
+    group = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(db, idx), _mm256_permutevar8x32_ps(sum, idx), group);
+  alignas(32) float g[8];
+  _mm256_store_ps(g, group);
+  for (int i = 0; i < 8 / bpg; ++i) xs[i] = g[i];
 }
 
 }  // namespace

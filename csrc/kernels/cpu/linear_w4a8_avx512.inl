@@ -47,10 +47,13 @@ inline __m512 reduce16(__m512* v, Op op) {
 }
 
 // 16 runs of 32 inputs at once (q8_quantize's step where 16 whole runs from a chunk boundary remain): x the runs'
-// 512 inputs, q their 512 code bytes (4 whole chunks of Q8Rows' layout), d and sum each run's scale and code sum. The
-// same operations per value as amax32 and quant16 (max is exact in any order; d, 1 / d and the codes as there), so
-// the same bits; the runs' maxima and sums are reduced across registers (reduce16).
-inline void quant_runs16(const float* x, int8_t* q, float* d, int32_t* sum) {
+// 512 inputs, q their 512 code bytes (4 whole chunks of Q8Rows' layout), d each run's scale, xs the 16 / bpg group
+// sums of d * float(code sum) (bpg runs a group, 1, 2 or 4; the runs start a group). The same operations per value
+// as amax32 and quant16 (max is exact in any order; d, 1 / d and the codes as there) and the same fmas in the same
+// order as quantize's scalar loop, so the same bits; the runs' maxima and sums are reduced across registers
+// (reduce16), and the group sums formed in registers (the scalar loop read d and the sums back from the vector
+// stores, a stalled forwarding each).
+inline void quant_runs16(const float* x, int8_t* q, float* d, int bpg, float* xs) {
   __m512 v[16];
   for (int i = 0; i < 16; ++i)
     v[i] = _mm512_max_ps(_mm512_abs_ps(load(x + 32 * i)), _mm512_abs_ps(load(x + 32 * i + 16)));
@@ -70,5 +73,17 @@ inline void quant_runs16(const float* x, int8_t* q, float* d, int32_t* sum) {
   const auto add = [](__m512 a, __m512 b) {
     return _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(a), _mm512_castps_si512(b)));
   };
-  _mm512_storeu_si512(sum, _mm512_castps_si512(reduce16(v, add)));
+  const Vec sum = _mm512_cvtepi32_ps(_mm512_castps_si512(reduce16(v, add)));
+  if (bpg == 1) {
+    _mm512_storeu_ps(xs, _mm512_fmadd_ps(db, sum, zero()));
+    return;
+  }
+  // group g's runs are lanes g * bpg + j: lane g of a gather at g * bpg + j, for j = 0 .. bpg - 1 in turn (lanes
+  // from 16 / bpg on are not stored)
+  __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                   _mm512_set1_epi32(bpg));
+  Vec group = zero();
+  for (int j = 0; j < bpg; ++j, idx = _mm512_add_epi32(idx, _mm512_set1_epi32(1)))
+    group = _mm512_fmadd_ps(_mm512_permutexvar_ps(idx, db), _mm512_permutexvar_ps(idx, sum), group);
+  _mm512_mask_storeu_ps(xs, static_cast<__mmask16>((1u << (16 / bpg)) - 1), group);
 }

@@ -126,8 +126,10 @@ void tile(const Q8Rows& x, int64_t K, const uint8_t* codes, const float* scales,
 }
 
 // q8_quantize (isa_kernels.h): the same bits as scalar::q8_quantize (max, fp32 reciprocal and product, round half
-// even). runs (AVX-512: quant_runs16, W = 16; AVX2: quant_runs8, W = 8), where given, takes W runs at once (W a
-// multiple of 4: whole chunks) while W are left, their maxima and sums reduced across registers.
+// even; a group's sum of d * float(code sum) as fmas in run order). runs (AVX-512: quant_runs16, W = 16; AVX2:
+// quant_runs8, W = 8), where given, takes W runs at once (W a multiple of 4: whole chunks; and of the runs a group,
+// 1, 2 or 4, so those W runs are whole groups) while W are left, their maxima and sums reduced across registers and
+// their group sums formed there.
 template <int W = 1, class Runs = std::nullptr_t>
 inline void quantize(const float* x, int64_t ldx, int64_t K, int group_size, int64_t m0, int64_t m1, int8_t* q,
                      int64_t ldq, float* d, float* xs, Runs runs = nullptr) {
@@ -138,40 +140,32 @@ inline void quantize(const float* x, int64_t ldx, int64_t K, int group_size, int
     int8_t* qr = q + m * ldq;
     float* dr = d + m * nblocks;
     float* xsr = xs + m * (nblocks / bpg);
+    int64_t b = 0, g = 0;
+    if constexpr (W > 1) {
+      for (; nblocks - b >= W; b += W, g += W / bpg)  // (b a multiple of W: whole chunks, whole groups)
+        runs(xr + b * 32, qr + b * 32, dr + b, static_cast<int>(bpg), xsr + g);
+    }
     float group = 0.0f;
-    int64_t in_group = 0, g = 0;  // (a counter, not b % bpg: an integer division a block cost 4% of a prompt's time)
-    for (int64_t b = 0; b < nblocks;) {
-      alignas(64) int32_t sums[W];
-      int64_t n = 1;
-      if constexpr (W > 1) {
-        if (nblocks - b >= W) {  // (b is a multiple of W here: whole chunks)
-          runs(xr + b * 32, qr + b * 32, dr + b, sums);
-          n = W;
-        }
+    int64_t in_group = 0;  // (a counter, not b % bpg: an integer division a block cost 4% of a prompt's time)
+    for (; b < nblocks; ++b) {
+      const int64_t c0 = b / 4 * 4;
+      const int64_t nbc = min64(4, nblocks - c0), j = b - c0;
+      int8_t* lo = qr + c0 * 32 + j * 16;
+      int8_t* hi = qr + c0 * 32 + nbc * 16 + j * 16;
+      const float db = amax32(xr + b * 32) / 127.0f;
+      int32_t sum = 0;
+      if (db > 0.0f) {
+        const float id = 1.0f / db;  // (a product per input, not a division: llama.cpp's Q8 quantizer does the same)
+        sum = quant16(xr + b * 32, id, lo) + quant16(xr + b * 32 + 16, id, hi);
+      } else {
+        for (int i = 0; i < 16; ++i) lo[i] = hi[i] = 0;
       }
-      if (n == 1) {
-        const int64_t c0 = b / 4 * 4;
-        const int64_t nbc = min64(4, nblocks - c0), j = b - c0;
-        int8_t* lo = qr + c0 * 32 + j * 16;
-        int8_t* hi = qr + c0 * 32 + nbc * 16 + j * 16;
-        const float db = amax32(xr + b * 32) / 127.0f;
-        sums[0] = 0;
-        if (db > 0.0f) {
-          const float id = 1.0f / db;  // (a product per input, not a division: llama.cpp's Q8 quantizer does the same)
-          sums[0] = quant16(xr + b * 32, id, lo) + quant16(xr + b * 32 + 16, id, hi);
-        } else {
-          for (int i = 0; i < 16; ++i) lo[i] = hi[i] = 0;
-        }
-        dr[b] = db;
-      }
-      for (int64_t i = 0; i < n; ++i, ++b) {
-        group =
-            fmaf(dr[b], static_cast<float>(sums[i]), group);  // fused on every path (ISA files may contract a * b + c)
-        if (++in_group == bpg) {
-          xsr[g++] = group;
-          group = 0.0f;
-          in_group = 0;
-        }
+      dr[b] = db;
+      group = fmaf(db, static_cast<float>(sum), group);  // fused on every path (ISA files may contract a * b + c)
+      if (++in_group == bpg) {
+        xsr[g++] = group;
+        group = 0.0f;
+        in_group = 0;
       }
     }
   }

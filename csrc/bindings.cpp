@@ -182,7 +182,8 @@ void bind_types(py::module_& m) {
                              [](const EngineStats& s) { return s.step_time.postprocess_ns * 1e-9; })
       .def_readonly("pool_late_workers", &EngineStats::pool_late_workers)
       .def_readonly("pool_narrow_jobs", &EngineStats::pool_narrow_jobs)
-      .def_readonly("num_device_sampled_steps", &EngineStats::num_device_sampled_steps);
+      .def_readonly("num_device_sampled_steps", &EngineStats::num_device_sampled_steps)
+      .def_readonly("num_row_group_steps", &EngineStats::num_row_group_steps);
 }
 
 void bind_engine(py::module_& m) {

@@ -8,7 +8,7 @@ import pytest
 import torch
 import transformers
 from conftest import make_tiny_llama
-from kernel_paths import with_isa
+from kernel_paths import bits, with_isa
 from test_quant_formats import SHAPE_FOR_GROUP, make_tiny_awq
 
 import lmrt
@@ -188,6 +188,45 @@ def test_int8_activations_close_to_exact_and_batch_invariant(gguf_pipe, isa_name
     window = _gpl3_windows(gguf_pipe.tokenizer)[1][:200]
     exact = gguf_pipe.get_logits(window).astype(np.float64)
     with_isa(isa_name, lambda: check_int8_activations(window, exact, INT8_LAYOUTS[isa_name]))
+
+
+# int8 mode's decode steps over 4-bit layers with rows enough run in row groups (LlamaModel::decode_row_groups: each
+# thread its rows through every layer alone, no barrier between the ops): the bits of the layer-by-layer path, which
+# 1 thread runs (the kernels give the same bits on any thread count). On 2 threads that is 8+ rows; AVX2 keeps int8
+# mode's row layout (cpu::linear_w4a8), AVX-512 the interleaved one. Exact fp32 products never group (no gain).
+@pytest.mark.parametrize("isa_name,linear", [("avx512", "int8"), ("avx2", "int8"), ("avx512", "fp32")])
+def test_decode_row_groups_give_the_layer_by_layer_bits(isa_name, linear):
+    if not K.isa_supported(isa_name):
+        pytest.skip(f"CPU lacks {isa_name}")
+    firsts = [100 + 37 * i for i in range(12)]  # 1-token prompts: their step is decode-shaped (a row a sequence)
+    prompts = [list(range(300 + 11 * i, 300 + 11 * i + 5 + 7 * i)) for i in range(12)]
+    gen = lmrt.GenerationConfig(max_new_tokens=12, ignore_eos=True)
+
+    def together(pipe, prompts, gen, **kw):  # every request in the engine before its next step
+        pipe._engine.pause()
+        rids = [pipe._submit(p, gen, **kw) for p in prompts]
+        pipe._engine.resume()
+        return rids
+
+    def run(threads):
+        cfg = exact_config(linear_precision=linear, max_batch_size=16, max_num_batched_tokens=1024, num_threads=threads)
+        with lmrt.pipeline(default_model_gguf(), cfg) as pipe:
+            rids = together(pipe, [[t] for t in firsts], lmrt.GenerationConfig(max_new_tokens=0), prompt_logits=True)
+            logits = np.stack([pipe._get(r).prompt_logits[0] for r in rids])  # one step of 12 rows
+            grouped = pipe.stats()["num_row_group_steps"]
+            tokens = []
+            for r in together(pipe, prompts, gen):  # one step of every prompt, then 11 decode steps of 12 rows
+                chunks = [pipe._get(r)]
+                while chunks[-1].finish_reason is None:
+                    chunks.append(pipe._get(r))
+                tokens.append([t for c in chunks for t in c.token_ids])
+            return logits, tokens, grouped, pipe.stats()["num_row_group_steps"] - grouped
+
+    one = with_isa(isa_name, lambda: run(1))
+    two = with_isa(isa_name, lambda: run(2))
+    assert one[2:] == (0, 0) and two[2:] == ((1, 11) if linear == "int8" else (0, 0)), (one[2:], two[2:])
+    np.testing.assert_array_equal(bits(two[0]), bits(one[0]))
+    assert two[1] == one[1]
 
 
 @pytest.mark.skipif(not K.amx_available(), reason="no AMX tile unit here: int8 mode keeps every step off the tiles")

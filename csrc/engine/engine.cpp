@@ -213,7 +213,8 @@ EngineStats Engine::stats() {
                      time_,
                      backend_->late_workers(),
                      backend_->narrow_jobs(),
-                     num_device_sampled_steps_};
+                     num_device_sampled_steps_,
+                     num_row_group_steps_};
 }
 
 void Engine::loop() {
@@ -358,6 +359,7 @@ void Engine::postprocess(const std::vector<ScheduledSeq>& plan, const float* log
   const int V = model_->spec().vocab_size;
   const int32_t* drawn = batch_.sample_on_device ? model_->sampled_tokens() : nullptr;  // where the logits are
   num_device_sampled_steps_ += drawn != nullptr;
+  num_row_group_steps_ += model_->last_row_groups() > 1;
   jobs_.clear();
   for (size_t s = 0; s < plan.size(); ++s) {
     Request* r = plan[s].req;

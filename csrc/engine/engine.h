@@ -78,6 +78,7 @@ struct EngineStats {
   StepTime step_time;
   int64_t pool_late_workers, pool_narrow_jobs;  // the backend's threads: contention seen, and its cost
   int64_t num_device_sampled_steps;             // steps whose tokens were drawn where the logits are
+  int64_t num_row_group_steps;  // steps whose rows ran in groups, a thread each (Model::last_row_groups)
 };
 
 class UnknownRequestError : public std::out_of_range {
@@ -170,6 +171,7 @@ class Engine {
   int64_t steps_left_ = -1;  // steps the loop may still take (pause / resume); -1: no limit
   int64_t num_steps_ = 0, num_prefill_tokens_ = 0, num_decode_tokens_ = 0;
   int64_t num_device_sampled_steps_ = 0;  // steps sampled where the logits are (Batch::sample_on_device)
+  int64_t num_row_group_steps_ = 0;       // steps run in row groups (Model::last_row_groups() > 1)
   int num_staged_ = 0;  // the staged cache's num_staged() after the last step (stats() reads it under mu_)
   StepTime time_;       // summed over steps (under mu_)
   std::thread thread_;

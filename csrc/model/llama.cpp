@@ -49,6 +49,10 @@ LlamaModel::LlamaModel(ModelSpec spec, Weights weights, Backend& backend, const 
     tile_unit_ = o.tile_unit;
   }
   int8_activations_ = o.linear_precision == LinearPrecision::Int8;
+  w4_layers_ = true;
+  for (const LayerWeights& w : weights_.layers)
+    for (const Matrix* m : {&w.qkv, &w.o, &w.gate_up, &w.down})
+      w4_layers_ = w4_layers_ && m->format == WeightFormat::W4;
   rotate_qk_ = kv.k_dtype == KVDType::I8;
   if (int8_activations_ && cpu::w4a8_il_fast()) {
     bool all = true;
@@ -127,11 +131,30 @@ const float* LlamaModel::forward(const Batch& batch) {
     cpu::rope_factors(batch.positions.data() + b, e - b, spec_.inv_freq.data(), spec_.head_dim, spec_.attention_scaling,
                       rope_cs_.data<float>() + b * spec_.head_dim);
   });
-  for (int l = 0; l < spec_.num_layers; ++l) {
-    if (all_tiles)
-      layer_tiles(l, batch, kv.layer(l), pool);
-    else
-      layer(l, batch, kv.layer(l), pool, tiles);
+  const int64_t groups = all_tiles ? 1 : decode_row_groups(batch, pool.num_threads());
+  last_row_groups_ = groups;
+  if (groups > 1) {
+    // An int8-mode decode step of many rows over 4-bit layers: each thread takes whole rows (their sequences)
+    // through every layer alone (a one-thread pool), so the layers have no barrier and each row's activations stay
+    // in its thread's caches; every op's bits are its rows' own (the kernels' contract), so the step's are those of
+    // the layer-by-layer path. (The attention's tile path would send these one-row sequences to the exact one.)
+    if (static_cast<int64_t>(group_x_.size()) < groups) group_x_.resize(static_cast<size_t>(groups));
+    pool.parallel_for(groups, 1, [&](int64_t g0, int64_t g1) {
+      thread_local cpu::ThreadPool serial(1);
+      for (int64_t g = g0; g < g1; ++g) {
+        const int64_t b = g * T / groups, e = (g + 1) * T / groups;
+        Buffer* a8 = int8_activations_ ? &group_x_[static_cast<size_t>(g)] : nullptr;  // as a8()
+        for (int l = 0; l < spec_.num_layers; ++l) layer(l, batch, kv.layer(l), serial, false, RowSpan{b, e, b, e}, a8);
+      }
+    });
+  } else {
+    const RowSpan all{0, T, 0, static_cast<int64_t>(batch.seqs.size())};
+    for (int l = 0; l < spec_.num_layers; ++l) {
+      if (all_tiles)
+        layer_tiles(l, batch, kv.layer(l), pool);
+      else
+        layer(l, batch, kv.layer(l), pool, tiles, all, a8());
+    }
   }
   if (R == 0) return nullptr;
   float* sel = sel_.data<float>();
@@ -149,6 +172,18 @@ const float* LlamaModel::forward(const Batch& batch) {
     apply_linear(pool, weights_.output_matrix(), sel, R, H, nullptr, logits_.data<float>(), V, a8());
   }
   return logits_.data<float>();
+}
+
+int64_t LlamaModel::decode_row_groups(const Batch& batch, int threads) const {
+  const int64_t T = batch.num_tokens(), G = threads;
+  // Each group streams every layer's weights itself: G groups read them G times, so the rows a group must have to
+  // stay compute-bound grow with G (kRowGroupMinRows' notes)
+  const int64_t per_group = kRowGroupMinRows * G;
+  if (!int8_activations_ || !w4_layers_ || G < 2 || 2 * T < G * per_group) return 1;
+  if (T != static_cast<int64_t>(batch.seqs.size()) || !batch.sealed_blocks.empty()) return 1;  // not a decode step
+  for (int64_t s = 0; s < T; ++s)
+    if (batch.seqs[static_cast<size_t>(s)].first_row != s) return 1;  // (a group's sequences are its rows)
+  return G;
 }
 
 void LlamaModel::rope_store(const Batch& batch, const KVLayer& cache, int64_t b, int64_t e) {
@@ -176,61 +211,66 @@ void LlamaModel::rope_store_head(const Batch& batch, const KVLayer& cache, int64
   cpu::kv_store(cache, kr, QKV, kr + KVD, QKV, 1, batch.slots.data() + r, h, h + 1);
 }
 
-void LlamaModel::attention(const Batch& batch, const KVLayer& cache, cpu::ThreadPool& pool, bool tiles) {
+void LlamaModel::attention(const Batch& batch, const KVLayer& cache, cpu::ThreadPool& pool, bool tiles,
+                           const RowSpan& span) {
   const int64_t T = batch.num_tokens();
   if (T == static_cast<int64_t>(batch.seqs.size()) && batch.sealed_blocks.empty()) {
     // A decode step (a row a sequence, no block to seal): each attention item first ropes and stores the K/V head
     // it reads, so that work runs beside the attention, on every thread, without a pass and a wait of its own.
     const cpu::AttnPrepare prepare = [&](int64_t s, int h) {
-      rope_store_head(batch, cache, batch.seqs[s].first_row, h);
+      rope_store_head(batch, cache, batch.seqs[span.s0 + s].first_row, h);
     };
-    attend(batch, cache, pool, tiles, &prepare);
+    attend(batch, cache, pool, tiles, span, &prepare);
     return;
   }
-  rows(pool, T, [&](int64_t b, int64_t e) { rope_store(batch, cache, b, e); }, kKVStoreRows);
-  attend(batch, cache, pool, tiles);
+  rows(
+      pool, span.e - span.b, [&](int64_t b, int64_t e) { rope_store(batch, cache, span.b + b, span.b + e); },
+      kKVStoreRows);
+  attend(batch, cache, pool, tiles, span);
 }
 
 void LlamaModel::attend(const Batch& batch, const KVLayer& cache, cpu::ThreadPool& pool, bool tiles,
-                        const std::function<void(int64_t, int)>* prepare) {
+                        const RowSpan& span, const std::function<void(int64_t, int)>* prepare) {
   const int64_t num_sealed = static_cast<int64_t>(batch.sealed_blocks.size());
   if (num_sealed)
     pool.parallel_for(num_sealed, 1,
                       [&](int64_t b, int64_t e) { cpu::kv_seal(cache, batch.sealed_blocks.data() + b, e - b); });
   const float scale = 1.0f / std::sqrt(static_cast<float>(spec_.head_dim));
-  const int64_t num_seqs = static_cast<int64_t>(attn_seqs_.size());
+  const AttnSeq* seqs = attn_seqs_.data() + span.s0;
+  const int64_t num_seqs = span.s1 - span.s0;
   if (tiles)
-    cpu::paged_attention_tiles(pool, cache, attn_seqs_.data(), num_seqs, spec_.num_heads, scale, kTilesAttnMinRows,
-                               tile_unit_, attn_tiles_, int8_activations_, prepare);
+    cpu::paged_attention_tiles(pool, cache, seqs, num_seqs, spec_.num_heads, scale, kTilesAttnMinRows, tile_unit_,
+                               attn_tiles_, int8_activations_, prepare);
   else
-    cpu::paged_attention(pool, cache, attn_seqs_.data(), num_seqs, spec_.num_heads, scale, int8_activations_, prepare);
+    cpu::paged_attention(pool, cache, seqs, num_seqs, spec_.num_heads, scale, int8_activations_, prepare);
 }
 
-void LlamaModel::layer(int l, const Batch& batch, const KVLayer& cache, cpu::ThreadPool& pool, bool attn_tiles) {
+void LlamaModel::layer(int l, const Batch& batch, const KVLayer& cache, cpu::ThreadPool& pool, bool attn_tiles,
+                       const RowSpan& span, Buffer* a8) {
   const LayerWeights& w = weights_.layers[l];
-  const int64_t T = batch.num_tokens(), H = spec_.hidden_size, I = spec_.intermediate_size;
+  const int64_t T = span.e - span.b, H = spec_.hidden_size, I = spec_.intermediate_size;
   const float eps = spec_.rms_norm_eps;
-  float* x = x_.data<float>();
-  float* h = h_.data<float>();
-  float* gu = gu_.data<float>();
-  float* act = act_.data<float>();
+  float* x = x_.data<float>() + span.b * H;
+  float* h = h_.data<float>() + span.b * H;
+  float* gu = gu_.data<float>() + span.b * 2 * I;
+  float* act = act_.data<float>() + span.b * I;
   // attention block
   rows(pool, T,
        [&](int64_t b, int64_t e) { cpu::rmsnorm(x + b * H, e - b, H, H, w.input_norm.data(), eps, h + b * H, H); });
-  apply_linear(pool, w.qkv, h, T, H, w.qkv_bias.empty() ? nullptr : w.qkv_bias.data(), qkv_.data<float>(),
-               spec_.qkv_dim(), a8());
-  attention(batch, cache, pool, attn_tiles);
-  apply_linear(pool, w.o, attn_.data<float>(), T, spec_.q_dim(), nullptr, h, H, a8());
+  apply_linear(pool, w.qkv, h, T, H, w.qkv_bias.empty() ? nullptr : w.qkv_bias.data(),
+               qkv_.data<float>() + span.b * spec_.qkv_dim(), spec_.qkv_dim(), a8);
+  attention(batch, cache, pool, attn_tiles, span);
+  apply_linear(pool, w.o, attn_.data<float>() + span.b * spec_.q_dim(), T, spec_.q_dim(), nullptr, h, H, a8);
   // MLP block
   rows(pool, T, [&](int64_t b, int64_t e) {
     for (int64_t i = b * H; i < e * H; ++i) x[i] += h[i];
     cpu::rmsnorm(x + b * H, e - b, H, H, w.post_attn_norm.data(), eps, h + b * H, H);
   });
-  if (!apply_gate_up_silu(pool, w.gate_up, h, T, H, act, I, a8())) {
-    apply_linear(pool, w.gate_up, h, T, H, nullptr, gu, 2 * I, a8());
+  if (!apply_gate_up_silu(pool, w.gate_up, h, T, H, act, I, a8)) {
+    apply_linear(pool, w.gate_up, h, T, H, nullptr, gu, 2 * I, a8);
     rows(pool, T, [&](int64_t b, int64_t e) { cpu::silu_mul(gu + b * 2 * I, e - b, I, 2 * I, act + b * I, I); });
   }
-  apply_linear(pool, w.down, act, T, I, nullptr, h, H, a8());
+  apply_linear(pool, w.down, act, T, I, nullptr, h, H, a8);
   rows(pool, T, [&](int64_t b, int64_t e) {
     for (int64_t i = b * H; i < e * H; ++i) x[i] += h[i];
   });
@@ -248,6 +288,7 @@ void LlamaModel::layer_tiles(int l, const Batch& batch, const KVLayer& cache, cp
   const int64_t QKV = spec_.qkv_dim(), Hp = tile_pad(H), Qp = tile_pad(Q), Ip = tile_pad(I);
   const float eps = spec_.rms_norm_eps;
   const cpu::TileUnit em = tile_unit_;
+  const RowSpan all{0, T, 0, static_cast<int64_t>(batch.seqs.size())};
   float* x = x_.data<float>();
   uint16_t* xb = tiles_x_.data<uint16_t>();      // [Tp, Hp]
   uint16_t* actb = tiles_act_.data<uint16_t>();  // [Tp, Ip]
@@ -282,7 +323,7 @@ void LlamaModel::layer_tiles(int l, const Batch& batch, const KVLayer& cache, cp
   const int64_t groups = cpu::bf16_tiles_row_groups(T, pool.num_threads());
   if (groups == 0) {  // few rows: every op on the whole pool
     front(pool, 0, T);
-    attention(batch, cache, pool, true);  // into tiles_o_ as bf16 (forward set AttnSeq::out_bf16)
+    attention(batch, cache, pool, true, all);  // into tiles_o_ as bf16 (forward set AttnSeq::out_bf16)
     back(pool, 0, T);
     return;
   }
@@ -298,7 +339,7 @@ void LlamaModel::layer_tiles(int l, const Batch& batch, const KVLayer& cache, cp
     front(p, b, e);
     rope_store(batch, cache, b, e);
   });
-  attend(batch, cache, pool, true);  // into tiles_o_ as bf16 (forward set AttnSeq::out_bf16)
+  attend(batch, cache, pool, true, all);  // into tiles_o_ as bf16 (forward set AttnSeq::out_bf16)
   each_group(back);
 }
 

@@ -54,6 +54,7 @@ class LlamaModel final : public Model {
   StageTable* staged_cache() override { return kv_.staged() ? &kv_.stages() : nullptr; }
   // linear_precision Int8 with the layers' 4-bit matrices interleaved (cpu::linear_w4a8_il for every product).
   bool int8_interleaved() const override { return int8_interleaved_; }
+  int64_t last_row_groups() const override { return last_row_groups_; }
   KVCache& kv() { return kv_; }
   const KVCache& kv() const { return kv_; }
 
@@ -63,16 +64,26 @@ class LlamaModel final : public Model {
   // One decoder layer on x_, exact fp32 (every kernel batch invariant; attention of long prompt chunks on the tiles
   // where attn_tiles) or on bf16 tiles (a long chunk's row-local ops a thread each, without barriers between them:
   // cpu::bf16_tiles_row_groups).
-  void layer(int l, const Batch& batch, const KVLayer& cache, cpu::ThreadPool& pool, bool attn_tiles);
+  // Rows [b, e) of a step, and the sequences [s0, s1) that hold exactly those rows.
+  struct RowSpan {
+    int64_t b, e, s0, s1;
+  };
+  // layer: the rows of span, its products' int8 scratch a8 (a8() or a row group's).
+  void layer(int l, const Batch& batch, const KVLayer& cache, cpu::ThreadPool& pool, bool attn_tiles,
+             const RowSpan& span, Buffer* a8);
   void layer_tiles(int l, const Batch& batch, const KVLayer& cache, cpu::ThreadPool& pool);
-  // RoPE on qkv_'s q and k, K/V into the cache, causal attention into attn_.
-  void attention(const Batch& batch, const KVLayer& cache, cpu::ThreadPool& pool, bool tiles);
+  // How many row groups a step runs in, each group's rows through every layer on one thread: the pool's threads
+  // in int8 mode where the layers are 4-bit, every row is a sequence of its own (a decode step), nothing is sealed,
+  // and the rows are enough (kRowGroupMinRows); else 1 (layer by layer on the whole pool).
+  int64_t decode_row_groups(const Batch& batch, int threads) const;
+  // RoPE on qkv_'s q and k, K/V into the cache, causal attention into attn_ (span's rows and sequences).
+  void attention(const Batch& batch, const KVLayer& cache, cpu::ThreadPool& pool, bool tiles, const RowSpan& span);
   void rope_store(const Batch& batch, const KVLayer& cache, int64_t b, int64_t e);  // rows [b, e): RoPE, K/V stored
   // row r's q heads of KV head h and that KV head: RoPE, K/V stored (the same bits as rope_store's)
   void rope_store_head(const Batch& batch, const KVLayer& cache, int64_t r, int h);
-  void attend(
-      const Batch& batch, const KVLayer& cache, cpu::ThreadPool& pool, bool tiles,
-      const std::function<void(int64_t, int)>* prepare = nullptr);  // sealing, attention (prepare: cpu::AttnPrepare)
+  void attend(const Batch& batch, const KVLayer& cache, cpu::ThreadPool& pool, bool tiles, const RowSpan& span,
+              const std::function<void(int64_t, int)>* prepare =
+                  nullptr);  // sealing, attention of span's sequences (prepare: cpu::AttnPrepare, span-relative)
 
   ModelSpec spec_;
   Weights weights_;
@@ -90,6 +101,8 @@ class LlamaModel final : public Model {
   Buffer rope_cs_;  // [T, head_dim] each token's RoPE cos, then sin (cpu::rope_factors), for every layer
   std::vector<AttnSeq> attn_seqs_;  // [num_seqs]
   bool rotate_qk_ = false;          // K is cached as I8: q and k rotated (cpu::hadamard_heads) before attention
+  bool w4_layers_ = false;          // every layer's matrices 4-bit (decode_row_groups)
+  int64_t last_row_groups_ = 1;     // the last forward's row groups
   // The tile path (prefill_precision BF16):
   bool bf16_prefill_ = false;
   TileUnit tile_unit_ = TileUnit::Model;
@@ -103,6 +116,7 @@ class LlamaModel final : public Model {
   bool int8_interleaved_ = false;  // the layers' 4-bit matrices interleaved: products int8 (AMX: large steps on tiles)
   bool head_interleaved_ = false;  // and the int8 output matrix (VNNI): cpu::linear_i8a8_il for every row count
   Buffer int8_x_;                  // a product's input quantized (cpu::linear_w4a8 sizes it)
+  std::vector<Buffer> group_x_;    // [row groups] the same, a decode row group's (decode_row_groups)
 };
 
 }  // namespace lmrt

@@ -26,6 +26,16 @@ constexpr int64_t kTilesAttnMinRows = 32;
 // tiles, 64 rows 20.2 against 18.1, 512 rows 150 against 94 (the tiles accumulate a whole row in fp32; AMX-INT8
 // hands every 32 inputs' dots to the vector units).
 constexpr int64_t kInt8TilesMinRows = 64;
+// int8 mode's decode steps over 4-bit layers run in row groups (LlamaModel::decode_row_groups: each thread its rows
+// through every layer, no barrier between the ops and the rows' activations in their thread's caches, but every
+// thread streams all the weights) from this many rows a group on 2 threads, and G / 2 times as many on G threads: G
+// groups read the weights G times, so per the 2-thread crossover a group's rows (its compute) must grow with G to
+// stay ahead of that (more than 2 threads: unmeasured, the rule kept conservative). Measured on the Zen 4 host, 2
+// threads, the default model, decode tokens/s (benchmarks/bench_decode_rows.py, RESULTS.md 2026-12-05 04:45): 8 rows
+// 1179 -> 1196, 16 rows 1459 -> 1512, 32 rows 1378 -> 1636 (before: 1359-1636 over three runs, after 1618-1679).
+// Timing-only builds (not kept): groups of 2 rows at 4 rows 937-972 -> 676-688 (the weights' doubled traffic the
+// bound); exact fp32 products in groups within 3% at 4-32 rows; dense fp32 layers lost (8 rows 270-282 -> 217).
+constexpr int64_t kRowGroupMinRows = 4;
 
 // w as the tile products read it (dense, or 4-bit in rows or interleaved; an interleaved int8 matrix is refused).
 // pair_halves: a gate/up matrix whose product ends in silu_mul (cpu::TileWeights).

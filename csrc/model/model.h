@@ -42,6 +42,8 @@ class Model {
   virtual StageTable* staged_cache() = 0;
   // linear_precision Int8 with the 4-bit matrices interleaved (LlamaModel).
   virtual bool int8_interleaved() const { return false; }
+  // How many row groups the last forward ran in (LlamaModel::decode_row_groups); 1: layer by layer.
+  virtual int64_t last_row_groups() const { return 1; }
 };
 
 // The backend's model: OpsLlamaModel on a CUDA backend, or where ops_model asks for it on the CPU (the check of

@@ -61,14 +61,13 @@ class LlamaModel final : public Model {
  private:
   void reserve(int64_t num_rows, int64_t num_logit_rows);
   Buffer* a8() { return int8_activations_ ? &int8_x_ : nullptr; }  // apply_linear's int8 scratch, or exact
-  // One decoder layer on x_, exact fp32 (every kernel batch invariant; attention of long prompt chunks on the tiles
-  // where attn_tiles) or on bf16 tiles (a long chunk's row-local ops a thread each, without barriers between them:
-  // cpu::bf16_tiles_row_groups).
   // Rows [b, e) of a step, and the sequences [s0, s1) that hold exactly those rows.
   struct RowSpan {
     int64_t b, e, s0, s1;
   };
-  // layer: the rows of span, its products' int8 scratch a8 (a8() or a row group's).
+  // One decoder layer on x_ (layer: span's rows, its products' int8 scratch a8, a8() or a row group's), exact fp32
+  // (every kernel batch invariant; attention of long prompt chunks on the tiles where attn_tiles) or on bf16 tiles
+  // (a long chunk's row-local ops a thread each, without barriers between them: cpu::bf16_tiles_row_groups).
   void layer(int l, const Batch& batch, const KVLayer& cache, cpu::ThreadPool& pool, bool attn_tiles,
              const RowSpan& span, Buffer* a8);
   void layer_tiles(int l, const Batch& batch, const KVLayer& cache, cpu::ThreadPool& pool);
@@ -81,9 +80,9 @@ class LlamaModel final : public Model {
   void rope_store(const Batch& batch, const KVLayer& cache, int64_t b, int64_t e);  // rows [b, e): RoPE, K/V stored
   // row r's q heads of KV head h and that KV head: RoPE, K/V stored (the same bits as rope_store's)
   void rope_store_head(const Batch& batch, const KVLayer& cache, int64_t r, int h);
+  // Sealing, then the attention of span's sequences (prepare: cpu::AttnPrepare, its sequence index span-relative).
   void attend(const Batch& batch, const KVLayer& cache, cpu::ThreadPool& pool, bool tiles, const RowSpan& span,
-              const std::function<void(int64_t, int)>* prepare =
-                  nullptr);  // sealing, attention of span's sequences (prepare: cpu::AttnPrepare, span-relative)
+              const std::function<void(int64_t, int)>* prepare = nullptr);
 
   ModelSpec spec_;
   Weights weights_;

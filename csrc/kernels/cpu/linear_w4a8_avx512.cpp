@@ -17,6 +17,12 @@ namespace {
 inline BVec dot4(BVec acc, BVec u, BVec s) {
   return _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1)));
 }
+// dot4 against the 4 signed bytes at p, broadcast (linear_w4a8_il_avx512.inl's form).
+inline BVec dot4_at(BVec acc, BVec u, const int8_t* p) {
+  int32_t a;
+  std::memcpy(&a, p, sizeof a);
+  return dot4(acc, u, _mm512_set1_epi32(a));
+}
 
 }  // namespace
 

@@ -1,6 +1,7 @@
 // The 4-bit x int8 product over interleaved weights (W4Interleaved, ops.h) at 16 lanes, one lane per output, written
-// once against dot4 (VNNI's vpdpbusd or maddubs): included inside their namespaces by linear_w4a8_avx512.cpp and
-// linear_w4a8_avx512vnni.cpp after dot4 and linear_w4a8_avx512.inl; never elsewhere. Every lane does
+// once against dot4_at (VNNI's vpdpbusd or maddubs, the activations' 4 bytes read from memory): included inside
+// their namespaces by linear_w4a8_avx512.cpp and linear_w4a8_avx512vnni.cpp after dot4_at and
+// linear_w4a8_avx512.inl; never elsewhere. Every lane does
 // scalar::w4a8_il_tile's operations in its order (the integer dots are exact, then one fma per run of 32 inputs,
 // one per group for the mins, one add for the bias), so all three paths give the same bits, whatever the row count.
 
@@ -46,12 +47,9 @@ inline void il_kernel(const Q8Rows& x, int64_t m, int64_t K, const uint8_t* code
         wh[c] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
       }
       for (int r = 0; r < R; ++r) {
-        const int8_t* qr = x.q + (m + r) * x.ldq;
-        int32_t a, h;  // inputs 4u..4u+3 and 16+4u..16+4u+3 of the run, as one 32-bit word each
-        std::memcpy(&a, qr + lo_off + 4 * u, sizeof a);
-        std::memcpy(&h, qr + hi_off + 4 * u, sizeof h);
-        const BVec al = _mm512_set1_epi32(a), ah = _mm512_set1_epi32(h);
-        for (int c = 0; c < C; ++c) dot[r][c] = dot4(dot4(dot[r][c], wl[c], al), wh[c], ah);
+        const int8_t* qr = x.q + (m + r) * x.ldq;  // inputs 4u..4u+3 and 16+4u..16+4u+3 of the run
+        for (int c = 0; c < C; ++c)
+          dot[r][c] = dot4_at(dot4_at(dot[r][c], wl[c], qr + lo_off + 4 * u), wh[c], qr + hi_off + 4 * u);
       }
     }
     const int64_t g = b >> shift;

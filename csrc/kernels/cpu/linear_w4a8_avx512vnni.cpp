@@ -20,7 +20,8 @@ using namespace lmrt::cpu::avx512;  // simd_avx512.h's vector API (in avx512's u
 inline BVec dot4(BVec acc, BVec u, BVec s) { return _mm512_dpbusd_epi32(acc, u, s); }
 // dot4 against the 4 signed bytes at p, broadcast to every lane by vpdpbusd's memory operand ({1to16}) rather than
 // by a vpbroadcastd of their own (gcc keeps the intrinsics' broadcast in a register, shared by the kernel's
-// columns): the interleaved 4-bit kernel 146 -> 150 GMAC/s (1 thread, 16 and 512 rows, the model's shapes).
+// columns): the interleaved 4-bit kernel at 16 rows 145 -> 149-151 GMAC/s (1 thread, 576 x 3,072 and 1,536 x 576),
+// at 512 rows within the noise to +3%.
 inline BVec dot4_at(BVec acc, BVec u, const int8_t* p) {
   using Word = int32_t __attribute__((may_alias));
   __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(u), "m"(*reinterpret_cast<const Word*>(p)));
@@ -34,7 +35,9 @@ inline BVec dot4_at(BVec acc, BVec u, const int8_t* p) {
 // i8_strips runs a strip's rows 4 at a time, so each call also fetches lines first_line, first_line + line_step, ...
 // of every run of the C strips after its own (past the matrix's end too: a prefetch never faults); a strip's calls
 // fetch the next strips while they compute. Measured on the Zen 4 host (32 rows x 576 x 49,152, 2 threads): 3.9-4.5 ms
-// before (the activations staged through the stack, no fetch ahead), 3.1-3.6 ms with both changes.
+// before (the activations staged through the stack, no fetch ahead), 3.1-3.6 ms with both changes. Where one call
+// covers the strips (4 rows or fewer) its lines go into L2 only (prefetch_l2): 1 row, the matrix not in cache,
+// 15.6-17.0 -> 21.2-22.2 GB/s on 1 thread, 28.5-29.9 -> 31.6-40.1 on 2.
 template <int R, int C>
 inline void i8_kernel(const Q8Rows& x, int64_t m, int64_t K, const int8_t* q, const int32_t* offsets,
                       const float* scales, const float* bias, float* y, int64_t ldy, int64_t t, int first_line,
@@ -56,7 +59,12 @@ inline void i8_kernel(const Q8Rows& x, int64_t m, int64_t K, const int8_t* q, co
     const uint8_t* lo = xr + c0 * 32 + (b - c0) * 16;  // Q8Rows' layout: the run's inputs 0..15, then 16..31 at hi
     const uint8_t* hi = lo + nbc * 16;
     for (int l = first_line; l < 8; l += line_step)
-      for (int c = 0; c < C; ++c) prefetch(ahead + c * strip + l * 64);
+      for (int c = 0; c < C; ++c) {
+        if (line_step == 1)  // one call over these strips (4 rows or fewer): they are read once, into L2
+          prefetch_l2(ahead + c * strip + l * 64);
+        else
+          prefetch(ahead + c * strip + l * 64);
+      }
     BVec dot[R][C];
     for (int r = 0; r < R; ++r)
       for (int c = 0; c < C; ++c) dot[r][c] = zero_b();

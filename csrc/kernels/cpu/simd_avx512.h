@@ -25,6 +25,9 @@ inline Vec add(Vec a, Vec b) { return _mm512_add_ps(a, b); }
 inline Vec sub(Vec a, Vec b) { return _mm512_sub_ps(a, b); }
 inline Vec fmadd(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }  // a * b + c, one rounding
 inline void prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
+// Into L2 only (prefetcht1): for streams read once from memory, far ahead (an L1 prefetch holds one of its few
+// miss buffers until the line arrives).
+inline void prefetch_l2(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T1); }
 
 // Unaligned loads of kLanes elements as fp32.
 inline Vec load(const float* p) { return _mm512_loadu_ps(p); }

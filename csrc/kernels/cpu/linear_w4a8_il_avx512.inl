@@ -37,22 +37,19 @@ inline void il_kernel(const Q8Rows& x, int64_t m, int64_t K, const uint8_t* code
       for (int c = 0; c < C; ++c) dot[r][c] = zero_b();
     // Decode streams W from memory once: fetch each strip's codes kAhead runs ahead (past a strip's end that is the
     // next strip's start, read next), and its scales and mins once a group.
-    if constexpr (R <= 2) {  // decode: the codes into L2, far ahead
-      for (int c = 0; c < C; ++c) {
-        const uint8_t* ahead = codes + (strip[c] * nblocks + b + kAheadDecode) * 256;
-        const int64_t ga = strip[c] * G + ((b + kAheadDecode) >> shift);
-        for (int l = 0; l < 4; ++l) prefetch_l2(ahead + 64 * l);
-        prefetch_l2(scales + ga * 16);
-        prefetch_l2(mins + ga * 16);
-      }
-    } else {
-      for (int c = 0; c < C; ++c) {
-        const uint8_t* ahead = codes + (strip[c] * nblocks + b + kAhead) * 256;
-        for (int l = 0; l < 4; ++l) prefetch(ahead + 64 * l);
-        const int64_t ga = strip[c] * G + ((b + kAhead) >> shift);  // a group's 16 scales (mins): one line
-        prefetch(scales + ga * 16);
-        prefetch(mins + ga * 16);
-      }
+    constexpr int64_t runs_ahead = R <= 2 ? kAheadDecode : kAhead;
+    auto fetch = [](const void* p) {
+      if constexpr (R <= 2)  // decode: into L2, far ahead
+        prefetch_l2(p);
+      else
+        prefetch(p);
+    };
+    for (int c = 0; c < C; ++c) {
+      const uint8_t* ahead = codes + (strip[c] * nblocks + b + runs_ahead) * 256;
+      for (int l = 0; l < 4; ++l) fetch(ahead + 64 * l);
+      const int64_t ga = strip[c] * G + ((b + runs_ahead) >> shift);  // a group's 16 scales (mins): one line
+      fetch(scales + ga * 16);
+      fetch(mins + ga * 16);
     }
     for (int u = 0; u < 4; ++u) {
       BVec wl[C], wh[C];

@@ -5,13 +5,19 @@ second. --layers L gives each call its own layer's cache, L of them in turn, as 
 the same cache every call, which stays in the CPU caches while a model's would not). Appends a section to
 benchmarks/RESULTS.md (--label names the build, e.g. a commit, for a before/after).
 
+--against PATH (another build's lmrt/_core*.so, e.g. a copy of src at the commit before) loads that build into the
+same process and alternates the two on the same caches, round by round, after checking that they give the same
+bits: this host's speed drifts by 10-20% between processes (and its memory placement with them), which hides a
+change of a few percent when each build runs in a process of its own.
+
     HF_HUB_OFFLINE=1 PYTHONPATH=src:. python benchmarks/bench_attention.py [--batch 1,32] [--ctx 400,2000] [--layers 30]
-        [--label X]
+        [--label X] [--against /path/to/other/lmrt/_core.so --rounds 12]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 import sys
 import time
@@ -40,7 +46,10 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=1)
     ap.add_argument("--label", default="")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--against", default="", help="another build's _core .so, alternated in this process")
+    ap.add_argument("--rounds", type=int, default=12, help="--against: rounds of each build")
     args = ap.parse_args()
+    other = load_build(args.against) if args.against else None
     rng = np.random.default_rng(0)
     rows = []
     for dt in args.dtypes.split(","):
@@ -61,6 +70,12 @@ def main() -> None:
                     cache, seqs = layers[turn[0] % len(layers)]
                     turn[0] += 1
                     cache.attend(seqs, N_HEADS, HD**-0.5, 2, int8_q=int8_q)
+
+                if other is not None:
+                    ours, theirs = alternate(layers, other, dt == "i8q", args.rounds)
+                    rows.append(f"| {dt} | {b} | {ctx} | {ours * 1e3:.3f} | {theirs * 1e3:.3f} | {ours / theirs:.3f} |")
+                    print(rows[-1], flush=True)
+                    continue
 
                 times = []
                 for _ in range(args.reps):
@@ -84,12 +99,55 @@ def main() -> None:
             "bench_attention.py",
             [
                 f"{model}, {cpus} CPUs, 2 threads, ISA {K.active_isa()}; {N_HEADS} query heads on {N_KV} KV heads, "
-                f"head_dim {HD}, block {BS}; {args.layers} layers' caches in turn; medians of {args.reps}",
+                f"head_dim {HD}, block {BS}; {args.layers} layers' caches in turn; "
+                + (
+                    f"medians of {args.reps}"
+                    if other is None
+                    else f"against {args.against} in the same process, medians of {args.rounds} alternated rounds"
+                ),
             ],
-            ["KV", "sequences", "cached tokens", "ms per layer", "K/V GB/s"],
+            ["KV", "sequences", "cached tokens", "ms per layer", "K/V GB/s"]
+            if other is None
+            else ["KV", "sequences", "cached tokens", "ms per layer (this build)", "ms per layer (--against)", "ratio"],
             rows,
         )
     )
+
+
+def load_build(path):
+    """Another build of lmrt._core as a module of its own (its own copy of every symbol: dlopen keeps them apart)."""
+    spec = importlib.util.spec_from_file_location("lmrt._core", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def alternate(layers, other, int8_q, rounds):
+    """Seconds per layer call of this build and of `other`, medians of `rounds` rounds over every layer's cache,
+    the two builds taking turns (each round's first build alternating too); their outputs must agree bit for bit."""
+
+    def call(kernels, cache, seqs):
+        return kernels.paged_attention(
+            [s[0] for s in seqs], cache.k, cache.v, [s[1] for s in seqs], [s[2] for s in seqs], N_HEADS, cache.n_kv,
+            cache.hd, cache.bs, HD**-0.5, cache.dtype, 2, int8_q=int8_q, **cache.kwargs(),
+        )  # fmt: skip
+
+    for cache, seqs in layers[:2]:
+        if not np.array_equal(np.asarray(call(K, cache, seqs)), np.asarray(call(other.kernels, cache, seqs))):
+            raise SystemExit("--against: the two builds give different outputs; compare builds of the same kernels")
+    reps = max(1, 5 * 32 // len(layers[0][1]) // len(layers))  # ~160 sequence-layers a timing at least
+    times = {"ours": [], "theirs": []}
+    for r in range(rounds):
+        order = (("ours", K), ("theirs", other.kernels))
+        for name, kernels in order if r % 2 == 0 else order[::-1]:
+            for cache, seqs in layers:  # a warm-up pass
+                call(kernels, cache, seqs)
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                for cache, seqs in layers:
+                    call(kernels, cache, seqs)
+            times[name].append((time.perf_counter() - t0) / (reps * len(layers)))
+    return statistics.median(times["ours"]), statistics.median(times["theirs"])
 
 
 if __name__ == "__main__":

@@ -32,7 +32,11 @@ Contended decode (--hog-systems): lmrt-w4, lmrt-w4-int8, lmrt-awq-g64, llama.cpp
 lmrt-w4, lmrt-w4-int8, lmrt-awq-g64, hf-bf16. Ratio rows: lmrt-w4, lmrt-w4-int8 and lmrt-awq-g64 over llama.cpp
 (decode, prefill, hog) and over hf-bf16 (prefill, batch16).
 
-Each number is the median of --reps runs after a warm-up. Beside it: process CPU time / wall time over the timed
+Each number is the median of --reps runs after a warm-up. Every system is loaded first and the batch-1 decode
+reps run round robin (each rep every system in turn, the order rotating a place a rep), so a drift in this shared
+machine's speed falls on all of them alike (run one system after the other, a ratio also measured how the host's
+speed moved between them: 10-20% on the Zen 4 host); the decode ratio rows are medians of the per-rep ratios. The
+other measurements then run system by system. Beside each number: process CPU time / wall time over the timed
 runs (~N with N threads = all cores ours) and the cores other processes used meanwhile (from /proc/stat; the
 machine is shared). Also measured: DRAM read bandwidth (numpy reductions over 256 MiB, 1 and 2 threads, best of
 10) to give each system's bandwidth bound = bandwidth / bytes read per decoded token (HF: its bf16 parameters,
@@ -465,6 +469,18 @@ def make_systems(args, threads, gguf_path, dense_path, llama_ok):
     }
 
 
+def decode_round_robin(runners, wl, reps):
+    """Batch-1 decode samples of every runner, {name: [sample per rep]}: all warmed up, then each rep runs every
+    system on the same prompt in turn, the order rotating a place each rep."""
+    for r in runners.values():
+        r.decode(wl.decode[0], 8)
+    names, out = list(runners), {name: [] for name in runners}
+    for rep in range(reps):
+        for name in names[rep % len(names) :] + names[: rep % len(names)]:
+            out[name].append(runners[name].decode(wl.decode[1 + rep], wl.decode_new))
+    return out
+
+
 def measure(r, wl, wl_hog, plan, log):
     """decode and prefill, then hog / batch16 if plan asks: {measurement: summary}."""
     res = {}
@@ -476,8 +492,11 @@ def measure(r, wl, wl_hog, plan, log):
             f"{[round(v) for v in x['all']]}"
         )
 
-    r.decode(wl.decode[0], 8)
-    record("decode", [r.decode(p, wl.decode_new) for p in wl.decode[1 : plan["reps"] + 1]])
+    if "decode" in plan:  # measured round robin beside the other systems (decode_round_robin)
+        record("decode", plan["decode"])
+    else:
+        r.decode(wl.decode[0], 8)
+        record("decode", [r.decode(p, wl.decode_new) for p in wl.decode[1 : plan["reps"] + 1]])
     r.prefill(wl.prefill[0])
     record("prefill", [r.prefill(p) for p in wl.prefill[1 : plan["reps"] + 1]])
     if plan["hog_reps"]:
@@ -540,29 +559,35 @@ def main(argv=None):
         f"{kern[3] / kern[0] / 1e6:.1f} GB/s), int8 head {kern[1]:.2f} ms, fp32 head {kern[2]:.2f} ms"
     )
 
-    results, meta, greedy, skipped = {}, {}, {}, {}
-    for name in chosen:
-        factory, why = systems[name]
-        if why:
-            skipped[name] = why
-            log(f"== {name}: skipped ({why})")
-            continue
-        log(f"== {name} (threads={threads}, load avg {os.getloadavg()[0]:.2f})")
-        t0 = time.perf_counter()
-        r = factory()
-        if name.startswith("llama.cpp"):
-            r.bytes_per_token = gguf_decode_bytes(gguf_path)
-        meta[name] = dict(bytes=r.bytes_per_token, desc=r.desc, load_s=time.perf_counter() - t0)
-        plan = dict(reps=reps, pin_hog=args.pin_hog, hog_reps=hog_reps if name in hog_sys else 0, batch_reps=0)
-        if name in batch_sys and hasattr(r, "batch"):  # llama.cpp has none
-            plan["batch_reps"] = hf_batch_reps if name.startswith("hf") else reps
-        try:
+    results, meta, greedy, skipped, runners = {}, {}, {}, {}, {}
+    try:
+        for name in chosen:  # every system loaded first, for the round robin
+            factory, why = systems[name]
+            if why:
+                skipped[name] = why
+                log(f"== {name}: skipped ({why})")
+                continue
+            t0 = time.perf_counter()
+            r = runners[name] = factory()
+            if name.startswith("llama.cpp"):
+                r.bytes_per_token = gguf_decode_bytes(gguf_path)
+            meta[name] = dict(bytes=r.bytes_per_token, desc=r.desc, load_s=time.perf_counter() - t0)
             greedy[name] = r.greedy(chat_ids, 32)
+        log(f"== decode, round robin: {', '.join(runners)} (threads={threads}, load avg {os.getloadavg()[0]:.2f})")
+        decode = decode_round_robin(runners, wl, reps)
+        for name, r in list(runners.items()):
+            log(f"== {name} (threads={threads}, load avg {os.getloadavg()[0]:.2f})")
+            plan = dict(reps=reps, pin_hog=args.pin_hog, hog_reps=hog_reps if name in hog_sys else 0, batch_reps=0)
+            plan["decode"] = decode[name]
+            if name in batch_sys and hasattr(r, "batch"):  # llama.cpp has none
+                plan["batch_reps"] = hf_batch_reps if name.startswith("hf") else reps
             results[name] = measure(r, wl, wl_hog, plan, log)
-        finally:
-            r.close()
+            runners.pop(name).close()
             del r
             gc.collect()
+    finally:
+        for r in runners.values():
+            r.close()
     elapsed = time.perf_counter() - t_start
 
     env = dict(
@@ -600,6 +625,14 @@ def cell(x, reps, show_reps=False):
     return f"{x['tps']:.1f} ({x['cpu_wall']:.2f} / {x['others']:.2f}){note}"
 
 
+def ratio(a, b, per_rep):
+    """a's tokens/s over b's: the median of the per-rep ratios where their reps ran side by side (per_rep: the
+    round robin's decode), else the ratio of the medians."""
+    if per_rep and len(a["all"]) == len(b["all"]):
+        return statistics.median(x / y for x, y in zip(a["all"], b["all"]))
+    return a["tps"] / b["tps"]
+
+
 def table_rows(chosen, results, meta, skipped, e):
     """The system rows, then the ratio rows."""
     rows = []
@@ -619,7 +652,7 @@ def table_rows(chosen, results, meta, skipped, e):
         if ours not in results or theirs not in results:
             continue
         a, b = results[ours], results[theirs]
-        q = {k: f"{a[k]['tps'] / b[k]['tps']:.2f}x" for k in keys if k in a and k in b}
+        q = {k: f"{ratio(a[k], b[k], k == 'decode'):.2f}x" for k in keys if k in a and k in b}
         if q:
             cols = [f"{ours} / {theirs}", "", q.get("decode"), "", q.get("prefill"), q.get("hog"), "", q.get("batch16")]
             rows.append("|" + "|".join(f" {c} " if c else " " for c in cols) + "|")
@@ -646,7 +679,9 @@ def report(chosen, results, meta, greedy, skipped, e):
         f"models: {e['gguf_path']}, {e['dense_path']} (lmrt-fp32, hf-bf16), {args.awq_dir} (lmrt-awq-g64)",
         "- systems: " + "; ".join(f"{n}: {meta[n]['desc']}" for n in ran),
         f"- reps: median of {e['reps']} after a warm-up (contended decode: {e['hog_reps']}; hf-bf16 batch16: "
-        f'{e["hf_batch_reps"]}); whole run {e["elapsed"]:.0f} s; hog = `python -c "while True: pass"`, '
+        f"{e['hf_batch_reps']}); the decode reps round robin over every system (its ratio rows: medians of the "
+        f"per-rep ratios), the rest system by system; whole run {e['elapsed']:.0f} s; "
+        f'hog = `python -c "while True: pass"`, '
         f"{'pinned to CPU %d' % args.pin_hog if args.pin_hog is not None else 'unpinned'}",
         f"- DRAM read bandwidth (numpy reductions over 256 MiB, best of 1 and {threads} threads): {e['bw']:.1f} GB/s",
         "",

@@ -33,10 +33,10 @@ lmrt-w4, lmrt-w4-int8, lmrt-awq-g64, hf-bf16. Ratio rows: lmrt-w4, lmrt-w4-int8 
 (decode, prefill, hog) and over hf-bf16 (prefill, batch16).
 
 Each number is the median of --reps runs after a warm-up. Every system is loaded first and the batch-1 decode
-reps run round robin (each rep every system in turn, the order rotating a place a rep), so a drift in this shared
-machine's speed falls on all of them alike (run one system after the other, a ratio also measured how the host's
-speed moved between them: 10-20% on the Zen 4 host); the decode ratio rows are medians of the per-rep ratios. The
-other measurements then run system by system. Beside each number: process CPU time / wall time over the timed
+and prefill reps run round robin (each rep every system in turn, the order rotating a place a rep), so a drift in
+this shared machine's speed falls on all of them alike (run one system after the other, a ratio also measured how
+the host's speed moved between them: 10-20% on the Zen 4 host); their ratio rows are medians of the per-rep
+ratios. The contended decode and batch16 then run system by system. Beside each number: process CPU time / wall time over the timed
 runs (~N with N threads = all cores ours) and the cores other processes used meanwhile (from /proc/stat; the
 machine is shared). Also measured: DRAM read bandwidth (numpy reductions over 256 MiB, 1 and 2 threads, best of
 10) to give each system's bandwidth bound = bandwidth / bytes read per decoded token (HF: its bf16 parameters,
@@ -469,15 +469,19 @@ def make_systems(args, threads, gguf_path, dense_path, llama_ok):
     }
 
 
-def decode_round_robin(runners, wl, reps):
-    """Batch-1 decode samples of every runner, {name: [sample per rep]}: all warmed up, then each rep runs every
-    system on the same prompt in turn, the order rotating a place each rep."""
+def round_robin(runners, wl, reps):
+    """Batch-1 decode and prefill samples of every runner, {measurement: {name: [sample per rep]}}: all warmed up,
+    then each rep runs every system on the same prompt in turn, the order rotating a place each rep."""
+    names = list(runners)
+    out = {"decode": {name: [] for name in names}, "prefill": {name: [] for name in names}}
     for r in runners.values():
         r.decode(wl.decode[0], 8)
-    names, out = list(runners), {name: [] for name in runners}
+        r.prefill(wl.prefill[0])
     for rep in range(reps):
         for name in names[rep % len(names) :] + names[: rep % len(names)]:
-            out[name].append(runners[name].decode(wl.decode[1 + rep], wl.decode_new))
+            out["decode"][name].append(runners[name].decode(wl.decode[1 + rep], wl.decode_new))
+        for name in names[rep % len(names) :] + names[: rep % len(names)]:
+            out["prefill"][name].append(runners[name].prefill(wl.prefill[1 + rep]))
     return out
 
 
@@ -492,13 +496,8 @@ def measure(r, wl, wl_hog, plan, log):
             f"{[round(v) for v in x['all']]}"
         )
 
-    if "decode" in plan:  # measured round robin beside the other systems (decode_round_robin)
-        record("decode", plan["decode"])
-    else:
-        r.decode(wl.decode[0], 8)
-        record("decode", [r.decode(p, wl.decode_new) for p in wl.decode[1 : plan["reps"] + 1]])
-    r.prefill(wl.prefill[0])
-    record("prefill", [r.prefill(p) for p in wl.prefill[1 : plan["reps"] + 1]])
+    record("decode", plan["decode"])  # both measured round robin beside the other systems (round_robin)
+    record("prefill", plan["prefill"])
     if plan["hog_reps"]:
         with Hog(plan["pin_hog"]) as hog:
             r.decode(wl_hog.decode[0], 8)
@@ -573,12 +572,12 @@ def main(argv=None):
                 r.bytes_per_token = gguf_decode_bytes(gguf_path)
             meta[name] = dict(bytes=r.bytes_per_token, desc=r.desc, load_s=time.perf_counter() - t0)
             greedy[name] = r.greedy(chat_ids, 32)
-        log(f"== decode, round robin: {', '.join(runners)} (threads={threads}, load avg {os.getloadavg()[0]:.2f})")
-        decode = decode_round_robin(runners, wl, reps)
+        log(f"== decode and prefill, round robin: {', '.join(runners)} (load avg {os.getloadavg()[0]:.2f})")
+        rr = round_robin(runners, wl, reps)
         for name, r in list(runners.items()):
             log(f"== {name} (threads={threads}, load avg {os.getloadavg()[0]:.2f})")
             plan = dict(reps=reps, pin_hog=args.pin_hog, hog_reps=hog_reps if name in hog_sys else 0, batch_reps=0)
-            plan["decode"] = decode[name]
+            plan.update(decode=rr["decode"][name], prefill=rr["prefill"][name])
             if name in batch_sys and hasattr(r, "batch"):  # llama.cpp has none
                 plan["batch_reps"] = hf_batch_reps if name.startswith("hf") else reps
             results[name] = measure(r, wl, wl_hog, plan, log)
@@ -627,7 +626,7 @@ def cell(x, reps, show_reps=False):
 
 def ratio(a, b, per_rep):
     """a's tokens/s over b's: the median of the per-rep ratios where their reps ran side by side (per_rep: the
-    round robin's decode), else the ratio of the medians."""
+    round robin's decode and prefill), else the ratio of the medians."""
     if per_rep and len(a["all"]) == len(b["all"]):
         return statistics.median(x / y for x, y in zip(a["all"], b["all"]))
     return a["tps"] / b["tps"]
@@ -652,7 +651,7 @@ def table_rows(chosen, results, meta, skipped, e):
         if ours not in results or theirs not in results:
             continue
         a, b = results[ours], results[theirs]
-        q = {k: f"{ratio(a[k], b[k], k == 'decode'):.2f}x" for k in keys if k in a and k in b}
+        q = {k: f"{ratio(a[k], b[k], k in ('decode', 'prefill')):.2f}x" for k in keys if k in a and k in b}
         if q:
             cols = [f"{ours} / {theirs}", "", q.get("decode"), "", q.get("prefill"), q.get("hog"), "", q.get("batch16")]
             rows.append("|" + "|".join(f" {c} " if c else " " for c in cols) + "|")
@@ -679,7 +678,7 @@ def report(chosen, results, meta, greedy, skipped, e):
         f"models: {e['gguf_path']}, {e['dense_path']} (lmrt-fp32, hf-bf16), {args.awq_dir} (lmrt-awq-g64)",
         "- systems: " + "; ".join(f"{n}: {meta[n]['desc']}" for n in ran),
         f"- reps: median of {e['reps']} after a warm-up (contended decode: {e['hog_reps']}; hf-bf16 batch16: "
-        f"{e['hf_batch_reps']}); the decode reps round robin over every system (its ratio rows: medians of the "
+        f"{e['hf_batch_reps']}); the decode and prefill reps round robin over every system (their ratio rows: medians of the "
         f"per-rep ratios), the rest system by system; whole run {e['elapsed']:.0f} s; "
         f'hog = `python -c "while True: pass"`, '
         f"{'pinned to CPU %d' % args.pin_hog if args.pin_hog is not None else 'unpinned'}",

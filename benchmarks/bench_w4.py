@@ -36,9 +36,9 @@ Each number is the median of --reps runs after a warm-up. Every system is loaded
 and prefill reps run round robin (each rep every system in turn, the order rotating a place a rep), so a drift in
 this shared machine's speed falls on all of them alike (run one system after the other, a ratio also measured how
 the host's speed moved between them: 10-20% on the Zen 4 host); their ratio rows are medians of the per-rep
-ratios. The contended decode and batch16 then run system by system. Beside each number: process CPU time / wall time over the timed
-runs (~N with N threads = all cores ours) and the cores other processes used meanwhile (from /proc/stat; the
-machine is shared). Also measured: DRAM read bandwidth (numpy reductions over 256 MiB, 1 and 2 threads, best of
+ratios. The contended decode and batch16 then run system by system. Beside each number: process CPU time / wall
+time over the timed runs (~N with N threads = all cores ours) and the cores other processes used meanwhile (from
+/proc/stat; the machine is shared). Also measured: DRAM read bandwidth (numpy reductions over 256 MiB, 1 and 2 threads, best of
 10) to give each system's bandwidth bound = bandwidth / bytes read per decoded token (HF: its bf16 parameters,
 the tied embedding counted once as the output matrix), and lmrt's linear kernels alone on a decode step (M=1,
 synthetic weights of the model's shapes) to split the decode time. A greedy check (chat prompt, 32 tokens)
@@ -478,9 +478,10 @@ def round_robin(runners, wl, reps):
         r.decode(wl.decode[0], 8)
         r.prefill(wl.prefill[0])
     for rep in range(reps):
-        for name in names[rep % len(names) :] + names[: rep % len(names)]:
+        order = names[rep % len(names) :] + names[: rep % len(names)]
+        for name in order:
             out["decode"][name].append(runners[name].decode(wl.decode[1 + rep], wl.decode_new))
-        for name in names[rep % len(names) :] + names[: rep % len(names)]:
+        for name in order:
             out["prefill"][name].append(runners[name].prefill(wl.prefill[1 + rep]))
     return out
 
@@ -678,8 +679,8 @@ def report(chosen, results, meta, greedy, skipped, e):
         f"models: {e['gguf_path']}, {e['dense_path']} (lmrt-fp32, hf-bf16), {args.awq_dir} (lmrt-awq-g64)",
         "- systems: " + "; ".join(f"{n}: {meta[n]['desc']}" for n in ran),
         f"- reps: median of {e['reps']} after a warm-up (contended decode: {e['hog_reps']}; hf-bf16 batch16: "
-        f"{e['hf_batch_reps']}); the decode and prefill reps round robin over every system (their ratio rows: medians of the "
-        f"per-rep ratios), the rest system by system; whole run {e['elapsed']:.0f} s; "
+        f"{e['hf_batch_reps']}); the decode and prefill reps round robin over every system (their ratio rows: "
+        f"medians of the per-rep ratios), the rest system by system; whole run {e['elapsed']:.0f} s; "
         f'hog = `python -c "while True: pass"`, '
         f"{'pinned to CPU %d' % args.pin_hog if args.pin_hog is not None else 'unpinned'}",
         f"- DRAM read bandwidth (numpy reductions over 256 MiB, best of 1 and {threads} threads): {e['bw']:.1f} GB/s",
